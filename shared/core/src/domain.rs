@@ -1,0 +1,646 @@
+//! The pure domain: identifiers, phone numbers, channels, messages and statuses.
+//!
+//! Types here parse their input once at the edge ("parse, don't validate"): holding an
+//! [`E164`] or a [`TenantId`] means the value is already known to be well formed.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use uuid::Uuid;
+
+/// A value failed to parse into a domain type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// Not a valid phone number (with the region used to read national formats).
+    #[error("not a valid phone number: {0}")]
+    InvalidPhoneNumber(String),
+    /// A tenant id outside `[a-z0-9-]{1,64}`.
+    #[error("tenant id must match [a-z0-9-]{{1,64}}")]
+    InvalidTenantId,
+    /// An ISO 3166 region code that the phone-number metadata does not know.
+    #[error("unknown region code: {0}")]
+    InvalidRegion(String),
+    /// An enum value (channel, provider, status) that is not one of ours.
+    #[error("unknown {kind}: {value}")]
+    UnknownValue {
+        /// Which enum was being parsed.
+        kind: &'static str,
+        /// The rejected input.
+        value: String,
+    },
+}
+
+/// A two-letter region (ISO 3166-1 alpha-2) used to read numbers written in national format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region(phonenumber::country::Id);
+
+impl Region {
+    /// The region as its two-letter code.
+    pub fn code(&self) -> &str {
+        self.0.as_ref()
+    }
+}
+
+impl Default for Region {
+    fn default() -> Self {
+        Region(phonenumber::country::Id::US)
+    }
+}
+
+impl FromStr for Region {
+    type Err = DomainError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        phonenumber::country::Id::from_str(&s.trim().to_ascii_uppercase())
+            .map(Region)
+            .map_err(|_| DomainError::InvalidRegion(s.to_string()))
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl Serialize for Region {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for Region {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A valid phone number in E.164 form (`+` and up to 15 digits).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct E164(String);
+
+impl E164 {
+    /// Channel-address prefixes carriers put in front of numbers; stripped at the edge.
+    const PREFIXES: [&'static str; 4] = ["whatsapp:", "rcs:", "tel:", "sms:"];
+
+    /// Parses a number in any common format; national formats are read in `region`.
+    pub fn parse(input: &str, region: Region) -> Result<Self, DomainError> {
+        let trimmed = input.trim();
+        let mut rest = trimmed;
+        for prefix in Self::PREFIXES {
+            if let Some(head) = rest.get(..prefix.len()).filter(|h| h.eq_ignore_ascii_case(prefix)) {
+                rest = &rest[head.len()..];
+                break;
+            }
+        }
+        let invalid = || DomainError::InvalidPhoneNumber(trimmed.chars().take(40).collect());
+        // Reject letters up front: libphonenumber maps vanity letters to digits, which a
+        // dispatcher never means.
+        if rest.is_empty() || rest.chars().any(|c| c.is_alphabetic()) {
+            return Err(invalid());
+        }
+        let parsed = phonenumber::parse(Some(region.0), rest).map_err(|_| invalid())?;
+        if !phonenumber::is_valid(&parsed) {
+            return Err(invalid());
+        }
+        Ok(E164(
+            parsed.format().mode(phonenumber::Mode::E164).to_string(),
+        ))
+    }
+
+    /// Reads a number already stored in E.164 form (a `+` followed by digits).
+    pub fn from_e164(input: &str) -> Result<Self, DomainError> {
+        if !input.starts_with('+') {
+            return Err(DomainError::InvalidPhoneNumber(input.chars().take(40).collect()));
+        }
+        Self::parse(input, Region::default())
+    }
+
+    /// The number as `+<digits>`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The digits without the leading `+`.
+    pub fn digits(&self) -> &str {
+        &self.0[1..]
+    }
+
+    /// The 10-digit national number of a NANP (+1) number, as North American carriers want it.
+    pub fn nanp_national(&self) -> Option<&str> {
+        self.0
+            .strip_prefix("+1")
+            .filter(|rest| rest.len() == 10)
+    }
+}
+
+impl fmt::Display for E164 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for E164 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for E164 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        E164::from_e164(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A tenant identifier: `[a-z0-9-]{1,64}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct TenantId(String);
+
+impl TenantId {
+    /// Parses a tenant id.
+    pub fn parse(s: &str) -> Result<Self, DomainError> {
+        let ok = (1..=64).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(TenantId(s.to_string()))
+        } else {
+            Err(DomainError::InvalidTenantId)
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TenantId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        TenantId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Declares a string-backed enum with `as_str`, `FromStr`, `Display` and serde in lowercase.
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident, $kind:literal { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The wire name.
+            pub fn as_str(&self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = DomainError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(DomainError::UnknownValue { kind: $kind, value: other.chars().take(40).collect() }),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> { s.serialize_str(self.as_str()) }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// A messaging channel as the contact experiences it.
+    Channel, "channel" {
+        /// Plain text message.
+        Sms => "sms",
+        /// Text with media attachments.
+        Mms => "mms",
+        /// WhatsApp (through a carrier such as Twilio).
+        Whatsapp => "whatsapp",
+        /// RCS business messaging.
+        Rcs => "rcs",
+        /// Signal, through a signal-cli daemon.
+        Signal => "signal",
+    }
+);
+
+string_enum!(
+    /// A carrier (or carrier-like gateway) Omni can send and receive through.
+    ProviderKind, "provider" {
+        /// Twilio Programmable Messaging.
+        Twilio => "twilio",
+        /// VoIP.ms REST API and SMS URL callback.
+        Voipms => "voipms",
+        /// A signal-cli daemon in HTTP JSON-RPC mode.
+        Signal => "signal",
+        /// The built-in demo carrier; only available in demo mode.
+        Simulator => "simulator",
+    }
+);
+
+string_enum!(
+    /// Which way a message travelled.
+    Direction, "direction" {
+        /// From a contact to the tenant.
+        Inbound => "inbound",
+        /// From the tenant to a contact.
+        Outbound => "outbound",
+    }
+);
+
+string_enum!(
+    /// Where a message is in its life.
+    ///
+    /// Outbound messages move `queued < sending < sent < delivered < read`; `failed` and
+    /// `undelivered` are terminal. Inbound messages are `received` and stay so.
+    DeliveryStatus, "status" {
+        /// Accepted by Omni, waiting for the delivery worker.
+        Queued => "queued",
+        /// Handed to the carrier, no answer yet.
+        Sending => "sending",
+        /// The carrier accepted it.
+        Sent => "sent",
+        /// The handset got it.
+        Delivered => "delivered",
+        /// The contact read it (WhatsApp, RCS, Signal).
+        Read => "read",
+        /// The carrier refused it or the retry budget ran out.
+        Failed => "failed",
+        /// The carrier could not deliver it.
+        Undelivered => "undelivered",
+        /// An inbound message.
+        Received => "received",
+    }
+);
+
+impl DeliveryStatus {
+    /// Progress rank along the success path; failures rank by where they may occur.
+    pub fn rank(self) -> u8 {
+        match self {
+            DeliveryStatus::Queued => 0,
+            DeliveryStatus::Sending => 1,
+            DeliveryStatus::Sent => 2,
+            DeliveryStatus::Delivered | DeliveryStatus::Failed | DeliveryStatus::Undelivered => 3,
+            DeliveryStatus::Read | DeliveryStatus::Received => 4,
+        }
+    }
+
+    /// A failure: nothing moves the message on from here.
+    pub fn is_failure(self) -> bool {
+        matches!(self, DeliveryStatus::Failed | DeliveryStatus::Undelivered)
+    }
+
+    /// No further status can replace this one.
+    pub fn is_terminal(self) -> bool {
+        self.is_failure() || matches!(self, DeliveryStatus::Read | DeliveryStatus::Received)
+    }
+
+    /// Applies an update monotonically: duplicates and late, out-of-order callbacks can never
+    /// move a message backwards, and a terminal status is never replaced. A failure replaces
+    /// any state short of delivery; a delivered message cannot become undelivered.
+    pub fn merge(self, update: DeliveryStatus) -> DeliveryStatus {
+        if self.is_terminal() || update == DeliveryStatus::Received {
+            return self;
+        }
+        if update.is_failure() {
+            return if self.rank() <= DeliveryStatus::Sent.rank() { update } else { self };
+        }
+        if update.rank() > self.rank() {
+            update
+        } else {
+            self
+        }
+    }
+}
+
+/// A media attachment: where to fetch it and, when known, its MIME type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Media {
+    /// Where the media can be fetched.
+    pub url: String,
+    /// MIME type, when the carrier said.
+    #[serde(default)]
+    pub content_type: Option<String>,
+}
+
+/// A message for a carrier to send, as the delivery worker hands it to an adapter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundMessage {
+    /// Omni's id of the message.
+    pub id: Uuid,
+    /// The tenant sending it.
+    pub tenant_id: TenantId,
+    /// The channel to send on.
+    pub channel: Channel,
+    /// The tenant's sender number.
+    pub from: E164,
+    /// The contact.
+    pub to: E164,
+    /// Text, if any.
+    pub body: Option<String>,
+    /// Media to attach, if any.
+    pub media: Vec<Media>,
+    /// Where the carrier should post status callbacks, for carriers that take one.
+    pub status_callback: Option<String>,
+}
+
+/// A message a contact sent, normalised from a carrier's webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundMessage {
+    /// Omni's id for it (UUID v7, so ids sort by arrival).
+    pub id: Uuid,
+    /// The carrier it came through.
+    pub provider: ProviderKind,
+    /// The carrier's own id, used to drop duplicate deliveries.
+    pub provider_message_id: String,
+    /// The channel it came on.
+    pub channel: Channel,
+    /// The contact.
+    pub from: E164,
+    /// The tenant number that was called.
+    pub to: E164,
+    /// Text, if any.
+    pub body: Option<String>,
+    /// Attachments.
+    pub media: Vec<Media>,
+    /// The contact's display name, where the channel has one (WhatsApp, Signal).
+    pub profile_name: Option<String>,
+    /// When Omni received it (UTC).
+    pub received_at: DateTime<Utc>,
+}
+
+/// A carrier's report on a message we sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusUpdate {
+    /// The carrier reporting.
+    pub provider: ProviderKind,
+    /// The carrier's id of our message.
+    pub provider_message_id: String,
+    /// The status, in Omni's vocabulary.
+    pub status: DeliveryStatus,
+    /// The carrier's own word for it.
+    pub raw_status: String,
+    /// The carrier's error code on failures.
+    pub error_code: Option<String>,
+    /// The carrier's error text on failures.
+    pub error_message: Option<String>,
+    /// The tenant number the message was sent from, when the carrier says (routes the update).
+    pub tenant_number: Option<E164>,
+    /// When the update was observed.
+    pub at: DateTime<Utc>,
+}
+
+/// One thing a carrier told us in a webhook or a poll.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WebhookEvent {
+    /// A contact sent a message.
+    Message(InboundMessage),
+    /// A message we sent changed status.
+    Status(StatusUpdate),
+}
+
+impl WebhookEvent {
+    /// The tenant's number this event concerns: it decides the tenant.
+    pub fn tenant_number(&self) -> Option<&E164> {
+        match self {
+            WebhookEvent::Message(m) => Some(&m.to),
+            WebhookEvent::Status(s) => s.tenant_number.as_ref(),
+        }
+    }
+
+    /// The carrier's id for the event, used to deduplicate redeliveries.
+    pub fn dedupe_key(&self) -> String {
+        match self {
+            WebhookEvent::Message(m) => format!("{}:msg:{}", m.provider, m.provider_message_id),
+            WebhookEvent::Status(s) => {
+                format!("{}:status:{}:{}", s.provider, s.provider_message_id, s.raw_status)
+            }
+        }
+    }
+}
+
+/// What a carrier said when it accepted a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendResult {
+    /// The carrier.
+    pub provider: ProviderKind,
+    /// The carrier's id for the message (status callbacks refer to it).
+    pub provider_message_id: String,
+    /// The status the carrier reported, in Omni's vocabulary.
+    pub status: DeliveryStatus,
+    /// The carrier's own word for it.
+    pub raw_status: String,
+}
+
+/// Why a carrier did not take a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Worth retrying later (rate limits, carrier outages, network errors).
+    #[error("transient carrier error{}: {message}", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default())]
+    Transient {
+        /// The carrier's error code, if any.
+        code: Option<String>,
+        /// What went wrong.
+        message: String,
+        /// How long the carrier asked us to wait.
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help (invalid number, opted out, bad credentials).
+    #[error("permanent carrier error{}: {message}", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default())]
+    Permanent {
+        /// The carrier's error code, if any.
+        code: Option<String>,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl SendError {
+    /// A transient error without a carrier code.
+    pub fn transient(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        SendError::Transient { code: None, message: message.into(), retry_after }
+    }
+
+    /// A permanent error with an optional carrier code.
+    pub fn permanent(code: Option<String>, message: impl Into<String>) -> Self {
+        SendError::Permanent { code, message: message.into() }
+    }
+
+    /// Whether a retry may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SendError::Transient { .. })
+    }
+
+    /// The carrier's error code, if any.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            SendError::Transient { code, .. } | SendError::Permanent { code, .. } => code.as_deref(),
+        }
+    }
+
+    /// The human-readable reason.
+    pub fn message(&self) -> &str {
+        match self {
+            SendError::Transient { message, .. } | SendError::Permanent { message, .. } => message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn us() -> Region {
+        Region::default()
+    }
+
+    #[test]
+    fn e164_parses_common_formats_and_strips_channel_prefixes() {
+        for input in ["+1 415 555 2671", "(415) 555-2671", "4155552671", "whatsapp:+14155552671", "tel:+14155552671", "RCS:+14155552671"] {
+            assert_eq!(E164::parse(input, us()).unwrap().as_str(), "+14155552671", "{input}");
+        }
+        let fr: Region = "fr".parse().unwrap();
+        assert_eq!(E164::parse("06 12 34 56 78", fr).unwrap().as_str(), "+33612345678");
+    }
+
+    #[test]
+    fn e164_rejects_invalid_numbers() {
+        for input in ["", "abc", "+1", "12", "+1415555267199999", "1-800-FLOWERS", "whatsapp:"] {
+            assert!(E164::parse(input, us()).is_err(), "{input}");
+        }
+        assert!(E164::from_e164("4155552671").is_err());
+    }
+
+    #[test]
+    fn nanp_national_is_ten_digits() {
+        let n = E164::parse("+14155552671", us()).unwrap();
+        assert_eq!(n.nanp_national(), Some("4155552671"));
+        let fr = E164::parse("+33612345678", us()).unwrap();
+        assert_eq!(fr.nanp_national(), None);
+    }
+
+    #[test]
+    fn tenant_ids_follow_the_contract() {
+        assert!(TenantId::parse("north-county-911").is_ok());
+        for bad in ["", "North", "a_b", "a b", &"x".repeat(65)] {
+            assert!(TenantId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn enums_round_trip_through_their_wire_names() {
+        for c in Channel::ALL {
+            assert_eq!(c.as_str().parse::<Channel>().unwrap(), *c);
+        }
+        for p in ProviderKind::ALL {
+            assert_eq!(p.as_str().parse::<ProviderKind>().unwrap(), *p);
+        }
+        assert!("fax".parse::<Channel>().is_err());
+        assert_eq!(serde_json::to_string(&DeliveryStatus::Undelivered).unwrap(), "\"undelivered\"");
+    }
+
+    #[test]
+    fn merge_follows_the_lifecycle() {
+        use DeliveryStatus::*;
+        assert_eq!(Queued.merge(Sent), Sent);
+        assert_eq!(Delivered.merge(Sent), Delivered);
+        assert_eq!(Sent.merge(Undelivered), Undelivered);
+        assert_eq!(Undelivered.merge(Delivered), Undelivered);
+        assert_eq!(Delivered.merge(Undelivered), Delivered);
+        assert_eq!(Delivered.merge(Read), Read);
+        assert_eq!(Received.merge(Read), Received);
+    }
+
+    fn outbound_status() -> impl Strategy<Value = DeliveryStatus> {
+        prop::sample::select(vec![
+            DeliveryStatus::Queued,
+            DeliveryStatus::Sending,
+            DeliveryStatus::Sent,
+            DeliveryStatus::Delivered,
+            DeliveryStatus::Read,
+            DeliveryStatus::Failed,
+            DeliveryStatus::Undelivered,
+        ])
+    }
+
+    proptest! {
+        #[test]
+        fn merge_never_moves_backwards(a in outbound_status(), b in outbound_status()) {
+            let m = a.merge(b);
+            prop_assert!(m.rank() >= a.rank());
+            if a.is_terminal() { prop_assert_eq!(m, a); }
+            prop_assert!(m == a || m == b);
+        }
+
+        #[test]
+        fn merge_is_idempotent(a in outbound_status(), b in outbound_status()) {
+            prop_assert_eq!(a.merge(b).merge(b), a.merge(b));
+        }
+
+        #[test]
+        fn success_path_order_does_not_matter(mut seq in prop::collection::vec(prop::sample::select(vec![
+            DeliveryStatus::Sending, DeliveryStatus::Sent, DeliveryStatus::Delivered, DeliveryStatus::Read]), 1..12)) {
+            let max = *seq.iter().max_by_key(|s| s.rank()).unwrap();
+            let forward = seq.iter().fold(DeliveryStatus::Queued, |acc, s| acc.merge(*s));
+            seq.reverse();
+            let backward = seq.iter().fold(DeliveryStatus::Queued, |acc, s| acc.merge(*s));
+            prop_assert_eq!(forward, max);
+            prop_assert_eq!(backward, max);
+        }
+
+        #[test]
+        fn a_failure_before_delivery_wins_in_any_order(
+            mut seq in prop::collection::vec(prop::sample::select(vec![DeliveryStatus::Sending, DeliveryStatus::Sent]), 0..6),
+            failure in prop::sample::select(vec![DeliveryStatus::Failed, DeliveryStatus::Undelivered]),
+            pos in 0usize..7,
+        ) {
+            let at = pos.min(seq.len());
+            seq.insert(at, failure);
+            let end = seq.iter().fold(DeliveryStatus::Queued, |acc, s| acc.merge(*s));
+            prop_assert_eq!(end, failure);
+        }
+
+        #[test]
+        fn e164_parse_never_panics(s in ".{0,40}") {
+            let _ = E164::parse(&s, Region::default());
+        }
+
+        #[test]
+        fn e164_output_reparses_to_itself(n in 2_000_000_000u64..9_999_999_999u64) {
+            if let Ok(e) = E164::parse(&n.to_string(), Region::default()) {
+                prop_assert_eq!(E164::from_e164(e.as_str()).unwrap(), e);
+            }
+        }
+    }
+}

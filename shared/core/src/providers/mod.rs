@@ -1,0 +1,357 @@
+//! The carrier adapter contract and one module per carrier.
+//!
+//! Every vendor quirk (channel prefixes, form vs JSON bodies, status vocabularies, signature
+//! schemes, error codes) stays inside its carrier's module; the rest of Omni only sees the
+//! domain types.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Channel, OutboundMessage, ProviderKind, SendError, SendResult, WebhookEvent};
+
+pub mod signal;
+pub mod simulator;
+pub mod twilio;
+pub mod voipms;
+
+/// An HTTP request as a carrier made it, before anything is trusted.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookRequest {
+    /// `GET` or `POST`, upper case.
+    pub method: String,
+    /// The full URL the carrier called, as the carrier saw it (public scheme, host, path, query).
+    pub url: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The raw body bytes, exactly as received (signatures cover them).
+    pub body: Vec<u8>,
+}
+
+impl WebhookRequest {
+    /// The first value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The query string of [`Self::url`], without the `?`.
+    pub fn query(&self) -> &str {
+        self.url.split_once('?').map(|(_, q)| q).unwrap_or("")
+    }
+
+    /// Whether the body is a form (`application/x-www-form-urlencoded`).
+    pub fn is_form(&self) -> bool {
+        self.header("content-type")
+            .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"))
+    }
+}
+
+/// A secret string: never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The secret itself; call only where it is used (signing, auth headers).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Twilio account credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TwilioCredentials {
+    /// `AC…` account SID (not secret).
+    pub account_sid: String,
+    /// Auth token: Basic auth password and webhook HMAC-SHA1 key.
+    pub auth_token: Secret,
+    /// SharedKey id → secret, for HMAC-SHA256 webhook signing.
+    #[serde(default)]
+    pub webhook_keys: BTreeMap<String, Secret>,
+}
+
+/// VoIP.ms API credentials and the secret placed in the callback URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoipmsCredentials {
+    /// Portal login e-mail (not secret).
+    pub api_username: String,
+    /// API password.
+    pub api_password: Secret,
+    /// The `secret=` query value VoIP.ms must send back on callbacks.
+    pub webhook_secret: Secret,
+}
+
+/// Where a tenant's signal-cli daemon listens, and which account it sends as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalConfig {
+    /// The JSON-RPC endpoint, e.g. `http://127.0.0.1:8080/api/v1/rpc`.
+    pub rpc_url: String,
+    /// The account (E.164) when the daemon serves several.
+    #[serde(default)]
+    pub account: Option<String>,
+}
+
+/// A tenant's configuration for one carrier, secrets included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "provider", rename_all = "lowercase")]
+pub enum Credentials {
+    /// Twilio.
+    Twilio(TwilioCredentials),
+    /// VoIP.ms.
+    Voipms(VoipmsCredentials),
+    /// signal-cli.
+    Signal(SignalConfig),
+    /// The demo carrier (no secrets).
+    Simulator,
+}
+
+impl Credentials {
+    /// Which carrier these are for.
+    pub fn kind(&self) -> ProviderKind {
+        match self {
+            Credentials::Twilio(_) => ProviderKind::Twilio,
+            Credentials::Voipms(_) => ProviderKind::Voipms,
+            Credentials::Signal(_) => ProviderKind::Signal,
+            Credentials::Simulator => ProviderKind::Simulator,
+        }
+    }
+
+    /// Parses a provider config body from the admin API (`{"account_sid": …}` for twilio, …).
+    pub fn from_admin_json(kind: ProviderKind, body: serde_json::Value) -> Result<Self, String> {
+        let parsed = match kind {
+            ProviderKind::Twilio => serde_json::from_value(body).map(Credentials::Twilio),
+            ProviderKind::Voipms => serde_json::from_value(body).map(Credentials::Voipms),
+            ProviderKind::Signal => serde_json::from_value(body).map(Credentials::Signal),
+            ProviderKind::Simulator => return Err("the simulator is configured only in demo mode".into()),
+        };
+        let creds = parsed.map_err(|e| format!("invalid {kind} configuration: {e}"))?;
+        creds.validate()?;
+        Ok(creds)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let require = |ok: bool, what: &str| if ok { Ok(()) } else { Err(format!("{what} must not be empty")) };
+        match self {
+            Credentials::Twilio(c) => {
+                require(c.account_sid.starts_with("AC") && c.account_sid.len() == 34, "account_sid (AC + 32 hex)")?;
+                require(!c.auth_token.expose().is_empty(), "auth_token")
+            }
+            Credentials::Voipms(c) => {
+                require(!c.api_username.is_empty(), "api_username")?;
+                require(!c.api_password.expose().is_empty(), "api_password")?;
+                require(c.webhook_secret.expose().len() >= 8, "webhook_secret (8+ characters)")
+            }
+            Credentials::Signal(c) => {
+                let url = url::Url::parse(&c.rpc_url).map_err(|_| "rpc_url must be a URL".to_string())?;
+                require(matches!(url.scheme(), "http" | "https"), "rpc_url (http or https)")
+            }
+            Credentials::Simulator => Ok(()),
+        }
+    }
+
+    /// The configuration with every secret replaced, safe to return from the API.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(obj) = v.as_object_mut() {
+            for key in ["auth_token", "api_password", "webhook_secret"] {
+                if obj.contains_key(key) {
+                    obj.insert(key.into(), "***".into());
+                }
+            }
+            if let Some(keys) = obj.get_mut("webhook_keys").and_then(|k| k.as_object_mut()) {
+                for value in keys.values_mut() {
+                    *value = "***".into();
+                }
+            }
+        }
+        v
+    }
+
+    /// Every secret value in this configuration (for log scrubbing tests and redaction).
+    pub fn secrets(&self) -> Vec<&str> {
+        match self {
+            Credentials::Twilio(c) => std::iter::once(c.auth_token.expose())
+                .chain(c.webhook_keys.values().map(Secret::expose))
+                .collect(),
+            Credentials::Voipms(c) => vec![c.api_password.expose(), c.webhook_secret.expose()],
+            Credentials::Signal(_) | Credentials::Simulator => vec![],
+        }
+    }
+}
+
+/// Why a webhook was not accepted as authentic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// No signature (or shared secret) where one is required.
+    #[error("signature missing")]
+    Missing,
+    /// The signature or secret does not match.
+    #[error("signature mismatch")]
+    Mismatch,
+    /// The request is signed with a scheme or key we do not have.
+    #[error("unsupported signature scheme: {0}")]
+    Unsupported(String),
+    /// The credentials given are for another carrier.
+    #[error("credentials are for another provider")]
+    WrongCredentials,
+}
+
+/// Why a webhook body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+impl ParseError {
+    /// A parse error with a message.
+    pub fn new(msg: impl Into<String>) -> Self {
+        ParseError(msg.into())
+    }
+}
+
+/// What every carrier adapter does.
+///
+/// Adapters hold no tenant state: the HTTP client and the carrier's base URL come from
+/// platform configuration, credentials come with each call. So one adapter per carrier
+/// serves every tenant, and a tenant switching carrier changes only data.
+#[async_trait]
+pub trait MessagingProviderAdapter: Send + Sync {
+    /// Which carrier this is.
+    fn kind(&self) -> ProviderKind;
+
+    /// The channels this carrier can carry.
+    fn channels(&self) -> &'static [Channel];
+
+    /// Sends one message with the tenant's credentials.
+    async fn send(&self, credentials: &Credentials, message: &OutboundMessage) -> Result<SendResult, SendError>;
+
+    /// Checks a webhook's authenticity in constant time.
+    fn verify_inbound(&self, request: &WebhookRequest, credentials: &Credentials) -> Result<(), VerifyError>;
+
+    /// Reads a webhook into Omni's events (inbound messages and status updates).
+    fn normalize_inbound(&self, request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError>;
+}
+
+/// Carrier API base URLs (platform configuration only, never request data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderEndpoints {
+    /// Twilio REST API, default `https://api.twilio.com`.
+    pub twilio: String,
+    /// VoIP.ms REST endpoint, default `https://voip.ms/api/v1/rest.php`.
+    pub voipms: String,
+}
+
+impl Default for ProviderEndpoints {
+    fn default() -> Self {
+        ProviderEndpoints {
+            twilio: "https://api.twilio.com".into(),
+            voipms: "https://voip.ms/api/v1/rest.php".into(),
+        }
+    }
+}
+
+/// Builds the HTTP client carriers are called with: rustls, bounded timeouts.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5).min(timeout))
+        .timeout(timeout)
+        .user_agent(concat!("omni/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the TLS backend is compiled in")
+}
+
+/// One adapter per carrier, shared by every tenant.
+#[derive(Clone)]
+pub struct ProviderRegistry {
+    adapters: BTreeMap<ProviderKind, Arc<dyn MessagingProviderAdapter>>,
+}
+
+impl ProviderRegistry {
+    /// The production carriers; the simulator only when `demo` is set.
+    pub fn new(http: reqwest::Client, endpoints: &ProviderEndpoints, demo: bool) -> Self {
+        let mut adapters: BTreeMap<ProviderKind, Arc<dyn MessagingProviderAdapter>> = BTreeMap::new();
+        adapters.insert(ProviderKind::Twilio, Arc::new(twilio::TwilioAdapter::new(http.clone(), &endpoints.twilio)));
+        adapters.insert(ProviderKind::Voipms, Arc::new(voipms::VoipmsAdapter::new(http.clone(), &endpoints.voipms)));
+        adapters.insert(ProviderKind::Signal, Arc::new(signal::SignalAdapter::new(http)));
+        if demo {
+            adapters.insert(ProviderKind::Simulator, Arc::new(simulator::SimulatorAdapter));
+        }
+        ProviderRegistry { adapters }
+    }
+
+    /// The adapter for a carrier, if enabled.
+    pub fn get(&self, kind: ProviderKind) -> Option<Arc<dyn MessagingProviderAdapter>> {
+        self.adapters.get(&kind).cloned()
+    }
+}
+
+/// Constant-time equality of two byte strings (length is not secret).
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// Parses an HTTP `Retry-After` given in seconds (the form carriers use).
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// Maps a transport failure (connect, timeout, reset) to a transient send error.
+pub(crate) fn network_error(err: reqwest::Error) -> SendError {
+    // Never include the URL: some carriers take credentials in the query string.
+    let what = if err.is_timeout() { "timed out" } else if err.is_connect() { "connection failed" } else { "request failed" };
+    SendError::transient(format!("carrier {what}"), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_and_never_debug_printed() {
+        let creds = Credentials::Twilio(TwilioCredentials {
+            account_sid: "AC0123456789abcdef0123456789abcdef".into(),
+            auth_token: Secret::new("tok-very-secret"),
+            webhook_keys: BTreeMap::from([("k1".into(), Secret::new("shared-very-secret"))]),
+        });
+        let shown = format!("{creds:?} {}", creds.redacted());
+        assert!(!shown.contains("tok-very-secret") && !shown.contains("shared-very-secret"), "{shown}");
+        assert!(shown.contains("AC0123456789abcdef0123456789abcdef"));
+        assert_eq!(creds.secrets(), vec!["tok-very-secret", "shared-very-secret"]);
+    }
+
+    #[test]
+    fn admin_json_is_validated_per_provider() {
+        let ok = serde_json::json!({"account_sid": "AC0123456789abcdef0123456789abcdef", "auth_token": "t"});
+        assert!(Credentials::from_admin_json(ProviderKind::Twilio, ok).is_ok());
+        let bad = serde_json::json!({"account_sid": "nope", "auth_token": "t"});
+        assert!(Credentials::from_admin_json(ProviderKind::Twilio, bad).is_err());
+        let missing = serde_json::json!({"api_username": "u"});
+        assert!(Credentials::from_admin_json(ProviderKind::Voipms, missing).is_err());
+        assert!(Credentials::from_admin_json(ProviderKind::Simulator, serde_json::json!({})).is_err());
+    }
+}

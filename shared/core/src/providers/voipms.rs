@@ -1,0 +1,39 @@
+//! Voipms adapter (placeholder, being written).
+
+use async_trait::async_trait;
+
+use super::{Credentials, MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest};
+use crate::domain::{Channel, OutboundMessage, ProviderKind, SendError, SendResult, WebhookEvent};
+
+/// Voipms.
+#[derive(Clone)]
+pub struct VoipmsAdapter {
+    #[allow(dead_code)]
+    http: reqwest::Client,
+}
+
+impl VoipmsAdapter {
+    /// Builds the adapter.
+    pub fn new(http: reqwest::Client, _base_url: &str) -> Self {
+        VoipmsAdapter { http }
+    }
+}
+
+#[async_trait]
+impl MessagingProviderAdapter for VoipmsAdapter {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Voipms
+    }
+    fn channels(&self) -> &'static [Channel] {
+        &[]
+    }
+    async fn send(&self, _c: &Credentials, _m: &OutboundMessage) -> Result<SendResult, SendError> {
+        Err(SendError::permanent(None, "not implemented"))
+    }
+    fn verify_inbound(&self, _r: &WebhookRequest, _c: &Credentials) -> Result<(), VerifyError> {
+        Err(VerifyError::Mismatch)
+    }
+    fn normalize_inbound(&self, _r: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError> {
+        Err(ParseError::new("not implemented"))
+    }
+}
