@@ -103,12 +103,17 @@ impl E164 {
             return Err(invalid());
         }
         let parsed = phonenumber::parse(Some(region.0), rest).map_err(|_| invalid())?;
-        if !phonenumber::is_valid(&parsed) {
+        let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
+        if !phonenumber::is_valid(&parsed) && !Self::is_nanp_fictional(&e164) {
             return Err(invalid());
         }
-        Ok(E164(
-            parsed.format().mode(phonenumber::Mode::E164).to_string(),
-        ))
+        Ok(E164(e164))
+    }
+
+    /// NANP area code 555 is reserved for fiction and testing: no subscriber holds it, but
+    /// carriers' documentation, sandboxes and our contract examples use it, so it is accepted.
+    fn is_nanp_fictional(e164: &str) -> bool {
+        e164.len() == 12 && e164.starts_with("+1555") && e164[5..].bytes().all(|b| b.is_ascii_digit())
     }
 
     /// Reads a number already stored in E.164 form (a `+` followed by digits).
@@ -548,6 +553,13 @@ mod tests {
         assert_eq!(n.nanp_national(), Some("4155552671"));
         let fr = E164::parse("+33612345678", us()).unwrap();
         assert_eq!(fr.nanp_national(), None);
+    }
+
+    #[test]
+    fn the_nanp_test_range_is_accepted_but_other_unassigned_codes_are_not() {
+        assert_eq!(E164::parse("555-000-1111", us()).unwrap().as_str(), "+15550001111");
+        assert_eq!(E164::parse("+1 555 555 0100", us()).unwrap().as_str(), "+15555550100");
+        assert!(E164::parse("+1 099 555 0100", us()).is_err());
     }
 
     #[test]
