@@ -91,7 +91,10 @@ impl E164 {
         let trimmed = input.trim();
         let mut rest = trimmed;
         for prefix in Self::PREFIXES {
-            if let Some(head) = rest.get(..prefix.len()).filter(|h| h.eq_ignore_ascii_case(prefix)) {
+            if let Some(head) = rest
+                .get(..prefix.len())
+                .filter(|h| h.eq_ignore_ascii_case(prefix))
+            {
                 rest = &rest[head.len()..];
                 break;
             }
@@ -113,13 +116,17 @@ impl E164 {
     /// NANP area code 555 is reserved for fiction and testing: no subscriber holds it, but
     /// carriers' documentation, sandboxes and our contract examples use it, so it is accepted.
     fn is_nanp_fictional(e164: &str) -> bool {
-        e164.len() == 12 && e164.starts_with("+1555") && e164[5..].bytes().all(|b| b.is_ascii_digit())
+        e164.len() == 12
+            && e164.starts_with("+1555")
+            && e164[5..].bytes().all(|b| b.is_ascii_digit())
     }
 
     /// Reads a number already stored in E.164 form (a `+` followed by digits).
     pub fn from_e164(input: &str) -> Result<Self, DomainError> {
         if !input.starts_with('+') {
-            return Err(DomainError::InvalidPhoneNumber(input.chars().take(40).collect()));
+            return Err(DomainError::InvalidPhoneNumber(
+                input.chars().take(40).collect(),
+            ));
         }
         Self::parse(input, Region::default())
     }
@@ -136,9 +143,7 @@ impl E164 {
 
     /// The 10-digit national number of a NANP (+1) number, as North American carriers want it.
     pub fn nanp_national(&self) -> Option<&str> {
-        self.0
-            .strip_prefix("+1")
-            .filter(|rest| rest.len() == 10)
+        self.0.strip_prefix("+1").filter(|rest| rest.len() == 10)
     }
 }
 
@@ -337,7 +342,11 @@ impl DeliveryStatus {
             return self;
         }
         if update.is_failure() {
-            return if self.rank() <= DeliveryStatus::Sent.rank() { update } else { self };
+            return if self.rank() <= DeliveryStatus::Sent.rank() {
+                update
+            } else {
+                self
+            };
         }
         if update.rank() > self.rank() {
             update
@@ -448,7 +457,10 @@ impl WebhookEvent {
         match self {
             WebhookEvent::Message(m) => format!("{}:msg:{}", m.provider, m.provider_message_id),
             WebhookEvent::Status(s) => {
-                format!("{}:status:{}:{}", s.provider, s.provider_message_id, s.raw_status)
+                format!(
+                    "{}:status:{}:{}",
+                    s.provider, s.provider_message_id, s.raw_status
+                )
             }
         }
     }
@@ -493,12 +505,19 @@ pub enum SendError {
 impl SendError {
     /// A transient error without a carrier code.
     pub fn transient(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
-        SendError::Transient { code: None, message: message.into(), retry_after }
+        SendError::Transient {
+            code: None,
+            message: message.into(),
+            retry_after,
+        }
     }
 
     /// A permanent error with an optional carrier code.
     pub fn permanent(code: Option<String>, message: impl Into<String>) -> Self {
-        SendError::Permanent { code, message: message.into() }
+        SendError::Permanent {
+            code,
+            message: message.into(),
+        }
     }
 
     /// Whether a retry may succeed.
@@ -509,7 +528,9 @@ impl SendError {
     /// The carrier's error code, if any.
     pub fn code(&self) -> Option<&str> {
         match self {
-            SendError::Transient { code, .. } | SendError::Permanent { code, .. } => code.as_deref(),
+            SendError::Transient { code, .. } | SendError::Permanent { code, .. } => {
+                code.as_deref()
+            }
         }
     }
 
@@ -532,16 +553,38 @@ mod tests {
 
     #[test]
     fn e164_parses_common_formats_and_strips_channel_prefixes() {
-        for input in ["+1 415 555 2671", "(415) 555-2671", "4155552671", "whatsapp:+14155552671", "tel:+14155552671", "RCS:+14155552671"] {
-            assert_eq!(E164::parse(input, us()).unwrap().as_str(), "+14155552671", "{input}");
+        for input in [
+            "+1 415 555 2671",
+            "(415) 555-2671",
+            "4155552671",
+            "whatsapp:+14155552671",
+            "tel:+14155552671",
+            "RCS:+14155552671",
+        ] {
+            assert_eq!(
+                E164::parse(input, us()).unwrap().as_str(),
+                "+14155552671",
+                "{input}"
+            );
         }
         let fr: Region = "fr".parse().unwrap();
-        assert_eq!(E164::parse("06 12 34 56 78", fr).unwrap().as_str(), "+33612345678");
+        assert_eq!(
+            E164::parse("06 12 34 56 78", fr).unwrap().as_str(),
+            "+33612345678"
+        );
     }
 
     #[test]
     fn e164_rejects_invalid_numbers() {
-        for input in ["", "abc", "+1", "12", "+1415555267199999", "1-800-FLOWERS", "whatsapp:"] {
+        for input in [
+            "",
+            "abc",
+            "+1",
+            "12",
+            "+1415555267199999",
+            "1-800-FLOWERS",
+            "whatsapp:",
+        ] {
             assert!(E164::parse(input, us()).is_err(), "{input}");
         }
         assert!(E164::from_e164("4155552671").is_err());
@@ -557,8 +600,14 @@ mod tests {
 
     #[test]
     fn the_nanp_test_range_is_accepted_but_other_unassigned_codes_are_not() {
-        assert_eq!(E164::parse("555-000-1111", us()).unwrap().as_str(), "+15550001111");
-        assert_eq!(E164::parse("+1 555 555 0100", us()).unwrap().as_str(), "+15555550100");
+        assert_eq!(
+            E164::parse("555-000-1111", us()).unwrap().as_str(),
+            "+15550001111"
+        );
+        assert_eq!(
+            E164::parse("+1 555 555 0100", us()).unwrap().as_str(),
+            "+15555550100"
+        );
         assert!(E164::parse("+1 099 555 0100", us()).is_err());
     }
 
@@ -579,7 +628,10 @@ mod tests {
             assert_eq!(p.as_str().parse::<ProviderKind>().unwrap(), *p);
         }
         assert!("fax".parse::<Channel>().is_err());
-        assert_eq!(serde_json::to_string(&DeliveryStatus::Undelivered).unwrap(), "\"undelivered\"");
+        assert_eq!(
+            serde_json::to_string(&DeliveryStatus::Undelivered).unwrap(),
+            "\"undelivered\""
+        );
     }
 
     #[test]

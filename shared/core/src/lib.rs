@@ -5,4 +5,6 @@
 //! push are traits in [`ports`], implemented by the `omni-local` (SQLite) and AWS backends.
 
 pub mod domain;
+pub mod model;
+pub mod ports;
 pub mod providers;

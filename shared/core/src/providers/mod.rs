@@ -48,8 +48,10 @@ impl WebhookRequest {
 
     /// Whether the body is a form (`application/x-www-form-urlencoded`).
     pub fn is_form(&self) -> bool {
-        self.header("content-type")
-            .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"))
+        self.header("content-type").is_some_and(|ct| {
+            ct.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        })
     }
 }
 
@@ -140,7 +142,9 @@ impl Credentials {
             ProviderKind::Twilio => serde_json::from_value(body).map(Credentials::Twilio),
             ProviderKind::Voipms => serde_json::from_value(body).map(Credentials::Voipms),
             ProviderKind::Signal => serde_json::from_value(body).map(Credentials::Signal),
-            ProviderKind::Simulator => return Err("the simulator is configured only in demo mode".into()),
+            ProviderKind::Simulator => {
+                return Err("the simulator is configured only in demo mode".into())
+            }
         };
         let creds = parsed.map_err(|e| format!("invalid {kind} configuration: {e}"))?;
         creds.validate()?;
@@ -148,20 +152,36 @@ impl Credentials {
     }
 
     fn validate(&self) -> Result<(), String> {
-        let require = |ok: bool, what: &str| if ok { Ok(()) } else { Err(format!("{what} must not be empty")) };
+        let require = |ok: bool, what: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("{what} must not be empty"))
+            }
+        };
         match self {
             Credentials::Twilio(c) => {
-                require(c.account_sid.starts_with("AC") && c.account_sid.len() == 34, "account_sid (AC + 32 hex)")?;
+                require(
+                    c.account_sid.starts_with("AC") && c.account_sid.len() == 34,
+                    "account_sid (AC + 32 hex)",
+                )?;
                 require(!c.auth_token.expose().is_empty(), "auth_token")
             }
             Credentials::Voipms(c) => {
                 require(!c.api_username.is_empty(), "api_username")?;
                 require(!c.api_password.expose().is_empty(), "api_password")?;
-                require(c.webhook_secret.expose().len() >= 8, "webhook_secret (8+ characters)")
+                require(
+                    c.webhook_secret.expose().len() >= 8,
+                    "webhook_secret (8+ characters)",
+                )
             }
             Credentials::Signal(c) => {
-                let url = url::Url::parse(&c.rpc_url).map_err(|_| "rpc_url must be a URL".to_string())?;
-                require(matches!(url.scheme(), "http" | "https"), "rpc_url (http or https)")
+                let url =
+                    url::Url::parse(&c.rpc_url).map_err(|_| "rpc_url must be a URL".to_string())?;
+                require(
+                    matches!(url.scheme(), "http" | "https"),
+                    "rpc_url (http or https)",
+                )
             }
             Credentials::Simulator => Ok(()),
         }
@@ -240,10 +260,18 @@ pub trait MessagingProviderAdapter: Send + Sync {
     fn channels(&self) -> &'static [Channel];
 
     /// Sends one message with the tenant's credentials.
-    async fn send(&self, credentials: &Credentials, message: &OutboundMessage) -> Result<SendResult, SendError>;
+    async fn send(
+        &self,
+        credentials: &Credentials,
+        message: &OutboundMessage,
+    ) -> Result<SendResult, SendError>;
 
     /// Checks a webhook's authenticity in constant time.
-    fn verify_inbound(&self, request: &WebhookRequest, credentials: &Credentials) -> Result<(), VerifyError>;
+    fn verify_inbound(
+        &self,
+        request: &WebhookRequest,
+        credentials: &Credentials,
+    ) -> Result<(), VerifyError>;
 
     /// Reads a webhook into Omni's events (inbound messages and status updates).
     fn normalize_inbound(&self, request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError>;
@@ -286,12 +314,25 @@ pub struct ProviderRegistry {
 impl ProviderRegistry {
     /// The production carriers; the simulator only when `demo` is set.
     pub fn new(http: reqwest::Client, endpoints: &ProviderEndpoints, demo: bool) -> Self {
-        let mut adapters: BTreeMap<ProviderKind, Arc<dyn MessagingProviderAdapter>> = BTreeMap::new();
-        adapters.insert(ProviderKind::Twilio, Arc::new(twilio::TwilioAdapter::new(http.clone(), &endpoints.twilio)));
-        adapters.insert(ProviderKind::Voipms, Arc::new(voipms::VoipmsAdapter::new(http.clone(), &endpoints.voipms)));
-        adapters.insert(ProviderKind::Signal, Arc::new(signal::SignalAdapter::new(http)));
+        let mut adapters: BTreeMap<ProviderKind, Arc<dyn MessagingProviderAdapter>> =
+            BTreeMap::new();
+        adapters.insert(
+            ProviderKind::Twilio,
+            Arc::new(twilio::TwilioAdapter::new(http.clone(), &endpoints.twilio)),
+        );
+        adapters.insert(
+            ProviderKind::Voipms,
+            Arc::new(voipms::VoipmsAdapter::new(http.clone(), &endpoints.voipms)),
+        );
+        adapters.insert(
+            ProviderKind::Signal,
+            Arc::new(signal::SignalAdapter::new(http)),
+        );
         if demo {
-            adapters.insert(ProviderKind::Simulator, Arc::new(simulator::SimulatorAdapter));
+            adapters.insert(
+                ProviderKind::Simulator,
+                Arc::new(simulator::SimulatorAdapter),
+            );
         }
         ProviderRegistry { adapters }
     }
@@ -323,7 +364,13 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
 /// Maps a transport failure (connect, timeout, reset) to a transient send error.
 pub(crate) fn network_error(err: reqwest::Error) -> SendError {
     // Never include the URL: some carriers take credentials in the query string.
-    let what = if err.is_timeout() { "timed out" } else if err.is_connect() { "connection failed" } else { "request failed" };
+    let what = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
     SendError::transient(format!("carrier {what}"), None)
 }
 
@@ -339,9 +386,15 @@ mod tests {
             webhook_keys: BTreeMap::from([("k1".into(), Secret::new("shared-very-secret"))]),
         });
         let shown = format!("{creds:?} {}", creds.redacted());
-        assert!(!shown.contains("tok-very-secret") && !shown.contains("shared-very-secret"), "{shown}");
+        assert!(
+            !shown.contains("tok-very-secret") && !shown.contains("shared-very-secret"),
+            "{shown}"
+        );
         assert!(shown.contains("AC0123456789abcdef0123456789abcdef"));
-        assert_eq!(creds.secrets(), vec!["tok-very-secret", "shared-very-secret"]);
+        assert_eq!(
+            creds.secrets(),
+            vec!["tok-very-secret", "shared-very-secret"]
+        );
     }
 
     #[test]
@@ -352,6 +405,8 @@ mod tests {
         assert!(Credentials::from_admin_json(ProviderKind::Twilio, bad).is_err());
         let missing = serde_json::json!({"api_username": "u"});
         assert!(Credentials::from_admin_json(ProviderKind::Voipms, missing).is_err());
-        assert!(Credentials::from_admin_json(ProviderKind::Simulator, serde_json::json!({})).is_err());
+        assert!(
+            Credentials::from_admin_json(ProviderKind::Simulator, serde_json::json!({})).is_err()
+        );
     }
 }

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{Credentials, MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest};
-use crate::domain::{Channel, DeliveryStatus, OutboundMessage, ProviderKind, SendError, SendResult, WebhookEvent};
+use crate::domain::{
+    Channel, DeliveryStatus, OutboundMessage, ProviderKind, SendError, SendResult, WebhookEvent,
+};
 
 /// The built-in demo carrier.
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,7 +26,11 @@ impl MessagingProviderAdapter for SimulatorAdapter {
         Channel::ALL
     }
 
-    async fn send(&self, _credentials: &Credentials, _message: &OutboundMessage) -> Result<SendResult, SendError> {
+    async fn send(
+        &self,
+        _credentials: &Credentials,
+        _message: &OutboundMessage,
+    ) -> Result<SendResult, SendError> {
         Ok(SendResult {
             provider: ProviderKind::Simulator,
             provider_message_id: format!("SIM{}", Uuid::now_v7().simple()),
@@ -33,11 +39,20 @@ impl MessagingProviderAdapter for SimulatorAdapter {
         })
     }
 
-    fn verify_inbound(&self, _request: &WebhookRequest, _credentials: &Credentials) -> Result<(), VerifyError> {
-        Err(VerifyError::Unsupported("the simulator has no webhooks".into()))
+    fn verify_inbound(
+        &self,
+        _request: &WebhookRequest,
+        _credentials: &Credentials,
+    ) -> Result<(), VerifyError> {
+        Err(VerifyError::Unsupported(
+            "the simulator has no webhooks".into(),
+        ))
     }
 
-    fn normalize_inbound(&self, _request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError> {
+    fn normalize_inbound(
+        &self,
+        _request: &WebhookRequest,
+    ) -> Result<Vec<WebhookEvent>, ParseError> {
         Err(ParseError::new("the simulator has no webhooks"))
     }
 }

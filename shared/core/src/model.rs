@@ -1,0 +1,195 @@
+//! Records Omni keeps: tenants, number routes, messages and conversations, in the shapes the
+//! public contract returns.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::{
+    Channel, DeliveryStatus, Direction, Media, ProviderKind, Region, TenantId, E164,
+};
+
+/// An organisation using Omni (a dispatch centre).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    /// `[a-z0-9-]{1,64}`.
+    pub id: TenantId,
+    /// Display name.
+    pub name: String,
+    /// Region used to read numbers written in national format.
+    pub default_region: Region,
+    /// Reply to the HELP keyword; a generic text when unset.
+    pub help_text: Option<String>,
+    /// When the tenant was created.
+    pub created_at: DateTime<Utc>,
+    /// When the tenant was last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A tenant number: inbound traffic to it belongs to the tenant, and the tenant sends from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumberRoute {
+    /// The number, E.164.
+    pub number: E164,
+    /// Its owner.
+    pub tenant_id: TenantId,
+    /// The carrier the number lives at.
+    pub provider: ProviderKind,
+    /// The channels it sends and receives on.
+    pub channels: Vec<Channel>,
+    /// When it was (re)configured.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One status transition of a message, for its audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusEvent {
+    /// The status reached.
+    pub status: DeliveryStatus,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who said so: `api`, `worker`, `sweeper`, or a carrier name.
+    pub source: String,
+}
+
+/// A message as the contract returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// UUID v7.
+    pub id: Uuid,
+    /// The tenant; never serialised (the caller's key already says it).
+    #[serde(skip_serializing)]
+    pub tenant_id: Option<TenantId>,
+    /// The conversation it belongs to.
+    pub conversation_id: Uuid,
+    /// Inbound or outbound.
+    pub direction: Direction,
+    /// The channel.
+    pub channel: Channel,
+    /// Sender.
+    pub from: E164,
+    /// Recipient.
+    pub to: E164,
+    /// Text.
+    pub body: Option<String>,
+    /// Attachments.
+    pub media: Vec<Media>,
+    /// Current status.
+    pub status: DeliveryStatus,
+    /// The carrier that carried it (once known).
+    pub provider: Option<ProviderKind>,
+    /// The carrier's id (once known).
+    pub provider_message_id: Option<String>,
+    /// The carrier's error code on failure.
+    pub error_code: Option<String>,
+    /// The failure reason.
+    pub error_message: Option<String>,
+    /// Starred by a dispatcher.
+    pub starred: bool,
+    /// When it was accepted or received.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Every status transition, oldest first.
+    pub events: Vec<StatusEvent>,
+}
+
+/// The newest message of a conversation, in brief.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastMessage {
+    /// Message id.
+    pub id: Uuid,
+    /// Its text.
+    pub body: Option<String>,
+    /// Its direction.
+    pub direction: Direction,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+}
+
+/// A thread between a tenant and one contact on one channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// UUID v7.
+    pub id: Uuid,
+    /// The tenant; never serialised.
+    #[serde(skip_serializing)]
+    pub tenant_id: Option<TenantId>,
+    /// Conversation channel (MMS threads with SMS: see [`Channel::thread`]).
+    pub channel: Channel,
+    /// The contact.
+    pub contact: E164,
+    /// The tenant number used in this thread.
+    pub tenant_number: E164,
+    /// Inbound messages not yet read.
+    pub unread_count: i64,
+    /// Starred messages in the thread.
+    pub starred_count: i64,
+    /// The newest message.
+    pub last_message: Option<LastMessage>,
+    /// When the newest message happened (the list order).
+    pub last_message_at: Option<DateTime<Utc>>,
+    /// Whether the contact has opted out of this tenant's messages.
+    #[serde(default)]
+    pub opted_out: bool,
+}
+
+impl Channel {
+    /// The channel a conversation is kept under: MMS and SMS with one contact are one thread.
+    pub fn thread(self) -> Channel {
+        match self {
+            Channel::Mms => Channel::Sms,
+            other => other,
+        }
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items, in the listing's order.
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; `None` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// A new outbound message, validated, before it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutbound {
+    /// Id to give it (UUID v7).
+    pub id: Uuid,
+    /// Channel to send on.
+    pub channel: Channel,
+    /// Tenant number to send from.
+    pub from: E164,
+    /// Contact.
+    pub to: E164,
+    /// Text.
+    pub body: Option<String>,
+    /// Attachments.
+    pub media: Vec<crate::domain::Media>,
+    /// The client's idempotency key, if given.
+    pub idempotency_key: Option<String>,
+    /// When it was accepted.
+    pub at: DateTime<Utc>,
+}
+
+/// What the store did with a status update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusApplied {
+    /// No message of ours has that carrier id (yet).
+    NotFound,
+    /// The update changed nothing (duplicate or out of order).
+    Unchanged(Message),
+    /// The status moved on; the transition was recorded.
+    Changed(Message),
+}
+
+/// A message claimed by the delivery worker for one send attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryClaim {
+    /// The message as the adapter gets it.
+    pub message: Message,
+    /// Attempts so far, this one included.
+    pub attempt: u32,
+}

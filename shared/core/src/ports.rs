@@ -1,0 +1,279 @@
+//! The ports: what the services need from storage, queues and push. The `omni-local`
+//! backend implements them on SQLite; the AWS backend on DynamoDB, Secrets Manager, SQS and
+//! the API Gateway management API. Both pass one conformance suite.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::{
+    InboundMessage, ProviderKind, SendResult, StatusUpdate, TenantId, WebhookEvent, E164,
+};
+use crate::model::{
+    Conversation, DeliveryClaim, Message, NewOutbound, NumberRoute, Page, StatusApplied, Tenant,
+};
+use crate::providers::Credentials;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken (e.g. a number held by another tenant).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A cursor that this store did not issue.
+    #[error("invalid cursor")]
+    InvalidCursor,
+    /// The backend failed; the message is for logs only.
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+/// Result alias for the ports.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Tenants, their numbers and their API keys.
+#[async_trait]
+pub trait TenantStore: Send + Sync {
+    /// Creates or updates a tenant (keeping its `created_at`); returns it as stored.
+    async fn put_tenant(&self, tenant: &Tenant) -> StoreResult<Tenant>;
+    /// A tenant by id.
+    async fn get_tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>>;
+    /// Assigns a number to a tenant; [`StoreError::Conflict`] if another tenant holds it.
+    async fn put_number(&self, route: &NumberRoute) -> StoreResult<NumberRoute>;
+    /// Releases a tenant's number; false if the tenant did not hold it.
+    async fn delete_number(&self, tenant: &TenantId, number: &E164) -> StoreResult<bool>;
+    /// Who owns a number (inbound routing).
+    async fn number_route(&self, number: &E164) -> StoreResult<Option<NumberRoute>>;
+    /// A tenant's numbers.
+    async fn tenant_numbers(&self, tenant: &TenantId) -> StoreResult<Vec<NumberRoute>>;
+    /// Stores an API key's hash (the key itself is never stored).
+    async fn put_api_key(&self, tenant: &TenantId, key_id: &str, key_hash: &str)
+        -> StoreResult<()>;
+    /// The tenant an API key hash belongs to.
+    async fn tenant_for_api_key(&self, key_hash: &str) -> StoreResult<Option<TenantId>>;
+}
+
+/// Tenant carrier credentials (encrypted at rest / Secrets Manager).
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// Stores (replaces) a tenant's configuration for the credentials' carrier.
+    async fn put_credentials(
+        &self,
+        tenant: &TenantId,
+        credentials: &Credentials,
+    ) -> StoreResult<()>;
+    /// A tenant's configuration for a carrier.
+    async fn get_credentials(
+        &self,
+        tenant: &TenantId,
+        provider: ProviderKind,
+    ) -> StoreResult<Option<Credentials>>;
+    /// Removes a tenant's configuration; false if there was none.
+    async fn delete_credentials(
+        &self,
+        tenant: &TenantId,
+        provider: ProviderKind,
+    ) -> StoreResult<bool>;
+    /// The carriers a tenant has configured.
+    async fn configured_providers(&self, tenant: &TenantId) -> StoreResult<Vec<ProviderKind>>;
+    /// Every tenant with a configuration for `provider` (e.g. whom the Signal poller serves).
+    async fn tenants_with_provider(&self, provider: ProviderKind) -> StoreResult<Vec<TenantId>>;
+}
+
+/// Messages, conversations, raw payloads, opt-outs.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Keeps a verified webhook's raw body until `expires_at`, keyed by its dedupe key.
+    /// Returns false when the same key was stored before (a redelivery).
+    async fn save_raw_webhook(
+        &self,
+        tenant: &TenantId,
+        provider: ProviderKind,
+        dedupe_key: &str,
+        body: &[u8],
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// In one atomic step: upsert the conversation (tenant, thread channel, contact), append the
+    /// message, add one to unread, set the last message. `None` when this carrier message was
+    /// applied before (idempotent under redelivery).
+    async fn apply_inbound(
+        &self,
+        tenant: &TenantId,
+        message: &InboundMessage,
+    ) -> StoreResult<Option<(Message, Conversation)>>;
+
+    /// Applies a carrier status update monotonically ([`crate::domain::DeliveryStatus::merge`]),
+    /// recording the transition in the message's events when it changes anything.
+    async fn apply_status(
+        &self,
+        tenant: &TenantId,
+        update: &StatusUpdate,
+    ) -> StoreResult<StatusApplied>;
+
+    /// Stores a new outbound message as `queued` (the outbox) and upserts its conversation.
+    /// With an idempotency key seen before, returns the first message and `false`.
+    async fn create_outbound(
+        &self,
+        tenant: &TenantId,
+        message: &NewOutbound,
+    ) -> StoreResult<(Message, bool)>;
+
+    /// Claims a queued message for one send attempt, for `lease`; `None` when it is not queued
+    /// or another worker holds a live claim. Counts the attempt.
+    async fn claim_delivery(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        lease: Duration,
+    ) -> StoreResult<Option<DeliveryClaim>>;
+
+    /// Records the carrier's acceptance; releases the claim.
+    async fn record_sent(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        result: &SendResult,
+    ) -> StoreResult<Message>;
+
+    /// Releases the claim after a transient failure, keeping the message queued, and records the
+    /// last error.
+    async fn record_retry(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        error_code: Option<&str>,
+        error: &str,
+    ) -> StoreResult<Message>;
+
+    /// Marks the message failed for good with the carrier's code and reason; releases the claim.
+    async fn record_failed(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        error_code: Option<&str>,
+        error: &str,
+    ) -> StoreResult<Message>;
+
+    /// Queued messages with no live claim, last touched before `before`: the sweeper's work.
+    async fn stranded_outbound(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<(TenantId, Uuid)>>;
+
+    /// A message of the tenant's.
+    async fn get_message(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Message>>;
+
+    /// The tenant's conversations, newest activity first.
+    async fn list_conversations(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Conversation>>;
+
+    /// A conversation of the tenant's.
+    async fn get_conversation(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+    ) -> StoreResult<Option<Conversation>>;
+
+    /// A conversation's messages, newest first.
+    async fn list_messages(
+        &self,
+        tenant: &TenantId,
+        conversation: Uuid,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Message>>;
+
+    /// Sets unread to zero.
+    async fn mark_read(
+        &self,
+        tenant: &TenantId,
+        conversation: Uuid,
+    ) -> StoreResult<Option<Conversation>>;
+
+    /// Stars or unstars a message, keeping the conversation's `starred_count` exact.
+    async fn set_starred(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        starred: bool,
+    ) -> StoreResult<Option<(Message, Conversation)>>;
+
+    /// Records a contact's opt-out (true) or opt-in (false) for this tenant.
+    async fn set_opt_out(
+        &self,
+        tenant: &TenantId,
+        contact: &E164,
+        opted_out: bool,
+    ) -> StoreResult<()>;
+
+    /// Whether a contact has opted out of this tenant's messages.
+    async fn is_opted_out(&self, tenant: &TenantId, contact: &E164) -> StoreResult<bool>;
+
+    /// Deletes raw payloads past their retention; returns how many.
+    async fn purge_expired(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+/// Work handed between the flows through a queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "job", rename_all = "snake_case")]
+pub enum Job {
+    /// A verified, normalised webhook event for the conversation updater.
+    Inbound {
+        /// Whose it is.
+        tenant_id: TenantId,
+        /// What happened.
+        event: WebhookEvent,
+    },
+    /// An outbound message for the delivery worker.
+    Deliver {
+        /// Whose it is.
+        tenant_id: TenantId,
+        /// Which message.
+        message_id: Uuid,
+    },
+}
+
+/// Durable queues between the flows (SQS, or a SQLite table).
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Enqueues a job, visible after `delay`.
+    async fn enqueue(&self, job: &Job, delay: Duration) -> StoreResult<()>;
+    /// Keeps a job that can never succeed, with the reason, for an operator.
+    async fn dead_letter(&self, job: &Job, reason: &str) -> StoreResult<()>;
+}
+
+/// What dashboards are told, as the contract's WebSocket frames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushEvent {
+    /// `message.received`, `message.status` or `conversation.updated`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The conversation concerned.
+    pub conversation_id: Uuid,
+    /// The message, for message events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<Message>,
+    /// The conversation, for `conversation.updated`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<Conversation>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Fan-out to a tenant's connected dashboards (WebSocket hub, or API Gateway connections).
+#[async_trait]
+pub trait Push: Send + Sync {
+    /// Sends an event to every dashboard of `event.tenant_id`, and to nobody else.
+    async fn push(&self, event: &PushEvent) -> StoreResult<()>;
+}
