@@ -8,3 +8,4 @@ pub mod domain;
 pub mod model;
 pub mod ports;
 pub mod providers;
+pub mod service;

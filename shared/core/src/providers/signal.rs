@@ -19,6 +19,16 @@ impl SignalAdapter {
     }
 }
 
+impl SignalAdapter {
+    /// Polls the daemon (placeholder).
+    pub async fn receive(
+        &self,
+        _config: &super::SignalConfig,
+    ) -> Result<Vec<WebhookEvent>, SendError> {
+        Ok(vec![])
+    }
+}
+
 #[async_trait]
 impl MessagingProviderAdapter for SignalAdapter {
     fn kind(&self) -> ProviderKind {

@@ -1,0 +1,158 @@
+//! Carrier webhooks: parse, route by the called number, verify with that tenant's
+//! credentials, keep the raw payload, queue the events. Nothing is stored before the
+//! signature checks out.
+
+use chrono::Utc;
+use tracing::{info, instrument, warn};
+
+use super::{ServiceError, Services};
+use crate::domain::{ProviderKind, TenantId, WebhookEvent};
+use crate::ports::Job;
+use crate::providers::WebhookRequest;
+
+/// What a webhook produced, for the answer to the carrier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookAck {
+    /// The tenant it was routed to, if it carried any event.
+    pub tenant_id: Option<TenantId>,
+    /// Events queued.
+    pub events: usize,
+    /// Whether this exact event was seen before (a carrier redelivery).
+    pub duplicate: bool,
+}
+
+impl Services {
+    /// Handles one carrier webhook end to end, up to the queue. A successful return means
+    /// everything it carried is committed: the caller may answer the carrier 2xx.
+    #[instrument(skip_all, fields(provider = %kind, tenant_id))]
+    pub async fn handle_webhook(
+        &self,
+        kind: ProviderKind,
+        request: &WebhookRequest,
+    ) -> Result<WebhookAck, ServiceError> {
+        let adapter = self
+            .providers
+            .get(kind)
+            .ok_or(ServiceError::NotFound("provider"))?;
+        let events = adapter
+            .normalize_inbound(request)
+            .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
+        let Some(first) = events.first() else {
+            return Ok(WebhookAck {
+                tenant_id: None,
+                events: 0,
+                duplicate: false,
+            });
+        };
+        let number = first.tenant_number().ok_or_else(|| {
+            ServiceError::InvalidRequest("the webhook names no tenant number".into())
+        })?;
+        if events.iter().any(|e| e.tenant_number() != Some(number)) {
+            return Err(ServiceError::InvalidRequest(
+                "one webhook may concern one tenant number only".into(),
+            ));
+        }
+        let route = self
+            .tenants
+            .number_route(number)
+            .await?
+            .ok_or(ServiceError::NotFound("number"))?;
+        let tenant = route.tenant_id;
+        tracing::Span::current().record("tenant_id", tenant.as_str());
+
+        // A number moved to another carrier may still get late callbacks from the old one, so
+        // verify with the tenant's credentials for the carrier that called, not the route's.
+        let Some(credentials) = self.credentials_for(&tenant, kind).await? else {
+            warn!("webhook for a tenant with no credentials for this carrier");
+            return Err(ServiceError::InvalidSignature);
+        };
+        if adapter.verify_inbound(request, &credentials).is_err() {
+            warn!("webhook signature rejected");
+            return Err(ServiceError::InvalidSignature);
+        }
+
+        let expires = Utc::now() + self.settings.raw_retention;
+        let fresh = self
+            .messages
+            .save_raw_webhook(&tenant, kind, &first.dedupe_key(), &request.body, expires)
+            .await?;
+        // Events are queued even for a redelivery: if an earlier attempt crashed between the
+        // raw write and the enqueue, this is what recovers it. The updater is idempotent.
+        self.enqueue_events(&tenant, events.iter().cloned()).await?;
+        info!(
+            events = events.len(),
+            duplicate = !fresh,
+            "webhook accepted"
+        );
+        Ok(WebhookAck {
+            tenant_id: Some(tenant),
+            events: events.len(),
+            duplicate: !fresh,
+        })
+    }
+
+    pub(super) async fn enqueue_events(
+        &self,
+        tenant: &TenantId,
+        events: impl Iterator<Item = WebhookEvent>,
+    ) -> Result<(), ServiceError> {
+        for event in events {
+            let job = Job::Inbound {
+                tenant_id: tenant.clone(),
+                event,
+            };
+            self.queue.enqueue(&job, std::time::Duration::ZERO).await?;
+        }
+        Ok(())
+    }
+
+    /// Polls every tenant's signal-cli daemon once and queues what arrived. Signal has no
+    /// webhooks: authenticity comes from asking our own daemon.
+    #[instrument(skip_all)]
+    pub async fn poll_signal(
+        &self,
+        signal: &crate::providers::signal::SignalAdapter,
+    ) -> Result<usize, ServiceError> {
+        let mut queued = 0;
+        for tenant in self
+            .secrets
+            .tenants_with_provider(ProviderKind::Signal)
+            .await?
+        {
+            let Some(crate::providers::Credentials::Signal(config)) = self
+                .secrets
+                .get_credentials(&tenant, ProviderKind::Signal)
+                .await?
+            else {
+                continue;
+            };
+            let events = match signal.receive(&config).await {
+                Ok(events) => events,
+                Err(e) => {
+                    warn!(tenant_id = %tenant, error = %e, "signal poll failed");
+                    continue;
+                }
+            };
+            // Only events for numbers this tenant holds are accepted.
+            let mut mine = Vec::with_capacity(events.len());
+            for event in events {
+                let owned = match event.tenant_number() {
+                    Some(n) => self
+                        .tenants
+                        .number_route(n)
+                        .await?
+                        .is_some_and(|r| r.tenant_id == tenant),
+                    None => false,
+                };
+                if owned {
+                    mine.push(event);
+                } else {
+                    warn!(tenant_id = %tenant, "signal event for a number the tenant does not hold");
+                }
+            }
+            queued += mine.len();
+            self.enqueue_events(&tenant, mine.into_iter()).await?;
+        }
+        Ok(queued)
+    }
+}

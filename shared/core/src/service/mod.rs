@@ -1,0 +1,263 @@
+//! The flows of DESIGN.md, written once against the ports: inbound webhooks, the conversation
+//! updater, sending, delivery with retries, the outbox sweeper, and the Signal poller.
+//!
+//! Each entry point (an axum handler, a Lambda function, the local job runner) calls into
+//! [`Services`]; none of them holds business rules of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use sha2::{Digest, Sha256};
+
+use crate::domain::{DomainError, ProviderKind, TenantId};
+use crate::ports::{MessageStore, Push, Queue, SecretStore, StoreError, TenantStore};
+use crate::providers::{Credentials, ProviderRegistry};
+
+mod delivery;
+mod inbound;
+mod keywords;
+mod outbound;
+mod updater;
+
+pub use delivery::DeliveryOutcome;
+pub use inbound::WebhookAck;
+pub use keywords::Keyword;
+pub use outbound::SendRequest;
+pub use updater::JobError;
+
+/// A failure the caller should hear about, mapped to HTTP in one place (the API crate).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is malformed or breaks a rule.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// A phone number that does not parse.
+    #[error("{0}")]
+    InvalidPhoneNumber(String),
+    /// No carrier is configured for what was asked.
+    #[error("{0}")]
+    ChannelNotConfigured(String),
+    /// The contact replied STOP to this tenant.
+    #[error("the recipient has opted out of messages from this tenant")]
+    RecipientOptedOut,
+    /// No valid credential.
+    #[error("a valid API key or token is required")]
+    Unauthorized,
+    /// The webhook's signature or secret does not match.
+    #[error("webhook signature is invalid")]
+    InvalidSignature,
+    /// Nothing of that id belongs to the caller.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A uniqueness rule was broken.
+    #[error("{0}")]
+    Conflict(String),
+    /// Storage failed; details go to logs only.
+    #[error("internal error")]
+    Store(#[source] StoreError),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => ServiceError::Conflict(m),
+            StoreError::InvalidCursor => ServiceError::InvalidRequest("invalid cursor".into()),
+            other => ServiceError::Store(other),
+        }
+    }
+}
+
+impl From<DomainError> for ServiceError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::InvalidPhoneNumber(_) => ServiceError::InvalidPhoneNumber(e.to_string()),
+            other => ServiceError::InvalidRequest(other.to_string()),
+        }
+    }
+}
+
+/// Platform credentials from the environment: used only for a tenant with none of its own.
+#[derive(Debug, Clone, Default)]
+pub struct PlatformCredentials {
+    /// `TWILIO_ACCOUNT_SID` + `TWILIO_AUTH_TOKEN`.
+    pub twilio: Option<Credentials>,
+    /// `VOIPMS_API_USERNAME` + `VOIPMS_API_PASSWORD` + `VOIPMS_WEBHOOK_SECRET`.
+    pub voipms: Option<Credentials>,
+}
+
+impl PlatformCredentials {
+    fn get(&self, kind: ProviderKind) -> Option<&Credentials> {
+        match kind {
+            ProviderKind::Twilio => self.twilio.as_ref(),
+            ProviderKind::Voipms => self.voipms.as_ref(),
+            ProviderKind::Signal | ProviderKind::Simulator => None,
+        }
+    }
+}
+
+/// Retry schedule for transient carrier errors: exponential backoff with jitter, at least
+/// what the carrier asked for (`Retry-After`), until the attempt budget is spent.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Delay before the second attempt.
+    pub base: Duration,
+    /// Longest delay between attempts.
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay after failed attempt `attempt` (1-based): full backoff scaled by a random
+    /// factor in [0.5, 1] so a burst of failures does not retry in lockstep.
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        let capped = exp.min(self.max);
+        let jittered = capped.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
+        jittered.max(retry_after.unwrap_or_default())
+    }
+}
+
+/// Settings the services read once at start-up.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// Base URL carriers call us at (`OMNI_PUBLIC_URL`), used for signed-URL checks and status callbacks.
+    pub public_url: String,
+    /// How long raw webhook payloads are kept.
+    pub raw_retention: Duration,
+    /// Carrier retry schedule.
+    pub retry: RetryPolicy,
+    /// How long a delivery claim holds before another worker may try.
+    pub claim_lease: Duration,
+    /// A queued message untouched this long with no job is re-queued by the sweeper.
+    pub sweep_after: Duration,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        ServiceSettings {
+            public_url: "http://127.0.0.1:8080".into(),
+            raw_retention: Duration::from_secs(30 * 24 * 3600),
+            retry: RetryPolicy::default(),
+            claim_lease: Duration::from_secs(60),
+            sweep_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The ports and configuration every flow runs on.
+#[derive(Clone)]
+pub struct Services {
+    /// Tenants, numbers, API keys.
+    pub tenants: Arc<dyn TenantStore>,
+    /// Carrier credentials.
+    pub secrets: Arc<dyn SecretStore>,
+    /// Messages and conversations.
+    pub messages: Arc<dyn MessageStore>,
+    /// Queues between the flows.
+    pub queue: Arc<dyn Queue>,
+    /// Dashboard fan-out.
+    pub push: Arc<dyn Push>,
+    /// One adapter per carrier.
+    pub providers: ProviderRegistry,
+    /// Environment fallback credentials.
+    pub platform: PlatformCredentials,
+    /// Settings.
+    pub settings: ServiceSettings,
+}
+
+impl Services {
+    /// Credentials for (tenant, carrier): the tenant's own first; the platform's only when the
+    /// tenant has none, so a tenant's choice is never masked.
+    pub async fn credentials_for(
+        &self,
+        tenant: &TenantId,
+        kind: ProviderKind,
+    ) -> Result<Option<Credentials>, ServiceError> {
+        if let Some(own) = self.secrets.get_credentials(tenant, kind).await? {
+            return Ok(Some(own));
+        }
+        Ok(self.platform.get(kind).cloned())
+    }
+
+    /// The tenant an API key belongs to.
+    pub async fn authenticate(&self, api_key: &str) -> Result<TenantId, ServiceError> {
+        if !api_key.starts_with(API_KEY_PREFIX) {
+            return Err(ServiceError::Unauthorized);
+        }
+        self.tenants
+            .tenant_for_api_key(&hash_api_key(api_key))
+            .await?
+            .ok_or(ServiceError::Unauthorized)
+    }
+
+    /// Issues an API key for a tenant: returns (id, key); only the hash is stored.
+    pub async fn issue_api_key(&self, tenant: &TenantId) -> Result<(String, String), ServiceError> {
+        let mut bytes = [0u8; 24];
+        rand::thread_rng().fill(&mut bytes);
+        let key = format!("{API_KEY_PREFIX}{}", hex::encode(bytes));
+        let id = format!("key_{}", uuid::Uuid::now_v7().simple());
+        self.tenants
+            .put_api_key(tenant, &id, &hash_api_key(&key))
+            .await?;
+        Ok((id, key))
+    }
+}
+
+/// Every tenant API key starts with this, so leaked keys are recognisable.
+pub const API_KEY_PREFIX: &str = "omk_";
+
+/// The stored form of an API key: keys are long random strings, so a plain SHA-256 suffices.
+pub fn hash_api_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_honours_retry_after() {
+        let p = RetryPolicy {
+            max_attempts: 5,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+        };
+        let d1 = p.delay(1, None);
+        assert!(
+            d1 >= Duration::from_millis(500) && d1 <= Duration::from_secs(1),
+            "{d1:?}"
+        );
+        let d3 = p.delay(3, None);
+        assert!(
+            d3 >= Duration::from_secs(2) && d3 <= Duration::from_secs(4),
+            "{d3:?}"
+        );
+        assert!(p.delay(30, None) <= Duration::from_secs(10));
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(42))),
+            Duration::from_secs(42)
+        );
+    }
+
+    #[test]
+    fn api_key_hash_is_stable_and_not_the_key() {
+        let h = hash_api_key("omk_abc");
+        assert_eq!(h, hash_api_key("omk_abc"));
+        assert_ne!(h, hash_api_key("omk_abd"));
+        assert!(!h.contains("omk_abc"));
+    }
+}

@@ -1,0 +1,213 @@
+//! Accepting a message to send: validate, resolve the sender, persist as queued (the
+//! outbox), hand to the delivery worker.
+
+use chrono::Utc;
+use serde::Deserialize;
+use tracing::{instrument, warn};
+use uuid::Uuid;
+
+use super::{ServiceError, Services};
+use crate::domain::{Channel, Media, ProviderKind, TenantId, E164};
+use crate::model::{Message, NumberRoute};
+use crate::ports::Job;
+
+/// Longest text accepted (Twilio's limit; longer texts are refused, not truncated).
+const MAX_BODY_CHARS: usize = 1600;
+/// Most attachments on one message.
+const MAX_MEDIA: usize = 10;
+
+/// `POST /v1/messages` as the client sent it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    /// Channel to send on.
+    pub channel: Channel,
+    /// Recipient in any common format; read with the tenant's region.
+    pub to: String,
+    /// Sender: one of the tenant's numbers; chosen by channel when absent.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Text.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Media URLs (https).
+    #[serde(default)]
+    pub media_urls: Vec<String>,
+    /// Makes retries of this request safe: the same key returns the first message.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+impl Services {
+    /// Validates and queues an outbound message; returns it and whether it is new.
+    #[instrument(skip_all, fields(tenant_id = %tenant, channel = %request.channel))]
+    pub async fn send_message(
+        &self,
+        tenant: &TenantId,
+        request: SendRequest,
+    ) -> Result<(Message, bool), ServiceError> {
+        let tenant_record = self
+            .tenants
+            .get_tenant(tenant)
+            .await?
+            .ok_or(ServiceError::NotFound("tenant"))?;
+        let region = tenant_record.default_region;
+        let to = E164::parse(&request.to, region)?;
+        let body = request.body.filter(|b| !b.trim().is_empty());
+        if body.is_none() && request.media_urls.is_empty() {
+            return Err(ServiceError::InvalidRequest(
+                "a message needs a body or media_urls".into(),
+            ));
+        }
+        if body
+            .as_ref()
+            .is_some_and(|b| b.chars().count() > MAX_BODY_CHARS)
+        {
+            return Err(ServiceError::InvalidRequest(format!(
+                "body is longer than {MAX_BODY_CHARS} characters"
+            )));
+        }
+        if request.media_urls.len() > MAX_MEDIA {
+            return Err(ServiceError::InvalidRequest(format!(
+                "at most {MAX_MEDIA} media_urls"
+            )));
+        }
+        let media = request
+            .media_urls
+            .iter()
+            .map(|u| match url::Url::parse(u) {
+                Ok(parsed) if matches!(parsed.scheme(), "https" | "http") => Ok(Media {
+                    url: u.clone(),
+                    content_type: None,
+                }),
+                _ => Err(ServiceError::InvalidRequest(
+                    "media_urls must be http(s) URLs".into(),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(key) = &request.idempotency_key {
+            if key.is_empty() || key.len() > 255 {
+                return Err(ServiceError::InvalidRequest(
+                    "idempotency_key must be 1 to 255 characters".into(),
+                ));
+            }
+        }
+        // An SMS with attachments is an MMS.
+        let channel = if request.channel == Channel::Sms && !media.is_empty() {
+            Channel::Mms
+        } else {
+            request.channel
+        };
+
+        let route = self
+            .sender_route(tenant, channel, request.from.as_deref(), region)
+            .await?;
+        self.ensure_sendable(tenant, &route, channel).await?;
+        if self.messages.is_opted_out(tenant, &to).await? {
+            return Err(ServiceError::RecipientOptedOut);
+        }
+
+        let new = crate::model::NewOutbound {
+            id: Uuid::now_v7(),
+            channel,
+            from: route.number.clone(),
+            to,
+            body,
+            media,
+            idempotency_key: request.idempotency_key,
+            at: Utc::now(),
+        };
+        let (message, created) = self.messages.create_outbound(tenant, &new).await?;
+        if created {
+            // If this enqueue is lost (crash), the sweeper finds the queued message.
+            let job = Job::Deliver {
+                tenant_id: tenant.clone(),
+                message_id: message.id,
+            };
+            if let Err(e) = self.queue.enqueue(&job, std::time::Duration::ZERO).await {
+                warn!(error = %e, "enqueue failed; the sweeper will pick the message up");
+            }
+            self.push_message(tenant, "message.status", &message).await;
+            if let Some(conversation) = self
+                .messages
+                .get_conversation(tenant, message.conversation_id)
+                .await?
+            {
+                self.push_conversation(tenant, &conversation).await;
+            }
+        }
+        Ok((message, created))
+    }
+
+    /// The tenant number to send from: the one asked for, or the first that carries the channel.
+    async fn sender_route(
+        &self,
+        tenant: &TenantId,
+        channel: Channel,
+        from: Option<&str>,
+        region: crate::domain::Region,
+    ) -> Result<NumberRoute, ServiceError> {
+        let numbers = self.tenants.tenant_numbers(tenant).await?;
+        let carries = |r: &NumberRoute| {
+            r.channels.contains(&channel)
+                || (channel == Channel::Mms && r.channels.contains(&Channel::Sms))
+        };
+        match from {
+            Some(from) => {
+                let from = E164::parse(from, region)?;
+                let route = numbers
+                    .into_iter()
+                    .find(|r| r.number == from)
+                    .ok_or_else(|| {
+                        ServiceError::InvalidRequest(
+                            "from is not one of this tenant's numbers".into(),
+                        )
+                    })?;
+                if !carries(&route) {
+                    return Err(ServiceError::ChannelNotConfigured(format!(
+                        "{} is not set up for {channel}",
+                        route.number
+                    )));
+                }
+                Ok(route)
+            }
+            None => numbers.into_iter().find(carries).ok_or_else(|| {
+                ServiceError::ChannelNotConfigured(format!(
+                    "no number of this tenant is set up for {channel}"
+                ))
+            }),
+        }
+    }
+
+    /// The carrier behind `route` must carry the channel and have credentials.
+    async fn ensure_sendable(
+        &self,
+        tenant: &TenantId,
+        route: &NumberRoute,
+        channel: Channel,
+    ) -> Result<ProviderKind, ServiceError> {
+        let adapter = self.providers.get(route.provider).ok_or_else(|| {
+            ServiceError::ChannelNotConfigured(format!(
+                "provider {} is not available",
+                route.provider
+            ))
+        })?;
+        if !adapter.channels().contains(&channel) {
+            return Err(ServiceError::ChannelNotConfigured(format!(
+                "{} does not carry {channel}",
+                route.provider
+            )));
+        }
+        if self
+            .credentials_for(tenant, route.provider)
+            .await?
+            .is_none()
+        {
+            return Err(ServiceError::ChannelNotConfigured(format!(
+                "no {} configuration for this tenant",
+                route.provider
+            )));
+        }
+        Ok(route.provider)
+    }
+}

@@ -1,0 +1,169 @@
+//! The conversation updater: applies queued inbound events to conversations and messages
+//! and pushes the changes to the tenant's dashboards.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tracing::{info, instrument, warn};
+
+use super::keywords::Keyword;
+use super::outbound::SendRequest;
+use super::{ServiceError, Services};
+use crate::domain::{InboundMessage, StatusUpdate, TenantId, WebhookEvent};
+use crate::model::{Conversation, Message, StatusApplied};
+use crate::ports::{Job, PushEvent};
+
+/// Why a job did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Try again after the delay (e.g. a status callback that beat our own send record).
+    #[error("retry in {0:?}: {1}")]
+    Retry(Duration, String),
+    /// Retrying cannot help; dead-letter it with this reason.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl From<ServiceError> for JobError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Store(s) => JobError::Retry(Duration::from_secs(1), s.to_string()),
+            other => JobError::Fatal(other.to_string()),
+        }
+    }
+}
+
+const GENERIC_HELP: &str = "You are texting a dispatch service. Reply STOP to opt out, START to opt back in. In an emergency call 911.";
+
+impl Services {
+    /// Runs one queued job (conversation updater or delivery worker).
+    pub async fn handle_job(&self, job: &Job) -> Result<(), JobError> {
+        match job {
+            Job::Inbound {
+                tenant_id,
+                event: WebhookEvent::Message(m),
+            } => self.apply_inbound(tenant_id, m).await,
+            Job::Inbound {
+                tenant_id,
+                event: WebhookEvent::Status(s),
+            } => self.apply_status(tenant_id, s).await,
+            Job::Deliver {
+                tenant_id,
+                message_id,
+            } => self.deliver(job, tenant_id, *message_id).await.map(|_| ()),
+        }
+    }
+
+    #[instrument(skip_all, fields(tenant_id = %tenant))]
+    async fn apply_inbound(
+        &self,
+        tenant: &TenantId,
+        message: &InboundMessage,
+    ) -> Result<(), JobError> {
+        let Some((stored, conversation)) = self
+            .messages
+            .apply_inbound(tenant, message)
+            .await
+            .map_err(ServiceError::from)?
+        else {
+            return Ok(()); // applied before: a redelivery
+        };
+        self.push_message(tenant, "message.received", &stored).await;
+        self.push_conversation(tenant, &conversation).await;
+        info!(conversation_id = %conversation.id, "inbound message applied");
+
+        match Keyword::detect(message.body.as_deref()) {
+            Some(Keyword::OptOut) => self.set_opt_out(tenant, message, true).await?,
+            Some(Keyword::OptIn) => self.set_opt_out(tenant, message, false).await?,
+            Some(Keyword::Help) => {
+                let tenant_record = self
+                    .tenants
+                    .get_tenant(tenant)
+                    .await
+                    .map_err(ServiceError::from)?;
+                let text = tenant_record
+                    .and_then(|t| t.help_text)
+                    .unwrap_or_else(|| GENERIC_HELP.to_string());
+                let reply = SendRequest {
+                    channel: message.channel.thread(),
+                    to: message.from.to_string(),
+                    from: Some(message.to.to_string()),
+                    body: Some(text),
+                    media_urls: vec![],
+                    // One help reply per inbound message, however often it is redelivered.
+                    idempotency_key: Some(format!("help:{}", message.provider_message_id)),
+                };
+                if let Err(e) = self.send_message(tenant, reply).await {
+                    warn!(error = %e, "help reply not sent");
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    async fn set_opt_out(
+        &self,
+        tenant: &TenantId,
+        message: &InboundMessage,
+        out: bool,
+    ) -> Result<(), JobError> {
+        self.messages
+            .set_opt_out(tenant, &message.from, out)
+            .await
+            .map_err(ServiceError::from)?;
+        info!(opted_out = out, "contact opt-out changed");
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(tenant_id = %tenant))]
+    async fn apply_status(&self, tenant: &TenantId, update: &StatusUpdate) -> Result<(), JobError> {
+        match self
+            .messages
+            .apply_status(tenant, update)
+            .await
+            .map_err(ServiceError::from)?
+        {
+            StatusApplied::Changed(message) => {
+                self.push_message(tenant, "message.status", &message).await;
+                Ok(())
+            }
+            StatusApplied::Unchanged(_) => Ok(()),
+            // The carrier can call back before our worker has recorded its answer.
+            StatusApplied::NotFound => Err(JobError::Retry(
+                Duration::from_secs(2),
+                "status for an unknown message".into(),
+            )),
+        }
+    }
+
+    /// Pushes a message event; a push failure never fails the flow (dashboards resync).
+    pub(super) async fn push_message(&self, tenant: &TenantId, kind: &str, message: &Message) {
+        let event = PushEvent {
+            kind: kind.into(),
+            tenant_id: tenant.clone(),
+            conversation_id: message.conversation_id,
+            message: Some(message.clone()),
+            conversation: None,
+            at: Utc::now(),
+        };
+        if let Err(e) = self.push.push(&event).await {
+            warn!(error = %e, "push failed");
+        }
+    }
+
+    /// Pushes `conversation.updated`.
+    pub async fn push_conversation(&self, tenant: &TenantId, conversation: &Conversation) {
+        let event = PushEvent {
+            kind: "conversation.updated".into(),
+            tenant_id: tenant.clone(),
+            conversation_id: conversation.id,
+            message: None,
+            conversation: Some(conversation.clone()),
+            at: Utc::now(),
+        };
+        if let Err(e) = self.push.push(&event).await {
+            warn!(error = %e, "push failed");
+        }
+    }
+}
