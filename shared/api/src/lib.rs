@@ -1,1 +1,54 @@
-//! placeholder
+//! Omni's HTTP surface as axum routers, one per function area (`fn app(state) -> Router`).
+//!
+//! The same routers run under `lambda_http` on AWS (one area per function) and are merged
+//! by `omni serve` into one server. Errors become the contract's JSON shape in one place
+//! ([`error`]).
+
+pub mod admin;
+pub mod console;
+pub mod dispatch;
+pub mod error;
+pub mod routes;
+pub mod webhooks;
+pub mod ws;
+
+use std::sync::Arc;
+
+use axum::Router;
+use omni_core::providers::Secret;
+use omni_core::service::Services;
+
+pub use error::ApiError;
+pub use ws::WsHub;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The flows.
+    pub services: Services,
+    /// Bearer token for `/v1/admin/*`.
+    pub admin_token: Secret,
+}
+
+/// Largest request body accepted (larger: 413).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The OpenAPI 3.1 description of the contract, kept in the repository.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// Every HTTP route of the contract in one router (the local server's shape), with the
+/// WebSocket endpoint served by `hub`.
+pub fn full_app(state: AppState, hub: Arc<WsHub>) -> Router {
+    routes::finish(all_routes(state, hub).into_router())
+}
+
+/// The route table behind [`full_app`], for tests that compare it with the OpenAPI document.
+pub fn all_routes(state: AppState, hub: Arc<WsHub>) -> routes::Routes {
+    routes::Routes::default()
+        .merge(webhooks::routes(state.clone()))
+        .merge(dispatch::routes(state.clone()))
+        .merge(admin::routes(state.clone()))
+        .merge(ws::routes(state, hub))
+        .merge(routes::meta_routes())
+        .merge(console::routes())
+}

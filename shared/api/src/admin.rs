@@ -1,0 +1,207 @@
+//! The admin API (`Authorization: Bearer $OMNI_ADMIN_TOKEN`): tenants, carrier
+//! configurations, numbers, API keys.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::Json;
+use chrono::Utc;
+use omni_core::domain::{Channel, E164, ProviderKind, Region, TenantId};
+use omni_core::model::{NumberRoute, Tenant};
+use omni_core::providers::Credentials;
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tracing::info;
+
+use crate::dispatch::bearer;
+use crate::error::ApiError;
+use crate::routes::Routes;
+use crate::AppState;
+
+/// Proof the caller holds the admin token (compared in constant time).
+pub struct AdminAuth;
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        let expected = state.admin_token.expose().as_bytes();
+        if expected.is_empty() || !bool::from(token.as_bytes().ct_eq(expected)) {
+            return Err(ApiError::unauthorized());
+        }
+        Ok(AdminAuth)
+    }
+}
+
+/// The admin routes (the `admin` function on AWS).
+pub fn routes(state: AppState) -> Routes {
+    Routes::default()
+        .route("/v1/admin/tenants/{tenant_id}", &[Method::PUT], put(put_tenant).with_state(state.clone()))
+        .route("/v1/admin/tenants/{tenant_id}/providers", &[Method::GET], get(list_providers).with_state(state.clone()))
+        .route(
+            "/v1/admin/tenants/{tenant_id}/providers/{provider}",
+            &[Method::PUT, Method::DELETE],
+            put(put_provider).delete(delete_provider).with_state(state.clone()),
+        )
+        .route(
+            "/v1/admin/tenants/{tenant_id}/numbers/{number}",
+            &[Method::PUT, Method::DELETE],
+            put(put_number).delete(delete_number).with_state(state.clone()),
+        )
+        .route("/v1/admin/tenants/{tenant_id}/api-keys", &[Method::POST], post(create_api_key).with_state(state))
+}
+
+fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
+    TenantId::parse(raw).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+async fn existing_tenant(state: &AppState, raw: &str) -> Result<Tenant, ApiError> {
+    let id = tenant_id(raw)?;
+    state.services.tenants.get_tenant(&id).await?.ok_or_else(|| ApiError::not_found("tenant"))
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b).map_err(|e| ApiError::invalid(e.body_text()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantBody {
+    name: String,
+    #[serde(default)]
+    default_region: Option<Region>,
+    #[serde(default)]
+    help_text: Option<String>,
+}
+
+async fn put_tenant(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+    body: Result<Json<TenantBody>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = tenant_id(&raw)?;
+    let body = json_body(body)?;
+    if body.name.trim().is_empty() || body.name.len() > 200 {
+        return Err(ApiError::invalid("name must be 1 to 200 characters"));
+    }
+    if body.help_text.as_ref().is_some_and(|h| h.chars().count() > 320) {
+        return Err(ApiError::invalid("help_text must be at most 320 characters"));
+    }
+    let now = Utc::now();
+    let tenant = Tenant {
+        id,
+        name: body.name.trim().to_string(),
+        default_region: body.default_region.unwrap_or_default(),
+        help_text: body.help_text,
+        created_at: now,
+        updated_at: now,
+    };
+    let stored = state.services.tenants.put_tenant(&tenant).await?;
+    info!(tenant_id = %stored.id, "tenant saved");
+    Ok(Json(stored))
+}
+
+fn provider(raw: &str) -> Result<ProviderKind, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("provider"))
+}
+
+async fn put_provider(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path((raw_tenant, raw_provider)): Path<(String, String)>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let tenant = existing_tenant(&state, &raw_tenant).await?;
+    let kind = provider(&raw_provider)?;
+    let credentials = Credentials::from_admin_json(kind, json_body(body)?).map_err(ApiError::invalid)?;
+    state.services.secrets.put_credentials(&tenant.id, &credentials).await?;
+    info!(tenant_id = %tenant.id, provider = %kind, "provider configured");
+    Ok(Json(json!({"provider": kind, "configured": true})))
+}
+
+async fn list_providers(State(state): State<AppState>, _: AdminAuth, Path(raw): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let tenant = existing_tenant(&state, &raw).await?;
+    let mut items = Vec::new();
+    for kind in state.services.secrets.configured_providers(&tenant.id).await? {
+        if let Some(creds) = state.services.secrets.get_credentials(&tenant.id, kind).await? {
+            items.push(json!({"provider": kind, "configured": true, "config": creds.redacted()}));
+        }
+    }
+    Ok(Json(json!({"items": items})))
+}
+
+async fn delete_provider(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path((raw_tenant, raw_provider)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let tenant = existing_tenant(&state, &raw_tenant).await?;
+    let kind = provider(&raw_provider)?;
+    if !state.services.secrets.delete_credentials(&tenant.id, kind).await? {
+        return Err(ApiError::not_found("provider configuration"));
+    }
+    info!(tenant_id = %tenant.id, provider = %kind, "provider removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NumberBody {
+    provider: ProviderKind,
+    channels: Vec<Channel>,
+}
+
+async fn put_number(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path((raw_tenant, raw_number)): Path<(String, String)>,
+    body: Result<Json<NumberBody>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let tenant = existing_tenant(&state, &raw_tenant).await?;
+    let number = E164::parse(&raw_number, tenant.default_region).map_err(omni_core::service::ServiceError::from)?;
+    let body = json_body(body)?;
+    if body.channels.is_empty() {
+        return Err(ApiError::invalid("channels must not be empty"));
+    }
+    let adapter = state
+        .services
+        .providers
+        .get(body.provider)
+        .ok_or_else(|| ApiError::invalid(format!("provider {} is not available on this server", body.provider)))?;
+    if let Some(unsupported) = body.channels.iter().find(|c| !adapter.channels().contains(c)) {
+        return Err(ApiError::invalid(format!("{} does not carry {unsupported}", body.provider)));
+    }
+    let mut channels = body.channels;
+    channels.sort();
+    channels.dedup();
+    let route = NumberRoute { number, tenant_id: tenant.id.clone(), provider: body.provider, channels, updated_at: Utc::now() };
+    let stored = state.services.tenants.put_number(&route).await?;
+    info!(tenant_id = %tenant.id, provider = %stored.provider, "number routed");
+    Ok(Json(stored))
+}
+
+async fn delete_number(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path((raw_tenant, raw_number)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let tenant = existing_tenant(&state, &raw_tenant).await?;
+    let number = E164::parse(&raw_number, tenant.default_region).map_err(omni_core::service::ServiceError::from)?;
+    if !state.services.tenants.delete_number(&tenant.id, &number).await? {
+        return Err(ApiError::not_found("number"));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_api_key(State(state): State<AppState>, _: AdminAuth, Path(raw): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let tenant = existing_tenant(&state, &raw).await?;
+    let (id, key) = state.services.issue_api_key(&tenant.id).await?;
+    info!(tenant_id = %tenant.id, key_id = %id, "api key issued");
+    Ok((StatusCode::CREATED, Json(json!({"id": id, "key": key}))))
+}

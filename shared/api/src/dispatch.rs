@@ -1,0 +1,182 @@
+//! The dispatch API: send, read messages, conversations, stars (tenant API key).
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::Json;
+use omni_core::domain::TenantId;
+use omni_core::service::SendRequest;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::routes::Routes;
+use crate::AppState;
+
+/// The tenant resolved from `Authorization: Bearer <api key>`; every tenant-scoped read and
+/// write is keyed by it, never by request data.
+pub struct TenantAuth(pub TenantId);
+
+impl FromRequestParts<AppState> for TenantAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let key = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        Ok(TenantAuth(state.services.authenticate(key).await?))
+    }
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
+}
+
+/// Send and message routes (the `send` function on AWS) plus conversations (`conversations`).
+pub fn routes(state: AppState) -> Routes {
+    send_routes(state.clone()).merge(conversation_routes(state))
+}
+
+/// `POST /v1/messages`, `GET /v1/messages/{id}`.
+pub fn send_routes(state: AppState) -> Routes {
+    Routes::default()
+        .route("/v1/messages", &[Method::POST], post(send).with_state(state.clone()))
+        .route("/v1/messages/{id}", &[Method::GET], get(get_message).with_state(state))
+}
+
+/// Conversations, their messages, read and star.
+pub fn conversation_routes(state: AppState) -> Routes {
+    Routes::default()
+        .route("/v1/conversations", &[Method::GET], get(list_conversations).with_state(state.clone()))
+        .route("/v1/conversations/{id}/messages", &[Method::GET], get(list_messages).with_state(state.clone()))
+        .route("/v1/conversations/{id}/read", &[Method::POST], post(mark_read).with_state(state.clone()))
+        .route(
+            "/v1/messages/{id}/star",
+            &[Method::PUT, Method::DELETE],
+            put(star).delete(unstar).with_state(state),
+        )
+}
+
+async fn send(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    headers: HeaderMap,
+    body: Result<Json<SendRequest>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(mut request) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
+    if let Some(header_key) = headers.get("idempotency-key") {
+        let header_key = header_key.to_str().map_err(|_| ApiError::invalid("Idempotency-Key must be text"))?;
+        match &request.idempotency_key {
+            Some(body_key) if body_key != header_key => {
+                return Err(ApiError::invalid("Idempotency-Key header and idempotency_key differ"));
+            }
+            _ => request.idempotency_key = Some(header_key.to_string()),
+        }
+    }
+    let (message, _created) = state.services.send_message(&tenant, request).await?;
+    Ok((StatusCode::ACCEPTED, Json(message)))
+}
+
+/// Ids are UUIDs; anything else cannot name a message of the caller's.
+fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found(what))
+}
+
+async fn get_message(State(state): State<AppState>, TenantAuth(tenant): TenantAuth, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id, "message")?;
+    let message = state.services.messages.get_message(&tenant, id).await?;
+    message.map(Json).ok_or_else(|| ApiError::not_found("message"))
+}
+
+/// `?limit=&cursor=` of the listings.
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+impl PageQuery {
+    fn limit(&self) -> Result<usize, ApiError> {
+        match self.limit {
+            None => Ok(50),
+            Some(n) if (1..=200).contains(&n) => Ok(n),
+            Some(_) => Err(ApiError::invalid("limit must be between 1 and 200")),
+        }
+    }
+}
+
+fn page_query(q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>) -> Result<PageQuery, ApiError> {
+    q.map(|Query(q)| q).map_err(|e| ApiError::invalid(e.body_text()))
+}
+
+async fn list_conversations(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let q = page_query(query)?;
+    let page = state
+        .services
+        .messages
+        .list_conversations(&tenant, q.limit()?, q.cursor.as_deref())
+        .await
+        ?;
+    Ok(Json(page))
+}
+
+async fn list_messages(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    Path(id): Path<String>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id, "conversation")?;
+    let q = page_query(query)?;
+    let messages = &state.services.messages;
+    if messages.get_conversation(&tenant, id).await?.is_none() {
+        return Err(ApiError::not_found("conversation"));
+    }
+    let page = messages
+        .list_messages(&tenant, id, q.limit()?, q.cursor.as_deref())
+        .await
+        ?;
+    Ok(Json(page))
+}
+
+async fn mark_read(State(state): State<AppState>, TenantAuth(tenant): TenantAuth, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id, "conversation")?;
+    let conversation = state
+        .services
+        .messages
+        .mark_read(&tenant, id)
+        .await
+        ?
+        .ok_or_else(|| ApiError::not_found("conversation"))?;
+    state.services.push_conversation(&tenant, &conversation).await;
+    Ok(Json(conversation))
+}
+
+async fn star(state: State<AppState>, auth: TenantAuth, id: Path<String>) -> Result<impl IntoResponse, ApiError> {
+    set_star(state, auth, id, true).await
+}
+
+async fn unstar(state: State<AppState>, auth: TenantAuth, id: Path<String>) -> Result<impl IntoResponse, ApiError> {
+    set_star(state, auth, id, false).await
+}
+
+async fn set_star(State(state): State<AppState>, TenantAuth(tenant): TenantAuth, Path(id): Path<String>, starred: bool) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id, "message")?;
+    let (message, conversation) = state
+        .services
+        .messages
+        .set_starred(&tenant, id, starred)
+        .await
+        ?
+        .ok_or_else(|| ApiError::not_found("message"))?;
+    state.services.push_conversation(&tenant, &conversation).await;
+    Ok(Json(message))
+}

@@ -1,0 +1,91 @@
+//! The one place errors become HTTP responses: `{"error", "code", "request_id"}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use omni_core::service::ServiceError;
+
+/// The request's id, set by the request-id middleware for the duration of the request.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+tokio::task_local! {
+    /// The id of the request being handled on this task.
+    pub static REQUEST_ID: RequestId;
+}
+
+/// An error response of the contract.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with an explicit status and code.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+
+    /// 400 `invalid_request`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+
+    /// 401 `unauthorized`.
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required")
+    }
+
+    /// 413 `payload_too_large`.
+    pub fn payload_too_large() -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is larger than 1 MiB")
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        use ServiceError::*;
+        let (status, code) = match &e {
+            InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            InvalidPhoneNumber(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_phone_number"),
+            ChannelNotConfigured(_) => (StatusCode::UNPROCESSABLE_ENTITY, "channel_not_configured"),
+            RecipientOptedOut => (StatusCode::UNPROCESSABLE_ENTITY, "recipient_opted_out"),
+            Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            InvalidSignature => (StatusCode::UNAUTHORIZED, "invalid_signature"),
+            NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Store(source) => {
+                // The cause goes to the log only; the client gets the request id to quote.
+                tracing::error!(error = %source, "storage failure");
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let request_id = REQUEST_ID.try_with(|r| r.0.clone()).unwrap_or_default();
+        let body = serde_json::json!({"error": self.message, "code": self.code, "request_id": request_id});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<omni_core::ports::StoreError> for ApiError {
+    fn from(e: omni_core::ports::StoreError) -> Self {
+        ServiceError::from(e).into()
+    }
+}
