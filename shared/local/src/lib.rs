@@ -1,1 +1,97 @@
-//! placeholder
+//! Omni's self-hosted backend: the ports of [`omni_core::ports`] on one SQLite database.
+//!
+//! [`SqliteBackend`] implements [`TenantStore`], [`SecretStore`], [`MessageStore`] and
+//! [`Queue`]. Every change that touches several rows runs in one `BEGIN IMMEDIATE`
+//! transaction on the single writer connection, so concurrent callers are serialised and
+//! nothing is ever half-written. Tenant credentials are encrypted with a [`MasterKey`].
+//!
+//! [`TenantStore`]: omni_core::ports::TenantStore
+//! [`SecretStore`]: omni_core::ports::SecretStore
+//! [`MessageStore`]: omni_core::ports::MessageStore
+//! [`Queue`]: omni_core::ports::Queue
+
+#![warn(missing_docs)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use omni_core::ports::{StoreError, StoreResult};
+use rusqlite::{Connection, Transaction};
+use tokio::sync::Notify;
+
+mod db;
+mod key;
+mod messages;
+mod queue;
+mod tenants;
+
+pub use key::{MasterKey, MASTER_KEY_ENV};
+pub use queue::LeasedJob;
+
+/// The SQLite backend. Cheap to clone: clones share the connections.
+#[derive(Clone)]
+pub struct SqliteBackend {
+    pool: Arc<db::Pool>,
+    key: Arc<MasterKey>,
+    jobs: Arc<Notify>,
+}
+
+impl std::fmt::Debug for SqliteBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteBackend").finish_non_exhaustive()
+    }
+}
+
+impl SqliteBackend {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub fn open(path: &Path, key: MasterKey) -> Result<Self, StoreError> {
+        Ok(Self::new(db::Pool::open(path)?, key))
+    }
+
+    /// A private, empty in-memory database, gone when the last clone is dropped (tests).
+    pub fn open_in_memory(key: MasterKey) -> Result<Self, StoreError> {
+        Ok(Self::new(db::Pool::open_in_memory()?, key))
+    }
+
+    fn new(pool: db::Pool, key: MasterKey) -> Self {
+        SqliteBackend {
+            pool: Arc::new(pool),
+            key: Arc::new(key),
+            jobs: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Notified on every enqueue, so the local job runner sleeps until there is work (or
+    /// until its own timer fires, for delayed jobs).
+    pub fn job_notify(&self) -> Arc<Notify> {
+        self.jobs.clone()
+    }
+
+    /// Runs `f` in a write transaction on the blocking pool: rusqlite calls block.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(&Transaction) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || pool.write(f))
+            .await
+            .map_err(task_failed)?
+    }
+
+    /// Runs `f` in a read transaction on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || pool.read(|tx| f(tx)))
+            .await
+            .map_err(task_failed)?
+    }
+}
+
+fn task_failed(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Backend(format!("storage task failed: {e}"))
+}

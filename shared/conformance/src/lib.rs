@@ -1,0 +1,1190 @@
+//! The storage conformance suite: what every backend of [`omni_core::ports`] must do,
+//! written once against the traits so the SQLite and AWS backends are held to the same rules.
+//!
+//! Each check is a `pub async fn` taking the backend; [`run_all`] runs them in turn. Checks
+//! create their own tenants (random ids) and numbers (random NANP 555 numbers), so they can
+//! share one backend, but they are meant to get a fresh one each. They panic (assert) on a
+//! violation, like any test.
+
+#![warn(missing_docs)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use omni_core::domain::{
+    Channel, DeliveryStatus, Direction, InboundMessage, Media, ProviderKind, Region, SendResult,
+    StatusUpdate, TenantId, E164,
+};
+use omni_core::model::{Message, NewOutbound, NumberRoute, StatusApplied, Tenant};
+use omni_core::ports::{Job, MessageStore, Queue, SecretStore, StoreError, TenantStore};
+use omni_core::providers::{
+    Credentials, Secret, SignalConfig, TwilioCredentials, VoipmsCredentials,
+};
+use uuid::Uuid;
+
+/// Everything a full Omni storage backend implements.
+pub trait Backend: TenantStore + SecretStore + MessageStore + Queue {}
+
+impl<T: TenantStore + SecretStore + MessageStore + Queue> Backend for T {}
+
+/// Runs every check against one backend.
+pub async fn run_all<B: Backend>(backend: &B) {
+    tenants_keep_created_at(backend).await;
+    numbers_route_and_conflict(backend).await;
+    api_keys_resolve_by_hash(backend).await;
+    credentials_round_trip_per_provider(backend).await;
+    inbound_is_applied_once(backend).await;
+    inbound_threads_and_unread_counts(backend).await;
+    status_updates_merge_monotonically(backend).await;
+    create_outbound_is_idempotent(backend).await;
+    claims_are_exclusive_and_counted(backend).await;
+    delivery_outcomes_are_recorded(backend).await;
+    stranded_outbound_is_found(backend).await;
+    conversations_page_newest_first(backend).await;
+    messages_page_newest_first(backend).await;
+    starring_keeps_counts_exact(backend).await;
+    opt_outs_are_recorded(backend).await;
+    raw_webhooks_dedupe_and_expire(backend).await;
+    tenants_are_isolated(backend).await;
+    queue_accepts_jobs(backend).await;
+}
+
+// ---- fixtures --------------------------------------------------------------------------
+
+/// A fresh tenant id, unique across runs.
+pub fn new_tenant_id(label: &str) -> TenantId {
+    let suffix = Uuid::new_v4().simple().to_string();
+    TenantId::parse(&format!("{label}-{}", &suffix[..12])).expect("valid tenant id")
+}
+
+/// A random number in the NANP fictional 555 range.
+pub fn new_number() -> E164 {
+    let digits = Uuid::new_v4().as_u128() % 10_000_000;
+    E164::from_e164(&format!("+1555{digits:07}")).expect("valid 555 number")
+}
+
+/// A time in the recent past on a whole millisecond, so backends that store milliseconds
+/// round-trip it exactly.
+fn base_time() -> DateTime<Utc> {
+    let now = Utc::now() - TimeDelta::hours(1);
+    DateTime::from_timestamp_millis(now.timestamp_millis()).expect("valid time")
+}
+
+fn secs(t: DateTime<Utc>, s: i64) -> DateTime<Utc> {
+    t + TimeDelta::seconds(s)
+}
+
+fn inbound(
+    channel: Channel,
+    from: &E164,
+    to: &E164,
+    body: &str,
+    at: DateTime<Utc>,
+) -> InboundMessage {
+    InboundMessage {
+        id: Uuid::now_v7(),
+        provider: ProviderKind::Twilio,
+        provider_message_id: format!("SM{}", Uuid::new_v4().simple()),
+        channel,
+        from: from.clone(),
+        to: to.clone(),
+        body: Some(body.to_owned()),
+        media: Vec::new(),
+        profile_name: None,
+        received_at: at,
+    }
+}
+
+fn outbound(from: &E164, to: &E164, body: &str, at: DateTime<Utc>) -> NewOutbound {
+    NewOutbound {
+        id: Uuid::now_v7(),
+        channel: Channel::Sms,
+        from: from.clone(),
+        to: to.clone(),
+        body: Some(body.to_owned()),
+        media: Vec::new(),
+        idempotency_key: None,
+        at,
+    }
+}
+
+fn status(provider_message_id: &str, status: DeliveryStatus, at: DateTime<Utc>) -> StatusUpdate {
+    StatusUpdate {
+        provider: ProviderKind::Twilio,
+        provider_message_id: provider_message_id.to_owned(),
+        status,
+        raw_status: status.as_str().to_owned(),
+        error_code: None,
+        error_message: None,
+        tenant_number: None,
+        at,
+    }
+}
+
+fn sent(provider_message_id: &str) -> SendResult {
+    SendResult {
+        provider: ProviderKind::Twilio,
+        provider_message_id: provider_message_id.to_owned(),
+        status: DeliveryStatus::Queued,
+        raw_status: "queued".into(),
+    }
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+/// Creates an outbound message and has it accepted by the carrier under `pid`.
+async fn sent_message<B: Backend>(b: &B, tenant: &TenantId, pid: &str) -> Message {
+    let (m, _) = b
+        .create_outbound(
+            tenant,
+            &outbound(&new_number(), &new_number(), "hi", base_time()),
+        )
+        .await
+        .unwrap();
+    b.claim_delivery(tenant, m.id, LEASE)
+        .await
+        .unwrap()
+        .expect("claimable");
+    b.record_sent(tenant, m.id, &sent(pid)).await.unwrap()
+}
+
+fn statuses(m: &Message) -> Vec<(DeliveryStatus, &str)> {
+    m.events
+        .iter()
+        .map(|e| (e.status, e.source.as_str()))
+        .collect()
+}
+
+// ---- tenants and secrets ---------------------------------------------------------------
+
+/// `put_tenant` creates and updates, keeping the first `created_at`.
+pub async fn tenants_keep_created_at<B: Backend>(b: &B) {
+    let created = base_time();
+    let mut tenant = Tenant {
+        id: new_tenant_id("t"),
+        name: "North County PSAP".into(),
+        default_region: Region::default(),
+        help_text: None,
+        created_at: created,
+        updated_at: created,
+    };
+    assert_eq!(b.put_tenant(&tenant).await.unwrap(), tenant);
+    assert_eq!(
+        b.get_tenant(&tenant.id).await.unwrap(),
+        Some(tenant.clone())
+    );
+
+    tenant.name = "North County 911".into();
+    tenant.default_region = "CA".parse().unwrap();
+    tenant.help_text = Some("Text 911 for emergencies".into());
+    tenant.created_at = secs(created, 600);
+    tenant.updated_at = secs(created, 600);
+    let stored = b.put_tenant(&tenant).await.unwrap();
+    assert_eq!(stored.created_at, created, "created_at is kept");
+    assert_eq!(stored.name, "North County 911");
+    assert_eq!(stored.default_region.code(), "CA");
+    assert_eq!(
+        stored.help_text.as_deref(),
+        Some("Text 911 for emergencies")
+    );
+    assert_eq!(stored.updated_at, tenant.updated_at);
+    assert_eq!(b.get_tenant(&tenant.id).await.unwrap(), Some(stored));
+    assert_eq!(b.get_tenant(&new_tenant_id("none")).await.unwrap(), None);
+}
+
+/// A number routes to one tenant; another tenant claiming it is a conflict.
+pub async fn numbers_route_and_conflict<B: Backend>(b: &B) {
+    let (a, other) = (new_tenant_id("a"), new_tenant_id("b"));
+    let number = new_number();
+    let route = NumberRoute {
+        number: number.clone(),
+        tenant_id: a.clone(),
+        provider: ProviderKind::Twilio,
+        channels: vec![Channel::Sms, Channel::Mms],
+        updated_at: base_time(),
+    };
+    assert_eq!(b.put_number(&route).await.unwrap(), route);
+    assert_eq!(b.number_route(&number).await.unwrap(), Some(route.clone()));
+
+    let stolen = NumberRoute {
+        tenant_id: other.clone(),
+        ..route.clone()
+    };
+    assert!(matches!(
+        b.put_number(&stolen).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(b.number_route(&number).await.unwrap(), Some(route.clone()));
+
+    let moved = NumberRoute {
+        provider: ProviderKind::Voipms,
+        channels: vec![Channel::Sms],
+        updated_at: secs(base_time(), 5),
+        ..route.clone()
+    };
+    assert_eq!(b.put_number(&moved).await.unwrap(), moved);
+    let second = NumberRoute {
+        number: new_number(),
+        ..route.clone()
+    };
+    b.put_number(&second).await.unwrap();
+    let mut mine = b.tenant_numbers(&a).await.unwrap();
+    mine.sort_by(|x, y| x.number.cmp(&y.number));
+    let mut expected = vec![moved.clone(), second.clone()];
+    expected.sort_by(|x, y| x.number.cmp(&y.number));
+    assert_eq!(mine, expected);
+    assert!(b.tenant_numbers(&other).await.unwrap().is_empty());
+
+    assert!(
+        !b.delete_number(&other, &number).await.unwrap(),
+        "not theirs"
+    );
+    assert!(b.delete_number(&a, &number).await.unwrap());
+    assert!(!b.delete_number(&a, &number).await.unwrap());
+    assert_eq!(b.number_route(&number).await.unwrap(), None);
+    assert_eq!(b.put_number(&stolen).await.unwrap(), stolen, "free again");
+}
+
+/// API keys resolve by hash only.
+pub async fn api_keys_resolve_by_hash<B: Backend>(b: &B) {
+    let (a, other) = (new_tenant_id("a"), new_tenant_id("b"));
+    let hash_a = format!("sha256-{}", Uuid::new_v4().simple());
+    let hash_b = format!("sha256-{}", Uuid::new_v4().simple());
+    b.put_api_key(&a, "key-1", &hash_a).await.unwrap();
+    b.put_api_key(&a, "key-1", &hash_a).await.unwrap();
+    b.put_api_key(&other, "key-1", &hash_b).await.unwrap();
+    assert_eq!(b.tenant_for_api_key(&hash_a).await.unwrap(), Some(a));
+    assert_eq!(b.tenant_for_api_key(&hash_b).await.unwrap(), Some(other));
+    assert_eq!(b.tenant_for_api_key("sha256-unknown").await.unwrap(), None);
+}
+
+fn sample_credentials() -> Vec<Credentials> {
+    vec![
+        Credentials::Twilio(TwilioCredentials {
+            account_sid: format!("AC{}", Uuid::new_v4().simple()),
+            auth_token: Secret::new("tw-auth-token-secret"),
+            webhook_keys: BTreeMap::from([("k1".into(), Secret::new("tw-shared-key-secret"))]),
+        }),
+        Credentials::Voipms(VoipmsCredentials {
+            api_username: "ops@example.org".into(),
+            api_password: Secret::new("voipms-api-password"),
+            webhook_secret: Secret::new("voipms-webhook-secret"),
+        }),
+        Credentials::Signal(SignalConfig {
+            rpc_url: "http://127.0.0.1:8080/api/v1/rpc".into(),
+            account: Some("+15550001111".into()),
+        }),
+        Credentials::Simulator,
+    ]
+}
+
+/// Every carrier's configuration round-trips, per tenant, and can be replaced and removed.
+pub async fn credentials_round_trip_per_provider<B: Backend>(b: &B) {
+    let (a, other) = (new_tenant_id("a"), new_tenant_id("b"));
+    for creds in sample_credentials() {
+        b.put_credentials(&a, &creds).await.unwrap();
+        assert_eq!(
+            b.get_credentials(&a, creds.kind()).await.unwrap(),
+            Some(creds.clone())
+        );
+        assert_eq!(b.get_credentials(&other, creds.kind()).await.unwrap(), None);
+    }
+    let mut configured = b.configured_providers(&a).await.unwrap();
+    configured.sort();
+    assert_eq!(configured, ProviderKind::ALL.to_vec());
+    assert!(b.configured_providers(&other).await.unwrap().is_empty());
+    assert!(b
+        .tenants_with_provider(ProviderKind::Signal)
+        .await
+        .unwrap()
+        .contains(&a));
+    assert!(!b
+        .tenants_with_provider(ProviderKind::Signal)
+        .await
+        .unwrap()
+        .contains(&other));
+
+    let replaced = Credentials::Twilio(TwilioCredentials {
+        account_sid: format!("AC{}", Uuid::new_v4().simple()),
+        auth_token: Secret::new("rotated-token"),
+        webhook_keys: BTreeMap::new(),
+    });
+    b.put_credentials(&a, &replaced).await.unwrap();
+    assert_eq!(
+        b.get_credentials(&a, ProviderKind::Twilio).await.unwrap(),
+        Some(replaced)
+    );
+
+    assert!(b
+        .delete_credentials(&a, ProviderKind::Twilio)
+        .await
+        .unwrap());
+    assert!(!b
+        .delete_credentials(&a, ProviderKind::Twilio)
+        .await
+        .unwrap());
+    assert!(!b
+        .delete_credentials(&other, ProviderKind::Voipms)
+        .await
+        .unwrap());
+    assert_eq!(
+        b.get_credentials(&a, ProviderKind::Twilio).await.unwrap(),
+        None
+    );
+    assert!(!b
+        .tenants_with_provider(ProviderKind::Twilio)
+        .await
+        .unwrap()
+        .contains(&a));
+    assert_eq!(
+        b.get_credentials(&a, ProviderKind::Voipms).await.unwrap(),
+        Some(sample_credentials().remove(1))
+    );
+}
+
+// ---- inbound ---------------------------------------------------------------------------
+
+/// An inbound message is stored once, with its conversation; a redelivery changes nothing.
+pub async fn inbound_is_applied_once<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let (contact, ours) = (new_number(), new_number());
+    let mut m = inbound(Channel::Sms, &contact, &ours, "help", base_time());
+    m.media = vec![Media {
+        url: "https://example.org/a.jpg".into(),
+        content_type: Some("image/jpeg".into()),
+    }];
+    let (msg, conv) = b.apply_inbound(&tenant, &m).await.unwrap().expect("new");
+    assert_eq!(msg.id, m.id);
+    assert_eq!(msg.conversation_id, conv.id);
+    assert_eq!(msg.direction, Direction::Inbound);
+    assert_eq!(
+        (msg.from.clone(), msg.to.clone()),
+        (contact.clone(), ours.clone())
+    );
+    assert_eq!(msg.body.as_deref(), Some("help"));
+    assert_eq!(msg.media, m.media);
+    assert_eq!(msg.status, DeliveryStatus::Received);
+    assert_eq!(msg.provider, Some(ProviderKind::Twilio));
+    assert_eq!(
+        msg.provider_message_id.as_deref(),
+        Some(m.provider_message_id.as_str())
+    );
+    assert!(!msg.starred);
+    assert_eq!(msg.created_at, m.received_at);
+    assert_eq!(statuses(&msg), vec![(DeliveryStatus::Received, "twilio")]);
+    assert_eq!(msg.events[0].at, m.received_at);
+    assert!(msg.tenant_id.is_none() || msg.tenant_id.as_ref() == Some(&tenant));
+
+    assert_eq!(conv.channel, Channel::Sms);
+    assert_eq!(conv.contact, contact);
+    assert_eq!(conv.tenant_number, ours);
+    assert_eq!(conv.unread_count, 1);
+    assert_eq!(conv.starred_count, 0);
+    assert_eq!(conv.last_message_at, Some(m.received_at));
+    let last = conv.last_message.clone().expect("last message");
+    assert_eq!((last.id, last.direction), (m.id, Direction::Inbound));
+    assert_eq!(last.body.as_deref(), Some("help"));
+    assert!(!conv.opted_out);
+    assert_eq!(
+        b.get_message(&tenant, m.id).await.unwrap(),
+        Some(msg.clone())
+    );
+    assert_eq!(
+        b.get_conversation(&tenant, conv.id).await.unwrap(),
+        Some(conv.clone())
+    );
+
+    // The carrier redelivers (a new Omni id, the same carrier id).
+    let again = InboundMessage {
+        id: Uuid::now_v7(),
+        ..m.clone()
+    };
+    assert_eq!(b.apply_inbound(&tenant, &again).await.unwrap(), None);
+    assert_eq!(b.apply_inbound(&tenant, &m).await.unwrap(), None);
+    assert_eq!(
+        b.get_conversation(&tenant, conv.id).await.unwrap(),
+        Some(conv.clone())
+    );
+    assert_eq!(b.get_message(&tenant, again.id).await.unwrap(), None);
+    let page = b.list_messages(&tenant, conv.id, 10, None).await.unwrap();
+    assert_eq!(page.items, vec![msg]);
+}
+
+/// MMS threads with SMS, other channels get their own conversation; unread counts every
+/// inbound message and only inbound; a late, older message does not become the last one.
+pub async fn inbound_threads_and_unread_counts<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let (contact, ours) = (new_number(), new_number());
+    let t0 = base_time();
+    let (_, c1) = b
+        .apply_inbound(
+            &tenant,
+            &inbound(Channel::Sms, &contact, &ours, "one", secs(t0, 10)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let mms = inbound(Channel::Mms, &contact, &ours, "two", secs(t0, 20));
+    let (m2, c2) = b.apply_inbound(&tenant, &mms).await.unwrap().unwrap();
+    assert_eq!(c2.id, c1.id, "MMS threads with SMS");
+    assert_eq!(c2.channel, Channel::Sms);
+    assert_eq!(
+        m2.channel,
+        Channel::Mms,
+        "the message keeps its own channel"
+    );
+    assert_eq!(c2.unread_count, 2);
+
+    let late = inbound(Channel::Sms, &contact, &ours, "zero", t0);
+    let (_, c3) = b.apply_inbound(&tenant, &late).await.unwrap().unwrap();
+    assert_eq!(c3.unread_count, 3);
+    assert_eq!(
+        c3.last_message.as_ref().map(|l| l.id),
+        Some(m2.id),
+        "newest stays last"
+    );
+    assert_eq!(c3.last_message_at, Some(secs(t0, 20)));
+
+    let (_, wa) = b
+        .apply_inbound(
+            &tenant,
+            &inbound(Channel::Whatsapp, &contact, &ours, "wa", secs(t0, 30)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(wa.id, c1.id);
+    assert_eq!((wa.channel, wa.unread_count), (Channel::Whatsapp, 1));
+
+    let read = b.mark_read(&tenant, c1.id).await.unwrap().unwrap();
+    assert_eq!(read.unread_count, 0);
+    assert_eq!(b.mark_read(&tenant, Uuid::now_v7()).await.unwrap(), None);
+    assert_eq!(
+        b.get_conversation(&tenant, wa.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .unread_count,
+        1
+    );
+
+    // A reply is the newest message but not unread.
+    let (reply, created) = b
+        .create_outbound(
+            &tenant,
+            &outbound(&ours, &contact, "on our way", secs(t0, 40)),
+        )
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(reply.conversation_id, c1.id);
+    let after = b.get_conversation(&tenant, c1.id).await.unwrap().unwrap();
+    assert_eq!(after.unread_count, 0);
+    let last = after.last_message.unwrap();
+    assert_eq!((last.id, last.direction), (reply.id, Direction::Outbound));
+    assert_eq!(after.last_message_at, Some(secs(t0, 40)));
+}
+
+// ---- outbound and status ---------------------------------------------------------------
+
+/// Status updates never move a message backwards, and every change is in its events.
+pub async fn status_updates_merge_monotonically<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let t0 = base_time();
+    let m = sent_message(b, &tenant, "SM-status-1").await;
+    assert_eq!(
+        m.status,
+        DeliveryStatus::Sent,
+        "carrier \"queued\" counts as sent"
+    );
+    assert_eq!(m.provider, Some(ProviderKind::Twilio));
+    assert_eq!(m.provider_message_id.as_deref(), Some("SM-status-1"));
+    assert_eq!(
+        statuses(&m),
+        vec![
+            (DeliveryStatus::Queued, "api"),
+            (DeliveryStatus::Sent, "twilio")
+        ]
+    );
+
+    let delivered = status("SM-status-1", DeliveryStatus::Delivered, secs(t0, 5));
+    let StatusApplied::Changed(d) = b.apply_status(&tenant, &delivered).await.unwrap() else {
+        panic!("delivered must change a sent message");
+    };
+    assert_eq!(d.status, DeliveryStatus::Delivered);
+    assert_eq!(d.events.len(), 3);
+    let last = d.events.last().unwrap();
+    assert_eq!(
+        (last.status, last.at, last.source.as_str()),
+        (DeliveryStatus::Delivered, secs(t0, 5), "twilio")
+    );
+
+    // Late "sent", a duplicate "delivered" and an "undelivered" after delivery change nothing.
+    for update in [
+        status("SM-status-1", DeliveryStatus::Sent, secs(t0, 1)),
+        delivered.clone(),
+        status("SM-status-1", DeliveryStatus::Undelivered, secs(t0, 6)),
+        status("SM-status-1", DeliveryStatus::Queued, secs(t0, 7)),
+    ] {
+        match b.apply_status(&tenant, &update).await.unwrap() {
+            StatusApplied::Unchanged(u) => assert_eq!(u, d),
+            other => panic!(
+                "{:?} must not change a delivered message: {other:?}",
+                update.status
+            ),
+        }
+    }
+    let StatusApplied::Changed(r) = b
+        .apply_status(
+            &tenant,
+            &status("SM-status-1", DeliveryStatus::Read, secs(t0, 9)),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("read moves delivered on");
+    };
+    assert_eq!(r.status, DeliveryStatus::Read);
+    assert_eq!(r.events.len(), 4);
+    assert_eq!(b.get_message(&tenant, m.id).await.unwrap(), Some(r));
+
+    // A failure before delivery wins, with the carrier's code; nothing replaces it.
+    let f = sent_message(b, &tenant, "SM-status-2").await;
+    let mut failed = status("SM-status-2", DeliveryStatus::Undelivered, secs(t0, 3));
+    failed.error_code = Some("30003".into());
+    failed.error_message = Some("Unreachable destination handset".into());
+    let StatusApplied::Changed(u) = b.apply_status(&tenant, &failed).await.unwrap() else {
+        panic!("undelivered must change a sent message");
+    };
+    assert_eq!(u.status, DeliveryStatus::Undelivered);
+    assert_eq!(u.error_code.as_deref(), Some("30003"));
+    assert_eq!(
+        u.error_message.as_deref(),
+        Some("Unreachable destination handset")
+    );
+    assert!(matches!(
+        b.apply_status(
+            &tenant,
+            &status("SM-status-2", DeliveryStatus::Delivered, secs(t0, 4))
+        )
+        .await
+        .unwrap(),
+        StatusApplied::Unchanged(_)
+    ));
+    assert_eq!(
+        b.get_message(&tenant, f.id).await.unwrap().unwrap().status,
+        DeliveryStatus::Undelivered
+    );
+
+    // Unknown carrier ids, and inbound messages, are not found.
+    assert_eq!(
+        b.apply_status(
+            &tenant,
+            &status("SM-unknown", DeliveryStatus::Delivered, t0)
+        )
+        .await
+        .unwrap(),
+        StatusApplied::NotFound
+    );
+    let inb = inbound(Channel::Sms, &new_number(), &new_number(), "x", t0);
+    b.apply_inbound(&tenant, &inb).await.unwrap().unwrap();
+    assert_eq!(
+        b.apply_status(
+            &tenant,
+            &status(&inb.provider_message_id, DeliveryStatus::Read, t0)
+        )
+        .await
+        .unwrap(),
+        StatusApplied::NotFound
+    );
+}
+
+/// The same idempotency key returns the first message, once per tenant.
+pub async fn create_outbound_is_idempotent<B: Backend>(b: &B) {
+    let (tenant, other) = (new_tenant_id("a"), new_tenant_id("b"));
+    let (ours, contact) = (new_number(), new_number());
+    let t0 = base_time();
+    let mut first = outbound(&ours, &contact, "units on the way", t0);
+    first.idempotency_key = Some("req-1".into());
+    first.channel = Channel::Mms;
+    first.media = vec![Media {
+        url: "https://example.org/map.png".into(),
+        content_type: None,
+    }];
+    let (m, created) = b.create_outbound(&tenant, &first).await.unwrap();
+    assert!(created);
+    assert_eq!(m.id, first.id);
+    assert_eq!(m.direction, Direction::Outbound);
+    assert_eq!(m.channel, Channel::Mms);
+    assert_eq!(
+        (m.from.clone(), m.to.clone()),
+        (ours.clone(), contact.clone())
+    );
+    assert_eq!(m.media, first.media);
+    assert_eq!(m.status, DeliveryStatus::Queued);
+    assert_eq!((m.provider, m.provider_message_id.clone()), (None, None));
+    assert_eq!(statuses(&m), vec![(DeliveryStatus::Queued, "api")]);
+    assert_eq!(m.events[0].at, t0);
+    assert_eq!((m.created_at, m.updated_at), (t0, t0));
+
+    let conv = b
+        .get_conversation(&tenant, m.conversation_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(conv.channel, Channel::Sms, "MMS threads with SMS");
+    assert_eq!(
+        (conv.contact.clone(), conv.tenant_number.clone()),
+        (contact.clone(), ours.clone())
+    );
+    assert_eq!(conv.unread_count, 0);
+
+    let retry = NewOutbound {
+        id: Uuid::now_v7(),
+        body: Some("different".into()),
+        at: secs(t0, 5),
+        ..first.clone()
+    };
+    let (again, created) = b.create_outbound(&tenant, &retry).await.unwrap();
+    assert!(!created);
+    assert_eq!(again, m);
+    assert_eq!(b.get_message(&tenant, retry.id).await.unwrap(), None);
+
+    // Keys are per tenant; no key means no deduplication.
+    let (theirs, created) = b.create_outbound(&other, &retry).await.unwrap();
+    assert!(created);
+    assert_eq!(theirs.id, retry.id);
+    let plain = outbound(&ours, &contact, "again", secs(t0, 6));
+    assert!(b.create_outbound(&tenant, &plain).await.unwrap().1);
+    let plain2 = outbound(&ours, &contact, "again", secs(t0, 6));
+    assert!(b.create_outbound(&tenant, &plain2).await.unwrap().1);
+    let page = b
+        .list_messages(&tenant, m.conversation_id, 10, None)
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 3);
+}
+
+/// One live claim at a time; every claim counts an attempt; an expired lease can be retaken.
+pub async fn claims_are_exclusive_and_counted<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let (m, _) = b
+        .create_outbound(
+            &tenant,
+            &outbound(&new_number(), &new_number(), "x", base_time()),
+        )
+        .await
+        .unwrap();
+    let claim = b
+        .claim_delivery(&tenant, m.id, LEASE)
+        .await
+        .unwrap()
+        .expect("first claim");
+    assert_eq!(claim.attempt, 1);
+    assert_eq!(claim.message.id, m.id);
+    assert_eq!(claim.message.status, DeliveryStatus::Queued);
+    assert_eq!(
+        b.claim_delivery(&tenant, m.id, LEASE).await.unwrap(),
+        None,
+        "held"
+    );
+
+    b.record_retry(&tenant, m.id, Some("20429"), "Too Many Requests")
+        .await
+        .unwrap();
+    let second = b
+        .claim_delivery(&tenant, m.id, LEASE)
+        .await
+        .unwrap()
+        .expect("released");
+    assert_eq!(second.attempt, 2);
+    b.record_sent(&tenant, m.id, &sent("SM-claim-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.claim_delivery(&tenant, m.id, LEASE).await.unwrap(),
+        None,
+        "no longer queued"
+    );
+    assert_eq!(
+        b.claim_delivery(&tenant, Uuid::now_v7(), LEASE)
+            .await
+            .unwrap(),
+        None
+    );
+
+    let (short, _) = b
+        .create_outbound(
+            &tenant,
+            &outbound(&new_number(), &new_number(), "y", base_time()),
+        )
+        .await
+        .unwrap();
+    let lease = Duration::from_millis(50);
+    assert!(b
+        .claim_delivery(&tenant, short.id, lease)
+        .await
+        .unwrap()
+        .is_some());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let retaken = b
+        .claim_delivery(&tenant, short.id, LEASE)
+        .await
+        .unwrap()
+        .expect("lease ran out");
+    assert_eq!(retaken.attempt, 2);
+}
+
+/// record_sent / record_retry / record_failed set status, errors and events.
+pub async fn delivery_outcomes_are_recorded<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let new = |body: &str| outbound(&new_number(), &new_number(), body, base_time());
+
+    let (m, _) = b.create_outbound(&tenant, &new("retry")).await.unwrap();
+    b.claim_delivery(&tenant, m.id, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let r = b
+        .record_retry(&tenant, m.id, Some("503"), "carrier unavailable")
+        .await
+        .unwrap();
+    assert_eq!(r.status, DeliveryStatus::Queued);
+    assert_eq!(r.error_code.as_deref(), Some("503"));
+    assert_eq!(r.error_message.as_deref(), Some("carrier unavailable"));
+    assert!(r.updated_at > m.updated_at, "updated_at is touched");
+    assert_eq!(r.events, m.events, "a retry is not a transition");
+    let r2 = b
+        .record_retry(&tenant, m.id, None, "timeout")
+        .await
+        .unwrap();
+    assert_eq!(
+        (r2.error_code, r2.error_message.as_deref()),
+        (None, Some("timeout"))
+    );
+
+    let (f, _) = b.create_outbound(&tenant, &new("fail")).await.unwrap();
+    b.claim_delivery(&tenant, f.id, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let failed = b
+        .record_failed(&tenant, f.id, Some("21610"), "recipient opted out")
+        .await
+        .unwrap();
+    assert_eq!(failed.status, DeliveryStatus::Failed);
+    assert_eq!(failed.error_code.as_deref(), Some("21610"));
+    assert_eq!(failed.error_message.as_deref(), Some("recipient opted out"));
+    assert_eq!(
+        statuses(&failed),
+        vec![
+            (DeliveryStatus::Queued, "api"),
+            (DeliveryStatus::Failed, "worker")
+        ]
+    );
+    assert_eq!(b.claim_delivery(&tenant, f.id, LEASE).await.unwrap(), None);
+
+    let (s, _) = b.create_outbound(&tenant, &new("send")).await.unwrap();
+    b.claim_delivery(&tenant, s.id, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let result = SendResult {
+        status: DeliveryStatus::Delivered,
+        raw_status: "delivered".into(),
+        ..sent("SM-outcome-1")
+    };
+    let done = b.record_sent(&tenant, s.id, &result).await.unwrap();
+    assert_eq!(
+        done.status,
+        DeliveryStatus::Delivered,
+        "the carrier's status when further on"
+    );
+    assert_eq!(
+        statuses(&done),
+        vec![
+            (DeliveryStatus::Queued, "api"),
+            (DeliveryStatus::Delivered, "twilio")
+        ]
+    );
+    assert_eq!(b.get_message(&tenant, s.id).await.unwrap(), Some(done));
+
+    assert!(b
+        .record_sent(&tenant, Uuid::now_v7(), &sent("SM-x"))
+        .await
+        .is_err());
+    assert!(b
+        .record_retry(&tenant, Uuid::now_v7(), None, "x")
+        .await
+        .is_err());
+    assert!(b
+        .record_failed(&tenant, Uuid::now_v7(), None, "x")
+        .await
+        .is_err());
+}
+
+/// Queued, unclaimed messages untouched since `before` are stranded; nothing else is.
+pub async fn stranded_outbound_is_found<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let now = Utc::now();
+    let old = now - TimeDelta::minutes(10);
+    let create = |at| outbound(&new_number(), &new_number(), "s", at);
+    let (stale, _) = b.create_outbound(&tenant, &create(old)).await.unwrap();
+    let (fresh, _) = b.create_outbound(&tenant, &create(now)).await.unwrap();
+    let (claimed, _) = b.create_outbound(&tenant, &create(old)).await.unwrap();
+    b.claim_delivery(&tenant, claimed.id, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let (done, _) = b.create_outbound(&tenant, &create(old)).await.unwrap();
+    b.claim_delivery(&tenant, done.id, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    b.record_sent(&tenant, done.id, &sent("SM-stranded-1"))
+        .await
+        .unwrap();
+
+    let mine = |found: Vec<(TenantId, Uuid)>| -> Vec<Uuid> {
+        found
+            .into_iter()
+            .filter(|(t, _)| *t == tenant)
+            .map(|(_, id)| id)
+            .collect()
+    };
+    let found = mine(
+        b.stranded_outbound(now - TimeDelta::minutes(1), 10_000)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(found, vec![stale.id]);
+
+    // A released claim makes it stranded again once old enough.
+    b.record_retry(&tenant, claimed.id, None, "timeout")
+        .await
+        .unwrap();
+    let later = Utc::now() + TimeDelta::seconds(1);
+    let mut found = mine(b.stranded_outbound(later, 10_000).await.unwrap());
+    found.sort();
+    let mut expected = vec![stale.id, fresh.id, claimed.id];
+    expected.sort();
+    assert_eq!(found, expected);
+    assert!(
+        b.stranded_outbound(later, 1).await.unwrap().len() <= 1,
+        "limit"
+    );
+}
+
+// ---- listings --------------------------------------------------------------------------
+
+/// Conversations list newest activity first, in pages joined by opaque cursors.
+pub async fn conversations_page_newest_first<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let ours = new_number();
+    let t0 = base_time();
+    // Two share a time, to exercise the tie-break.
+    let offsets = [0, 10, 20, 20, 30, 40, 50];
+    for (i, off) in offsets.iter().enumerate() {
+        let m = inbound(
+            Channel::Sms,
+            &new_number(),
+            &ours,
+            &format!("c{i}"),
+            secs(t0, *off),
+        );
+        b.apply_inbound(&tenant, &m).await.unwrap().unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut sizes = Vec::new();
+    loop {
+        let page = b
+            .list_conversations(&tenant, 3, cursor.as_deref())
+            .await
+            .unwrap();
+        sizes.push(page.items.len());
+        seen.extend(page.items);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+        assert!(sizes.len() < 10, "paging must end");
+    }
+    assert_eq!(sizes, vec![3, 3, 1]);
+    let times: Vec<_> = seen.iter().map(|c| c.last_message_at.unwrap()).collect();
+    let mut sorted = times.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(times, sorted, "newest first");
+    let ids: BTreeSet<_> = seen.iter().map(|c| c.id).collect();
+    assert_eq!(ids.len(), 7, "no duplicates across pages");
+    let all = b.list_conversations(&tenant, 7, None).await.unwrap();
+    assert_eq!(all.items, seen, "pages join to the whole list");
+    assert_eq!(all.next_cursor, None, "an exact fit has no next page");
+
+    assert!(matches!(
+        b.list_conversations(&tenant, 3, Some("not a cursor!"))
+            .await,
+        Err(StoreError::InvalidCursor)
+    ));
+    let other = b
+        .list_conversations(&new_tenant_id("o"), 3, None)
+        .await
+        .unwrap();
+    assert!(other.items.is_empty() && other.next_cursor.is_none());
+}
+
+/// A conversation's messages list newest first, in pages.
+pub async fn messages_page_newest_first<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let (contact, ours) = (new_number(), new_number());
+    let t0 = base_time();
+    let mut ids = Vec::new();
+    let mut conversation = None;
+    for i in 0..5 {
+        let m = inbound(Channel::Sms, &contact, &ours, &format!("m{i}"), secs(t0, i));
+        let (msg, conv) = b.apply_inbound(&tenant, &m).await.unwrap().unwrap();
+        ids.push(msg.id);
+        conversation = Some(conv.id);
+    }
+    let conversation = conversation.unwrap();
+    ids.reverse();
+    let p1 = b
+        .list_messages(&tenant, conversation, 2, None)
+        .await
+        .unwrap();
+    let p2 = b
+        .list_messages(&tenant, conversation, 2, p1.next_cursor.as_deref())
+        .await
+        .unwrap();
+    let p3 = b
+        .list_messages(&tenant, conversation, 2, p2.next_cursor.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(p3.next_cursor, None);
+    let got: Vec<_> = [p1.items, p2.items, p3.items]
+        .concat()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(got, ids);
+    assert!(matches!(
+        b.list_messages(&tenant, conversation, 2, Some("%%%")).await,
+        Err(StoreError::InvalidCursor)
+    ));
+    assert!(b
+        .list_messages(&tenant, Uuid::now_v7(), 2, None)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+/// Starring is idempotent and the conversation's count stays exact.
+pub async fn starring_keeps_counts_exact<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let (contact, ours) = (new_number(), new_number());
+    let t0 = base_time();
+    let (m1, conv) = b
+        .apply_inbound(&tenant, &inbound(Channel::Sms, &contact, &ours, "1", t0))
+        .await
+        .unwrap()
+        .unwrap();
+    let (m2, _) = b
+        .apply_inbound(
+            &tenant,
+            &inbound(Channel::Sms, &contact, &ours, "2", secs(t0, 1)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let star = |id, on| b.set_starred(&tenant, id, on);
+    let (s, c) = star(m1.id, true).await.unwrap().unwrap();
+    assert!(s.starred);
+    assert_eq!((c.id, c.starred_count), (conv.id, 1));
+    assert_eq!(
+        star(m1.id, true).await.unwrap().unwrap().1.starred_count,
+        1,
+        "twice counts once"
+    );
+    assert_eq!(star(m2.id, true).await.unwrap().unwrap().1.starred_count, 2);
+    let (u, c) = star(m1.id, false).await.unwrap().unwrap();
+    assert!(!u.starred);
+    assert_eq!(c.starred_count, 1);
+    assert_eq!(
+        star(m1.id, false).await.unwrap().unwrap().1.starred_count,
+        1
+    );
+    assert!(
+        b.get_message(&tenant, m2.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .starred
+    );
+    assert_eq!(star(Uuid::now_v7(), true).await.unwrap(), None);
+    assert_eq!(
+        b.get_conversation(&tenant, conv.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .starred_count,
+        1
+    );
+}
+
+/// Opt-outs are per tenant and show on conversations.
+pub async fn opt_outs_are_recorded<B: Backend>(b: &B) {
+    let (tenant, other) = (new_tenant_id("a"), new_tenant_id("b"));
+    let (contact, ours) = (new_number(), new_number());
+    let (_, conv) = b
+        .apply_inbound(
+            &tenant,
+            &inbound(Channel::Sms, &contact, &ours, "STOP", base_time()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!b.is_opted_out(&tenant, &contact).await.unwrap());
+    b.set_opt_out(&tenant, &contact, true).await.unwrap();
+    b.set_opt_out(&tenant, &contact, true).await.unwrap();
+    assert!(b.is_opted_out(&tenant, &contact).await.unwrap());
+    assert!(!b.is_opted_out(&other, &contact).await.unwrap());
+    assert!(
+        b.get_conversation(&tenant, conv.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .opted_out
+    );
+    let listed = b.list_conversations(&tenant, 10, None).await.unwrap();
+    assert!(listed.items.iter().all(|c| c.opted_out));
+
+    b.set_opt_out(&tenant, &contact, false).await.unwrap();
+    assert!(!b.is_opted_out(&tenant, &contact).await.unwrap());
+    assert!(
+        !b.get_conversation(&tenant, conv.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .opted_out
+    );
+    b.set_opt_out(&tenant, &contact, false).await.unwrap();
+}
+
+/// Raw webhooks deduplicate per tenant and are purged after their retention.
+pub async fn raw_webhooks_dedupe_and_expire<B: Backend>(b: &B) {
+    let (tenant, other) = (new_tenant_id("a"), new_tenant_id("b"));
+    let now = Utc::now();
+    let keep = format!("twilio:msg:SM{}", Uuid::new_v4().simple());
+    let expired = format!("twilio:msg:SM{}", Uuid::new_v4().simple());
+    let future = now + TimeDelta::days(30);
+    let save =
+        |t, key, until| b.save_raw_webhook(t, ProviderKind::Twilio, key, b"Body=help", until);
+    assert!(save(&tenant, &keep, future).await.unwrap());
+    assert!(!save(&tenant, &keep, future).await.unwrap(), "redelivery");
+    assert!(
+        save(&other, &keep, future).await.unwrap(),
+        "dedupe is per tenant"
+    );
+    assert!(save(&tenant, &expired, now - TimeDelta::hours(1))
+        .await
+        .unwrap());
+
+    assert!(b.purge_expired(now).await.unwrap() >= 1);
+    assert!(
+        !save(&tenant, &keep, future).await.unwrap(),
+        "kept until it expires"
+    );
+    assert!(
+        save(&tenant, &expired, future).await.unwrap(),
+        "the expired one is gone"
+    );
+}
+
+/// Another tenant can neither read nor change a tenant's conversations and messages by id.
+pub async fn tenants_are_isolated<B: Backend>(b: &B) {
+    let (a, intruder) = (new_tenant_id("a"), new_tenant_id("b"));
+    let (contact, ours) = (new_number(), new_number());
+    let inb = inbound(Channel::Sms, &contact, &ours, "private", base_time());
+    let (msg, conv) = b.apply_inbound(&a, &inb).await.unwrap().unwrap();
+    let (out, _) = b
+        .create_outbound(
+            &a,
+            &outbound(&ours, &contact, "reply", secs(base_time(), 1)),
+        )
+        .await
+        .unwrap();
+    let sent_out = sent_message(b, &a, "SM-isolated-1").await;
+    let snapshot = |id| b.get_message(&a, id);
+    let (msg0, out0, sent0) = (
+        snapshot(msg.id).await.unwrap(),
+        snapshot(out.id).await.unwrap(),
+        snapshot(sent_out.id).await.unwrap(),
+    );
+    let conv0 = b.get_conversation(&a, conv.id).await.unwrap();
+
+    let x = &intruder;
+    assert_eq!(b.get_message(x, msg.id).await.unwrap(), None);
+    assert_eq!(b.get_conversation(x, conv.id).await.unwrap(), None);
+    assert!(b
+        .list_conversations(x, 50, None)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(b
+        .list_messages(x, conv.id, 50, None)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert_eq!(b.mark_read(x, conv.id).await.unwrap(), None);
+    assert_eq!(b.set_starred(x, msg.id, true).await.unwrap(), None);
+    assert_eq!(b.claim_delivery(x, out.id, LEASE).await.unwrap(), None);
+    assert!(b.record_sent(x, out.id, &sent("SM-hijack")).await.is_err());
+    assert!(b.record_retry(x, out.id, None, "x").await.is_err());
+    assert!(b.record_failed(x, out.id, None, "x").await.is_err());
+    assert_eq!(
+        b.apply_status(
+            x,
+            &status("SM-isolated-1", DeliveryStatus::Failed, base_time())
+        )
+        .await
+        .unwrap(),
+        StatusApplied::NotFound
+    );
+    // The same carrier id under another tenant is that tenant's own message.
+    let (theirs, their_conv) = b
+        .apply_inbound(
+            x,
+            &InboundMessage {
+                id: Uuid::now_v7(),
+                ..inb
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(their_conv.id, conv.id);
+    assert_eq!(b.get_message(&a, theirs.id).await.unwrap(), None);
+
+    assert_eq!(snapshot(msg.id).await.unwrap(), msg0);
+    assert_eq!(snapshot(out.id).await.unwrap(), out0);
+    assert_eq!(snapshot(sent_out.id).await.unwrap(), sent0);
+    assert_eq!(b.get_conversation(&a, conv.id).await.unwrap(), conv0);
+}
+
+/// The queue accepts both job kinds, delayed or not, and dead letters.
+pub async fn queue_accepts_jobs<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let deliver = Job::Deliver {
+        tenant_id: tenant.clone(),
+        message_id: Uuid::now_v7(),
+    };
+    b.enqueue(&deliver, Duration::ZERO).await.unwrap();
+    b.enqueue(&deliver, Duration::from_secs(30)).await.unwrap();
+    b.dead_letter(&deliver, "retry budget exhausted")
+        .await
+        .unwrap();
+}

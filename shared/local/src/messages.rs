@@ -1,0 +1,854 @@
+//! [`MessageStore`] on SQLite: conversations, messages, the outbox, raw payloads, opt-outs.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use omni_core::domain::{
+    Channel, DeliveryStatus, Direction, InboundMessage, Media, ProviderKind, SendResult,
+    StatusUpdate, TenantId, E164,
+};
+use omni_core::model::{
+    Conversation, DeliveryClaim, LastMessage, Message, NewOutbound, Page, StatusApplied,
+    StatusEvent,
+};
+use omni_core::ports::{MessageStore, StoreError, StoreResult};
+use rusqlite::{params, Connection, OptionalExtension, Row, ToSql};
+use uuid::Uuid;
+
+use crate::db::{after, corrupt, db, decode_cursor, encode_cursor, parse, parse_ts, ts};
+use crate::SqliteBackend;
+
+const MESSAGE_COLS: &str = "id, tenant_id, conversation_id, direction, channel, from_number, \
+    to_number, body, media, status, provider, provider_message_id, error_code, error_message, \
+    starred, created_at, updated_at, events";
+
+/// The opt-out list is joined in so every conversation read reports it.
+const CONVERSATION_SELECT: &str = "SELECT c.id, c.tenant_id, c.channel, c.contact, \
+    c.tenant_number, c.unread_count, c.starred_count, c.last_message_id, c.last_message_body, \
+    c.last_message_direction, c.last_message_at, o.contact IS NOT NULL \
+    FROM conversations c \
+    LEFT JOIN opt_outs o ON o.tenant_id = c.tenant_id AND o.contact = c.contact";
+
+/// The largest page served, whatever the caller asks for.
+const MAX_PAGE: usize = 500;
+
+/// Who records the events this store writes on its own behalf.
+const SOURCE_API: &str = "api";
+const SOURCE_WORKER: &str = "worker";
+
+fn uuid(s: &str) -> StoreResult<Uuid> {
+    Uuid::parse_str(s).map_err(|_| corrupt("uuid"))
+}
+
+fn e164(s: &str) -> StoreResult<E164> {
+    E164::from_e164(s).map_err(|_| corrupt("phone number"))
+}
+
+fn tenant_id(s: &str) -> StoreResult<TenantId> {
+    TenantId::parse(s).map_err(|_| corrupt("tenant id"))
+}
+
+fn json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Backend(format!("json: {e}")))
+}
+
+fn message_row(row: &Row) -> StoreResult<Message> {
+    let text = |i| row.get::<_, String>(i).map_err(db);
+    let opt = |i| row.get::<_, Option<String>>(i).map_err(db);
+    let media: Vec<Media> = serde_json::from_str(&text(8)?).map_err(|_| corrupt("media"))?;
+    let events: Vec<StatusEvent> =
+        serde_json::from_str(&text(17)?).map_err(|_| corrupt("events"))?;
+    Ok(Message {
+        id: uuid(&text(0)?)?,
+        tenant_id: Some(tenant_id(&text(1)?)?),
+        conversation_id: uuid(&text(2)?)?,
+        direction: parse(&text(3)?, "direction")?,
+        channel: parse(&text(4)?, "channel")?,
+        from: e164(&text(5)?)?,
+        to: e164(&text(6)?)?,
+        body: opt(7)?,
+        media,
+        status: parse(&text(9)?, "status")?,
+        provider: opt(10)?.map(|p| parse(&p, "provider")).transpose()?,
+        provider_message_id: opt(11)?,
+        error_code: opt(12)?,
+        error_message: opt(13)?,
+        starred: row.get::<_, bool>(14).map_err(db)?,
+        created_at: parse_ts(&text(15)?)?,
+        updated_at: parse_ts(&text(16)?)?,
+        events,
+    })
+}
+
+fn conversation_row(row: &Row) -> StoreResult<Conversation> {
+    let text = |i| row.get::<_, String>(i).map_err(db);
+    let opt = |i| row.get::<_, Option<String>>(i).map_err(db);
+    let last_at = opt(10)?.map(|t| parse_ts(&t)).transpose()?;
+    let last_message = match (opt(7)?, opt(9)?, last_at) {
+        (Some(id), Some(direction), Some(at)) => Some(LastMessage {
+            id: uuid(&id)?,
+            body: opt(8)?,
+            direction: parse(&direction, "direction")?,
+            at,
+        }),
+        _ => None,
+    };
+    Ok(Conversation {
+        id: uuid(&text(0)?)?,
+        tenant_id: Some(tenant_id(&text(1)?)?),
+        channel: parse(&text(2)?, "channel")?,
+        contact: e164(&text(3)?)?,
+        tenant_number: e164(&text(4)?)?,
+        unread_count: row.get(5).map_err(db)?,
+        starred_count: row.get(6).map_err(db)?,
+        last_message,
+        last_message_at: last_at,
+        opted_out: row.get(11).map_err(db)?,
+    })
+}
+
+/// Runs a query and converts every row.
+fn collect<T>(
+    conn: &Connection,
+    sql: &str,
+    params: &[&dyn ToSql],
+    convert: fn(&Row) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db)?;
+    let mut rows = stmt.query(params).map_err(db)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        out.push(convert(row)?);
+    }
+    Ok(out)
+}
+
+fn get_message(conn: &Connection, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Message>> {
+    let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE tenant_id = ?1 AND id = ?2");
+    let found = collect(
+        conn,
+        &sql,
+        &[&tenant.as_str(), &id.to_string()],
+        message_row,
+    )?;
+    Ok(found.into_iter().next())
+}
+
+/// A message this transaction just wrote (so it must be there).
+fn reload_message(conn: &Connection, tenant: &TenantId, id: Uuid) -> StoreResult<Message> {
+    get_message(conn, tenant, id)?.ok_or_else(|| corrupt("message vanished"))
+}
+
+fn get_conversation(
+    conn: &Connection,
+    tenant: &TenantId,
+    id: Uuid,
+) -> StoreResult<Option<Conversation>> {
+    let sql = format!("{CONVERSATION_SELECT} WHERE c.tenant_id = ?1 AND c.id = ?2");
+    let found = collect(
+        conn,
+        &sql,
+        &[&tenant.as_str(), &id.to_string()],
+        conversation_row,
+    )?;
+    Ok(found.into_iter().next())
+}
+
+fn reload_conversation(
+    conn: &Connection,
+    tenant: &TenantId,
+    id: Uuid,
+) -> StoreResult<Conversation> {
+    get_conversation(conn, tenant, id)?.ok_or_else(|| corrupt("conversation vanished"))
+}
+
+/// The conversation for (tenant, thread channel, contact), created if new; the tenant number
+/// is set to the one this message used.
+fn upsert_conversation(
+    conn: &Connection,
+    tenant: &TenantId,
+    channel: Channel,
+    contact: &E164,
+    tenant_number: &E164,
+) -> StoreResult<Uuid> {
+    let id: String = conn
+        .query_row(
+            "INSERT INTO conversations (id, tenant_id, channel, contact, tenant_number)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (tenant_id, channel, contact)
+                 DO UPDATE SET tenant_number = excluded.tenant_number
+             RETURNING id",
+            params![
+                Uuid::now_v7().to_string(),
+                tenant.as_str(),
+                channel.thread().as_str(),
+                contact.as_str(),
+                tenant_number.as_str()
+            ],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    uuid(&id)
+}
+
+/// Makes `message` the conversation's last message unless a newer one already is (a late
+/// redelivery must not hide newer traffic); ties on time go to the larger (later v7) id.
+fn set_last_message(conn: &Connection, conversation: Uuid, message: &Message) -> StoreResult<()> {
+    conn.execute(
+        "UPDATE conversations SET last_message_id = ?2, last_message_body = ?3,
+             last_message_direction = ?4, last_message_at = ?5
+         WHERE id = ?1 AND (last_message_at IS NULL OR last_message_at < ?5
+             OR (last_message_at = ?5 AND last_message_id < ?2))",
+        params![
+            conversation.to_string(),
+            message.id.to_string(),
+            message.body,
+            message.direction.as_str(),
+            ts(message.created_at)
+        ],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+fn insert_message(
+    conn: &Connection,
+    message: &Message,
+    idempotency_key: Option<&str>,
+) -> StoreResult<()> {
+    let tenant = message
+        .tenant_id
+        .as_ref()
+        .ok_or_else(|| StoreError::Backend("message without tenant".into()))?;
+    conn.execute(
+        "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, from_number,
+             to_number, body, media, status, provider, provider_message_id, error_code,
+             error_message, starred, created_at, updated_at, events, idempotency_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+             ?18, ?19)",
+        params![
+            message.id.to_string(),
+            tenant.as_str(),
+            message.conversation_id.to_string(),
+            message.direction.as_str(),
+            message.channel.as_str(),
+            message.from.as_str(),
+            message.to.as_str(),
+            message.body,
+            json(&message.media)?,
+            message.status.as_str(),
+            message.provider.map(|p| p.as_str()),
+            message.provider_message_id,
+            message.error_code,
+            message.error_message,
+            message.starred,
+            ts(message.created_at),
+            ts(message.updated_at),
+            json(&message.events)?,
+            idempotency_key,
+        ],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Writes a message's status, errors, carrier ids and events as `message` has them, and
+/// releases any delivery claim.
+fn update_message(conn: &Connection, message: &Message) -> StoreResult<()> {
+    conn.execute(
+        "UPDATE messages SET status = ?2, provider = ?3, provider_message_id = ?4,
+             error_code = ?5, error_message = ?6, updated_at = ?7, events = ?8,
+             claim_until = NULL
+         WHERE id = ?1",
+        params![
+            message.id.to_string(),
+            message.status.as_str(),
+            message.provider.map(|p| p.as_str()),
+            message.provider_message_id,
+            message.error_code,
+            message.error_message,
+            ts(message.updated_at),
+            json(&message.events)?,
+        ],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Moves `message` to `merged` (already computed with [`DeliveryStatus::merge`]) and records
+/// the transition; a status that did not change records nothing.
+fn transition(message: &mut Message, merged: DeliveryStatus, at: DateTime<Utc>, source: &str) {
+    if merged != message.status {
+        message.status = merged;
+        message.events.push(StatusEvent {
+            status: merged,
+            at,
+            source: source.to_owned(),
+        });
+    }
+}
+
+/// Loads a message for an update by the delivery worker; the port has no "not found"
+/// outcome for these, so an unknown id (or another tenant's) is a backend error.
+fn message_for_update(conn: &Connection, tenant: &TenantId, id: Uuid) -> StoreResult<Message> {
+    get_message(conn, tenant, id)?
+        .ok_or_else(|| StoreError::Backend(format!("message {id} not found for tenant {tenant}")))
+}
+
+/// Builds a page from up to `limit + 1` rows: the extra row only says there is more.
+fn page<T>(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> (String, Uuid)) -> Page<T> {
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|last| {
+            let (k, id) = key(last);
+            encode_cursor(&k, id)
+        })
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
+/// A usable page size: at least one item (a zero limit would page forever), at most
+/// [`MAX_PAGE`].
+fn page_size(limit: usize) -> usize {
+    limit.clamp(1, MAX_PAGE)
+}
+
+#[async_trait]
+impl MessageStore for SqliteBackend {
+    async fn save_raw_webhook(
+        &self,
+        tenant: &TenantId,
+        provider: ProviderKind,
+        dedupe_key: &str,
+        body: &[u8],
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let (tenant, key, body) = (tenant.clone(), dedupe_key.to_owned(), body.to_vec());
+        self.write(move |tx| {
+            let n = tx
+                .execute(
+                    "INSERT INTO raw_webhooks
+                         (tenant_id, dedupe_key, provider, body, received_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (tenant_id, dedupe_key) DO NOTHING",
+                    params![
+                        tenant.as_str(),
+                        key,
+                        provider.as_str(),
+                        body,
+                        ts(Utc::now()),
+                        ts(expires_at)
+                    ],
+                )
+                .map_err(db)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn apply_inbound(
+        &self,
+        tenant: &TenantId,
+        message: &InboundMessage,
+    ) -> StoreResult<Option<(Message, Conversation)>> {
+        let (tenant, m) = (tenant.clone(), message.clone());
+        self.write(move |tx| {
+            let seen: Option<String> = tx
+                .query_row(
+                    "SELECT id FROM messages
+                     WHERE tenant_id = ?1 AND provider = ?2 AND provider_message_id = ?3",
+                    params![tenant.as_str(), m.provider.as_str(), m.provider_message_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            if seen.is_some() {
+                return Ok(None);
+            }
+            let conversation = upsert_conversation(tx, &tenant, m.channel, &m.from, &m.to)?;
+            let message = Message {
+                id: m.id,
+                tenant_id: Some(tenant.clone()),
+                conversation_id: conversation,
+                direction: Direction::Inbound,
+                channel: m.channel,
+                from: m.from,
+                to: m.to,
+                body: m.body,
+                media: m.media,
+                status: DeliveryStatus::Received,
+                provider: Some(m.provider),
+                provider_message_id: Some(m.provider_message_id),
+                error_code: None,
+                error_message: None,
+                starred: false,
+                created_at: m.received_at,
+                updated_at: m.received_at,
+                events: vec![StatusEvent {
+                    status: DeliveryStatus::Received,
+                    at: m.received_at,
+                    source: m.provider.as_str().to_owned(),
+                }],
+            };
+            insert_message(tx, &message, None)?;
+            tx.execute(
+                "UPDATE conversations SET unread_count = unread_count + 1 WHERE id = ?1",
+                [conversation.to_string()],
+            )
+            .map_err(db)?;
+            set_last_message(tx, conversation, &message)?;
+            let message = reload_message(tx, &tenant, message.id)?;
+            let conversation = reload_conversation(tx, &tenant, conversation)?;
+            Ok(Some((message, conversation)))
+        })
+        .await
+    }
+
+    async fn apply_status(
+        &self,
+        tenant: &TenantId,
+        update: &StatusUpdate,
+    ) -> StoreResult<StatusApplied> {
+        let (tenant, u) = (tenant.clone(), update.clone());
+        self.write(move |tx| {
+            let sql = format!(
+                "SELECT {MESSAGE_COLS} FROM messages WHERE tenant_id = ?1 AND provider = ?2
+                 AND provider_message_id = ?3 AND direction = 'outbound'"
+            );
+            let found = collect(
+                tx,
+                &sql,
+                &[
+                    &tenant.as_str(),
+                    &u.provider.as_str(),
+                    &u.provider_message_id,
+                ],
+                message_row,
+            )?;
+            let Some(mut message) = found.into_iter().next() else {
+                return Ok(StatusApplied::NotFound);
+            };
+            let merged = message.status.merge(u.status);
+            if merged == message.status {
+                return Ok(StatusApplied::Unchanged(message));
+            }
+            transition(&mut message, merged, u.at, u.provider.as_str());
+            if u.error_code.is_some() {
+                message.error_code = u.error_code;
+            }
+            if u.error_message.is_some() {
+                message.error_message = u.error_message;
+            }
+            message.updated_at = Utc::now();
+            update_message(tx, &message)?;
+            Ok(StatusApplied::Changed(reload_message(
+                tx, &tenant, message.id,
+            )?))
+        })
+        .await
+    }
+
+    async fn create_outbound(
+        &self,
+        tenant: &TenantId,
+        message: &NewOutbound,
+    ) -> StoreResult<(Message, bool)> {
+        let (tenant, m) = (tenant.clone(), message.clone());
+        self.write(move |tx| {
+            if let Some(key) = &m.idempotency_key {
+                let first: Option<String> = tx
+                    .query_row(
+                        "SELECT id FROM messages WHERE tenant_id = ?1 AND idempotency_key = ?2",
+                        params![tenant.as_str(), key],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(db)?;
+                if let Some(first) = first {
+                    return Ok((reload_message(tx, &tenant, uuid(&first)?)?, false));
+                }
+            }
+            let conversation = upsert_conversation(tx, &tenant, m.channel, &m.to, &m.from)?;
+            let message = Message {
+                id: m.id,
+                tenant_id: Some(tenant.clone()),
+                conversation_id: conversation,
+                direction: Direction::Outbound,
+                channel: m.channel,
+                from: m.from,
+                to: m.to,
+                body: m.body,
+                media: m.media,
+                status: DeliveryStatus::Queued,
+                provider: None,
+                provider_message_id: None,
+                error_code: None,
+                error_message: None,
+                starred: false,
+                created_at: m.at,
+                updated_at: m.at,
+                events: vec![StatusEvent {
+                    status: DeliveryStatus::Queued,
+                    at: m.at,
+                    source: SOURCE_API.to_owned(),
+                }],
+            };
+            insert_message(tx, &message, m.idempotency_key.as_deref())?;
+            set_last_message(tx, conversation, &message)?;
+            Ok((reload_message(tx, &tenant, message.id)?, true))
+        })
+        .await
+    }
+
+    async fn claim_delivery(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        lease: Duration,
+    ) -> StoreResult<Option<DeliveryClaim>> {
+        let tenant = tenant.clone();
+        self.write(move |tx| {
+            let now = Utc::now();
+            let attempts: Option<i64> = tx
+                .query_row(
+                    "UPDATE messages SET claim_until = ?3, attempts = attempts + 1
+                     WHERE tenant_id = ?1 AND id = ?2 AND status = 'queued'
+                         AND (claim_until IS NULL OR claim_until <= ?4)
+                     RETURNING attempts",
+                    params![
+                        tenant.as_str(),
+                        id.to_string(),
+                        ts(after(now, lease)),
+                        ts(now)
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            let Some(attempts) = attempts else {
+                return Ok(None);
+            };
+            Ok(Some(DeliveryClaim {
+                message: reload_message(tx, &tenant, id)?,
+                attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
+            }))
+        })
+        .await
+    }
+
+    async fn record_sent(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        result: &SendResult,
+    ) -> StoreResult<Message> {
+        let (tenant, r) = (tenant.clone(), result.clone());
+        self.write(move |tx| {
+            // No claim is required: the carrier has taken the message even if our lease ran
+            // out during the call, and forgetting that would send it twice.
+            let mut message = message_for_update(tx, &tenant, id)?;
+            let now = Utc::now();
+            // Carriers often answer "queued" on acceptance; for us that is at least sent.
+            let merged = message.status.merge(r.status).merge(DeliveryStatus::Sent);
+            transition(&mut message, merged, now, r.provider.as_str());
+            message.provider = Some(r.provider);
+            message.provider_message_id = Some(r.provider_message_id);
+            message.updated_at = now;
+            update_message(tx, &message)?;
+            reload_message(tx, &tenant, id)
+        })
+        .await
+    }
+
+    async fn record_retry(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        error_code: Option<&str>,
+        error: &str,
+    ) -> StoreResult<Message> {
+        let (tenant, code, error) = (
+            tenant.clone(),
+            error_code.map(str::to_owned),
+            error.to_owned(),
+        );
+        self.write(move |tx| {
+            let mut message = message_for_update(tx, &tenant, id)?;
+            message.error_code = code;
+            message.error_message = Some(error);
+            // Touching updated_at keeps the sweeper off it until the retry is due.
+            message.updated_at = Utc::now();
+            update_message(tx, &message)?;
+            reload_message(tx, &tenant, id)
+        })
+        .await
+    }
+
+    async fn record_failed(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        error_code: Option<&str>,
+        error: &str,
+    ) -> StoreResult<Message> {
+        let (tenant, code, error) = (
+            tenant.clone(),
+            error_code.map(str::to_owned),
+            error.to_owned(),
+        );
+        self.write(move |tx| {
+            let mut message = message_for_update(tx, &tenant, id)?;
+            let now = Utc::now();
+            // Through merge, so a message a carrier already delivered is never marked failed.
+            let merged = message.status.merge(DeliveryStatus::Failed);
+            transition(&mut message, merged, now, SOURCE_WORKER);
+            message.error_code = code;
+            message.error_message = Some(error);
+            message.updated_at = now;
+            update_message(tx, &message)?;
+            reload_message(tx, &tenant, id)
+        })
+        .await
+    }
+
+    async fn stranded_outbound(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<(TenantId, Uuid)>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT m.tenant_id, m.id FROM messages m
+                     WHERE m.status = 'queued' AND m.updated_at < ?1
+                         AND (m.claim_until IS NULL OR m.claim_until <= ?2)
+                         AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.message_id = m.id)
+                     ORDER BY m.updated_at, m.id
+                     LIMIT ?3",
+                )
+                .map_err(db)?;
+            let mut rows = stmt
+                .query(params![ts(before), ts(Utc::now()), limit])
+                .map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                out.push((
+                    tenant_id(&row.get::<_, String>(0).map_err(db)?)?,
+                    uuid(&row.get::<_, String>(1).map_err(db)?)?,
+                ));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get_message(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Message>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| get_message(conn, &tenant, id)).await
+    }
+
+    async fn list_conversations(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Conversation>> {
+        let tenant = tenant.clone();
+        let after_key = cursor.map(decode_cursor).transpose()?;
+        let limit = page_size(limit);
+        self.read(move |conn| {
+            // A conversation always has a message, but the column is nullable: sort missing
+            // times as the oldest so paging stays total.
+            let order_key = "COALESCE(c.last_message_at, '')";
+            let fetch = (limit + 1) as i64;
+            let items = match after_key {
+                None => collect(
+                    conn,
+                    &format!(
+                        "{CONVERSATION_SELECT} WHERE c.tenant_id = ?1
+                         ORDER BY {order_key} DESC, c.id DESC LIMIT ?2"
+                    ),
+                    &[&tenant.as_str(), &fetch],
+                    conversation_row,
+                )?,
+                Some((key, id)) => collect(
+                    conn,
+                    &format!(
+                        "{CONVERSATION_SELECT} WHERE c.tenant_id = ?1
+                             AND ({order_key} < ?2 OR ({order_key} = ?2 AND c.id < ?3))
+                         ORDER BY {order_key} DESC, c.id DESC LIMIT ?4"
+                    ),
+                    &[&tenant.as_str(), &key, &id.to_string(), &fetch],
+                    conversation_row,
+                )?,
+            };
+            Ok(page(items, limit, |c| {
+                (c.last_message_at.map(ts).unwrap_or_default(), c.id)
+            }))
+        })
+        .await
+    }
+
+    async fn get_conversation(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+    ) -> StoreResult<Option<Conversation>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| get_conversation(conn, &tenant, id))
+            .await
+    }
+
+    async fn list_messages(
+        &self,
+        tenant: &TenantId,
+        conversation: Uuid,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Message>> {
+        let tenant = tenant.clone();
+        let after_key = cursor.map(decode_cursor).transpose()?;
+        let limit = page_size(limit);
+        self.read(move |conn| {
+            let fetch = (limit + 1) as i64;
+            let conversation = conversation.to_string();
+            let items = match after_key {
+                None => collect(
+                    conn,
+                    &format!(
+                        "SELECT {MESSAGE_COLS} FROM messages
+                         WHERE tenant_id = ?1 AND conversation_id = ?2
+                         ORDER BY created_at DESC, id DESC LIMIT ?3"
+                    ),
+                    &[&tenant.as_str(), &conversation, &fetch],
+                    message_row,
+                )?,
+                Some((key, id)) => collect(
+                    conn,
+                    &format!(
+                        "SELECT {MESSAGE_COLS} FROM messages
+                         WHERE tenant_id = ?1 AND conversation_id = ?2
+                             AND (created_at < ?3 OR (created_at = ?3 AND id < ?4))
+                         ORDER BY created_at DESC, id DESC LIMIT ?5"
+                    ),
+                    &[
+                        &tenant.as_str(),
+                        &conversation,
+                        &key,
+                        &id.to_string(),
+                        &fetch,
+                    ],
+                    message_row,
+                )?,
+            };
+            Ok(page(items, limit, |m| (ts(m.created_at), m.id)))
+        })
+        .await
+    }
+
+    async fn mark_read(
+        &self,
+        tenant: &TenantId,
+        conversation: Uuid,
+    ) -> StoreResult<Option<Conversation>> {
+        let tenant = tenant.clone();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE conversations SET unread_count = 0 WHERE tenant_id = ?1 AND id = ?2",
+                params![tenant.as_str(), conversation.to_string()],
+            )
+            .map_err(db)?;
+            get_conversation(tx, &tenant, conversation)
+        })
+        .await
+    }
+
+    async fn set_starred(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        starred: bool,
+    ) -> StoreResult<Option<(Message, Conversation)>> {
+        let tenant = tenant.clone();
+        self.write(move |tx| {
+            let Some(message) = get_message(tx, &tenant, id)? else {
+                return Ok(None);
+            };
+            // Only a real change moves the count, so starring twice counts once. updated_at
+            // is left alone: it tracks delivery, and the sweeper reads it.
+            if message.starred != starred {
+                tx.execute(
+                    "UPDATE messages SET starred = ?2 WHERE id = ?1",
+                    params![id.to_string(), starred],
+                )
+                .map_err(db)?;
+                tx.execute(
+                    "UPDATE conversations SET starred_count = starred_count + ?2 WHERE id = ?1",
+                    params![
+                        message.conversation_id.to_string(),
+                        if starred { 1 } else { -1 }
+                    ],
+                )
+                .map_err(db)?;
+            }
+            Ok(Some((
+                reload_message(tx, &tenant, id)?,
+                reload_conversation(tx, &tenant, message.conversation_id)?,
+            )))
+        })
+        .await
+    }
+
+    async fn set_opt_out(
+        &self,
+        tenant: &TenantId,
+        contact: &E164,
+        opted_out: bool,
+    ) -> StoreResult<()> {
+        let (tenant, contact) = (tenant.clone(), contact.clone());
+        self.write(move |tx| {
+            if opted_out {
+                tx.execute(
+                    "INSERT INTO opt_outs (tenant_id, contact, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (tenant_id, contact) DO UPDATE SET updated_at = excluded.updated_at",
+                    params![tenant.as_str(), contact.as_str(), ts(Utc::now())],
+                )
+            } else {
+                tx.execute(
+                    "DELETE FROM opt_outs WHERE tenant_id = ?1 AND contact = ?2",
+                    params![tenant.as_str(), contact.as_str()],
+                )
+            }
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn is_opted_out(&self, tenant: &TenantId, contact: &E164) -> StoreResult<bool> {
+        let (tenant, contact) = (tenant.clone(), contact.clone());
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM opt_outs WHERE tenant_id = ?1 AND contact = ?2)",
+                params![tenant.as_str(), contact.as_str()],
+                |r| r.get(0),
+            )
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn purge_expired(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.write(move |tx| {
+            let n = tx
+                .execute("DELETE FROM raw_webhooks WHERE expires_at <= ?1", [ts(now)])
+                .map_err(db)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}

@@ -1,0 +1,220 @@
+//! [`Queue`] on a SQLite table, plus the leasing calls the local job runner uses.
+//!
+//! A leased job is not removed: its `visible_at` moves past the lease, so a runner that dies
+//! mid-job lets the job reappear when the lease ends (at-least-once, like SQS). Jobs are rows,
+//! so they survive a restart.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use omni_core::ports::{Job, Queue, StoreError, StoreResult};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::db::{after, db, ms, ts};
+use crate::SqliteBackend;
+
+/// A job handed to a runner until its visibility lease ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedJob {
+    /// The queue row; pass it to [`SqliteBackend::ack_job`] and friends.
+    pub id: i64,
+    /// The work.
+    pub job: Job,
+    /// Deliveries so far, this one included.
+    pub attempts: u32,
+}
+
+fn encode(job: &Job) -> StoreResult<String> {
+    serde_json::to_string(job).map_err(|e| StoreError::Backend(format!("job: {e}")))
+}
+
+/// The message a Deliver job is for: the sweeper must not re-enqueue it while it waits here.
+fn message_of(job: &Job) -> Option<String> {
+    match job {
+        Job::Deliver { message_id, .. } => Some(message_id.to_string()),
+        Job::Inbound { .. } => None,
+    }
+}
+
+fn insert_dead_letter(
+    conn: &Connection,
+    payload: &str,
+    reason: &str,
+    attempts: i64,
+) -> StoreResult<()> {
+    conn.execute(
+        "INSERT INTO dead_letters (payload, reason, attempts, created_at)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![payload, reason, attempts, ts(Utc::now())],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Queue for SqliteBackend {
+    async fn enqueue(&self, job: &Job, delay: Duration) -> StoreResult<()> {
+        let payload = encode(job)?;
+        let message = message_of(job);
+        self.write(move |tx| {
+            let now = Utc::now();
+            tx.execute(
+                "INSERT INTO jobs (payload, message_id, visible_at_ms, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![payload, message, ms(after(now, delay)), ts(now)],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await?;
+        // After the commit, so a woken runner finds the row. A stored permit covers a runner
+        // that is busy right now and waits again later.
+        self.jobs.notify_one();
+        Ok(())
+    }
+
+    async fn dead_letter(&self, job: &Job, reason: &str) -> StoreResult<()> {
+        let (payload, reason) = (encode(job)?, reason.to_owned());
+        self.write(move |tx| insert_dead_letter(tx, &payload, &reason, 0))
+            .await
+    }
+}
+
+impl SqliteBackend {
+    /// Takes up to `max` visible jobs, oldest first, hiding them for `visibility` and counting
+    /// the attempt, in one transaction so two runners never get the same job.
+    ///
+    /// A payload that no longer decodes (written by an incompatible build) cannot succeed: it
+    /// is moved to the dead letters with the reason instead of blocking the queue.
+    pub async fn lease_jobs(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> StoreResult<Vec<LeasedJob>> {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.write(move |tx| {
+            let now = Utc::now();
+            let rows: Vec<(i64, String, i64)> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT id, payload, attempts FROM jobs WHERE visible_at_ms <= ?1
+                         ORDER BY visible_at_ms, id LIMIT ?2",
+                    )
+                    .map_err(db)?;
+                let rows = stmt
+                    .query_map(params![ms(now), max], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .map_err(db)?;
+                rows.collect::<Result<_, _>>().map_err(db)?
+            };
+            let hidden_until = ms(after(now, visibility));
+            let mut leased = Vec::with_capacity(rows.len());
+            for (id, payload, attempts) in rows {
+                match serde_json::from_str::<Job>(&payload) {
+                    Ok(job) => {
+                        tx.execute(
+                            "UPDATE jobs SET visible_at_ms = ?2, attempts = attempts + 1
+                             WHERE id = ?1",
+                            params![id, hidden_until],
+                        )
+                        .map_err(db)?;
+                        leased.push(LeasedJob {
+                            id,
+                            job,
+                            attempts: u32::try_from(attempts + 1).unwrap_or(u32::MAX),
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(job_id = id, "dead-lettering an undecodable job");
+                        insert_dead_letter(
+                            tx,
+                            &payload,
+                            &format!("undecodable job payload: {e}"),
+                            attempts,
+                        )?;
+                        tx.execute("DELETE FROM jobs WHERE id = ?1", [id])
+                            .map_err(db)?;
+                    }
+                }
+            }
+            Ok(leased)
+        })
+        .await
+    }
+
+    /// Removes a finished job; false if it was not there (already acknowledged).
+    pub async fn ack_job(&self, id: i64) -> StoreResult<bool> {
+        self.write(move |tx| {
+            let n = tx
+                .execute("DELETE FROM jobs WHERE id = ?1", [id])
+                .map_err(db)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    /// Makes a leased job visible again after `delay` (backoff); false if it was not there.
+    pub async fn retry_job(&self, id: i64, delay: Duration) -> StoreResult<bool> {
+        let changed = self
+            .write(move |tx| {
+                let n = tx
+                    .execute(
+                        "UPDATE jobs SET visible_at_ms = ?2 WHERE id = ?1",
+                        params![id, ms(after(Utc::now(), delay))],
+                    )
+                    .map_err(db)?;
+                Ok(n > 0)
+            })
+            .await?;
+        if changed {
+            self.jobs.notify_one();
+        }
+        Ok(changed)
+    }
+
+    /// Moves a job to the dead letters with `reason`, in one transaction; false if it was
+    /// not there.
+    pub async fn dead_letter_job(&self, id: i64, reason: &str) -> StoreResult<bool> {
+        let reason = reason.to_owned();
+        self.write(move |tx| {
+            let row: Option<(String, i64)> = tx
+                .query_row(
+                    "DELETE FROM jobs WHERE id = ?1 RETURNING payload, attempts",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            let Some((payload, attempts)) = row else {
+                return Ok(false);
+            };
+            insert_dead_letter(tx, &payload, &reason, attempts)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Dead-lettered jobs with their reasons, oldest first (operators, tests). Payloads that
+    /// no longer decode are left out here; they stay in the table for inspection.
+    pub async fn dead_letters(&self) -> StoreResult<Vec<(Job, String)>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT payload, reason FROM dead_letters ORDER BY id")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(db)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (payload, reason) = row.map_err(db)?;
+                if let Ok(job) = serde_json::from_str(&payload) {
+                    out.push((job, reason));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

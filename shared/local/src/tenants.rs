@@ -1,0 +1,338 @@
+//! [`TenantStore`] and [`SecretStore`] on SQLite.
+
+use async_trait::async_trait;
+use chrono::Utc;
+use omni_core::domain::{Channel, ProviderKind, TenantId, E164};
+use omni_core::model::{NumberRoute, Tenant};
+use omni_core::ports::{SecretStore, StoreError, StoreResult, TenantStore};
+use omni_core::providers::Credentials;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::db::{corrupt, db, parse, parse_ts, ts};
+use crate::SqliteBackend;
+
+const TENANT_COLS: &str = "id, name, default_region, help_text, created_at, updated_at";
+const NUMBER_COLS: &str = "number, tenant_id, provider, channels, updated_at";
+
+fn tenant_row(row: &Row) -> StoreResult<Tenant> {
+    let text = |i| row.get::<_, String>(i).map_err(db);
+    Ok(Tenant {
+        id: TenantId::parse(&text(0)?).map_err(|_| corrupt("tenant id"))?,
+        name: text(1)?,
+        default_region: parse(&text(2)?, "region")?,
+        help_text: row.get(3).map_err(db)?,
+        created_at: parse_ts(&text(4)?)?,
+        updated_at: parse_ts(&text(5)?)?,
+    })
+}
+
+fn number_row(row: &Row) -> StoreResult<NumberRoute> {
+    let text = |i| row.get::<_, String>(i).map_err(db);
+    let channels: Vec<Channel> =
+        serde_json::from_str(&text(3)?).map_err(|_| corrupt("number channels"))?;
+    Ok(NumberRoute {
+        number: E164::from_e164(&text(0)?).map_err(|_| corrupt("number"))?,
+        tenant_id: TenantId::parse(&text(1)?).map_err(|_| corrupt("tenant id"))?,
+        provider: parse(&text(2)?, "provider")?,
+        channels,
+        updated_at: parse_ts(&text(4)?)?,
+    })
+}
+
+fn get_tenant(conn: &Connection, id: &str) -> StoreResult<Option<Tenant>> {
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = ?1"))
+        .map_err(db)?;
+    let mut rows = stmt.query([id]).map_err(db)?;
+    rows.next().map_err(db)?.map(tenant_row).transpose()
+}
+
+fn number_route(conn: &Connection, number: &str) -> StoreResult<Option<NumberRoute>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {NUMBER_COLS} FROM numbers WHERE number = ?1"
+        ))
+        .map_err(db)?;
+    let mut rows = stmt.query([number]).map_err(db)?;
+    rows.next().map_err(db)?.map(number_row).transpose()
+}
+
+#[async_trait]
+impl TenantStore for SqliteBackend {
+    async fn put_tenant(&self, tenant: &Tenant) -> StoreResult<Tenant> {
+        let t = tenant.clone();
+        self.write(move |tx| {
+            // On update the first created_at wins: it records when the tenant came to be.
+            tx.execute(
+                "INSERT INTO tenants (id, name, default_region, help_text, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name,
+                     default_region = excluded.default_region, help_text = excluded.help_text,
+                     updated_at = excluded.updated_at",
+                params![
+                    t.id.as_str(),
+                    t.name,
+                    t.default_region.code(),
+                    t.help_text,
+                    ts(t.created_at),
+                    ts(t.updated_at)
+                ],
+            )
+            .map_err(db)?;
+            get_tenant(tx, t.id.as_str())?.ok_or_else(|| corrupt("tenant vanished"))
+        })
+        .await
+    }
+
+    async fn get_tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>> {
+        let id = id.clone();
+        self.read(move |conn| get_tenant(conn, id.as_str())).await
+    }
+
+    async fn put_number(&self, route: &NumberRoute) -> StoreResult<NumberRoute> {
+        let r = route.clone();
+        let channels = serde_json::to_string(&r.channels)
+            .map_err(|e| StoreError::Backend(format!("channels: {e}")))?;
+        self.write(move |tx| {
+            if let Some(existing) = number_route(tx, r.number.as_str())? {
+                if existing.tenant_id != r.tenant_id {
+                    return Err(StoreError::Conflict(format!(
+                        "number {} is held by another tenant",
+                        r.number
+                    )));
+                }
+            }
+            tx.execute(
+                "INSERT INTO numbers (number, tenant_id, provider, channels, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (number) DO UPDATE SET provider = excluded.provider,
+                     channels = excluded.channels, updated_at = excluded.updated_at",
+                params![
+                    r.number.as_str(),
+                    r.tenant_id.as_str(),
+                    r.provider.as_str(),
+                    channels,
+                    ts(r.updated_at)
+                ],
+            )
+            .map_err(db)?;
+            number_route(tx, r.number.as_str())?.ok_or_else(|| corrupt("number vanished"))
+        })
+        .await
+    }
+
+    async fn delete_number(&self, tenant: &TenantId, number: &E164) -> StoreResult<bool> {
+        let (tenant, number) = (tenant.clone(), number.clone());
+        self.write(move |tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM numbers WHERE number = ?1 AND tenant_id = ?2",
+                    params![number.as_str(), tenant.as_str()],
+                )
+                .map_err(db)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn number_route(&self, number: &E164) -> StoreResult<Option<NumberRoute>> {
+        let number = number.clone();
+        self.read(move |conn| number_route(conn, number.as_str()))
+            .await
+    }
+
+    async fn tenant_numbers(&self, tenant: &TenantId) -> StoreResult<Vec<NumberRoute>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {NUMBER_COLS} FROM numbers WHERE tenant_id = ?1 ORDER BY number"
+                ))
+                .map_err(db)?;
+            let mut rows = stmt.query([tenant.as_str()]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                out.push(number_row(row)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_api_key(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+        key_hash: &str,
+    ) -> StoreResult<()> {
+        let (tenant, key_id, key_hash) = (tenant.clone(), key_id.to_owned(), key_hash.to_owned());
+        self.write(move |tx| {
+            // Storing the same key again is a no-op; the same hash for another tenant would
+            // let one key open two tenants, so it is refused.
+            let owner: Option<String> = tx
+                .query_row(
+                    "SELECT tenant_id FROM api_keys WHERE key_hash = ?1",
+                    [&key_hash],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            match owner {
+                Some(owner) if owner != tenant.as_str() => Err(StoreError::Conflict(
+                    "API key hash already belongs to another tenant".into(),
+                )),
+                Some(_) => Ok(()),
+                None => {
+                    tx.execute(
+                        "INSERT INTO api_keys (key_hash, tenant_id, key_id, created_at)
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![key_hash, tenant.as_str(), key_id, ts(Utc::now())],
+                    )
+                    .map_err(db)?;
+                    Ok(())
+                }
+            }
+        })
+        .await
+    }
+
+    async fn tenant_for_api_key(&self, key_hash: &str) -> StoreResult<Option<TenantId>> {
+        let key_hash = key_hash.to_owned();
+        self.read(move |conn| {
+            let owner: Option<String> = conn
+                .query_row(
+                    "SELECT tenant_id FROM api_keys WHERE key_hash = ?1",
+                    [&key_hash],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            owner
+                .map(|t| TenantId::parse(&t).map_err(|_| corrupt("tenant id")))
+                .transpose()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl SecretStore for SqliteBackend {
+    async fn put_credentials(
+        &self,
+        tenant: &TenantId,
+        credentials: &Credentials,
+    ) -> StoreResult<()> {
+        let provider = credentials.kind();
+        // Encrypt before leaving the caller's task: the plaintext never reaches the database
+        // thread, and the error text never includes it.
+        let plaintext = serde_json::to_vec(credentials)
+            .map_err(|_| StoreError::Backend("credentials could not be serialised".into()))?;
+        let (nonce, ciphertext) = self.key.seal(tenant, provider, &plaintext)?;
+        let tenant = tenant.clone();
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO credentials (tenant_id, provider, nonce, ciphertext, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (tenant_id, provider) DO UPDATE SET nonce = excluded.nonce,
+                     ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+                params![
+                    tenant.as_str(),
+                    provider.as_str(),
+                    nonce,
+                    ciphertext,
+                    ts(Utc::now())
+                ],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_credentials(
+        &self,
+        tenant: &TenantId,
+        provider: ProviderKind,
+    ) -> StoreResult<Option<Credentials>> {
+        let t = tenant.clone();
+        let sealed: Option<(Vec<u8>, Vec<u8>)> = self
+            .read(move |conn| {
+                conn.query_row(
+                    "SELECT nonce, ciphertext FROM credentials
+                     WHERE tenant_id = ?1 AND provider = ?2",
+                    params![t.as_str(), provider.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db)
+            })
+            .await?;
+        let Some((nonce, ciphertext)) = sealed else {
+            return Ok(None);
+        };
+        let plaintext = self.key.open(tenant, provider, &nonce, &ciphertext)?;
+        let credentials: Credentials = serde_json::from_slice(&plaintext).map_err(|_| {
+            StoreError::Backend(format!(
+                "credentials of tenant {tenant} for {provider} could not be decoded"
+            ))
+        })?;
+        if credentials.kind() != provider {
+            return Err(corrupt("credentials stored under the wrong provider"));
+        }
+        Ok(Some(credentials))
+    }
+
+    async fn delete_credentials(
+        &self,
+        tenant: &TenantId,
+        provider: ProviderKind,
+    ) -> StoreResult<bool> {
+        let tenant = tenant.clone();
+        self.write(move |tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM credentials WHERE tenant_id = ?1 AND provider = ?2",
+                    params![tenant.as_str(), provider.as_str()],
+                )
+                .map_err(db)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn configured_providers(&self, tenant: &TenantId) -> StoreResult<Vec<ProviderKind>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT provider FROM credentials WHERE tenant_id = ?1 ORDER BY provider",
+                )
+                .map_err(db)?;
+            let mut rows = stmt.query([tenant.as_str()]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                out.push(parse(&row.get::<_, String>(0).map_err(db)?, "provider")?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn tenants_with_provider(&self, provider: ProviderKind) -> StoreResult<Vec<TenantId>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT tenant_id FROM credentials WHERE provider = ?1 ORDER BY tenant_id",
+                )
+                .map_err(db)?;
+            let mut rows = stmt.query([provider.as_str()]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                let id: String = row.get(0).map_err(db)?;
+                out.push(TenantId::parse(&id).map_err(|_| corrupt("tenant id"))?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

@@ -1,0 +1,401 @@
+//! Behaviour of the SQLite backend beyond the shared suite: exact counts under concurrency,
+//! durability across reopening, encryption at rest, the key file, and the job queue.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use omni_conformance::{new_number, new_tenant_id};
+use omni_core::domain::{Channel, InboundMessage, ProviderKind, Region, TenantId};
+use omni_core::model::{NewOutbound, Tenant};
+use omni_core::ports::{Job, MessageStore, Queue, SecretStore, TenantStore};
+use omni_core::providers::{Credentials, Secret, TwilioCredentials};
+use omni_local::{MasterKey, SqliteBackend, MASTER_KEY_ENV};
+use uuid::Uuid;
+
+const TOKEN: &str = "tok-find-me-in-the-file-7f3a9c";
+
+fn twilio() -> Credentials {
+    Credentials::Twilio(TwilioCredentials {
+        account_sid: format!("AC{}", Uuid::new_v4().simple()),
+        auth_token: Secret::new(TOKEN),
+        webhook_keys: Default::default(),
+    })
+}
+
+fn deliver(tenant: &TenantId, message_id: Uuid) -> Job {
+    Job::Deliver {
+        tenant_id: tenant.clone(),
+        message_id,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_inbound_counts_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = SqliteBackend::open(&dir.path().join("omni.db"), MasterKey::generate()).unwrap();
+    let tenant = new_tenant_id("t");
+    let (contact, ours) = (new_number(), new_number());
+    // 200 distinct messages, each delivered twice at once: redeliveries must not count.
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let m = InboundMessage {
+            id: Uuid::now_v7(),
+            provider: ProviderKind::Twilio,
+            provider_message_id: format!("SM{i}"),
+            channel: Channel::Sms,
+            from: contact.clone(),
+            to: ours.clone(),
+            body: Some(format!("msg {i}")),
+            media: Vec::new(),
+            profile_name: None,
+            received_at: Utc::now(),
+        };
+        for copy in 0..2 {
+            let (b, t) = (backend.clone(), tenant.clone());
+            let m = InboundMessage {
+                id: if copy == 0 { m.id } else { Uuid::now_v7() },
+                ..m.clone()
+            };
+            tasks.push(tokio::spawn(async move { b.apply_inbound(&t, &m).await }));
+        }
+    }
+    let mut applied = 0;
+    let mut conversation = None;
+    for task in tasks {
+        if let Some((_, c)) = task.await.unwrap().unwrap() {
+            applied += 1;
+            conversation = Some(c.id);
+        }
+    }
+    assert_eq!(applied, 200);
+    let conv = backend
+        .get_conversation(&tenant, conversation.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(conv.unread_count, 200);
+    let page = backend
+        .list_messages(&tenant, conv.id, 500, None)
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 200);
+    assert_eq!(
+        backend
+            .list_conversations(&tenant, 10, None)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn data_survives_reopening_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("omni.db");
+    let key = MasterKey::generate();
+    let tenant = Tenant {
+        id: new_tenant_id("t"),
+        name: "PSAP".into(),
+        default_region: Region::default(),
+        help_text: None,
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    };
+    let out = NewOutbound {
+        id: Uuid::now_v7(),
+        channel: Channel::Sms,
+        from: new_number(),
+        to: new_number(),
+        body: Some("kept".into()),
+        media: Vec::new(),
+        idempotency_key: Some("k".into()),
+        at: Utc::now(),
+    };
+    let message = {
+        let b = SqliteBackend::open(&path, key.clone()).unwrap();
+        b.put_tenant(&tenant).await.unwrap();
+        b.put_credentials(&tenant.id, &twilio()).await.unwrap();
+        let (m, _) = b.create_outbound(&tenant.id, &out).await.unwrap();
+        b.enqueue(&deliver(&tenant.id, m.id), Duration::ZERO)
+            .await
+            .unwrap();
+        m
+    };
+    let b = SqliteBackend::open(&path, key).unwrap();
+    assert_eq!(
+        b.get_tenant(&tenant.id).await.unwrap(),
+        Some(tenant.clone())
+    );
+    assert!(b
+        .get_credentials(&tenant.id, ProviderKind::Twilio)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        b.get_message(&tenant.id, message.id).await.unwrap(),
+        Some(message.clone())
+    );
+    assert!(
+        !b.create_outbound(&tenant.id, &out).await.unwrap().1,
+        "idempotency kept"
+    );
+    let jobs = b.lease_jobs(10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].job, deliver(&tenant.id, message.id));
+}
+
+fn file_contains(path: &Path, needle: &[u8]) -> bool {
+    std::fs::read(path)
+        .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn credentials_are_encrypted_at_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("omni.db");
+    let tenant = new_tenant_id("t");
+    {
+        let b = SqliteBackend::open(&path, MasterKey::generate()).unwrap();
+        b.put_credentials(&tenant, &twilio()).await.unwrap();
+        // While open, the row may sit in the WAL: check every file of the database.
+        for file in ["omni.db", "omni.db-wal", "omni.db-shm"] {
+            assert!(
+                !file_contains(&dir.path().join(file), TOKEN.as_bytes()),
+                "{file}"
+            );
+        }
+    }
+    assert!(!file_contains(&path, TOKEN.as_bytes()));
+    assert!(
+        file_contains(&path, tenant.as_str().as_bytes()),
+        "the row is there"
+    );
+
+    // Another key cannot read them, and says so without panicking or leaking.
+    let b = SqliteBackend::open(&path, MasterKey::generate()).unwrap();
+    let err = b
+        .get_credentials(&tenant, ProviderKind::Twilio)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("could not be decrypted") && !err.contains(TOKEN),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_key_file_is_created_owner_only_and_reused() {
+    if std::env::var_os(MASTER_KEY_ENV).is_some() {
+        // The environment decides the key; there is no file to check.
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("omni.db");
+    let key_path = MasterKey::key_path(&path);
+    assert_eq!(key_path, dir.path().join("omni.db.key"));
+    let tenant = new_tenant_id("t");
+    {
+        let key = MasterKey::from_env_or_file(&path).unwrap();
+        let b = SqliteBackend::open(&path, key).unwrap();
+        b.put_credentials(&tenant, &twilio()).await.unwrap();
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let written = std::fs::read_to_string(&key_path).unwrap();
+    // The second start reads the same key: the credentials still decrypt.
+    let b = SqliteBackend::open(&path, MasterKey::from_env_or_file(&path).unwrap()).unwrap();
+    assert_eq!(
+        b.get_credentials(&tenant, ProviderKind::Twilio)
+            .await
+            .unwrap()
+            .map(|c| c.kind()),
+        Some(ProviderKind::Twilio)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&key_path).unwrap(),
+        written,
+        "never rewritten"
+    );
+    assert!(MasterKey::from_base64(&written).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_lease_ack_retry_and_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = SqliteBackend::open(&dir.path().join("omni.db"), MasterKey::generate()).unwrap();
+    let tenant = new_tenant_id("t");
+    let (now_job, later_job) = (
+        deliver(&tenant, Uuid::now_v7()),
+        deliver(&tenant, Uuid::now_v7()),
+    );
+
+    let notify = b.job_notify();
+    let woke = tokio::spawn(async move { notify.notified().await });
+    b.enqueue(&now_job, Duration::ZERO).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), woke)
+        .await
+        .expect("enqueue wakes the runner")
+        .unwrap();
+    b.enqueue(&later_job, Duration::from_secs(3600))
+        .await
+        .unwrap();
+
+    let visibility = Duration::from_secs(30);
+    let leased = b.lease_jobs(10, visibility).await.unwrap();
+    assert_eq!(leased.len(), 1, "the delayed job is not visible yet");
+    assert_eq!((&leased[0].job, leased[0].attempts), (&now_job, 1));
+    assert!(
+        b.lease_jobs(10, visibility).await.unwrap().is_empty(),
+        "leased jobs are hidden"
+    );
+
+    assert!(b.retry_job(leased[0].id, Duration::ZERO).await.unwrap());
+    let again = b.lease_jobs(10, visibility).await.unwrap();
+    assert_eq!((again[0].id, again[0].attempts), (leased[0].id, 2));
+    assert!(b.ack_job(again[0].id).await.unwrap());
+    assert!(!b.ack_job(again[0].id).await.unwrap());
+
+    let poison = deliver(&tenant, Uuid::now_v7());
+    b.enqueue(&poison, Duration::ZERO).await.unwrap();
+    let p = b.lease_jobs(10, visibility).await.unwrap();
+    assert!(b
+        .dead_letter_job(p[0].id, "retry budget exhausted")
+        .await
+        .unwrap());
+    assert!(!b.dead_letter_job(p[0].id, "twice").await.unwrap());
+    b.dead_letter(&now_job, "permanent: invalid number")
+        .await
+        .unwrap();
+    assert_eq!(
+        b.dead_letters().await.unwrap(),
+        vec![
+            (poison, "retry budget exhausted".to_string()),
+            (now_job, "permanent: invalid number".to_string()),
+        ]
+    );
+    assert!(b.lease_jobs(10, visibility).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_leasers_never_share_a_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = SqliteBackend::open(&dir.path().join("omni.db"), MasterKey::generate()).unwrap();
+    let tenant = new_tenant_id("t");
+    for _ in 0..40 {
+        b.enqueue(&deliver(&tenant, Uuid::now_v7()), Duration::ZERO)
+            .await
+            .unwrap();
+    }
+    let leasers: Vec<_> = (0..4)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move { b.lease_jobs(15, Duration::from_secs(30)).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for l in leasers {
+        ids.extend(l.await.unwrap().unwrap().into_iter().map(|j| j.id));
+    }
+    let unique: BTreeSet<_> = ids.iter().collect();
+    assert_eq!((ids.len(), unique.len()), (40, 40));
+}
+
+#[tokio::test]
+async fn a_message_with_a_pending_deliver_job_is_not_stranded() {
+    let b = SqliteBackend::open_in_memory(MasterKey::generate()).unwrap();
+    let tenant = new_tenant_id("t");
+    let old = Utc::now() - TimeDelta::minutes(10);
+    let (m, _) = b
+        .create_outbound(
+            &tenant,
+            &NewOutbound {
+                id: Uuid::now_v7(),
+                channel: Channel::Sms,
+                from: new_number(),
+                to: new_number(),
+                body: None,
+                media: Vec::new(),
+                idempotency_key: None,
+                at: old,
+            },
+        )
+        .await
+        .unwrap();
+    let before = Utc::now() - TimeDelta::minutes(1);
+    let stranded = || b.stranded_outbound(before, 100);
+    assert_eq!(stranded().await.unwrap(), vec![(tenant.clone(), m.id)]);
+    b.enqueue(&deliver(&tenant, m.id), Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(
+        stranded().await.unwrap().is_empty(),
+        "queued for the worker"
+    );
+    let job = b
+        .lease_jobs(1, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(
+        stranded().await.unwrap().is_empty(),
+        "a worker holds the job"
+    );
+    b.ack_job(job.id).await.unwrap();
+    assert_eq!(
+        stranded().await.unwrap(),
+        vec![(tenant, m.id)],
+        "handed over, never sent"
+    );
+}
+
+#[tokio::test]
+async fn an_undecodable_job_is_dead_lettered_not_retried_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("omni.db");
+    let b = SqliteBackend::open(&path, MasterKey::generate()).unwrap();
+    {
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        raw.execute(
+            "INSERT INTO jobs (payload, visible_at_ms, created_at) VALUES ('{\"job\":\"fax\"}', 0, '')",
+            [],
+        )
+        .unwrap();
+    }
+    assert!(b
+        .lease_jobs(10, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(b
+        .lease_jobs(10, Duration::from_secs(0))
+        .await
+        .unwrap()
+        .is_empty());
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let (jobs, dead): (i64, i64) = raw
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM jobs), (SELECT COUNT(*) FROM dead_letters)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((jobs, dead), (0, 1));
+}
+
+#[test]
+fn backend_and_key_debug_output_hides_secrets() {
+    let key = MasterKey::generate();
+    assert_eq!(format!("{key:?}"), "MasterKey(***)");
+    let b = SqliteBackend::open_in_memory(key).unwrap();
+    assert!(!format!("{b:?}").contains("MasterKey("));
+}
