@@ -1,4 +1,7 @@
 //! End-to-end tests: the real `omni` binary, real SQLite, carrier fakes over HTTP.
 
+mod api;
+mod delivery;
+mod flows;
 mod harness;
 mod smoke;

@@ -37,3 +37,8 @@ impl MessagingProviderAdapter for TwilioAdapter {
         Err(ParseError::new("not implemented"))
     }
 }
+
+/// Placeholder.
+pub fn signature(_url: &str, _params: &[(String, String)], _token: &str) -> String {
+    String::new()
+}

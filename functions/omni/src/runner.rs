@@ -1,0 +1,134 @@
+//! The local stand-ins for SQS consumers and EventBridge schedules: a job runner over the
+//! SQLite queue table, the outbox sweeper, the raw-payload purge and the Signal poller.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use omni_core::providers::signal::SignalAdapter;
+use omni_core::service::{JobError, Services};
+use omni_local::SqliteBackend;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, warn};
+
+use crate::config::ServeConfig;
+
+/// Jobs handled at once (carrier calls wait on the network, not the CPU).
+const CONCURRENCY: usize = 32;
+/// A job leased but not finished within this time becomes visible again (crash recovery).
+const VISIBILITY: Duration = Duration::from_secs(120);
+/// Attempts of one updater job (e.g. a status callback for a message not yet recorded).
+const MAX_JOB_ATTEMPTS: u32 = 20;
+
+/// Starts every background loop; they stop when `stop` turns true.
+pub fn spawn_all(
+    backend: Arc<SqliteBackend>,
+    services: Services,
+    http: reqwest::Client,
+    stop: watch::Receiver<bool>,
+    config: &ServeConfig,
+) -> Vec<JoinHandle<()>> {
+    let sweep_every = Duration::from_secs(config.sweep_after_secs.clamp(1, 10));
+    let poll_every = Duration::from_millis(config.signal_poll_ms.max(100));
+    vec![
+        tokio::spawn(run_jobs(backend.clone(), services.clone(), stop.clone())),
+        tokio::spawn(every(sweep_every, stop.clone(), {
+            let services = services.clone();
+            move || {
+                let services = services.clone();
+                async move {
+                    if let Err(e) = services.sweep_outbox().await {
+                        error!(error = %e, "outbox sweep failed");
+                    }
+                }
+            }
+        })),
+        tokio::spawn(every(Duration::from_secs(3600), stop.clone(), {
+            let services = services.clone();
+            move || {
+                let services = services.clone();
+                async move {
+                    if let Err(e) = services.messages.purge_expired(chrono::Utc::now()).await {
+                        error!(error = %e, "raw payload purge failed");
+                    }
+                }
+            }
+        })),
+        tokio::spawn(every(poll_every, stop, {
+            let signal = Arc::new(SignalAdapter::new(http));
+            move || {
+                let services = services.clone();
+                let signal = signal.clone();
+                async move {
+                    if let Err(e) = services.poll_signal(&signal).await {
+                        warn!(error = %e, "signal poll failed");
+                    }
+                }
+            }
+        })),
+    ]
+}
+
+async fn every<F, Fut>(period: Duration, mut stop: watch::Receiver<bool>, mut tick: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => tick().await,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn run_jobs(backend: Arc<SqliteBackend>, services: Services, mut stop: watch::Receiver<bool>) {
+    let notify = backend.job_notify();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let jobs = match backend.lease_jobs(CONCURRENCY * 2, VISIBILITY).await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                error!(error = %e, "cannot lease jobs");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if jobs.is_empty() {
+            // Woken by an enqueue, or after a short nap for delayed jobs coming due.
+            tokio::select! {
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = stop.changed() => return,
+            }
+            continue;
+        }
+        futures::stream::iter(jobs)
+            .for_each_concurrent(CONCURRENCY, |leased| {
+                let backend = backend.clone();
+                let services = services.clone();
+                async move {
+                    let outcome = match services.handle_job(&leased.job).await {
+                        Ok(()) => backend.ack_job(leased.id).await,
+                        Err(JobError::Retry(delay, reason)) if leased.attempts < MAX_JOB_ATTEMPTS => {
+                            warn!(reason = %reason, "job will be retried");
+                            backend.retry_job(leased.id, delay).await
+                        }
+                        Err(e) => {
+                            warn!(reason = %e, "job dead-lettered");
+                            backend.dead_letter_job(leased.id, &e.to_string()).await
+                        }
+                    };
+                    if let Err(e) = outcome {
+                        error!(error = %e, "job bookkeeping failed; it will be retried after its lease");
+                    }
+                }
+            })
+            .await;
+    }
+}

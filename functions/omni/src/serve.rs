@@ -1,0 +1,166 @@
+//! `omni serve`: every router, worker and loop of the platform in one process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use omni_api::{AppState, WsHub};
+use omni_core::providers::{http_client, ProviderRegistry, Secret};
+use omni_core::service::Services;
+use omni_local::{MasterKey, SqliteBackend};
+use rand::Rng;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::config::{platform_credentials, ServeConfig};
+use crate::{demo, runner};
+
+/// Installs the log subscriber: human-readable by default, JSON for log shippers.
+pub fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OMNI_LOG").unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Runs the server until SIGINT/SIGTERM.
+pub async fn run(config: ServeConfig) -> Result<(), String> {
+    init_tracing(&config.log_format);
+    let key = MasterKey::from_env_or_file(&config.db).map_err(|e| format!("master key: {e}"))?;
+    let backend = Arc::new(SqliteBackend::open(&config.db, key).map_err(|e| format!("database {}: {e}", config.db.display()))?);
+    let listener = TcpListener::bind(config.addr).await.map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+
+    let hub = Arc::new(WsHub::default());
+    let http = http_client(Duration::from_millis(config.carrier_timeout_ms));
+    let mut settings = config.settings();
+    if config.public_url.is_none() {
+        // With port 0 the real port is only known now.
+        settings.public_url = format!("http://{local}");
+    }
+    let services = Services {
+        tenants: backend.clone(),
+        secrets: backend.clone(),
+        messages: backend.clone(),
+        queue: backend.clone(),
+        push: hub.clone(),
+        providers: ProviderRegistry::new(http.clone(), &config.endpoints(), config.demo),
+        platform: platform_credentials(),
+        settings,
+    };
+
+    let admin_token = match &config.admin_token {
+        Some(token) => Secret::new(token.clone()),
+        None => {
+            let token = format!("oat_{}", hex_token());
+            println!("admin token (shown once): {token}");
+            Secret::new(token)
+        }
+    };
+    if config.demo {
+        demo::seed(&services, &services.settings.public_url, &config.db, admin_token.expose()).await?;
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let workers = runner::spawn_all(backend.clone(), services.clone(), http, stop_rx, &config);
+    let app = omni_api::full_app(AppState { services, admin_token }, hub);
+    println!("omni listening on http://{local}");
+    info!(addr = %local, demo = config.demo, "omni serve started");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+    let _ = stop_tx.send(true);
+    for worker in workers {
+        let _ = worker.await;
+    }
+    info!("omni serve stopped");
+    Ok(())
+}
+
+fn hex_token() -> String {
+    let bytes: [u8; 24] = rand::thread_rng().gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use omni_core::service::Services;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn app_state(backend: Arc<SqliteBackend>, hub: Arc<WsHub>) -> AppState {
+        let services = Services {
+            tenants: backend.clone(),
+            secrets: backend.clone(),
+            messages: backend.clone(),
+            queue: backend,
+            push: hub,
+            providers: ProviderRegistry::new(http_client(Duration::from_secs(1)), &Default::default(), false),
+            platform: Default::default(),
+            settings: Default::default(),
+        };
+        AppState { services, admin_token: Secret::new("t") }
+    }
+
+    /// Every route the server mounts is in the OpenAPI document, and every operation of the
+    /// document is mounted (answers with something other than the router's own 404/405).
+    #[tokio::test]
+    async fn mounted_routes_and_the_openapi_document_agree() {
+        let backend = Arc::new(SqliteBackend::open_in_memory(MasterKey::generate()).unwrap());
+        let hub = Arc::new(WsHub::default());
+        let state = app_state(backend, hub.clone());
+        let table = omni_api::all_routes(state.clone(), hub.clone());
+        let mounted: BTreeSet<(String, String)> =
+            table.table().iter().map(|(m, p)| (m.as_str().to_lowercase(), p.to_string())).collect();
+
+        let doc: serde_json::Value = serde_json::from_str(omni_api::OPENAPI_JSON).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut documented = BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for method in ops.as_object().unwrap().keys() {
+                documented.insert((method.clone(), path.clone()));
+            }
+        }
+        assert_eq!(mounted, documented, "routes and openapi.json differ");
+
+        let app = omni_api::full_app(state, hub);
+        for (method, path) in &documented {
+            let concrete = path
+                .replace("{tenant_id}", "north")
+                .replace("{provider}", "twilio")
+                .replace("{number}", "+15555550100")
+                .replace("{id}", "0190a0a0-0000-7000-8000-000000000000");
+            let request = Request::builder().method(method.to_uppercase().as_str()).uri(&concrete).body(Body::empty()).unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_ne!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            if response.status() == StatusCode::NOT_FOUND {
+                let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+                assert!(!String::from_utf8_lossy(&body).contains("route not found"), "{method} {path} is not mounted");
+            }
+        }
+    }
+}

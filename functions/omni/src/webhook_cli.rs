@@ -1,0 +1,238 @@
+//! `omni webhook …`: sends a carrier webhook signed exactly as the carrier would, for demos
+//! and carrier-less testing. Credentials come from the tenant's configuration in the local
+//! database, or from flags when the server is elsewhere.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+use omni_core::domain::{E164, ProviderKind, Region, TenantId};
+use omni_core::providers::{twilio, Credentials};
+use omni_core::ports::SecretStore;
+use omni_local::{MasterKey, SqliteBackend};
+use uuid::Uuid;
+
+/// Carrier-side commands.
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// An inbound message from a contact to a tenant number.
+    Send(SendArgs),
+    /// A Twilio status callback for a message we sent.
+    Status(StatusArgs),
+}
+
+/// Carriers `omni webhook send` can impersonate.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Carrier {
+    /// Twilio (form POST, X-Twilio-Signature).
+    Twilio,
+    /// VoIP.ms (URL callback with the tenant's secret).
+    Voipms,
+}
+
+/// Where the server is and how to find the tenant's secrets.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// The tenant whose configuration signs the webhook.
+    #[arg(long)]
+    pub tenant: String,
+    /// Server base URL as carriers see it.
+    #[arg(long, env = "OMNI_PUBLIC_URL")]
+    pub url: Option<String>,
+    /// Server address, when --url is not given.
+    #[arg(long, env = "OMNI_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// SQLite database holding the tenant's configuration.
+    #[arg(long, env = "OMNI_DB", default_value = "omni.db")]
+    pub db: PathBuf,
+    /// Sign with this Twilio auth token / VoIP.ms secret instead of the stored one.
+    #[arg(long, env = "OMNI_WEBHOOK_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+}
+
+/// `omni webhook send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Which carrier to impersonate.
+    pub carrier: Carrier,
+    #[command(flatten)]
+    pub target: Target,
+    /// The contact's number.
+    #[arg(long)]
+    pub from: String,
+    /// The tenant's number.
+    #[arg(long)]
+    pub to: String,
+    /// Message text.
+    #[arg(long, default_value = "")]
+    pub body: String,
+    /// Media URL (repeatable).
+    #[arg(long)]
+    pub media: Vec<String>,
+    /// Carrier message id (random when absent; reuse one to simulate a redelivery).
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+/// `omni webhook status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The Twilio MessageSid of our message.
+    #[arg(long)]
+    pub sid: String,
+    /// Twilio status word: sent, delivered, undelivered, failed, read.
+    #[arg(long)]
+    pub status: String,
+    /// The tenant number the message was sent from.
+    #[arg(long)]
+    pub from: String,
+    /// The contact.
+    #[arg(long)]
+    pub to: String,
+    /// Twilio ErrorCode, for failed/undelivered.
+    #[arg(long)]
+    pub error_code: Option<String>,
+}
+
+/// Runs a webhook command and prints the server's answer.
+pub async fn run(command: WebhookCommand) -> Result<(), String> {
+    let request = match &command {
+        WebhookCommand::Send(args) => build_send(args).await?,
+        WebhookCommand::Status(args) => build_status(args).await?,
+    };
+    let response = request.send().await.map_err(|e| format!("cannot reach the server: {e}"))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    println!("{} {}", status.as_u16(), body);
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("the server answered {status}"))
+    }
+}
+
+fn base_url(target: &Target) -> String {
+    target.url.clone().unwrap_or_else(|| format!("http://{}", target.addr)).trim_end_matches('/').to_string()
+}
+
+async fn stored_credentials(target: &Target, kind: ProviderKind) -> Result<Credentials, String> {
+    let tenant = TenantId::parse(&target.tenant).map_err(|e| e.to_string())?;
+    let key = MasterKey::from_env_or_file(&target.db).map_err(|e| format!("master key: {e}"))?;
+    let db = SqliteBackend::open(&target.db, key).map_err(|e| format!("database {}: {e}", target.db.display()))?;
+    db.get_credentials(&tenant, kind)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("tenant {tenant} has no {kind} configuration in {} (or pass --secret)", target.db.display()))
+}
+
+async fn twilio_token(target: &Target) -> Result<String, String> {
+    if let Some(secret) = &target.secret {
+        return Ok(secret.clone());
+    }
+    match stored_credentials(target, ProviderKind::Twilio).await? {
+        Credentials::Twilio(c) => Ok(c.auth_token.expose().to_string()),
+        _ => Err("stored configuration is not Twilio's".into()),
+    }
+}
+
+fn number(raw: &str) -> Result<E164, String> {
+    E164::parse(raw, Region::default()).map_err(|e| e.to_string())
+}
+
+fn signed_twilio_post(url: String, params: Vec<(String, String)>, token: &str) -> Result<reqwest::RequestBuilder, String> {
+    let signature = twilio::signature(&url, &params, token);
+    let body = serde_urlencoded::to_string(&params).map_err(|e| e.to_string())?;
+    Ok(reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", signature)
+        .body(body))
+}
+
+async fn build_send(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> {
+    let from = number(&args.from)?;
+    let to = number(&args.to)?;
+    let base = base_url(&args.target);
+    match args.carrier {
+        Carrier::Twilio => {
+            let sid = args.id.clone().unwrap_or_else(|| format!("SM{}", Uuid::new_v4().simple()));
+            let mut params = vec![
+                ("MessageSid".to_string(), sid.clone()),
+                ("SmsMessageSid".into(), sid.clone()),
+                ("SmsSid".into(), sid),
+                ("AccountSid".into(), "AC00000000000000000000000000000000".into()),
+                ("From".into(), from.to_string()),
+                ("To".into(), to.to_string()),
+                ("Body".into(), args.body.clone()),
+                ("NumMedia".into(), args.media.len().to_string()),
+                ("NumSegments".into(), "1".into()),
+                ("SmsStatus".into(), "received".into()),
+                ("ApiVersion".into(), "2010-04-01".into()),
+            ];
+            for (i, url) in args.media.iter().enumerate() {
+                params.push((format!("MediaUrl{i}"), url.clone()));
+                params.push((format!("MediaContentType{i}"), guess_content_type(url).into()));
+            }
+            let token = twilio_token(&args.target).await?;
+            signed_twilio_post(format!("{base}/webhooks/twilio"), params, &token)
+        }
+        Carrier::Voipms => {
+            let secret = match &args.target.secret {
+                Some(s) => s.clone(),
+                None => match stored_credentials(&args.target, ProviderKind::Voipms).await? {
+                    Credentials::Voipms(c) => c.webhook_secret.expose().to_string(),
+                    _ => return Err("stored configuration is not VoIP.ms's".into()),
+                },
+            };
+            let nanp = |n: &E164| n.nanp_national().map(str::to_owned).ok_or("VoIP.ms numbers are NANP (+1) only".to_string());
+            let id = args.id.clone().unwrap_or_else(|| (rand_id() % 1_000_000_000).to_string());
+            let query = serde_urlencoded::to_string([
+                ("secret", secret.as_str()),
+                ("id", id.as_str()),
+                ("date", &chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string()),
+                ("from", &nanp(&from)?),
+                ("to", &nanp(&to)?),
+                ("message", args.body.as_str()),
+                ("media", &args.media.join(",")),
+            ])
+            .map_err(|e| e.to_string())?;
+            Ok(reqwest::Client::new().get(format!("{base}/webhooks/voipms?{query}")))
+        }
+    }
+}
+
+async fn build_status(args: &StatusArgs) -> Result<reqwest::RequestBuilder, String> {
+    let mut params = vec![
+        ("MessageSid".to_string(), args.sid.clone()),
+        ("SmsSid".into(), args.sid.clone()),
+        ("MessageStatus".into(), args.status.clone()),
+        ("SmsStatus".into(), args.status.clone()),
+        ("AccountSid".into(), "AC00000000000000000000000000000000".into()),
+        ("From".into(), number(&args.from)?.to_string()),
+        ("To".into(), number(&args.to)?.to_string()),
+        ("ApiVersion".into(), "2010-04-01".into()),
+    ];
+    if let Some(code) = &args.error_code {
+        params.push(("ErrorCode".into(), code.clone()));
+    }
+    let token = twilio_token(&args.target).await?;
+    signed_twilio_post(format!("{}/webhooks/twilio/status", base_url(&args.target)), params, &token)
+}
+
+fn rand_id() -> u64 {
+    u64::from_le_bytes(Uuid::new_v4().as_bytes()[..8].try_into().unwrap_or([0; 8]))
+}
+
+fn guess_content_type(url: &str) -> &'static str {
+    let lower = url.to_ascii_lowercase();
+    if lower.ends_with(".png") {
+        "image/png"
+    } else if lower.ends_with(".gif") {
+        "image/gif"
+    } else if lower.ends_with(".mp4") {
+        "video/mp4"
+    } else {
+        "image/jpeg"
+    }
+}

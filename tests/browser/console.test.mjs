@@ -1,0 +1,184 @@
+// Dispatcher console in a real browser: headless Chromium (Debian package) driven by
+// playwright-core, against a spawned `omni serve` and a Twilio fake on loopback.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createServer } from "node:http";
+import { mkdtempSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const BIN = process.env.OMNI_BIN || join(here, "../../target/debug/omni");
+const ARTIFACTS = join(here, "artifacts");
+const ADMIN = "browser-test-admin-token";
+const MASTER_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const TOKEN_A = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const NUMBER_A = "+15555550100";
+const NUMBER_B = "+15555550200";
+const CONTACT = "+15555550123";
+
+let omni, base, db, browser, carrier, sent = [];
+
+/** A Twilio Messages.json fake that records what it was sent. */
+function startCarrier() {
+  return new Promise((resolve) => {
+    const server = createServer((req, res) => {
+      let body = "";
+      req.on("data", (c) => (body += c));
+      req.on("end", () => {
+        const form = Object.fromEntries(new URLSearchParams(body));
+        const sid = `SM${String(sent.length + 1).padStart(32, "0")}`;
+        sent.push({ path: req.url, auth: req.headers.authorization, form, sid });
+        res.writeHead(201, { "content-type": "application/json" });
+        res.end(JSON.stringify({ sid, status: "queued" }));
+      });
+    });
+    server.listen(0, "127.0.0.1", () => resolve(server));
+  });
+}
+
+function startOmni(env) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(BIN, ["serve"], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    const timer = setTimeout(() => reject(new Error(`omni did not start:\n${out}`)), 30000);
+    const onData = (d) => {
+      out += d;
+      const m = /omni listening on (http:\/\/\S+)/.exec(out);
+      if (m) { clearTimeout(timer); resolve({ child, url: m[1] }); }
+    };
+    child.stdout.on("data", onData);
+    child.stderr.on("data", (d) => (out += d));
+    child.on("exit", (code) => reject(new Error(`omni exited ${code}:\n${out}`)));
+  });
+}
+
+async function admin(method, path, body) {
+  const res = await fetch(base + path, { method, headers: { Authorization: `Bearer ${ADMIN}`, "content-type": "application/json" }, body: body && JSON.stringify(body) });
+  const data = await res.json().catch(() => null);
+  assert.ok(res.ok, `${method} ${path}: ${res.status} ${JSON.stringify(data)}`);
+  return data;
+}
+
+async function tenant(id, token, number) {
+  await admin("PUT", `/v1/admin/tenants/${id}`, { name: `PSAP ${id}`, default_region: "US" });
+  await admin("PUT", `/v1/admin/tenants/${id}/providers/twilio`, { account_sid: "AC0123456789abcdef0123456789abcdef", auth_token: token });
+  await admin("PUT", `/v1/admin/tenants/${id}/numbers/${number}`, { provider: "twilio", channels: ["sms", "mms"] });
+  return (await admin("POST", `/v1/admin/tenants/${id}/api-keys`)).key;
+}
+
+/** `omni webhook …`, as a demo user would run it. */
+function cli(args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(BIN, ["webhook", ...args, "--url", base, "--db", db], { env: { ...process.env, OMNI_MASTER_KEY: MASTER_KEY } });
+    let out = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (out += d));
+    child.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`omni webhook ${args.join(" ")}: ${code}\n${out}`))));
+  });
+}
+
+async function signedInPage(key) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  const page = await context.newPage();
+  await page.goto(base + "/");
+  await page.fill("#api-key", key);
+  await page.click("button[type=submit]");
+  await page.waitForSelector("#app:not([hidden])");
+  await page.waitForSelector(".conn.live");
+  return page;
+}
+
+let keyA, keyB;
+
+before(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  carrier = await startCarrier();
+  const dir = mkdtempSync(join(tmpdir(), "omni-console-"));
+  db = join(dir, "omni.db");
+  const started = await startOmni({
+    OMNI_ADDR: "127.0.0.1:0", OMNI_DB: db, OMNI_ADMIN_TOKEN: ADMIN, OMNI_MASTER_KEY: MASTER_KEY,
+    OMNI_TWILIO_API_URL: `http://127.0.0.1:${carrier.address().port}`,
+  });
+  omni = started.child;
+  base = started.url;
+  keyA = await tenant("north", TOKEN_A, NUMBER_A);
+  keyB = await tenant("south", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", NUMBER_B);
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  omni?.kill("SIGKILL");
+  carrier?.close();
+});
+
+test("a dispatcher sees, reads and answers a text live; another tenant sees none of it", async () => {
+  const page = await signedInPage(keyA);
+  assert.equal(await page.evaluate(() => location.href.includes("omk_")), false, "the key never appears in the URL bar");
+  const other = await signedInPage(keyB);
+
+  await cli(["send", "twilio", "--tenant", "north", "--from", CONTACT, "--to", NUMBER_A, "--body", "Smoke on 5th street"]);
+
+  // Appears live with an unread badge, no reload.
+  const item = page.locator("#conversations li").first();
+  await item.locator(".badge").waitFor();
+  assert.equal(await item.locator(".badge").textContent(), "1");
+  assert.match(await item.textContent(), /\(555\) 555-0123/);
+  await page.screenshot({ path: join(ARTIFACTS, "01-inbound-unread.png") });
+
+  // Opening it clears the badge (and the server's unread count).
+  await item.click();
+  await page.locator(".msg.inbound .body", { hasText: "Smoke on 5th street" }).waitFor();
+  await page.waitForFunction(() => !document.querySelector("#conversations li .badge"));
+  const list = await (await fetch(base + "/v1/conversations", { headers: { Authorization: `Bearer ${keyA}` } })).json();
+  assert.equal(list.items[0].unread_count, 0);
+
+  // A reply reaches the carrier fake.
+  await page.fill("#reply-body", "Units are on the way");
+  await page.keyboard.press("Enter");
+  const deadline = Date.now() + 10000;
+  while (!sent.some((s) => s.form.Body === "Units are on the way") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  const delivery = sent.find((s) => s.form.Body === "Units are on the way");
+  assert.ok(delivery, "the carrier got the reply");
+  assert.equal(delivery.form.To, CONTACT);
+  assert.equal(delivery.form.From, NUMBER_A);
+  await page.locator(".msg.outbound .tick[data-status=queued], .msg.outbound .tick[data-status=sent]").first().waitFor();
+
+  // Its tick advances when the status callback arrives.
+  await cli(["status", "--tenant", "north", "--sid", delivery.sid, "--status", "delivered", "--from", NUMBER_A, "--to", CONTACT]);
+  await page.locator(".msg.outbound .tick[data-status=delivered]").waitFor();
+  await page.screenshot({ path: join(ARTIFACTS, "02-thread-delivered.png") });
+
+  // Tenant B saw none of it.
+  assert.equal(await other.locator("#conversations li").count(), 0);
+  assert.equal(await other.locator("#empty").isVisible(), true);
+  await other.screenshot({ path: join(ARTIFACTS, "03-other-tenant-empty.png") });
+});
+
+test("works on a phone-sized screen and with the keyboard; opted-out contacts show a banner", async () => {
+  await cli(["send", "twilio", "--tenant", "north", "--from", "+15555550188", "--to", NUMBER_A, "--body", "STOP"]);
+  const context = await browser.newContext({ viewport: { width: 390, height: 760 } });
+  const page = await context.newPage();
+  await page.goto(base + "/");
+  await page.keyboard.type(keyA);
+  await page.keyboard.press("Enter");
+  await page.waitForSelector(".conn.live");
+  const item = page.locator("#conversations li", { hasText: "(555) 555-0188" });
+  await item.waitFor();
+  await item.focus();
+  await page.keyboard.press("Enter");
+  await page.locator("#optout:not([hidden])").waitFor();
+  assert.equal(await page.locator("#conversations").isVisible(), false, "the thread takes the whole phone screen");
+  await page.screenshot({ path: join(ARTIFACTS, "04-phone-opted-out.png") });
+  await page.fill("#reply-body", "Are you safe?");
+  await page.keyboard.press("Enter");
+  await page.locator("#reply-error:not([hidden])").waitFor();
+  assert.match(await page.locator("#reply-error").textContent(), /opted out/);
+});
