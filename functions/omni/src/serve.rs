@@ -28,6 +28,10 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
     init_tracing(&config.log_format);
     let key = MasterKey::from_env_or_file(&config.db).map_err(|e| format!("master key: {e}"))?;
     let backend = Arc::new(SqliteBackend::open(&config.db, key).map_err(|e| format!("database {}: {e}", config.db.display()))?);
+    let (jobs, claims) = backend.recover_after_restart().await.map_err(|e| format!("database recovery: {e}"))?;
+    if jobs + claims > 0 {
+        info!(jobs, claims, "resumed work left by the previous process");
+    }
     let listener = TcpListener::bind(config.addr).await.map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
 

@@ -119,6 +119,7 @@ CREATE TABLE jobs (
     message_id    TEXT,
     visible_at_ms INTEGER NOT NULL, -- Unix milliseconds; leasing pushes it forward
     attempts      INTEGER NOT NULL DEFAULT 0,
+    leased        INTEGER NOT NULL DEFAULT 0, -- 1 while a runner holds it (not a backoff delay)
     created_at    TEXT NOT NULL
 ) STRICT;
 CREATE INDEX jobs_by_visibility ON jobs (visible_at_ms, id);

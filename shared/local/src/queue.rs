@@ -115,7 +115,7 @@ impl SqliteBackend {
                 match serde_json::from_str::<Job>(&payload) {
                     Ok(job) => {
                         tx.execute(
-                            "UPDATE jobs SET visible_at_ms = ?2, attempts = attempts + 1
+                            "UPDATE jobs SET visible_at_ms = ?2, attempts = attempts + 1, leased = 1
                              WHERE id = ?1",
                             params![id, hidden_until],
                         )
@@ -144,6 +144,30 @@ impl SqliteBackend {
         .await
     }
 
+    /// After a crash or kill, releases what the dead process held: its leased jobs become
+    /// visible now and its delivery claims end, so work resumes at once instead of after the
+    /// leases run out. Only for start-up: one `omni serve` owns its database. A message whose
+    /// carrier call was in flight at the kill may be sent again (at-least-once, as any
+    /// carrier without an idempotency key forces). Returns (jobs released, claims released).
+    pub async fn recover_after_restart(&self) -> StoreResult<(usize, usize)> {
+        self.write(move |tx| {
+            let jobs = tx
+                .execute(
+                    "UPDATE jobs SET visible_at_ms = ?1, leased = 0 WHERE leased = 1",
+                    [ms(Utc::now())],
+                )
+                .map_err(db)?;
+            let claims = tx
+                .execute(
+                    "UPDATE messages SET claim_until = NULL WHERE claim_until IS NOT NULL",
+                    [],
+                )
+                .map_err(db)?;
+            Ok((jobs, claims))
+        })
+        .await
+    }
+
     /// Removes a finished job; false if it was not there (already acknowledged).
     pub async fn ack_job(&self, id: i64) -> StoreResult<bool> {
         self.write(move |tx| {
@@ -161,7 +185,7 @@ impl SqliteBackend {
             .write(move |tx| {
                 let n = tx
                     .execute(
-                        "UPDATE jobs SET visible_at_ms = ?2 WHERE id = ?1",
+                        "UPDATE jobs SET visible_at_ms = ?2, leased = 0 WHERE id = ?1",
                         params![id, ms(after(Utc::now(), delay))],
                     )
                     .map_err(db)?;

@@ -399,3 +399,27 @@ fn backend_and_key_debug_output_hides_secrets() {
     let b = SqliteBackend::open_in_memory(key).unwrap();
     assert!(!format!("{b:?}").contains("MasterKey("));
 }
+
+#[tokio::test]
+async fn a_restart_releases_leased_jobs_but_keeps_backoff_delays() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("omni.db");
+    let key = MasterKey::generate();
+    let b = SqliteBackend::open(&path, key.clone()).unwrap();
+    let tenant = new_tenant_id("t");
+    let (held, delayed) = (deliver(&tenant, Uuid::now_v7()), deliver(&tenant, Uuid::now_v7()));
+    b.enqueue(&held, Duration::ZERO).await.unwrap();
+    b.enqueue(&delayed, Duration::from_secs(3600)).await.unwrap();
+    let leased = b.lease_jobs(10, Duration::from_secs(600)).await.unwrap();
+    assert_eq!(leased.len(), 1, "only the due job is leased");
+    assert!(b.lease_jobs(10, Duration::from_secs(600)).await.unwrap().is_empty(), "held by the lease");
+    drop(b);
+
+    let b = SqliteBackend::open(&path, key).unwrap();
+    let (jobs, _claims) = b.recover_after_restart().await.unwrap();
+    assert_eq!(jobs, 1);
+    let again = b.lease_jobs(10, Duration::from_secs(600)).await.unwrap();
+    assert_eq!(again.len(), 1, "the dead process's lease is released");
+    assert_eq!(again[0].job, held);
+    assert_eq!(again[0].attempts, 2);
+}
