@@ -20,7 +20,11 @@ fn form(req: &Request) -> Vec<(String, String)> {
 }
 
 fn field(req: &Request, name: &str) -> Vec<String> {
-    form(req).into_iter().filter(|(k, _)| k == name).map(|(_, v)| v).collect()
+    form(req)
+        .into_iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .collect()
 }
 
 async fn twilio_fake() -> MockServer {
@@ -28,7 +32,8 @@ async fn twilio_fake() -> MockServer {
 }
 
 fn accepted(sid: &str) -> ResponseTemplate {
-    ResponseTemplate::new(201).set_body_json(json!({"sid": sid, "status": "queued", "account_sid": ACCOUNT_SID}))
+    ResponseTemplate::new(201)
+        .set_body_json(json!({"sid": sid, "status": "queued", "account_sid": ACCOUNT_SID}))
 }
 
 async fn server_with(fake: &MockServer, extra: &[(&str, &str)]) -> (Server, String) {
@@ -42,7 +47,9 @@ async fn server_with(fake: &MockServer, extra: &[(&str, &str)]) -> (Server, Stri
 
 async fn wait_status(s: &Server, key: &str, id: &str, want: &str) -> Value {
     s.eventually(15, &format!("message {id} to become {want}"), || async {
-        let (_, m) = s.api(key, Method::GET, &format!("/v1/messages/{id}"), None).await;
+        let (_, m) = s
+            .api(key, Method::GET, &format!("/v1/messages/{id}"), None)
+            .await;
         (m["status"] == want).then_some(m)
     })
     .await
@@ -66,8 +73,16 @@ async fn the_carrier_receives_exactly_what_the_contract_promises() {
     let id = m["id"].as_str().unwrap().to_string();
     let sent = wait_status(&s, &key, &id, "sent").await;
     assert_eq!(sent["provider"], "twilio");
-    assert_eq!(sent["provider_message_id"], "SM00000000000000000000000000000001");
-    let statuses: Vec<&str> = sent["events"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
+    assert_eq!(
+        sent["provider_message_id"],
+        "SM00000000000000000000000000000001"
+    );
+    let statuses: Vec<&str> = sent["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, ["queued", "sent"]);
 
     let requests = fake.received_requests().await.unwrap();
@@ -76,19 +91,39 @@ async fn the_carrier_receives_exactly_what_the_contract_promises() {
     assert_eq!(field(r, "To"), [CONTACT]);
     assert_eq!(field(r, "From"), [NUMBER]);
     assert_eq!(field(r, "Body"), ["Photo of the scene"]);
-    assert_eq!(field(r, "MediaUrl"), ["https://example.org/a.jpg", "https://example.org/b.png"]);
-    assert_eq!(field(r, "StatusCallback"), [format!("{}/webhooks/twilio/status", s.base)]);
+    assert_eq!(
+        field(r, "MediaUrl"),
+        ["https://example.org/a.jpg", "https://example.org/b.png"]
+    );
+    assert_eq!(
+        field(r, "StatusCallback"),
+        [format!("{}/webhooks/twilio/status", s.base)]
+    );
 
-    let pushed = feed.next_of("message.status", 10).await.expect("status pushed");
+    let pushed = feed
+        .next_of("message.status", 10)
+        .await
+        .expect("status pushed");
     assert_eq!(pushed["message"]["id"], id.as_str());
 }
 
 #[tokio::test]
 async fn whatsapp_sends_carry_the_channel_prefix() {
     let fake = twilio_fake().await;
-    Mock::given(method("POST")).and(path(MESSAGES_PATH)).respond_with(accepted("SM00000000000000000000000000000002")).mount(&fake).await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES_PATH))
+        .respond_with(accepted("SM00000000000000000000000000000002"))
+        .mount(&fake)
+        .await;
     let (s, key) = server_with(&fake, &[]).await;
-    let (st, m) = s.api(&key, Method::POST, "/v1/messages", Some(json!({"channel": "whatsapp", "to": CONTACT, "body": "hola"}))).await;
+    let (st, m) = s
+        .api(
+            &key,
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"channel": "whatsapp", "to": CONTACT, "body": "hola"})),
+        )
+        .await;
     assert_eq!(st, 202, "{m}");
     wait_status(&s, &key, m["id"].as_str().unwrap(), "sent").await;
     let r = &fake.received_requests().await.unwrap()[0];
@@ -99,26 +134,59 @@ async fn whatsapp_sends_carry_the_channel_prefix() {
 #[tokio::test]
 async fn transient_errors_are_retried_honouring_retry_after() {
     let fake = twilio_fake().await;
-    Mock::given(method("POST")).and(path(MESSAGES_PATH)).respond_with(ResponseTemplate::new(500)).up_to_n_times(1).mount(&fake).await;
     Mock::given(method("POST"))
         .and(path(MESSAGES_PATH))
-        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1").set_body_json(json!({"code": 20429, "message": "Too Many Requests", "status": 429})))
+        .respond_with(ResponseTemplate::new(500))
         .up_to_n_times(1)
         .mount(&fake)
         .await;
-    Mock::given(method("POST")).and(path(MESSAGES_PATH)).respond_with(accepted("SM00000000000000000000000000000003")).mount(&fake).await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES_PATH))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "1")
+                .set_body_json(
+                    json!({"code": 20429, "message": "Too Many Requests", "status": 429}),
+                ),
+        )
+        .up_to_n_times(1)
+        .mount(&fake)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES_PATH))
+        .respond_with(accepted("SM00000000000000000000000000000003"))
+        .mount(&fake)
+        .await;
     let (s, key) = server_with(&fake, &[]).await;
-    let (_, m) = s.api(&key, Method::POST, "/v1/messages", Some(json!({"channel": "sms", "to": CONTACT, "body": "retry me"}))).await;
+    let (_, m) = s
+        .api(
+            &key,
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"channel": "sms", "to": CONTACT, "body": "retry me"})),
+        )
+        .await;
     let id = m["id"].as_str().unwrap().to_string();
     wait_status(&s, &key, &id, "sent").await;
     let requests = fake.received_requests().await.unwrap();
     assert_eq!(requests.len(), 3, "500, 429, then success");
     // Retry-After: 1 was honoured between the 429 and the next attempt (backoff alone is <= 400 ms here).
     let log = s.log_text();
-    assert!(log.contains("transient carrier error, retrying"), "retries are logged");
-    let gaps: Vec<u64> = log.lines().filter(|l| l.contains("transient carrier error, retrying")).filter_map(|l| l.split("delay_ms=").nth(1)).filter_map(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()).collect();
+    assert!(
+        log.contains("transient carrier error, retrying"),
+        "retries are logged"
+    );
+    let gaps: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("transient carrier error, retrying"))
+        .filter_map(|l| l.split("delay_ms=").nth(1))
+        .filter_map(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect();
     assert_eq!(gaps.len(), 2, "{gaps:?}");
-    assert!(gaps[1] >= 1000, "the 429's Retry-After of 1 s sets the delay: {gaps:?}");
+    assert!(
+        gaps[1] >= 1000,
+        "the 429's Retry-After of 1 s sets the delay: {gaps:?}"
+    );
 }
 
 #[tokio::test]
@@ -130,28 +198,65 @@ async fn permanent_errors_fail_at_once_with_the_carrier_code() {
         .mount(&fake)
         .await;
     let (s, key) = server_with(&fake, &[]).await;
-    let (_, m) = s.api(&key, Method::POST, "/v1/messages", Some(json!({"channel": "sms", "to": CONTACT, "body": "x"}))).await;
+    let (_, m) = s
+        .api(
+            &key,
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"channel": "sms", "to": CONTACT, "body": "x"})),
+        )
+        .await;
     let failed = wait_status(&s, &key, m["id"].as_str().unwrap(), "failed").await;
     assert_eq!(failed["error_code"], "21211");
-    assert!(failed["error_message"].as_str().unwrap().contains("not a valid phone number"));
+    assert!(failed["error_message"]
+        .as_str()
+        .unwrap()
+        .contains("not a valid phone number"));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(fake.received_requests().await.unwrap().len(), 1, "a permanent error is not retried");
+    assert_eq!(
+        fake.received_requests().await.unwrap().len(),
+        1,
+        "a permanent error is not retried"
+    );
 }
 
 #[tokio::test]
 async fn the_retry_budget_ends_in_a_dead_letter_with_the_reason() {
     let fake = twilio_fake().await;
-    Mock::given(method("POST")).and(path(MESSAGES_PATH)).respond_with(ResponseTemplate::new(503)).mount(&fake).await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES_PATH))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&fake)
+        .await;
     let (s, key) = server_with(&fake, &[("OMNI_RETRY_MAX_ATTEMPTS", "3")]).await;
-    let (_, m) = s.api(&key, Method::POST, "/v1/messages", Some(json!({"channel": "sms", "to": CONTACT, "body": "x"}))).await;
+    let (_, m) = s
+        .api(
+            &key,
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"channel": "sms", "to": CONTACT, "body": "x"})),
+        )
+        .await;
     let failed = wait_status(&s, &key, m["id"].as_str().unwrap(), "failed").await;
-    assert!(failed["error_message"].as_str().unwrap().contains("retry budget of 3 attempts exhausted"), "{failed}");
+    assert!(
+        failed["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("retry budget of 3 attempts exhausted"),
+        "{failed}"
+    );
     assert_eq!(fake.received_requests().await.unwrap().len(), 3);
     // The dead letter is kept in the database with its reason.
-    let conn = std::process::Command::new("sqlite3").arg(s.db()).arg("SELECT reason FROM dead_letters").output();
+    let conn = std::process::Command::new("sqlite3")
+        .arg(s.db())
+        .arg("SELECT reason FROM dead_letters")
+        .output();
     if let Ok(out) = conn {
         if out.status.success() {
-            assert!(String::from_utf8_lossy(&out.stdout).contains("retry budget"), "dead letter has the reason");
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("retry budget"),
+                "dead letter has the reason"
+            );
         }
     }
 }
@@ -159,18 +264,34 @@ async fn the_retry_budget_ends_in_a_dead_letter_with_the_reason() {
 #[tokio::test]
 async fn an_idempotency_key_never_sends_twice() {
     let fake = twilio_fake().await;
-    Mock::given(method("POST")).and(path(MESSAGES_PATH)).respond_with(accepted("SM00000000000000000000000000000004")).mount(&fake).await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES_PATH))
+        .respond_with(accepted("SM00000000000000000000000000000004"))
+        .mount(&fake)
+        .await;
     let (s, key) = server_with(&fake, &[]).await;
     let body = json!({"channel": "sms", "to": CONTACT, "body": "once"});
-    let first = s.http.post(s.url("/v1/messages")).bearer_auth(&key).header("idempotency-key", "abc-1").json(&body);
+    let first = s
+        .http
+        .post(s.url("/v1/messages"))
+        .bearer_auth(&key)
+        .header("idempotency-key", "abc-1")
+        .json(&body);
     let (st1, m1) = crate::harness::send(first).await;
-    let second = s.http.post(s.url("/v1/messages")).bearer_auth(&key).header("idempotency-key", "abc-1").json(&body);
+    let second = s
+        .http
+        .post(s.url("/v1/messages"))
+        .bearer_auth(&key)
+        .header("idempotency-key", "abc-1")
+        .json(&body);
     let (st2, m2) = crate::harness::send(second).await;
     assert_eq!((st1, st2), (202, 202));
     assert_eq!(m1["id"], m2["id"]);
     let mut with_body_key = body.clone();
     with_body_key["idempotency_key"] = json!("abc-1");
-    let (_, m3) = s.api(&key, Method::POST, "/v1/messages", Some(with_body_key)).await;
+    let (_, m3) = s
+        .api(&key, Method::POST, "/v1/messages", Some(with_body_key))
+        .await;
     assert_eq!(m3["id"], m1["id"]);
     wait_status(&s, &key, m1["id"].as_str().unwrap(), "sent").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -181,15 +302,36 @@ async fn an_idempotency_key_never_sends_twice() {
 async fn status_callbacks_apply_monotonically_whatever_their_order() {
     let fake = twilio_fake().await;
     let sid = "SM00000000000000000000000000000005";
-    Mock::given(method("POST")).and(path(MESSAGES_PATH)).respond_with(accepted(sid)).mount(&fake).await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES_PATH))
+        .respond_with(accepted(sid))
+        .mount(&fake)
+        .await;
     let (s, key) = server_with(&fake, &[]).await;
     let mut feed = s.ws(&key).await;
-    let (_, m) = s.api(&key, Method::POST, "/v1/messages", Some(json!({"channel": "sms", "to": CONTACT, "body": "x"}))).await;
+    let (_, m) = s
+        .api(
+            &key,
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"channel": "sms", "to": CONTACT, "body": "x"})),
+        )
+        .await;
     let id = m["id"].as_str().unwrap().to_string();
     wait_status(&s, &key, &id, "sent").await;
     for status in ["delivered", "sent", "delivered", "sending"] {
         let (st, _) = s
-            .twilio_webhook("/webhooks/twilio/status", &[("MessageSid", sid), ("MessageStatus", status), ("From", NUMBER), ("To", CONTACT), ("AccountSid", ACCOUNT_SID)], TOKEN)
+            .twilio_webhook(
+                "/webhooks/twilio/status",
+                &[
+                    ("MessageSid", sid),
+                    ("MessageStatus", status),
+                    ("From", NUMBER),
+                    ("To", CONTACT),
+                    ("AccountSid", ACCOUNT_SID),
+                ],
+                TOKEN,
+            )
             .await;
         assert_eq!(st, 200);
     }
@@ -197,43 +339,106 @@ async fn status_callbacks_apply_monotonically_whatever_their_order() {
     let pushed = feed.next_of("message.status", 10).await.expect("pushed");
     assert!(pushed["message"]["id"] == id.as_str());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, after) = s.api(&key, Method::GET, &format!("/v1/messages/{id}"), None).await;
-    assert_eq!(after["status"], "delivered", "late 'sent'/'sending' never move it back");
-    let statuses: Vec<&str> = after["events"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["queued", "sent", "delivered"], "each transition recorded once");
-    assert_eq!(delivered["events"].as_array().unwrap().last().unwrap()["source"], "twilio");
+    let (_, after) = s
+        .api(&key, Method::GET, &format!("/v1/messages/{id}"), None)
+        .await;
+    assert_eq!(
+        after["status"], "delivered",
+        "late 'sent'/'sending' never move it back"
+    );
+    let statuses: Vec<&str> = after["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["queued", "sent", "delivered"],
+        "each transition recorded once"
+    );
+    assert_eq!(
+        delivered["events"].as_array().unwrap().last().unwrap()["source"],
+        "twilio"
+    );
     // A failure after delivery is ignored; undelivered before delivery is terminal.
     let (st, _) = s
-        .twilio_webhook("/webhooks/twilio/status", &[("MessageSid", sid), ("MessageStatus", "undelivered"), ("ErrorCode", "30003"), ("From", NUMBER), ("To", CONTACT)], TOKEN)
+        .twilio_webhook(
+            "/webhooks/twilio/status",
+            &[
+                ("MessageSid", sid),
+                ("MessageStatus", "undelivered"),
+                ("ErrorCode", "30003"),
+                ("From", NUMBER),
+                ("To", CONTACT),
+            ],
+            TOKEN,
+        )
         .await;
     assert_eq!(st, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, after) = s.api(&key, Method::GET, &format!("/v1/messages/{id}"), None).await;
+    let (_, after) = s
+        .api(&key, Method::GET, &format!("/v1/messages/{id}"), None)
+        .await;
     assert_eq!(after["status"], "delivered");
 }
 
 #[tokio::test]
 async fn moving_a_number_to_voipms_sends_the_next_message_through_voipms() {
     let twilio = twilio_fake().await;
-    Mock::given(method("POST")).and(path(MESSAGES_PATH)).respond_with(accepted("SM00000000000000000000000000000006")).mount(&twilio).await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES_PATH))
+        .respond_with(accepted("SM00000000000000000000000000000006"))
+        .mount(&twilio)
+        .await;
     let voipms = MockServer::start().await;
-    Mock::given(method("POST")).and(path("/api/v1/rest.php")).respond_with(ResponseTemplate::new(200).set_body_json(json!({"status": "success", "sms": 23456}))).mount(&voipms).await;
+    Mock::given(method("POST"))
+        .and(path("/api/v1/rest.php"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"status": "success", "sms": 23456})),
+        )
+        .mount(&voipms)
+        .await;
     let voipms_url = format!("{}/api/v1/rest.php", voipms.uri());
     let (s, key) = server_with(&twilio, &[("OMNI_VOIPMS_API_URL", &voipms_url)]).await;
 
-    let (_, m) = s.api(&key, Method::POST, "/v1/messages", Some(json!({"channel": "sms", "to": CONTACT, "body": "via twilio"}))).await;
+    let (_, m) = s
+        .api(
+            &key,
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"channel": "sms", "to": CONTACT, "body": "via twilio"})),
+        )
+        .await;
     wait_status(&s, &key, m["id"].as_str().unwrap(), "sent").await;
 
     let (st, b) = s.admin(Method::PUT, "/v1/admin/tenants/north/providers/voipms", Some(json!({"api_username": "ops@example.org", "api_password": "pw-secret-2", "webhook_secret": "hook-secret-2"}))).await;
     assert_eq!(st, 200, "{b}");
-    let (st, b) = s.admin(Method::PUT, &format!("/v1/admin/tenants/north/numbers/{NUMBER}"), Some(json!({"provider": "voipms", "channels": ["sms", "mms"]}))).await;
+    let (st, b) = s
+        .admin(
+            Method::PUT,
+            &format!("/v1/admin/tenants/north/numbers/{NUMBER}"),
+            Some(json!({"provider": "voipms", "channels": ["sms", "mms"]})),
+        )
+        .await;
     assert_eq!(st, 200, "{b}");
 
-    let (_, m) = s.api(&key, Method::POST, "/v1/messages", Some(json!({"channel": "sms", "to": CONTACT, "body": "via voipms"}))).await;
+    let (_, m) = s
+        .api(
+            &key,
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"channel": "sms", "to": CONTACT, "body": "via voipms"})),
+        )
+        .await;
     let sent = wait_status(&s, &key, m["id"].as_str().unwrap(), "sent").await;
     assert_eq!(sent["provider"], "voipms");
     assert_eq!(sent["provider_message_id"], "23456");
-    assert_eq!(twilio.received_requests().await.unwrap().len(), 1, "Twilio got only the first");
+    assert_eq!(
+        twilio.received_requests().await.unwrap().len(),
+        1,
+        "Twilio got only the first"
+    );
     let v = voipms.received_requests().await.unwrap();
     assert_eq!(v.len(), 1);
     let params = form(&v[0]);

@@ -18,14 +18,23 @@ const CONTACT: &str = "+15555550123";
 const MESSAGES_PATH: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json";
 
 fn inbound<'a>(sid: &'a str, from: &'a str, to: &'a str, body: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![("MessageSid", sid), ("From", from), ("To", to), ("Body", body), ("NumMedia", "0"), ("AccountSid", ACCOUNT_SID)]
+    vec![
+        ("MessageSid", sid),
+        ("From", from),
+        ("To", to),
+        ("Body", body),
+        ("NumMedia", "0"),
+        ("AccountSid", ACCOUNT_SID),
+    ]
 }
 
 async fn accepting_twilio() -> MockServer {
     let fake = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(MESSAGES_PATH))
-        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"sid": "SM00000000000000000000000000000099", "status": "queued"})))
+        .respond_with(ResponseTemplate::new(201).set_body_json(
+            json!({"sid": "SM00000000000000000000000000000099", "status": "queued"}),
+        ))
         .mount(&fake)
         .await;
     fake
@@ -36,11 +45,24 @@ async fn stop_start_and_help_keywords() {
     let fake = accepting_twilio().await;
     let s = Server::start(&[("OMNI_TWILIO_API_URL", &fake.uri())]).await;
     let key = s.twilio_tenant("north", TOKEN_A, NUMBER_A).await;
-    let (st, _) = s.twilio_webhook("/webhooks/twilio", &inbound("SMkw1", CONTACT, NUMBER_A, "Stop"), TOKEN_A).await;
+    let (st, _) = s
+        .twilio_webhook(
+            "/webhooks/twilio",
+            &inbound("SMkw1", CONTACT, NUMBER_A, "Stop"),
+            TOKEN_A,
+        )
+        .await;
     assert_eq!(st, 200);
     let refused = s
         .eventually(10, "opt-out to apply", || async {
-            let (st, b) = s.api(&key, Method::POST, "/v1/messages", Some(json!({"channel": "sms", "to": CONTACT, "body": "are you there?"}))).await;
+            let (st, b) = s
+                .api(
+                    &key,
+                    Method::POST,
+                    "/v1/messages",
+                    Some(json!({"channel": "sms", "to": CONTACT, "body": "are you there?"})),
+                )
+                .await;
             (st == 422).then_some(b)
         })
         .await;
@@ -48,27 +70,51 @@ async fn stop_start_and_help_keywords() {
     let (_, list) = s.api(&key, Method::GET, "/v1/conversations", None).await;
     assert_eq!(list["items"][0]["opted_out"], true);
 
-    let (st, _) = s.twilio_webhook("/webhooks/twilio", &inbound("SMkw2", CONTACT, NUMBER_A, "START"), TOKEN_A).await;
+    let (st, _) = s
+        .twilio_webhook(
+            "/webhooks/twilio",
+            &inbound("SMkw2", CONTACT, NUMBER_A, "START"),
+            TOKEN_A,
+        )
+        .await;
     assert_eq!(st, 200);
     s.eventually(10, "opt-in to apply", || async {
-        let (st, _) = s.api(&key, Method::POST, "/v1/messages", Some(json!({"channel": "sms", "to": CONTACT, "body": "welcome back"}))).await;
+        let (st, _) = s
+            .api(
+                &key,
+                Method::POST,
+                "/v1/messages",
+                Some(json!({"channel": "sms", "to": CONTACT, "body": "welcome back"})),
+            )
+            .await;
         (st == 202).then_some(())
     })
     .await;
 
-    let (st, _) = s.twilio_webhook("/webhooks/twilio", &inbound("SMkw3", "+15555550177", NUMBER_A, "HELP"), TOKEN_A).await;
+    let (st, _) = s
+        .twilio_webhook(
+            "/webhooks/twilio",
+            &inbound("SMkw3", "+15555550177", NUMBER_A, "HELP"),
+            TOKEN_A,
+        )
+        .await;
     assert_eq!(st, 200);
     let help = s
         .eventually(10, "help reply at the carrier", || async {
             let reqs = fake.received_requests().await.unwrap_or_default();
             reqs.into_iter().find(|r| {
-                let f: Vec<(String, String)> = serde_urlencoded::from_bytes(&r.body).unwrap_or_default();
+                let f: Vec<(String, String)> =
+                    serde_urlencoded::from_bytes(&r.body).unwrap_or_default();
                 f.iter().any(|(k, v)| k == "To" && v == "+15555550177")
             })
         })
         .await;
     let f: Vec<(String, String)> = serde_urlencoded::from_bytes(&help.body).unwrap();
-    let body = f.iter().find(|(k, _)| k == "Body").map(|(_, v)| v.clone()).unwrap();
+    let body = f
+        .iter()
+        .find(|(k, _)| k == "Body")
+        .map(|(_, v)| v.clone())
+        .unwrap();
     assert!(body.contains("STOP"), "generic help text: {body}");
 }
 
@@ -81,13 +127,31 @@ async fn tenants_never_see_or_touch_each_others_data() {
     let mut feed_a = s.ws(&key_a).await;
 
     // Signed with B's token but sent to A's number: rejected, lands nowhere.
-    let (st, _) = s.twilio_webhook("/webhooks/twilio", &inbound("SMiso0", CONTACT, NUMBER_A, "forged"), TOKEN_B).await;
+    let (st, _) = s
+        .twilio_webhook(
+            "/webhooks/twilio",
+            &inbound("SMiso0", CONTACT, NUMBER_A, "forged"),
+            TOKEN_B,
+        )
+        .await;
     assert_eq!(st, 401);
-    let (st, _) = s.twilio_webhook("/webhooks/twilio", &inbound("SMiso1", CONTACT, NUMBER_A, "for north"), TOKEN_A).await;
+    let (st, _) = s
+        .twilio_webhook(
+            "/webhooks/twilio",
+            &inbound("SMiso1", CONTACT, NUMBER_A, "for north"),
+            TOKEN_A,
+        )
+        .await;
     assert_eq!(st, 200);
-    let got = feed_a.next_of("message.received", 10).await.expect("north is told");
+    let got = feed_a
+        .next_of("message.received", 10)
+        .await
+        .expect("north is told");
     assert_eq!(got["message"]["body"], "for north");
-    assert!(feed_b.next_of("message.received", 1).await.is_none(), "south is told nothing");
+    assert!(
+        feed_b.next_of("message.received", 1).await.is_none(),
+        "south is told nothing"
+    );
 
     let conv = got["conversation_id"].as_str().unwrap().to_string();
     let msg = got["message"]["id"].as_str().unwrap().to_string();
@@ -104,10 +168,23 @@ async fn tenants_never_see_or_touch_each_others_data() {
         assert_eq!(st, 404, "{m} {p}: {b}");
     }
     let (_, list_a) = s.api(&key_a, Method::GET, "/v1/conversations", None).await;
-    assert_eq!(list_a["items"][0]["unread_count"], 1, "B's read did not touch A");
-    assert_eq!(list_a["items"][0]["starred_count"], 0, "B's star did not touch A");
+    assert_eq!(
+        list_a["items"][0]["unread_count"], 1,
+        "B's read did not touch A"
+    );
+    assert_eq!(
+        list_a["items"][0]["starred_count"], 0,
+        "B's star did not touch A"
+    );
     // B cannot send from A's number.
-    let (st, b) = s.api(&key_b, Method::POST, "/v1/messages", Some(json!({"channel": "sms", "to": CONTACT, "from": NUMBER_A, "body": "x"}))).await;
+    let (st, b) = s
+        .api(
+            &key_b,
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"channel": "sms", "to": CONTACT, "from": NUMBER_A, "body": "x"})),
+        )
+        .await;
     assert_eq!(st, 400, "{b}");
     // The feed refuses a bad token.
     let url = format!("{}/v1/ws?token=omk_nope", s.base.replacen("http", "ws", 1));
@@ -124,7 +201,10 @@ async fn two_hundred_concurrent_messages_count_exactly_two_hundred_unread() {
         let http = s.http.clone();
         tasks.push(tokio::spawn(async move {
             let sid = format!("SMconc{i:04}");
-            let params: Vec<(String, String)> = inbound(&sid, CONTACT, NUMBER_A, "burst").into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let params: Vec<(String, String)> = inbound(&sid, CONTACT, NUMBER_A, "burst")
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             let sig = omni_core::providers::twilio::signature(&url, &params, TOKEN_A);
             http.post(&url)
                 .header("content-type", "application/x-www-form-urlencoded")
@@ -148,8 +228,15 @@ async fn two_hundred_concurrent_messages_count_exactly_two_hundred_unread() {
     assert_eq!(count, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, list) = s.api(&key, Method::GET, "/v1/conversations", None).await;
-    assert_eq!(list["items"].as_array().unwrap().len(), 1, "one conversation");
-    assert_eq!(list["items"][0]["unread_count"], 200, "and it stays exactly 200");
+    assert_eq!(
+        list["items"].as_array().unwrap().len(),
+        1,
+        "one conversation"
+    );
+    assert_eq!(
+        list["items"][0]["unread_count"], 200,
+        "and it stays exactly 200"
+    );
 }
 
 #[tokio::test]
@@ -157,14 +244,27 @@ async fn redelivered_webhooks_are_acknowledged_and_stored_once() {
     let s = Server::start(&[]).await;
     let key = s.twilio_tenant("north", TOKEN_A, NUMBER_A).await;
     for _ in 0..3 {
-        let (st, _) = s.twilio_webhook("/webhooks/twilio", &inbound("SMdup1", CONTACT, NUMBER_A, "once"), TOKEN_A).await;
+        let (st, _) = s
+            .twilio_webhook(
+                "/webhooks/twilio",
+                &inbound("SMdup1", CONTACT, NUMBER_A, "once"),
+                TOKEN_A,
+            )
+            .await;
         assert_eq!(st, 200);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, list) = s.api(&key, Method::GET, "/v1/conversations", None).await;
     assert_eq!(list["items"][0]["unread_count"], 1);
     let conv = list["items"][0]["id"].as_str().unwrap();
-    let (_, msgs) = s.api(&key, Method::GET, &format!("/v1/conversations/{conv}/messages"), None).await;
+    let (_, msgs) = s
+        .api(
+            &key,
+            Method::GET,
+            &format!("/v1/conversations/{conv}/messages"),
+            None,
+        )
+        .await;
     assert_eq!(msgs["items"].as_array().unwrap().len(), 1);
 }
 
@@ -173,14 +273,25 @@ async fn kill_9_under_a_webhook_burst_loses_nothing_acknowledged() {
     let s = Server::start(&[]).await;
     let key = s.twilio_tenant("north", TOKEN_A, NUMBER_A).await;
     let url = s.url("/webhooks/twilio");
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let mut tasks = Vec::new();
     for i in 0..300 {
         let (url, http) = (url.clone(), http.clone());
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(i as u64 * 2)).await;
             let sid = format!("SMkill{i:04}");
-            let params: Vec<(String, String)> = inbound(&sid, &format!("+1555555{:04}", 1000 + i % 50), NUMBER_A, "burst").into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let params: Vec<(String, String)> = inbound(
+                &sid,
+                &format!("+1555555{:04}", 1000 + i % 50),
+                NUMBER_A,
+                "burst",
+            )
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
             let sig = omni_core::providers::twilio::signature(&url, &params, TOKEN_A);
             let ok = http
                 .post(&url)
@@ -203,15 +314,26 @@ async fn kill_9_under_a_webhook_burst_loses_nothing_acknowledged() {
             acked.push(sid);
         }
     }
-    assert!(!acked.is_empty(), "some webhooks were acknowledged before the kill");
+    assert!(
+        !acked.is_empty(),
+        "some webhooks were acknowledged before the kill"
+    );
     let total = s
         .eventually(30, "every acknowledged webhook applied", || async {
             let mut total = 0;
             let mut cursor: Option<String> = None;
             loop {
-                let p = cursor.as_ref().map_or("/v1/conversations?limit=200".to_string(), |c| format!("/v1/conversations?limit=200&cursor={c}"));
+                let p = cursor
+                    .as_ref()
+                    .map_or("/v1/conversations?limit=200".to_string(), |c| {
+                        format!("/v1/conversations?limit=200&cursor={c}")
+                    });
                 let (_, page) = s.api(&key, Method::GET, &p, None).await;
-                total += page["items"].as_array()?.iter().map(|c| c["unread_count"].as_i64().unwrap_or(0)).sum::<i64>();
+                total += page["items"]
+                    .as_array()?
+                    .iter()
+                    .map(|c| c["unread_count"].as_i64().unwrap_or(0))
+                    .sum::<i64>();
                 match page["next_cursor"].as_str() {
                     Some(c) => cursor = Some(c.to_string()),
                     None => break,
@@ -220,7 +342,11 @@ async fn kill_9_under_a_webhook_burst_loses_nothing_acknowledged() {
             (total >= acked.len() as i64).then_some(total)
         })
         .await;
-    assert!(total >= acked.len() as i64, "acknowledged {} but stored {total}", acked.len());
+    assert!(
+        total >= acked.len() as i64,
+        "acknowledged {} but stored {total}",
+        acked.len()
+    );
     assert!(total <= 300);
 }
 
@@ -229,12 +355,28 @@ async fn a_restart_resumes_queued_sends_and_delivers_each_once() {
     // The carrier is down while messages are accepted; the server dies; it comes back with the
     // carrier up and every accepted message goes out exactly once.
     let fake = MockServer::start().await;
-    Mock::given(method("POST")).and(path(MESSAGES_PATH)).respond_with(ResponseTemplate::new(503)).mount(&fake).await;
-    let s = Server::start(&[("OMNI_TWILIO_API_URL", &fake.uri()), ("OMNI_RETRY_BASE_MS", "1500"), ("OMNI_RETRY_MAX_MS", "1500")]).await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES_PATH))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&fake)
+        .await;
+    let s = Server::start(&[
+        ("OMNI_TWILIO_API_URL", &fake.uri()),
+        ("OMNI_RETRY_BASE_MS", "1500"),
+        ("OMNI_RETRY_MAX_MS", "1500"),
+    ])
+    .await;
     let key = s.twilio_tenant("north", TOKEN_A, NUMBER_A).await;
     let mut ids = Vec::new();
     for i in 0..10 {
-        let (st, m) = s.api(&key, Method::POST, "/v1/messages", Some(json!({"channel": "sms", "to": CONTACT, "body": format!("m{i}")}))).await;
+        let (st, m) = s
+            .api(
+                &key,
+                Method::POST,
+                "/v1/messages",
+                Some(json!({"channel": "sms", "to": CONTACT, "body": format!("m{i}")})),
+            )
+            .await;
         assert_eq!(st, 202);
         ids.push(m["id"].as_str().unwrap().to_string());
     }
@@ -242,13 +384,17 @@ async fn a_restart_resumes_queued_sends_and_delivers_each_once() {
     fake.reset().await;
     Mock::given(method("POST"))
         .and(path(MESSAGES_PATH))
-        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"sid": "SM00000000000000000000000000000077", "status": "queued"})))
+        .respond_with(ResponseTemplate::new(201).set_body_json(
+            json!({"sid": "SM00000000000000000000000000000077", "status": "queued"}),
+        ))
         .mount(&fake)
         .await;
     let s = s.restart().await;
     for id in &ids {
         s.eventually(30, "message sent after restart", || async {
-            let (_, m) = s.api(&key, Method::GET, &format!("/v1/messages/{id}"), None).await;
+            let (_, m) = s
+                .api(&key, Method::GET, &format!("/v1/messages/{id}"), None)
+                .await;
             (m["status"] == "sent").then_some(())
         })
         .await;
@@ -259,7 +405,13 @@ async fn a_restart_resumes_queued_sends_and_delivers_each_once() {
         .await
         .unwrap()
         .iter()
-        .filter_map(|r| serde_urlencoded::from_bytes::<Vec<(String, String)>>(&r.body).ok()?.into_iter().find(|(k, _)| k == "Body").map(|(_, v)| v))
+        .filter_map(|r| {
+            serde_urlencoded::from_bytes::<Vec<(String, String)>>(&r.body)
+                .ok()?
+                .into_iter()
+                .find(|(k, _)| k == "Body")
+                .map(|(_, v)| v)
+        })
         .collect();
     let mut sorted = bodies.clone();
     sorted.sort();
@@ -276,17 +428,41 @@ async fn voipms_webhooks_with_the_cli_and_secrets_stay_out_of_logs() {
         .admin(Method::PUT, "/v1/admin/tenants/north/providers/voipms", Some(json!({"api_username": "ops@example.org", "api_password": "voipms-api-password-xyz", "webhook_secret": "voipms-hook-secret-xyz"})))
         .await;
     assert_eq!(st, 200, "{b}");
-    let (st, b) = s.admin(Method::PUT, "/v1/admin/tenants/north/numbers/+15555550100", Some(json!({"provider": "voipms", "channels": ["sms", "mms"]}))).await;
+    let (st, b) = s
+        .admin(
+            Method::PUT,
+            "/v1/admin/tenants/north/numbers/+15555550100",
+            Some(json!({"provider": "voipms", "channels": ["sms", "mms"]})),
+        )
+        .await;
     assert_eq!(st, 200, "{b}");
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_omni"))
-        .args(["webhook", "send", "voipms", "--tenant", "north", "--from", CONTACT, "--to", "+15555550100", "--body", "Need an ambulance", "--media", "https://example.org/x.jpg"])
+        .args([
+            "webhook",
+            "send",
+            "voipms",
+            "--tenant",
+            "north",
+            "--from",
+            CONTACT,
+            "--to",
+            "+15555550100",
+            "--body",
+            "Need an ambulance",
+            "--media",
+            "https://example.org/x.jpg",
+        ])
         .args(["--url", &s.base, "--db"])
         .arg(s.db())
         .env("OMNI_MASTER_KEY", crate::harness::MASTER_KEY)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("200 ok"));
 
     let list = s
@@ -295,21 +471,44 @@ async fn voipms_webhooks_with_the_cli_and_secrets_stay_out_of_logs() {
             (l["items"].as_array()?.len() == 1).then_some(l)
         })
         .await;
-    assert_eq!(list["items"][0]["last_message"]["body"], "Need an ambulance");
+    assert_eq!(
+        list["items"][0]["last_message"]["body"],
+        "Need an ambulance"
+    );
     assert_eq!(list["items"][0]["channel"], "sms", "MMS threads with SMS");
     let conv = list["items"][0]["id"].as_str().unwrap();
-    let (_, msgs) = s.api(&key, Method::GET, &format!("/v1/conversations/{conv}/messages"), None).await;
+    let (_, msgs) = s
+        .api(
+            &key,
+            Method::GET,
+            &format!("/v1/conversations/{conv}/messages"),
+            None,
+        )
+        .await;
     assert_eq!(msgs["items"][0]["channel"], "mms");
-    assert_eq!(msgs["items"][0]["media"][0]["url"], "https://example.org/x.jpg");
+    assert_eq!(
+        msgs["items"][0]["media"][0]["url"],
+        "https://example.org/x.jpg"
+    );
 
     // A wrong secret is refused.
-    let bad = s.http.get(s.url("/webhooks/voipms?secret=wrong&id=1&from=5555550123&to=5555550100&message=x"));
+    let bad = s
+        .http
+        .get(s.url("/webhooks/voipms?secret=wrong&id=1&from=5555550123&to=5555550100&message=x"));
     let (st, _) = crate::harness::send(bad).await;
     assert_eq!(st, 401);
 
     let logs = s.log_text();
-    for secret in ["voipms-api-password-xyz", "voipms-hook-secret-xyz", crate::harness::MASTER_KEY, crate::harness::ADMIN] {
-        assert!(!logs.contains(secret), "secret {secret} leaked into the logs");
+    for secret in [
+        "voipms-api-password-xyz",
+        "voipms-hook-secret-xyz",
+        crate::harness::MASTER_KEY,
+        crate::harness::ADMIN,
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "secret {secret} leaked into the logs"
+        );
     }
     assert!(logs.contains("webhook accepted"), "the logs were captured");
 }
@@ -325,23 +524,51 @@ async fn demo_mode_seeds_a_working_tenant() {
         .trim()
         .to_string();
     assert!(logs.contains("curl"), "ready-to-paste commands are printed");
-    let (st, m) = s.api(&key, Method::POST, "/v1/messages", Some(json!({"channel": "sms", "to": CONTACT, "body": "demo"}))).await;
+    let (st, m) = s
+        .api(
+            &key,
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"channel": "sms", "to": CONTACT, "body": "demo"})),
+        )
+        .await;
     assert_eq!(st, 202, "{m}");
     let id = m["id"].as_str().unwrap().to_string();
     let done = s
         .eventually(10, "the simulator to deliver", || async {
-            let (_, m) = s.api(&key, Method::GET, &format!("/v1/messages/{id}"), None).await;
+            let (_, m) = s
+                .api(&key, Method::GET, &format!("/v1/messages/{id}"), None)
+                .await;
             (m["status"] == "delivered").then_some(m)
         })
         .await;
     assert_eq!(done["provider"], "simulator");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_omni"))
-        .args(["webhook", "send", "twilio", "--tenant", "demo", "--from", CONTACT, "--to", "+15555550100", "--body", "hello demo", "--url", &s.base, "--db"])
+        .args([
+            "webhook",
+            "send",
+            "twilio",
+            "--tenant",
+            "demo",
+            "--from",
+            CONTACT,
+            "--to",
+            "+15555550100",
+            "--body",
+            "hello demo",
+            "--url",
+            &s.base,
+            "--db",
+        ])
         .arg(s.db())
         .env("OMNI_MASTER_KEY", crate::harness::MASTER_KEY)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     s.eventually(10, "the demo inbound message", || async {
         let (_, l) = s.api(&key, Method::GET, "/v1/conversations", None).await;
         (l["items"][0]["last_message"]["body"] == "hello demo").then_some(())

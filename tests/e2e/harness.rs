@@ -1,7 +1,7 @@
 //! Spawns the real `omni` binary and talks to it over HTTP and WebSocket, like a user would.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,13 +34,27 @@ impl Server {
     /// Starts a server on a fresh database with extra environment.
     pub async fn start(env: &[(&str, &str)]) -> Server {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-        Self::start_in(dir, env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), &[]).await
+        Self::start_in(
+            dir,
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            &[],
+        )
+        .await
     }
 
     /// Starts a server with extra arguments after `serve` (e.g. `--demo`).
     pub async fn start_with_args(env: &[(&str, &str)], args: &[&str]) -> Server {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-        Self::start_in(dir, env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), args).await
+        Self::start_in(
+            dir,
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            args,
+        )
+        .await
     }
 
     async fn start_in(dir: Arc<TempDir>, env: Vec<(String, String)>, args: &[&str]) -> Server {
@@ -54,7 +68,10 @@ impl Server {
             .env("OMNI_DB", &db)
             .env("OMNI_ADMIN_TOKEN", ADMIN)
             .env("OMNI_MASTER_KEY", MASTER_KEY)
-            .env("OMNI_LOG", "debug,hyper=info,reqwest=info,h2=info,rustls=info")
+            .env(
+                "OMNI_LOG",
+                "debug,hyper=info,reqwest=info,h2=info,rustls=info",
+            )
             .env("OMNI_RETRY_BASE_MS", "50")
             .env("OMNI_RETRY_MAX_MS", "400")
             .env("OMNI_SIGNAL_POLL_MS", "200")
@@ -68,7 +85,10 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
-        for (stream, tx) in [(Box::new(stdout) as Box<dyn std::io::Read + Send>, Some(tx)), (Box::new(stderr), None)] {
+        for (stream, tx) in [
+            (Box::new(stdout) as Box<dyn std::io::Read + Send>, Some(tx)),
+            (Box::new(stderr), None),
+        ] {
             let logs = logs.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -85,7 +105,14 @@ impl Server {
             .await
             .unwrap()
             .unwrap_or_else(|_| panic!("omni did not start; logs:\n{}", logs.lock().unwrap()));
-        Server { child, base, logs, dir, env, http: reqwest::Client::new() }
+        Server {
+            child,
+            base,
+            logs,
+            dir,
+            env,
+            http: reqwest::Client::new(),
+        }
     }
 
     /// The database file.
@@ -118,7 +145,12 @@ impl Server {
     }
 
     /// An admin request with a JSON body; returns (status, body).
-    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(method, self.url(path)).bearer_auth(ADMIN);
         if let Some(b) = body {
             req = req.json(&b);
@@ -127,7 +159,13 @@ impl Server {
     }
 
     /// A tenant API request; returns (status, body).
-    pub async fn api(&self, key: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn api(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(method, self.url(path)).bearer_auth(key);
         if let Some(b) = body {
             req = req.json(&b);
@@ -137,9 +175,21 @@ impl Server {
 
     /// Creates a tenant with an API key; returns the key.
     pub async fn tenant(&self, id: &str) -> String {
-        let (s, _) = self.admin(reqwest::Method::PUT, &format!("/v1/admin/tenants/{id}"), Some(json!({"name": format!("Tenant {id}"), "default_region": "US"}))).await;
+        let (s, _) = self
+            .admin(
+                reqwest::Method::PUT,
+                &format!("/v1/admin/tenants/{id}"),
+                Some(json!({"name": format!("Tenant {id}"), "default_region": "US"})),
+            )
+            .await;
         assert_eq!(s, 200);
-        let (s, body) = self.admin(reqwest::Method::POST, &format!("/v1/admin/tenants/{id}/api-keys"), None).await;
+        let (s, body) = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/v1/admin/tenants/{id}/api-keys"),
+                None,
+            )
+            .await;
         assert_eq!(s, 201, "{body}");
         body["key"].as_str().unwrap().to_string()
     }
@@ -148,20 +198,36 @@ impl Server {
     pub async fn twilio_tenant(&self, id: &str, auth_token: &str, number: &str) -> String {
         let key = self.tenant(id).await;
         let (s, b) = self
-            .admin(reqwest::Method::PUT, &format!("/v1/admin/tenants/{id}/providers/twilio"), Some(json!({"account_sid": ACCOUNT_SID, "auth_token": auth_token})))
+            .admin(
+                reqwest::Method::PUT,
+                &format!("/v1/admin/tenants/{id}/providers/twilio"),
+                Some(json!({"account_sid": ACCOUNT_SID, "auth_token": auth_token})),
+            )
             .await;
         assert_eq!(s, 200, "{b}");
         let (s, b) = self
-            .admin(reqwest::Method::PUT, &format!("/v1/admin/tenants/{id}/numbers/{number}"), Some(json!({"provider": "twilio", "channels": ["sms", "mms", "whatsapp"]})))
+            .admin(
+                reqwest::Method::PUT,
+                &format!("/v1/admin/tenants/{id}/numbers/{number}"),
+                Some(json!({"provider": "twilio", "channels": ["sms", "mms", "whatsapp"]})),
+            )
             .await;
         assert_eq!(s, 200, "{b}");
         key
     }
 
     /// Posts a Twilio-signed form to `path` (signed against this server's public URL).
-    pub async fn twilio_webhook(&self, path: &str, params: &[(&str, &str)], auth_token: &str) -> (u16, String) {
+    pub async fn twilio_webhook(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+        auth_token: &str,
+    ) -> (u16, String) {
         let url = self.url(path);
-        let owned: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let owned: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let signature = twilio::signature(&url, &owned, auth_token);
         let resp = self
             .http
@@ -172,13 +238,18 @@ impl Server {
             .send()
             .await
             .expect("webhook request");
-        (resp.status().as_u16(), resp.text().await.unwrap_or_default())
+        (
+            resp.status().as_u16(),
+            resp.text().await.unwrap_or_default(),
+        )
     }
 
     /// Opens the tenant's WebSocket feed.
     pub async fn ws(&self, key: &str) -> Feed {
         let url = format!("{}/v1/ws?token={key}", self.base.replacen("http", "ws", 1));
-        let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
         Feed { stream }
     }
 
@@ -194,7 +265,10 @@ impl Server {
                 return v;
             }
             if tokio::time::Instant::now() > deadline {
-                panic!("timed out waiting for {what}; logs:\n{}", tail(&self.log_text(), 60));
+                panic!(
+                    "timed out waiting for {what}; logs:\n{}",
+                    tail(&self.log_text(), 60)
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -227,7 +301,9 @@ pub fn tail(text: &str, n: usize) -> String {
 
 /// A dashboard's WebSocket connection.
 pub struct Feed {
-    stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    stream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
 }
 
 impl Feed {
@@ -236,7 +312,10 @@ impl Feed {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let frame = tokio::time::timeout(left, self.stream.next()).await.ok()??.ok()?;
+            let frame = tokio::time::timeout(left, self.stream.next())
+                .await
+                .ok()??
+                .ok()?;
             if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
                 let v: Value = serde_json::from_str(&text).ok()?;
                 if v["type"] == kind {
@@ -245,9 +324,4 @@ impl Feed {
             }
         }
     }
-}
-
-/// A path under the repository's fixtures.
-pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
 }

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use omni_core::providers::{Credentials, ProviderEndpoints, Secret, TwilioCredentials, VoipmsCredentials};
+use omni_core::providers::{
+    Credentials, ProviderEndpoints, Secret, TwilioCredentials, VoipmsCredentials,
+};
 use omni_core::service::{PlatformCredentials, RetryPolicy, ServiceSettings};
 
 /// Settings of `omni serve` (every flag also reads its environment variable).
@@ -24,10 +26,18 @@ pub struct ServeConfig {
     #[arg(long, env = "OMNI_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Twilio API base URL.
-    #[arg(long, env = "OMNI_TWILIO_API_URL", default_value = "https://api.twilio.com")]
+    #[arg(
+        long,
+        env = "OMNI_TWILIO_API_URL",
+        default_value = "https://api.twilio.com"
+    )]
     pub twilio_api_url: String,
     /// VoIP.ms REST endpoint.
-    #[arg(long, env = "OMNI_VOIPMS_API_URL", default_value = "https://voip.ms/api/v1/rest.php")]
+    #[arg(
+        long,
+        env = "OMNI_VOIPMS_API_URL",
+        default_value = "https://voip.ms/api/v1/rest.php"
+    )]
     pub voipms_api_url: String,
     /// Attempts per outbound message before it is dead-lettered.
     #[arg(long, env = "OMNI_RETRY_MAX_ATTEMPTS", default_value_t = 6)]
@@ -61,12 +71,17 @@ pub struct ServeConfig {
 impl ServeConfig {
     /// The public base URL.
     pub fn public_url(&self) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.addr))
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.addr))
     }
 
     /// The carriers' base URLs.
     pub fn endpoints(&self) -> ProviderEndpoints {
-        ProviderEndpoints { twilio: self.twilio_api_url.clone(), voipms: self.voipms_api_url.clone() }
+        ProviderEndpoints {
+            twilio: self.twilio_api_url.clone(),
+            voipms: self.voipms_api_url.clone(),
+        }
     }
 
     /// The services' settings.
@@ -96,12 +111,18 @@ pub fn platform_credentials() -> PlatformCredentials {
         })),
         _ => None,
     };
-    let voipms = match (var("VOIPMS_API_USERNAME"), var("VOIPMS_API_PASSWORD"), var("VOIPMS_WEBHOOK_SECRET")) {
-        (Some(api_username), Some(password), Some(secret)) => Some(Credentials::Voipms(VoipmsCredentials {
-            api_username,
-            api_password: Secret::new(password),
-            webhook_secret: Secret::new(secret),
-        })),
+    let voipms = match (
+        var("VOIPMS_API_USERNAME"),
+        var("VOIPMS_API_PASSWORD"),
+        var("VOIPMS_WEBHOOK_SECRET"),
+    ) {
+        (Some(api_username), Some(password), Some(secret)) => {
+            Some(Credentials::Voipms(VoipmsCredentials {
+                api_username,
+                api_password: Secret::new(password),
+                webhook_secret: Secret::new(secret),
+            }))
+        }
         _ => None,
     };
     PlatformCredentials { twilio, voipms }

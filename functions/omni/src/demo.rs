@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use omni_core::domain::{Channel, E164, ProviderKind, Region, TenantId};
+use omni_core::domain::{Channel, ProviderKind, Region, TenantId, E164};
 use omni_core::model::{NumberRoute, Tenant};
 use omni_core::providers::{Credentials, Secret, TwilioCredentials, VoipmsCredentials};
 use omni_core::service::Services;
@@ -15,11 +15,18 @@ pub const DEMO_TENANT: &str = "demo";
 pub const DEMO_NUMBER: &str = "+15555550100";
 
 fn random_hex(n: usize) -> String {
-    (0..n).map(|_| format!("{:x}", rand::thread_rng().gen_range(0..16u8))).collect()
+    (0..n)
+        .map(|_| format!("{:x}", rand::thread_rng().gen_range(0..16u8)))
+        .collect()
 }
 
 /// Seeds (or refreshes) the demo tenant and prints how to use it.
-pub async fn seed(services: &Services, public_url: &str, db: &std::path::Path, admin_token: &str) -> Result<(), String> {
+pub async fn seed(
+    services: &Services,
+    public_url: &str,
+    db: &std::path::Path,
+    admin_token: &str,
+) -> Result<(), String> {
     let err = |e: omni_core::ports::StoreError| e.to_string();
     let tenant_id = TenantId::parse(DEMO_TENANT).map_err(|e| e.to_string())?;
     let now = Utc::now();
@@ -29,29 +36,55 @@ pub async fn seed(services: &Services, public_url: &str, db: &std::path::Path, a
             id: tenant_id.clone(),
             name: "Demo PSAP".into(),
             default_region: Region::default(),
-            help_text: Some("Demo PSAP text line. Reply STOP to opt out. In an emergency call 911.".into()),
+            help_text: Some(
+                "Demo PSAP text line. Reply STOP to opt out. In an emergency call 911.".into(),
+            ),
             created_at: now,
             updated_at: now,
         })
         .await
         .map_err(err)?;
-    services.secrets.put_credentials(&tenant_id, &Credentials::Simulator).await.map_err(err)?;
+    services
+        .secrets
+        .put_credentials(&tenant_id, &Credentials::Simulator)
+        .await
+        .map_err(err)?;
     // Inbound demo traffic is signed as Twilio and VoIP.ms sign it, with per-database secrets.
-    if services.secrets.get_credentials(&tenant_id, ProviderKind::Twilio).await.map_err(err)?.is_none() {
+    if services
+        .secrets
+        .get_credentials(&tenant_id, ProviderKind::Twilio)
+        .await
+        .map_err(err)?
+        .is_none()
+    {
         let twilio = Credentials::Twilio(TwilioCredentials {
             account_sid: format!("AC{}", random_hex(32)),
             auth_token: Secret::new(random_hex(32)),
             webhook_keys: BTreeMap::new(),
         });
-        services.secrets.put_credentials(&tenant_id, &twilio).await.map_err(err)?;
+        services
+            .secrets
+            .put_credentials(&tenant_id, &twilio)
+            .await
+            .map_err(err)?;
     }
-    if services.secrets.get_credentials(&tenant_id, ProviderKind::Voipms).await.map_err(err)?.is_none() {
+    if services
+        .secrets
+        .get_credentials(&tenant_id, ProviderKind::Voipms)
+        .await
+        .map_err(err)?
+        .is_none()
+    {
         let voipms = Credentials::Voipms(VoipmsCredentials {
             api_username: "demo@example.org".into(),
             api_password: Secret::new(random_hex(24)),
             webhook_secret: Secret::new(random_hex(24)),
         });
-        services.secrets.put_credentials(&tenant_id, &voipms).await.map_err(err)?;
+        services
+            .secrets
+            .put_credentials(&tenant_id, &voipms)
+            .await
+            .map_err(err)?;
     }
     let number = E164::from_e164(DEMO_NUMBER).map_err(|e| e.to_string())?;
     let route = NumberRoute {
@@ -62,7 +95,10 @@ pub async fn seed(services: &Services, public_url: &str, db: &std::path::Path, a
         updated_at: now,
     };
     services.tenants.put_number(&route).await.map_err(err)?;
-    let (_, api_key) = services.issue_api_key(&tenant_id).await.map_err(|e| e.to_string())?;
+    let (_, api_key) = services
+        .issue_api_key(&tenant_id)
+        .await
+        .map_err(|e| e.to_string())?;
 
     println!(
         "\n=== Omni demo ===\n\

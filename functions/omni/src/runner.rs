@@ -85,7 +85,11 @@ where
     }
 }
 
-async fn run_jobs(backend: Arc<SqliteBackend>, services: Services, mut stop: watch::Receiver<bool>) {
+async fn run_jobs(
+    backend: Arc<SqliteBackend>,
+    services: Services,
+    mut stop: watch::Receiver<bool>,
+) {
     let notify = backend.job_notify();
     loop {
         if *stop.borrow() {

@@ -17,22 +17,38 @@ use crate::{demo, runner};
 
 /// Installs the log subscriber: human-readable by default, JSON for log shippers.
 pub fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OMNI_LOG").unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("OMNI_LOG").unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Runs the server until SIGINT/SIGTERM.
 pub async fn run(config: ServeConfig) -> Result<(), String> {
     init_tracing(&config.log_format);
     let key = MasterKey::from_env_or_file(&config.db).map_err(|e| format!("master key: {e}"))?;
-    let backend = Arc::new(SqliteBackend::open(&config.db, key).map_err(|e| format!("database {}: {e}", config.db.display()))?);
-    let (jobs, claims) = backend.recover_after_restart().await.map_err(|e| format!("database recovery: {e}"))?;
+    let backend = Arc::new(
+        SqliteBackend::open(&config.db, key)
+            .map_err(|e| format!("database {}: {e}", config.db.display()))?,
+    );
+    let (jobs, claims) = backend
+        .recover_after_restart()
+        .await
+        .map_err(|e| format!("database recovery: {e}"))?;
     if jobs + claims > 0 {
         info!(jobs, claims, "resumed work left by the previous process");
     }
-    let listener = TcpListener::bind(config.addr).await.map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
 
     let hub = Arc::new(WsHub::default());
@@ -62,12 +78,24 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
         }
     };
     if config.demo {
-        demo::seed(&services, &services.settings.public_url, &config.db, admin_token.expose()).await?;
+        demo::seed(
+            &services,
+            &services.settings.public_url,
+            &config.db,
+            admin_token.expose(),
+        )
+        .await?;
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = runner::spawn_all(backend.clone(), services.clone(), http, stop_rx, &config);
-    let app = omni_api::full_app(AppState { services, admin_token }, hub);
+    let app = omni_api::full_app(
+        AppState {
+            services,
+            admin_token,
+        },
+        hub,
+    );
     println!("omni listening on http://{local}");
     info!(addr = %local, demo = config.demo, "omni serve started");
     axum::serve(listener, app)
@@ -123,11 +151,18 @@ mod tests {
             messages: backend.clone(),
             queue: backend,
             push: hub,
-            providers: ProviderRegistry::new(http_client(Duration::from_secs(1)), &Default::default(), false),
+            providers: ProviderRegistry::new(
+                http_client(Duration::from_secs(1)),
+                &Default::default(),
+                false,
+            ),
             platform: Default::default(),
             settings: Default::default(),
         };
-        AppState { services, admin_token: Secret::new("t") }
+        AppState {
+            services,
+            admin_token: Secret::new("t"),
+        }
     }
 
     /// Every route the server mounts is in the OpenAPI document, and every operation of the
@@ -138,8 +173,11 @@ mod tests {
         let hub = Arc::new(WsHub::default());
         let state = app_state(backend, hub.clone());
         let table = omni_api::all_routes(state.clone(), hub.clone());
-        let mounted: BTreeSet<(String, String)> =
-            table.table().iter().map(|(m, p)| (m.as_str().to_lowercase(), p.to_string())).collect();
+        let mounted: BTreeSet<(String, String)> = table
+            .table()
+            .iter()
+            .map(|(m, p)| (m.as_str().to_lowercase(), p.to_string()))
+            .collect();
 
         let doc: serde_json::Value = serde_json::from_str(omni_api::OPENAPI_JSON).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
@@ -158,12 +196,25 @@ mod tests {
                 .replace("{provider}", "twilio")
                 .replace("{number}", "+15555550100")
                 .replace("{id}", "0190a0a0-0000-7000-8000-000000000000");
-            let request = Request::builder().method(method.to_uppercase().as_str()).uri(&concrete).body(Body::empty()).unwrap();
+            let request = Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(&concrete)
+                .body(Body::empty())
+                .unwrap();
             let response = app.clone().oneshot(request).await.unwrap();
-            assert_ne!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_ne!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
             if response.status() == StatusCode::NOT_FOUND {
-                let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
-                assert!(!String::from_utf8_lossy(&body).contains("route not found"), "{method} {path} is not mounted");
+                let body = axum::body::to_bytes(response.into_body(), 4096)
+                    .await
+                    .unwrap();
+                assert!(
+                    !String::from_utf8_lossy(&body).contains("route not found"),
+                    "{method} {path} is not mounted"
+                );
             }
         }
     }

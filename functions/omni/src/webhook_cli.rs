@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
-use omni_core::domain::{E164, ProviderKind, Region, TenantId};
-use omni_core::providers::{twilio, Credentials};
+use omni_core::domain::{ProviderKind, Region, TenantId, E164};
 use omni_core::ports::SecretStore;
+use omni_core::providers::{twilio, Credentials};
 use omni_local::{MasterKey, SqliteBackend};
 use uuid::Uuid;
 
@@ -101,7 +101,10 @@ pub async fn run(command: WebhookCommand) -> Result<(), String> {
         WebhookCommand::Send(args) => build_send(args).await?,
         WebhookCommand::Status(args) => build_status(args).await?,
     };
-    let response = request.send().await.map_err(|e| format!("cannot reach the server: {e}"))?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the server: {e}"))?;
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     println!("{} {}", status.as_u16(), body);
@@ -113,17 +116,28 @@ pub async fn run(command: WebhookCommand) -> Result<(), String> {
 }
 
 fn base_url(target: &Target) -> String {
-    target.url.clone().unwrap_or_else(|| format!("http://{}", target.addr)).trim_end_matches('/').to_string()
+    target
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", target.addr))
+        .trim_end_matches('/')
+        .to_string()
 }
 
 async fn stored_credentials(target: &Target, kind: ProviderKind) -> Result<Credentials, String> {
     let tenant = TenantId::parse(&target.tenant).map_err(|e| e.to_string())?;
     let key = MasterKey::from_env_or_file(&target.db).map_err(|e| format!("master key: {e}"))?;
-    let db = SqliteBackend::open(&target.db, key).map_err(|e| format!("database {}: {e}", target.db.display()))?;
+    let db = SqliteBackend::open(&target.db, key)
+        .map_err(|e| format!("database {}: {e}", target.db.display()))?;
     db.get_credentials(&tenant, kind)
         .await
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("tenant {tenant} has no {kind} configuration in {} (or pass --secret)", target.db.display()))
+        .ok_or_else(|| {
+            format!(
+                "tenant {tenant} has no {kind} configuration in {} (or pass --secret)",
+                target.db.display()
+            )
+        })
 }
 
 async fn twilio_token(target: &Target) -> Result<String, String> {
@@ -140,7 +154,11 @@ fn number(raw: &str) -> Result<E164, String> {
     E164::parse(raw, Region::default()).map_err(|e| e.to_string())
 }
 
-fn signed_twilio_post(url: String, params: Vec<(String, String)>, token: &str) -> Result<reqwest::RequestBuilder, String> {
+fn signed_twilio_post(
+    url: String,
+    params: Vec<(String, String)>,
+    token: &str,
+) -> Result<reqwest::RequestBuilder, String> {
     let signature = twilio::signature(&url, &params, token);
     let body = serde_urlencoded::to_string(&params).map_err(|e| e.to_string())?;
     Ok(reqwest::Client::new()
@@ -156,12 +174,18 @@ async fn build_send(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> 
     let base = base_url(&args.target);
     match args.carrier {
         Carrier::Twilio => {
-            let sid = args.id.clone().unwrap_or_else(|| format!("SM{}", Uuid::new_v4().simple()));
+            let sid = args
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("SM{}", Uuid::new_v4().simple()));
             let mut params = vec![
                 ("MessageSid".to_string(), sid.clone()),
                 ("SmsMessageSid".into(), sid.clone()),
                 ("SmsSid".into(), sid),
-                ("AccountSid".into(), "AC00000000000000000000000000000000".into()),
+                (
+                    "AccountSid".into(),
+                    "AC00000000000000000000000000000000".into(),
+                ),
                 ("From".into(), from.to_string()),
                 ("To".into(), to.to_string()),
                 ("Body".into(), args.body.clone()),
@@ -172,7 +196,10 @@ async fn build_send(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> 
             ];
             for (i, url) in args.media.iter().enumerate() {
                 params.push((format!("MediaUrl{i}"), url.clone()));
-                params.push((format!("MediaContentType{i}"), guess_content_type(url).into()));
+                params.push((
+                    format!("MediaContentType{i}"),
+                    guess_content_type(url).into(),
+                ));
             }
             let token = twilio_token(&args.target).await?;
             signed_twilio_post(format!("{base}/webhooks/twilio"), params, &token)
@@ -185,12 +212,22 @@ async fn build_send(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> 
                     _ => return Err("stored configuration is not VoIP.ms's".into()),
                 },
             };
-            let nanp = |n: &E164| n.nanp_national().map(str::to_owned).ok_or("VoIP.ms numbers are NANP (+1) only".to_string());
-            let id = args.id.clone().unwrap_or_else(|| (rand_id() % 1_000_000_000).to_string());
+            let nanp = |n: &E164| {
+                n.nanp_national()
+                    .map(str::to_owned)
+                    .ok_or("VoIP.ms numbers are NANP (+1) only".to_string())
+            };
+            let id = args
+                .id
+                .clone()
+                .unwrap_or_else(|| (rand_id() % 1_000_000_000).to_string());
             let query = serde_urlencoded::to_string([
                 ("secret", secret.as_str()),
                 ("id", id.as_str()),
-                ("date", &chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string()),
+                (
+                    "date",
+                    &chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string(),
+                ),
                 ("from", &nanp(&from)?),
                 ("to", &nanp(&to)?),
                 ("message", args.body.as_str()),
@@ -208,7 +245,10 @@ async fn build_status(args: &StatusArgs) -> Result<reqwest::RequestBuilder, Stri
         ("SmsSid".into(), args.sid.clone()),
         ("MessageStatus".into(), args.status.clone()),
         ("SmsStatus".into(), args.status.clone()),
-        ("AccountSid".into(), "AC00000000000000000000000000000000".into()),
+        (
+            "AccountSid".into(),
+            "AC00000000000000000000000000000000".into(),
+        ),
         ("From".into(), number(&args.from)?.to_string()),
         ("To".into(), number(&args.to)?.to_string()),
         ("ApiVersion".into(), "2010-04-01".into()),
@@ -217,7 +257,11 @@ async fn build_status(args: &StatusArgs) -> Result<reqwest::RequestBuilder, Stri
         params.push(("ErrorCode".into(), code.clone()));
     }
     let token = twilio_token(&args.target).await?;
-    signed_twilio_post(format!("{}/webhooks/twilio/status", base_url(&args.target)), params, &token)
+    signed_twilio_post(
+        format!("{}/webhooks/twilio/status", base_url(&args.target)),
+        params,
+        &token,
+    )
 }
 
 fn rand_id() -> u64 {

@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::Json;
 use chrono::Utc;
-use omni_core::domain::{Channel, E164, ProviderKind, Region, TenantId};
+use omni_core::domain::{Channel, ProviderKind, Region, TenantId, E164};
 use omni_core::model::{NumberRoute, Tenant};
 use omni_core::providers::Credentials;
 use serde::Deserialize;
@@ -28,7 +28,10 @@ pub struct AdminAuth;
 impl FromRequestParts<AppState> for AdminAuth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
         let expected = state.admin_token.expose().as_bytes();
         if expected.is_empty() || !bool::from(token.as_bytes().ct_eq(expected)) {
@@ -41,19 +44,35 @@ impl FromRequestParts<AppState> for AdminAuth {
 /// The admin routes (the `admin` function on AWS).
 pub fn routes(state: AppState) -> Routes {
     Routes::default()
-        .route("/v1/admin/tenants/{tenant_id}", &[Method::PUT], put(put_tenant).with_state(state.clone()))
-        .route("/v1/admin/tenants/{tenant_id}/providers", &[Method::GET], get(list_providers).with_state(state.clone()))
+        .route(
+            "/v1/admin/tenants/{tenant_id}",
+            &[Method::PUT],
+            put(put_tenant).with_state(state.clone()),
+        )
+        .route(
+            "/v1/admin/tenants/{tenant_id}/providers",
+            &[Method::GET],
+            get(list_providers).with_state(state.clone()),
+        )
         .route(
             "/v1/admin/tenants/{tenant_id}/providers/{provider}",
             &[Method::PUT, Method::DELETE],
-            put(put_provider).delete(delete_provider).with_state(state.clone()),
+            put(put_provider)
+                .delete(delete_provider)
+                .with_state(state.clone()),
         )
         .route(
             "/v1/admin/tenants/{tenant_id}/numbers/{number}",
             &[Method::PUT, Method::DELETE],
-            put(put_number).delete(delete_number).with_state(state.clone()),
+            put(put_number)
+                .delete(delete_number)
+                .with_state(state.clone()),
         )
-        .route("/v1/admin/tenants/{tenant_id}/api-keys", &[Method::POST], post(create_api_key).with_state(state))
+        .route(
+            "/v1/admin/tenants/{tenant_id}/api-keys",
+            &[Method::POST],
+            post(create_api_key).with_state(state),
+        )
 }
 
 fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
@@ -62,11 +81,17 @@ fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
 
 async fn existing_tenant(state: &AppState, raw: &str) -> Result<Tenant, ApiError> {
     let id = tenant_id(raw)?;
-    state.services.tenants.get_tenant(&id).await?.ok_or_else(|| ApiError::not_found("tenant"))
+    state
+        .services
+        .tenants
+        .get_tenant(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant"))
 }
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(b)| b).map_err(|e| ApiError::invalid(e.body_text()))
+    body.map(|Json(b)| b)
+        .map_err(|e| ApiError::invalid(e.body_text()))
 }
 
 #[derive(Deserialize)]
@@ -90,8 +115,14 @@ async fn put_tenant(
     if body.name.trim().is_empty() || body.name.len() > 200 {
         return Err(ApiError::invalid("name must be 1 to 200 characters"));
     }
-    if body.help_text.as_ref().is_some_and(|h| h.chars().count() > 320) {
-        return Err(ApiError::invalid("help_text must be at most 320 characters"));
+    if body
+        .help_text
+        .as_ref()
+        .is_some_and(|h| h.chars().count() > 320)
+    {
+        return Err(ApiError::invalid(
+            "help_text must be at most 320 characters",
+        ));
     }
     let now = Utc::now();
     let tenant = Tenant {
@@ -119,17 +150,36 @@ async fn put_provider(
 ) -> Result<impl IntoResponse, ApiError> {
     let tenant = existing_tenant(&state, &raw_tenant).await?;
     let kind = provider(&raw_provider)?;
-    let credentials = Credentials::from_admin_json(kind, json_body(body)?).map_err(ApiError::invalid)?;
-    state.services.secrets.put_credentials(&tenant.id, &credentials).await?;
+    let credentials =
+        Credentials::from_admin_json(kind, json_body(body)?).map_err(ApiError::invalid)?;
+    state
+        .services
+        .secrets
+        .put_credentials(&tenant.id, &credentials)
+        .await?;
     info!(tenant_id = %tenant.id, provider = %kind, "provider configured");
     Ok(Json(json!({"provider": kind, "configured": true})))
 }
 
-async fn list_providers(State(state): State<AppState>, _: AdminAuth, Path(raw): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn list_providers(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     let tenant = existing_tenant(&state, &raw).await?;
     let mut items = Vec::new();
-    for kind in state.services.secrets.configured_providers(&tenant.id).await? {
-        if let Some(creds) = state.services.secrets.get_credentials(&tenant.id, kind).await? {
+    for kind in state
+        .services
+        .secrets
+        .configured_providers(&tenant.id)
+        .await?
+    {
+        if let Some(creds) = state
+            .services
+            .secrets
+            .get_credentials(&tenant.id, kind)
+            .await?
+        {
             items.push(json!({"provider": kind, "configured": true, "config": creds.redacted()}));
         }
     }
@@ -143,7 +193,12 @@ async fn delete_provider(
 ) -> Result<impl IntoResponse, ApiError> {
     let tenant = existing_tenant(&state, &raw_tenant).await?;
     let kind = provider(&raw_provider)?;
-    if !state.services.secrets.delete_credentials(&tenant.id, kind).await? {
+    if !state
+        .services
+        .secrets
+        .delete_credentials(&tenant.id, kind)
+        .await?
+    {
         return Err(ApiError::not_found("provider configuration"));
     }
     info!(tenant_id = %tenant.id, provider = %kind, "provider removed");
@@ -164,23 +219,38 @@ async fn put_number(
     body: Result<Json<NumberBody>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let tenant = existing_tenant(&state, &raw_tenant).await?;
-    let number = E164::parse(&raw_number, tenant.default_region).map_err(omni_core::service::ServiceError::from)?;
+    let number = E164::parse(&raw_number, tenant.default_region)
+        .map_err(omni_core::service::ServiceError::from)?;
     let body = json_body(body)?;
     if body.channels.is_empty() {
         return Err(ApiError::invalid("channels must not be empty"));
     }
-    let adapter = state
-        .services
-        .providers
-        .get(body.provider)
-        .ok_or_else(|| ApiError::invalid(format!("provider {} is not available on this server", body.provider)))?;
-    if let Some(unsupported) = body.channels.iter().find(|c| !adapter.channels().contains(c)) {
-        return Err(ApiError::invalid(format!("{} does not carry {unsupported}", body.provider)));
+    let adapter = state.services.providers.get(body.provider).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "provider {} is not available on this server",
+            body.provider
+        ))
+    })?;
+    if let Some(unsupported) = body
+        .channels
+        .iter()
+        .find(|c| !adapter.channels().contains(c))
+    {
+        return Err(ApiError::invalid(format!(
+            "{} does not carry {unsupported}",
+            body.provider
+        )));
     }
     let mut channels = body.channels;
     channels.sort();
     channels.dedup();
-    let route = NumberRoute { number, tenant_id: tenant.id.clone(), provider: body.provider, channels, updated_at: Utc::now() };
+    let route = NumberRoute {
+        number,
+        tenant_id: tenant.id.clone(),
+        provider: body.provider,
+        channels,
+        updated_at: Utc::now(),
+    };
     let stored = state.services.tenants.put_number(&route).await?;
     info!(tenant_id = %tenant.id, provider = %stored.provider, "number routed");
     Ok(Json(stored))
@@ -192,14 +262,24 @@ async fn delete_number(
     Path((raw_tenant, raw_number)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let tenant = existing_tenant(&state, &raw_tenant).await?;
-    let number = E164::parse(&raw_number, tenant.default_region).map_err(omni_core::service::ServiceError::from)?;
-    if !state.services.tenants.delete_number(&tenant.id, &number).await? {
+    let number = E164::parse(&raw_number, tenant.default_region)
+        .map_err(omni_core::service::ServiceError::from)?;
+    if !state
+        .services
+        .tenants
+        .delete_number(&tenant.id, &number)
+        .await?
+    {
         return Err(ApiError::not_found("number"));
     }
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn create_api_key(State(state): State<AppState>, _: AdminAuth, Path(raw): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn create_api_key(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     let tenant = existing_tenant(&state, &raw).await?;
     let (id, key) = state.services.issue_api_key(&tenant.id).await?;
     info!(tenant_id = %tenant.id, key_id = %id, "api key issued");

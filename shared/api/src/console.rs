@@ -13,11 +13,20 @@ const APP_CSS: &str = include_str!("../console/app.css");
 /// `/`, `/console/app.js`, `/console/app.css`.
 pub fn routes() -> Routes {
     Routes::default()
-        .route("/", &[Method::GET], get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX) }))
+        .route(
+            "/",
+            &[Method::GET],
+            get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX) }),
+        )
         .route(
             "/console/app.js",
             &[Method::GET],
-            get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    APP_JS,
+                )
+            }),
         )
         .route(
             "/console/app.css",

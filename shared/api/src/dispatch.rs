@@ -23,7 +23,10 @@ pub struct TenantAuth(pub TenantId);
 impl FromRequestParts<AppState> for TenantAuth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let key = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
         Ok(TenantAuth(state.services.authenticate(key).await?))
     }
@@ -31,9 +34,15 @@ impl FromRequestParts<AppState> for TenantAuth {
 
 /// The token of an `Authorization: Bearer` header.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Send and message routes (the `send` function on AWS) plus conversations (`conversations`).
@@ -44,16 +53,36 @@ pub fn routes(state: AppState) -> Routes {
 /// `POST /v1/messages`, `GET /v1/messages/{id}`.
 pub fn send_routes(state: AppState) -> Routes {
     Routes::default()
-        .route("/v1/messages", &[Method::POST], post(send).with_state(state.clone()))
-        .route("/v1/messages/{id}", &[Method::GET], get(get_message).with_state(state))
+        .route(
+            "/v1/messages",
+            &[Method::POST],
+            post(send).with_state(state.clone()),
+        )
+        .route(
+            "/v1/messages/{id}",
+            &[Method::GET],
+            get(get_message).with_state(state),
+        )
 }
 
 /// Conversations, their messages, read and star.
 pub fn conversation_routes(state: AppState) -> Routes {
     Routes::default()
-        .route("/v1/conversations", &[Method::GET], get(list_conversations).with_state(state.clone()))
-        .route("/v1/conversations/{id}/messages", &[Method::GET], get(list_messages).with_state(state.clone()))
-        .route("/v1/conversations/{id}/read", &[Method::POST], post(mark_read).with_state(state.clone()))
+        .route(
+            "/v1/conversations",
+            &[Method::GET],
+            get(list_conversations).with_state(state.clone()),
+        )
+        .route(
+            "/v1/conversations/{id}/messages",
+            &[Method::GET],
+            get(list_messages).with_state(state.clone()),
+        )
+        .route(
+            "/v1/conversations/{id}/read",
+            &[Method::POST],
+            post(mark_read).with_state(state.clone()),
+        )
         .route(
             "/v1/messages/{id}/star",
             &[Method::PUT, Method::DELETE],
@@ -69,10 +98,14 @@ async fn send(
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(mut request) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
     if let Some(header_key) = headers.get("idempotency-key") {
-        let header_key = header_key.to_str().map_err(|_| ApiError::invalid("Idempotency-Key must be text"))?;
+        let header_key = header_key
+            .to_str()
+            .map_err(|_| ApiError::invalid("Idempotency-Key must be text"))?;
         match &request.idempotency_key {
             Some(body_key) if body_key != header_key => {
-                return Err(ApiError::invalid("Idempotency-Key header and idempotency_key differ"));
+                return Err(ApiError::invalid(
+                    "Idempotency-Key header and idempotency_key differ",
+                ));
             }
             _ => request.idempotency_key = Some(header_key.to_string()),
         }
@@ -86,10 +119,16 @@ fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::not_found(what))
 }
 
-async fn get_message(State(state): State<AppState>, TenantAuth(tenant): TenantAuth, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn get_message(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id(&id, "message")?;
     let message = state.services.messages.get_message(&tenant, id).await?;
-    message.map(Json).ok_or_else(|| ApiError::not_found("message"))
+    message
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("message"))
 }
 
 /// `?limit=&cursor=` of the listings.
@@ -109,8 +148,11 @@ impl PageQuery {
     }
 }
 
-fn page_query(q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>) -> Result<PageQuery, ApiError> {
-    q.map(|Query(q)| q).map_err(|e| ApiError::invalid(e.body_text()))
+fn page_query(
+    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<PageQuery, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::invalid(e.body_text()))
 }
 
 async fn list_conversations(
@@ -123,8 +165,7 @@ async fn list_conversations(
         .services
         .messages
         .list_conversations(&tenant, q.limit()?, q.cursor.as_deref())
-        .await
-        ?;
+        .await?;
     Ok(Json(page))
 }
 
@@ -142,41 +183,61 @@ async fn list_messages(
     }
     let page = messages
         .list_messages(&tenant, id, q.limit()?, q.cursor.as_deref())
-        .await
-        ?;
+        .await?;
     Ok(Json(page))
 }
 
-async fn mark_read(State(state): State<AppState>, TenantAuth(tenant): TenantAuth, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn mark_read(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id(&id, "conversation")?;
     let conversation = state
         .services
         .messages
         .mark_read(&tenant, id)
-        .await
-        ?
+        .await?
         .ok_or_else(|| ApiError::not_found("conversation"))?;
-    state.services.push_conversation(&tenant, &conversation).await;
+    state
+        .services
+        .push_conversation(&tenant, &conversation)
+        .await;
     Ok(Json(conversation))
 }
 
-async fn star(state: State<AppState>, auth: TenantAuth, id: Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn star(
+    state: State<AppState>,
+    auth: TenantAuth,
+    id: Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     set_star(state, auth, id, true).await
 }
 
-async fn unstar(state: State<AppState>, auth: TenantAuth, id: Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn unstar(
+    state: State<AppState>,
+    auth: TenantAuth,
+    id: Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     set_star(state, auth, id, false).await
 }
 
-async fn set_star(State(state): State<AppState>, TenantAuth(tenant): TenantAuth, Path(id): Path<String>, starred: bool) -> Result<impl IntoResponse, ApiError> {
+async fn set_star(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    Path(id): Path<String>,
+    starred: bool,
+) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id(&id, "message")?;
     let (message, conversation) = state
         .services
         .messages
         .set_starred(&tenant, id, starred)
-        .await
-        ?
+        .await?
         .ok_or_else(|| ApiError::not_found("message"))?;
-    state.services.push_conversation(&tenant, &conversation).await;
+    state
+        .services
+        .push_conversation(&tenant, &conversation)
+        .await;
     Ok(Json(message))
 }

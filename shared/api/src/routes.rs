@@ -47,7 +47,11 @@ impl Routes {
 /// `/healthz` and `/openapi.json`.
 pub fn meta_routes() -> Routes {
     Routes::default()
-        .route("/healthz", &[Method::GET], get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            &[Method::GET],
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route(
             "/openapi.json",
             &[Method::GET],
@@ -72,10 +76,16 @@ async fn request_id(request: Request, next: Next) -> Response {
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let mut response = REQUEST_ID.scope(RequestId(id.clone()), next.run(request)).await;
+    let mut response = REQUEST_ID
+        .scope(RequestId(id.clone()), next.run(request))
+        .await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
     }
@@ -100,9 +110,19 @@ async fn json_errors(request: Request, next: Next) -> Response {
     };
     let error = match status {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(),
-        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(status, "invalid_request", "method not allowed"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ApiError::new(status, "invalid_request", "method not allowed")
+        }
         StatusCode::NOT_FOUND => ApiError::not_found("route"),
-        s if s.is_client_error() => ApiError::new(s, "invalid_request", if text.is_empty() { "invalid request".into() } else { text }),
+        s if s.is_client_error() => ApiError::new(
+            s,
+            "invalid_request",
+            if text.is_empty() {
+                "invalid request".into()
+            } else {
+                text
+            },
+        ),
         s => ApiError::new(s, "internal", "internal error"),
     };
     error.into_response()

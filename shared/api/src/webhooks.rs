@@ -15,8 +15,16 @@ use crate::AppState;
 /// The webhook routes (`webhook-twilio` and `webhook-voipms` functions on AWS).
 pub fn routes(state: AppState) -> Routes {
     Routes::default()
-        .route("/webhooks/twilio", &[Method::POST], post(twilio).with_state(state.clone()))
-        .route("/webhooks/twilio/status", &[Method::POST], post(twilio).with_state(state.clone()))
+        .route(
+            "/webhooks/twilio",
+            &[Method::POST],
+            post(twilio).with_state(state.clone()),
+        )
+        .route(
+            "/webhooks/twilio/status",
+            &[Method::POST],
+            post(twilio).with_state(state.clone()),
+        )
         .route(
             "/webhooks/voipms",
             &[Method::GET, Method::POST],
@@ -26,7 +34,13 @@ pub fn routes(state: AppState) -> Routes {
 
 /// The request as the carrier made it, with the URL it called as our public URL says: behind
 /// a TLS-terminating proxy the Host header and scheme are not what the carrier signed.
-fn webhook_request(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> WebhookRequest {
+fn webhook_request(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> WebhookRequest {
     let base = state.services.settings.public_url.trim_end_matches('/');
     let url = match uri.query() {
         Some(q) => format!("{base}{}?{q}", uri.path()),
@@ -37,22 +51,48 @@ fn webhook_request(state: &AppState, method: &Method, uri: &Uri, headers: &Heade
         url,
         headers: headers
             .iter()
-            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+            .filter_map(|(k, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (k.as_str().to_string(), v.to_string()))
+            })
             .collect(),
         body: body.to_vec(),
     }
 }
 
-async fn twilio(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn twilio(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let request = webhook_request(&state, &method, &uri, &headers, body);
-    state.services.handle_webhook(ProviderKind::Twilio, &request).await?;
+    state
+        .services
+        .handle_webhook(ProviderKind::Twilio, &request)
+        .await?;
     // Empty TwiML: acknowledged, no auto-reply.
-    Ok(([(header::CONTENT_TYPE, "text/xml")], "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>").into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "text/xml")],
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>",
+    )
+        .into_response())
 }
 
-async fn voipms(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn voipms(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let request = webhook_request(&state, &method, &uri, &headers, body);
-    state.services.handle_webhook(ProviderKind::Voipms, &request).await?;
+    state
+        .services
+        .handle_webhook(ProviderKind::Voipms, &request)
+        .await?;
     // VoIP.ms retries until the body is exactly `ok`.
     Ok(([(header::CONTENT_TYPE, "text/plain")], "ok").into_response())
 }

@@ -63,7 +63,9 @@ impl WsHub {
 #[async_trait]
 impl Push for WsHub {
     async fn push(&self, event: &PushEvent) -> StoreResult<()> {
-        let frame: Arc<str> = serde_json::to_string(event).map_err(|e| StoreError::Backend(e.to_string()))?.into();
+        let frame: Arc<str> = serde_json::to_string(event)
+            .map_err(|e| StoreError::Backend(e.to_string()))?
+            .into();
         let map = self.connections.read().unwrap_or_else(|p| p.into_inner());
         for (_, sender) in map.get(&event.tenant_id).into_iter().flatten() {
             // A full or closed connection misses this frame rather than slowing every flow.
@@ -78,7 +80,10 @@ pub fn routes(state: AppState, hub: Arc<WsHub>) -> Routes {
     Routes::default().route(
         "/v1/ws",
         &[Method::GET],
-        get(move |state, query, headers, upgrade| connect(state, query, headers, upgrade, hub.clone())).with_state(state),
+        get(move |state, query, headers, upgrade| {
+            connect(state, query, headers, upgrade, hub.clone())
+        })
+        .with_state(state),
     )
 }
 
@@ -94,7 +99,11 @@ async fn connect(
     upgrade: WebSocketUpgrade,
     hub: Arc<WsHub>,
 ) -> Result<Response, ApiError> {
-    let token = query.token.as_deref().or_else(|| bearer(&headers)).ok_or_else(ApiError::unauthorized)?;
+    let token = query
+        .token
+        .as_deref()
+        .or_else(|| bearer(&headers))
+        .ok_or_else(ApiError::unauthorized)?;
     let tenant = state.services.authenticate(token).await?;
     Ok(upgrade.on_upgrade(move |socket| serve(socket, tenant, hub)))
 }

@@ -407,12 +407,23 @@ async fn a_restart_releases_leased_jobs_but_keeps_backoff_delays() {
     let key = MasterKey::generate();
     let b = SqliteBackend::open(&path, key.clone()).unwrap();
     let tenant = new_tenant_id("t");
-    let (held, delayed) = (deliver(&tenant, Uuid::now_v7()), deliver(&tenant, Uuid::now_v7()));
+    let (held, delayed) = (
+        deliver(&tenant, Uuid::now_v7()),
+        deliver(&tenant, Uuid::now_v7()),
+    );
     b.enqueue(&held, Duration::ZERO).await.unwrap();
-    b.enqueue(&delayed, Duration::from_secs(3600)).await.unwrap();
+    b.enqueue(&delayed, Duration::from_secs(3600))
+        .await
+        .unwrap();
     let leased = b.lease_jobs(10, Duration::from_secs(600)).await.unwrap();
     assert_eq!(leased.len(), 1, "only the due job is leased");
-    assert!(b.lease_jobs(10, Duration::from_secs(600)).await.unwrap().is_empty(), "held by the lease");
+    assert!(
+        b.lease_jobs(10, Duration::from_secs(600))
+            .await
+            .unwrap()
+            .is_empty(),
+        "held by the lease"
+    );
     drop(b);
 
     let b = SqliteBackend::open(&path, key).unwrap();
