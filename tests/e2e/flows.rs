@@ -28,6 +28,17 @@ fn inbound<'a>(sid: &'a str, from: &'a str, to: &'a str, body: &'a str) -> Vec<(
     ]
 }
 
+/// A Twilio fake that gives every message its own SID, as Twilio does.
+#[derive(Default)]
+struct UniqueSids(std::sync::atomic::AtomicUsize);
+
+impl wiremock::Respond for UniqueSids {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ResponseTemplate::new(201).set_body_json(json!({"sid": format!("SM{n:032}"), "status": "queued"}))
+    }
+}
+
 async fn accepting_twilio() -> MockServer {
     let fake = MockServer::start().await;
     Mock::given(method("POST"))
@@ -390,6 +401,9 @@ async fn a_restart_resumes_queued_sends_and_delivers_each_once() {
         .mount(&fake)
         .await;
     let s = s.restart().await;
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    let out = std::process::Command::new("sqlite3").arg(s.db()).arg("select id, status, provider_message_id, error_message, events from messages").output().unwrap();
+    println!("DB {}", String::from_utf8_lossy(&out.stdout));
     for id in &ids {
         s.eventually(30, "message sent after restart", || async {
             let (_, m) = s
@@ -575,3 +589,4 @@ async fn demo_mode_seeds_a_working_tenant() {
     })
     .await;
 }
+

@@ -96,7 +96,7 @@ async fn send(
     headers: HeaderMap,
     body: Result<Json<SendRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Json(mut request) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let Json(mut request) = body?;
     if let Some(header_key) = headers.get("idempotency-key") {
         let header_key = header_key
             .to_str()

@@ -106,3 +106,12 @@ impl From<omni_core::ports::StoreError> for ApiError {
         ServiceError::from(e).into()
     }
 }
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::payload_too_large();
+        }
+        ApiError::invalid(e.body_text())
+    }
+}
