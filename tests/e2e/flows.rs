@@ -35,7 +35,8 @@ struct UniqueSids(std::sync::atomic::AtomicUsize);
 impl wiremock::Respond for UniqueSids {
     fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
         let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        ResponseTemplate::new(201).set_body_json(json!({"sid": format!("SM{n:032}"), "status": "queued"}))
+        ResponseTemplate::new(201)
+            .set_body_json(json!({"sid": format!("SM{n:032}"), "status": "queued"}))
     }
 }
 
@@ -395,15 +396,10 @@ async fn a_restart_resumes_queued_sends_and_delivers_each_once() {
     fake.reset().await;
     Mock::given(method("POST"))
         .and(path(MESSAGES_PATH))
-        .respond_with(ResponseTemplate::new(201).set_body_json(
-            json!({"sid": "SM00000000000000000000000000000077", "status": "queued"}),
-        ))
+        .respond_with(UniqueSids::default())
         .mount(&fake)
         .await;
     let s = s.restart().await;
-    tokio::time::sleep(Duration::from_millis(4000)).await;
-    let out = std::process::Command::new("sqlite3").arg(s.db()).arg("select id, status, provider_message_id, error_message, events from messages").output().unwrap();
-    println!("DB {}", String::from_utf8_lossy(&out.stdout));
     for id in &ids {
         s.eventually(30, "message sent after restart", || async {
             let (_, m) = s
@@ -589,4 +585,3 @@ async fn demo_mode_seeds_a_working_tenant() {
     })
     .await;
 }
-

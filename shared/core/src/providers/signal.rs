@@ -444,16 +444,6 @@ fn receipt_events(receipt: &Value, account: &E164) -> Vec<WebhookEvent> {
         .collect()
 }
 
-impl SignalAdapter {
-    /// Polls the daemon (placeholder).
-    pub async fn receive(
-        &self,
-        _config: &super::SignalConfig,
-    ) -> Result<Vec<WebhookEvent>, SendError> {
-        Ok(vec![])
-    }
-}
-
 #[async_trait]
 impl MessagingProviderAdapter for SignalAdapter {
     fn kind(&self) -> ProviderKind {
