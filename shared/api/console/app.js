@@ -6,7 +6,7 @@ const KEY_STORE = "omni.apiKey";
 const state = { key: null, conversations: new Map(), selected: null, messages: new Map(), ws: null, retry: 0, stopped: false };
 const $ = (id) => document.getElementById(id);
 
-const CHANNELS = { sms: ["💬", "SMS"], mms: ["🖼️", "MMS"], whatsapp: ["🟢", "WhatsApp"], rcs: ["✳️", "RCS"], signal: ["🔵", "Signal"] };
+const CHANNELS = { sms: ["SMS", "SMS"], mms: ["MMS", "MMS"], whatsapp: ["WA", "WhatsApp"], rcs: ["RCS", "RCS"], signal: ["SIG", "Signal"] };
 const TICKS = { queued: "🕓 queued", sending: "… sending", sent: "✓ sent", delivered: "✓✓ delivered", read: "✓✓ read", failed: "⚠ failed", undelivered: "⚠ undelivered", received: "" };
 
 /** A number as people write it: (415) 555-2671 for NANP, spaced groups otherwise. */
@@ -62,6 +62,7 @@ function signOut(message) {
   $("api-key").value = "";
   $("signin-error").hidden = !message;
   $("signin-error").textContent = message || "";
+  $("api-key").focus(); // autofocus does not apply to a form that was hidden at load
 }
 
 // ---- data ----
@@ -158,7 +159,7 @@ function renderList() {
       onclick: () => open(c.id),
       onkeydown: (e) => keyNav(e, c.id),
     },
-      el("span", { class: "ch", title: label, "aria-label": label }, icon),
+      el("span", { class: `ch ${c.channel}`, title: label, "aria-label": label }, icon),
       el("span", { class: "who" }, human(c.contact)),
       el("span", {}, c.unread_count > 0 ? el("span", { class: "badge", "aria-label": `${c.unread_count} unread` }, String(c.unread_count)) : null,
         c.starred_count > 0 ? el("span", { class: "stars", "aria-label": `${c.starred_count} starred` }, ` ★${c.starred_count}`) : null),
