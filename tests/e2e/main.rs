@@ -4,4 +4,5 @@ mod api;
 mod delivery;
 mod flows;
 mod harness;
+mod signal;
 mod smoke;

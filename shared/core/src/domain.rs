@@ -34,7 +34,7 @@ pub enum DomainError {
 }
 
 /// A two-letter region (ISO 3166-1 alpha-2) used to read numbers written in national format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Region(phonenumber::country::Id);
 
 impl Region {
@@ -100,6 +100,9 @@ impl E164 {
             }
         }
         let invalid = || DomainError::InvalidPhoneNumber(trimmed.chars().take(40).collect());
+        if let Some(known) = valid_cache::get(rest, region) {
+            return Ok(known);
+        }
         // Reject letters up front: libphonenumber maps vanity letters to digits, which a
         // dispatcher never means.
         if rest.is_empty() || rest.chars().any(|c| c.is_alphabetic()) {
@@ -110,7 +113,9 @@ impl E164 {
         if !phonenumber::is_valid(&parsed) && !Self::is_nanp_fictional(&e164) {
             return Err(invalid());
         }
-        Ok(E164(e164))
+        let number = E164(e164);
+        valid_cache::put(rest, region, &number);
+        Ok(number)
     }
 
     /// NANP area code 555 is reserved for fiction and testing: no subscriber holds it, but
@@ -144,6 +149,48 @@ impl E164 {
     /// The 10-digit national number of a NANP (+1) number, as North American carriers want it.
     pub fn nanp_national(&self) -> Option<&str> {
         self.0.strip_prefix("+1").filter(|rest| rest.len() == 10)
+    }
+}
+
+/// Recently validated numbers. Full libphonenumber validation costs microseconds per
+/// number, and webhook traffic repeats the same few (tenant numbers, active contacts), so
+/// the verdict for an exact input is remembered. Only successes are kept, the map is
+/// bounded, and it is cleared when full rather than tracking recency.
+mod valid_cache {
+    use std::collections::HashMap;
+    use std::sync::{OnceLock, RwLock};
+
+    use super::{Region, E164};
+
+    const CAPACITY: usize = 4096;
+
+    /// By region, then by exact input, so a lookup borrows the input instead of copying it.
+    type Map = HashMap<Region, HashMap<String, E164>>;
+
+    fn map() -> &'static RwLock<Map> {
+        static MAP: OnceLock<RwLock<Map>> = OnceLock::new();
+        MAP.get_or_init(Default::default)
+    }
+
+    pub(super) fn get(input: &str, region: Region) -> Option<E164> {
+        map()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&region)?
+            .get(input)
+            .cloned()
+    }
+
+    pub(super) fn put(input: &str, region: Region, number: &E164) {
+        if input.len() > 32 {
+            return;
+        }
+        let mut w = map().write().unwrap_or_else(|p| p.into_inner());
+        let numbers = w.entry(region).or_default();
+        if numbers.len() >= CAPACITY {
+            numbers.clear();
+        }
+        numbers.insert(input.to_string(), number.clone());
     }
 }
 

@@ -48,10 +48,10 @@ impl WebhookRequest {
 
     /// Whether the body is a form (`application/x-www-form-urlencoded`).
     pub fn is_form(&self) -> bool {
-        self.header("content-type").is_some_and(|ct| {
-            ct.to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        })
+        const FORM: &str = "application/x-www-form-urlencoded";
+        self.header("content-type")
+            .and_then(|ct| ct.get(..FORM.len()))
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(FORM))
     }
 }
 
@@ -161,10 +161,11 @@ impl Credentials {
         };
         match self {
             Credentials::Twilio(c) => {
-                require(
-                    c.account_sid.starts_with("AC") && c.account_sid.len() == 34,
-                    "account_sid (AC + 32 hex)",
-                )?;
+                // The SID goes into the API path: only the documented shape is accepted.
+                let sid_ok = c.account_sid.len() == 34
+                    && c.account_sid.starts_with("AC")
+                    && c.account_sid[2..].bytes().all(|b| b.is_ascii_hexdigit());
+                require(sid_ok, "account_sid (AC + 32 hex)")?;
                 require(!c.auth_token.expose().is_empty(), "auth_token")
             }
             Credentials::Voipms(c) => {
@@ -408,5 +409,11 @@ mod tests {
         assert!(
             Credentials::from_admin_json(ProviderKind::Simulator, serde_json::json!({})).is_err()
         );
+        // The SID is part of the API path: nothing but AC + 32 hex digits gets in.
+        let traversal = serde_json::json!({"account_sid": "AC../../../2010-04-01/Accounts/xxxxx", "auth_token": "t"});
+        assert!(Credentials::from_admin_json(ProviderKind::Twilio, traversal).is_err());
+        let not_hex =
+            serde_json::json!({"account_sid": format!("AC{}", "z".repeat(32)), "auth_token": "t"});
+        assert!(Credentials::from_admin_json(ProviderKind::Twilio, not_hex).is_err());
     }
 }

@@ -126,6 +126,20 @@ impl Services {
             else {
                 continue;
             };
+            // Receiving consumes the daemon's queue, so only poll once the tenant holds a
+            // Signal number (the configured account, when there is one): otherwise a
+            // message could arrive before its route exists and be lost.
+            let routes = self.tenants.tenant_numbers(&tenant).await?;
+            let ready = routes.iter().any(|r| {
+                r.provider == ProviderKind::Signal
+                    && config
+                        .account
+                        .as_deref()
+                        .is_none_or(|a| a == r.number.as_str())
+            });
+            if !ready {
+                continue;
+            }
             let events = match signal.receive(&config).await {
                 Ok(events) => events,
                 Err(e) => {
