@@ -5,6 +5,9 @@
 const KEY_STORE = "omni.apiKey";
 const state = { key: null, conversations: new Map(), selected: null, messages: new Map(), ws: null, retry: 0, stopped: false };
 const $ = (id) => document.getElementById(id);
+const setting = (name) => (document.querySelector(`meta[name="${name}"]`)?.content || "").replace(/\/$/, "");
+const API_URL = setting("omni-api-url"); // empty: same origin
+const WS_URL = setting("omni-ws-url") || `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/v1/ws`;
 
 const CHANNELS = { sms: ["SMS", "SMS"], mms: ["MMS", "MMS"], whatsapp: ["WA", "WhatsApp"], rcs: ["RCS", "RCS"], signal: ["SIG", "Signal"] };
 const TICKS = { queued: "🕓 queued", sending: "… sending", sent: "✓ sent", delivered: "✓✓ delivered", read: "✓✓ read", failed: "⚠ failed", undelivered: "⚠ undelivered", received: "" };
@@ -28,7 +31,7 @@ function el(tag, attrs = {}, ...children) {
 }
 
 async function api(method, path, body) {
-  const res = await fetch(path, {
+  const res = await fetch(API_URL + path, {
     method,
     headers: { Authorization: `Bearer ${state.key}`, ...(body ? { "Content-Type": "application/json" } : {}) },
     body: body ? JSON.stringify(body) : undefined,
@@ -42,7 +45,7 @@ async function api(method, path, body) {
 // ---- sign in / out ----
 async function signIn(key) {
   state.key = key;
-  const res = await fetch("/v1/conversations?limit=1", { headers: { Authorization: `Bearer ${key}` } });
+  const res = await fetch(`${API_URL}/v1/conversations?limit=1`, { headers: { Authorization: `Bearer ${key}` } });
   if (!res.ok) { state.key = null; throw new Error(res.status === 401 ? "That API key was not accepted." : `Sign-in failed (HTTP ${res.status}).`); }
   sessionStorage.setItem(KEY_STORE, key);
   $("signin").hidden = true;
@@ -113,8 +116,7 @@ function upsertConversation(c) {
 // ---- live feed ----
 function connect() {
   if (state.stopped || !state.key) return;
-  const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  const ws = new WebSocket(`${proto}//${location.host}/v1/ws?token=${encodeURIComponent(state.key)}`);
+  const ws = new WebSocket(`${WS_URL}?token=${encodeURIComponent(state.key)}`);
   state.ws = ws;
   ws.onopen = async () => {
     const wasDown = state.retry > 0;

@@ -362,6 +362,24 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
         .map(Duration::from_secs)
 }
 
+/// The error for a non-2xx carrier answer that carries nothing more specific: 429 and 5xx
+/// are worth retrying (honouring `Retry-After`), any other status is a configuration or
+/// request problem that a retry cannot fix.
+pub(crate) fn http_failure(carrier: &str, response: &reqwest::Response) -> Option<SendError> {
+    let status = response.status();
+    if status.is_success() {
+        return None;
+    }
+    let message = format!("{carrier} answered HTTP {}", status.as_u16());
+    Some(
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            SendError::transient(message, retry_after(response.headers()))
+        } else {
+            SendError::permanent(None, message)
+        },
+    )
+}
+
 /// Maps a transport failure (connect, timeout, reset) to a transient send error.
 pub(crate) fn network_error(err: reqwest::Error) -> SendError {
     // Never include the URL: some carriers take credentials in the query string.

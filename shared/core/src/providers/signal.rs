@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use reqwest::StatusCode;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::{
-    network_error, retry_after, Credentials, MessagingProviderAdapter, ParseError, SignalConfig,
+    http_failure, network_error, Credentials, MessagingProviderAdapter, ParseError, SignalConfig,
     VerifyError, WebhookRequest,
 };
 use crate::domain::{
@@ -94,19 +93,9 @@ impl SignalAdapter {
             .send()
             .await
             .map_err(network_error)?;
-        let status = response.status();
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            return Err(SendError::transient(
-                format!("signal-cli answered HTTP {}", status.as_u16()),
-                retry_after(response.headers()),
-            ));
-        }
-        if !status.is_success() {
-            // 400/404/405/415/421 are configuration problems (wrong URL, Host pinning).
-            return Err(SendError::permanent(
-                None,
-                format!("signal-cli answered HTTP {}", status.as_u16()),
-            ));
+        // 400/404/405/415/421 are configuration problems (wrong URL, Host pinning).
+        if let Some(error) = http_failure("signal-cli", &response) {
+            return Err(error);
         }
         let body: Value = response.json().await.map_err(|_| {
             SendError::transient("signal-cli answered with an unreadable body", None)

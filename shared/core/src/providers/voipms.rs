@@ -10,12 +10,11 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
-use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    ct_eq, network_error, retry_after, Credentials, MessagingProviderAdapter, ParseError,
+    ct_eq, http_failure, network_error, Credentials, MessagingProviderAdapter, ParseError,
     VerifyError, VoipmsCredentials, WebhookRequest,
 };
 use crate::domain::{
@@ -60,18 +59,8 @@ impl VoipmsAdapter {
             .send()
             .await
             .map_err(network_error)?;
-        let status = response.status();
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            return Err(SendError::transient(
-                format!("VoIP.ms answered HTTP {}", status.as_u16()),
-                retry_after(response.headers()),
-            ));
-        }
-        if !status.is_success() {
-            return Err(SendError::permanent(
-                None,
-                format!("VoIP.ms answered HTTP {}", status.as_u16()),
-            ));
+        if let Some(error) = http_failure("VoIP.ms", &response) {
+            return Err(error);
         }
         // A body we cannot read is treated as transient: VoIP.ms serves HTML maintenance pages
         // with 200, and losing a message is worse than the small chance of a duplicate.
