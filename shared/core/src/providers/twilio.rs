@@ -311,10 +311,15 @@ fn normalize(request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError> 
             })
         })
         .collect::<Vec<_>>();
-    let from_raw = param(&p, "From").unwrap_or_default().to_ascii_lowercase();
-    let channel = if from_raw.starts_with("whatsapp:") {
+    let from_raw = param(&p, "From").unwrap_or_default();
+    let has_prefix = |prefix: &str| {
+        from_raw
+            .get(..prefix.len())
+            .is_some_and(|h| h.eq_ignore_ascii_case(prefix))
+    };
+    let channel = if has_prefix("whatsapp:") {
         Channel::Whatsapp
-    } else if from_raw.starts_with("rcs:") {
+    } else if has_prefix("rcs:") {
         Channel::Rcs
     } else if media.is_empty() {
         Channel::Sms
