@@ -246,19 +246,18 @@ async fn the_retry_budget_ends_in_a_dead_letter_with_the_reason() {
         "{failed}"
     );
     assert_eq!(fake.received_requests().await.unwrap().len(), 3);
-    // The dead letter is kept in the database with its reason.
-    let conn = std::process::Command::new("sqlite3")
-        .arg(s.db())
-        .arg("SELECT reason FROM dead_letters")
-        .output();
-    if let Ok(out) = conn {
-        if out.status.success() {
-            assert!(
-                String::from_utf8_lossy(&out.stdout).contains("retry budget"),
-                "dead letter has the reason"
-            );
-        }
-    }
+    // The dead letter is kept in the database with its reason, for an operator.
+    let db = omni_local::SqliteBackend::open(
+        &s.db(),
+        omni_local::MasterKey::from_base64(crate::harness::MASTER_KEY).unwrap(),
+    )
+    .unwrap();
+    let dead = db.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0].1.contains("retry budget of 3 attempts exhausted"),
+        "{dead:?}"
+    );
 }
 
 #[tokio::test]
@@ -447,4 +446,154 @@ async fn moving_a_number_to_voipms_sends_the_next_message_through_voipms() {
     assert_eq!(get("did"), Some("5555550100"));
     assert_eq!(get("dst"), Some("5555550123"));
     assert_eq!(get("message"), Some("via voipms"));
+}
+
+#[tokio::test]
+async fn platform_credentials_serve_only_tenants_without_their_own() {
+    let fake = twilio_fake().await;
+    let platform_path = "/2010-04-01/Accounts/ACffffffffffffffffffffffffffffffff/Messages.json";
+    Mock::given(method("POST"))
+        .and(path(platform_path))
+        .respond_with(accepted("SM000000000000000000000000000000a1"))
+        .mount(&fake)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES_PATH))
+        .respond_with(accepted("SM000000000000000000000000000000a2"))
+        .mount(&fake)
+        .await;
+    let platform_token = "platform-token-0000000000000000";
+    let s = Server::start(&[
+        ("OMNI_TWILIO_API_URL", &fake.uri()),
+        ("TWILIO_ACCOUNT_SID", "ACffffffffffffffffffffffffffffffff"),
+        ("TWILIO_AUTH_TOKEN", platform_token),
+    ])
+    .await;
+
+    // "west" has no Twilio configuration of its own: the platform's is used.
+    let west = s.tenant("west").await;
+    let (st, b) = s
+        .admin(
+            Method::PUT,
+            "/v1/admin/tenants/west/numbers/+15555550300",
+            Some(json!({"provider": "twilio", "channels": ["sms"]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (_, m) = s
+        .api(
+            &west,
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"channel": "sms", "to": CONTACT, "body": "via platform"})),
+        )
+        .await;
+    wait_status(&s, &west, m["id"].as_str().unwrap(), "sent").await;
+    let (st, _) = s
+        .twilio_webhook(
+            "/webhooks/twilio",
+            &[
+                ("MessageSid", "SMpf1"),
+                ("From", CONTACT),
+                ("To", "+15555550300"),
+                ("Body", "hi"),
+            ],
+            platform_token,
+        )
+        .await;
+    assert_eq!(
+        st, 200,
+        "a webhook signed with the platform token is accepted for west"
+    );
+
+    // "north" has its own: the platform's never masks it.
+    let north = s.twilio_tenant("north", TOKEN, NUMBER).await;
+    let (_, m) = s
+        .api(
+            &north,
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"channel": "sms", "to": CONTACT, "body": "via own"})),
+        )
+        .await;
+    wait_status(&s, &north, m["id"].as_str().unwrap(), "sent").await;
+    let (st, _) = s
+        .twilio_webhook(
+            "/webhooks/twilio",
+            &[
+                ("MessageSid", "SMpf2"),
+                ("From", CONTACT),
+                ("To", NUMBER),
+                ("Body", "hi"),
+            ],
+            platform_token,
+        )
+        .await;
+    assert_eq!(
+        st, 401,
+        "the platform token does not open a tenant with its own"
+    );
+
+    let paths: Vec<String> = fake
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.path().to_string())
+        .collect();
+    assert_eq!(paths, [platform_path, MESSAGES_PATH]);
+}
+
+#[tokio::test]
+async fn the_sweeper_sends_a_message_that_was_stored_but_never_queued() {
+    use omni_core::ports::MessageStore;
+    let fake = twilio_fake().await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES_PATH))
+        .respond_with(accepted("SM000000000000000000000000000000b1"))
+        .mount(&fake)
+        .await;
+    let mut s = Server::start(&[
+        ("OMNI_TWILIO_API_URL", &fake.uri()),
+        ("OMNI_SWEEP_AFTER_SECS", "1"),
+    ])
+    .await;
+    let key = s.twilio_tenant("north", TOKEN, NUMBER).await;
+    s.kill9();
+
+    // What a crash between "persisted as queued" and "handed to the worker" leaves behind.
+    let db = omni_local::SqliteBackend::open(
+        &s.db(),
+        omni_local::MasterKey::from_base64(crate::harness::MASTER_KEY).unwrap(),
+    )
+    .unwrap();
+    let tenant = omni_core::domain::TenantId::parse("north").unwrap();
+    let new = omni_core::model::NewOutbound {
+        id: uuid::Uuid::now_v7(),
+        channel: omni_core::domain::Channel::Sms,
+        from: omni_core::domain::E164::from_e164(NUMBER).unwrap(),
+        to: omni_core::domain::E164::from_e164(CONTACT).unwrap(),
+        body: Some("stranded".into()),
+        media: vec![],
+        idempotency_key: None,
+        at: chrono::Utc::now(),
+    };
+    let (stored, created) = db.create_outbound(&tenant, &new).await.unwrap();
+    assert!(created);
+    drop(db);
+
+    let s = s.restart().await;
+    let sent = wait_status(&s, &key, &stored.id.to_string(), "sent").await;
+    assert_eq!(
+        sent["provider_message_id"],
+        "SM000000000000000000000000000000b1"
+    );
+    let bodies: Vec<String> = fake
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|r| field(r, "Body"))
+        .collect();
+    assert_eq!(bodies, ["stranded"]);
 }

@@ -103,6 +103,15 @@ async fn stop_start_and_help_keywords() {
     })
     .await;
 
+    let help_text = "North County text line: reply STOP to opt out. Emergencies: call 911.";
+    let (st, b) = s
+        .admin(
+            Method::PUT,
+            "/v1/admin/tenants/north",
+            Some(json!({"name": "North", "help_text": help_text})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
     let (st, _) = s
         .twilio_webhook(
             "/webhooks/twilio",
@@ -127,7 +136,7 @@ async fn stop_start_and_help_keywords() {
         .find(|(k, _)| k == "Body")
         .map(|(_, v)| v.clone())
         .unwrap();
-    assert!(body.contains("STOP"), "generic help text: {body}");
+    assert_eq!(body, help_text, "the tenant's own help text");
 }
 
 #[tokio::test]

@@ -108,7 +108,7 @@ pub async fn seed(
          Receive one (signed as Twilio would sign it):\n  cargo run -q -p omni -- webhook send twilio --tenant {DEMO_TENANT} --from +15555550123 --to {DEMO_NUMBER} --body 'Smoke on 5th street' \\\n    --url {public_url} --db {db}\n\n\
          List conversations:\n  curl -s {public_url}/v1/conversations -H 'Authorization: Bearer {api_key}'\n\n\
          Watch live events:  websocat '{ws}/v1/ws?token={api_key}'\n\
-         Admin API:  curl -s -X PUT {public_url}/v1/admin/tenants/north -H 'Authorization: Bearer {admin_token}' -H 'Content-Type: application/json' -d '{{\"name\":\"North County PSAP\"}}'\n",
+         Admin API:  curl -s -X PUT {public_url}/v1/admin/tenants/north -H \"Authorization: Bearer {admin_token}\" -H 'Content-Type: application/json' -d '{{\"name\":\"North County PSAP\"}}'\n",
         ws = public_url.replacen("http", "ws", 1),
         db = db.display(),
     );

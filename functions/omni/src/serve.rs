@@ -82,7 +82,12 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
             &services,
             &services.settings.public_url,
             &config.db,
-            admin_token.expose(),
+            // A token the operator supplied is never printed back.
+            if config.admin_token.is_some() {
+                "$OMNI_ADMIN_TOKEN"
+            } else {
+                admin_token.expose()
+            },
         )
         .await?;
     }
