@@ -81,6 +81,7 @@ impl ServeConfig {
         ProviderEndpoints {
             twilio: self.twilio_api_url.clone(),
             voipms: self.voipms_api_url.clone(),
+            ..ProviderEndpoints::default()
         }
     }
 

@@ -19,7 +19,7 @@ use omni_core::domain::{
 use omni_core::model::{Message, NewOutbound, NumberRoute, StatusApplied, Tenant};
 use omni_core::ports::{Job, MessageStore, Queue, SecretStore, StoreError, TenantStore};
 use omni_core::providers::{
-    Credentials, Secret, SignalConfig, TwilioCredentials, VoipmsCredentials,
+    Credentials, Secret, SignalConfig, TwilioCredentials, VoipmsCredentials, WhatsappCredentials,
 };
 use uuid::Uuid;
 
@@ -274,6 +274,12 @@ fn sample_credentials() -> Vec<Credentials> {
         Credentials::Signal(SignalConfig {
             rpc_url: "http://127.0.0.1:8080/api/v1/rpc".into(),
             account: Some("+15550001111".into()),
+        }),
+        Credentials::Whatsapp(WhatsappCredentials {
+            phone_number_id: "106540352242922".into(),
+            access_token: Secret::new("wa-access-token-secret"),
+            app_secret: Secret::new("wa-app-secret"),
+            verify_token: Secret::new("wa-verify-token-secret"),
         }),
         Credentials::Simulator,
     ]

@@ -319,6 +319,8 @@ string_enum!(
         Voipms => "voipms",
         /// A signal-cli daemon in HTTP JSON-RPC mode.
         Signal => "signal",
+        /// The WhatsApp Cloud API (Meta's Graph API) as a carrier in its own right.
+        Whatsapp => "whatsapp",
         /// The built-in demo carrier; only available in demo mode.
         Simulator => "simulator",
     }

@@ -18,6 +18,7 @@ pub mod signal;
 pub mod simulator;
 pub mod twilio;
 pub mod voipms;
+pub mod whatsapp;
 
 /// An HTTP request as a carrier made it, before anything is trusted.
 #[derive(Debug, Clone, Default)]
@@ -111,6 +112,19 @@ pub struct SignalConfig {
     pub account: Option<String>,
 }
 
+/// WhatsApp Cloud API credentials for one business phone number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhatsappCredentials {
+    /// The Graph API phone number id (digits, not secret); it goes into the send path.
+    pub phone_number_id: String,
+    /// System-user (or user) access token, sent as a Bearer token.
+    pub access_token: Secret,
+    /// The Meta app secret: HMAC-SHA256 key of `X-Hub-Signature-256`.
+    pub app_secret: Secret,
+    /// The token Meta echoes in the `hub.verify_token` subscription handshake.
+    pub verify_token: Secret,
+}
+
 /// A tenant's configuration for one carrier, secrets included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "provider", rename_all = "lowercase")]
@@ -121,6 +135,8 @@ pub enum Credentials {
     Voipms(VoipmsCredentials),
     /// signal-cli.
     Signal(SignalConfig),
+    /// WhatsApp Cloud API.
+    Whatsapp(WhatsappCredentials),
     /// The demo carrier (no secrets).
     Simulator,
 }
@@ -132,6 +148,7 @@ impl Credentials {
             Credentials::Twilio(_) => ProviderKind::Twilio,
             Credentials::Voipms(_) => ProviderKind::Voipms,
             Credentials::Signal(_) => ProviderKind::Signal,
+            Credentials::Whatsapp(_) => ProviderKind::Whatsapp,
             Credentials::Simulator => ProviderKind::Simulator,
         }
     }
@@ -142,6 +159,7 @@ impl Credentials {
             ProviderKind::Twilio => serde_json::from_value(body).map(Credentials::Twilio),
             ProviderKind::Voipms => serde_json::from_value(body).map(Credentials::Voipms),
             ProviderKind::Signal => serde_json::from_value(body).map(Credentials::Signal),
+            ProviderKind::Whatsapp => serde_json::from_value(body).map(Credentials::Whatsapp),
             ProviderKind::Simulator => {
                 return Err("the simulator is configured only in demo mode".into())
             }
@@ -184,6 +202,15 @@ impl Credentials {
                     "rpc_url (http or https)",
                 )
             }
+            Credentials::Whatsapp(c) => {
+                // The id goes into the API path: digits only keep it a single path segment.
+                let id_ok = !c.phone_number_id.is_empty()
+                    && c.phone_number_id.bytes().all(|b| b.is_ascii_digit());
+                require(id_ok, "phone_number_id (digits)")?;
+                require(!c.access_token.expose().is_empty(), "access_token")?;
+                require(!c.app_secret.expose().is_empty(), "app_secret")?;
+                require(!c.verify_token.expose().is_empty(), "verify_token")
+            }
             Credentials::Simulator => Ok(()),
         }
     }
@@ -192,7 +219,14 @@ impl Credentials {
     pub fn redacted(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(obj) = v.as_object_mut() {
-            for key in ["auth_token", "api_password", "webhook_secret"] {
+            for key in [
+                "auth_token",
+                "api_password",
+                "webhook_secret",
+                "access_token",
+                "app_secret",
+                "verify_token",
+            ] {
                 if obj.contains_key(key) {
                     obj.insert(key.into(), "***".into());
                 }
@@ -213,6 +247,11 @@ impl Credentials {
                 .chain(c.webhook_keys.values().map(Secret::expose))
                 .collect(),
             Credentials::Voipms(c) => vec![c.api_password.expose(), c.webhook_secret.expose()],
+            Credentials::Whatsapp(c) => vec![
+                c.access_token.expose(),
+                c.app_secret.expose(),
+                c.verify_token.expose(),
+            ],
             Credentials::Signal(_) | Credentials::Simulator => vec![],
         }
     }
@@ -285,6 +324,8 @@ pub struct ProviderEndpoints {
     pub twilio: String,
     /// VoIP.ms REST endpoint, default `https://voip.ms/api/v1/rest.php`.
     pub voipms: String,
+    /// WhatsApp Cloud API (Graph API, versioned), default `https://graph.facebook.com/v21.0`.
+    pub whatsapp: String,
 }
 
 impl Default for ProviderEndpoints {
@@ -292,6 +333,7 @@ impl Default for ProviderEndpoints {
         ProviderEndpoints {
             twilio: "https://api.twilio.com".into(),
             voipms: "https://voip.ms/api/v1/rest.php".into(),
+            whatsapp: "https://graph.facebook.com/v21.0".into(),
         }
     }
 }
@@ -324,6 +366,13 @@ impl ProviderRegistry {
         adapters.insert(
             ProviderKind::Voipms,
             Arc::new(voipms::VoipmsAdapter::new(http.clone(), &endpoints.voipms)),
+        );
+        adapters.insert(
+            ProviderKind::Whatsapp,
+            Arc::new(whatsapp::WhatsappAdapter::new(
+                http.clone(),
+                &endpoints.whatsapp,
+            )),
         );
         adapters.insert(
             ProviderKind::Signal,
@@ -414,6 +463,52 @@ mod tests {
             creds.secrets(),
             vec!["tok-very-secret", "shared-very-secret"]
         );
+    }
+
+    #[test]
+    fn whatsapp_secrets_are_redacted() {
+        let creds = Credentials::Whatsapp(WhatsappCredentials {
+            phone_number_id: "106540352242922".into(),
+            access_token: Secret::new("EAAG-access-secret"),
+            app_secret: Secret::new("app-very-secret"),
+            verify_token: Secret::new("verify-very-secret"),
+        });
+        let shown = format!("{creds:?} {}", creds.redacted());
+        for secret in [
+            "EAAG-access-secret",
+            "app-very-secret",
+            "verify-very-secret",
+        ] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("106540352242922"));
+        assert_eq!(creds.redacted()["provider"], "whatsapp");
+        assert_eq!(
+            creds.secrets(),
+            vec![
+                "EAAG-access-secret",
+                "app-very-secret",
+                "verify-very-secret"
+            ]
+        );
+    }
+
+    #[test]
+    fn whatsapp_admin_json_is_validated() {
+        let ok = serde_json::json!({"phone_number_id": "106540352242922", "access_token": "t",
+            "app_secret": "s", "verify_token": "v"});
+        assert_eq!(
+            Credentials::from_admin_json(ProviderKind::Whatsapp, ok)
+                .unwrap()
+                .kind(),
+            ProviderKind::Whatsapp
+        );
+        let traversal = serde_json::json!({"phone_number_id": "1/../me", "access_token": "t",
+            "app_secret": "s", "verify_token": "v"});
+        assert!(Credentials::from_admin_json(ProviderKind::Whatsapp, traversal).is_err());
+        let empty = serde_json::json!({"phone_number_id": "1", "access_token": "t",
+            "app_secret": "", "verify_token": "v"});
+        assert!(Credentials::from_admin_json(ProviderKind::Whatsapp, empty).is_err());
     }
 
     #[test]

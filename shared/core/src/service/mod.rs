@@ -91,7 +91,7 @@ impl PlatformCredentials {
         match kind {
             ProviderKind::Twilio => self.twilio.as_ref(),
             ProviderKind::Voipms => self.voipms.as_ref(),
-            ProviderKind::Signal | ProviderKind::Simulator => None,
+            ProviderKind::Signal | ProviderKind::Whatsapp | ProviderKind::Simulator => None,
         }
     }
 }

@@ -1,0 +1,993 @@
+//! WhatsApp Cloud API (Meta's Graph API) as a carrier of its own.
+//!
+//! Sends go to `POST {base}/{phone_number_id}/messages` with a Bearer access token and a
+//! JSON body. Webhooks are JSON posts signed with `X-Hub-Signature-256` (HMAC-SHA256 of the
+//! raw body with the app secret); subscribing a callback takes a `hub.challenge` handshake
+//! first (see [`verify_subscription`]). Omni routes webhooks to the tenant by the business
+//! phone number id in the payload (see [`phone_number_id`]).
+
+use async_trait::async_trait;
+use chrono::Utc;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::Sha256;
+use uuid::Uuid;
+
+use super::{
+    ct_eq, network_error, retry_after, Credentials, MessagingProviderAdapter, ParseError,
+    VerifyError, WebhookRequest,
+};
+use crate::domain::{
+    Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
+    SendError, SendResult, StatusUpdate, WebhookEvent, E164,
+};
+
+/// Graph error codes worth retrying: 4 (app rate limit), 80007 (WABA rate limit), 130429
+/// (throughput), 131048 (spam rate limit), 131056 (pair rate limit), 131016 (service
+/// unavailable), 131000 (unknown) and 368 (temporarily blocked). Everything else (expired
+/// token, permissions, parameters, the 24-hour window) needs a change a retry cannot make.
+const TRANSIENT_CODES: [i64; 8] = [4, 80007, 130429, 131048, 131056, 131016, 131000, 368];
+
+/// URL path endings WhatsApp accepts as `image` messages; anything else goes as a document,
+/// which WhatsApp delivers whatever the file type.
+const IMAGE_EXTENSIONS: [&str; 3] = [".jpg", ".jpeg", ".png"];
+
+/// Inbound message types that carry a media object under the key of the same name.
+const MEDIA_TYPES: [&str; 5] = ["image", "audio", "video", "document", "sticker"];
+
+/// The prefix of [`Media::url`] for inbound media: WhatsApp sends only a media id, which
+/// must be resolved (with the tenant's token) through the Graph API before downloading.
+pub const MEDIA_URL_PREFIX: &str = "whatsapp-media:";
+
+/// WhatsApp Cloud API adapter.
+#[derive(Clone)]
+pub struct WhatsappAdapter {
+    http: reqwest::Client,
+    base_url: String,
+}
+
+impl WhatsappAdapter {
+    /// An adapter calling the Graph API at `base_url` (`https://graph.facebook.com/v21.0`).
+    pub fn new(http: reqwest::Client, base_url: &str) -> Self {
+        WhatsappAdapter {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+        }
+    }
+}
+
+/// The `X-Hub-Signature-256` value of a body: `sha256=` + lowercase hex HMAC-SHA256.
+pub fn signature(body: &[u8], app_secret: &str) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(app_secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn verify(request: &WebhookRequest, credentials: &Credentials) -> Result<(), VerifyError> {
+    let Credentials::Whatsapp(creds) = credentials else {
+        return Err(VerifyError::WrongCredentials);
+    };
+    let given = request
+        .header("x-hub-signature-256")
+        .ok_or(VerifyError::Missing)?;
+    if !given.starts_with("sha256=") {
+        return Err(VerifyError::Unsupported(
+            "only sha256= signatures are accepted".into(),
+        ));
+    }
+    // Meta always sends lowercase hex, so the comparison is byte for byte: an upper-case
+    // signature is not one Meta made.
+    let expected = signature(&request.body, creds.app_secret.expose());
+    if ct_eq(expected.as_bytes(), given.as_bytes()) {
+        Ok(())
+    } else {
+        Err(VerifyError::Mismatch)
+    }
+}
+
+/// Answers Meta's subscription handshake: for
+/// `hub.mode=subscribe&hub.verify_token=<t>&hub.challenge=<c>` the challenge to echo back,
+/// iff the mode is `subscribe` and `t` equals `verify_token` (compared in constant time).
+pub fn verify_subscription(query: &str, verify_token: &str) -> Option<String> {
+    let mut mode = None;
+    let mut token = None;
+    let mut challenge = None;
+    // The first value of each name wins, so a repeated parameter cannot override it.
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        let slot = match k.as_ref() {
+            "hub.mode" => &mut mode,
+            "hub.verify_token" => &mut token,
+            "hub.challenge" => &mut challenge,
+            _ => continue,
+        };
+        if slot.is_none() {
+            *slot = Some(v.into_owned());
+        }
+    }
+    // An empty configured token would let an empty `hub.verify_token` through.
+    let token_ok = !verify_token.is_empty()
+        && token.is_some_and(|t| ct_eq(t.as_bytes(), verify_token.as_bytes()));
+    if mode.as_deref() == Some("subscribe") && token_ok {
+        challenge.filter(|c| !c.is_empty())
+    } else {
+        None
+    }
+}
+
+/// The business phone number id a webhook is for (`value.metadata.phone_number_id` of the
+/// first change): the key Omni routes WhatsApp webhooks to a tenant by, read before the
+/// signature can be checked (the tenant's app secret depends on it).
+pub fn phone_number_id(request: &WebhookRequest) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_slice(&request.body).ok()?;
+    body.pointer("/entry/0/changes/0/value/metadata/phone_number_id")?
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    object: String,
+    #[serde(default)]
+    entry: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    #[serde(default)]
+    changes: Vec<Change>,
+}
+
+#[derive(Deserialize)]
+struct Change {
+    #[serde(default)]
+    field: String,
+    #[serde(default)]
+    value: ChangeValue,
+}
+
+#[derive(Deserialize, Default)]
+struct ChangeValue {
+    metadata: Option<Metadata>,
+    #[serde(default)]
+    contacts: Vec<Contact>,
+    #[serde(default)]
+    messages: Vec<WaMessage>,
+    #[serde(default)]
+    statuses: Vec<WaStatus>,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    display_phone_number: String,
+}
+
+#[derive(Deserialize)]
+struct Contact {
+    wa_id: Option<String>,
+    profile: Option<Profile>,
+}
+
+#[derive(Deserialize)]
+struct Profile {
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WaMessage {
+    from: String,
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<Text>,
+    image: Option<MediaObject>,
+    audio: Option<MediaObject>,
+    video: Option<MediaObject>,
+    document: Option<MediaObject>,
+    sticker: Option<MediaObject>,
+}
+
+impl WaMessage {
+    /// The media object of a media message (the key is the message type).
+    fn media(&self) -> Option<&MediaObject> {
+        match self.kind.as_str() {
+            "image" => self.image.as_ref(),
+            "audio" => self.audio.as_ref(),
+            "video" => self.video.as_ref(),
+            "document" => self.document.as_ref(),
+            "sticker" => self.sticker.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Text {
+    body: String,
+}
+
+#[derive(Deserialize)]
+struct MediaObject {
+    id: String,
+    mime_type: Option<String>,
+    caption: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WaStatus {
+    id: String,
+    status: String,
+    #[serde(default)]
+    errors: Vec<StatusError>,
+}
+
+#[derive(Deserialize)]
+struct StatusError {
+    code: Option<i64>,
+    title: Option<String>,
+}
+
+/// Maps WhatsApp's status words to ours; None for words we do not track.
+fn map_status(raw: &str) -> Option<DeliveryStatus> {
+    Some(match raw {
+        "sent" => DeliveryStatus::Sent,
+        "delivered" => DeliveryStatus::Delivered,
+        // `played` is the voice-note equivalent of `read`.
+        "read" | "played" => DeliveryStatus::Read,
+        "failed" => DeliveryStatus::Failed,
+        _ => return None,
+    })
+}
+
+/// A number WhatsApp gives as digits (`from`, `wa_id`) or, for the business's own number,
+/// possibly formatted (`display_phone_number`): punctuation is dropped, `+` is added.
+fn number(raw: &str) -> Option<E164> {
+    let digits: String = raw
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.' | '+'))
+        .collect();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    E164::parse(&format!("+{digits}"), Region::default()).ok()
+}
+
+fn normalize(request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError> {
+    let envelope: Envelope = serde_json::from_slice(&request.body)
+        .map_err(|_| ParseError::new("the body is not a WhatsApp webhook"))?;
+    if envelope.object != "whatsapp_business_account" {
+        return Err(ParseError::new("object is not whatsapp_business_account"));
+    }
+    let mut events = Vec::new();
+    // Other fields (account, template and quality updates) carry no message events.
+    let changes = envelope
+        .entry
+        .into_iter()
+        .flat_map(|e| e.changes)
+        .filter(|c| c.field == "messages");
+    for change in changes {
+        let value = change.value;
+        let business = value
+            .metadata
+            .as_ref()
+            .and_then(|m| number(&m.display_phone_number));
+        for message in &value.messages {
+            // Types without a text or media body (reactions, locations, system notices, …)
+            // are not messages Omni can relay; they are skipped, not refused, so the other
+            // events of the same delivery still count.
+            let media = message.media();
+            if message.kind != "text" && !MEDIA_TYPES.contains(&message.kind.as_str()) {
+                continue;
+            }
+            let to = business
+                .clone()
+                .ok_or_else(|| ParseError::new("metadata.display_phone_number is missing"))?;
+            let from = number(&message.from)
+                .ok_or_else(|| ParseError::new("from is not a valid phone number"))?;
+            let body = match (&message.text, media) {
+                (Some(text), _) if message.kind == "text" => Some(text.body.clone()),
+                (_, Some(m)) => m.caption.clone(),
+                _ => None,
+            };
+            let media = media
+                .map(|m| Media {
+                    url: format!("{MEDIA_URL_PREFIX}{}", m.id),
+                    content_type: m.mime_type.clone(),
+                })
+                .into_iter()
+                .collect();
+            let profile_name = value
+                .contacts
+                .iter()
+                .find(|c| c.wa_id.as_deref() == Some(message.from.as_str()))
+                .and_then(|c| c.profile.as_ref()?.name.clone());
+            events.push(WebhookEvent::Message(InboundMessage {
+                id: Uuid::now_v7(),
+                provider: ProviderKind::Whatsapp,
+                provider_message_id: message.id.clone(),
+                channel: Channel::Whatsapp,
+                from,
+                to,
+                body,
+                media,
+                profile_name,
+                received_at: Utc::now(),
+            }));
+        }
+        for status in value.statuses {
+            // Statuses we do not track (e.g. `deleted`) are skipped like unknown messages.
+            let Some(mapped) = map_status(&status.status) else {
+                continue;
+            };
+            let error = status.errors.into_iter().next();
+            events.push(WebhookEvent::Status(StatusUpdate {
+                provider: ProviderKind::Whatsapp,
+                provider_message_id: status.id,
+                status: mapped,
+                raw_status: status.status,
+                error_code: error.as_ref().and_then(|e| e.code).map(|c| c.to_string()),
+                error_message: error.and_then(|e| e.title),
+                tenant_number: business.clone(),
+                at: Utc::now(),
+            }));
+        }
+    }
+    Ok(events)
+}
+
+/// Whether a media URL names an image WhatsApp sends as `image` (query and fragment aside).
+fn is_image_url(url: &str) -> bool {
+    let path = url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(url)
+        .to_ascii_lowercase();
+    IMAGE_EXTENSIONS.iter().any(|ext| path.ends_with(ext))
+}
+
+/// The JSON body of a send: text, or one media item with the text as its caption.
+fn message_body(message: &OutboundMessage) -> Result<serde_json::Value, SendError> {
+    let mut body = json!({
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": message.to.digits(),
+    });
+    match (message.media.as_slice(), &message.body) {
+        ([], Some(text)) => {
+            body["type"] = "text".into();
+            body["text"] = json!({"body": text, "preview_url": false});
+        }
+        ([], None) => {
+            return Err(SendError::permanent(
+                None,
+                "a message needs a body or media",
+            ));
+        }
+        ([media], text) => {
+            let kind = if is_image_url(&media.url) {
+                "image"
+            } else {
+                "document"
+            };
+            let mut object = json!({"link": media.url});
+            if let Some(text) = text {
+                object["caption"] = text.as_str().into();
+            }
+            body["type"] = kind.into();
+            body[kind] = object;
+        }
+        // One request per item would repeat the caption (or lose it); refusing keeps a send
+        // one message.
+        _ => {
+            return Err(SendError::permanent(
+                None,
+                "WhatsApp sends at most one media item per message",
+            ));
+        }
+    }
+    Ok(body)
+}
+
+#[derive(Deserialize)]
+struct SendResponse {
+    #[serde(default)]
+    messages: Vec<SentMessage>,
+}
+
+#[derive(Deserialize)]
+struct SentMessage {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct GraphErrorBody {
+    error: GraphError,
+}
+
+#[derive(Deserialize)]
+struct GraphError {
+    code: Option<i64>,
+    message: Option<String>,
+}
+
+#[async_trait]
+impl MessagingProviderAdapter for WhatsappAdapter {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Whatsapp
+    }
+
+    fn channels(&self) -> &'static [Channel] {
+        &[Channel::Whatsapp]
+    }
+
+    async fn send(
+        &self,
+        credentials: &Credentials,
+        message: &OutboundMessage,
+    ) -> Result<SendResult, SendError> {
+        let Credentials::Whatsapp(creds) = credentials else {
+            return Err(SendError::permanent(
+                None,
+                "credentials are not WhatsApp Cloud API's",
+            ));
+        };
+        if message.channel != Channel::Whatsapp {
+            return Err(SendError::permanent(
+                None,
+                format!("the WhatsApp Cloud API does not carry {}", message.channel),
+            ));
+        }
+        let body = message_body(message)?;
+        let url = format!("{}/{}/messages", self.base_url, creds.phone_number_id);
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(creds.access_token.expose())
+            .json(&body)
+            .send()
+            .await
+            .map_err(network_error)?;
+        let status = response.status();
+        let wait = retry_after(response.headers());
+        let bytes = response.bytes().await.map_err(network_error)?;
+        if status.is_success() {
+            let id = serde_json::from_slice::<SendResponse>(&bytes)
+                .ok()
+                .and_then(|r| r.messages.into_iter().next())
+                .map(|m| m.id)
+                .ok_or_else(|| {
+                    SendError::transient("WhatsApp answered without a message id", None)
+                })?;
+            return Ok(SendResult {
+                provider: ProviderKind::Whatsapp,
+                provider_message_id: id,
+                status: DeliveryStatus::Sent,
+                raw_status: "accepted".into(),
+            });
+        }
+        // The Graph error message describes the request, never echoes the token.
+        let error = serde_json::from_slice::<GraphErrorBody>(&bytes)
+            .ok()
+            .map(|b| b.error);
+        let code = error.as_ref().and_then(|e| e.code);
+        let message = error
+            .and_then(|e| e.message)
+            .unwrap_or_else(|| format!("WhatsApp answered HTTP {}", status.as_u16()));
+        let code_text = code.map(|c| c.to_string());
+        if status.as_u16() == 429
+            || status.is_server_error()
+            || code.is_some_and(|c| TRANSIENT_CODES.contains(&c))
+        {
+            return Err(SendError::Transient {
+                code: code_text,
+                message,
+                retry_after: wait,
+            });
+        }
+        Err(SendError::Permanent {
+            code: code_text,
+            message,
+        })
+    }
+
+    fn verify_inbound(
+        &self,
+        request: &WebhookRequest,
+        credentials: &Credentials,
+    ) -> Result<(), VerifyError> {
+        verify(request, credentials)
+    }
+
+    fn normalize_inbound(&self, request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError> {
+        normalize(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::TenantId;
+    use crate::providers::{Secret, TwilioCredentials, WhatsappCredentials};
+    use proptest::prelude::*;
+    use serde_json::Value;
+    use std::time::Duration;
+    use wiremock::matchers::{body_json, header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    const VECTORS: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/vectors/whatsapp_signature.json"
+    ));
+    const INDEX: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/index.json"
+    ));
+    const FIXTURE_SECRET: &str = "0123456789abcdef0123456789abcdef";
+    const PHONE_ID: &str = "200000000000002";
+    const TOKEN: &str = "EAAG-access-token-secret";
+
+    fn creds(app_secret: &str) -> Credentials {
+        Credentials::Whatsapp(WhatsappCredentials {
+            phone_number_id: PHONE_ID.into(),
+            access_token: Secret::new(TOKEN),
+            app_secret: Secret::new(app_secret),
+            verify_token: Secret::new("verify-me"),
+        })
+    }
+
+    fn signed(body: &[u8], sig: Option<&str>) -> WebhookRequest {
+        let mut headers = vec![("content-type".into(), "application/json".into())];
+        if let Some(sig) = sig {
+            headers.push(("x-hub-signature-256".into(), sig.into()));
+        }
+        WebhookRequest {
+            method: "POST".into(),
+            url: "https://hooks.example.com/whatsapp".into(),
+            headers,
+            body: body.to_vec(),
+        }
+    }
+
+    #[test]
+    fn every_signature_vector_verifies_and_every_alteration_fails() {
+        let vectors: Value = serde_json::from_str(VECTORS).unwrap();
+        let cases = vectors["cases"].as_array().unwrap();
+        assert_eq!(cases.len(), 3);
+        for case in cases {
+            let secret = case["app_secret"].as_str().unwrap();
+            let body = case["raw_body"].as_str().unwrap().as_bytes();
+            let header = case["header"].as_str().unwrap();
+            assert_eq!(signature(body, secret), header);
+            assert_eq!(verify(&signed(body, Some(header)), &creds(secret)), Ok(()));
+
+            // Negatives derived from each valid case.
+            let upper = format!("sha256={}", header["sha256=".len()..].to_ascii_uppercase());
+            let mut flipped = header.to_string();
+            let last = if flipped.ends_with('0') { "1" } else { "0" };
+            flipped.replace_range(flipped.len() - 1.., last);
+            let mismatches = [
+                upper.as_str(),
+                flipped.as_str(),
+                &header[..header.len() - 2],
+                "sha256=",
+            ];
+            for bad in mismatches {
+                assert_eq!(
+                    verify(&signed(body, Some(bad)), &creds(secret)),
+                    Err(VerifyError::Mismatch),
+                    "{bad}"
+                );
+            }
+            let mut tampered = body.to_vec();
+            tampered.push(b' ');
+            assert_eq!(
+                verify(&signed(&tampered, Some(header)), &creds(secret)),
+                Err(VerifyError::Mismatch)
+            );
+            assert_eq!(
+                verify(&signed(body, Some(header)), &creds("another-secret")),
+                Err(VerifyError::Mismatch)
+            );
+            let bare = &header["sha256=".len()..];
+            assert!(matches!(
+                verify(&signed(body, Some(bare)), &creds(secret)),
+                Err(VerifyError::Unsupported(_))
+            ));
+            assert!(matches!(
+                verify(
+                    &signed(body, Some(&header.replace("sha256=", "sha1="))),
+                    &creds(secret)
+                ),
+                Err(VerifyError::Unsupported(_))
+            ));
+            assert_eq!(
+                verify(&signed(body, None), &creds(secret)),
+                Err(VerifyError::Missing)
+            );
+        }
+    }
+
+    #[test]
+    fn foreign_credentials_are_refused() {
+        let twilio = Credentials::Twilio(TwilioCredentials {
+            account_sid: "AC0123456789abcdef0123456789abcdef".into(),
+            auth_token: Secret::new(FIXTURE_SECRET),
+            webhook_keys: Default::default(),
+        });
+        let request = signed(b"{}", Some(&signature(b"{}", FIXTURE_SECRET)));
+        assert_eq!(
+            verify(&request, &twilio),
+            Err(VerifyError::WrongCredentials)
+        );
+        assert_eq!(
+            verify(&request, &Credentials::Simulator),
+            Err(VerifyError::WrongCredentials)
+        );
+    }
+
+    fn fixture(name: &str) -> WebhookRequest {
+        let index: Value = serde_json::from_str(INDEX).unwrap();
+        assert_eq!(index["test_secrets"]["whatsapp_app_secret"], FIXTURE_SECRET);
+        let entry = index["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["file"] == name)
+            .unwrap()
+            .clone();
+        let path = format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        WebhookRequest {
+            method: "POST".into(),
+            url: "https://hooks.example.com/whatsapp".into(),
+            headers: entry["headers"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().unwrap().to_string()))
+                .collect(),
+            body: std::fs::read(path).unwrap(),
+        }
+    }
+
+    fn one(events: Vec<WebhookEvent>) -> WebhookEvent {
+        assert_eq!(events.len(), 1);
+        events.into_iter().next().unwrap()
+    }
+
+    fn e164(s: &str) -> E164 {
+        E164::from_e164(s).unwrap()
+    }
+
+    fn checked(name: &str) -> WebhookEvent {
+        let request = fixture(name);
+        let adapter = WhatsappAdapter::new(reqwest::Client::new(), "http://unused");
+        assert_eq!(
+            adapter.verify_inbound(&request, &creds(FIXTURE_SECRET)),
+            Ok(())
+        );
+        assert_eq!(
+            adapter.verify_inbound(&request, &creds("wrong")),
+            Err(VerifyError::Mismatch)
+        );
+        assert_eq!(phone_number_id(&request).as_deref(), Some(PHONE_ID));
+        one(adapter.normalize_inbound(&request).unwrap())
+    }
+
+    #[test]
+    fn inbound_text_fixture() {
+        let WebhookEvent::Message(m) = checked("whatsapp_inbound_text.json") else {
+            panic!("not a message");
+        };
+        assert_eq!(m.provider, ProviderKind::Whatsapp);
+        assert_eq!(m.channel, Channel::Whatsapp);
+        assert_eq!(
+            m.provider_message_id,
+            "wamid.HBgLMTU1NTU1NTAxMjMVAgASGBQzQUZBQ0U="
+        );
+        assert_eq!(m.from, e164("+15555550123"));
+        assert_eq!(m.to, e164("+15555550100"));
+        assert_eq!(m.body.as_deref(), Some("Hola, café?"));
+        assert!(m.media.is_empty());
+        assert_eq!(m.profile_name.as_deref(), Some("Jane Example"));
+        assert!((Utc::now() - m.received_at).num_seconds() < 60);
+    }
+
+    #[test]
+    fn inbound_image_fixture() {
+        let WebhookEvent::Message(m) = checked("whatsapp_inbound_image.json") else {
+            panic!("not a message");
+        };
+        assert_eq!(m.provider, ProviderKind::Whatsapp);
+        assert_eq!(m.channel, Channel::Whatsapp);
+        assert_eq!(
+            m.provider_message_id,
+            "wamid.HBgLMTU1NTU1NTAxMjMVAgASGBQzQUZBQ0Y="
+        );
+        assert_eq!(m.from, e164("+15555550123"));
+        assert_eq!(m.to, e164("+15555550100"));
+        assert_eq!(m.body.as_deref(), Some("receipt"));
+        assert_eq!(
+            m.media,
+            vec![Media {
+                url: "whatsapp-media:300000000000003".into(),
+                content_type: Some("image/jpeg".into()),
+            }]
+        );
+        assert_eq!(m.profile_name.as_deref(), Some("Jane Example"));
+    }
+
+    #[test]
+    fn status_sent_fixture() {
+        let WebhookEvent::Status(s) = checked("whatsapp_status_sent.json") else {
+            panic!("not a status");
+        };
+        assert_eq!(s.provider, ProviderKind::Whatsapp);
+        assert_eq!(
+            s.provider_message_id,
+            "wamid.HBgLMTU1NTU1NTAxMjMVAgARGBIyQjVDRDU="
+        );
+        assert_eq!(s.status, DeliveryStatus::Sent);
+        assert_eq!(s.raw_status, "sent");
+        assert_eq!(s.error_code, None);
+        assert_eq!(s.error_message, None);
+        assert_eq!(s.tenant_number, Some(e164("+15555550100")));
+        assert!((Utc::now() - s.at).num_seconds() < 60);
+    }
+
+    #[test]
+    fn status_failed_fixture() {
+        let WebhookEvent::Status(s) = checked("whatsapp_status_failed.json") else {
+            panic!("not a status");
+        };
+        assert_eq!(s.provider, ProviderKind::Whatsapp);
+        assert_eq!(
+            s.provider_message_id,
+            "wamid.HBgLMTU1NTU1NTAxMjMVAgARGBIyQjVDRDY="
+        );
+        assert_eq!(s.status, DeliveryStatus::Failed);
+        assert_eq!(s.raw_status, "failed");
+        assert_eq!(s.error_code.as_deref(), Some("131047"));
+        assert_eq!(s.error_message.as_deref(), Some("Re-engagement message"));
+        assert_eq!(s.tenant_number, Some(e164("+15555550100")));
+    }
+
+    #[test]
+    fn status_words_unknown_types_and_bad_envelopes() {
+        let envelope = |value: Value| {
+            json!({"object": "whatsapp_business_account", "entry": [{"changes": [
+                {"field": "messages", "value": value}]}]})
+            .to_string()
+            .into_bytes()
+        };
+        for (word, expected) in [
+            ("delivered", DeliveryStatus::Delivered),
+            ("read", DeliveryStatus::Read),
+            ("played", DeliveryStatus::Read),
+        ] {
+            let body = envelope(json!({"statuses": [{"id": "wamid.1", "status": word}]}));
+            let WebhookEvent::Status(s) = one(normalize(&signed(&body, None)).unwrap()) else {
+                panic!("not a status");
+            };
+            assert_eq!((s.status, s.raw_status.as_str()), (expected, word));
+        }
+        let reaction = envelope(json!({
+            "metadata": {"display_phone_number": "15555550100", "phone_number_id": "1"},
+            "messages": [{"from": "15555550123", "id": "wamid.2", "type": "reaction",
+                "reaction": {"message_id": "wamid.1", "emoji": "👍"}}]}));
+        assert_eq!(normalize(&signed(&reaction, None)).unwrap(), vec![]);
+        for bad in [
+            &b"not json"[..],
+            br#"{"object":"page","entry":[]}"#,
+            br#"{"entry":[]}"#,
+        ] {
+            assert!(normalize(&signed(bad, None)).is_err());
+            assert_eq!(phone_number_id(&signed(bad, None)), None);
+        }
+    }
+
+    #[test]
+    fn subscription_handshake() {
+        let good = "hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=1158201444";
+        assert_eq!(
+            verify_subscription(good, "verify-me").as_deref(),
+            Some("1158201444")
+        );
+        assert_eq!(verify_subscription(good, "other-token"), None);
+        assert_eq!(verify_subscription(good, ""), None);
+        let wrong_mode = "hub.mode=unsubscribe&hub.verify_token=verify-me&hub.challenge=1";
+        assert_eq!(verify_subscription(wrong_mode, "verify-me"), None);
+        let no_challenge = "hub.mode=subscribe&hub.verify_token=verify-me";
+        assert_eq!(verify_subscription(no_challenge, "verify-me"), None);
+        assert_eq!(verify_subscription("", "verify-me"), None);
+    }
+
+    fn outbound(media: Vec<Media>) -> OutboundMessage {
+        OutboundMessage {
+            id: Uuid::now_v7(),
+            tenant_id: TenantId::parse("north").unwrap(),
+            channel: Channel::Whatsapp,
+            from: e164("+15555550100"),
+            to: e164("+15555550123"),
+            body: Some("Units are on the way".into()),
+            media,
+            status_callback: None,
+        }
+    }
+
+    const MESSAGES: &str = "/v21.0/200000000000002/messages";
+
+    async fn server() -> (MockServer, WhatsappAdapter) {
+        let server = MockServer::start().await;
+        let adapter =
+            WhatsappAdapter::new(reqwest::Client::new(), &format!("{}/v21.0/", server.uri()));
+        (server, adapter)
+    }
+
+    fn accepted() -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_json(json!({
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": "15555550123", "wa_id": "15555550123"}],
+            "messages": [{"id": "wamid.SENT1"}]}))
+    }
+
+    #[tokio::test]
+    async fn sends_text_with_bearer_and_exact_body() {
+        let (server, adapter) = server().await;
+        Mock::given(method("POST"))
+            .and(path(MESSAGES))
+            .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+            .and(body_json(json!({
+                "messaging_product": "whatsapp", "recipient_type": "individual",
+                "to": "15555550123", "type": "text",
+                "text": {"body": "Units are on the way", "preview_url": false}})))
+            .respond_with(accepted())
+            .expect(1)
+            .mount(&server)
+            .await;
+        let result = adapter
+            .send(&creds(FIXTURE_SECRET), &outbound(vec![]))
+            .await
+            .unwrap();
+        assert_eq!(
+            result,
+            SendResult {
+                provider: ProviderKind::Whatsapp,
+                provider_message_id: "wamid.SENT1".into(),
+                status: DeliveryStatus::Sent,
+                raw_status: "accepted".into(),
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn sends_one_media_with_the_text_as_caption() {
+        let (server, adapter) = server().await;
+        Mock::given(method("POST"))
+            .and(path(MESSAGES))
+            .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+            .and(body_json(json!({
+                "messaging_product": "whatsapp", "recipient_type": "individual",
+                "to": "15555550123", "type": "image",
+                "image": {"link": "https://cdn.example.org/map.PNG?v=2", "caption": "Units are on the way"}})))
+            .respond_with(accepted())
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(MESSAGES))
+            .and(body_json(json!({
+                "messaging_product": "whatsapp", "recipient_type": "individual",
+                "to": "15555550123", "type": "document",
+                "document": {"link": "https://cdn.example.org/report.pdf", "caption": "Units are on the way"}})))
+            .respond_with(accepted())
+            .expect(1)
+            .mount(&server)
+            .await;
+        let media = |url: &str| Media {
+            url: url.into(),
+            content_type: None,
+        };
+        for url in [
+            "https://cdn.example.org/map.PNG?v=2",
+            "https://cdn.example.org/report.pdf",
+        ] {
+            let sent = adapter
+                .send(&creds(FIXTURE_SECRET), &outbound(vec![media(url)]))
+                .await
+                .unwrap();
+            assert_eq!(sent.provider_message_id, "wamid.SENT1");
+        }
+        // Two items would be two WhatsApp messages: refused before any request.
+        let two = outbound(vec![media("https://a/1.jpg"), media("https://a/2.jpg")]);
+        let err = adapter
+            .send(&creds(FIXTURE_SECRET), &two)
+            .await
+            .unwrap_err();
+        assert!(!err.is_transient());
+    }
+
+    async fn failing(response: ResponseTemplate) -> SendError {
+        let (server, adapter) = server().await;
+        Mock::given(method("POST"))
+            .and(path(MESSAGES))
+            .respond_with(response)
+            .mount(&server)
+            .await;
+        let err = adapter
+            .send(&creds(FIXTURE_SECRET), &outbound(vec![]))
+            .await
+            .unwrap_err();
+        assert!(!err.to_string().contains(TOKEN), "{err}");
+        err
+    }
+
+    fn graph_error(status: u16, code: i64, message: &str) -> ResponseTemplate {
+        ResponseTemplate::new(status).set_body_json(json!({"error": {
+            "message": message, "type": "OAuthException", "code": code,
+            "error_subcode": 2494010, "fbtrace_id": "Az8or2yhqkZfEZ-_4Qn_Bam"}}))
+    }
+
+    #[tokio::test]
+    async fn errors_are_classified() {
+        let err = failing(graph_error(400, 131047, "Re-engagement message")).await;
+        assert_eq!(
+            err,
+            SendError::Permanent {
+                code: Some("131047".into()),
+                message: "Re-engagement message".into(),
+            }
+        );
+        let err = failing(graph_error(400, 130429, "Rate limit hit")).await;
+        assert!(err.is_transient());
+        assert_eq!(err.code(), Some("130429"));
+        let err = failing(ResponseTemplate::new(500)).await;
+        assert!(err.is_transient());
+        let err = failing(ResponseTemplate::new(429).insert_header("retry-after", "7")).await;
+        assert!(matches!(
+            err,
+            SendError::Transient {
+                retry_after: Some(d),
+                ..
+            } if d == Duration::from_secs(7)
+        ));
+    }
+
+    #[tokio::test]
+    async fn wrong_credentials_and_channels_are_refused() {
+        let adapter = WhatsappAdapter::new(reqwest::Client::new(), "http://127.0.0.1:9");
+        let err = adapter
+            .send(&Credentials::Simulator, &outbound(vec![]))
+            .await
+            .unwrap_err();
+        assert!(!err.is_transient());
+        let mut sms = outbound(vec![]);
+        sms.channel = Channel::Sms;
+        let err = adapter
+            .send(&creds(FIXTURE_SECRET), &sms)
+            .await
+            .unwrap_err();
+        assert!(!err.is_transient());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_requests_never_panic(body in prop::collection::vec(any::<u8>(), 0..512), sig in ".{0,80}") {
+            let request = signed(&body, Some(&sig));
+            let _ = verify(&request, &creds(FIXTURE_SECRET));
+            let _ = normalize(&request);
+            let _ = phone_number_id(&request);
+        }
+
+        #[test]
+        fn arbitrary_envelopes_never_panic(from in ".{0,20}", kind in "[a-z]{0,10}", display in ".{0,20}") {
+            let body = json!({"object": "whatsapp_business_account", "entry": [{"changes": [
+                {"field": "messages", "value": {
+                    "metadata": {"display_phone_number": display, "phone_number_id": "1"},
+                    "messages": [{"from": from, "id": "wamid.x", "type": kind}],
+                    "statuses": [{"id": "wamid.y", "status": kind, "errors": [{"code": 1}]}]}}]}]});
+            let _ = normalize(&signed(body.to_string().as_bytes(), None));
+        }
+    }
+}
