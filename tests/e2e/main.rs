@@ -6,3 +6,4 @@ mod flows;
 mod harness;
 mod signal;
 mod smoke;
+mod whatsapp;

@@ -39,6 +39,13 @@ pub struct ServeConfig {
         default_value = "https://voip.ms/api/v1/rest.php"
     )]
     pub voipms_api_url: String,
+    /// WhatsApp Cloud API (Graph) base URL, version included.
+    #[arg(
+        long,
+        env = "OMNI_WHATSAPP_API_URL",
+        default_value = "https://graph.facebook.com/v21.0"
+    )]
+    pub whatsapp_api_url: String,
     /// Attempts per outbound message before it is dead-lettered.
     #[arg(long, env = "OMNI_RETRY_MAX_ATTEMPTS", default_value_t = 6)]
     pub retry_max_attempts: u32,
@@ -81,7 +88,7 @@ impl ServeConfig {
         ProviderEndpoints {
             twilio: self.twilio_api_url.clone(),
             voipms: self.voipms_api_url.clone(),
-            ..ProviderEndpoints::default()
+            whatsapp: self.whatsapp_api_url.clone(),
         }
     }
 

@@ -4,7 +4,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{on, post, MethodFilter};
+use axum::routing::{get, on, post, MethodFilter};
 use omni_core::domain::ProviderKind;
 use omni_core::providers::WebhookRequest;
 
@@ -28,7 +28,12 @@ pub fn routes(state: AppState) -> Routes {
         .route(
             "/webhooks/voipms",
             &[Method::GET, Method::POST],
-            on(MethodFilter::GET.or(MethodFilter::POST), voipms).with_state(state),
+            on(MethodFilter::GET.or(MethodFilter::POST), voipms).with_state(state.clone()),
+        )
+        .route(
+            "/webhooks/whatsapp",
+            &[Method::GET, Method::POST],
+            get(whatsapp_subscription).post(whatsapp).with_state(state),
         )
 }
 
@@ -94,5 +99,40 @@ async fn voipms(
         .handle_webhook(ProviderKind::Voipms, &request)
         .await?;
     // VoIP.ms retries until the body is exactly `ok`.
+    Ok(([(header::CONTENT_TYPE, "text/plain")], "ok").into_response())
+}
+
+/// Meta's subscription handshake: echo `hub.challenge` when the verify token is a tenant's.
+async fn whatsapp_subscription(
+    State(state): State<AppState>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    match state
+        .services
+        .whatsapp_subscription(uri.query().unwrap_or(""))
+        .await?
+    {
+        Some(challenge) => Ok(([(header::CONTENT_TYPE, "text/plain")], challenge).into_response()),
+        None => Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            "verify token does not match",
+        )),
+    }
+}
+
+async fn whatsapp(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request = webhook_request(&state, &method, &uri, &headers, body);
+    state
+        .services
+        .handle_webhook(ProviderKind::Whatsapp, &request)
+        .await?;
+    // Meta only needs a 200; anything else is retried.
     Ok(([(header::CONTENT_TYPE, "text/plain")], "ok").into_response())
 }

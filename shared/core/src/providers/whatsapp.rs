@@ -80,10 +80,14 @@ fn verify(request: &WebhookRequest, credentials: &Credentials) -> Result<(), Ver
     // Meta always sends lowercase hex, so the comparison is byte for byte: an upper-case
     // signature is not one Meta made.
     let expected = signature(&request.body, creds.app_secret.expose());
-    if ct_eq(expected.as_bytes(), given.as_bytes()) {
-        Ok(())
-    } else {
-        Err(VerifyError::Mismatch)
+    if !ct_eq(expected.as_bytes(), given.as_bytes()) {
+        return Err(VerifyError::Mismatch);
+    }
+    // One Meta app may serve several businesses: a correctly signed event is this tenant's
+    // only if it is addressed to the tenant's own phone number id.
+    match phone_number_id(request) {
+        Some(id) if id != creds.phone_number_id => Err(VerifyError::Mismatch),
+        _ => Ok(()),
     }
 }
 
@@ -560,7 +564,24 @@ mod tests {
             let body = case["raw_body"].as_str().unwrap().as_bytes();
             let header = case["header"].as_str().unwrap();
             assert_eq!(signature(body, secret), header);
-            assert_eq!(verify(&signed(body, Some(header)), &creds(secret)), Ok(()));
+            // The tenant configured for the vector's own phone number id.
+            let mut tenant = creds(secret);
+            let addressed_to = phone_number_id(&signed(body, None));
+            if let (Credentials::Whatsapp(c), Some(id)) = (&mut tenant, addressed_to.clone()) {
+                c.phone_number_id = id;
+            }
+            assert_eq!(verify(&signed(body, Some(header)), &tenant), Ok(()));
+            if addressed_to.is_some() {
+                // Correctly signed, but for another business's number: not this tenant's.
+                let mut other = tenant.clone();
+                if let Credentials::Whatsapp(c) = &mut other {
+                    c.phone_number_id = "999".into();
+                }
+                assert_eq!(
+                    verify(&signed(body, Some(header)), &other),
+                    Err(VerifyError::Mismatch)
+                );
+            }
 
             // Negatives derived from each valid case.
             let upper = format!("sha256={}", header["sha256=".len()..].to_ascii_uppercase());

@@ -106,6 +106,33 @@ impl Services {
         Ok(())
     }
 
+    /// Answers Meta's webhook subscription handshake (`GET /webhooks/whatsapp`): the
+    /// challenge to echo when some tenant's configured verify token matches. The handshake
+    /// names no number, so every WhatsApp tenant's token is tried; it happens once per setup.
+    #[instrument(skip_all)]
+    pub async fn whatsapp_subscription(&self, query: &str) -> Result<Option<String>, ServiceError> {
+        for tenant in self
+            .secrets
+            .tenants_with_provider(ProviderKind::Whatsapp)
+            .await?
+        {
+            if let Some(crate::providers::Credentials::Whatsapp(c)) = self
+                .secrets
+                .get_credentials(&tenant, ProviderKind::Whatsapp)
+                .await?
+            {
+                if let Some(challenge) =
+                    crate::providers::whatsapp::verify_subscription(query, c.verify_token.expose())
+                {
+                    info!(tenant_id = %tenant, "whatsapp webhook subscription confirmed");
+                    return Ok(Some(challenge));
+                }
+            }
+        }
+        warn!("whatsapp subscription handshake with no matching verify token");
+        Ok(None)
+    }
+
     /// Polls every tenant's signal-cli daemon once and queues what arrived. Signal has no
     /// webhooks: authenticity comes from asking our own daemon.
     #[instrument(skip_all)]
