@@ -18,22 +18,29 @@ pub fn routes(state: AppState) -> Routes {
         .route(
             "/webhooks/twilio",
             &[Method::POST],
-            post(twilio).with_state(state.clone()),
+            post(|s, m, u, h, b| accept(ProviderKind::Twilio, TWIML, s, m, u, h, b))
+                .with_state(state.clone()),
         )
         .route(
             "/webhooks/twilio/status",
             &[Method::POST],
-            post(twilio).with_state(state.clone()),
+            post(|s, m, u, h, b| accept(ProviderKind::Twilio, TWIML, s, m, u, h, b))
+                .with_state(state.clone()),
         )
         .route(
             "/webhooks/voipms",
             &[Method::GET, Method::POST],
-            on(MethodFilter::GET.or(MethodFilter::POST), voipms).with_state(state.clone()),
+            on(MethodFilter::GET.or(MethodFilter::POST), |s, m, u, h, b| {
+                accept(ProviderKind::Voipms, OK, s, m, u, h, b)
+            })
+            .with_state(state.clone()),
         )
         .route(
             "/webhooks/whatsapp",
             &[Method::GET, Method::POST],
-            get(whatsapp_subscription).post(whatsapp).with_state(state),
+            get(whatsapp_subscription)
+                .post(|s, m, u, h, b| accept(ProviderKind::Whatsapp, OK, s, m, u, h, b))
+                .with_state(state),
         )
 }
 
@@ -66,27 +73,20 @@ fn webhook_request(
     }
 }
 
-async fn twilio(
-    State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let request = webhook_request(&state, &method, &uri, &headers, body);
-    state
-        .services
-        .handle_webhook(ProviderKind::Twilio, &request)
-        .await?;
-    // Empty TwiML: acknowledged, no auto-reply.
-    Ok((
-        [(header::CONTENT_TYPE, "text/xml")],
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>",
-    )
-        .into_response())
-}
+/// What a carrier expects back: (content type, body).
+type Reply = (&'static str, &'static str);
+/// Twilio: empty TwiML, acknowledged with no auto-reply.
+const TWIML: Reply = (
+    "text/xml",
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>",
+);
+/// VoIP.ms retries until the body is exactly `ok`; Meta only needs a 200.
+const OK: Reply = ("text/plain", "ok");
 
-async fn voipms(
+/// Accepts one carrier webhook and answers in the carrier's form once it is committed.
+async fn accept(
+    kind: ProviderKind,
+    reply: Reply,
     State(state): State<AppState>,
     method: Method,
     uri: Uri,
@@ -94,12 +94,8 @@ async fn voipms(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request = webhook_request(&state, &method, &uri, &headers, body);
-    state
-        .services
-        .handle_webhook(ProviderKind::Voipms, &request)
-        .await?;
-    // VoIP.ms retries until the body is exactly `ok`.
-    Ok(([(header::CONTENT_TYPE, "text/plain")], "ok").into_response())
+    state.services.handle_webhook(kind, &request).await?;
+    Ok(([(header::CONTENT_TYPE, reply.0)], reply.1).into_response())
 }
 
 /// Meta's subscription handshake: echo `hub.challenge` when the verify token is a tenant's.
@@ -119,20 +115,4 @@ async fn whatsapp_subscription(
             "verify token does not match",
         )),
     }
-}
-
-async fn whatsapp(
-    State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let request = webhook_request(&state, &method, &uri, &headers, body);
-    state
-        .services
-        .handle_webhook(ProviderKind::Whatsapp, &request)
-        .await?;
-    // Meta only needs a 200; anything else is retried.
-    Ok(([(header::CONTENT_TYPE, "text/plain")], "ok").into_response())
 }

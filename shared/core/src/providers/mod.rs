@@ -429,6 +429,34 @@ pub(crate) fn http_failure(carrier: &str, response: &reqwest::Response) -> Optio
     )
 }
 
+/// The error for a carrier's non-2xx answer that names its own error code: 429, 5xx and
+/// the carrier's retryable codes are transient (honouring `Retry-After`), the rest permanent,
+/// code and message kept.
+pub(crate) fn coded_failure(
+    status: reqwest::StatusCode,
+    code: Option<i64>,
+    message: String,
+    transient_codes: &[i64],
+    retry_after: Option<Duration>,
+) -> SendError {
+    let code_text = code.map(|c| c.to_string());
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+        || code.is_some_and(|c| transient_codes.contains(&c))
+    {
+        SendError::Transient {
+            code: code_text,
+            message,
+            retry_after,
+        }
+    } else {
+        SendError::Permanent {
+            code: code_text,
+            message,
+        }
+    }
+}
+
 /// Maps a transport failure (connect, timeout, reset) to a transient send error.
 pub(crate) fn network_error(err: reqwest::Error) -> SendError {
     // Never include the URL: some carriers take credentials in the query string.

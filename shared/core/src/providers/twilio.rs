@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{
-    ct_eq, network_error, retry_after, Credentials, MessagingProviderAdapter, ParseError,
-    VerifyError, WebhookRequest,
+    coded_failure, ct_eq, network_error, retry_after, Credentials, MessagingProviderAdapter,
+    ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
     Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
@@ -427,21 +427,7 @@ impl MessagingProviderAdapter for TwilioAdapter {
         let message = error
             .and_then(|e| e.message)
             .unwrap_or_else(|| format!("Twilio answered HTTP {}", status.as_u16()));
-        let code_text = code.map(|c| c.to_string());
-        if status.as_u16() == 429
-            || status.is_server_error()
-            || code.is_some_and(|c| TRANSIENT_CODES.contains(&c))
-        {
-            return Err(SendError::Transient {
-                code: code_text,
-                message,
-                retry_after: wait,
-            });
-        }
-        Err(SendError::Permanent {
-            code: code_text,
-            message,
-        })
+        Err(coded_failure(status, code, message, &TRANSIENT_CODES, wait))
     }
 
     fn verify_inbound(

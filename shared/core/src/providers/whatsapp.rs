@@ -15,8 +15,8 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 use super::{
-    ct_eq, network_error, retry_after, Credentials, MessagingProviderAdapter, ParseError,
-    VerifyError, WebhookRequest,
+    coded_failure, ct_eq, network_error, retry_after, Credentials, MessagingProviderAdapter,
+    ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
     Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
@@ -479,21 +479,7 @@ impl MessagingProviderAdapter for WhatsappAdapter {
         let message = error
             .and_then(|e| e.message)
             .unwrap_or_else(|| format!("WhatsApp answered HTTP {}", status.as_u16()));
-        let code_text = code.map(|c| c.to_string());
-        if status.as_u16() == 429
-            || status.is_server_error()
-            || code.is_some_and(|c| TRANSIENT_CODES.contains(&c))
-        {
-            return Err(SendError::Transient {
-                code: code_text,
-                message,
-                retry_after: wait,
-            });
-        }
-        Err(SendError::Permanent {
-            code: code_text,
-            message,
-        })
+        Err(coded_failure(status, code, message, &TRANSIENT_CODES, wait))
     }
 
     fn verify_inbound(
