@@ -223,4 +223,55 @@ mod tests {
             }
         }
     }
+
+    /// Each function area's router serves its own routes and answers 404 for the others',
+    /// as each Lambda function will.
+    #[tokio::test]
+    async fn each_area_router_serves_only_its_routes() {
+        let backend = Arc::new(SqliteBackend::open_in_memory(MasterKey::generate()).unwrap());
+        let state = app_state(backend, Arc::new(WsHub::default()));
+        let areas: [(&str, axum::Router, &str); 4] = [
+            (
+                "webhooks",
+                omni_api::webhooks::app(state.clone()),
+                "/webhooks/twilio",
+            ),
+            (
+                "send",
+                omni_api::dispatch::send_app(state.clone()),
+                "/v1/messages",
+            ),
+            (
+                "conversations",
+                omni_api::dispatch::conversations_app(state.clone()),
+                "/v1/conversations",
+            ),
+            (
+                "admin",
+                omni_api::admin::app(state.clone()),
+                "/v1/admin/tenants/north",
+            ),
+        ];
+        let probes = [
+            ("POST", "/webhooks/twilio"),
+            ("POST", "/v1/messages"),
+            ("GET", "/v1/conversations"),
+            ("PUT", "/v1/admin/tenants/north"),
+        ];
+        for (name, app, own) in areas {
+            for (method, path) in probes {
+                let request = Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .body(Body::empty())
+                    .unwrap();
+                let response = app.clone().oneshot(request).await.unwrap();
+                let body = axum::body::to_bytes(response.into_body(), 4096)
+                    .await
+                    .unwrap();
+                let unmounted = String::from_utf8_lossy(&body).contains("route not found");
+                assert_eq!(unmounted, path != own, "{name}: {method} {path}");
+            }
+        }
+    }
 }

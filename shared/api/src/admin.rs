@@ -41,6 +41,11 @@ impl FromRequestParts<AppState> for AdminAuth {
     }
 }
 
+/// The admin API as a finished router (the `admin` function on AWS).
+pub fn app(state: AppState) -> axum::Router {
+    crate::routes::finish(routes(state).into_router())
+}
+
 /// The admin routes (the `admin` function on AWS).
 pub fn routes(state: AppState) -> Routes {
     Routes::default()

@@ -50,6 +50,17 @@ pub fn routes(state: AppState) -> Routes {
     send_routes(state.clone()).merge(conversation_routes(state))
 }
 
+/// Sending as a finished router (the `send` function on AWS).
+pub fn send_app(state: AppState) -> axum::Router {
+    crate::routes::finish(send_routes(state).into_router())
+}
+
+/// Conversations, messages, read and star as a finished router (the `conversations`
+/// function on AWS).
+pub fn conversations_app(state: AppState) -> axum::Router {
+    crate::routes::finish(conversation_routes(state).into_router())
+}
+
 /// `POST /v1/messages`, `GET /v1/messages/{id}`.
 pub fn send_routes(state: AppState) -> Routes {
     Routes::default()

@@ -12,6 +12,11 @@ use crate::error::ApiError;
 use crate::routes::Routes;
 use crate::AppState;
 
+/// The carrier webhooks as a finished router (the webhook functions on AWS).
+pub fn app(state: AppState) -> axum::Router {
+    crate::routes::finish(routes(state).into_router())
+}
+
 /// The webhook routes (`webhook-twilio` and `webhook-voipms` functions on AWS).
 pub fn routes(state: AppState) -> Routes {
     Routes::default()
