@@ -222,15 +222,8 @@ async fn two_hundred_concurrent_messages_count_exactly_two_hundred_unread() {
         let http = s.http.clone();
         tasks.push(tokio::spawn(async move {
             let sid = format!("SMconc{i:04}");
-            let params: Vec<(String, String)> = inbound(&sid, CONTACT, NUMBER_A, "burst")
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            let sig = omni_core::providers::twilio::signature(&url, &params, TOKEN_A);
-            http.post(&url)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .header("x-twilio-signature", sig)
-                .body(serde_urlencoded::to_string(&params).unwrap())
+            let params = inbound(&sid, CONTACT, NUMBER_A, "burst");
+            crate::harness::signed_twilio_post(&http, &url, &params, TOKEN_A)
                 .send()
                 .await
                 .map(|r| r.status().as_u16())
@@ -304,21 +297,9 @@ async fn kill_9_under_a_webhook_burst_loses_nothing_acknowledged() {
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(i as u64 * 2)).await;
             let sid = format!("SMkill{i:04}");
-            let params: Vec<(String, String)> = inbound(
-                &sid,
-                &format!("+1555555{:04}", 1000 + i % 50),
-                NUMBER_A,
-                "burst",
-            )
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-            let sig = omni_core::providers::twilio::signature(&url, &params, TOKEN_A);
-            let ok = http
-                .post(&url)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .header("x-twilio-signature", sig)
-                .body(serde_urlencoded::to_string(&params).unwrap())
+            let from = format!("+1555555{:04}", 1000 + i % 50);
+            let params = inbound(&sid, &from, NUMBER_A, "burst");
+            let ok = crate::harness::signed_twilio_post(&http, &url, &params, TOKEN_A)
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success());

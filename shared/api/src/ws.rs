@@ -52,12 +52,6 @@ impl WsHub {
             }
         }
     }
-
-    /// Dashboards connected for a tenant.
-    pub fn connected(&self, tenant: &TenantId) -> usize {
-        let map = self.connections.read().unwrap_or_else(|p| p.into_inner());
-        map.get(tenant).map_or(0, Vec::len)
-    }
 }
 
 #[async_trait]

@@ -10,17 +10,6 @@ use crate::domain::{ProviderKind, TenantId, WebhookEvent};
 use crate::ports::Job;
 use crate::providers::WebhookRequest;
 
-/// What a webhook produced, for the answer to the carrier.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookAck {
-    /// The tenant it was routed to, if it carried any event.
-    pub tenant_id: Option<TenantId>,
-    /// Events queued.
-    pub events: usize,
-    /// Whether this exact event was seen before (a carrier redelivery).
-    pub duplicate: bool,
-}
-
 impl Services {
     /// Handles one carrier webhook end to end, up to the queue. A successful return means
     /// everything it carried is committed: the caller may answer the carrier 2xx.
@@ -29,7 +18,7 @@ impl Services {
         &self,
         kind: ProviderKind,
         request: &WebhookRequest,
-    ) -> Result<WebhookAck, ServiceError> {
+    ) -> Result<(), ServiceError> {
         let adapter = self
             .providers
             .get(kind)
@@ -38,11 +27,7 @@ impl Services {
             .normalize_inbound(request)
             .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
         let Some(first) = events.first() else {
-            return Ok(WebhookAck {
-                tenant_id: None,
-                events: 0,
-                duplicate: false,
-            });
+            return Ok(());
         };
         let number = first.tenant_number().ok_or_else(|| {
             ServiceError::InvalidRequest("the webhook names no tenant number".into())
@@ -84,11 +69,7 @@ impl Services {
             duplicate = !fresh,
             "webhook accepted"
         );
-        Ok(WebhookAck {
-            tenant_id: Some(tenant),
-            events: events.len(),
-            duplicate: !fresh,
-        })
+        Ok(())
     }
 
     pub(super) async fn enqueue_events(

@@ -21,7 +21,6 @@ mod outbound;
 mod updater;
 
 pub use delivery::DeliveryOutcome;
-pub use inbound::WebhookAck;
 pub use keywords::Keyword;
 pub use outbound::SendRequest;
 pub use updater::JobError;
