@@ -1,0 +1,124 @@
+//! Dashboards connected through the API Gateway WebSocket API: connections kept per tenant in
+//! the table (with a TTL, as API Gateway drops a connection after two hours), and [`Push`]
+//! through `PostToConnection`, forgetting connections that answer 410 Gone.
+
+use async_trait::async_trait;
+use chrono::{TimeDelta, Utc};
+use omni_core::domain::TenantId;
+use omni_core::ports::{Push, PushEvent, StoreError, StoreResult};
+use tracing::{debug, warn};
+
+use crate::item::{get_s, key, n, s, values};
+use crate::{error_code, sdk_error, AwsBackend};
+
+/// API Gateway closes a WebSocket connection after two hours at most.
+const CONNECTION_TTL: TimeDelta = TimeDelta::hours(2);
+
+fn tenant_connections(tenant: &TenantId) -> String {
+    format!("WS#{tenant}")
+}
+
+fn owner_key(connection_id: &str) -> crate::item::Item {
+    key(format!("WSC#{connection_id}"), "WSC")
+}
+
+impl AwsBackend {
+    /// Records a dashboard connection of `tenant` (the `$connect` route, after authentication).
+    pub async fn add_connection(&self, tenant: &TenantId, connection_id: &str) -> StoreResult<()> {
+        let expires = (Utc::now() + CONNECTION_TTL).timestamp();
+        let mut by_tenant = key(tenant_connections(tenant), connection_id);
+        by_tenant.insert("ttl".into(), n(expires));
+        let mut owner = owner_key(connection_id);
+        owner.extend(values([
+            ("tenant", s(tenant.as_str())),
+            ("ttl", n(expires)),
+        ]));
+        let ops = vec![
+            self.put_op(by_tenant, None, None)?,
+            self.put_op(owner, None, None)?,
+        ];
+        if self.transact(ops).await? {
+            Ok(())
+        } else {
+            Err(StoreError::Backend("connection write was cancelled".into()))
+        }
+    }
+
+    /// Forgets a connection (the `$disconnect` route, or a 410 from API Gateway); the tenant it
+    /// belonged to, if it was known.
+    pub async fn remove_connection(&self, connection_id: &str) -> StoreResult<Option<TenantId>> {
+        let Some(owner) = self.get_item(owner_key(connection_id)).await? else {
+            return Ok(None);
+        };
+        let tenant = TenantId::parse(get_s(&owner, "tenant")?)
+            .map_err(|_| crate::item::corrupt("tenant id"))?;
+        let ops = vec![
+            self.delete_op(owner_key(connection_id), None, None)?,
+            self.delete_op(key(tenant_connections(&tenant), connection_id), None, None)?,
+        ];
+        self.transact(ops).await?;
+        Ok(Some(tenant))
+    }
+
+    /// The connection ids of a tenant's dashboards.
+    pub async fn connections(&self, tenant: &TenantId) -> StoreResult<Vec<String>> {
+        let now = Utc::now().timestamp();
+        Ok(self
+            .query_prefix(&tenant_connections(tenant), "")
+            .await?
+            .iter()
+            // TTL deletion lags; an expired connection is gone already.
+            .filter(|i| crate::item::get_n(i, "ttl").is_ok_and(|t| t > now))
+            .filter_map(|i| get_s(i, "sk").ok().map(str::to_owned))
+            .collect())
+    }
+}
+
+/// [`Push`] to a tenant's dashboards through the API Gateway management API.
+#[derive(Debug, Clone)]
+pub struct ApiGatewayPush {
+    backend: AwsBackend,
+    client: aws_sdk_apigatewaymanagement::Client,
+}
+
+impl ApiGatewayPush {
+    /// Pushes through the WebSocket API stage at `endpoint`
+    /// (`https://<api id>.execute-api.<region>.amazonaws.com/<stage>`).
+    pub fn new(config: &aws_config::SdkConfig, backend: AwsBackend, endpoint: &str) -> Self {
+        let conf = aws_sdk_apigatewaymanagement::config::Builder::from(config)
+            .endpoint_url(endpoint)
+            .build();
+        ApiGatewayPush {
+            backend,
+            client: aws_sdk_apigatewaymanagement::Client::from_conf(conf),
+        }
+    }
+}
+
+#[async_trait]
+impl Push for ApiGatewayPush {
+    async fn push(&self, event: &PushEvent) -> StoreResult<()> {
+        let frame = serde_json::to_vec(event).map_err(|e| StoreError::Backend(e.to_string()))?;
+        for connection in self.backend.connections(&event.tenant_id).await? {
+            let sent = self
+                .client
+                .post_to_connection()
+                .connection_id(&connection)
+                .data(frame.clone().into())
+                .send()
+                .await;
+            match sent {
+                Ok(_) => debug!(connection, "pushed"),
+                Err(e) if error_code(&e) == Some("GoneException") => {
+                    debug!(connection, "connection gone, forgetting it");
+                    self.backend.remove_connection(&connection).await?;
+                }
+                // One broken dashboard must not keep the others from hearing.
+                Err(e) => {
+                    warn!(connection, error = %sdk_error("PostToConnection", e), "push failed")
+                }
+            }
+        }
+        Ok(())
+    }
+}

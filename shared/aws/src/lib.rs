@@ -1,0 +1,176 @@
+//! Omni's ports on AWS: [`TenantStore`](omni_core::ports::TenantStore),
+//! [`MessageStore`](omni_core::ports::MessageStore) and WebSocket connections on one DynamoDB
+//! table, [`SecretStore`](omni_core::ports::SecretStore) on Secrets Manager, the
+//! [`Queue`](omni_core::ports::Queue) on SQS, and [`Push`](omni_core::ports::Push) through the
+//! API Gateway management API.
+//!
+//! # The table
+//!
+//! One table, key `pk` (S) + `sk` (S), two global secondary indexes (`gsi1` on
+//! `gsi1pk`/`gsi1sk`, `gsi2` on `gsi2pk`/`gsi2sk`, both projecting everything), TTL on `ttl`
+//! (epoch seconds). Every key that holds tenant data starts with the tenant id, so a lookup with
+//! another tenant's id can only miss. High-volume items (messages, conversations, carrier ids,
+//! raw payloads) each get their own partition; a tenant's few settings share `T#<tenant>`.
+//!
+//! | Item | `pk` | `sk` | Index keys | Access pattern |
+//! |---|---|---|---|---|
+//! | tenant | `T#<tenant>` | `TENANT` | | get by id |
+//! | number route | `N#<e164>` | `ROUTE` | | inbound routing by the called number |
+//! | tenant's number | `T#<tenant>` | `N#<e164>` | | a tenant's numbers (query `begins_with`) |
+//! | API key | `K#<sha256>` | `KEY` | | tenant of a key hash |
+//! | carrier config | `T#<tenant>` | `P#<provider>` | gsi1: `P#<provider>` / `<tenant>` | a tenant's carriers; tenants of a carrier; names the Secrets Manager secret |
+//! | conversation | `C#<tenant>#<id>` | `C` | gsi1: `CONVS#<tenant>` / `<last at>#<id>` | get; list by recency |
+//! | thread | `TH#<tenant>#<channel>#<contact>` | `TH` | | the conversation of (channel, contact) |
+//! | message | `M#<tenant>#<id>` | `M` | gsi1: `MSGS#<tenant>#<conversation>` / `<created>#<id>`; gsi2 (only while queued): `OUTBOX` / `<updated>#<tenant>#<id>` | get; list a conversation; the sweeper's stranded outbox |
+//! | carrier message id | `PM#<tenant>#<provider>#<carrier id>` | `PM` | | dedupe inbound; find a message for a status callback |
+//! | idempotency key | `I#<tenant>#<key>` | `I` | | replay `POST /v1/messages`; TTL 24 h |
+//! | raw webhook | `R#<tenant>#<dedupe key>` | `R` | gsi1: `RAW#<expiry day>` / `<expires at>#…` | dedupe redeliveries; retention (TTL, plus an exact purge) |
+//! | opt-out | `O#<tenant>#<contact>` | `O` | | STOP / START |
+//! | WebSocket connection | `WS#<tenant>` | `<connection id>` | | a tenant's dashboards (TTL 2 h) |
+//! | connection owner | `WSC#<connection id>` | `WSC` | | `$disconnect` finds the tenant |
+//!
+//! A message's audit trail (every status transition with its source) lives in the message item
+//! itself, so it can never disagree with the status. Writes that must agree go in one
+//! transaction (a message, its carrier id or idempotency item, and its conversation's counters
+//! and last message); items that change under concurrency carry a version (`ver`) checked on
+//! write; unread and starred counters move with `ADD`; a status write is conditional on the rank
+//! not going backwards; a delivery claim is a conditional update. Global secondary indexes are
+//! eventually consistent, so a listing may trail a write by a moment; point reads are strongly
+//! consistent.
+
+#![warn(missing_docs)]
+
+mod connections;
+mod item;
+mod messages;
+mod queue;
+mod secrets;
+mod tenants;
+
+pub mod provision;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use omni_core::ports::StoreError;
+
+pub use connections::ApiGatewayPush;
+pub use secrets::SecretCache;
+
+/// Where the backend's resources are: read once at start-up from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsResources {
+    /// The DynamoDB table (`OMNI_TABLE`).
+    pub table: String,
+    /// Conversation-updater queue (`OMNI_INBOUND_QUEUE_URL`).
+    pub inbound_queue_url: String,
+    /// Delivery-worker queue (`OMNI_DELIVERY_QUEUE_URL`).
+    pub delivery_queue_url: String,
+    /// Dead letters of inbound jobs (`OMNI_INBOUND_DLQ_URL`).
+    pub inbound_dlq_url: String,
+    /// Dead letters of deliveries (`OMNI_DELIVERY_DLQ_URL`).
+    pub delivery_dlq_url: String,
+    /// Prefix of the Secrets Manager names of tenant credentials (`OMNI_SECRET_PREFIX`).
+    pub secret_prefix: String,
+}
+
+impl AwsResources {
+    /// Reads the resource names from the environment; names the first missing variable.
+    pub fn from_env() -> Result<Self, String> {
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| format!("{name} is not set"))
+        };
+        Ok(AwsResources {
+            table: var("OMNI_TABLE")?,
+            inbound_queue_url: var("OMNI_INBOUND_QUEUE_URL")?,
+            delivery_queue_url: var("OMNI_DELIVERY_QUEUE_URL")?,
+            inbound_dlq_url: var("OMNI_INBOUND_DLQ_URL")?,
+            delivery_dlq_url: var("OMNI_DELIVERY_DLQ_URL")?,
+            secret_prefix: std::env::var("OMNI_SECRET_PREFIX")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "omni/".to_owned()),
+        })
+    }
+}
+
+/// The AWS backend: one value implements the store, secret and queue ports.
+#[derive(Clone)]
+pub struct AwsBackend {
+    ddb: aws_sdk_dynamodb::Client,
+    sqs: aws_sdk_sqs::Client,
+    secrets: aws_sdk_secretsmanager::Client,
+    resources: Arc<AwsResources>,
+    cache: Arc<SecretCache>,
+}
+
+impl std::fmt::Debug for AwsBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsBackend")
+            .field("resources", &self.resources)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long decrypted tenant credentials are kept in memory before Secrets Manager is asked
+/// again (a credential rotated elsewhere is picked up within this).
+pub const DEFAULT_SECRET_TTL: Duration = Duration::from_secs(300);
+
+impl AwsBackend {
+    /// A backend over clients built from `config`.
+    pub fn new(config: &aws_config::SdkConfig, resources: AwsResources) -> Self {
+        AwsBackend {
+            ddb: aws_sdk_dynamodb::Client::new(config),
+            sqs: aws_sdk_sqs::Client::new(config),
+            secrets: aws_sdk_secretsmanager::Client::new(config),
+            resources: Arc::new(resources),
+            cache: Arc::new(SecretCache::new(DEFAULT_SECRET_TTL)),
+        }
+    }
+
+    /// Keeps decrypted credentials for `ttl` instead of [`DEFAULT_SECRET_TTL`].
+    pub fn with_secret_ttl(mut self, ttl: Duration) -> Self {
+        self.cache = Arc::new(SecretCache::new(ttl));
+        self
+    }
+
+    /// The resources this backend uses.
+    pub fn resources(&self) -> &AwsResources {
+        &self.resources
+    }
+
+    /// The DynamoDB client (shared with [`ApiGatewayPush`]).
+    pub fn dynamodb(&self) -> &aws_sdk_dynamodb::Client {
+        &self.ddb
+    }
+}
+
+/// The SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`), with
+/// an HTTPS client on rustls + ring: the SDK's default client would add a second TLS stack.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http)
+        .load()
+        .await
+}
+
+/// Maps any SDK failure to a backend error with its full context (for logs only).
+pub(crate) fn sdk_error<E>(what: &str, error: E) -> StoreError
+where
+    E: std::error::Error + 'static,
+{
+    StoreError::Backend(format!("{what}: {}", DisplayErrorContext(error)))
+}
+
+/// The service error code of an SDK failure (`ConditionalCheckFailedException`, …).
+pub(crate) fn error_code<E: ProvideErrorMetadata>(error: &E) -> Option<&str> {
+    error.code()
+}

@@ -1,0 +1,1068 @@
+//! [`MessageStore`] on DynamoDB: messages, conversations, the outbox, raw payloads, opt-outs.
+//! Key schema and access patterns: see the crate documentation.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, ReturnValue, TransactWriteItem, Update,
+};
+use chrono::{DateTime, TimeDelta, Utc};
+use omni_core::domain::{
+    Channel, DeliveryStatus, Direction, InboundMessage, ProviderKind, SendResult, StatusUpdate,
+    TenantId, E164,
+};
+use omni_core::model::{
+    Conversation, DeliveryClaim, LastMessage, Message, NewOutbound, Page, StatusApplied,
+    StatusEvent,
+};
+use omni_core::ports::{MessageStore, StoreError, StoreResult};
+use uuid::Uuid;
+
+use crate::item::{
+    corrupt, decode_cursor, doc, encode_cursor, get_n, get_s, get_uuid, json, key, n, opt_s,
+    order_key, parse, parse_ts, s, ts, values, Item,
+};
+use crate::tenants::is_condition_failure;
+use crate::{sdk_error, AwsBackend};
+
+/// The largest page served, whatever the caller asks for.
+const MAX_PAGE: usize = 500;
+
+/// Attempts at an optimistic write before giving up (each retry re-reads what raced it).
+const WRITE_ATTEMPTS: usize = 16;
+
+/// Idempotency keys are honoured for this long (DynamoDB's TTL then removes them).
+const IDEMPOTENCY_TTL: TimeDelta = TimeDelta::days(30);
+
+/// Raw payloads larger than this are cut: a DynamoDB item holds at most 400 KB.
+const MAX_RAW_BODY: usize = 300 * 1024;
+
+/// Days of raw-payload expiry buckets [`MessageStore::purge_expired`] sweeps; anything older
+/// was already removed by DynamoDB's TTL, which acts within about two days.
+const PURGE_DAYS: i64 = 3;
+
+/// The outbox index partition (sparse: only queued messages are in it).
+const OUTBOX: &str = "OUTBOX";
+
+const SOURCE_API: &str = "api";
+const SOURCE_WORKER: &str = "worker";
+
+fn message_key(tenant: &TenantId, id: Uuid) -> Item {
+    key(format!("M#{tenant}#{id}"), "M")
+}
+
+fn conversation_key(tenant: &TenantId, id: Uuid) -> Item {
+    key(format!("C#{tenant}#{id}"), "C")
+}
+
+fn thread_key(tenant: &TenantId, channel: Channel, contact: &E164) -> Item {
+    key(format!("TH#{tenant}#{}#{contact}", channel.thread()), "TH")
+}
+
+fn carrier_id_key(tenant: &TenantId, provider: ProviderKind, carrier_id: &str) -> Item {
+    key(format!("PM#{tenant}#{provider}#{carrier_id}"), "PM")
+}
+
+fn opt_out_key(tenant: &TenantId, contact: &str) -> Item {
+    key(format!("O#{tenant}#{contact}"), "O")
+}
+
+fn messages_index(tenant: &TenantId, conversation: Uuid) -> String {
+    format!("MSGS#{tenant}#{conversation}")
+}
+
+fn conversations_index(tenant: &TenantId) -> String {
+    format!("CONVS#{tenant}")
+}
+
+fn raw_bucket(at: DateTime<Utc>) -> String {
+    format!("RAW#{}", at.format("%Y-%m-%d"))
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn tenant_of(item: &Item) -> StoreResult<TenantId> {
+    TenantId::parse(get_s(item, "tenant")?).map_err(|_| corrupt("tenant id"))
+}
+
+fn message_from(item: &Item) -> StoreResult<Message> {
+    let mut message: Message = doc(item, "doc")?;
+    message.tenant_id = Some(tenant_of(item)?);
+    Ok(message)
+}
+
+fn conversation_from(item: &Item, opted_out: bool) -> StoreResult<Conversation> {
+    let last_at = opt_s(item, "last_at").map(parse_ts).transpose()?;
+    let last_message = match (opt_s(item, "last_id"), opt_s(item, "last_dir"), last_at) {
+        (Some(id), Some(direction), Some(at)) => Some(LastMessage {
+            id: Uuid::parse_str(id).map_err(|_| corrupt("last_id"))?,
+            body: opt_s(item, "last_body").map(str::to_owned),
+            direction: direction.parse().map_err(|_| corrupt("last_dir"))?,
+            at,
+        }),
+        _ => None,
+    };
+    Ok(Conversation {
+        id: get_uuid(item, "id")?,
+        tenant_id: Some(tenant_of(item)?),
+        channel: parse(item, "channel")?,
+        contact: E164::from_e164(get_s(item, "contact")?).map_err(|_| corrupt("contact"))?,
+        tenant_number: E164::from_e164(get_s(item, "tenant_number")?)
+            .map_err(|_| corrupt("tenant_number"))?,
+        unread_count: get_n(item, "unread")?,
+        starred_count: get_n(item, "starred")?,
+        last_message,
+        last_message_at: last_at,
+        opted_out,
+    })
+}
+
+/// A new message item: the whole message as a document, plus the attributes conditions,
+/// indexes and claims work on.
+fn message_item(tenant: &TenantId, m: &Message) -> StoreResult<Item> {
+    let mut item = message_key(tenant, m.id);
+    item.extend(values([
+        ("tenant", s(tenant.as_str())),
+        ("id", s(m.id.to_string())),
+        ("doc", json(m)?),
+        ("st", s(m.status.as_str())),
+        ("srank", n(i64::from(m.status.rank()))),
+        ("ver", n(1)),
+        ("upd", s(ts(m.updated_at))),
+        ("attempts", n(0)),
+        ("gsi1pk", s(messages_index(tenant, m.conversation_id))),
+        ("gsi1sk", s(order_key(m.created_at, m.id))),
+    ]));
+    if m.status == DeliveryStatus::Queued {
+        item.insert("gsi2pk".into(), s(OUTBOX));
+        item.insert("gsi2sk".into(), s(outbox_key(tenant, m)));
+    }
+    Ok(item)
+}
+
+fn outbox_key(tenant: &TenantId, m: &Message) -> String {
+    format!("{}#{tenant}#{}", ts(m.updated_at), m.id)
+}
+
+/// Moves `message` to `merged` and records the transition; an unchanged status records nothing.
+fn transition(message: &mut Message, merged: DeliveryStatus, at: DateTime<Utc>, source: &str) {
+    if merged != message.status {
+        message.status = merged;
+        message.events.push(StatusEvent {
+            status: merged,
+            at,
+            source: source.to_owned(),
+        });
+    }
+}
+
+fn page_size(limit: usize) -> usize {
+    limit.clamp(1, MAX_PAGE)
+}
+
+/// What writing a new message came to.
+enum Written {
+    Stored(Box<(Message, Conversation)>),
+    /// The guard item (carrier id or idempotency key) was there already.
+    Duplicate(Item),
+}
+
+impl AwsBackend {
+    fn update_op(
+        &self,
+        key: Item,
+        expression: String,
+        condition: &str,
+        vals: Item,
+    ) -> StoreResult<TransactWriteItem> {
+        let update = Update::builder()
+            .table_name(&self.resources.table)
+            .set_key(Some(key))
+            .update_expression(expression)
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(vals))
+            .build()
+            .map_err(|e| sdk_error("Update", e))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// Writes a changed message (status, errors, carrier ids, events) if nobody changed it since
+    /// version `ver` was read; a status write also requires the rank not to go backwards.
+    /// Releases any delivery claim; keeps the message in the outbox index only while queued.
+    fn message_update_op(
+        &self,
+        tenant: &TenantId,
+        m: &Message,
+        ver: i64,
+    ) -> StoreResult<TransactWriteItem> {
+        let mut vals = values([
+            (":doc", json(m)?),
+            (":st", s(m.status.as_str())),
+            (":rank", n(i64::from(m.status.rank()))),
+            (":ver", n(ver)),
+            (":next", n(ver + 1)),
+            (":upd", s(ts(m.updated_at))),
+        ]);
+        let mut expression =
+            "SET doc = :doc, st = :st, srank = :rank, ver = :next, upd = :upd".to_owned();
+        if m.status == DeliveryStatus::Queued {
+            expression.push_str(", gsi2pk = :ob, gsi2sk = :obk REMOVE claim_until");
+            vals.insert(":ob".into(), s(OUTBOX));
+            vals.insert(":obk".into(), s(outbox_key(tenant, m)));
+        } else {
+            expression.push_str(" REMOVE claim_until, gsi2pk, gsi2sk");
+        }
+        self.update_op(
+            message_key(tenant, m.id),
+            expression,
+            "ver = :ver AND srank <= :rank",
+            vals,
+        )
+    }
+
+    /// A message with its version, for an optimistic update.
+    async fn load_message(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+    ) -> StoreResult<Option<(Message, i64)>> {
+        let Some(item) = self.get_item(message_key(tenant, id)).await? else {
+            return Ok(None);
+        };
+        Ok(Some((message_from(&item)?, get_n(&item, "ver")?)))
+    }
+
+    async fn conversation(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Conversation>> {
+        let Some(item) = self.get_item(conversation_key(tenant, id)).await? else {
+            return Ok(None);
+        };
+        let opted_out = self
+            .is_opted_out_str(tenant, get_s(&item, "contact")?)
+            .await?;
+        conversation_from(&item, opted_out).map(Some)
+    }
+
+    async fn is_opted_out_str(&self, tenant: &TenantId, contact: &str) -> StoreResult<bool> {
+        Ok(self.get_item(opt_out_key(tenant, contact)).await?.is_some())
+    }
+
+    /// Which of `contacts` opted out of this tenant (batched reads).
+    async fn opted_out_among(
+        &self,
+        tenant: &TenantId,
+        contacts: &[String],
+    ) -> StoreResult<HashSet<String>> {
+        let mut found = HashSet::new();
+        let unique: Vec<&String> = contacts
+            .iter()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        for chunk in unique.chunks(100) {
+            let mut request = KeysAndAttributes::builder().consistent_read(true);
+            for contact in chunk {
+                request = request.keys(opt_out_key(tenant, contact));
+            }
+            let mut pending = Some(request.build().map_err(|e| sdk_error("BatchGetItem", e))?);
+            while let Some(keys) = pending.take() {
+                let out = self
+                    .ddb
+                    .batch_get_item()
+                    .request_items(&self.resources.table, keys)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("BatchGetItem", e))?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.resources.table))
+                    .unwrap_or_default()
+                {
+                    let pk = get_s(&item, "pk")?;
+                    if let Some(contact) = pk.rsplit('#').next() {
+                        found.insert(contact.to_owned());
+                    }
+                }
+                pending = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.resources.table))
+                    .filter(|k| !k.keys.is_empty());
+            }
+        }
+        Ok(found)
+    }
+
+    /// Stores a new message and, in the same transaction, creates or updates its conversation
+    /// (thread lookup, `unread` added, last message moved only forward) and puts `guard` (the
+    /// carrier id or idempotency item) unless it exists.
+    async fn write_new_message(
+        &self,
+        tenant: &TenantId,
+        mut message: Message,
+        contact: &E164,
+        unread: i64,
+        guard: Option<Item>,
+    ) -> StoreResult<Written> {
+        let thread = thread_key(tenant, message.channel, contact);
+        let new_key = order_key(message.created_at, message.id);
+        for _ in 0..WRITE_ATTEMPTS {
+            let mut ops = Vec::new();
+            let conversation_id = match self.get_item(thread.clone()).await? {
+                None => {
+                    let id = Uuid::now_v7();
+                    let mut th = thread.clone();
+                    th.insert("conversation_id".into(), s(id.to_string()));
+                    ops.push(self.put_op(th, Some("attribute_not_exists(pk)"), None)?);
+                    let mut conv = conversation_key(tenant, id);
+                    conv.extend(values([
+                        ("id", s(id.to_string())),
+                        ("tenant", s(tenant.as_str())),
+                        ("channel", s(message.channel.thread().as_str())),
+                        ("contact", s(contact.as_str())),
+                        (
+                            "tenant_number",
+                            s(tenant_number(&message, contact).as_str()),
+                        ),
+                        ("unread", n(unread)),
+                        ("starred", n(0)),
+                        ("ver", n(1)),
+                        ("last_id", s(message.id.to_string())),
+                        ("last_dir", s(message.direction.as_str())),
+                        ("last_at", s(ts(message.created_at))),
+                        ("last_key", s(&new_key)),
+                        ("gsi1pk", s(conversations_index(tenant))),
+                        ("gsi1sk", s(order_key(message.created_at, id))),
+                    ]));
+                    if let Some(body) = &message.body {
+                        conv.insert("last_body".into(), s(body));
+                    }
+                    ops.push(self.put_op(conv, Some("attribute_not_exists(pk)"), None)?);
+                    id
+                }
+                Some(th) => {
+                    let id = get_uuid(&th, "conversation_id")?;
+                    let conv = self
+                        .get_item(conversation_key(tenant, id))
+                        .await?
+                        .ok_or_else(|| corrupt("thread without conversation"))?;
+                    let ver = get_n(&conv, "ver")?;
+                    let mut vals = values([
+                        (":tn", s(tenant_number(&message, contact).as_str())),
+                        (":ver", n(ver)),
+                        (":next", n(ver + 1)),
+                        (":u", n(unread)),
+                    ]);
+                    let mut set = vec!["tenant_number = :tn", "ver = :next"];
+                    let mut remove = Vec::new();
+                    // A late redelivery must not hide newer traffic; ties on time go to the
+                    // larger (later v7) id.
+                    if opt_s(&conv, "last_key").is_none_or(|k| k < new_key.as_str()) {
+                        set.extend([
+                            "last_id = :lid",
+                            "last_dir = :ldir",
+                            "last_at = :lat",
+                            "last_key = :lkey",
+                            "gsi1sk = :order",
+                        ]);
+                        vals.extend(values([
+                            (":lid", s(message.id.to_string())),
+                            (":ldir", s(message.direction.as_str())),
+                            (":lat", s(ts(message.created_at))),
+                            (":lkey", s(&new_key)),
+                            (":order", s(order_key(message.created_at, id))),
+                        ]));
+                        match &message.body {
+                            Some(body) => {
+                                set.push("last_body = :lbody");
+                                vals.insert(":lbody".into(), s(body));
+                            }
+                            None => remove.push("last_body"),
+                        }
+                    }
+                    let mut expression = format!("SET {} ADD unread :u", set.join(", "));
+                    if !remove.is_empty() {
+                        expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+                    }
+                    ops.push(self.update_op(
+                        conversation_key(tenant, id),
+                        expression,
+                        "ver = :ver",
+                        vals,
+                    )?);
+                    id
+                }
+            };
+            message.conversation_id = conversation_id;
+            ops.push(self.put_op(
+                message_item(tenant, &message)?,
+                Some("attribute_not_exists(pk)"),
+                None,
+            )?);
+            if let Some(guard) = &guard {
+                let mut g = guard.clone();
+                g.insert("message_id".into(), s(message.id.to_string()));
+                g.insert("direction".into(), s(message.direction.as_str()));
+                ops.push(self.put_op(g, Some("attribute_not_exists(pk)"), None)?);
+            }
+            if self.transact(ops).await? {
+                let conversation = self
+                    .conversation(tenant, conversation_id)
+                    .await?
+                    .ok_or_else(|| corrupt("conversation vanished"))?;
+                return Ok(Written::Stored(Box::new((message, conversation))));
+            }
+            if let Some(guard) = &guard {
+                let guard_key = key(get_s(guard, "pk")?, get_s(guard, "sk")?);
+                if let Some(existing) = self.get_item(guard_key).await? {
+                    return Ok(Written::Duplicate(existing));
+                }
+            }
+            // Raced with another writer of this conversation: read again and retry.
+        }
+        Err(StoreError::Backend(
+            "conversation too contended: gave up after repeated conflicts".into(),
+        ))
+    }
+
+    /// Read-modify-write of a message under its version, retried when a concurrent write wins.
+    /// `change` returns `None` to leave the message as it is.
+    async fn modify_message<F>(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        mut change: F,
+        extra: impl Fn(&Message) -> StoreResult<Vec<TransactWriteItem>>,
+    ) -> StoreResult<Message>
+    where
+        F: FnMut(Message) -> Option<Message>,
+    {
+        for _ in 0..WRITE_ATTEMPTS {
+            let (message, ver) = self.load_message(tenant, id).await?.ok_or_else(|| {
+                StoreError::Backend(format!("message {id} not found for tenant {tenant}"))
+            })?;
+            let Some(changed) = change(message.clone()) else {
+                return Ok(message);
+            };
+            let mut ops = vec![self.message_update_op(tenant, &changed, ver)?];
+            ops.extend(extra(&changed)?);
+            if self.transact(ops).await? {
+                return Ok(changed);
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "message {id}: gave up after repeated write conflicts"
+        )))
+    }
+
+    /// Index rows of one listing, newest first, after the cursor's key.
+    async fn list_index(
+        &self,
+        partition: String,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<(Vec<Item>, bool)> {
+        let after = cursor.map(decode_cursor).transpose()?;
+        let fetch = limit + 1;
+        let mut vals = values([(":p", s(partition))]);
+        let condition = match after {
+            Some(after) => {
+                vals.insert(":after".into(), s(after));
+                "gsi1pk = :p AND gsi1sk < :after"
+            }
+            None => "gsi1pk = :p",
+        };
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .ddb
+                .query()
+                .table_name(&self.resources.table)
+                .index_name("gsi1")
+                .key_condition_expression(condition)
+                .set_expression_attribute_values(Some(vals.clone()))
+                .scan_index_forward(false)
+                .limit(i32::try_from(fetch - items.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query", e))?;
+            items.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if items.len() >= fetch || start.is_none() {
+                break;
+            }
+        }
+        let more = items.len() > limit;
+        items.truncate(limit);
+        Ok((items, more))
+    }
+}
+
+/// The tenant's number in a message's thread: the other end from the contact.
+fn tenant_number<'a>(message: &'a Message, contact: &E164) -> &'a E164 {
+    if &message.from == contact {
+        &message.to
+    } else {
+        &message.from
+    }
+}
+
+fn next_cursor(more: bool, last: Option<&Item>) -> StoreResult<Option<String>> {
+    match (more, last) {
+        (true, Some(item)) => Ok(Some(encode_cursor(get_s(item, "gsi1sk")?))),
+        _ => Ok(None),
+    }
+}
+
+#[async_trait]
+impl MessageStore for AwsBackend {
+    async fn save_raw_webhook(
+        &self,
+        tenant: &TenantId,
+        provider: ProviderKind,
+        dedupe_key: &str,
+        body: &[u8],
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let now = Utc::now();
+        let mut item = key(format!("R#{tenant}#{dedupe_key}"), "R");
+        item.extend(values([
+            ("tenant", s(tenant.as_str())),
+            ("provider", s(provider.as_str())),
+            (
+                "body",
+                AttributeValue::B(body[..body.len().min(MAX_RAW_BODY)].to_vec().into()),
+            ),
+            ("received_at", s(ts(now))),
+            ("expires_at", n(millis(expires_at))),
+            ("ttl", n(expires_at.timestamp())),
+            ("gsi1pk", s(raw_bucket(expires_at))),
+            (
+                "gsi1sk",
+                s(format!("{}#{tenant}#{dedupe_key}", ts(expires_at))),
+            ),
+        ]));
+        if body.len() > MAX_RAW_BODY {
+            item.insert("truncated".into(), AttributeValue::Bool(true));
+        }
+        let put = self
+            .ddb
+            .put_item()
+            .table_name(&self.resources.table)
+            .set_item(Some(item))
+            // An expired copy that TTL has not removed yet does not count.
+            .condition_expression("attribute_not_exists(pk) OR expires_at <= :now")
+            .set_expression_attribute_values(Some(values([(":now", n(millis(now)))])))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(sdk_error("PutItem", e)),
+        }
+    }
+
+    async fn apply_inbound(
+        &self,
+        tenant: &TenantId,
+        m: &InboundMessage,
+    ) -> StoreResult<Option<(Message, Conversation)>> {
+        let message = Message {
+            id: m.id,
+            tenant_id: Some(tenant.clone()),
+            conversation_id: Uuid::nil(),
+            direction: Direction::Inbound,
+            channel: m.channel,
+            from: m.from.clone(),
+            to: m.to.clone(),
+            body: m.body.clone(),
+            media: m.media.clone(),
+            status: DeliveryStatus::Received,
+            provider: Some(m.provider),
+            provider_message_id: Some(m.provider_message_id.clone()),
+            error_code: None,
+            error_message: None,
+            starred: false,
+            created_at: m.received_at,
+            updated_at: m.received_at,
+            events: vec![StatusEvent {
+                status: DeliveryStatus::Received,
+                at: m.received_at,
+                source: m.provider.as_str().to_owned(),
+            }],
+        };
+        let guard = carrier_id_key(tenant, m.provider, &m.provider_message_id);
+        match self
+            .write_new_message(tenant, message, &m.from, 1, Some(guard))
+            .await?
+        {
+            Written::Stored(stored) => Ok(Some(*stored)),
+            Written::Duplicate(_) => Ok(None),
+        }
+    }
+
+    async fn apply_status(
+        &self,
+        tenant: &TenantId,
+        u: &StatusUpdate,
+    ) -> StoreResult<StatusApplied> {
+        let Some(index) = self
+            .get_item(carrier_id_key(tenant, u.provider, &u.provider_message_id))
+            .await?
+        else {
+            return Ok(StatusApplied::NotFound);
+        };
+        if opt_s(&index, "direction") != Some(Direction::Outbound.as_str()) {
+            return Ok(StatusApplied::NotFound);
+        }
+        let id = get_uuid(&index, "message_id")?;
+        let mut changed = false;
+        let message = self
+            .modify_message(
+                tenant,
+                id,
+                |mut message| {
+                    let merged = message.status.merge(u.status);
+                    if merged == message.status {
+                        changed = false;
+                        return None;
+                    }
+                    changed = true;
+                    transition(&mut message, merged, u.at, u.provider.as_str());
+                    if u.error_code.is_some() {
+                        message.error_code = u.error_code.clone();
+                    }
+                    if u.error_message.is_some() {
+                        message.error_message = u.error_message.clone();
+                    }
+                    message.updated_at = Utc::now();
+                    Some(message)
+                },
+                |_| Ok(Vec::new()),
+            )
+            .await?;
+        Ok(if changed {
+            StatusApplied::Changed(message)
+        } else {
+            StatusApplied::Unchanged(message)
+        })
+    }
+
+    async fn create_outbound(
+        &self,
+        tenant: &TenantId,
+        m: &NewOutbound,
+    ) -> StoreResult<(Message, bool)> {
+        let guard = m.idempotency_key.as_ref().map(|k| {
+            let mut g = key(format!("I#{tenant}#{k}"), "I");
+            g.insert("ttl".into(), n((m.at + IDEMPOTENCY_TTL).timestamp()));
+            g
+        });
+        let message = Message {
+            id: m.id,
+            tenant_id: Some(tenant.clone()),
+            conversation_id: Uuid::nil(),
+            direction: Direction::Outbound,
+            channel: m.channel,
+            from: m.from.clone(),
+            to: m.to.clone(),
+            body: m.body.clone(),
+            media: m.media.clone(),
+            status: DeliveryStatus::Queued,
+            provider: None,
+            provider_message_id: None,
+            error_code: None,
+            error_message: None,
+            starred: false,
+            created_at: m.at,
+            updated_at: m.at,
+            events: vec![StatusEvent {
+                status: DeliveryStatus::Queued,
+                at: m.at,
+                source: SOURCE_API.to_owned(),
+            }],
+        };
+        match self
+            .write_new_message(tenant, message, &m.to, 0, guard)
+            .await?
+        {
+            Written::Stored(stored) => Ok((stored.0, true)),
+            Written::Duplicate(existing) => {
+                let first = get_uuid(&existing, "message_id")?;
+                let (message, _) = self
+                    .load_message(tenant, first)
+                    .await?
+                    .ok_or_else(|| corrupt("idempotency key without message"))?;
+                Ok((message, false))
+            }
+        }
+    }
+
+    async fn claim_delivery(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        lease: Duration,
+    ) -> StoreResult<Option<DeliveryClaim>> {
+        let now = Utc::now();
+        let until = now + TimeDelta::from_std(lease).unwrap_or(TimeDelta::MAX);
+        let out = self
+            .ddb
+            .update_item()
+            .table_name(&self.resources.table)
+            .set_key(Some(message_key(tenant, id)))
+            .update_expression("SET claim_until = :until ADD attempts :one")
+            .condition_expression(
+                "attribute_exists(pk) AND st = :queued \
+                 AND (attribute_not_exists(claim_until) OR claim_until <= :now)",
+            )
+            .set_expression_attribute_values(Some(values([
+                (":until", n(millis(until))),
+                (":one", n(1)),
+                (":queued", s(DeliveryStatus::Queued.as_str())),
+                (":now", n(millis(now))),
+            ])))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match out {
+            Ok(out) => {
+                let item = out.attributes.ok_or_else(|| corrupt("claimed message"))?;
+                Ok(Some(DeliveryClaim {
+                    message: message_from(&item)?,
+                    attempt: u32::try_from(get_n(&item, "attempts")?).unwrap_or(u32::MAX),
+                }))
+            }
+            Err(e) if is_condition_failure(&e) => Ok(None),
+            Err(e) => Err(sdk_error("UpdateItem", e)),
+        }
+    }
+
+    async fn record_sent(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        r: &SendResult,
+    ) -> StoreResult<Message> {
+        // No claim is required: the carrier has taken the message even if our lease ran out
+        // during the call, and forgetting that would send it twice.
+        self.modify_message(
+            tenant,
+            id,
+            |mut message| {
+                let now = Utc::now();
+                // Carriers often answer "queued" on acceptance; for us that is at least sent.
+                let merged = message.status.merge(r.status).merge(DeliveryStatus::Sent);
+                transition(&mut message, merged, now, r.provider.as_str());
+                message.provider = Some(r.provider);
+                message.provider_message_id = Some(r.provider_message_id.clone());
+                message.updated_at = now;
+                Some(message)
+            },
+            |message| {
+                let mut index = carrier_id_key(tenant, r.provider, &r.provider_message_id);
+                index.extend(values([
+                    ("message_id", s(message.id.to_string())),
+                    ("direction", s(Direction::Outbound.as_str())),
+                ]));
+                Ok(vec![self.put_op(index, None, None)?])
+            },
+        )
+        .await
+    }
+
+    async fn record_retry(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        error_code: Option<&str>,
+        error: &str,
+    ) -> StoreResult<Message> {
+        self.modify_message(
+            tenant,
+            id,
+            |mut message| {
+                message.error_code = error_code.map(str::to_owned);
+                message.error_message = Some(error.to_owned());
+                // Touching updated_at keeps the sweeper off it until the retry is due.
+                message.updated_at = Utc::now();
+                Some(message)
+            },
+            |_| Ok(Vec::new()),
+        )
+        .await
+    }
+
+    async fn record_failed(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        error_code: Option<&str>,
+        error: &str,
+    ) -> StoreResult<Message> {
+        self.modify_message(
+            tenant,
+            id,
+            |mut message| {
+                let now = Utc::now();
+                // Through merge, so a message a carrier already delivered is never marked failed.
+                let merged = message.status.merge(DeliveryStatus::Failed);
+                transition(&mut message, merged, now, SOURCE_WORKER);
+                message.error_code = error_code.map(str::to_owned);
+                message.error_message = Some(error.to_owned());
+                message.updated_at = now;
+                Some(message)
+            },
+            |_| Ok(Vec::new()),
+        )
+        .await
+    }
+
+    async fn stranded_outbound(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<(TenantId, Uuid)>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        let vals = values([
+            (":ob", s(OUTBOX)),
+            (":before", s(ts(before))),
+            (":now", n(millis(Utc::now()))),
+        ]);
+        while out.len() < limit {
+            let page = self
+                .ddb
+                .query()
+                .table_name(&self.resources.table)
+                .index_name("gsi2")
+                .key_condition_expression("gsi2pk = :ob AND gsi2sk < :before")
+                .filter_expression("attribute_not_exists(claim_until) OR claim_until <= :now")
+                .set_expression_attribute_values(Some(vals.clone()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query", e))?;
+            for item in page.items.unwrap_or_default() {
+                if out.len() < limit {
+                    out.push((tenant_of(&item)?, get_uuid(&item, "id")?));
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_message(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Message>> {
+        Ok(self.load_message(tenant, id).await?.map(|(m, _)| m))
+    }
+
+    async fn list_conversations(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Conversation>> {
+        let limit = page_size(limit);
+        let (items, more) = self
+            .list_index(conversations_index(tenant), limit, cursor)
+            .await?;
+        let contacts = items
+            .iter()
+            .map(|i| get_s(i, "contact").map(str::to_owned))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let opted_out = self.opted_out_among(tenant, &contacts).await?;
+        let conversations = items
+            .iter()
+            .zip(&contacts)
+            .map(|(item, contact)| conversation_from(item, opted_out.contains(contact)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page {
+            items: conversations,
+            next_cursor: next_cursor(more, items.last())?,
+        })
+    }
+
+    async fn get_conversation(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+    ) -> StoreResult<Option<Conversation>> {
+        self.conversation(tenant, id).await
+    }
+
+    async fn list_messages(
+        &self,
+        tenant: &TenantId,
+        conversation: Uuid,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Message>> {
+        let limit = page_size(limit);
+        let (items, more) = self
+            .list_index(messages_index(tenant, conversation), limit, cursor)
+            .await?;
+        Ok(Page {
+            items: items.iter().map(message_from).collect::<StoreResult<_>>()?,
+            next_cursor: next_cursor(more, items.last())?,
+        })
+    }
+
+    async fn mark_read(
+        &self,
+        tenant: &TenantId,
+        conversation: Uuid,
+    ) -> StoreResult<Option<Conversation>> {
+        let out = self
+            .ddb
+            .update_item()
+            .table_name(&self.resources.table)
+            .set_key(Some(conversation_key(tenant, conversation)))
+            .update_expression("SET unread = :zero")
+            .condition_expression("attribute_exists(pk)")
+            .set_expression_attribute_values(Some(values([(":zero", n(0))])))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match out {
+            Ok(out) => {
+                let item = out.attributes.ok_or_else(|| corrupt("conversation"))?;
+                let opted_out = self
+                    .is_opted_out_str(tenant, get_s(&item, "contact")?)
+                    .await?;
+                conversation_from(&item, opted_out).map(Some)
+            }
+            Err(e) if is_condition_failure(&e) => Ok(None),
+            Err(e) => Err(sdk_error("UpdateItem", e)),
+        }
+    }
+
+    async fn set_starred(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        starred: bool,
+    ) -> StoreResult<Option<(Message, Conversation)>> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let Some((mut message, ver)) = self.load_message(tenant, id).await? else {
+                return Ok(None);
+            };
+            // Only a real change moves the count, so starring twice counts once. updated_at
+            // is left alone: it tracks delivery, and the sweeper reads it.
+            if message.starred != starred {
+                message.starred = starred;
+                let ops = vec![
+                    self.update_op(
+                        message_key(tenant, id),
+                        "SET doc = :doc, ver = :next".to_owned(),
+                        "ver = :ver",
+                        values([
+                            (":doc", json(&message)?),
+                            (":ver", n(ver)),
+                            (":next", n(ver + 1)),
+                        ]),
+                    )?,
+                    self.update_op(
+                        conversation_key(tenant, message.conversation_id),
+                        "ADD starred :d".to_owned(),
+                        "attribute_exists(pk)",
+                        values([(":d", n(if starred { 1 } else { -1 }))]),
+                    )?,
+                ];
+                if !self.transact(ops).await? {
+                    continue;
+                }
+            }
+            let conversation = self
+                .conversation(tenant, message.conversation_id)
+                .await?
+                .ok_or_else(|| corrupt("message without conversation"))?;
+            return Ok(Some((message, conversation)));
+        }
+        Err(StoreError::Backend(format!(
+            "message {id}: gave up after repeated write conflicts"
+        )))
+    }
+
+    async fn set_opt_out(
+        &self,
+        tenant: &TenantId,
+        contact: &E164,
+        opted_out: bool,
+    ) -> StoreResult<()> {
+        let key = opt_out_key(tenant, contact.as_str());
+        if opted_out {
+            let mut item = key;
+            item.insert("updated_at".into(), s(ts(Utc::now())));
+            self.put_item(item).await
+        } else {
+            self.ddb
+                .delete_item()
+                .table_name(&self.resources.table)
+                .set_key(Some(key))
+                .send()
+                .await
+                .map_err(|e| sdk_error("DeleteItem", e))?;
+            Ok(())
+        }
+    }
+
+    async fn is_opted_out(&self, tenant: &TenantId, contact: &E164) -> StoreResult<bool> {
+        self.is_opted_out_str(tenant, contact.as_str()).await
+    }
+
+    async fn purge_expired(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let mut purged = 0;
+        // '$' sorts right after '#', so every key of an expiry at or before `now` is below it.
+        let upto = format!("{}$", ts(now));
+        for days_ago in (0..PURGE_DAYS).rev() {
+            let bucket = raw_bucket(now - TimeDelta::days(days_ago));
+            let mut start = None;
+            loop {
+                let page = self
+                    .ddb
+                    .query()
+                    .table_name(&self.resources.table)
+                    .index_name("gsi1")
+                    .key_condition_expression("gsi1pk = :b AND gsi1sk < :upto")
+                    .set_expression_attribute_values(Some(values([
+                        (":b", s(&bucket)),
+                        (":upto", s(&upto)),
+                    ])))
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("Query", e))?;
+                for item in page.items.unwrap_or_default() {
+                    // The index may trail a re-save with a later expiry: check before deleting.
+                    let deleted = self
+                        .ddb
+                        .delete_item()
+                        .table_name(&self.resources.table)
+                        .set_key(Some(key(get_s(&item, "pk")?, get_s(&item, "sk")?)))
+                        .condition_expression("expires_at <= :now")
+                        .set_expression_attribute_values(Some(values([(":now", n(millis(now)))])))
+                        .send()
+                        .await;
+                    match deleted {
+                        Ok(_) => purged += 1,
+                        Err(e) if is_condition_failure(&e) => {}
+                        Err(e) => return Err(sdk_error("DeleteItem", e)),
+                    }
+                }
+                start = page.last_evaluated_key;
+                if start.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(purged)
+    }
+}

@@ -1,0 +1,79 @@
+//! [`Queue`] on SQS: inbound events go to the conversation updater's queue, deliveries to the
+//! delivery worker's; each has a dead-letter queue that SQS also redrives to after too many
+//! receives.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::MessageAttributeValue;
+use omni_core::ports::{Job, Queue, StoreError, StoreResult};
+
+use crate::{sdk_error, AwsBackend};
+
+/// SQS delays a message by at most 15 minutes; a longer delay is cut to that (the default
+/// retry policy never asks for more than 5).
+pub const MAX_SQS_DELAY: Duration = Duration::from_secs(900);
+
+fn job_kind(job: &Job) -> &'static str {
+    match job {
+        Job::Inbound { .. } => "inbound",
+        Job::Deliver { .. } => "deliver",
+    }
+}
+
+fn attribute(value: &str) -> StoreResult<MessageAttributeValue> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .map_err(|e| sdk_error("MessageAttributeValue", e))
+}
+
+impl AwsBackend {
+    fn queue_for(&self, job: &Job) -> &str {
+        match job {
+            Job::Inbound { .. } => &self.resources.inbound_queue_url,
+            Job::Deliver { .. } => &self.resources.delivery_queue_url,
+        }
+    }
+
+    fn dead_letter_queue_for(&self, job: &Job) -> &str {
+        match job {
+            Job::Inbound { .. } => &self.resources.inbound_dlq_url,
+            Job::Deliver { .. } => &self.resources.delivery_dlq_url,
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for AwsBackend {
+    async fn enqueue(&self, job: &Job, delay: Duration) -> StoreResult<()> {
+        let body = serde_json::to_string(job).map_err(|e| StoreError::Backend(e.to_string()))?;
+        // Round up, so a retry is never early.
+        let secs = delay.min(MAX_SQS_DELAY).as_secs_f64().ceil() as i32;
+        self.sqs
+            .send_message()
+            .queue_url(self.queue_for(job))
+            .message_body(body)
+            .delay_seconds(secs)
+            .message_attributes("job", attribute(job_kind(job))?)
+            .send()
+            .await
+            .map_err(|e| sdk_error("SendMessage", e))?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, job: &Job, reason: &str) -> StoreResult<()> {
+        let body = serde_json::to_string(job).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.sqs
+            .send_message()
+            .queue_url(self.dead_letter_queue_for(job))
+            .message_body(body)
+            .message_attributes("job", attribute(job_kind(job))?)
+            .message_attributes("reason", attribute(reason)?)
+            .send()
+            .await
+            .map_err(|e| sdk_error("SendMessage", e))?;
+        Ok(())
+    }
+}

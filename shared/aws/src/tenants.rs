@@ -1,0 +1,239 @@
+//! [`TenantStore`] on DynamoDB: tenants, number routes (with a per-tenant mirror written in the
+//! same transaction) and API key hashes.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
+use omni_core::domain::{TenantId, E164};
+use omni_core::model::{NumberRoute, Tenant};
+use omni_core::ports::{StoreError, StoreResult, TenantStore};
+
+use crate::item::{doc, get_s, item, json, key, s, values, Item};
+use crate::{error_code, sdk_error, AwsBackend};
+
+pub(crate) fn tenant_pk(tenant: &TenantId) -> String {
+    format!("T#{tenant}")
+}
+
+fn route_key(number: &E164) -> Item {
+    key(format!("N#{number}"), "ROUTE")
+}
+
+fn mirror_key(tenant: &TenantId, number: &E164) -> Item {
+    key(tenant_pk(tenant), format!("N#{number}"))
+}
+
+impl AwsBackend {
+    /// A strongly consistent read of one item.
+    pub(crate) async fn get_item(&self, key: Item) -> StoreResult<Option<Item>> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.resources.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// A put with no condition.
+    pub(crate) async fn put_item(&self, item: Item) -> StoreResult<()> {
+        self.ddb
+            .put_item()
+            .table_name(&self.resources.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutItem", e))?;
+        Ok(())
+    }
+
+    /// Every item of a partition whose sort key starts with `prefix`, in order.
+    pub(crate) async fn query_prefix(&self, pk: &str, prefix: &str) -> StoreResult<Vec<Item>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .ddb
+                .query()
+                .table_name(&self.resources.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .set_expression_attribute_values(Some(values([
+                    (":pk", s(pk)),
+                    (":prefix", s(prefix)),
+                ])))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query", e))?;
+            out.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    pub(crate) fn put_op(
+        &self,
+        item: Item,
+        condition: Option<&str>,
+        vals: Option<Item>,
+    ) -> StoreResult<TransactWriteItem> {
+        let put = Put::builder()
+            .table_name(&self.resources.table)
+            .set_item(Some(item))
+            .set_condition_expression(condition.map(str::to_owned))
+            .set_expression_attribute_values(vals)
+            .build()
+            .map_err(|e| sdk_error("Put", e))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    pub(crate) fn delete_op(
+        &self,
+        key: Item,
+        condition: Option<&str>,
+        vals: Option<Item>,
+    ) -> StoreResult<TransactWriteItem> {
+        let delete = Delete::builder()
+            .table_name(&self.resources.table)
+            .set_key(Some(key))
+            .set_condition_expression(condition.map(str::to_owned))
+            .set_expression_attribute_values(vals)
+            .build()
+            .map_err(|e| sdk_error("Delete", e))?;
+        Ok(TransactWriteItem::builder().delete(delete).build())
+    }
+
+    /// Runs a transaction; `Ok(false)` when a condition cancelled it.
+    pub(crate) async fn transact(&self, items: Vec<TransactWriteItem>) -> StoreResult<bool> {
+        match self
+            .ddb
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let cancelled = e
+                    .as_service_error()
+                    .is_some_and(|se| se.is_transaction_canceled_exception());
+                if cancelled {
+                    Ok(false)
+                } else {
+                    Err(sdk_error("TransactWriteItems", e))
+                }
+            }
+        }
+    }
+}
+
+/// Whether an SDK error is a failed write condition.
+pub(crate) fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
+    e: &E,
+) -> bool {
+    error_code(e) == Some("ConditionalCheckFailedException")
+}
+
+#[async_trait]
+impl TenantStore for AwsBackend {
+    async fn put_tenant(&self, tenant: &Tenant) -> StoreResult<Tenant> {
+        let mut stored = tenant.clone();
+        let key = key(tenant_pk(&tenant.id), "TENANT");
+        // On update the first created_at wins: it records when the tenant came to be.
+        if let Some(existing) = self.get_item(key.clone()).await? {
+            let existing: Tenant = doc(&existing, "doc")?;
+            stored.created_at = existing.created_at;
+        }
+        let mut record = key;
+        record.insert("doc".into(), json(&stored)?);
+        self.put_item(record).await?;
+        Ok(stored)
+    }
+
+    async fn get_tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>> {
+        self.get_item(key(tenant_pk(id), "TENANT"))
+            .await?
+            .map(|i| doc(&i, "doc"))
+            .transpose()
+    }
+
+    async fn put_number(&self, route: &NumberRoute) -> StoreResult<NumberRoute> {
+        let tenant = s(route.tenant_id.as_str());
+        let mut record = route_key(&route.number);
+        record.insert("tenant".into(), tenant.clone());
+        record.insert("doc".into(), json(route)?);
+        let mut mirror = mirror_key(&route.tenant_id, &route.number);
+        mirror.insert("doc".into(), json(route)?);
+        let ops = vec![
+            self.put_op(
+                record,
+                Some("attribute_not_exists(pk) OR tenant = :t"),
+                Some(values([(":t", tenant)])),
+            )?,
+            self.put_op(mirror, None, None)?,
+        ];
+        if self.transact(ops).await? {
+            Ok(route.clone())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "number {} is held by another tenant",
+                route.number
+            )))
+        }
+    }
+
+    async fn delete_number(&self, tenant: &TenantId, number: &E164) -> StoreResult<bool> {
+        let ops = vec![
+            self.delete_op(
+                route_key(number),
+                Some("tenant = :t"),
+                Some(values([(":t", s(tenant.as_str()))])),
+            )?,
+            self.delete_op(mirror_key(tenant, number), None, None)?,
+        ];
+        self.transact(ops).await
+    }
+
+    async fn number_route(&self, number: &E164) -> StoreResult<Option<NumberRoute>> {
+        self.get_item(route_key(number))
+            .await?
+            .map(|i| doc(&i, "doc"))
+            .transpose()
+    }
+
+    async fn tenant_numbers(&self, tenant: &TenantId) -> StoreResult<Vec<NumberRoute>> {
+        self.query_prefix(&tenant_pk(tenant), "N#")
+            .await?
+            .iter()
+            .map(|i| doc(i, "doc"))
+            .collect()
+    }
+
+    async fn put_api_key(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+        key_hash: &str,
+    ) -> StoreResult<()> {
+        let mut record = key(format!("K#{key_hash}"), "KEY");
+        record.extend(item([
+            ("tenant", s(tenant.as_str())),
+            ("key_id", s(key_id)),
+        ]));
+        self.put_item(record).await
+    }
+
+    async fn tenant_for_api_key(&self, key_hash: &str) -> StoreResult<Option<TenantId>> {
+        let Some(found) = self.get_item(key(format!("K#{key_hash}"), "KEY")).await? else {
+            return Ok(None);
+        };
+        TenantId::parse(get_s(&found, "tenant")?)
+            .map(Some)
+            .map_err(|_| crate::item::corrupt("tenant id"))
+    }
+}
