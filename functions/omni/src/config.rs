@@ -2,13 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Args;
-use omni_core::providers::{
-    Credentials, ProviderEndpoints, Secret, TwilioCredentials, VoipmsCredentials,
-};
-use omni_core::service::{PlatformCredentials, RetryPolicy, ServiceSettings};
+use omni_api::config::ServiceArgs;
+use omni_core::service::ServiceSettings;
 
 /// Settings of `omni serve` (every flag also reads its environment variable).
 #[derive(Debug, Clone, Args)]
@@ -25,48 +22,12 @@ pub struct ServeConfig {
     /// Base URL as carriers see it (checks URL-signed webhooks); default http://{addr}.
     #[arg(long, env = "OMNI_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// Twilio API base URL.
-    #[arg(
-        long,
-        env = "OMNI_TWILIO_API_URL",
-        default_value = "https://api.twilio.com"
-    )]
-    pub twilio_api_url: String,
-    /// VoIP.ms REST endpoint.
-    #[arg(
-        long,
-        env = "OMNI_VOIPMS_API_URL",
-        default_value = "https://voip.ms/api/v1/rest.php"
-    )]
-    pub voipms_api_url: String,
-    /// WhatsApp Cloud API (Graph) base URL, version included.
-    #[arg(
-        long,
-        env = "OMNI_WHATSAPP_API_URL",
-        default_value = "https://graph.facebook.com/v21.0"
-    )]
-    pub whatsapp_api_url: String,
-    /// Attempts per outbound message before it is dead-lettered.
-    #[arg(long, env = "OMNI_RETRY_MAX_ATTEMPTS", default_value_t = 6)]
-    pub retry_max_attempts: u32,
-    /// First retry delay in milliseconds (doubles each attempt, with jitter).
-    #[arg(long, env = "OMNI_RETRY_BASE_MS", default_value_t = 2000)]
-    pub retry_base_ms: u64,
-    /// Longest retry delay in milliseconds.
-    #[arg(long, env = "OMNI_RETRY_MAX_MS", default_value_t = 300_000)]
-    pub retry_max_ms: u64,
-    /// Seconds a queued message may sit with no job before the sweeper re-queues it.
-    #[arg(long, env = "OMNI_SWEEP_AFTER_SECS", default_value_t = 30)]
-    pub sweep_after_secs: u64,
-    /// Days raw webhook payloads are kept.
-    #[arg(long, env = "OMNI_RAW_RETENTION_DAYS", default_value_t = 30)]
-    pub raw_retention_days: u64,
     /// Milliseconds between signal-cli polls.
     #[arg(long, env = "OMNI_SIGNAL_POLL_MS", default_value_t = 2000)]
     pub signal_poll_ms: u64,
-    /// Carrier HTTP timeout in milliseconds.
-    #[arg(long, env = "OMNI_CARRIER_TIMEOUT_MS", default_value_t = 15_000)]
-    pub carrier_timeout_ms: u64,
+    /// Carriers, retries and retention.
+    #[command(flatten)]
+    pub service: ServiceArgs,
     /// Log format: `text` or `json`.
     #[arg(long, env = "OMNI_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -83,55 +44,8 @@ impl ServeConfig {
             .unwrap_or_else(|| format!("http://{}", self.addr))
     }
 
-    /// The carriers' base URLs.
-    pub fn endpoints(&self) -> ProviderEndpoints {
-        ProviderEndpoints {
-            twilio: self.twilio_api_url.clone(),
-            voipms: self.voipms_api_url.clone(),
-            whatsapp: self.whatsapp_api_url.clone(),
-        }
-    }
-
     /// The services' settings.
     pub fn settings(&self) -> ServiceSettings {
-        ServiceSettings {
-            public_url: self.public_url(),
-            raw_retention: Duration::from_secs(self.raw_retention_days * 24 * 3600),
-            retry: RetryPolicy {
-                max_attempts: self.retry_max_attempts.max(1),
-                base: Duration::from_millis(self.retry_base_ms),
-                max: Duration::from_millis(self.retry_max_ms.max(self.retry_base_ms)),
-            },
-            claim_lease: Duration::from_secs(60),
-            sweep_after: Duration::from_secs(self.sweep_after_secs),
-        }
+        self.service.settings(self.public_url())
     }
-}
-
-/// Platform fallback credentials from the environment (used only for tenants with none).
-pub fn platform_credentials() -> PlatformCredentials {
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let twilio = match (var("TWILIO_ACCOUNT_SID"), var("TWILIO_AUTH_TOKEN")) {
-        (Some(account_sid), Some(token)) => Some(Credentials::Twilio(TwilioCredentials {
-            account_sid,
-            auth_token: Secret::new(token),
-            webhook_keys: Default::default(),
-        })),
-        _ => None,
-    };
-    let voipms = match (
-        var("VOIPMS_API_USERNAME"),
-        var("VOIPMS_API_PASSWORD"),
-        var("VOIPMS_WEBHOOK_SECRET"),
-    ) {
-        (Some(api_username), Some(password), Some(secret)) => {
-            Some(Credentials::Voipms(VoipmsCredentials {
-                api_username,
-                api_password: Secret::new(password),
-                webhook_secret: Secret::new(secret),
-            }))
-        }
-        _ => None,
-    };
-    PlatformCredentials { twilio, voipms }
 }

@@ -29,7 +29,7 @@ pub fn spawn_all(
     stop: watch::Receiver<bool>,
     config: &ServeConfig,
 ) -> Vec<JoinHandle<()>> {
-    let sweep_every = Duration::from_secs(config.sweep_after_secs.clamp(1, 10));
+    let sweep_every = Duration::from_secs(config.service.sweep_after_secs.clamp(1, 10));
     let poll_every = Duration::from_millis(config.signal_poll_ms.max(100));
     vec![
         tokio::spawn(run_jobs(backend.clone(), services.clone(), stop.clone())),

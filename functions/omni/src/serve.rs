@@ -12,8 +12,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::config::{platform_credentials, ServeConfig};
+use crate::config::ServeConfig;
 use crate::{demo, runner};
+use omni_api::config::platform_credentials;
 
 /// Installs the log subscriber: human-readable by default, JSON for log shippers.
 pub fn init_tracing(format: &str) {
@@ -52,7 +53,7 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
 
     let hub = Arc::new(WsHub::default());
-    let http = http_client(Duration::from_millis(config.carrier_timeout_ms));
+    let http = http_client(Duration::from_millis(config.service.carrier_timeout_ms));
     let mut settings = config.settings();
     if config.public_url.is_none() {
         // With port 0 the real port is only known now.
@@ -64,7 +65,7 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
         messages: backend.clone(),
         queue: backend.clone(),
         push: hub.clone(),
-        providers: ProviderRegistry::new(http.clone(), &config.endpoints(), config.demo),
+        providers: ProviderRegistry::new(http.clone(), &config.service.endpoints(), config.demo),
         platform: platform_credentials(),
         settings,
     };

@@ -5,6 +5,7 @@
 //! ([`error`]).
 
 pub mod admin;
+pub mod config;
 pub mod console;
 pub mod dispatch;
 pub mod error;

@@ -55,6 +55,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use omni_core::ports::StoreError;
 
+pub use aws_config::SdkConfig;
 pub use connections::ApiGatewayPush;
 pub use secrets::SecretCache;
 

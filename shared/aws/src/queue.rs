@@ -77,3 +77,27 @@ impl Queue for AwsBackend {
         Ok(())
     }
 }
+
+impl AwsBackend {
+    /// Makes a received message visible again after `delay` instead of the queue's visibility
+    /// timeout: how a consumer schedules the retry of a message it reports as failed (SQS
+    /// counts the receive, and redrives to the dead-letter queue after too many).
+    pub async fn redeliver_after(
+        &self,
+        queue_url: &str,
+        receipt_handle: &str,
+        delay: Duration,
+    ) -> StoreResult<()> {
+        // SQS allows at most 12 hours.
+        let secs = delay.as_secs().min(12 * 3600) as i32;
+        self.sqs
+            .change_message_visibility()
+            .queue_url(queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(secs)
+            .send()
+            .await
+            .map_err(|e| sdk_error("ChangeMessageVisibility", e))?;
+        Ok(())
+    }
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use omni_core::domain::{ProviderKind, TenantId};
 use omni_core::ports::{SecretStore, StoreError, StoreResult};
-use omni_core::providers::Credentials;
+use omni_core::providers::{Credentials, Secret};
 
 use crate::item::{get_s, key, parse, s, values};
 use crate::tenants::tenant_pk;
@@ -215,5 +215,21 @@ impl SecretStore for AwsBackend {
                 return Ok(out);
             }
         }
+    }
+}
+
+impl AwsBackend {
+    /// The string value of a platform secret (e.g. the admin token), read once at start-up.
+    pub async fn platform_secret(&self, secret_id: &str) -> StoreResult<Secret> {
+        let out = self
+            .secrets
+            .get_secret_value()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetSecretValue", e))?;
+        out.secret_string()
+            .map(Secret::new)
+            .ok_or_else(|| StoreError::Backend(format!("secret {secret_id} has no string value")))
     }
 }

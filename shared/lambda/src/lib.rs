@@ -1,0 +1,137 @@
+//! Omni on AWS Lambda: configuration read once per cold start, the services wired to the AWS
+//! backend, and one handler per function. Each function's `main` is a few lines that pick a
+//! handler (see `functions/`); the HTTP functions run the same axum routers as `omni serve`
+//! under `lambda_http`.
+
+#![warn(missing_docs)]
+
+mod handlers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use omni_api::config::{platform_credentials, ServiceArgs};
+use omni_api::AppState;
+use omni_aws::{ApiGatewayPush, AwsBackend, AwsResources};
+use omni_core::providers::{http_client, ProviderRegistry, Secret};
+use omni_core::service::Services;
+use rand::Rng;
+
+pub use handlers::{
+    conversation_updater, delivery_worker, outbox_sweeper, signal_poller, ws_connect,
+    ws_disconnect, PollReport, SweepReport,
+};
+pub use lambda_runtime::Error;
+
+/// Settings of every function, from its environment (the template sets them).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "omni-lambda")]
+pub struct LambdaConfig {
+    /// The HTTP API's public base URL (checks URL-signed webhooks, builds status callbacks).
+    #[arg(long, env = "OMNI_PUBLIC_URL")]
+    pub public_url: String,
+    /// The WebSocket API stage's management endpoint, for pushes.
+    #[arg(long, env = "OMNI_WS_ENDPOINT")]
+    pub ws_endpoint: String,
+    /// Secrets Manager id of the admin token (the admin function).
+    #[arg(long, env = "OMNI_ADMIN_TOKEN_SECRET")]
+    pub admin_token_secret: Option<String>,
+    /// Seconds tenant credentials stay cached in memory.
+    #[arg(long, env = "OMNI_SECRET_TTL_SECS", default_value_t = 300)]
+    pub secret_ttl_secs: u64,
+    /// Carriers, retries and retention.
+    #[command(flatten)]
+    pub service: ServiceArgs,
+}
+
+impl LambdaConfig {
+    /// Reads the settings from the environment only.
+    pub fn from_env() -> Result<Self, Error> {
+        Ok(LambdaConfig::try_parse_from(["omni-lambda"])?)
+    }
+}
+
+/// What a function keeps between invocations: the services over the AWS backend.
+#[derive(Clone)]
+pub struct Omni {
+    /// The flows.
+    pub services: Services,
+    /// The backend (for the WebSocket connection table and SQS visibility).
+    pub backend: AwsBackend,
+    admin_token: Secret,
+}
+
+impl std::fmt::Debug for Omni {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Omni")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Omni {
+    /// Reads the environment and builds the clients: a function's cold start.
+    pub async fn from_env() -> Result<Self, Error> {
+        let config = LambdaConfig::from_env()?;
+        let resources = AwsResources::from_env()?;
+        let sdk = omni_aws::sdk_config().await;
+        Omni::new(&config, &sdk, resources).await
+    }
+
+    /// Wires the services to the AWS backend described by `resources`.
+    pub async fn new(
+        config: &LambdaConfig,
+        sdk: &omni_aws::SdkConfig,
+        resources: AwsResources,
+    ) -> Result<Self, Error> {
+        let backend = AwsBackend::new(sdk, resources)
+            .with_secret_ttl(Duration::from_secs(config.secret_ttl_secs));
+        let push = Arc::new(ApiGatewayPush::new(
+            sdk,
+            backend.clone(),
+            &config.ws_endpoint,
+        ));
+        let admin_token = match &config.admin_token_secret {
+            Some(id) => backend.platform_secret(id).await?,
+            // Functions that do not serve /v1/admin get a token nobody knows.
+            None => Secret::new(hex::encode(rand::thread_rng().gen::<[u8; 32]>())),
+        };
+        let http = http_client(Duration::from_millis(config.service.carrier_timeout_ms));
+        let services = Services {
+            tenants: Arc::new(backend.clone()),
+            secrets: Arc::new(backend.clone()),
+            messages: Arc::new(backend.clone()),
+            queue: Arc::new(backend.clone()),
+            push,
+            providers: ProviderRegistry::new(http, &config.service.endpoints(), false),
+            platform: platform_credentials(),
+            settings: config.service.settings(config.public_url.clone()),
+        };
+        Ok(Omni {
+            services,
+            backend,
+            admin_token,
+        })
+    }
+
+    /// The state the HTTP routers share.
+    pub fn app_state(&self) -> AppState {
+        AppState {
+            services: self.services.clone(),
+            admin_token: self.admin_token.clone(),
+        }
+    }
+}
+
+/// Logs as JSON lines on stdout (CloudWatch), filtered by `OMNI_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("OMNI_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .without_time()
+        .try_init();
+}
