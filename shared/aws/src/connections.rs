@@ -99,6 +99,7 @@ impl ApiGatewayPush {
 impl Push for ApiGatewayPush {
     async fn push(&self, event: &PushEvent) -> StoreResult<()> {
         let frame = serde_json::to_vec(event).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let mut failed = None;
         for connection in self.backend.connections(&event.tenant_id).await? {
             let sent = self
                 .client
@@ -113,12 +114,15 @@ impl Push for ApiGatewayPush {
                     debug!(connection, "connection gone, forgetting it");
                     self.backend.remove_connection(&connection).await?;
                 }
-                // One broken dashboard must not keep the others from hearing.
+                // One broken dashboard must not keep the others from hearing: try them all,
+                // then report the failure.
                 Err(e) => {
-                    warn!(connection, error = %sdk_error("PostToConnection", e), "push failed")
+                    let error = sdk_error("PostToConnection", e);
+                    warn!(connection, error = %error, "push failed");
+                    failed.get_or_insert(error);
                 }
             }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 }

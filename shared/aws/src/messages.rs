@@ -18,6 +18,7 @@ use omni_core::model::{
     StatusEvent,
 };
 use omni_core::ports::{MessageStore, StoreError, StoreResult};
+use rand::Rng;
 use uuid::Uuid;
 
 use crate::item::{
@@ -31,7 +32,15 @@ use crate::{sdk_error, AwsBackend};
 const MAX_PAGE: usize = 500;
 
 /// Attempts at an optimistic write before giving up (each retry re-reads what raced it).
-const WRITE_ATTEMPTS: usize = 16;
+const WRITE_ATTEMPTS: u32 = 24;
+
+/// A short random pause before retrying a write that lost a race, growing with the attempt,
+/// so contending writers spread out instead of colliding again.
+async fn back_off(attempt: u32) {
+    let ceiling_ms = 4u64 << attempt.min(5);
+    let pause = rand::thread_rng().gen_range(1..=ceiling_ms);
+    tokio::time::sleep(Duration::from_millis(pause)).await;
+}
 
 /// Idempotency keys are honoured for this long (DynamoDB's TTL then removes them).
 const IDEMPOTENCY_TTL: TimeDelta = TimeDelta::days(30);
@@ -308,7 +317,10 @@ impl AwsBackend {
     ) -> StoreResult<Written> {
         let thread = thread_key(tenant, message.channel, contact);
         let new_key = order_key(message.created_at, message.id);
-        for _ in 0..WRITE_ATTEMPTS {
+        for attempt in 0..WRITE_ATTEMPTS {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
             let mut ops = Vec::new();
             let conversation_id = match self.get_item(thread.clone()).await? {
                 None => {
@@ -439,7 +451,10 @@ impl AwsBackend {
     where
         F: FnMut(Message) -> Option<Message>,
     {
-        for _ in 0..WRITE_ATTEMPTS {
+        for attempt in 0..WRITE_ATTEMPTS {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
             let (message, ver) = self.load_message(tenant, id).await?.ok_or_else(|| {
                 StoreError::Backend(format!("message {id} not found for tenant {tenant}"))
             })?;
@@ -950,7 +965,10 @@ impl MessageStore for AwsBackend {
         id: Uuid,
         starred: bool,
     ) -> StoreResult<Option<(Message, Conversation)>> {
-        for _ in 0..WRITE_ATTEMPTS {
+        for attempt in 0..WRITE_ATTEMPTS {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
             let Some((mut message, ver)) = self.load_message(tenant, id).await? else {
                 return Ok(None);
             };

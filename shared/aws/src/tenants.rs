@@ -49,7 +49,8 @@ impl AwsBackend {
         Ok(())
     }
 
-    /// Every item of a partition whose sort key starts with `prefix`, in order.
+    /// Every item of a partition whose sort key starts with `prefix` (all of them when it is
+    /// empty), in order.
     pub(crate) async fn query_prefix(&self, pk: &str, prefix: &str) -> StoreResult<Vec<Item>> {
         let mut out = Vec::new();
         let mut start = None;
@@ -58,11 +59,16 @@ impl AwsBackend {
                 .ddb
                 .query()
                 .table_name(&self.resources.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .set_expression_attribute_values(Some(values([
-                    (":pk", s(pk)),
-                    (":prefix", s(prefix)),
-                ])))
+                .key_condition_expression(if prefix.is_empty() {
+                    "pk = :pk"
+                } else {
+                    "pk = :pk AND begins_with(sk, :prefix)"
+                })
+                .set_expression_attribute_values(Some(if prefix.is_empty() {
+                    values([(":pk", s(pk))])
+                } else {
+                    values([(":pk", s(pk)), (":prefix", s(prefix))])
+                }))
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()
