@@ -50,6 +50,12 @@ impl LambdaConfig {
     pub fn from_env() -> Result<Self, Error> {
         Ok(LambdaConfig::try_parse_from(["omni-lambda"])?)
     }
+
+    /// Settings from explicit `--flag value` pairs (the environment still fills the rest):
+    /// for tests and harnesses. Panics on an invalid flag.
+    pub fn from_args<'a>(args: impl IntoIterator<Item = &'a str>) -> Self {
+        LambdaConfig::parse_from(std::iter::once("omni-lambda").chain(args))
+    }
 }
 
 /// What a function keeps between invocations: the services over the AWS backend.

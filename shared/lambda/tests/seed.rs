@@ -1,0 +1,159 @@
+//! The world events/*.json describe (events/README.md): tenant `acme-dispatch` with a Twilio,
+//! a VoIP.ms and a WhatsApp number, their credentials, an API key, a queued message and a sent
+//! one, in fresh emulator resources. Shared by the events test and the cold-start bench.
+
+use chrono::{TimeDelta, Utc};
+use omni_aws::provision::{create_resources, emulator_config};
+use omni_aws::{AwsBackend, AwsResources, SdkConfig};
+use omni_core::domain::{
+    Channel, DeliveryStatus, ProviderKind, Region, SendResult, TenantId, E164,
+};
+use omni_core::model::{NewOutbound, NumberRoute, Tenant};
+use omni_core::ports::{MessageStore, SecretStore, TenantStore};
+use omni_core::providers::{
+    Credentials, Secret, TwilioCredentials, VoipmsCredentials, WhatsappCredentials,
+};
+use omni_core::service::hash_api_key;
+use uuid::Uuid;
+
+pub const TENANT: &str = "acme-dispatch";
+pub const TWILIO_NUMBER: &str = "+15555550100";
+pub const VOIPMS_NUMBER: &str = "+15555550101";
+pub const WHATSAPP_NUMBER: &str = "+15555550102";
+pub const CONTACT: &str = "+15555550123";
+pub const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub const TWILIO_TOKEN: &str = "events0twilio0auth0token00000000";
+pub const VOIPMS_SECRET: &str = "events-voipms-secret";
+pub const WHATSAPP_APP_SECRET: &str = "events-whatsapp-app-secret";
+pub const WHATSAPP_PHONE_NUMBER_ID: &str = "106540352242922";
+pub const API_KEY: &str = "omk_events0demo0key000000000000000000";
+pub const ADMIN_TOKEN: &str = "oat_events0admin0token";
+pub const PUBLIC_URL: &str = "https://omni.example.test";
+pub const QUEUED_MESSAGE: &str = "0193c9a0-0000-7000-8000-000000000001";
+pub const SENT_CARRIER_ID: &str = "SMfedcba9876543210fedcba9876543210";
+pub const CONNECTION: &str = "Ab1Cd2Ef3Gh4=";
+
+pub fn tenant() -> TenantId {
+    TenantId::parse(TENANT).unwrap()
+}
+
+pub fn number(n: &str) -> E164 {
+    E164::from_e164(n).unwrap()
+}
+
+/// Fresh resources in the emulator, seeded; also the admin token's secret id.
+pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
+    let config = emulator_config().await;
+    let prefix = format!("omni-events-{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let resources: AwsResources = create_resources(&config, &prefix).await.unwrap();
+    let b = AwsBackend::new(&config, resources);
+    let now = Utc::now();
+    let t = tenant();
+    b.put_tenant(&Tenant {
+        id: t.clone(),
+        name: "ACME Dispatch".into(),
+        default_region: "US".parse::<Region>().unwrap(),
+        help_text: None,
+        created_at: now,
+        updated_at: now,
+    })
+    .await
+    .unwrap();
+    for (n, provider, channels) in [
+        (
+            TWILIO_NUMBER,
+            ProviderKind::Twilio,
+            vec![Channel::Sms, Channel::Mms],
+        ),
+        (
+            VOIPMS_NUMBER,
+            ProviderKind::Voipms,
+            vec![Channel::Sms, Channel::Mms],
+        ),
+        (
+            WHATSAPP_NUMBER,
+            ProviderKind::Whatsapp,
+            vec![Channel::Whatsapp],
+        ),
+    ] {
+        b.put_number(&NumberRoute {
+            number: number(n),
+            tenant_id: t.clone(),
+            provider,
+            channels,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    }
+    for credentials in [
+        Credentials::Twilio(TwilioCredentials {
+            account_sid: TWILIO_SID.into(),
+            auth_token: Secret::new(TWILIO_TOKEN),
+            webhook_keys: Default::default(),
+        }),
+        Credentials::Voipms(VoipmsCredentials {
+            api_username: "events@example.test".into(),
+            api_password: Secret::new("events-voipms-api-password"),
+            webhook_secret: Secret::new(VOIPMS_SECRET),
+        }),
+        Credentials::Whatsapp(WhatsappCredentials {
+            phone_number_id: WHATSAPP_PHONE_NUMBER_ID.into(),
+            access_token: Secret::new("events-whatsapp-access-token"),
+            app_secret: Secret::new(WHATSAPP_APP_SECRET),
+            verify_token: Secret::new("events-whatsapp-verify-token"),
+        }),
+    ] {
+        b.put_credentials(&t, &credentials).await.unwrap();
+    }
+    b.put_api_key(&t, "key_events", &hash_api_key(API_KEY))
+        .await
+        .unwrap();
+    // One queued for the delivery worker, one stranded for the sweeper, one sent (its
+    // delivery receipt is in the updater's event).
+    let outbound = |id: Uuid, at| NewOutbound {
+        id,
+        channel: Channel::Sms,
+        from: number(TWILIO_NUMBER),
+        to: number(CONTACT),
+        body: Some("Units are on their way.".into()),
+        media: vec![],
+        idempotency_key: None,
+        at,
+    };
+    b.create_outbound(&t, &outbound(Uuid::parse_str(QUEUED_MESSAGE).unwrap(), now))
+        .await
+        .unwrap();
+    b.create_outbound(&t, &outbound(Uuid::now_v7(), now - TimeDelta::minutes(10)))
+        .await
+        .unwrap();
+    let (sent, _) = b
+        .create_outbound(&t, &outbound(Uuid::now_v7(), now))
+        .await
+        .unwrap();
+    b.claim_delivery(&t, sent.id, std::time::Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    b.record_sent(
+        &t,
+        sent.id,
+        &SendResult {
+            provider: ProviderKind::Twilio,
+            provider_message_id: SENT_CARRIER_ID.into(),
+            status: DeliveryStatus::Sent,
+            raw_status: "queued".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let admin_secret = format!("{prefix}/admin-token");
+    aws_sdk_secretsmanager::Client::new(&config)
+        .create_secret()
+        .name(&admin_secret)
+        .secret_string(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    (config, b, admin_secret)
+}
