@@ -58,7 +58,20 @@ fn webhook_request(
     headers: &HeaderMap,
     body: Bytes,
 ) -> WebhookRequest {
-    let base = state.services.settings.public_url.trim_end_matches('/');
+    let configured = state.services.settings.public_url.trim_end_matches('/');
+    // Unset on Lambda behind API Gateway's own domain (the template cannot name it without a
+    // cycle): the gateway terminates TLS and passes the domain as Host.
+    let derived;
+    let base = if configured.is_empty() {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        derived = format!("https://{host}");
+        derived.as_str()
+    } else {
+        configured
+    };
     let url = match uri.query() {
         Some(q) => format!("{base}{}?{q}", uri.path()),
         None => format!("{base}{}", uri.path()),

@@ -28,8 +28,9 @@ pub use lambda_runtime::Error;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "omni-lambda")]
 pub struct LambdaConfig {
-    /// The HTTP API's public base URL (checks URL-signed webhooks, builds status callbacks).
-    #[arg(long, env = "OMNI_PUBLIC_URL")]
+    /// The HTTP API's public base URL (checks URL-signed webhooks, builds status callbacks);
+    /// empty: webhooks use `https://<Host>`, as API Gateway's own domain is called.
+    #[arg(long, env = "OMNI_PUBLIC_URL", default_value = "")]
     pub public_url: String,
     /// The WebSocket API stage's management endpoint, for pushes.
     #[arg(long, env = "OMNI_WS_ENDPOINT")]

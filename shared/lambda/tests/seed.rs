@@ -2,6 +2,9 @@
 //! a VoIP.ms and a WhatsApp number, their credentials, an API key, a queued message and a sent
 //! one, in fresh emulator resources. Shared by the events test and the cold-start bench.
 
+// Shared by two targets, each using part of it.
+#![allow(dead_code)]
+
 use chrono::{TimeDelta, Utc};
 use omni_aws::provision::{create_resources, emulator_config};
 use omni_aws::{AwsBackend, AwsResources, SdkConfig};
