@@ -1,9 +1,10 @@
 //! Connections, pragmas, migrations, and the conversions between rows and records.
 
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -11,6 +12,7 @@ use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
 use omni_core::ports::{StoreError, StoreResult};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 /// Schema migrations, in order; `PRAGMA user_version` counts those applied.
@@ -23,11 +25,22 @@ const READERS: usize = 4;
 /// How long a statement waits for a lock another connection holds before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One writer behind a mutex (SQLite admits one writer at a time anyway, and queuing in
-/// process is fairer than spinning on SQLITE_BUSY) and a few readers that WAL lets run
-/// alongside it.
+/// Most writes committed together in one transaction (one fsync).
+const MAX_BATCH: usize = 512;
+
+/// A submitted write, run by the writer thread; it returns what to do once the batch's commit
+/// succeeded or failed.
+type Work = Box<dyn FnOnce(&Connection) -> Finish + Send>;
+type Finish = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+
+/// One writer thread that commits writes in groups (SQLite admits one writer at a time anyway:
+/// while one commit's fsync runs, the next writes queue up and share the following one), and a
+/// few readers that WAL lets run alongside it.
 pub(crate) struct Pool {
-    writer: Mutex<Connection>,
+    writer: Arc<Mutex<Connection>>,
+    /// `None` only while dropping.
+    submit: Option<mpsc::Sender<Work>>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
     /// Empty for an in-memory database: the writer's connection is the only view of it.
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
@@ -69,11 +82,7 @@ impl Pool {
                 Ok(Mutex::new(reader))
             })
             .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Pool {
-            writer: Mutex::new(writer),
-            readers,
-            next_reader: AtomicUsize::new(0),
-        })
+        Ok(Pool::new(writer, readers))
     }
 
     /// A private in-memory database (tests): one connection serves reads and writes, so
@@ -82,26 +91,51 @@ impl Pool {
         let mut conn = Connection::open_in_memory().map_err(db)?;
         configure(&conn)?;
         migrate(&mut conn)?;
-        Ok(Pool {
-            writer: Mutex::new(conn),
-            readers: Vec::new(),
-            next_reader: AtomicUsize::new(0),
-        })
+        Ok(Pool::new(conn, Vec::new()))
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer, committing when it
-    /// returns `Ok` and rolling back otherwise, so a change is never half-written.
-    pub(crate) fn write<T>(
-        &self,
-        f: impl FnOnce(&Transaction) -> StoreResult<T>,
-    ) -> StoreResult<T> {
-        let mut conn = lock(&self.writer);
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db)?;
-        let out = f(&tx)?;
-        tx.commit().map_err(db)?;
-        Ok(out)
+    fn new(writer: Connection, readers: Vec<Mutex<Connection>>) -> Self {
+        let writer = Arc::new(Mutex::new(writer));
+        let (submit, queue) = mpsc::channel();
+        let conn = writer.clone();
+        // The thread ends when the pool (the only sender) is dropped.
+        let writer_thread = std::thread::Builder::new()
+            .name("omni-sqlite-writer".into())
+            .spawn(move || write_loop(&conn, &queue))
+            .expect("spawn the SQLite writer thread");
+        Pool {
+            writer,
+            submit: Some(submit),
+            writer_thread: Some(writer_thread),
+            readers,
+            next_reader: AtomicUsize::new(0),
+        }
+    }
+
+    /// Queues `f` for the writer thread, which runs it in a savepoint of the next group
+    /// transaction: its changes are rolled back alone when it returns `Err`, and its result is
+    /// delivered only once the group has committed, so an `Ok` is durable and a change is
+    /// never half-written.
+    pub(crate) fn submit<T, F>(&self, f: F) -> oneshot::Receiver<StoreResult<T>>
+    where
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (reply, received) = oneshot::channel();
+        let work: Work = Box::new(move |conn: &Connection| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |committed: Result<(), &StoreError>| {
+                let _ = reply.send(match committed {
+                    Ok(()) => result,
+                    Err(e) => Err(StoreError::Backend(format!("commit failed: {e}"))),
+                });
+            })
+        });
+        // If the writer is gone the work is dropped with its reply: the caller hears so.
+        if let Some(submit) = &self.submit {
+            let _ = submit.send(work);
+        }
+        received
     }
 
     /// Runs `f` in one read transaction (a consistent snapshot) on a reader.
@@ -117,6 +151,59 @@ impl Pool {
             .map_err(db)?;
         f(&tx)
         // Dropping the transaction rolls back, which for a read just ends the snapshot.
+    }
+}
+
+impl Drop for Pool {
+    /// Stops the writer after the writes already queued, so the database is closed (and its
+    /// WAL checkpointed) when the pool is gone.
+    fn drop(&mut self) {
+        self.submit = None;
+        if let Some(thread) = self.writer_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Runs `f` in a savepoint: rolled back alone on `Err` (or a panic, which must not take the
+/// writer thread down).
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    conn.execute_batch("SAVEPOINT omni_write").map_err(db)?;
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)))
+        .unwrap_or_else(|_| Err(StoreError::Backend("a write panicked".into())));
+    let end = if result.is_ok() {
+        "RELEASE omni_write"
+    } else {
+        "ROLLBACK TO omni_write; RELEASE omni_write"
+    };
+    conn.execute_batch(end).map_err(db)?;
+    result
+}
+
+/// The writer thread: takes every write waiting (up to [`MAX_BATCH`]), runs them in one
+/// transaction, commits once, then answers each.
+fn write_loop(conn: &Mutex<Connection>, queue: &mpsc::Receiver<Work>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        batch.extend(queue.try_iter().take(MAX_BATCH - 1));
+        let conn = lock(conn);
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Dropping the batch tells every caller its write did not happen.
+            tracing::error!(error = %e, "cannot begin a write transaction");
+            continue;
+        }
+        let finishes: Vec<Finish> = batch.into_iter().map(|work| work(&conn)).collect();
+        let committed = conn.execute_batch("COMMIT").map_err(db);
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        drop(conn);
+        for finish in finishes {
+            finish(committed.as_ref().map(|_| ()));
+        }
     }
 }
 
@@ -229,6 +316,61 @@ pub(crate) fn decode_cursor(cursor: &str) -> StoreResult<(String, Uuid)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes queued together commit together, but each fails alone: a failed or panicking
+    /// write rolls back only its own changes, and the writer goes on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn group_commit_isolates_each_write() {
+        let pool = Arc::new(Pool::open_in_memory().unwrap());
+        pool.submit(|c| {
+            c.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+                .map_err(db)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let writes = (0..200).map(|n: i64| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.submit(move |c| {
+                    c.execute("INSERT INTO t (n) VALUES (?1)", [n])
+                        .map_err(db)?;
+                    match n % 10 {
+                        3 => Err(StoreError::Conflict("refused".into())),
+                        7 => panic!("a bug in one write"),
+                        _ => Ok(n),
+                    }
+                })
+                .await
+                .unwrap()
+            })
+        });
+        let results = join_in_order(writes).await;
+        for (n, result) in results.iter().enumerate() {
+            assert_eq!(
+                result.is_ok(),
+                n % 10 != 3 && n % 10 != 7,
+                "write {n}: {result:?}"
+            );
+        }
+        let stored: Vec<i64> = pool
+            .read(|c| {
+                let mut stmt = c.prepare("SELECT n FROM t ORDER BY n").map_err(db)?;
+                let rows = stmt.query_map([], |r| r.get(0)).map_err(db)?;
+                rows.collect::<Result<_, _>>().map_err(db)
+            })
+            .unwrap();
+        let expected: Vec<i64> = (0..200).filter(|n| n % 10 != 3 && n % 10 != 7).collect();
+        assert_eq!(stored, expected);
+    }
+
+    async fn join_in_order<T>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+        let mut out = Vec::new();
+        for task in tasks {
+            out.push(task.await.unwrap());
+        }
+        out
+    }
 
     #[test]
     fn timestamps_sort_as_text_and_round_trip() {

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use omni_core::ports::{StoreError, StoreResult};
-use rusqlite::{Connection, Transaction};
+use rusqlite::Connection;
 use tokio::sync::Notify;
 
 mod db;
@@ -67,16 +67,16 @@ impl SqliteBackend {
         self.jobs.clone()
     }
 
-    /// Runs `f` in a write transaction on the blocking pool: rusqlite calls block.
+    /// Runs `f` on the writer thread, in the next group commit (see [`db::Pool::submit`]).
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
-        F: FnOnce(&Transaction) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
         T: Send + 'static,
     {
-        let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || pool.write(f))
+        self.pool
+            .submit(f)
             .await
-            .map_err(task_failed)?
+            .map_err(|_| StoreError::Backend("the write was not committed".into()))?
     }
 
     /// Runs `f` in a read transaction on the blocking pool.
