@@ -131,13 +131,17 @@ impl Omni {
     }
 }
 
-/// Logs as JSON lines on stdout (CloudWatch), filtered by `OMNI_LOG` (default `info`).
+/// Logs as JSON lines on stdout (CloudWatch) at the level `OMNI_LOG` names (default `info`).
+/// A plain level, not an `EnvFilter`: the directive parser's regex engine would add about a
+/// megabyte to every function binary.
 pub fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("OMNI_LOG").unwrap_or_else(|_| "info".into());
+    let level = std::env::var("OMNI_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
     let _ = tracing_subscriber::fmt()
         .json()
-        .with_env_filter(filter)
+        .with_max_level(level)
         .with_ansi(false)
         .without_time()
         .try_init();
