@@ -175,7 +175,8 @@ fn page_size(limit: usize) -> usize {
 
 /// What writing a new message came to.
 enum Written {
-    Stored(Box<(Message, Conversation)>),
+    /// Stored; with its conversation as it now is, when asked for.
+    Stored(Box<(Message, Option<Conversation>)>),
     /// The guard item (carrier id or idempotency key) was there already.
     Duplicate(Item),
 }
@@ -306,7 +307,8 @@ impl AwsBackend {
 
     /// Stores a new message and, in the same transaction, creates or updates its conversation
     /// (thread lookup, `unread` added, last message moved only forward) and puts `guard` (the
-    /// carrier id or idempotency item) unless it exists.
+    /// carrier id or idempotency item) unless it exists. Reads the conversation back only when
+    /// `reload` asks (two reads a caller may not need).
     async fn write_new_message(
         &self,
         tenant: &TenantId,
@@ -314,6 +316,7 @@ impl AwsBackend {
         contact: &E164,
         unread: i64,
         guard: Option<Item>,
+        reload: bool,
     ) -> StoreResult<Written> {
         let thread = thread_key(tenant, message.channel, contact);
         let new_key = order_key(message.created_at, message.id);
@@ -420,10 +423,15 @@ impl AwsBackend {
                 ops.push(self.put_op(g, Some("attribute_not_exists(pk)"), None)?);
             }
             if self.transact(ops).await? {
-                let conversation = self
-                    .conversation(tenant, conversation_id)
-                    .await?
-                    .ok_or_else(|| corrupt("conversation vanished"))?;
+                let conversation = if reload {
+                    Some(
+                        self.conversation(tenant, conversation_id)
+                            .await?
+                            .ok_or_else(|| corrupt("conversation vanished"))?,
+                    )
+                } else {
+                    None
+                };
                 return Ok(Written::Stored(Box::new((message, conversation))));
             }
             if let Some(guard) = &guard {
@@ -612,10 +620,13 @@ impl MessageStore for AwsBackend {
         };
         let guard = carrier_id_key(tenant, m.provider, &m.provider_message_id);
         match self
-            .write_new_message(tenant, message, &m.from, 1, Some(guard))
+            .write_new_message(tenant, message, &m.from, 1, Some(guard), true)
             .await?
         {
-            Written::Stored(stored) => Ok(Some(*stored)),
+            Written::Stored(stored) => {
+                let (message, conversation) = *stored;
+                Ok(conversation.map(|c| (message, c)))
+            }
             Written::Duplicate(_) => Ok(None),
         }
     }
@@ -702,7 +713,7 @@ impl MessageStore for AwsBackend {
             }],
         };
         match self
-            .write_new_message(tenant, message, &m.to, 0, guard)
+            .write_new_message(tenant, message, &m.to, 0, guard, false)
             .await?
         {
             Written::Stored(stored) => Ok((stored.0, true)),
