@@ -735,7 +735,11 @@ impl MessageStore for AwsBackend {
         lease: Duration,
     ) -> StoreResult<Option<DeliveryClaim>> {
         let now = Utc::now();
-        let until = now + TimeDelta::from_std(lease).unwrap_or(TimeDelta::MAX);
+        // A lease too long to represent holds until the end of time rather than panicking.
+        let until = TimeDelta::from_std(lease)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let out = self
             .ddb
             .update_item()
