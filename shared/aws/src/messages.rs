@@ -15,7 +15,6 @@ use omni_core::domain::{
 };
 use omni_core::model::{
     Conversation, DeliveryClaim, LastMessage, Message, NewOutbound, Page, StatusApplied,
-    StatusEvent,
 };
 use omni_core::ports::{MessageStore, StoreError, StoreResult};
 use rand::Rng;
@@ -54,9 +53,6 @@ const PURGE_DAYS: i64 = 3;
 
 /// The outbox index partition (sparse: only queued messages are in it).
 const OUTBOX: &str = "OUTBOX";
-
-const SOURCE_API: &str = "api";
-const SOURCE_WORKER: &str = "worker";
 
 fn message_key(tenant: &TenantId, id: Uuid) -> Item {
     key(format!("M#{tenant}#{id}"), "M")
@@ -155,18 +151,6 @@ fn message_item(tenant: &TenantId, m: &Message) -> StoreResult<Item> {
 
 fn outbox_key(tenant: &TenantId, m: &Message) -> String {
     format!("{}#{tenant}#{}", ts(m.updated_at), m.id)
-}
-
-/// Moves `message` to `merged` and records the transition; an unchanged status records nothing.
-fn transition(message: &mut Message, merged: DeliveryStatus, at: DateTime<Utc>, source: &str) {
-    if merged != message.status {
-        message.status = merged;
-        message.events.push(StatusEvent {
-            status: merged,
-            at,
-            source: source.to_owned(),
-        });
-    }
 }
 
 fn page_size(limit: usize) -> usize {
@@ -594,30 +578,8 @@ impl MessageStore for AwsBackend {
         tenant: &TenantId,
         m: &InboundMessage,
     ) -> StoreResult<Option<(Message, Conversation)>> {
-        let message = Message {
-            id: m.id,
-            tenant_id: Some(tenant.clone()),
-            conversation_id: Uuid::nil(),
-            direction: Direction::Inbound,
-            channel: m.channel,
-            from: m.from.clone(),
-            to: m.to.clone(),
-            body: m.body.clone(),
-            media: m.media.clone(),
-            status: DeliveryStatus::Received,
-            provider: Some(m.provider),
-            provider_message_id: Some(m.provider_message_id.clone()),
-            error_code: None,
-            error_message: None,
-            starred: false,
-            created_at: m.received_at,
-            updated_at: m.received_at,
-            events: vec![StatusEvent {
-                status: DeliveryStatus::Received,
-                at: m.received_at,
-                source: m.provider.as_str().to_owned(),
-            }],
-        };
+        // The conversation id is settled when it is written.
+        let message = Message::received(tenant, m, Uuid::nil());
         let guard = carrier_id_key(tenant, m.provider, &m.provider_message_id);
         match self
             .write_new_message(tenant, message, &m.from, 1, Some(guard), true)
@@ -652,21 +614,8 @@ impl MessageStore for AwsBackend {
                 tenant,
                 id,
                 |mut message| {
-                    let merged = message.status.merge(u.status);
-                    if merged == message.status {
-                        changed = false;
-                        return None;
-                    }
-                    changed = true;
-                    transition(&mut message, merged, u.at, u.provider.as_str());
-                    if u.error_code.is_some() {
-                        message.error_code = u.error_code.clone();
-                    }
-                    if u.error_message.is_some() {
-                        message.error_message = u.error_message.clone();
-                    }
-                    message.updated_at = Utc::now();
-                    Some(message)
+                    changed = message.apply_status_update(u, Utc::now());
+                    changed.then_some(message)
                 },
                 |_| Ok(Vec::new()),
             )
@@ -688,30 +637,7 @@ impl MessageStore for AwsBackend {
             g.insert("ttl".into(), n((m.at + IDEMPOTENCY_TTL).timestamp()));
             g
         });
-        let message = Message {
-            id: m.id,
-            tenant_id: Some(tenant.clone()),
-            conversation_id: Uuid::nil(),
-            direction: Direction::Outbound,
-            channel: m.channel,
-            from: m.from.clone(),
-            to: m.to.clone(),
-            body: m.body.clone(),
-            media: m.media.clone(),
-            status: DeliveryStatus::Queued,
-            provider: None,
-            provider_message_id: None,
-            error_code: None,
-            error_message: None,
-            starred: false,
-            created_at: m.at,
-            updated_at: m.at,
-            events: vec![StatusEvent {
-                status: DeliveryStatus::Queued,
-                at: m.at,
-                source: SOURCE_API.to_owned(),
-            }],
-        };
+        let message = Message::queued(tenant, m, Uuid::nil());
         match self
             .write_new_message(tenant, message, &m.to, 0, guard, false)
             .await?
@@ -784,13 +710,7 @@ impl MessageStore for AwsBackend {
             tenant,
             id,
             |mut message| {
-                let now = Utc::now();
-                // Carriers often answer "queued" on acceptance; for us that is at least sent.
-                let merged = message.status.merge(r.status).merge(DeliveryStatus::Sent);
-                transition(&mut message, merged, now, r.provider.as_str());
-                message.provider = Some(r.provider);
-                message.provider_message_id = Some(r.provider_message_id.clone());
-                message.updated_at = now;
+                message.record_sent(r, Utc::now());
                 Some(message)
             },
             |message| {
@@ -816,10 +736,7 @@ impl MessageStore for AwsBackend {
             tenant,
             id,
             |mut message| {
-                message.error_code = error_code.map(str::to_owned);
-                message.error_message = Some(error.to_owned());
-                // Touching updated_at keeps the sweeper off it until the retry is due.
-                message.updated_at = Utc::now();
+                message.record_retry(error_code, error, Utc::now());
                 Some(message)
             },
             |_| Ok(Vec::new()),
@@ -838,13 +755,7 @@ impl MessageStore for AwsBackend {
             tenant,
             id,
             |mut message| {
-                let now = Utc::now();
-                // Through merge, so a message a carrier already delivered is never marked failed.
-                let merged = message.status.merge(DeliveryStatus::Failed);
-                transition(&mut message, merged, now, SOURCE_WORKER);
-                message.error_code = error_code.map(str::to_owned);
-                message.error_message = Some(error.to_owned());
-                message.updated_at = now;
+                message.record_failed(error_code, error, Utc::now());
                 Some(message)
             },
             |_| Ok(Vec::new()),

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{
-    Channel, DeliveryStatus, Direction, Media, ProviderKind, Region, TenantId, E164,
+    Channel, DeliveryStatus, Direction, InboundMessage, Media, ProviderKind, Region, SendResult,
+    StatusUpdate, TenantId, E164,
 };
 
 /// An organisation using Omni (a dispatch centre).
@@ -92,6 +93,128 @@ pub struct Message {
     pub updated_at: DateTime<Utc>,
     /// Every status transition, oldest first.
     pub events: Vec<StatusEvent>,
+}
+
+/// Who records the transitions a store makes on its own behalf.
+const SOURCE_API: &str = "api";
+const SOURCE_WORKER: &str = "worker";
+
+/// The lifecycle rules every store applies, written once: what a new message looks like and
+/// how sends, retries, failures and carrier callbacks change it.
+impl Message {
+    /// A message a contact sent, received now, in `conversation_id`.
+    pub fn received(tenant: &TenantId, m: &InboundMessage, conversation_id: Uuid) -> Message {
+        Message {
+            id: m.id,
+            tenant_id: Some(tenant.clone()),
+            conversation_id,
+            direction: Direction::Inbound,
+            channel: m.channel,
+            from: m.from.clone(),
+            to: m.to.clone(),
+            body: m.body.clone(),
+            media: m.media.clone(),
+            status: DeliveryStatus::Received,
+            provider: Some(m.provider),
+            provider_message_id: Some(m.provider_message_id.clone()),
+            error_code: None,
+            error_message: None,
+            starred: false,
+            created_at: m.received_at,
+            updated_at: m.received_at,
+            events: vec![StatusEvent {
+                status: DeliveryStatus::Received,
+                at: m.received_at,
+                source: m.provider.as_str().to_owned(),
+            }],
+        }
+    }
+
+    /// A new outbound message, `queued` (the outbox), in `conversation_id`.
+    pub fn queued(tenant: &TenantId, m: &NewOutbound, conversation_id: Uuid) -> Message {
+        Message {
+            id: m.id,
+            tenant_id: Some(tenant.clone()),
+            conversation_id,
+            direction: Direction::Outbound,
+            channel: m.channel,
+            from: m.from.clone(),
+            to: m.to.clone(),
+            body: m.body.clone(),
+            media: m.media.clone(),
+            status: DeliveryStatus::Queued,
+            provider: None,
+            provider_message_id: None,
+            error_code: None,
+            error_message: None,
+            starred: false,
+            created_at: m.at,
+            updated_at: m.at,
+            events: vec![StatusEvent {
+                status: DeliveryStatus::Queued,
+                at: m.at,
+                source: SOURCE_API.to_owned(),
+            }],
+        }
+    }
+
+    /// Applies a carrier's status callback monotonically ([`DeliveryStatus::merge`]); false
+    /// when it changes nothing (a duplicate, or late and out of order).
+    pub fn apply_status_update(&mut self, u: &StatusUpdate, now: DateTime<Utc>) -> bool {
+        let merged = self.status.merge(u.status);
+        if merged == self.status {
+            return false;
+        }
+        self.transition(merged, u.at, u.provider.as_str());
+        if u.error_code.is_some() {
+            self.error_code = u.error_code.clone();
+        }
+        if u.error_message.is_some() {
+            self.error_message = u.error_message.clone();
+        }
+        self.updated_at = now;
+        true
+    }
+
+    /// Records the carrier's acceptance of a send.
+    pub fn record_sent(&mut self, r: &SendResult, now: DateTime<Utc>) {
+        // Carriers often answer "queued" on acceptance; for us that is at least sent.
+        let merged = self.status.merge(r.status).merge(DeliveryStatus::Sent);
+        self.transition(merged, now, r.provider.as_str());
+        self.provider = Some(r.provider);
+        self.provider_message_id = Some(r.provider_message_id.clone());
+        self.updated_at = now;
+    }
+
+    /// Records a transient failure: the message stays queued for another attempt. Touching
+    /// `updated_at` keeps the sweeper off it until the retry is due.
+    pub fn record_retry(&mut self, error_code: Option<&str>, error: &str, now: DateTime<Utc>) {
+        self.error_code = error_code.map(str::to_owned);
+        self.error_message = Some(error.to_owned());
+        self.updated_at = now;
+    }
+
+    /// Marks the message failed for good, through merge, so a message a carrier already
+    /// delivered is never marked failed.
+    pub fn record_failed(&mut self, error_code: Option<&str>, error: &str, now: DateTime<Utc>) {
+        let merged = self.status.merge(DeliveryStatus::Failed);
+        self.transition(merged, now, SOURCE_WORKER);
+        self.error_code = error_code.map(str::to_owned);
+        self.error_message = Some(error.to_owned());
+        self.updated_at = now;
+    }
+
+    /// Moves to `merged` and records the transition; an unchanged status records nothing.
+    fn transition(&mut self, merged: DeliveryStatus, at: DateTime<Utc>, source: &str) {
+        if merged != self.status {
+            self.status = merged;
+            self.events.push(StatusEvent {
+                status: merged,
+                at,
+                source: source.to_owned(),
+            });
+        }
+    }
 }
 
 /// The newest message of a conversation, in brief.

@@ -5,8 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use omni_core::domain::{
-    Channel, DeliveryStatus, Direction, InboundMessage, Media, ProviderKind, SendResult,
-    StatusUpdate, TenantId, E164,
+    Channel, InboundMessage, Media, ProviderKind, SendResult, StatusUpdate, TenantId, E164,
 };
 use omni_core::model::{
     Conversation, DeliveryClaim, LastMessage, Message, NewOutbound, Page, StatusApplied,
@@ -32,10 +31,6 @@ const CONVERSATION_SELECT: &str = "SELECT c.id, c.tenant_id, c.channel, c.contac
 
 /// The largest page served, whatever the caller asks for.
 const MAX_PAGE: usize = 500;
-
-/// Who records the events this store writes on its own behalf.
-const SOURCE_API: &str = "api";
-const SOURCE_WORKER: &str = "worker";
 
 fn uuid(s: &str) -> StoreResult<Uuid> {
     Uuid::parse_str(s).map_err(|_| corrupt("uuid"))
@@ -276,19 +271,6 @@ fn update_message(conn: &Connection, message: &Message) -> StoreResult<()> {
     Ok(())
 }
 
-/// Moves `message` to `merged` (already computed with [`DeliveryStatus::merge`]) and records
-/// the transition; a status that did not change records nothing.
-fn transition(message: &mut Message, merged: DeliveryStatus, at: DateTime<Utc>, source: &str) {
-    if merged != message.status {
-        message.status = merged;
-        message.events.push(StatusEvent {
-            status: merged,
-            at,
-            source: source.to_owned(),
-        });
-    }
-}
-
 /// Loads a message for an update by the delivery worker; the port has no "not found"
 /// outcome for these, so an unknown id (or another tenant's) is a backend error.
 fn message_for_update(conn: &Connection, tenant: &TenantId, id: Uuid) -> StoreResult<Message> {
@@ -369,30 +351,7 @@ impl MessageStore for SqliteBackend {
                 return Ok(None);
             }
             let conversation = upsert_conversation(tx, &tenant, m.channel, &m.from, &m.to)?;
-            let message = Message {
-                id: m.id,
-                tenant_id: Some(tenant.clone()),
-                conversation_id: conversation,
-                direction: Direction::Inbound,
-                channel: m.channel,
-                from: m.from,
-                to: m.to,
-                body: m.body,
-                media: m.media,
-                status: DeliveryStatus::Received,
-                provider: Some(m.provider),
-                provider_message_id: Some(m.provider_message_id),
-                error_code: None,
-                error_message: None,
-                starred: false,
-                created_at: m.received_at,
-                updated_at: m.received_at,
-                events: vec![StatusEvent {
-                    status: DeliveryStatus::Received,
-                    at: m.received_at,
-                    source: m.provider.as_str().to_owned(),
-                }],
-            };
+            let message = Message::received(&tenant, &m, conversation);
             insert_message(tx, &message, None)?;
             tx.execute(
                 "UPDATE conversations SET unread_count = unread_count + 1 WHERE id = ?1",
@@ -431,18 +390,9 @@ impl MessageStore for SqliteBackend {
             let Some(mut message) = found.into_iter().next() else {
                 return Ok(StatusApplied::NotFound);
             };
-            let merged = message.status.merge(u.status);
-            if merged == message.status {
+            if !message.apply_status_update(&u, Utc::now()) {
                 return Ok(StatusApplied::Unchanged(message));
             }
-            transition(&mut message, merged, u.at, u.provider.as_str());
-            if u.error_code.is_some() {
-                message.error_code = u.error_code;
-            }
-            if u.error_message.is_some() {
-                message.error_message = u.error_message;
-            }
-            message.updated_at = Utc::now();
             update_message(tx, &message)?;
             Ok(StatusApplied::Changed(reload_message(
                 tx, &tenant, message.id,
@@ -472,30 +422,7 @@ impl MessageStore for SqliteBackend {
                 }
             }
             let conversation = upsert_conversation(tx, &tenant, m.channel, &m.to, &m.from)?;
-            let message = Message {
-                id: m.id,
-                tenant_id: Some(tenant.clone()),
-                conversation_id: conversation,
-                direction: Direction::Outbound,
-                channel: m.channel,
-                from: m.from,
-                to: m.to,
-                body: m.body,
-                media: m.media,
-                status: DeliveryStatus::Queued,
-                provider: None,
-                provider_message_id: None,
-                error_code: None,
-                error_message: None,
-                starred: false,
-                created_at: m.at,
-                updated_at: m.at,
-                events: vec![StatusEvent {
-                    status: DeliveryStatus::Queued,
-                    at: m.at,
-                    source: SOURCE_API.to_owned(),
-                }],
-            };
+            let message = Message::queued(&tenant, &m, conversation);
             insert_message(tx, &message, m.idempotency_key.as_deref())?;
             set_last_message(tx, conversation, &message)?;
             Ok((reload_message(tx, &tenant, message.id)?, true))
@@ -550,13 +477,7 @@ impl MessageStore for SqliteBackend {
             // No claim is required: the carrier has taken the message even if our lease ran
             // out during the call, and forgetting that would send it twice.
             let mut message = message_for_update(tx, &tenant, id)?;
-            let now = Utc::now();
-            // Carriers often answer "queued" on acceptance; for us that is at least sent.
-            let merged = message.status.merge(r.status).merge(DeliveryStatus::Sent);
-            transition(&mut message, merged, now, r.provider.as_str());
-            message.provider = Some(r.provider);
-            message.provider_message_id = Some(r.provider_message_id);
-            message.updated_at = now;
+            message.record_sent(&r, Utc::now());
             update_message(tx, &message)?;
             reload_message(tx, &tenant, id)
         })
@@ -577,10 +498,7 @@ impl MessageStore for SqliteBackend {
         );
         self.write(move |tx| {
             let mut message = message_for_update(tx, &tenant, id)?;
-            message.error_code = code;
-            message.error_message = Some(error);
-            // Touching updated_at keeps the sweeper off it until the retry is due.
-            message.updated_at = Utc::now();
+            message.record_retry(code.as_deref(), &error, Utc::now());
             update_message(tx, &message)?;
             reload_message(tx, &tenant, id)
         })
@@ -601,13 +519,7 @@ impl MessageStore for SqliteBackend {
         );
         self.write(move |tx| {
             let mut message = message_for_update(tx, &tenant, id)?;
-            let now = Utc::now();
-            // Through merge, so a message a carrier already delivered is never marked failed.
-            let merged = message.status.merge(DeliveryStatus::Failed);
-            transition(&mut message, merged, now, SOURCE_WORKER);
-            message.error_code = code;
-            message.error_message = Some(error);
-            message.updated_at = now;
+            message.record_failed(code.as_deref(), &error, Utc::now());
             update_message(tx, &message)?;
             reload_message(tx, &tenant, id)
         })
