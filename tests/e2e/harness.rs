@@ -169,7 +169,7 @@ impl Server {
         let mut req = self.http.request(method, self.url(path)).bearer_auth(ADMIN);
         if let Some(b) = body {
             // Carrier secrets given to the server are remembered for the log scan.
-            for field in ["auth_token", "api_password", "webhook_secret"] {
+            for field in ["auth_token", "api_password", "webhook_secret", "api_key"] {
                 if let Some(secret) = b[field].as_str() {
                     self.secrets.lock().unwrap().push(secret.to_string());
                 }

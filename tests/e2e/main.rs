@@ -6,4 +6,5 @@ mod flows;
 mod harness;
 mod signal;
 mod smoke;
+mod telnyx;
 mod whatsapp;

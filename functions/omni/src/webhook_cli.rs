@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 use omni_core::domain::{ProviderKind, Region, TenantId, E164};
 use omni_core::ports::SecretStore;
-use omni_core::providers::{twilio, Credentials};
+use omni_core::providers::{telnyx, twilio, Credentials};
 use omni_local::{MasterKey, SqliteBackend};
 use uuid::Uuid;
 
@@ -27,6 +27,9 @@ pub enum Carrier {
     Twilio,
     /// VoIP.ms (URL callback with the tenant's secret).
     Voipms,
+    /// Telnyx (JSON POST, Ed25519-signed): needs `--secret`, the base64 32-byte seed of the
+    /// private key whose public half the tenant configured (Telnyx never hands its own out).
+    Telnyx,
 }
 
 /// Where the server is and how to find the tenant's secrets.
@@ -44,7 +47,8 @@ pub struct Target {
     /// SQLite database holding the tenant's configuration.
     #[arg(long, env = "OMNI_DB", default_value = "omni.db")]
     pub db: PathBuf,
-    /// Sign with this Twilio auth token / VoIP.ms secret instead of the stored one.
+    /// Sign with this Twilio auth token / VoIP.ms secret instead of the stored one; for
+    /// Telnyx, the base64 Ed25519 private key seed to sign with (required).
     #[arg(long, env = "OMNI_WEBHOOK_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
 }
@@ -236,7 +240,56 @@ async fn build_send(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> 
             .map_err(|e| e.to_string())?;
             Ok(reqwest::Client::new().get(format!("{base}/webhooks/voipms?{query}")))
         }
+        Carrier::Telnyx => {
+            let seed = args.target.secret.as_deref().ok_or(
+                "Telnyx webhooks are signed with a private key: pass --secret <base64 Ed25519 seed>",
+            )?;
+            let key = telnyx::signing_key(seed)
+                .ok_or("--secret must be a base64 32-byte Ed25519 seed")?;
+            let id = args
+                .id
+                .clone()
+                .unwrap_or_else(|| Uuid::new_v4().to_string());
+            let body = telnyx_inbound(&id, &from, &to, &args.body, &args.media).to_string();
+            let timestamp = chrono::Utc::now().timestamp().to_string();
+            let signature = telnyx::signature(&key, &timestamp, body.as_bytes());
+            Ok(reqwest::Client::new()
+                .post(format!("{base}/webhooks/telnyx"))
+                .header("content-type", "application/json")
+                .header(telnyx::TIMESTAMP_HEADER, timestamp)
+                .header(telnyx::SIGNATURE_HEADER, signature)
+                .body(body))
+        }
     }
+}
+
+/// A `message.received` event as Telnyx posts it.
+fn telnyx_inbound(
+    id: &str,
+    from: &E164,
+    to: &E164,
+    text: &str,
+    media: &[String],
+) -> serde_json::Value {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    serde_json::json!({"data": {
+        "event_type": "message.received",
+        "id": Uuid::new_v4().to_string(),
+        "occurred_at": now,
+        "record_type": "event",
+        "payload": {
+            "direction": "inbound",
+            "id": id,
+            "record_type": "message",
+            "type": if media.is_empty() { "SMS" } else { "MMS" },
+            "from": {"phone_number": from.as_str()},
+            "to": [{"phone_number": to.as_str(), "status": "webhook_delivered"}],
+            "text": text,
+            "media": media.iter().map(|url| serde_json::json!({
+                "url": url, "content_type": guess_content_type(url)})).collect::<Vec<_>>(),
+            "received_at": now,
+        }},
+        "meta": {"attempt": 1}})
 }
 
 async fn build_status(args: &StatusArgs) -> Result<reqwest::RequestBuilder, String> {

@@ -34,6 +34,13 @@ pub struct ServiceArgs {
         default_value = "https://graph.facebook.com/v21.0"
     )]
     pub whatsapp_api_url: String,
+    /// Telnyx API base URL (`/v2/messages` is appended).
+    #[arg(
+        long,
+        env = "OMNI_TELNYX_API_URL",
+        default_value = "https://api.telnyx.com"
+    )]
+    pub telnyx_api_url: String,
     /// Attempts per outbound message before it is dead-lettered.
     #[arg(long, env = "OMNI_RETRY_MAX_ATTEMPTS", default_value_t = 6)]
     pub retry_max_attempts: u32,
@@ -61,6 +68,7 @@ impl ServiceArgs {
             twilio: self.twilio_api_url.clone(),
             voipms: self.voipms_api_url.clone(),
             whatsapp: self.whatsapp_api_url.clone(),
+            telnyx: self.telnyx_api_url.clone(),
         }
     }
 

@@ -17,7 +17,7 @@ pub fn app(state: AppState) -> axum::Router {
     crate::routes::finish(routes(state).into_router())
 }
 
-/// The webhook routes (`webhook-twilio` and `webhook-voipms` functions on AWS).
+/// The webhook routes (the `webhook-*` functions on AWS).
 pub fn routes(state: AppState) -> Routes {
     Routes::default()
         .route(
@@ -39,6 +39,18 @@ pub fn routes(state: AppState) -> Routes {
                 accept(ProviderKind::Voipms, OK, s, m, u, h, b)
             })
             .with_state(state.clone()),
+        )
+        .route(
+            "/webhooks/telnyx",
+            &[Method::POST],
+            post(|s, m, u, h, b| accept(ProviderKind::Telnyx, OK, s, m, u, h, b))
+                .with_state(state.clone()),
+        )
+        .route(
+            "/webhooks/telnyx/status",
+            &[Method::POST],
+            post(|s, m, u, h, b| accept(ProviderKind::Telnyx, OK, s, m, u, h, b))
+                .with_state(state.clone()),
         )
         .route(
             "/webhooks/whatsapp",
@@ -98,7 +110,7 @@ const TWIML: Reply = (
     "text/xml",
     "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>",
 );
-/// VoIP.ms retries until the body is exactly `ok`; Meta only needs a 200.
+/// VoIP.ms retries until the body is exactly `ok`; Meta and Telnyx only need a 2xx.
 const OK: Reply = ("text/plain", "ok");
 
 /// Accepts one carrier webhook and answers in the carrier's form once it is committed.

@@ -19,7 +19,8 @@ use omni_core::domain::{
 use omni_core::model::{Message, NewOutbound, NumberRoute, StatusApplied, Tenant};
 use omni_core::ports::{Job, MessageStore, Queue, SecretStore, StoreError, TenantStore};
 use omni_core::providers::{
-    Credentials, Secret, SignalConfig, TwilioCredentials, VoipmsCredentials, WhatsappCredentials,
+    Credentials, Secret, SignalConfig, TelnyxCredentials, TwilioCredentials, VoipmsCredentials,
+    WhatsappCredentials,
 };
 use uuid::Uuid;
 
@@ -280,6 +281,10 @@ fn sample_credentials() -> Vec<Credentials> {
             access_token: Secret::new("wa-access-token-secret"),
             app_secret: Secret::new("wa-app-secret"),
             verify_token: Secret::new("wa-verify-token-secret"),
+        }),
+        Credentials::Telnyx(TelnyxCredentials {
+            api_key: Secret::new("telnyx-api-key-secret"),
+            public_key: "H1DCBogd1myv/s9jVKJLikB0GpWKvr2y6bZiwSGrJ0M=".into(),
         }),
         Credentials::Simulator,
     ]

@@ -321,6 +321,8 @@ string_enum!(
         Signal => "signal",
         /// The WhatsApp Cloud API (Meta's Graph API) as a carrier in its own right.
         Whatsapp => "whatsapp",
+        /// Telnyx Messaging v2.
+        Telnyx => "telnyx",
         /// The built-in demo carrier; only available in demo mode.
         Simulator => "simulator",
     }

@@ -16,6 +16,7 @@ use crate::domain::{Channel, OutboundMessage, ProviderKind, SendError, SendResul
 
 pub mod signal;
 pub mod simulator;
+pub mod telnyx;
 pub mod twilio;
 pub mod voipms;
 pub mod whatsapp;
@@ -125,6 +126,17 @@ pub struct WhatsappCredentials {
     pub verify_token: Secret,
 }
 
+/// Telnyx Messaging v2 credentials: the API key sends, the account's public key checks
+/// webhooks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TelnyxCredentials {
+    /// API key (`KEY…`), sent as a Bearer token.
+    pub api_key: Secret,
+    /// The account's Ed25519 public key, base64 (32 bytes), as the Telnyx portal shows it
+    /// (not secret): webhooks are signed with its private half.
+    pub public_key: String,
+}
+
 /// A tenant's configuration for one carrier, secrets included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "provider", rename_all = "lowercase")]
@@ -137,6 +149,8 @@ pub enum Credentials {
     Signal(SignalConfig),
     /// WhatsApp Cloud API.
     Whatsapp(WhatsappCredentials),
+    /// Telnyx Messaging v2.
+    Telnyx(TelnyxCredentials),
     /// The demo carrier (no secrets).
     Simulator,
 }
@@ -149,6 +163,7 @@ impl Credentials {
             Credentials::Voipms(_) => ProviderKind::Voipms,
             Credentials::Signal(_) => ProviderKind::Signal,
             Credentials::Whatsapp(_) => ProviderKind::Whatsapp,
+            Credentials::Telnyx(_) => ProviderKind::Telnyx,
             Credentials::Simulator => ProviderKind::Simulator,
         }
     }
@@ -160,6 +175,7 @@ impl Credentials {
             ProviderKind::Voipms => serde_json::from_value(body).map(Credentials::Voipms),
             ProviderKind::Signal => serde_json::from_value(body).map(Credentials::Signal),
             ProviderKind::Whatsapp => serde_json::from_value(body).map(Credentials::Whatsapp),
+            ProviderKind::Telnyx => serde_json::from_value(body).map(Credentials::Telnyx),
             ProviderKind::Simulator => {
                 return Err("the simulator is configured only in demo mode".into())
             }
@@ -211,6 +227,13 @@ impl Credentials {
                 require(!c.app_secret.expose().is_empty(), "app_secret")?;
                 require(!c.verify_token.expose().is_empty(), "verify_token")
             }
+            Credentials::Telnyx(c) => {
+                require(!c.api_key.expose().is_empty(), "api_key")?;
+                require(
+                    telnyx::public_key(&c.public_key).is_some(),
+                    "public_key (base64 Ed25519 public key, 32 bytes)",
+                )
+            }
             Credentials::Simulator => Ok(()),
         }
     }
@@ -226,6 +249,7 @@ impl Credentials {
                 "access_token",
                 "app_secret",
                 "verify_token",
+                "api_key",
             ] {
                 if obj.contains_key(key) {
                     obj.insert(key.into(), "***".into());
@@ -252,6 +276,7 @@ impl Credentials {
                 c.app_secret.expose(),
                 c.verify_token.expose(),
             ],
+            Credentials::Telnyx(c) => vec![c.api_key.expose()],
             Credentials::Signal(_) | Credentials::Simulator => vec![],
         }
     }
@@ -269,6 +294,9 @@ pub enum VerifyError {
     /// The request is signed with a scheme or key we do not have.
     #[error("unsupported signature scheme: {0}")]
     Unsupported(String),
+    /// Correctly signed, but outside the carrier's replay window.
+    #[error("signature timestamp outside the replay window")]
+    Stale,
     /// The credentials given are for another carrier.
     #[error("credentials are for another provider")]
     WrongCredentials,
@@ -326,6 +354,8 @@ pub struct ProviderEndpoints {
     pub voipms: String,
     /// WhatsApp Cloud API (Graph API, versioned), default `https://graph.facebook.com/v21.0`.
     pub whatsapp: String,
+    /// Telnyx API, default `https://api.telnyx.com` (`/v2/messages` is appended).
+    pub telnyx: String,
 }
 
 impl Default for ProviderEndpoints {
@@ -334,6 +364,7 @@ impl Default for ProviderEndpoints {
             twilio: "https://api.twilio.com".into(),
             voipms: "https://voip.ms/api/v1/rest.php".into(),
             whatsapp: "https://graph.facebook.com/v21.0".into(),
+            telnyx: "https://api.telnyx.com".into(),
         }
     }
 }
@@ -373,6 +404,10 @@ impl ProviderRegistry {
                 http.clone(),
                 &endpoints.whatsapp,
             )),
+        );
+        adapters.insert(
+            ProviderKind::Telnyx,
+            Arc::new(telnyx::TelnyxAdapter::new(http.clone(), &endpoints.telnyx)),
         );
         adapters.insert(
             ProviderKind::Signal,
@@ -537,6 +572,27 @@ mod tests {
         let empty = serde_json::json!({"phone_number_id": "1", "access_token": "t",
             "app_secret": "", "verify_token": "v"});
         assert!(Credentials::from_admin_json(ProviderKind::Whatsapp, empty).is_err());
+    }
+
+    #[test]
+    fn telnyx_admin_json_is_validated_and_redacted() {
+        let key = "H1DCBogd1myv/s9jVKJLikB0GpWKvr2y6bZiwSGrJ0M=";
+        let ok = serde_json::json!({"api_key": "KEY-telnyx-very-secret", "public_key": key});
+        let creds = Credentials::from_admin_json(ProviderKind::Telnyx, ok).unwrap();
+        assert_eq!(creds.kind(), ProviderKind::Telnyx);
+        let shown = format!("{creds:?} {}", creds.redacted());
+        assert!(!shown.contains("KEY-telnyx-very-secret"), "{shown}");
+        assert!(shown.contains(key), "the public key is not secret: {shown}");
+        assert_eq!(creds.redacted()["provider"], "telnyx");
+        assert_eq!(creds.secrets(), vec!["KEY-telnyx-very-secret"]);
+        for bad in [
+            serde_json::json!({"api_key": "", "public_key": key}),
+            serde_json::json!({"api_key": "k", "public_key": "c2hvcnQ="}),
+            serde_json::json!({"api_key": "k", "public_key": "not base64"}),
+            serde_json::json!({"api_key": "k"}),
+        ] {
+            assert!(Credentials::from_admin_json(ProviderKind::Telnyx, bad).is_err());
+        }
     }
 
     #[test]

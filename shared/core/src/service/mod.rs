@@ -90,7 +90,10 @@ impl PlatformCredentials {
         match kind {
             ProviderKind::Twilio => self.twilio.as_ref(),
             ProviderKind::Voipms => self.voipms.as_ref(),
-            ProviderKind::Signal | ProviderKind::Whatsapp | ProviderKind::Simulator => None,
+            ProviderKind::Signal
+            | ProviderKind::Whatsapp
+            | ProviderKind::Telnyx
+            | ProviderKind::Simulator => None,
         }
     }
 }
