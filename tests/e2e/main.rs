@@ -2,6 +2,7 @@
 
 mod api;
 mod delivery;
+mod failover;
 mod flows;
 mod harness;
 mod signal;

@@ -68,6 +68,7 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
         providers: ProviderRegistry::new(http.clone(), &config.service.endpoints(), config.demo),
         platform: platform_credentials(),
         settings,
+        breakers: Default::default(),
     };
 
     let admin_token = match &config.admin_token {
@@ -164,6 +165,7 @@ mod tests {
             ),
             platform: Default::default(),
             settings: Default::default(),
+            breakers: Default::default(),
         };
         AppState {
             services,

@@ -10,7 +10,7 @@ use axum::routing::{get, post, put};
 use axum::Json;
 use chrono::Utc;
 use omni_core::domain::{Channel, ProviderKind, Region, TenantId, E164};
-use omni_core::model::{NumberRoute, Tenant};
+use omni_core::model::{NumberRoute, Routing, Tenant};
 use omni_core::providers::Credentials;
 use serde::Deserialize;
 use serde_json::json;
@@ -72,6 +72,11 @@ pub fn routes(state: AppState) -> Routes {
             put(put_number)
                 .delete(delete_number)
                 .with_state(state.clone()),
+        )
+        .route(
+            "/v1/admin/tenants/{tenant_id}/routing",
+            &[Method::GET, Method::PUT],
+            get(get_routing).put(put_routing).with_state(state.clone()),
         )
         .route(
             "/v1/admin/tenants/{tenant_id}/api-keys",
@@ -278,6 +283,62 @@ async fn delete_number(
         return Err(ApiError::not_found("number"));
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Carriers a routing list may name per channel: more would only lengthen a failing
+/// message's road to the dead-letter queue.
+const MAX_FALLBACKS: usize = 5;
+
+/// `PUT .../routing` `{"sms": ["twilio", "voipms"], ...}`: the tenant's carriers per channel in
+/// priority order (failover). Replaces the whole routing; `{}` removes every fallback.
+async fn put_routing(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+    body: Result<Json<Routing>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let tenant = existing_tenant(&state, &raw).await?;
+    let routing = json_body(body)?;
+    for (channel, providers) in &routing.0 {
+        if providers.is_empty() || providers.len() > MAX_FALLBACKS {
+            return Err(ApiError::invalid(format!(
+                "{channel}: list 1 to {MAX_FALLBACKS} providers"
+            )));
+        }
+        for (i, provider) in providers.iter().enumerate() {
+            if providers[..i].contains(provider) {
+                return Err(ApiError::invalid(format!(
+                    "{channel}: {provider} is listed twice"
+                )));
+            }
+            let adapter = state.services.providers.get(*provider).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "provider {provider} is not available on this server"
+                ))
+            })?;
+            if !adapter.channels().contains(channel) {
+                return Err(ApiError::invalid(format!(
+                    "{provider} does not carry {channel}"
+                )));
+            }
+        }
+    }
+    state
+        .services
+        .tenants
+        .put_routing(&tenant.id, &routing)
+        .await?;
+    info!(tenant_id = %tenant.id, channels = routing.0.len(), "routing saved");
+    Ok(Json(routing))
+}
+
+async fn get_routing(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let tenant = existing_tenant(&state, &raw).await?;
+    Ok(Json(state.services.tenants.get_routing(&tenant.id).await?))
 }
 
 async fn create_api_key(

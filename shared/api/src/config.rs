@@ -7,7 +7,7 @@ use clap::Args;
 use omni_core::providers::{
     Credentials, ProviderEndpoints, Secret, TwilioCredentials, VoipmsCredentials,
 };
-use omni_core::service::{PlatformCredentials, RetryPolicy, ServiceSettings};
+use omni_core::service::{BreakerPolicy, PlatformCredentials, RetryPolicy, ServiceSettings};
 
 /// Carrier endpoints, retry schedule and retention (every flag also reads its environment
 /// variable).
@@ -56,6 +56,16 @@ pub struct ServiceArgs {
     /// Days raw webhook payloads are kept.
     #[arg(long, env = "OMNI_RAW_RETENTION_DAYS", default_value_t = 30)]
     pub raw_retention_days: u64,
+    /// Consecutive transient failures of one tenant's carrier that open its circuit breaker
+    /// (failover then skips that carrier).
+    #[arg(long, env = "OMNI_BREAKER_THRESHOLD", default_value_t = 5)]
+    pub breaker_threshold: u32,
+    /// Seconds within which those failures must fall.
+    #[arg(long, env = "OMNI_BREAKER_WINDOW_SECS", default_value_t = 60)]
+    pub breaker_window_secs: u64,
+    /// Seconds an open breaker keeps calls away from the carrier before one trial call.
+    #[arg(long, env = "OMNI_BREAKER_COOLDOWN_SECS", default_value_t = 30)]
+    pub breaker_cooldown_secs: u64,
     /// Carrier HTTP timeout in milliseconds.
     #[arg(long, env = "OMNI_CARRIER_TIMEOUT_MS", default_value_t = 15_000)]
     pub carrier_timeout_ms: u64,
@@ -84,6 +94,11 @@ impl ServiceArgs {
             },
             claim_lease: Duration::from_secs(60),
             sweep_after: Duration::from_secs(self.sweep_after_secs),
+            breaker: BreakerPolicy {
+                threshold: self.breaker_threshold.max(1),
+                window: Duration::from_secs(self.breaker_window_secs),
+                cooldown: Duration::from_secs(self.breaker_cooldown_secs),
+            },
         }
     }
 }

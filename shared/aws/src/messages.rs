@@ -14,7 +14,7 @@ use omni_core::domain::{
     TenantId, E164,
 };
 use omni_core::model::{
-    Conversation, DeliveryClaim, LastMessage, Message, NewOutbound, Page, StatusApplied,
+    Conversation, DeliveryClaim, Failover, LastMessage, Message, NewOutbound, Page, StatusApplied,
 };
 use omni_core::ports::{MessageStore, StoreError, StoreResult};
 use rand::Rng;
@@ -703,6 +703,7 @@ impl MessageStore for AwsBackend {
         tenant: &TenantId,
         id: Uuid,
         r: &SendResult,
+        failover: Option<&Failover>,
     ) -> StoreResult<Message> {
         // No claim is required: the carrier has taken the message even if our lease ran out
         // during the call, and forgetting that would send it twice.
@@ -710,7 +711,7 @@ impl MessageStore for AwsBackend {
             tenant,
             id,
             |mut message| {
-                message.record_sent(r, Utc::now());
+                message.record_sent(r, failover, Utc::now());
                 Some(message)
             },
             |message| {

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
 use omni_core::domain::{TenantId, E164};
-use omni_core::model::{NumberRoute, Tenant};
+use omni_core::model::{NumberRoute, Routing, Tenant};
 use omni_core::ports::{StoreError, StoreResult, TenantStore};
 
 use crate::item::{doc, get_s, item, json, key, s, values, Item};
@@ -241,5 +241,19 @@ impl TenantStore for AwsBackend {
         TenantId::parse(get_s(&found, "tenant")?)
             .map(Some)
             .map_err(|_| crate::item::corrupt("tenant id"))
+    }
+
+    async fn put_routing(&self, tenant: &TenantId, routing: &Routing) -> StoreResult<()> {
+        let mut record = key(tenant_pk(tenant), "ROUTING");
+        record.insert("doc".into(), json(routing)?);
+        self.put_item(record).await
+    }
+
+    async fn get_routing(&self, tenant: &TenantId) -> StoreResult<Routing> {
+        self.get_item(key(tenant_pk(tenant), "ROUTING"))
+            .await?
+            .map(|i| doc(&i, "doc"))
+            .transpose()
+            .map(Option::unwrap_or_default)
     }
 }

@@ -16,7 +16,9 @@ use omni_core::domain::{
     Channel, DeliveryStatus, Direction, InboundMessage, Media, ProviderKind, Region, SendResult,
     StatusUpdate, TenantId, E164,
 };
-use omni_core::model::{Message, NewOutbound, NumberRoute, StatusApplied, Tenant};
+use omni_core::model::{
+    Failover, Message, NewOutbound, NumberRoute, Routing, StatusApplied, Tenant,
+};
 use omni_core::ports::{Job, MessageStore, Queue, SecretStore, StoreError, TenantStore};
 use omni_core::providers::{
     Credentials, Secret, SignalConfig, TelnyxCredentials, TwilioCredentials, VoipmsCredentials,
@@ -34,6 +36,7 @@ pub async fn run_all<B: Backend>(backend: &B) {
     tenants_keep_created_at(backend).await;
     numbers_route_and_conflict(backend).await;
     api_keys_resolve_by_hash(backend).await;
+    routing_round_trips_per_tenant(backend).await;
     credentials_round_trip_per_provider(backend).await;
     inbound_is_applied_once(backend).await;
     inbound_threads_and_unread_counts(backend).await;
@@ -41,6 +44,7 @@ pub async fn run_all<B: Backend>(backend: &B) {
     create_outbound_is_idempotent(backend).await;
     claims_are_exclusive_and_counted(backend).await;
     delivery_outcomes_are_recorded(backend).await;
+    failover_sends_record_sender_and_note(backend).await;
     stranded_outbound_is_found(backend).await;
     conversations_page_newest_first(backend).await;
     messages_page_newest_first(backend).await;
@@ -147,7 +151,7 @@ async fn sent_message<B: Backend>(b: &B, tenant: &TenantId, pid: &str) -> Messag
         .await
         .unwrap()
         .expect("claimable");
-    b.record_sent(tenant, m.id, &sent(pid)).await.unwrap()
+    b.record_sent(tenant, m.id, &sent(pid), None).await.unwrap()
 }
 
 fn statuses(m: &Message) -> Vec<(DeliveryStatus, &str)> {
@@ -258,6 +262,61 @@ pub async fn api_keys_resolve_by_hash<B: Backend>(b: &B) {
     assert_eq!(b.tenant_for_api_key(&hash_a).await.unwrap(), Some(a));
     assert_eq!(b.tenant_for_api_key(&hash_b).await.unwrap(), Some(other));
     assert_eq!(b.tenant_for_api_key("sha256-unknown").await.unwrap(), None);
+}
+
+/// A tenant's carrier priorities round-trip, are replaced whole, cleared by an empty routing,
+/// and are the tenant's own.
+pub async fn routing_round_trips_per_tenant<B: Backend>(b: &B) {
+    let (a, other) = (new_tenant_id("a"), new_tenant_id("b"));
+    assert_eq!(b.get_routing(&a).await.unwrap(), Routing::default());
+    let routing = Routing(BTreeMap::from([
+        (
+            Channel::Sms,
+            vec![
+                ProviderKind::Twilio,
+                ProviderKind::Voipms,
+                ProviderKind::Telnyx,
+            ],
+        ),
+        (
+            Channel::Mms,
+            vec![ProviderKind::Telnyx, ProviderKind::Twilio],
+        ),
+    ]));
+    b.put_routing(&a, &routing).await.unwrap();
+    assert_eq!(b.get_routing(&a).await.unwrap(), routing);
+    assert_eq!(
+        b.get_routing(&a).await.unwrap().providers(Channel::Sms),
+        &[
+            ProviderKind::Twilio,
+            ProviderKind::Voipms,
+            ProviderKind::Telnyx
+        ],
+        "the order is kept"
+    );
+    assert_eq!(b.get_routing(&other).await.unwrap(), Routing::default());
+    // The routing lives beside the tenant's numbers without disturbing them.
+    let number = new_number();
+    b.put_number(&route(&a, &number, ProviderKind::Twilio))
+        .await
+        .unwrap();
+    assert_eq!(b.tenant_numbers(&a).await.unwrap().len(), 1);
+    let replaced = Routing(BTreeMap::from([(Channel::Sms, vec![ProviderKind::Voipms])]));
+    b.put_routing(&a, &replaced).await.unwrap();
+    assert_eq!(b.get_routing(&a).await.unwrap(), replaced);
+    b.put_routing(&a, &Routing::default()).await.unwrap();
+    assert_eq!(b.get_routing(&a).await.unwrap(), Routing::default());
+    assert_eq!(b.tenant_numbers(&a).await.unwrap().len(), 1);
+}
+
+fn route(tenant: &TenantId, number: &E164, provider: ProviderKind) -> NumberRoute {
+    NumberRoute {
+        number: number.clone(),
+        tenant_id: tenant.clone(),
+        provider,
+        channels: vec![Channel::Sms],
+        updated_at: base_time(),
+    }
 }
 
 fn sample_credentials() -> Vec<Credentials> {
@@ -710,7 +769,7 @@ pub async fn claims_are_exclusive_and_counted<B: Backend>(b: &B) {
         .unwrap()
         .expect("released");
     assert_eq!(second.attempt, 2);
-    b.record_sent(&tenant, m.id, &sent("SM-claim-1"))
+    b.record_sent(&tenant, m.id, &sent("SM-claim-1"), None)
         .await
         .unwrap();
     assert_eq!(
@@ -745,6 +804,44 @@ pub async fn claims_are_exclusive_and_counted<B: Backend>(b: &B) {
         .unwrap()
         .expect("lease ran out");
     assert_eq!(retaken.attempt, 2);
+}
+
+/// A send that failed over records the number it really went out from and, on its `sent`
+/// event, the carrier that took it and why.
+pub async fn failover_sends_record_sender_and_note<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let (from, fallback, to) = (new_number(), new_number(), new_number());
+    let (m, _) = b
+        .create_outbound(&tenant, &outbound(&from, &to, "failover", base_time()))
+        .await
+        .unwrap();
+    b.claim_delivery(&tenant, m.id, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let failover = Failover {
+        from: fallback.clone(),
+        note: "failover to voipms from +1555: twilio: circuit open".into(),
+    };
+    let result = SendResult {
+        provider: ProviderKind::Voipms,
+        ..sent("voipms-failover-1")
+    };
+    let done = b
+        .record_sent(&tenant, m.id, &result, Some(&failover))
+        .await
+        .unwrap();
+    assert_eq!(done.status, DeliveryStatus::Sent);
+    assert_eq!(done.from, fallback, "the sender it really went out from");
+    assert_eq!(done.to, to);
+    assert_eq!(done.provider, Some(ProviderKind::Voipms));
+    let last = done.events.last().unwrap();
+    assert_eq!(
+        (last.status, last.source.as_str(), last.note.as_deref()),
+        (DeliveryStatus::Sent, "voipms", Some(failover.note.as_str()))
+    );
+    assert_eq!(done.events[0].note, None);
+    assert_eq!(b.get_message(&tenant, m.id).await.unwrap(), Some(done));
 }
 
 /// record_sent / record_retry / record_failed set status, errors and events.
@@ -806,7 +903,7 @@ pub async fn delivery_outcomes_are_recorded<B: Backend>(b: &B) {
         raw_status: "delivered".into(),
         ..sent("SM-outcome-1")
     };
-    let done = b.record_sent(&tenant, s.id, &result).await.unwrap();
+    let done = b.record_sent(&tenant, s.id, &result, None).await.unwrap();
     assert_eq!(
         done.status,
         DeliveryStatus::Delivered,
@@ -822,7 +919,7 @@ pub async fn delivery_outcomes_are_recorded<B: Backend>(b: &B) {
     assert_eq!(b.get_message(&tenant, s.id).await.unwrap(), Some(done));
 
     assert!(b
-        .record_sent(&tenant, Uuid::now_v7(), &sent("SM-x"))
+        .record_sent(&tenant, Uuid::now_v7(), &sent("SM-x"), None)
         .await
         .is_err());
     assert!(b
@@ -853,7 +950,7 @@ pub async fn stranded_outbound_is_found<B: Backend>(b: &B) {
         .await
         .unwrap()
         .unwrap();
-    b.record_sent(&tenant, done.id, &sent("SM-stranded-1"))
+    b.record_sent(&tenant, done.id, &sent("SM-stranded-1"), None)
         .await
         .unwrap();
 
@@ -1153,7 +1250,10 @@ pub async fn tenants_are_isolated<B: Backend>(b: &B) {
     assert_eq!(b.mark_read(x, conv.id).await.unwrap(), None);
     assert_eq!(b.set_starred(x, msg.id, true).await.unwrap(), None);
     assert_eq!(b.claim_delivery(x, out.id, LEASE).await.unwrap(), None);
-    assert!(b.record_sent(x, out.id, &sent("SM-hijack")).await.is_err());
+    assert!(b
+        .record_sent(x, out.id, &sent("SM-hijack"), None)
+        .await
+        .is_err());
     assert!(b.record_retry(x, out.id, None, "x").await.is_err());
     assert!(b.record_failed(x, out.id, None, "x").await.is_err());
     assert_eq!(

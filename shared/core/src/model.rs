@@ -1,6 +1,8 @@
 //! Records Omni keeps: tenants, number routes, messages and conversations, in the shapes the
 //! public contract returns.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -51,6 +53,36 @@ pub struct StatusEvent {
     pub at: DateTime<Utc>,
     /// Who said so: `api`, `worker`, `sweeper`, or a carrier name.
     pub source: String,
+    /// Why, when it is worth saying: e.g. that the delivery worker failed over to another
+    /// carrier, and from which of the tenant's numbers the message then went out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A tenant's carriers per channel, in priority order, for failover
+/// (`PUT /v1/admin/tenants/{id}/routing`, e.g. `{"sms": ["twilio", "voipms"]}`).
+///
+/// A message goes out first through the carrier of the number it was sent from; the listed
+/// carriers after that one are its fallbacks, in order, each sending from the tenant's own
+/// number on that carrier. A channel that is not listed has no fallback.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Routing(pub BTreeMap<Channel, Vec<ProviderKind>>);
+
+impl Routing {
+    /// The carriers listed for a channel (empty when none are).
+    pub fn providers(&self, channel: Channel) -> &[ProviderKind] {
+        self.0.get(&channel).map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
+/// How a message went out when it did not go through its sender number's own carrier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failover {
+    /// The tenant number it was sent from (the tenant's number on the fallback carrier).
+    pub from: E164,
+    /// Why, for the message's events: the carriers passed over and the reason for each.
+    pub note: String,
 }
 
 /// A message as the contract returns it.
@@ -126,6 +158,7 @@ impl Message {
                 status: DeliveryStatus::Received,
                 at: m.received_at,
                 source: m.provider.as_str().to_owned(),
+                note: None,
             }],
         }
     }
@@ -154,6 +187,7 @@ impl Message {
                 status: DeliveryStatus::Queued,
                 at: m.at,
                 source: SOURCE_API.to_owned(),
+                note: None,
             }],
         }
     }
@@ -165,7 +199,7 @@ impl Message {
         if merged == self.status {
             return false;
         }
-        self.transition(merged, u.at, u.provider.as_str());
+        self.transition(merged, u.at, u.provider.as_str(), None);
         if u.error_code.is_some() {
             self.error_code = u.error_code.clone();
         }
@@ -176,11 +210,16 @@ impl Message {
         true
     }
 
-    /// Records the carrier's acceptance of a send.
-    pub fn record_sent(&mut self, r: &SendResult, now: DateTime<Utc>) {
+    /// Records the carrier's acceptance of a send; after a failover, the number it really went
+    /// out from and why, in the `sent` event's note.
+    pub fn record_sent(&mut self, r: &SendResult, failover: Option<&Failover>, now: DateTime<Utc>) {
         // Carriers often answer "queued" on acceptance; for us that is at least sent.
         let merged = self.status.merge(r.status).merge(DeliveryStatus::Sent);
-        self.transition(merged, now, r.provider.as_str());
+        let note = failover.map(|f| f.note.as_str());
+        self.transition(merged, now, r.provider.as_str(), note);
+        if let Some(f) = failover {
+            self.from = f.from.clone();
+        }
         self.provider = Some(r.provider);
         self.provider_message_id = Some(r.provider_message_id.clone());
         self.updated_at = now;
@@ -198,20 +237,27 @@ impl Message {
     /// delivered is never marked failed.
     pub fn record_failed(&mut self, error_code: Option<&str>, error: &str, now: DateTime<Utc>) {
         let merged = self.status.merge(DeliveryStatus::Failed);
-        self.transition(merged, now, SOURCE_WORKER);
+        self.transition(merged, now, SOURCE_WORKER, None);
         self.error_code = error_code.map(str::to_owned);
         self.error_message = Some(error.to_owned());
         self.updated_at = now;
     }
 
     /// Moves to `merged` and records the transition; an unchanged status records nothing.
-    fn transition(&mut self, merged: DeliveryStatus, at: DateTime<Utc>, source: &str) {
+    fn transition(
+        &mut self,
+        merged: DeliveryStatus,
+        at: DateTime<Utc>,
+        source: &str,
+        note: Option<&str>,
+    ) {
         if merged != self.status {
             self.status = merged;
             self.events.push(StatusEvent {
                 status: merged,
                 at,
                 source: source.to_owned(),
+                note: note.map(str::to_owned),
             });
         }
     }

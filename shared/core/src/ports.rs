@@ -13,7 +13,8 @@ use crate::domain::{
     InboundMessage, ProviderKind, SendResult, StatusUpdate, TenantId, WebhookEvent, E164,
 };
 use crate::model::{
-    Conversation, DeliveryClaim, Message, NewOutbound, NumberRoute, Page, StatusApplied, Tenant,
+    Conversation, DeliveryClaim, Failover, Message, NewOutbound, NumberRoute, Page, Routing,
+    StatusApplied, Tenant,
 };
 use crate::providers::Credentials;
 
@@ -54,6 +55,10 @@ pub trait TenantStore: Send + Sync {
         -> StoreResult<()>;
     /// The tenant an API key hash belongs to.
     async fn tenant_for_api_key(&self, key_hash: &str) -> StoreResult<Option<TenantId>>;
+    /// Replaces a tenant's carrier priorities per channel (failover); an empty routing clears them.
+    async fn put_routing(&self, tenant: &TenantId, routing: &Routing) -> StoreResult<()>;
+    /// A tenant's carrier priorities per channel; empty when none were set.
+    async fn get_routing(&self, tenant: &TenantId) -> StoreResult<Routing>;
 }
 
 /// Tenant carrier credentials (encrypted at rest / Secrets Manager).
@@ -131,12 +136,14 @@ pub trait MessageStore: Send + Sync {
         lease: Duration,
     ) -> StoreResult<Option<DeliveryClaim>>;
 
-    /// Records the carrier's acceptance; releases the claim.
+    /// Records the carrier's acceptance; releases the claim. After a failover, the message's
+    /// sender becomes the number it really went out from and the `sent` event carries the note.
     async fn record_sent(
         &self,
         tenant: &TenantId,
         id: Uuid,
         result: &SendResult,
+        failover: Option<&Failover>,
     ) -> StoreResult<Message>;
 
     /// Releases the claim after a transient failure, keeping the message queued, and records the

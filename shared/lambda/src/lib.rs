@@ -114,6 +114,7 @@ impl Omni {
             providers: ProviderRegistry::new(http, &config.service.endpoints(), false),
             platform: platform_credentials(),
             settings: config.service.settings(config.public_url.clone()),
+            breakers: Default::default(),
         };
         Ok(Omni {
             services,

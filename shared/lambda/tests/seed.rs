@@ -147,6 +147,7 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
             status: DeliveryStatus::Sent,
             raw_status: "queued".into(),
         },
+        None,
     )
     .await
     .unwrap();

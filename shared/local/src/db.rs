@@ -16,7 +16,10 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 /// Schema migrations, in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_routing.sql"),
+];
 
 /// Reader connections for a file database: enough for the API and the workers to read while
 /// the single writer commits.

@@ -8,7 +8,7 @@ use omni_core::domain::{
     Channel, InboundMessage, Media, ProviderKind, SendResult, StatusUpdate, TenantId, E164,
 };
 use omni_core::model::{
-    Conversation, DeliveryClaim, LastMessage, Message, NewOutbound, Page, StatusApplied,
+    Conversation, DeliveryClaim, Failover, LastMessage, Message, NewOutbound, Page, StatusApplied,
     StatusEvent,
 };
 use omni_core::ports::{MessageStore, StoreError, StoreResult};
@@ -254,7 +254,7 @@ fn update_message(conn: &Connection, message: &Message) -> StoreResult<()> {
     conn.execute(
         "UPDATE messages SET status = ?2, provider = ?3, provider_message_id = ?4,
              error_code = ?5, error_message = ?6, updated_at = ?7, events = ?8,
-             claim_until = NULL
+             from_number = ?9, claim_until = NULL
          WHERE id = ?1",
         params![
             message.id.to_string(),
@@ -265,6 +265,7 @@ fn update_message(conn: &Connection, message: &Message) -> StoreResult<()> {
             message.error_message,
             ts(message.updated_at),
             json(&message.events)?,
+            message.from.as_str(),
         ],
     )
     .map_err(db)?;
@@ -471,13 +472,14 @@ impl MessageStore for SqliteBackend {
         tenant: &TenantId,
         id: Uuid,
         result: &SendResult,
+        failover: Option<&Failover>,
     ) -> StoreResult<Message> {
-        let (tenant, r) = (tenant.clone(), result.clone());
+        let (tenant, r, failover) = (tenant.clone(), result.clone(), failover.cloned());
         self.write(move |tx| {
             // No claim is required: the carrier has taken the message even if our lease ran
             // out during the call, and forgetting that would send it twice.
             let mut message = message_for_update(tx, &tenant, id)?;
-            message.record_sent(&r, Utc::now());
+            message.record_sent(&r, failover.as_ref(), Utc::now());
             update_message(tx, &message)?;
             reload_message(tx, &tenant, id)
         })

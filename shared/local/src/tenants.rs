@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::Utc;
 use omni_core::domain::{Channel, ProviderKind, TenantId, E164};
-use omni_core::model::{NumberRoute, Tenant};
+use omni_core::model::{NumberRoute, Routing, Tenant};
 use omni_core::ports::{SecretStore, StoreError, StoreResult, TenantStore};
 use omni_core::providers::Credentials;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -210,6 +210,41 @@ impl TenantStore for SqliteBackend {
             owner
                 .map(|t| TenantId::parse(&t).map_err(|_| corrupt("tenant id")))
                 .transpose()
+        })
+        .await
+    }
+
+    async fn put_routing(&self, tenant: &TenantId, routing: &Routing) -> StoreResult<()> {
+        let tenant = tenant.clone();
+        let json = serde_json::to_string(routing)
+            .map_err(|e| StoreError::Backend(format!("routing: {e}")))?;
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO routing (tenant_id, routing, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tenant_id) DO UPDATE SET routing = excluded.routing,
+                     updated_at = excluded.updated_at",
+                params![tenant.as_str(), json, ts(Utc::now())],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_routing(&self, tenant: &TenantId) -> StoreResult<Routing> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            let text: Option<String> = conn
+                .query_row(
+                    "SELECT routing FROM routing WHERE tenant_id = ?1",
+                    [tenant.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            text.map(|t| serde_json::from_str(&t).map_err(|_| corrupt("routing")))
+                .transpose()
+                .map(Option::unwrap_or_default)
         })
         .await
     }

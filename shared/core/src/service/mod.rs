@@ -14,12 +14,14 @@ use crate::domain::{DomainError, ProviderKind, TenantId};
 use crate::ports::{MessageStore, Push, Queue, SecretStore, StoreError, TenantStore};
 use crate::providers::{Credentials, ProviderRegistry};
 
+mod breaker;
 mod delivery;
 mod inbound;
 mod keywords;
 mod outbound;
 mod updater;
 
+pub use breaker::{BreakerPolicy, CircuitBreakers};
 pub use delivery::DeliveryOutcome;
 pub use keywords::Keyword;
 pub use outbound::SendRequest;
@@ -146,6 +148,8 @@ pub struct ServiceSettings {
     pub claim_lease: Duration,
     /// A queued message untouched this long with no job is re-queued by the sweeper.
     pub sweep_after: Duration,
+    /// When a carrier's circuit breaker opens, and for how long (failover).
+    pub breaker: BreakerPolicy,
 }
 
 impl Default for ServiceSettings {
@@ -156,6 +160,7 @@ impl Default for ServiceSettings {
             retry: RetryPolicy::default(),
             claim_lease: Duration::from_secs(60),
             sweep_after: Duration::from_secs(30),
+            breaker: BreakerPolicy::default(),
         }
     }
 }
@@ -179,6 +184,8 @@ pub struct Services {
     pub platform: PlatformCredentials,
     /// Settings.
     pub settings: ServiceSettings,
+    /// Circuit breakers per (tenant, carrier), shared by every clone of these services.
+    pub breakers: Arc<CircuitBreakers>,
 }
 
 impl Services {
