@@ -31,6 +31,13 @@ pub enum DeliveryOutcome {
     Skipped,
 }
 
+/// The carriers a message may go out through, in order: its sender number's own, then the
+/// tenant's listed fallbacks for the channel (once read).
+struct Chain {
+    carriers: Vec<ProviderKind>,
+    complete: bool,
+}
+
 /// One carrier a message may go out through, with the sender number it has there.
 struct Leg {
     provider: ProviderKind,
@@ -66,43 +73,78 @@ impl Services {
         };
         let message = claim.message;
         let budget = self.settings.retry.max_attempts.max(1);
-        let chain = match self.carrier_chain(tenant, &message).await {
-            Ok(chain) => chain,
+        let own = match self.own_carrier(tenant, &message).await {
+            Ok(own) => own,
             Err(error) => {
                 return self
                     .after_failure(job, tenant, &message, claim.attempt, budget, error)
                     .await
             }
         };
-        let total = budget.saturating_mul(chain.len() as u32);
+        // The fallbacks are read only when they may matter (the own carrier passed over, or
+        // its budget spent or about to be), so a plain send costs no extra storage read.
+        let mut chain = Chain {
+            carriers: vec![own],
+            complete: false,
+        };
+        if claim.attempt > budget {
+            if let Err(error) = self.complete_chain(tenant, &message, &mut chain).await {
+                return self
+                    .after_failure(job, tenant, &message, claim.attempt, budget, error)
+                    .await;
+            }
+        }
         // Carriers before `first` have spent their budget on this message.
         let first = ((claim.attempt.max(1) - 1) / budget) as usize;
-        let first = first.min(chain.len() - 1);
-        let mut passed_over: Vec<String> = chain[..first]
+        let first = first.min(chain.carriers.len() - 1);
+        let mut passed_over: Vec<String> = chain.carriers[..first]
             .iter()
             .map(|p| format!("{p}: retry budget of {budget} attempts spent"))
             .collect();
         let mut retry_later = false;
-        for (position, &provider) in chain.iter().enumerate().skip(first) {
+        let mut position = first;
+        while position < chain.carriers.len() {
+            let provider = chain.carriers[position];
             let policy = &self.settings.breaker;
-            if !self
+            let skip = if !self
                 .breakers
                 .allows(tenant, provider, policy, Instant::now())
             {
                 retry_later = true;
-                passed_over.push(format!("{provider}: circuit open"));
-                continue;
-            }
-            let leg = match self.leg(tenant, &message, provider, position == 0).await {
+                Some("circuit open".to_string())
+            } else {
+                None
+            };
+            let leg = match skip {
+                Some(reason) => Err(reason),
+                None => match self.leg(tenant, &message, provider, position == 0).await {
+                    Ok(leg) => Ok(leg),
+                    Err(error) => {
+                        retry_later |= error.is_transient();
+                        if let Err(e) = self.complete_chain(tenant, &message, &mut chain).await {
+                            return self
+                                .after_failure(job, tenant, &message, claim.attempt, budget, e)
+                                .await;
+                        }
+                        if chain.carriers.len() == 1 {
+                            return self
+                                .after_failure(job, tenant, &message, claim.attempt, budget, error)
+                                .await;
+                        }
+                        Err(error.message().to_string())
+                    }
+                },
+            };
+            let leg = match leg {
                 Ok(leg) => leg,
-                Err(error) if chain.len() == 1 => {
-                    return self
-                        .after_failure(job, tenant, &message, claim.attempt, total, error)
-                        .await
-                }
-                Err(error) => {
-                    retry_later |= error.is_transient();
-                    passed_over.push(format!("{provider}: {}", error.message()));
+                Err(reason) => {
+                    if let Err(e) = self.complete_chain(tenant, &message, &mut chain).await {
+                        return self
+                            .after_failure(job, tenant, &message, claim.attempt, budget, e)
+                            .await;
+                    }
+                    passed_over.push(format!("{provider}: {reason}"));
+                    position += 1;
                     continue;
                 }
             };
@@ -116,10 +158,20 @@ impl Services {
                         {
                             warn!(provider = %provider, "carrier circuit breaker open");
                         }
+                        // Whether this was the last attempt depends on the fallbacks.
+                        if claim.attempt >= budget {
+                            if let Err(e) = self.complete_chain(tenant, &message, &mut chain).await
+                            {
+                                return self
+                                    .after_failure(job, tenant, &message, claim.attempt, budget, e)
+                                    .await;
+                            }
+                        }
                     } else {
                         // The carrier answered: it is up, whatever it thought of the message.
                         self.breakers.record_success(tenant, provider);
                     }
+                    let total = budget.saturating_mul(chain.carriers.len() as u32);
                     return self
                         .after_failure(job, tenant, &message, claim.attempt, total, error)
                         .await;
@@ -145,6 +197,7 @@ impl Services {
         }
         // No carrier could be called: wait for a breaker to close if one is open (or storage to
         // answer), otherwise nothing is configured that could ever carry it.
+        let total = budget.saturating_mul(chain.carriers.len() as u32);
         let reason = format!("no carrier could take it ({})", passed_over.join("; "));
         let error = if retry_later {
             SendError::transient(reason, None)
@@ -155,35 +208,44 @@ impl Services {
             .await
     }
 
-    /// The carriers a message may go out through, in order: its sender number's own, then
-    /// the tenant's listed fallbacks for the channel.
-    async fn carrier_chain(
+    /// The carrier of the number the message is sent from.
+    async fn own_carrier(
         &self,
         tenant: &TenantId,
         message: &Message,
-    ) -> Result<Vec<ProviderKind>, SendError> {
-        let route = match self.tenants.number_route(&message.from).await {
-            Ok(Some(r)) if &r.tenant_id == tenant => r,
-            Ok(_) => {
-                return Err(not_configured(format!(
-                    "{} is no longer this tenant's number",
-                    message.from
-                )))
-            }
-            Err(e) => return Err(SendError::transient(format!("storage: {e}"), None)),
-        };
+    ) -> Result<ProviderKind, SendError> {
+        match self.tenants.number_route(&message.from).await {
+            Ok(Some(r)) if &r.tenant_id == tenant => Ok(r.provider),
+            Ok(_) => Err(not_configured(format!(
+                "{} is no longer this tenant's number",
+                message.from
+            ))),
+            Err(e) => Err(SendError::transient(format!("storage: {e}"), None)),
+        }
+    }
+
+    /// Appends the tenant's listed fallbacks for the message's channel to the chain, once.
+    async fn complete_chain(
+        &self,
+        tenant: &TenantId,
+        message: &Message,
+        chain: &mut Chain,
+    ) -> Result<(), SendError> {
+        if chain.complete {
+            return Ok(());
+        }
         let routing = self
             .tenants
             .get_routing(tenant)
             .await
             .map_err(|e| SendError::transient(format!("storage: {e}"), None))?;
-        let mut chain = vec![route.provider];
         for &p in routing.providers(message.channel) {
-            if !chain.contains(&p) {
-                chain.push(p);
+            if !chain.carriers.contains(&p) {
+                chain.carriers.push(p);
             }
         }
-        Ok(chain)
+        chain.complete = true;
+        Ok(())
     }
 
     /// Everything a send through `provider` needs: its adapter, the tenant's credentials
