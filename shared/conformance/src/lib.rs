@@ -31,6 +31,23 @@ pub trait Backend: TenantStore + SecretStore + MessageStore + Queue {}
 
 impl<T: TenantStore + SecretStore + MessageStore + Queue> Backend for T {}
 
+/// Declares one `#[tokio::test]` per check, each on a fresh backend, so a backend's test file
+/// lists no checks itself: `conformance_tests!(backend = fresh().await; &backend);` binds the
+/// pattern to the set-up expression, then passes the backend expression to each check.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($pat:pat = $setup:expr; $backend:expr) => {
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, numbers_route_and_conflict, api_keys_resolve_by_hash, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, create_outbound_is_idempotent, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, tenants_are_isolated, queue_accepts_jobs);
+    };
+    (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $check() {
+            let $pat = $setup;
+            $crate::$check($backend).await;
+        }
+    )+};
+}
+
 /// Runs every check against one backend.
 pub async fn run_all<B: Backend>(backend: &B) {
     tenants_keep_created_at(backend).await;
