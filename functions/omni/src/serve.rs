@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use omni_api::{AppState, WsHub};
 use omni_core::providers::{http_client, ProviderRegistry, Secret};
 use omni_core::service::Services;
@@ -10,7 +12,7 @@ use omni_local::{MasterKey, SqliteBackend};
 use rand::Rng;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{debug, info, warn};
 
 use crate::config::ServeConfig;
 use crate::{demo, runner};
@@ -96,25 +98,84 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = runner::spawn_all(backend.clone(), services.clone(), http, stop_rx, &config);
-    let app = omni_api::full_app(
+    let app = omni_api::serve_app(
         AppState {
             services,
             admin_token,
         },
         hub,
+        config.http_limits(),
     );
     println!("omni listening on http://{local}");
     info!(addr = %local, demo = config.demo, "omni serve started");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("server error: {e}"))?;
+    serve_http(listener, app, &config).await;
     let _ = stop_tx.send(true);
     for worker in workers {
         let _ = worker.await;
     }
     info!("omni serve stopped");
     Ok(())
+}
+
+/// Serves HTTP/1.1 (with upgrades, for the WebSocket) until SIGINT/SIGTERM, then lets open
+/// requests finish for up to ten seconds. A client gets `OMNI_HEADER_READ_TIMEOUT_MS` to send
+/// each request head, or the connection is closed (slowloris); a head larger than the read
+/// buffer (room for the URL and header caps plus slack) is refused by hyper with a bare 431.
+async fn serve_http(listener: TcpListener, app: axum::Router, config: &ServeConfig) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout())
+        .max_buf_size(config.http_limits().head_buffer_bytes());
+    // Shutdown: a signal to every connection, and a channel whose senders they hold, so its
+    // receiver ends when the last one has finished.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let (mut stop, open) = (stop_rx.clone(), open_tx.clone());
+        tokio::spawn(async move {
+            let _open = open;
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = stop.changed() => {
+                    // Finish the request in flight, then close.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(open_tx);
+    if tokio::time::timeout(Duration::from_secs(10), open_rx.recv())
+        .await
+        .is_err()
+    {
+        warn!("connections still open after 10 s; stopping anyway");
+    }
 }
 
 fn hex_token() -> String {

@@ -7,7 +7,9 @@ use clap::Args;
 use omni_core::providers::{
     Credentials, ProviderEndpoints, Secret, TwilioCredentials, VoipmsCredentials,
 };
-use omni_core::service::{BreakerPolicy, PlatformCredentials, RetryPolicy, ServiceSettings};
+use omni_core::service::{
+    BreakerPolicy, PlatformCredentials, RetryPolicy, SendRateLimit, ServiceSettings,
+};
 
 /// Carrier endpoints, retry schedule and retention (every flag also reads its environment
 /// variable).
@@ -69,6 +71,13 @@ pub struct ServiceArgs {
     /// Carrier HTTP timeout in milliseconds.
     #[arg(long, env = "OMNI_CARRIER_TIMEOUT_MS", default_value_t = 15_000)]
     pub carrier_timeout_ms: u64,
+    /// Sustained `POST /v1/messages` calls per second per tenant, fractions allowed (0: no
+    /// limit). In memory: per process, and per function instance on Lambda.
+    #[arg(long, env = "OMNI_SEND_RATE_PER_SEC", default_value_t = 50.0)]
+    pub send_rate_per_sec: f64,
+    /// `POST /v1/messages` calls a tenant may make at once before the rate applies.
+    #[arg(long, env = "OMNI_SEND_BURST", default_value_t = 100)]
+    pub send_burst: u32,
 }
 
 impl ServiceArgs {
@@ -98,6 +107,10 @@ impl ServiceArgs {
                 threshold: self.breaker_threshold.max(1),
                 window: Duration::from_secs(self.breaker_window_secs),
                 cooldown: Duration::from_secs(self.breaker_cooldown_secs),
+            },
+            send_rate: SendRateLimit {
+                per_second: self.send_rate_per_sec,
+                burst: self.send_burst.max(1),
             },
         }
     }

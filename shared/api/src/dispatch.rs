@@ -1,18 +1,21 @@
 //! The dispatch API: send, read messages, conversations, stars (tenant API key).
 
+use std::sync::Arc;
+
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
-use axum::Json;
+use axum::{Extension, Json};
 use omni_core::domain::TenantId;
 use omni_core::service::SendRequest;
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::ratelimit::SendLimiter;
 use crate::routes::Routes;
 use crate::AppState;
 
@@ -62,12 +65,19 @@ pub fn conversations_app(state: AppState) -> axum::Router {
 }
 
 /// `POST /v1/messages`, `GET /v1/messages/{id}`.
+///
+/// Sending is rate limited per tenant (`settings.send_rate`) by a token bucket this router
+/// owns, in memory: one per `omni serve` process and, on AWS, one per Lambda function
+/// instance, so there the limit holds per instance, not across concurrent instances.
 pub fn send_routes(state: AppState) -> Routes {
+    let limiter = Arc::new(SendLimiter::new(state.services.settings.send_rate));
     Routes::default()
         .route(
             "/v1/messages",
             &[Method::POST],
-            post(send).with_state(state.clone()),
+            post(send)
+                .with_state(state.clone())
+                .layer(Extension(limiter)),
         )
         .route(
             "/v1/messages/{id}",
@@ -103,10 +113,13 @@ pub fn conversation_routes(state: AppState) -> Routes {
 
 async fn send(
     State(state): State<AppState>,
+    Extension(limiter): Extension<Arc<SendLimiter>>,
     TenantAuth(tenant): TenantAuth,
     headers: HeaderMap,
     body: Result<Json<SendRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    // Before anything is read or stored: a refused send leaves no trace.
+    limiter.check(&tenant)?;
     let Json(mut request) = body?;
     if let Some(header_key) = headers.get("idempotency-key") {
         let header_key = header_key

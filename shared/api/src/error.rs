@@ -20,6 +20,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for a `Retry-After` header (429 only).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -29,6 +31,20 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429 `rate_limited` with `Retry-After: retry_after_secs` (at least 1).
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        let secs = retry_after_secs.max(1);
+        ApiError {
+            retry_after: Some(secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests; retry after {secs} s"),
+            )
         }
     }
 
@@ -97,7 +113,13 @@ impl IntoResponse for ApiError {
         let request_id = REQUEST_ID.try_with(|r| r.0.clone()).unwrap_or_default();
         let body =
             serde_json::json!({"error": self.message, "code": self.code, "request_id": request_id});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

@@ -9,6 +9,8 @@ pub mod config;
 pub mod console;
 pub mod dispatch;
 pub mod error;
+pub mod limits;
+pub mod ratelimit;
 pub mod routes;
 pub mod webhooks;
 pub mod ws;
@@ -41,6 +43,12 @@ pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 /// WebSocket endpoint served by `hub`.
 pub fn full_app(state: AppState, hub: Arc<WsHub>) -> Router {
     routes::finish(all_routes(state, hub).into_router())
+}
+
+/// [`full_app`] with the limits of a server clients reach directly (`omni serve`): body read
+/// deadline, URL and header size caps.
+pub fn serve_app(state: AppState, hub: Arc<WsHub>, limits: limits::HttpLimits) -> Router {
+    routes::finish_with(all_routes(state, hub).into_router(), Some(limits))
 }
 
 /// The route table behind [`full_app`], for tests that compare it with the OpenAPI document.

@@ -1,6 +1,8 @@
 //! A route table that remembers what it mounts, so tests can hold the server and the
 //! OpenAPI document to each other, plus the middleware every router gets.
 
+use std::sync::Arc;
+
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -9,6 +11,7 @@ use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
 
 use crate::error::{ApiError, RequestId, REQUEST_ID};
+use crate::limits::HttpLimits;
 use crate::{MAX_BODY_BYTES, OPENAPI_JSON};
 
 /// A router plus the list of (method, path) it serves.
@@ -62,11 +65,24 @@ pub fn meta_routes() -> Routes {
 /// Wraps a router with what every Omni endpoint has: a request id, the 1 MiB body limit,
 /// JSON errors for anything axum rejects, and a JSON 404 for unknown paths.
 pub fn finish(router: Router) -> Router {
-    router
+    finish_with(router, None)
+}
+
+/// [`finish`], plus, with `limits`, the body deadline and the URL and header caps of a
+/// server clients reach directly (`omni serve`), answered with a request id like any error.
+pub fn finish_with(router: Router, limits: Option<HttpLimits>) -> Router {
+    let router = router
         .fallback(|| async { ApiError::not_found("route") })
         .layer(middleware::from_fn(json_errors))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(request_id))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let router = match limits {
+        Some(limits) => router.layer(middleware::from_fn_with_state(
+            Arc::new(limits),
+            crate::limits::enforce,
+        )),
+        None => router,
+    };
+    router.layer(middleware::from_fn(request_id))
 }
 
 /// Gives each request an id (the caller's `x-request-id` if sane), visible to error bodies

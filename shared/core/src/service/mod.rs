@@ -150,6 +150,29 @@ pub struct ServiceSettings {
     pub sweep_after: Duration,
     /// When a carrier's circuit breaker opens, and for how long (failover).
     pub breaker: BreakerPolicy,
+    /// How fast one tenant may call the send API (enforced by the send router).
+    pub send_rate: SendRateLimit,
+}
+
+/// A per-tenant token bucket on `POST /v1/messages`: `burst` sends at once, refilled at
+/// `per_second`. Enforced in memory by each process (each Lambda function instance), so it
+/// bounds a tenant's rate per instance, not across a fleet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SendRateLimit {
+    /// Sustained sends per second per tenant (fractions allowed: 0.5 is one every two
+    /// seconds); 0 turns the limit off.
+    pub per_second: f64,
+    /// Sends a tenant may make at once (the bucket's size); at least 1.
+    pub burst: u32,
+}
+
+impl Default for SendRateLimit {
+    fn default() -> Self {
+        SendRateLimit {
+            per_second: 50.0,
+            burst: 100,
+        }
+    }
 }
 
 impl Default for ServiceSettings {
@@ -161,6 +184,7 @@ impl Default for ServiceSettings {
             claim_lease: Duration::from_secs(60),
             sweep_after: Duration::from_secs(30),
             breaker: BreakerPolicy::default(),
+            send_rate: SendRateLimit::default(),
         }
     }
 }
