@@ -19,8 +19,15 @@ pub const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// A running `omni serve`.
 pub struct Server {
     child: Child,
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>`: the recording proxy in front of the server, so every
+    /// response a test receives (HTTP and WebSocket) is scanned for secrets.
     pub base: String,
+    /// The server's own address, without the proxy (raw-socket tests).
+    pub direct: std::net::SocketAddr,
+    /// Every byte the server sent to the tests, through the proxy.
+    responses: Arc<Mutex<Vec<u8>>>,
+    /// Dropping it stops the proxy.
+    _proxy: tokio::sync::oneshot::Sender<()>,
     /// Everything the process printed (stdout and stderr).
     pub logs: Arc<Mutex<String>>,
     /// The directory holding its database.
@@ -61,12 +68,15 @@ impl Server {
 
     async fn start_in(dir: Arc<TempDir>, env: Vec<(String, String)>, args: &[&str]) -> Server {
         let db = dir.path().join("omni.db");
+        let proxy = ResponseRecorder::bind();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_omni"));
         cmd.arg("serve")
             .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("OMNI_ADDR", "127.0.0.1:0")
+            // Carriers and tests reach it through the proxy, so that is the URL they sign.
+            .env("OMNI_PUBLIC_URL", format!("http://{}", proxy.addr))
             .env("OMNI_DB", &db)
             .env("OMNI_ADMIN_TOKEN", ADMIN)
             .env("OMNI_MASTER_KEY", MASTER_KEY)
@@ -103,10 +113,17 @@ impl Server {
                 }
             });
         }
-        let base = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
-            .await
-            .unwrap()
-            .unwrap_or_else(|_| panic!("omni did not start; logs:\n{}", logs.lock().unwrap()));
+        let listening =
+            tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
+                .await
+                .unwrap()
+                .unwrap_or_else(|_| panic!("omni did not start; logs:\n{}", logs.lock().unwrap()));
+        let direct: std::net::SocketAddr = listening
+            .trim_start_matches("http://")
+            .parse()
+            .expect("listening address");
+        let base = format!("http://{}", proxy.addr);
+        let (responses, proxy) = proxy.forward_to(direct);
         let mut known = vec![ADMIN.to_string(), MASTER_KEY.to_string()];
         let secret_vars = env.iter().filter(|(k, _)| {
             ["TOKEN", "PASSWORD", "SECRET"]
@@ -117,6 +134,9 @@ impl Server {
         Server {
             child,
             base,
+            direct,
+            responses,
+            _proxy: proxy,
             logs,
             dir,
             env,
@@ -149,6 +169,11 @@ impl Server {
         next
     }
 
+    /// Every byte of every response (and WebSocket frame) the server has sent the tests.
+    pub fn response_bytes(&self) -> Vec<u8> {
+        self.responses.lock().unwrap().clone()
+    }
+
     /// Everything logged so far.
     pub fn log_text(&self) -> String {
         self.logs.lock().unwrap().clone()
@@ -169,7 +194,15 @@ impl Server {
         let mut req = self.http.request(method, self.url(path)).bearer_auth(ADMIN);
         if let Some(b) = body {
             // Carrier secrets given to the server are remembered for the log scan.
-            for field in ["auth_token", "api_password", "webhook_secret", "api_key"] {
+            for field in [
+                "auth_token",
+                "api_password",
+                "webhook_secret",
+                "api_key",
+                "access_token",
+                "app_secret",
+                "verify_token",
+            ] {
                 if let Some(secret) = b[field].as_str() {
                     self.secrets.lock().unwrap().push(secret.to_string());
                 }
@@ -290,7 +323,8 @@ impl Server {
 }
 
 impl Drop for Server {
-    /// Stops the process and checks, for every test, that no secret reached its logs.
+    /// Stops the process and checks, for every test, that no secret reached its logs, nor
+    /// any response or WebSocket frame the test received.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -298,7 +332,8 @@ impl Drop for Server {
             return;
         }
         let logs = self.log_text();
-        for secret in self.secrets.lock().unwrap().iter().filter(|s| s.len() >= 8) {
+        let secrets = self.secrets.lock().unwrap().clone();
+        for secret in secrets.iter().filter(|s| s.len() >= 8) {
             // The demo prints its generated API key and admin token once on stdout, by design.
             let printed_once = logs.contains(&format!("(shown once): {secret}"));
             assert!(
@@ -307,7 +342,128 @@ impl Drop for Server {
                 &secret[..4]
             );
         }
+        let leaks = leaked_secrets(&self.responses.lock().unwrap(), &secrets);
+        assert!(
+            leaks.is_empty(),
+            "secrets reached API responses: {:?}",
+            leaks
+                .iter()
+                .map(|s| format!("{}…", &s[..4]))
+                .collect::<Vec<_>>()
+        );
     }
+}
+
+/// The secrets (8+ characters) found in `responses`. A new API key appears exactly once, in
+/// the body that creates it (`"key":"omk_…"`), by design; any other occurrence is a leak.
+pub fn leaked_secrets(responses: &[u8], secrets: &[String]) -> Vec<String> {
+    let mut leaks = Vec::new();
+    for secret in secrets.iter().filter(|s| s.len() >= 8) {
+        let shown_once = format!("\"key\":\"{secret}\"");
+        let allowed = count(responses, shown_once.as_bytes());
+        if count(responses, secret.as_bytes()) > allowed.min(1) {
+            leaks.push(secret.clone());
+        }
+    }
+    leaks
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return 0;
+    }
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+}
+
+/// A TCP proxy in front of the server that keeps every byte the server sends back. It runs
+/// on a thread and runtime of its own, so a test that blocks its own runtime (running the
+/// CLI, say) does not stall it.
+struct ResponseRecorder {
+    listener: std::net::TcpListener,
+    addr: std::net::SocketAddr,
+}
+
+impl ResponseRecorder {
+    fn bind() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        listener.set_nonblocking(true).expect("non-blocking proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        ResponseRecorder { listener, addr }
+    }
+
+    /// Forwards every connection to `upstream` until the returned sender is dropped;
+    /// returns the recording.
+    fn forward_to(
+        self,
+        upstream: std::net::SocketAddr,
+    ) -> (Arc<Mutex<Vec<u8>>>, tokio::sync::oneshot::Sender<()>) {
+        let recording = Arc::new(Mutex::new(Vec::new()));
+        let record = recording.clone();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("proxy runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(self.listener).expect("proxy");
+                tokio::pin!(stop_rx);
+                loop {
+                    tokio::select! {
+                        accepted = listener.accept() => match accepted {
+                            Ok((client, _)) => {
+                                tokio::spawn(relay(client, upstream, record.clone()));
+                            }
+                            Err(_) => break,
+                        },
+                        _ = &mut stop_rx => break,
+                    }
+                }
+            });
+            runtime.shutdown_background();
+        });
+        (recording, stop_tx)
+    }
+}
+
+/// Copies one connection both ways, recording what the server sends.
+async fn relay(
+    client: tokio::net::TcpStream,
+    upstream: std::net::SocketAddr,
+    record: Arc<Mutex<Vec<u8>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let up = async move {
+        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+        let _ = server_write.shutdown().await;
+    };
+    let down = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    record.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if client_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = client_write.shutdown().await;
+    };
+    tokio::join!(up, down);
 }
 
 /// The Twilio account SID used by tests.
@@ -366,4 +522,55 @@ pub fn signed_twilio_post(
         .header("content-type", "application/x-www-form-urlencoded")
         .header("x-twilio-signature", signature)
         .body(serde_urlencoded::to_string(params).expect("form"))
+}
+
+#[cfg(test)]
+mod scanner_tests {
+    use super::leaked_secrets;
+
+    fn secrets() -> Vec<String> {
+        vec![
+            "twilio-auth-token-0001".to_string(),
+            "omk_0123456789abcdef".to_string(),
+            "short".to_string(),
+        ]
+    }
+
+    #[test]
+    fn a_secret_in_a_response_body_or_header_is_caught() {
+        let body = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{\"auth_token\":\"twilio-auth-token-0001\"}";
+        assert_eq!(leaked_secrets(body, &secrets()), ["twilio-auth-token-0001"]);
+        let header = b"HTTP/1.1 401 Unauthorized\r\nx-debug: twilio-auth-token-0001\r\n\r\n";
+        assert_eq!(
+            leaked_secrets(header, &secrets()),
+            ["twilio-auth-token-0001"]
+        );
+        // A WebSocket text frame (server frames are unmasked).
+        let mut frame = vec![0x81, 30];
+        frame.extend_from_slice(b"{\"k\":\"twilio-auth-token-0001\"}");
+        assert_eq!(
+            leaked_secrets(&frame, &secrets()),
+            ["twilio-auth-token-0001"]
+        );
+    }
+
+    #[test]
+    fn a_new_api_key_may_be_shown_once_in_its_creation_body_only() {
+        let created =
+            b"HTTP/1.1 201 Created\r\n\r\n{\"id\":\"k1\",\"key\":\"omk_0123456789abcdef\"}";
+        assert!(leaked_secrets(created, &secrets()).is_empty());
+        let twice = [&created[..], &created[..]].concat();
+        assert_eq!(leaked_secrets(&twice, &secrets()), ["omk_0123456789abcdef"]);
+        let elsewhere = [&created[..], b"{\"token\":\"omk_0123456789abcdef\"}"].concat();
+        assert_eq!(
+            leaked_secrets(&elsewhere, &secrets()),
+            ["omk_0123456789abcdef"]
+        );
+    }
+
+    #[test]
+    fn clean_responses_and_short_values_pass() {
+        let body = b"HTTP/1.1 200 OK\r\n\r\n{\"auth_token\":\"***\",\"note\":\"short\"}";
+        assert!(leaked_secrets(body, &secrets()).is_empty());
+    }
 }
