@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `omni` binary, real SQLite, carrier fakes over HTTP.
 
+mod abuse;
 mod api;
 mod delivery;
 mod failover;
