@@ -194,10 +194,14 @@ impl Message {
 
     /// Applies a carrier's status callback monotonically ([`DeliveryStatus::merge`]); false
     /// when it changes nothing (a duplicate, or late and out of order).
+    ///
+    /// A success milestone reported after a later one (`delivered` after `read`) leaves the
+    /// status alone but is filled into the history once, at its place in the lifecycle, so
+    /// the history is the same whatever order the callbacks arrived in.
     pub fn apply_status_update(&mut self, u: &StatusUpdate, now: DateTime<Utc>) -> bool {
         let merged = self.status.merge(u.status);
         if merged == self.status {
-            return false;
+            return self.fill_in_milestone(u, now);
         }
         self.transition(merged, u.at, u.provider.as_str(), None);
         if u.error_code.is_some() {
@@ -206,6 +210,34 @@ impl Message {
         if u.error_message.is_some() {
             self.error_message = u.error_message.clone();
         }
+        self.updated_at = now;
+        true
+    }
+
+    /// Records a late success milestone the history lacks (see [`Self::apply_status_update`]).
+    fn fill_in_milestone(&mut self, u: &StatusUpdate, now: DateTime<Utc>) -> bool {
+        let status = u.status;
+        let passed = !status.is_failure()
+            && status.rank() >= DeliveryStatus::Sent.rank()
+            && status.rank() < self.status.rank()
+            && status != DeliveryStatus::Received;
+        if !passed || self.events.iter().any(|e| e.status == status) {
+            return false;
+        }
+        let at = self
+            .events
+            .iter()
+            .position(|e| e.status.rank() > status.rank())
+            .unwrap_or(self.events.len());
+        self.events.insert(
+            at,
+            StatusEvent {
+                status,
+                at: u.at,
+                source: u.provider.as_str().to_owned(),
+                note: None,
+            },
+        );
         self.updated_at = now;
         true
     }
@@ -361,4 +393,134 @@ pub struct DeliveryClaim {
     pub message: Message,
     /// Attempts so far, this one included.
     pub attempt: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::{Channel, ProviderKind, SendResult, StatusUpdate, E164};
+
+    fn sent_message() -> Message {
+        let at = Utc::now();
+        let new = NewOutbound {
+            id: Uuid::now_v7(),
+            channel: Channel::Whatsapp,
+            from: E164::from_e164("+15555550100").unwrap(),
+            to: E164::from_e164("+15555550123").unwrap(),
+            body: Some("x".into()),
+            media: Vec::new(),
+            idempotency_key: None,
+            at,
+        };
+        let tenant = TenantId::parse("north").unwrap();
+        let mut m = Message::queued(&tenant, &new, Uuid::now_v7());
+        let result = SendResult {
+            provider: ProviderKind::Twilio,
+            provider_message_id: "SM1".into(),
+            status: DeliveryStatus::Queued,
+            raw_status: "queued".into(),
+        };
+        m.record_sent(&result, None, at);
+        m
+    }
+
+    fn update(status: DeliveryStatus) -> StatusUpdate {
+        StatusUpdate {
+            provider: ProviderKind::Twilio,
+            provider_message_id: "SM1".into(),
+            status,
+            raw_status: status.as_str().into(),
+            error_code: None,
+            error_message: None,
+            tenant_number: None,
+            at: Utc::now(),
+        }
+    }
+
+    fn history(m: &Message) -> Vec<DeliveryStatus> {
+        m.events.iter().map(|e| e.status).collect()
+    }
+
+    #[test]
+    fn a_late_delivered_after_read_fills_in_the_history_once() {
+        use DeliveryStatus::*;
+        let mut m = sent_message();
+        assert!(m.apply_status_update(&update(Read), Utc::now()));
+        assert!(m.apply_status_update(&update(Delivered), Utc::now()));
+        assert_eq!(m.status, Read, "the status never moves back");
+        assert_eq!(history(&m), [Queued, Sent, Delivered, Read]);
+        // Once: a duplicate, or a late sent or sending, changes nothing.
+        for late in [Delivered, Sent, Sending, Queued, Undelivered] {
+            assert!(
+                !m.apply_status_update(&update(late), Utc::now()),
+                "{late:?}"
+            );
+        }
+        assert_eq!(history(&m), [Queued, Sent, Delivered, Read]);
+    }
+
+    fn outbound_status() -> impl Strategy<Value = DeliveryStatus> {
+        use DeliveryStatus::*;
+        prop::sample::select(vec![
+            Queued,
+            Sending,
+            Sent,
+            Delivered,
+            Read,
+            Failed,
+            Undelivered,
+        ])
+    }
+
+    proptest! {
+        /// Callbacks with one outcome (successes only) leave the same status and history
+        /// whatever order, and however often, they arrive in.
+        #[test]
+        fn success_callbacks_commute(
+            updates in prop::collection::vec(
+                prop::sample::select(vec![
+                    DeliveryStatus::Sending,
+                    DeliveryStatus::Sent,
+                    DeliveryStatus::Delivered,
+                    DeliveryStatus::Read,
+                ]),
+                0..8,
+            ),
+            seed in any::<u64>(),
+        ) {
+            let mut in_order = updates.clone();
+            in_order.sort_by_key(|s| s.rank());
+            let mut shuffled = updates.clone();
+            // A cheap deterministic shuffle, then every update twice.
+            shuffled.sort_by_key(|s| seed.rotate_left(u32::from(s.rank()) * 7) ^ u64::from(s.rank()));
+            shuffled.extend(updates.iter().rev().copied());
+            let (mut a, mut b) = (sent_message(), sent_message());
+            for s in &in_order {
+                a.apply_status_update(&update(*s), Utc::now());
+            }
+            for s in &shuffled {
+                b.apply_status_update(&update(*s), Utc::now());
+            }
+            prop_assert_eq!(a.status, b.status);
+            prop_assert_eq!(history(&a), history(&b));
+        }
+
+        /// Whatever arrives, the history never holds a status twice and ends at the status.
+        #[test]
+        fn the_history_holds_each_status_once(
+            updates in prop::collection::vec(outbound_status(), 0..10),
+        ) {
+            let mut m = sent_message();
+            for s in updates {
+                m.apply_status_update(&update(s), Utc::now());
+            }
+            let h = history(&m);
+            let mut unique = h.clone();
+            unique.dedup();
+            prop_assert_eq!(&unique, &h);
+            prop_assert_eq!(*h.iter().max_by_key(|s| s.rank()).unwrap(), m.status);
+        }
+    }
 }
