@@ -1,5 +1,8 @@
 //! Robustness suites run in process over the real axum routers and an in-memory SQLite
-//! backend: duplicated, shuffled webhook delivery (`replay`).
+//! backend: property-based fuzzing of every webhook parser and signature verifier and of the
+//! send API's JSON (`fuzz`), and duplicated, shuffled webhook delivery (`replay`).
 
+mod fuzz;
+mod mutate;
 mod replay;
 mod world;

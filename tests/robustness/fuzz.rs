@@ -1,0 +1,561 @@
+//! Property-based fuzzing that runs on stable in `cargo test` (cargo fuzz needs nightly).
+//!
+//! One target per carrier webhook (parser and signature verifier) and one for the send API's
+//! JSON. Inputs are the carrier fixtures (`tests/fixtures`) and the committed corpus
+//! (`fuzz/corpus/<target>/`), mutated by [`crate::mutate`]; three inputs in four are signed
+//! with the tenant's real credentials so they get past verification into normalisation,
+//! storage and the conversation updater. Each input goes through the real axum router over
+//! an in-memory SQLite backend; accepted webhooks are then run through the updater.
+//!
+//! The property: no panic, never a 5xx, and every refusal a 4xx with the contract's JSON
+//! error (`error`, `code`, `request_id`). A bounded number of cases per target
+//! (`OMNI_FUZZ_CASES` overrides); each target prints its execution count.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, Method, Request};
+use omni_core::domain::TenantId;
+use omni_core::ports::Job;
+use omni_core::providers::signal::SignalAdapter;
+use omni_core::providers::{
+    http_client, telnyx, twilio, whatsapp, MessagingProviderAdapter, WebhookRequest,
+};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::json;
+
+use crate::mutate::{edits, mutate, Shape};
+use crate::world::{Reply, World, PUBLIC_URL};
+
+const NUMBER: &str = "+15555550100";
+const TWILIO_TOKEN: &str = "12345abcdef67890fedcba0987654321";
+const VOIPMS_SECRET: &str = "s3cr3t-token";
+const WA_APP_SECRET: &str = "0123456789abcdef0123456789abcdef";
+const WA_VERIFY_TOKEN: &str = "fuzz-verify-token";
+const TELNYX_SEED: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// Nothing listens here: deliveries and signal-cli calls fail fast.
+const NOWHERE: &str = "http://127.0.0.1:9";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The fixtures whose names start with one of `prefixes`.
+fn fixtures(prefixes: &[&str]) -> Vec<Vec<u8>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("tests/fixtures"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            p.is_file() && prefixes.iter().any(|pre| name.starts_with(pre))
+        })
+        .collect();
+    files.sort();
+    files.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+/// The committed corpus of a target.
+fn corpus(target: &str) -> Vec<Vec<u8>> {
+    let dir = repo().join("fuzz/corpus").join(target);
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    };
+    files.sort();
+    files.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+fn cases(default: u32) -> u32 {
+    std::env::var("OMNI_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+thread_local! {
+    /// Statuses answered in the running target (each target runs on its own test thread).
+    static STATUSES: std::cell::RefCell<std::collections::BTreeMap<u16, usize>> =
+        Default::default();
+    /// Queued jobs the conversation updater ran in the running target.
+    static UPDATES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The contract every answer keeps: below 500, and a refusal is the JSON error shape.
+fn check(reply: &Reply, what: &str, input: &[u8]) {
+    STATUSES.with(|s| *s.borrow_mut().entry(reply.status.as_u16()).or_default() += 1);
+    let shown = || String::from_utf8_lossy(&input[..input.len().min(2000)]).into_owned();
+    assert!(
+        reply.status.as_u16() < 500,
+        "{what}: {} {:?} for input {:?}",
+        reply.status,
+        String::from_utf8_lossy(&reply.body),
+        shown()
+    );
+    if reply.status.is_client_error() {
+        let content_type = reply
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(
+            content_type.starts_with("application/json"),
+            "{what}: {} without JSON ({content_type}) for {:?}",
+            reply.status,
+            shown()
+        );
+        let body = reply.json();
+        let ok = body["error"].as_str().is_some()
+            && body["code"].as_str().is_some_and(|c| !c.is_empty())
+            && body["request_id"].as_str().is_some_and(|r| !r.is_empty());
+        assert!(ok, "{what}: error body {body} for {:?}", shown());
+    }
+}
+
+/// Bytes as a request target: everything outside the URI's allowed set percent-encoded (what
+/// a client library would send for these bytes).
+fn uri_safe(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Runs a target: the corpus as it is, then `default_cases` mutated inputs. `exec` runs one
+/// input (`variant` picks a route or header form, `sign` whether to sign it) and returns the
+/// number of requests it made.
+fn run(
+    target: &str,
+    shape: Shape,
+    mut seeds: Vec<Vec<u8>>,
+    default_cases: u32,
+    exec: impl Fn(&[u8], u8, bool) -> usize,
+) {
+    let started = Instant::now();
+    let executions = AtomicUsize::new(0);
+    let committed = corpus(target);
+    for input in &committed {
+        for variant in 0..4 {
+            for sign in [true, false] {
+                executions.fetch_add(exec(input, variant, sign), Ordering::Relaxed);
+            }
+        }
+    }
+    seeds.extend(committed);
+    assert!(!seeds.is_empty(), "{target}: no seeds");
+    let n = seeds.len();
+    let cases = cases(default_cases);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        max_shrink_iters: 500,
+        ..Config::default()
+    });
+    let strategy = (0..n, edits(), any::<u8>(), 0u8..4);
+    let result = runner.run(&strategy, |(seed, edits, variant, sign)| {
+        let input = mutate(&seeds[seed], shape, &edits);
+        executions.fetch_add(exec(&input, variant, sign != 0), Ordering::Relaxed);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("fuzz target {target} failed: {e}");
+    }
+    let statuses = STATUSES.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    eprintln!(
+        "fuzz target {target}: {cases} cases, {} executions in {:.1?}; statuses {statuses:?}; \
+         {} queued events through the updater",
+        executions.load(Ordering::Relaxed),
+        started.elapsed(),
+        UPDATES.take()
+    );
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A world with tenant `north` holding [`NUMBER`] on `provider`.
+fn world_with(rt: &tokio::runtime::Runtime, provider: &str, config: serde_json::Value) -> World {
+    let world = World::new(NOWHERE);
+    rt.block_on(async {
+        world.tenant("north").await;
+        let channels: &[&str] = match provider {
+            "twilio" => &["sms", "mms", "whatsapp"],
+            "whatsapp" => &["whatsapp"],
+            "signal" => &["signal"],
+            _ => &["sms", "mms"],
+        };
+        world
+            .provider("north", provider, config, NUMBER, channels)
+            .await;
+    });
+    world
+}
+
+/// Posts a webhook, checks the answer, and runs what it queued through the updater.
+fn deliver(
+    rt: &tokio::runtime::Runtime,
+    world: &World,
+    request: Request<Body>,
+    what: &str,
+    input: &[u8],
+) {
+    rt.block_on(async {
+        let reply = world.call(request).await;
+        check(&reply, what, input);
+        if reply.status.is_success() {
+            let ran = world.drain(false).await;
+            UPDATES.set(UPDATES.get() + ran);
+        }
+    });
+}
+
+#[test]
+fn fuzz_twilio_webhooks() {
+    let rt = runtime();
+    let world = world_with(
+        &rt,
+        "twilio",
+        json!({"account_sid": "AC0123456789abcdef0123456789abcdef", "auth_token": TWILIO_TOKEN}),
+    );
+    run(
+        "twilio",
+        Shape::Form,
+        fixtures(&["twilio_"]),
+        4000,
+        |input, variant, sign| {
+            let path = if variant % 2 == 0 {
+                "/webhooks/twilio"
+            } else {
+                "/webhooks/twilio/status"
+            };
+            let params: Vec<(String, String)> =
+                url::form_urlencoded::parse(input).into_owned().collect();
+            let signature = if sign {
+                twilio::signature(&format!("{PUBLIC_URL}{path}"), &params, TWILIO_TOKEN)
+            } else {
+                String::from_utf8_lossy(&input[..input.len().min(28)]).into_owned()
+            };
+            let mut request = Request::post(path);
+            if variant % 4 != 3 {
+                request = request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+            }
+            if let Ok(value) = header::HeaderValue::from_str(&signature) {
+                request = request.header("x-twilio-signature", value);
+            }
+            let request = request.body(Body::from(input.to_vec())).unwrap();
+            deliver(&rt, &world, request, "twilio", input);
+            1
+        },
+    );
+}
+
+#[test]
+fn fuzz_voipms_webhooks() {
+    let rt = runtime();
+    let world = world_with(
+        &rt,
+        "voipms",
+        json!({"api_username": "fuzz@example.org", "api_password": "voipms-api-password", "webhook_secret": VOIPMS_SECRET}),
+    );
+    run(
+        "voipms",
+        Shape::Form,
+        fixtures(&["voipms_"]),
+        5000,
+        |input, variant, sign| {
+            let mut query: Vec<u8> = input.to_vec();
+            if sign {
+                // The secret VoIP.ms sends back, whatever else the query became.
+                let pairs: Vec<(String, String)> = url::form_urlencoded::parse(input)
+                    .into_owned()
+                    .filter(|(k, _)| k != "secret")
+                    .chain([("secret".to_string(), VOIPMS_SECRET.to_string())])
+                    .collect();
+                query = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(pairs)
+                    .finish()
+                    .into_bytes();
+            }
+            let uri = format!("/webhooks/voipms?{}", uri_safe(&query));
+            let method = if variant % 2 == 0 {
+                Method::GET
+            } else {
+                Method::POST
+            };
+            let request = Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::empty())
+                .unwrap();
+            deliver(&rt, &world, request, "voipms", input);
+            1
+        },
+    );
+}
+
+#[test]
+fn fuzz_whatsapp_webhooks() {
+    let rt = runtime();
+    let world = world_with(
+        &rt,
+        "whatsapp",
+        json!({"phone_number_id": "200000000000002", "access_token": "wa-access-token", "app_secret": WA_APP_SECRET, "verify_token": WA_VERIFY_TOKEN}),
+    );
+    run(
+        "whatsapp",
+        Shape::Json,
+        fixtures(&["whatsapp_"]),
+        5000,
+        |input, variant, sign| {
+            if variant % 8 == 7 {
+                // The subscription handshake, its query made of the input.
+                let token = if sign { WA_VERIFY_TOKEN } else { "wrong" };
+                let uri = format!(
+                "/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token={token}&hub.challenge={}",
+                uri_safe(&input[..input.len().min(200)])
+            );
+                let request = Request::get(uri).body(Body::empty()).unwrap();
+                deliver(&rt, &world, request, "whatsapp handshake", input);
+                return 1;
+            }
+            let signature = if sign {
+                whatsapp::signature(input, WA_APP_SECRET)
+            } else {
+                format!("sha256={}", "0".repeat(64))
+            };
+            let mut request = Request::post("/webhooks/whatsapp")
+                .header(header::CONTENT_TYPE, "application/json");
+            if variant % 4 != 3 {
+                request = request.header("x-hub-signature-256", signature);
+            }
+            let request = request.body(Body::from(input.to_vec())).unwrap();
+            deliver(&rt, &world, request, "whatsapp", input);
+            1
+        },
+    );
+}
+
+#[test]
+fn fuzz_telnyx_webhooks() {
+    let rt = runtime();
+    let key = telnyx::signing_key(TELNYX_SEED).unwrap();
+    let world = world_with(
+        &rt,
+        "telnyx",
+        json!({"api_key": "telnyx-api-key", "public_key": telnyx::public_key_base64(&key)}),
+    );
+    run(
+        "telnyx",
+        Shape::Json,
+        fixtures(&["telnyx_"]),
+        2000,
+        |input, variant, sign| {
+            let path = if variant % 2 == 0 {
+                "/webhooks/telnyx"
+            } else {
+                "/webhooks/telnyx/status"
+            };
+            let now = chrono::Utc::now().timestamp();
+            // Sometimes outside the five-minute replay window.
+            let ts = if variant % 8 == 5 { now - 600 } else { now }.to_string();
+            let signature = if sign {
+                telnyx::signature(&key, &ts, input)
+            } else {
+                "AAAA".repeat(22)
+            };
+            let request = Request::post(path)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(telnyx::SIGNATURE_HEADER, signature)
+                .header(telnyx::TIMESTAMP_HEADER, ts)
+                .body(Body::from(input.to_vec()))
+                .unwrap();
+            deliver(&rt, &world, request, "telnyx", input);
+            1
+        },
+    );
+}
+
+/// signal-cli has no webhook: its `receive` results (JSON-RPC, or the SSE stream) go through
+/// the adapter's parser and, for the tenant's number, through the conversation updater.
+#[test]
+fn fuzz_signal_receive() {
+    let rt = runtime();
+    let world = world_with(
+        &rt,
+        "signal",
+        json!({"rpc_url": format!("{NOWHERE}/api/v1/rpc"), "account": NUMBER}),
+    );
+    let adapter = SignalAdapter::new(http_client(Duration::from_millis(100)));
+    let tenant = TenantId::parse("north").unwrap();
+    let credentials =
+        omni_core::providers::Credentials::Signal(omni_core::providers::SignalConfig {
+            rpc_url: format!("{NOWHERE}/api/v1/rpc"),
+            account: Some(NUMBER.into()),
+        });
+    let seeds = fixtures(&["signalcli_receive_", "signalcli_events_"]);
+    run(
+        "signal",
+        Shape::Json,
+        seeds,
+        10000,
+        |input, variant, _sign| {
+            let request = WebhookRequest {
+                method: "POST".into(),
+                url: format!("{PUBLIC_URL}/signal"),
+                headers: vec![(
+                    "content-type".into(),
+                    if variant % 2 == 0 {
+                        "application/json"
+                    } else {
+                        "text/event-stream"
+                    }
+                    .into(),
+                )],
+                body: input.to_vec(),
+            };
+            assert!(adapter.verify_inbound(&request, &credentials).is_ok());
+            // Parser outcomes stand in for statuses: 200 events, 204 none, 400 refused.
+            let parsed = adapter.normalize_inbound(&request);
+            let outcome = match &parsed {
+                Ok(events) if !events.is_empty() => 200,
+                Ok(_) => 204,
+                Err(_) => 400,
+            };
+            STATUSES.with(|s| *s.borrow_mut().entry(outcome).or_default() += 1);
+            if let Ok(events) = parsed {
+                rt.block_on(async {
+                    for event in events {
+                        let job = Job::Inbound {
+                            tenant_id: tenant.clone(),
+                            event,
+                        };
+                        world
+                            .services
+                            .queue
+                            .enqueue(&job, Duration::ZERO)
+                            .await
+                            .unwrap();
+                    }
+                    let ran = world.drain(false).await;
+                    UPDATES.set(UPDATES.get() + ran);
+                });
+            }
+            1
+        },
+    );
+}
+
+#[test]
+fn fuzz_send_api() {
+    let rt = runtime();
+    let world = world_with(
+        &rt,
+        "twilio",
+        json!({"account_sid": "AC0123456789abcdef0123456789abcdef", "auth_token": TWILIO_TOKEN}),
+    );
+    let key = rt.block_on(async {
+        world
+            .admin(Method::POST, "/v1/admin/tenants/north/api-keys", None)
+            .await
+            .1["key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    });
+    let seeds: Vec<Vec<u8>> = [
+        json!({"channel": "sms", "to": "+15555550123", "body": "Units are on the way"}),
+        json!({"channel": "sms", "to": "(555) 555-0123", "from": NUMBER, "body": "x", "idempotency_key": "k-1"}),
+        json!({"channel": "mms", "to": "+15555550123", "media_urls": ["https://example.org/a.jpg", "https://example.org/b.png"]}),
+        json!({"channel": "whatsapp", "to": "+15555550123", "body": "hola — ñ"}),
+        json!({"channel": "signal", "to": "+15555550123", "body": "x"}),
+        json!({"channel": "rcs", "to": "+447700900123", "body": "x"}),
+    ]
+    .iter()
+    .map(|v| serde_json::to_vec(v).unwrap())
+    .collect();
+    run(
+        "send_api",
+        Shape::Json,
+        seeds,
+        6000,
+        |input, variant, sign| {
+            let mut request = Request::post("/v1/messages");
+            if variant % 4 != 3 {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+            }
+            let token = if sign {
+                key.clone()
+            } else {
+                "omk_not-a-key".into()
+            };
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+            if variant % 8 == 6 {
+                let idem = String::from_utf8_lossy(&input[..input.len().min(40)]).into_owned();
+                if let Ok(value) = header::HeaderValue::from_str(&idem) {
+                    request = request.header("idempotency-key", value);
+                }
+            }
+            let request = request.body(Body::from(input.to_vec())).unwrap();
+            rt.block_on(async {
+                let reply = world.call(request).await;
+                check(&reply, "send", input);
+            });
+            1
+        },
+    );
+}
+
+fn reply(status: u16, content_type: &str, body: &str) -> Reply {
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, content_type.parse().unwrap());
+    Reply {
+        status: axum::http::StatusCode::from_u16(status).unwrap(),
+        headers,
+        body: axum::body::Bytes::from(body.to_string()),
+    }
+}
+
+#[test]
+fn the_property_accepts_the_contracts_answers() {
+    check(&reply(200, "text/xml", "<Response/>"), "ok", b"");
+    let error = r#"{"error":"bad","code":"invalid_request","request_id":"r1"}"#;
+    check(&reply(400, "application/json", error), "refusal", b"");
+}
+
+#[test]
+#[should_panic(expected = "503")]
+fn the_property_refuses_a_5xx() {
+    let error = r#"{"error":"down","code":"unavailable","request_id":"r1"}"#;
+    check(&reply(503, "application/json", error), "5xx", b"");
+}
+
+#[test]
+#[should_panic(expected = "without JSON")]
+fn the_property_refuses_a_plain_text_refusal() {
+    check(&reply(400, "text/plain", "bad request"), "plain", b"");
+}
+
+#[test]
+#[should_panic(expected = "error body")]
+fn the_property_refuses_an_error_without_request_id() {
+    check(
+        &reply(
+            401,
+            "application/json",
+            r#"{"error":"no","code":"unauthorized"}"#,
+        ),
+        "no id",
+        b"",
+    );
+}
