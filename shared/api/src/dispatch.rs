@@ -53,7 +53,8 @@ pub fn routes(state: AppState) -> Routes {
     send_routes(state.clone()).merge(conversation_routes(state))
 }
 
-/// Sending as a finished router (the `send` function on AWS).
+/// Sending as a finished router (the `send` function on AWS). It owns the per-tenant send
+/// rate limit ([`send_routes`]): on Lambda that is one token bucket per function instance.
 pub fn send_app(state: AppState) -> axum::Router {
     crate::routes::finish(send_routes(state).into_router())
 }
