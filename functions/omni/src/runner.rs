@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::stream::{FuturesUnordered, StreamExt};
 use omni_core::providers::signal::SignalAdapter;
 use omni_core::service::{JobError, Services};
-use omni_local::SqliteBackend;
+use omni_local::{LeasedJob, SqliteBackend};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
@@ -15,7 +15,7 @@ use tracing::{error, warn};
 use crate::config::ServeConfig;
 
 /// Jobs handled at once (carrier calls wait on the network, not the CPU).
-const CONCURRENCY: usize = 32;
+const IN_FLIGHT: usize = 64;
 /// A job leased but not finished within this time becomes visible again (crash recovery).
 const VISIBILITY: Duration = Duration::from_secs(120);
 /// Attempts of one updater job (e.g. a status callback for a message not yet recorded).
@@ -85,54 +85,71 @@ where
     }
 }
 
+/// Keeps up to [`IN_FLIGHT`] jobs running and leases more as soon as half of them are done,
+/// instead of waiting for a whole batch: the updater's writes then share every group commit
+/// with the webhooks arriving meanwhile.
 async fn run_jobs(
     backend: Arc<SqliteBackend>,
     services: Services,
     mut stop: watch::Receiver<bool>,
 ) {
     let notify = backend.job_notify();
+    let mut running = FuturesUnordered::new();
     loop {
         if *stop.borrow() {
+            // Jobs already started finish; their leases cover a kill in between.
+            while running.next().await.is_some() {}
             return;
         }
-        let jobs = match backend.lease_jobs(CONCURRENCY * 2, VISIBILITY).await {
-            Ok(jobs) => jobs,
-            Err(e) => {
-                error!(error = %e, "cannot lease jobs");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
+        if running.len() <= IN_FLIGHT / 2 {
+            match backend
+                .lease_jobs(IN_FLIGHT - running.len(), VISIBILITY)
+                .await
+            {
+                Ok(jobs) => {
+                    for leased in jobs {
+                        running.push(run_job(backend.clone(), services.clone(), leased));
+                    }
+                }
+                Err(e) => {
+                    error!(error = %e, "cannot lease jobs");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
             }
-        };
-        if jobs.is_empty() {
+        }
+        if running.is_empty() {
             // Woken by an enqueue, or after a short nap for delayed jobs coming due.
             tokio::select! {
                 _ = notify.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = stop.changed() => return,
+                _ = stop.changed() => {}
             }
             continue;
         }
-        futures::stream::iter(jobs)
-            .for_each_concurrent(CONCURRENCY, |leased| {
-                let backend = backend.clone();
-                let services = services.clone();
-                async move {
-                    let outcome = match services.handle_job(&leased.job).await {
-                        Ok(()) => backend.ack_job(leased.id).await,
-                        Err(JobError::Retry(delay, reason)) if leased.attempts < MAX_JOB_ATTEMPTS => {
-                            warn!(reason = %reason, "job will be retried");
-                            backend.retry_job(leased.id, delay).await
-                        }
-                        Err(e) => {
-                            warn!(reason = %e, "job dead-lettered");
-                            backend.dead_letter_job(leased.id, &e.to_string()).await
-                        }
-                    };
-                    if let Err(e) = outcome {
-                        error!(error = %e, "job bookkeeping failed; it will be retried after its lease");
-                    }
-                }
-            })
-            .await;
+        // One job done, new work announced or delayed work coming due is the moment to top up.
+        let room = running.len() <= IN_FLIGHT / 2;
+        tokio::select! {
+            _ = running.next() => {}
+            _ = notify.notified(), if room => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)), if room => {}
+        }
+    }
+}
+
+async fn run_job(backend: Arc<SqliteBackend>, services: Services, leased: LeasedJob) {
+    let outcome = match services.handle_job(&leased.job).await {
+        Ok(()) => backend.ack_job(leased.id).await,
+        Err(JobError::Retry(delay, reason)) if leased.attempts < MAX_JOB_ATTEMPTS => {
+            warn!(reason = %reason, "job will be retried");
+            backend.retry_job(leased.id, delay).await
+        }
+        Err(e) => {
+            warn!(reason = %e, "job dead-lettered");
+            backend.dead_letter_job(leased.id, &e.to_string()).await
+        }
+    };
+    if let Err(e) = outcome {
+        error!(error = %e, "job bookkeeping failed; it will be retried after its lease");
     }
 }

@@ -12,6 +12,7 @@ use lambda_runtime::{Context, LambdaEvent};
 use omni_aws::{AwsBackend, SdkConfig};
 use omni_core::domain::DeliveryStatus;
 use omni_core::ports::{Job, MessageStore};
+use omni_core::providers::{telnyx, Credentials, Secret, TelnyxCredentials, WebhookRequest};
 use omni_lambda::{LambdaConfig, Omni};
 use seed::*;
 use tower::ServiceExt;
@@ -70,8 +71,12 @@ fn payload<T: serde::de::DeserializeOwned>(name: &str) -> LambdaEvent<T> {
 
 /// Runs an API Gateway HTTP event through a router; the status and the JSON body (if any).
 async fn http(router: axum::Router, name: &str) -> (u16, serde_json::Value) {
-    let request = lambda_http::request::from_str(&event_file(name))
-        .unwrap_or_else(|e| panic!("events/{name}.json is not an HTTP API event: {e}"));
+    http_event(router, &event_file(name)).await
+}
+
+async fn http_event(router: axum::Router, event: &str) -> (u16, serde_json::Value) {
+    let request = lambda_http::request::from_str(event)
+        .unwrap_or_else(|e| panic!("not an HTTP API event: {e}"));
     let response = router.oneshot(request).await.unwrap();
     let status = response.status().as_u16();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -154,6 +159,48 @@ async fn webhook_whatsapp() {
     .await;
     assert_eq!(status, 200);
     assert!(!inbound_jobs(&w).await.is_empty());
+}
+
+/// Telnyx refuses a webhook signed more than five minutes ago, so the sample is checked
+/// genuine as of its own time, then posted re-signed now with the same key, as Telnyx would.
+#[tokio::test]
+async fn webhook_telnyx() {
+    let w = world().await;
+    let mut event: serde_json::Value = serde_json::from_str(&event_file("webhook-telnyx")).unwrap();
+    let header =
+        |event: &serde_json::Value, name: &str| event["headers"][name].as_str().unwrap().to_owned();
+    let body = event["body"].as_str().unwrap().to_owned();
+    let signed_at = header(&event, telnyx::TIMESTAMP_HEADER);
+    let sample = WebhookRequest {
+        method: "POST".into(),
+        url: format!("{PUBLIC_URL}/webhooks/telnyx"),
+        headers: [telnyx::TIMESTAMP_HEADER, telnyx::SIGNATURE_HEADER]
+            .map(|name| (name.to_owned(), header(&event, name)))
+            .to_vec(),
+        body: body.clone().into_bytes(),
+    };
+    let credentials = Credentials::Telnyx(TelnyxCredentials {
+        api_key: Secret::new("unused"),
+        public_key: TELNYX_PUBLIC_KEY.into(),
+    });
+    assert_eq!(
+        telnyx::verify_at(&sample, &credentials, signed_at.parse().unwrap()),
+        Ok(()),
+        "events/webhook-telnyx.json is not signed with the seed's key"
+    );
+
+    let key = telnyx::signing_key(TELNYX_SIGNING_SEED).unwrap();
+    let now = chrono::Utc::now().timestamp().to_string();
+    event["headers"][telnyx::SIGNATURE_HEADER] =
+        telnyx::signature(&key, &now, body.as_bytes()).into();
+    event["headers"][telnyx::TIMESTAMP_HEADER] = now.into();
+    let (status, _) = http_event(
+        omni_api::webhooks::app(w.omni.app_state()),
+        &event.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_one_inbound_for_acme(&inbound_jobs(&w).await);
 }
 
 #[tokio::test]
@@ -318,6 +365,7 @@ fn every_event_file_is_exercised() {
         "send",
         "signal-poller",
         "webhook-twilio",
+        "webhook-telnyx",
         "webhook-twilio-status",
         "webhook-voipms",
         "webhook-whatsapp",

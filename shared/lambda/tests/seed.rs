@@ -1,5 +1,5 @@
 //! The world events/*.json describe (events/README.md): tenant `acme-dispatch` with a Twilio,
-//! a VoIP.ms and a WhatsApp number, their credentials, an API key, a queued message and a sent
+//! a VoIP.ms, a WhatsApp and a Telnyx number, their credentials, an API key, a queued message and a sent
 //! one, in fresh emulator resources. Shared by the events test and the cold-start bench.
 
 // Shared by two targets, each using part of it.
@@ -14,7 +14,8 @@ use omni_core::domain::{
 use omni_core::model::{NewOutbound, NumberRoute, Tenant};
 use omni_core::ports::{MessageStore, SecretStore, TenantStore};
 use omni_core::providers::{
-    Credentials, Secret, TwilioCredentials, VoipmsCredentials, WhatsappCredentials,
+    Credentials, Secret, TelnyxCredentials, TwilioCredentials, VoipmsCredentials,
+    WhatsappCredentials,
 };
 use omni_core::service::hash_api_key;
 use uuid::Uuid;
@@ -23,12 +24,17 @@ pub const TENANT: &str = "acme-dispatch";
 pub const TWILIO_NUMBER: &str = "+15555550100";
 pub const VOIPMS_NUMBER: &str = "+15555550101";
 pub const WHATSAPP_NUMBER: &str = "+15555550102";
+pub const TELNYX_NUMBER: &str = "+15555550103";
 pub const CONTACT: &str = "+15555550123";
 pub const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub const TWILIO_TOKEN: &str = "events0twilio0auth0token00000000";
 pub const VOIPMS_SECRET: &str = "events-voipms-secret";
 pub const WHATSAPP_APP_SECRET: &str = "events-whatsapp-app-secret";
 pub const WHATSAPP_PHONE_NUMBER_ID: &str = "106540352242922";
+/// The Ed25519 seed events/webhook-telnyx.json is signed with (made up, for these samples).
+pub const TELNYX_SIGNING_SEED: &str = "ZXZlbnRzMHRlbG55eDBzaWduaW5nMHNlZWQwMDAwMDA=";
+/// The public half of [`TELNYX_SIGNING_SEED`], as the Telnyx portal would show it.
+pub const TELNYX_PUBLIC_KEY: &str = "dUh/w0zIaNsovO3fDpUU15r31e0IQ9ML46CNZC2sDLw=";
 pub const API_KEY: &str = "omk_events0demo0key000000000000000000";
 pub const ADMIN_TOKEN: &str = "oat_events0admin0token";
 pub const PUBLIC_URL: &str = "https://omni.example.test";
@@ -78,6 +84,11 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
             ProviderKind::Whatsapp,
             vec![Channel::Whatsapp],
         ),
+        (
+            TELNYX_NUMBER,
+            ProviderKind::Telnyx,
+            vec![Channel::Sms, Channel::Mms],
+        ),
     ] {
         b.put_number(&NumberRoute {
             number: number(n),
@@ -105,6 +116,10 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
             access_token: Secret::new("events-whatsapp-access-token"),
             app_secret: Secret::new(WHATSAPP_APP_SECRET),
             verify_token: Secret::new("events-whatsapp-verify-token"),
+        }),
+        Credentials::Telnyx(TelnyxCredentials {
+            api_key: Secret::new("events-telnyx-api-key"),
+            public_key: TELNYX_PUBLIC_KEY.into(),
         }),
     ] {
         b.put_credentials(&t, &credentials).await.unwrap();

@@ -15,7 +15,7 @@ use omni_core::ports::{MessageStore, StoreError, StoreResult};
 use rusqlite::{params, Connection, OptionalExtension, Row, ToSql};
 use uuid::Uuid;
 
-use crate::db::{after, corrupt, db, decode_cursor, encode_cursor, parse, parse_ts, ts};
+use crate::db::{after, corrupt, db, decode_cursor, encode_cursor, parse, parse_ts, ts, Cached};
 use crate::SqliteBackend;
 
 const MESSAGE_COLS: &str = "id, tenant_id, conversation_id, direction, channel, from_number, \
@@ -168,7 +168,7 @@ fn upsert_conversation(
     tenant_number: &E164,
 ) -> StoreResult<Uuid> {
     let id: String = conn
-        .query_row(
+        .row(
             "INSERT INTO conversations (id, tenant_id, channel, contact, tenant_number)
              VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (tenant_id, channel, contact)
@@ -190,7 +190,7 @@ fn upsert_conversation(
 /// Makes `message` the conversation's last message unless a newer one already is (a late
 /// redelivery must not hide newer traffic); ties on time go to the larger (later v7) id.
 fn set_last_message(conn: &Connection, conversation: Uuid, message: &Message) -> StoreResult<()> {
-    conn.execute(
+    conn.exec(
         "UPDATE conversations SET last_message_id = ?2, last_message_body = ?3,
              last_message_direction = ?4, last_message_at = ?5
          WHERE id = ?1 AND (last_message_at IS NULL OR last_message_at < ?5
@@ -216,7 +216,7 @@ fn insert_message(
         .tenant_id
         .as_ref()
         .ok_or_else(|| StoreError::Backend("message without tenant".into()))?;
-    conn.execute(
+    conn.exec(
         "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, from_number,
              to_number, body, media, status, provider, provider_message_id, error_code,
              error_message, starred, created_at, updated_at, events, idempotency_key)
@@ -251,7 +251,7 @@ fn insert_message(
 /// Writes a message's status, errors, carrier ids and events as `message` has them, and
 /// releases any delivery claim.
 fn update_message(conn: &Connection, message: &Message) -> StoreResult<()> {
-    conn.execute(
+    conn.exec(
         "UPDATE messages SET status = ?2, provider = ?3, provider_message_id = ?4,
              error_code = ?5, error_message = ?6, updated_at = ?7, events = ?8,
              from_number = ?9, claim_until = NULL
@@ -312,7 +312,7 @@ impl MessageStore for SqliteBackend {
         let (tenant, key, body) = (tenant.clone(), dedupe_key.to_owned(), body.to_vec());
         self.write(move |tx| {
             let n = tx
-                .execute(
+                .exec(
                     "INSERT INTO raw_webhooks
                          (tenant_id, dedupe_key, provider, body, received_at, expires_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -340,7 +340,7 @@ impl MessageStore for SqliteBackend {
         let (tenant, m) = (tenant.clone(), message.clone());
         self.write(move |tx| {
             let seen: Option<String> = tx
-                .query_row(
+                .row(
                     "SELECT id FROM messages
                      WHERE tenant_id = ?1 AND provider = ?2 AND provider_message_id = ?3",
                     params![tenant.as_str(), m.provider.as_str(), m.provider_message_id],
@@ -354,7 +354,7 @@ impl MessageStore for SqliteBackend {
             let conversation = upsert_conversation(tx, &tenant, m.channel, &m.from, &m.to)?;
             let message = Message::received(&tenant, &m, conversation);
             insert_message(tx, &message, None)?;
-            tx.execute(
+            tx.exec(
                 "UPDATE conversations SET unread_count = unread_count + 1 WHERE id = ?1",
                 [conversation.to_string()],
             )
@@ -411,7 +411,7 @@ impl MessageStore for SqliteBackend {
         self.write(move |tx| {
             if let Some(key) = &m.idempotency_key {
                 let first: Option<String> = tx
-                    .query_row(
+                    .row(
                         "SELECT id FROM messages WHERE tenant_id = ?1 AND idempotency_key = ?2",
                         params![tenant.as_str(), key],
                         |r| r.get(0),
@@ -441,7 +441,7 @@ impl MessageStore for SqliteBackend {
         self.write(move |tx| {
             let now = Utc::now();
             let attempts: Option<i64> = tx
-                .query_row(
+                .row(
                     "UPDATE messages SET claim_until = ?3, attempts = attempts + 1
                      WHERE tenant_id = ?1 AND id = ?2 AND status = 'queued'
                          AND (claim_until IS NULL OR claim_until <= ?4)
@@ -671,7 +671,7 @@ impl MessageStore for SqliteBackend {
     ) -> StoreResult<Option<Conversation>> {
         let tenant = tenant.clone();
         self.write(move |tx| {
-            tx.execute(
+            tx.exec(
                 "UPDATE conversations SET unread_count = 0 WHERE tenant_id = ?1 AND id = ?2",
                 params![tenant.as_str(), conversation.to_string()],
             )
@@ -695,12 +695,12 @@ impl MessageStore for SqliteBackend {
             // Only a real change moves the count, so starring twice counts once. updated_at
             // is left alone: it tracks delivery, and the sweeper reads it.
             if message.starred != starred {
-                tx.execute(
+                tx.exec(
                     "UPDATE messages SET starred = ?2 WHERE id = ?1",
                     params![id.to_string(), starred],
                 )
                 .map_err(db)?;
-                tx.execute(
+                tx.exec(
                     "UPDATE conversations SET starred_count = starred_count + ?2 WHERE id = ?1",
                     params![
                         message.conversation_id.to_string(),
@@ -726,13 +726,13 @@ impl MessageStore for SqliteBackend {
         let (tenant, contact) = (tenant.clone(), contact.clone());
         self.write(move |tx| {
             if opted_out {
-                tx.execute(
+                tx.exec(
                     "INSERT INTO opt_outs (tenant_id, contact, updated_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT (tenant_id, contact) DO UPDATE SET updated_at = excluded.updated_at",
                     params![tenant.as_str(), contact.as_str(), ts(Utc::now())],
                 )
             } else {
-                tx.execute(
+                tx.exec(
                     "DELETE FROM opt_outs WHERE tenant_id = ?1 AND contact = ?2",
                     params![tenant.as_str(), contact.as_str()],
                 )
@@ -746,7 +746,7 @@ impl MessageStore for SqliteBackend {
     async fn is_opted_out(&self, tenant: &TenantId, contact: &E164) -> StoreResult<bool> {
         let (tenant, contact) = (tenant.clone(), contact.clone());
         self.read(move |conn| {
-            conn.query_row(
+            conn.row(
                 "SELECT EXISTS (SELECT 1 FROM opt_outs WHERE tenant_id = ?1 AND contact = ?2)",
                 params![tenant.as_str(), contact.as_str()],
                 |r| r.get(0),
@@ -759,7 +759,7 @@ impl MessageStore for SqliteBackend {
     async fn purge_expired(&self, now: DateTime<Utc>) -> StoreResult<u64> {
         self.write(move |tx| {
             let n = tx
-                .execute("DELETE FROM raw_webhooks WHERE expires_at <= ?1", [ts(now)])
+                .exec("DELETE FROM raw_webhooks WHERE expires_at <= ?1", [ts(now)])
                 .map_err(db)?;
             Ok(n as u64)
         })

@@ -11,7 +11,7 @@ use chrono::Utc;
 use omni_core::ports::{Job, Queue, StoreError, StoreResult};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::db::{after, db, ms, ts};
+use crate::db::{after, db, ms, ts, Cached};
 use crate::SqliteBackend;
 
 /// A job handed to a runner until its visibility lease ends.
@@ -43,7 +43,7 @@ fn insert_dead_letter(
     reason: &str,
     attempts: i64,
 ) -> StoreResult<()> {
-    conn.execute(
+    conn.exec(
         "INSERT INTO dead_letters (payload, reason, attempts, created_at)
          VALUES (?1, ?2, ?3, ?4)",
         params![payload, reason, attempts, ts(Utc::now())],
@@ -59,7 +59,7 @@ impl Queue for SqliteBackend {
         let message = message_of(job);
         self.write(move |tx| {
             let now = Utc::now();
-            tx.execute(
+            tx.exec(
                 "INSERT INTO jobs (payload, message_id, visible_at_ms, created_at)
                  VALUES (?1, ?2, ?3, ?4)",
                 params![payload, message, ms(after(now, delay)), ts(now)],
@@ -114,7 +114,7 @@ impl SqliteBackend {
             for (id, payload, attempts) in rows {
                 match serde_json::from_str::<Job>(&payload) {
                     Ok(job) => {
-                        tx.execute(
+                        tx.exec(
                             "UPDATE jobs SET visible_at_ms = ?2, attempts = attempts + 1, leased = 1
                              WHERE id = ?1",
                             params![id, hidden_until],
@@ -134,7 +134,7 @@ impl SqliteBackend {
                             &format!("undecodable job payload: {e}"),
                             attempts,
                         )?;
-                        tx.execute("DELETE FROM jobs WHERE id = ?1", [id])
+                        tx.exec("DELETE FROM jobs WHERE id = ?1", [id])
                             .map_err(db)?;
                     }
                 }
@@ -152,13 +152,13 @@ impl SqliteBackend {
     pub async fn recover_after_restart(&self) -> StoreResult<(usize, usize)> {
         self.write(move |tx| {
             let jobs = tx
-                .execute(
+                .exec(
                     "UPDATE jobs SET visible_at_ms = ?1, leased = 0 WHERE leased = 1",
                     [ms(Utc::now())],
                 )
                 .map_err(db)?;
             let claims = tx
-                .execute(
+                .exec(
                     "UPDATE messages SET claim_until = NULL WHERE claim_until IS NOT NULL",
                     [],
                 )
@@ -172,7 +172,7 @@ impl SqliteBackend {
     pub async fn ack_job(&self, id: i64) -> StoreResult<bool> {
         self.write(move |tx| {
             let n = tx
-                .execute("DELETE FROM jobs WHERE id = ?1", [id])
+                .exec("DELETE FROM jobs WHERE id = ?1", [id])
                 .map_err(db)?;
             Ok(n > 0)
         })
@@ -184,7 +184,7 @@ impl SqliteBackend {
         let changed = self
             .write(move |tx| {
                 let n = tx
-                    .execute(
+                    .exec(
                         "UPDATE jobs SET visible_at_ms = ?2, leased = 0 WHERE id = ?1",
                         params![id, ms(after(Utc::now(), delay))],
                     )
@@ -204,7 +204,7 @@ impl SqliteBackend {
         let reason = reason.to_owned();
         self.write(move |tx| {
             let row: Option<(String, i64)> = tx
-                .query_row(
+                .row(
                     "DELETE FROM jobs WHERE id = ?1 RETURNING payload, attempts",
                     [id],
                     |r| Ok((r.get(0)?, r.get(1)?)),

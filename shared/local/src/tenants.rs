@@ -8,7 +8,7 @@ use omni_core::ports::{SecretStore, StoreError, StoreResult, TenantStore};
 use omni_core::providers::Credentials;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use crate::db::{corrupt, db, parse, parse_ts, ts};
+use crate::db::{corrupt, db, parse, parse_ts, ts, Cached};
 use crate::SqliteBackend;
 
 const TENANT_COLS: &str = "id, name, default_region, help_text, created_at, updated_at";
@@ -63,7 +63,7 @@ impl TenantStore for SqliteBackend {
         let t = tenant.clone();
         self.write(move |tx| {
             // On update the first created_at wins: it records when the tenant came to be.
-            tx.execute(
+            tx.exec(
                 "INSERT INTO tenants (id, name, default_region, help_text, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (id) DO UPDATE SET name = excluded.name,
@@ -102,7 +102,7 @@ impl TenantStore for SqliteBackend {
                     )));
                 }
             }
-            tx.execute(
+            tx.exec(
                 "INSERT INTO numbers (number, tenant_id, provider, channels, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (number) DO UPDATE SET provider = excluded.provider,
@@ -125,7 +125,7 @@ impl TenantStore for SqliteBackend {
         let (tenant, number) = (tenant.clone(), number.clone());
         self.write(move |tx| {
             let n = tx
-                .execute(
+                .exec(
                     "DELETE FROM numbers WHERE number = ?1 AND tenant_id = ?2",
                     params![number.as_str(), tenant.as_str()],
                 )
@@ -170,7 +170,7 @@ impl TenantStore for SqliteBackend {
             // Storing the same key again is a no-op; the same hash for another tenant would
             // let one key open two tenants, so it is refused.
             let owner: Option<String> = tx
-                .query_row(
+                .row(
                     "SELECT tenant_id FROM api_keys WHERE key_hash = ?1",
                     [&key_hash],
                     |r| r.get(0),
@@ -183,7 +183,7 @@ impl TenantStore for SqliteBackend {
                 )),
                 Some(_) => Ok(()),
                 None => {
-                    tx.execute(
+                    tx.exec(
                         "INSERT INTO api_keys (key_hash, tenant_id, key_id, created_at)
                          VALUES (?1, ?2, ?3, ?4)",
                         params![key_hash, tenant.as_str(), key_id, ts(Utc::now())],
@@ -200,7 +200,7 @@ impl TenantStore for SqliteBackend {
         let key_hash = key_hash.to_owned();
         self.read(move |conn| {
             let owner: Option<String> = conn
-                .query_row(
+                .row(
                     "SELECT tenant_id FROM api_keys WHERE key_hash = ?1",
                     [&key_hash],
                     |r| r.get(0),
@@ -219,7 +219,7 @@ impl TenantStore for SqliteBackend {
         let json = serde_json::to_string(routing)
             .map_err(|e| StoreError::Backend(format!("routing: {e}")))?;
         self.write(move |tx| {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO routing (tenant_id, routing, updated_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (tenant_id) DO UPDATE SET routing = excluded.routing,
                      updated_at = excluded.updated_at",
@@ -235,7 +235,7 @@ impl TenantStore for SqliteBackend {
         let tenant = tenant.clone();
         self.read(move |conn| {
             let text: Option<String> = conn
-                .query_row(
+                .row(
                     "SELECT routing FROM routing WHERE tenant_id = ?1",
                     [tenant.as_str()],
                     |row| row.get(0),
@@ -265,7 +265,7 @@ impl SecretStore for SqliteBackend {
         let (nonce, ciphertext) = self.key.seal(tenant, provider, &plaintext)?;
         let tenant = tenant.clone();
         self.write(move |tx| {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO credentials (tenant_id, provider, nonce, ciphertext, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (tenant_id, provider) DO UPDATE SET nonce = excluded.nonce,
@@ -292,7 +292,7 @@ impl SecretStore for SqliteBackend {
         let t = tenant.clone();
         let sealed: Option<(Vec<u8>, Vec<u8>)> = self
             .read(move |conn| {
-                conn.query_row(
+                conn.row(
                     "SELECT nonce, ciphertext FROM credentials
                      WHERE tenant_id = ?1 AND provider = ?2",
                     params![t.as_str(), provider.as_str()],
@@ -325,7 +325,7 @@ impl SecretStore for SqliteBackend {
         let tenant = tenant.clone();
         self.write(move |tx| {
             let n = tx
-                .execute(
+                .exec(
                     "DELETE FROM credentials WHERE tenant_id = ?1 AND provider = ?2",
                     params![tenant.as_str(), provider.as_str()],
                 )

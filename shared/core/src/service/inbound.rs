@@ -57,13 +57,20 @@ impl Services {
         }
 
         let expires = Utc::now() + self.settings.raw_retention;
-        let fresh = self
-            .messages
-            .save_raw_webhook(&tenant, kind, &first.dedupe_key(), &request.body, expires)
-            .await?;
-        // Events are queued even for a redelivery: if an earlier attempt crashed between the
-        // raw write and the enqueue, this is what recovers it. The updater is idempotent.
-        self.enqueue_events(&tenant, events.iter().cloned()).await?;
+        // The raw payload and the events are written side by side, not one after the other:
+        // the carrier waits for one commit instead of two (on SQLite both land in the same
+        // group commit). Either failing fails the webhook and the carrier redelivers; events
+        // are queued even for a redelivery, since an earlier attempt may have kept the raw
+        // payload and lost the events. The updater is idempotent.
+        let (fresh, ()) = tokio::try_join!(
+            async {
+                self.messages
+                    .save_raw_webhook(&tenant, kind, &first.dedupe_key(), &request.body, expires)
+                    .await
+                    .map_err(ServiceError::from)
+            },
+            self.enqueue_events(&tenant, events.iter().cloned()),
+        )?;
         info!(
             events = events.len(),
             duplicate = !fresh,
