@@ -2,6 +2,7 @@
 
 mod abuse;
 mod api;
+mod bandwidth;
 mod delivery;
 mod failover;
 mod flows;

@@ -21,7 +21,7 @@ use omni_core::domain::TenantId;
 use omni_core::ports::Job;
 use omni_core::providers::signal::SignalAdapter;
 use omni_core::providers::{
-    http_client, telnyx, twilio, whatsapp, MessagingProviderAdapter, WebhookRequest,
+    bandwidth, http_client, telnyx, twilio, whatsapp, MessagingProviderAdapter, WebhookRequest,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -35,6 +35,8 @@ const TWILIO_TOKEN: &str = "12345abcdef67890fedcba0987654321";
 const VOIPMS_SECRET: &str = "s3cr3t-token";
 const WA_APP_SECRET: &str = "0123456789abcdef0123456789abcdef";
 const WA_VERIFY_TOKEN: &str = "fuzz-verify-token";
+const BANDWIDTH_USER: &str = "fuzz-callbacks";
+const BANDWIDTH_PASSWORD: &str = "fuzz-callback-password";
 const TELNYX_SEED: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// Nothing listens here: deliveries and signal-cli calls fail fast.
 const NOWHERE: &str = "http://127.0.0.1:9";
@@ -381,6 +383,46 @@ fn fuzz_telnyx_webhooks() {
                 .body(Body::from(input.to_vec()))
                 .unwrap();
             deliver(&rt, &world, request, "telnyx", input);
+            1
+        },
+    );
+}
+
+#[test]
+fn fuzz_bandwidth_webhooks() {
+    let rt = runtime();
+    let world = world_with(
+        &rt,
+        "bandwidth",
+        json!({"account_id": "9900000", "application_id": "fuzz-app",
+            "api_username": "fuzz-api", "api_password": "fuzz-api-password",
+            "webhook_username": BANDWIDTH_USER, "webhook_password": BANDWIDTH_PASSWORD}),
+    );
+    run(
+        "bandwidth",
+        Shape::Json,
+        fixtures(&["bandwidth_"]),
+        2000,
+        |input, variant, sign| {
+            let path = if variant % 2 == 0 {
+                "/webhooks/bandwidth"
+            } else {
+                "/webhooks/bandwidth/status"
+            };
+            // Unsigned inputs carry wrong credentials, or (sometimes) none at all.
+            let authorization = if sign {
+                Some(bandwidth::authorization(BANDWIDTH_USER, BANDWIDTH_PASSWORD))
+            } else if variant % 8 == 5 {
+                None
+            } else {
+                Some(bandwidth::authorization(BANDWIDTH_USER, "guessed"))
+            };
+            let mut request = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+            if let Some(a) = authorization {
+                request = request.header(header::AUTHORIZATION, a);
+            }
+            let request = request.body(Body::from(input.to_vec())).unwrap();
+            deliver(&rt, &world, request, "bandwidth", input);
             1
         },
     );

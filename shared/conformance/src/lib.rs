@@ -21,8 +21,8 @@ use omni_core::model::{
 };
 use omni_core::ports::{Job, MessageStore, Queue, SecretStore, StoreError, TenantStore};
 use omni_core::providers::{
-    Credentials, Secret, SignalConfig, TelnyxCredentials, TwilioCredentials, VoipmsCredentials,
-    WhatsappCredentials,
+    BandwidthCredentials, Credentials, Secret, SignalConfig, TelnyxCredentials, TwilioCredentials,
+    VoipmsCredentials, WhatsappCredentials,
 };
 use uuid::Uuid;
 
@@ -361,6 +361,14 @@ fn sample_credentials() -> Vec<Credentials> {
         Credentials::Telnyx(TelnyxCredentials {
             api_key: Secret::new("telnyx-api-key-secret"),
             public_key: "H1DCBogd1myv/s9jVKJLikB0GpWKvr2y6bZiwSGrJ0M=".into(),
+        }),
+        Credentials::Bandwidth(BandwidthCredentials {
+            account_id: "9900000".into(),
+            application_id: "93de2206-9669-4e07-948d-329f4b722ee2".into(),
+            api_username: "bw-api-user".into(),
+            api_password: Secret::new("bw-api-password-secret"),
+            webhook_username: "bw-callbacks".into(),
+            webhook_password: Secret::new("bw-webhook-password-secret"),
         }),
         Credentials::Simulator,
     ]

@@ -323,6 +323,8 @@ string_enum!(
         Whatsapp => "whatsapp",
         /// Telnyx Messaging v2.
         Telnyx => "telnyx",
+        /// Bandwidth Messaging v2.
+        Bandwidth => "bandwidth",
         /// The built-in demo carrier; only available in demo mode.
         Simulator => "simulator",
     }

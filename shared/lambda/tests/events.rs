@@ -204,6 +204,18 @@ async fn webhook_telnyx() {
 }
 
 #[tokio::test]
+async fn webhook_bandwidth() {
+    let w = world().await;
+    let (status, _) = http(
+        omni_api::webhooks::app(w.omni.app_state()),
+        "webhook-bandwidth",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_one_inbound_for_acme(&inbound_jobs(&w).await);
+}
+
+#[tokio::test]
 async fn send() {
     let w = world().await;
     let (status, body) = http(omni_api::dispatch::send_app(w.omni.app_state()), "send").await;
@@ -364,6 +376,7 @@ fn every_event_file_is_exercised() {
         "outbox-sweeper",
         "send",
         "signal-poller",
+        "webhook-bandwidth",
         "webhook-telnyx",
         "webhook-twilio",
         "webhook-twilio-status",

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Channel, OutboundMessage, ProviderKind, SendError, SendResult, WebhookEvent};
 
+pub mod bandwidth;
 pub mod signal;
 pub mod simulator;
 pub mod telnyx;
@@ -137,6 +138,24 @@ pub struct TelnyxCredentials {
     pub public_key: String,
 }
 
+/// Bandwidth Messaging v2 credentials: the API user sends, the callback credentials set on
+/// the Bandwidth application authenticate its webhooks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BandwidthCredentials {
+    /// Account id (digits, not secret); it goes into the send path.
+    pub account_id: String,
+    /// The messaging application's id (not secret), sent as `applicationId`.
+    pub application_id: String,
+    /// API user name (Basic auth user of sends).
+    pub api_username: String,
+    /// API user password.
+    pub api_password: Secret,
+    /// Callback user name configured on the Bandwidth application.
+    pub webhook_username: String,
+    /// Callback password configured on the Bandwidth application.
+    pub webhook_password: Secret,
+}
+
 /// A tenant's configuration for one carrier, secrets included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "provider", rename_all = "lowercase")]
@@ -151,6 +170,8 @@ pub enum Credentials {
     Whatsapp(WhatsappCredentials),
     /// Telnyx Messaging v2.
     Telnyx(TelnyxCredentials),
+    /// Bandwidth Messaging v2.
+    Bandwidth(BandwidthCredentials),
     /// The demo carrier (no secrets).
     Simulator,
 }
@@ -164,6 +185,7 @@ impl Credentials {
             Credentials::Signal(_) => ProviderKind::Signal,
             Credentials::Whatsapp(_) => ProviderKind::Whatsapp,
             Credentials::Telnyx(_) => ProviderKind::Telnyx,
+            Credentials::Bandwidth(_) => ProviderKind::Bandwidth,
             Credentials::Simulator => ProviderKind::Simulator,
         }
     }
@@ -176,6 +198,7 @@ impl Credentials {
             ProviderKind::Signal => serde_json::from_value(body).map(Credentials::Signal),
             ProviderKind::Whatsapp => serde_json::from_value(body).map(Credentials::Whatsapp),
             ProviderKind::Telnyx => serde_json::from_value(body).map(Credentials::Telnyx),
+            ProviderKind::Bandwidth => serde_json::from_value(body).map(Credentials::Bandwidth),
             ProviderKind::Simulator => {
                 return Err("the simulator is configured only in demo mode".into())
             }
@@ -234,6 +257,24 @@ impl Credentials {
                     "public_key (base64 Ed25519 public key, 32 bytes)",
                 )
             }
+            Credentials::Bandwidth(c) => {
+                // The account id goes into the API path: digits keep it one path segment.
+                let id_ok =
+                    !c.account_id.is_empty() && c.account_id.bytes().all(|b| b.is_ascii_digit());
+                require(id_ok, "account_id (digits)")?;
+                require(!c.application_id.is_empty(), "application_id")?;
+                require(!c.api_username.is_empty(), "api_username")?;
+                require(!c.api_password.expose().is_empty(), "api_password")?;
+                // Basic auth: a colon in the user name would make the pair ambiguous.
+                require(
+                    !c.webhook_username.is_empty() && !c.webhook_username.contains(':'),
+                    "webhook_username (no colon)",
+                )?;
+                require(
+                    c.webhook_password.expose().len() >= 8,
+                    "webhook_password (8+ characters)",
+                )
+            }
             Credentials::Simulator => Ok(()),
         }
     }
@@ -250,6 +291,7 @@ impl Credentials {
                 "app_secret",
                 "verify_token",
                 "api_key",
+                "webhook_password",
             ] {
                 if obj.contains_key(key) {
                     obj.insert(key.into(), "***".into());
@@ -277,6 +319,7 @@ impl Credentials {
                 c.verify_token.expose(),
             ],
             Credentials::Telnyx(c) => vec![c.api_key.expose()],
+            Credentials::Bandwidth(c) => vec![c.api_password.expose(), c.webhook_password.expose()],
             Credentials::Signal(_) | Credentials::Simulator => vec![],
         }
     }
@@ -356,6 +399,9 @@ pub struct ProviderEndpoints {
     pub whatsapp: String,
     /// Telnyx API, default `https://api.telnyx.com` (`/v2/messages` is appended).
     pub telnyx: String,
+    /// Bandwidth Messaging API, default `https://messaging.bandwidth.com`
+    /// (`/api/v2/users/{accountId}/messages` is appended).
+    pub bandwidth: String,
 }
 
 impl Default for ProviderEndpoints {
@@ -365,6 +411,7 @@ impl Default for ProviderEndpoints {
             voipms: "https://voip.ms/api/v1/rest.php".into(),
             whatsapp: "https://graph.facebook.com/v21.0".into(),
             telnyx: "https://api.telnyx.com".into(),
+            bandwidth: "https://messaging.bandwidth.com".into(),
         }
     }
 }
@@ -408,6 +455,13 @@ impl ProviderRegistry {
         adapters.insert(
             ProviderKind::Telnyx,
             Arc::new(telnyx::TelnyxAdapter::new(http.clone(), &endpoints.telnyx)),
+        );
+        adapters.insert(
+            ProviderKind::Bandwidth,
+            Arc::new(bandwidth::BandwidthAdapter::new(
+                http.clone(),
+                &endpoints.bandwidth,
+            )),
         );
         adapters.insert(
             ProviderKind::Signal,
@@ -592,6 +646,41 @@ mod tests {
             serde_json::json!({"api_key": "k"}),
         ] {
             assert!(Credentials::from_admin_json(ProviderKind::Telnyx, bad).is_err());
+        }
+    }
+
+    #[test]
+    fn bandwidth_admin_json_is_validated_and_redacted() {
+        let ok = serde_json::json!({"account_id": "9900000", "application_id": "app-1",
+            "api_username": "api-user", "api_password": "bw-api-very-secret",
+            "webhook_username": "hooks", "webhook_password": "bw-hook-very-secret"});
+        let creds = Credentials::from_admin_json(ProviderKind::Bandwidth, ok.clone()).unwrap();
+        assert_eq!(creds.kind(), ProviderKind::Bandwidth);
+        let shown = format!("{creds:?} {}", creds.redacted());
+        for secret in ["bw-api-very-secret", "bw-hook-very-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(
+            shown.contains("9900000") && shown.contains("hooks"),
+            "{shown}"
+        );
+        assert_eq!(creds.redacted()["provider"], "bandwidth");
+        assert_eq!(
+            creds.secrets(),
+            vec!["bw-api-very-secret", "bw-hook-very-secret"]
+        );
+        for (field, bad) in [
+            ("account_id", "99/00"),
+            ("account_id", ""),
+            ("application_id", ""),
+            ("api_username", ""),
+            ("api_password", ""),
+            ("webhook_username", "a:b"),
+            ("webhook_password", "short"),
+        ] {
+            let mut body = ok.clone();
+            body[field] = bad.into();
+            assert!(Credentials::from_admin_json(ProviderKind::Bandwidth, body).is_err());
         }
     }
 

@@ -95,6 +95,7 @@ impl PlatformCredentials {
             ProviderKind::Signal
             | ProviderKind::Whatsapp
             | ProviderKind::Telnyx
+            | ProviderKind::Bandwidth
             | ProviderKind::Simulator => None,
         }
     }
