@@ -203,6 +203,7 @@ impl Server {
                 "app_secret",
                 "verify_token",
                 "webhook_password",
+                "api_token",
             ] {
                 if let Some(secret) = b[field].as_str() {
                     self.secrets.lock().unwrap().push(secret.to_string());

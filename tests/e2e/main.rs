@@ -8,6 +8,7 @@ mod failover;
 mod flows;
 mod harness;
 mod signal;
+mod sinch;
 mod smoke;
 mod telnyx;
 mod whatsapp;

@@ -52,6 +52,7 @@ impl World {
             whatsapp: format!("{carrier_url}/graph"),
             telnyx: carrier_url.into(),
             bandwidth: carrier_url.into(),
+            sinch: carrier_url.into(),
         };
         let services = Services {
             tenants: backend.clone(),

@@ -21,8 +21,8 @@ use omni_core::model::{
 };
 use omni_core::ports::{Job, MessageStore, Queue, SecretStore, StoreError, TenantStore};
 use omni_core::providers::{
-    BandwidthCredentials, Credentials, Secret, SignalConfig, TelnyxCredentials, TwilioCredentials,
-    VoipmsCredentials, WhatsappCredentials,
+    BandwidthCredentials, Credentials, Secret, SignalConfig, SinchCredentials, TelnyxCredentials,
+    TwilioCredentials, VoipmsCredentials, WhatsappCredentials,
 };
 use uuid::Uuid;
 
@@ -369,6 +369,11 @@ fn sample_credentials() -> Vec<Credentials> {
             api_password: Secret::new("bw-api-password-secret"),
             webhook_username: "bw-callbacks".into(),
             webhook_password: Secret::new("bw-webhook-password-secret"),
+        }),
+        Credentials::Sinch(SinchCredentials {
+            service_plan_id: "a1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
+            api_token: Secret::new("sinch-api-token-secret"),
+            app_secret: Secret::new("sinch-app-secret-secret"),
         }),
         Credentials::Simulator,
     ]

@@ -325,6 +325,8 @@ string_enum!(
         Telnyx => "telnyx",
         /// Bandwidth Messaging v2.
         Bandwidth => "bandwidth",
+        /// Sinch SMS (the REST "xms" API).
+        Sinch => "sinch",
         /// The built-in demo carrier; only available in demo mode.
         Simulator => "simulator",
     }

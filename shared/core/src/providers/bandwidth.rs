@@ -22,8 +22,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    ct_eq, network_error, retry_after, Credentials, MessagingProviderAdapter, ParseError,
-    VerifyError, WebhookRequest,
+    code_text, ct_eq, named_failure, network_error, retry_after, Credentials,
+    MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
     Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
@@ -122,15 +122,6 @@ fn map_status(kind: &str) -> Option<DeliveryStatus> {
 fn number(raw: &str, what: &str) -> Result<E164, ParseError> {
     E164::parse(raw, Region::default())
         .map_err(|_| ParseError::new(format!("{what} is not a valid phone number")))
-}
-
-/// `errorCode` as text (Bandwidth sends a number; tolerate a string).
-fn code_text(code: &serde_json::Value) -> Option<String> {
-    match code {
-        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 fn event(event: Event) -> Result<Option<WebhookEvent>, ParseError> {
@@ -301,17 +292,7 @@ impl MessagingProviderAdapter for BandwidthAdapter {
         let message = error
             .and_then(|e| e.description)
             .unwrap_or_else(|| format!("Bandwidth answered HTTP {}", status.as_u16()));
-        Err(
-            if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                SendError::Transient {
-                    code,
-                    message,
-                    retry_after: wait,
-                }
-            } else {
-                SendError::Permanent { code, message }
-            },
-        )
+        Err(named_failure(status, code, message, wait))
     }
 
     fn verify_inbound(

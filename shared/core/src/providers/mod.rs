@@ -17,6 +17,7 @@ use crate::domain::{Channel, OutboundMessage, ProviderKind, SendError, SendResul
 pub mod bandwidth;
 pub mod signal;
 pub mod simulator;
+pub mod sinch;
 pub mod telnyx;
 pub mod twilio;
 pub mod voipms;
@@ -156,6 +157,18 @@ pub struct BandwidthCredentials {
     pub webhook_password: Secret,
 }
 
+/// Sinch SMS credentials: the service plan's API token sends, the app secret checks
+/// callback signatures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinchCredentials {
+    /// Service plan id (letters and digits, not secret); it goes into the send path.
+    pub service_plan_id: String,
+    /// The service plan's API token, sent as a Bearer token.
+    pub api_token: Secret,
+    /// The secret Sinch signs callbacks with (HMAC-SHA256).
+    pub app_secret: Secret,
+}
+
 /// A tenant's configuration for one carrier, secrets included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "provider", rename_all = "lowercase")]
@@ -172,6 +185,8 @@ pub enum Credentials {
     Telnyx(TelnyxCredentials),
     /// Bandwidth Messaging v2.
     Bandwidth(BandwidthCredentials),
+    /// Sinch SMS.
+    Sinch(SinchCredentials),
     /// The demo carrier (no secrets).
     Simulator,
 }
@@ -186,6 +201,7 @@ impl Credentials {
             Credentials::Whatsapp(_) => ProviderKind::Whatsapp,
             Credentials::Telnyx(_) => ProviderKind::Telnyx,
             Credentials::Bandwidth(_) => ProviderKind::Bandwidth,
+            Credentials::Sinch(_) => ProviderKind::Sinch,
             Credentials::Simulator => ProviderKind::Simulator,
         }
     }
@@ -199,6 +215,7 @@ impl Credentials {
             ProviderKind::Whatsapp => serde_json::from_value(body).map(Credentials::Whatsapp),
             ProviderKind::Telnyx => serde_json::from_value(body).map(Credentials::Telnyx),
             ProviderKind::Bandwidth => serde_json::from_value(body).map(Credentials::Bandwidth),
+            ProviderKind::Sinch => serde_json::from_value(body).map(Credentials::Sinch),
             ProviderKind::Simulator => {
                 return Err("the simulator is configured only in demo mode".into())
             }
@@ -275,6 +292,14 @@ impl Credentials {
                     "webhook_password (8+ characters)",
                 )
             }
+            Credentials::Sinch(c) => {
+                // The plan id goes into the API path: letters and digits keep it one segment.
+                let id_ok = !c.service_plan_id.is_empty()
+                    && c.service_plan_id.bytes().all(|b| b.is_ascii_alphanumeric());
+                require(id_ok, "service_plan_id (letters and digits)")?;
+                require(!c.api_token.expose().is_empty(), "api_token")?;
+                require(!c.app_secret.expose().is_empty(), "app_secret")
+            }
             Credentials::Simulator => Ok(()),
         }
     }
@@ -292,6 +317,7 @@ impl Credentials {
                 "verify_token",
                 "api_key",
                 "webhook_password",
+                "api_token",
             ] {
                 if obj.contains_key(key) {
                     obj.insert(key.into(), "***".into());
@@ -320,6 +346,7 @@ impl Credentials {
             ],
             Credentials::Telnyx(c) => vec![c.api_key.expose()],
             Credentials::Bandwidth(c) => vec![c.api_password.expose(), c.webhook_password.expose()],
+            Credentials::Sinch(c) => vec![c.api_token.expose(), c.app_secret.expose()],
             Credentials::Signal(_) | Credentials::Simulator => vec![],
         }
     }
@@ -402,6 +429,9 @@ pub struct ProviderEndpoints {
     /// Bandwidth Messaging API, default `https://messaging.bandwidth.com`
     /// (`/api/v2/users/{accountId}/messages` is appended).
     pub bandwidth: String,
+    /// Sinch SMS API of the platform's region, default `https://us.sms.api.sinch.com`
+    /// (`/xms/v1/{service_plan_id}/batches` is appended).
+    pub sinch: String,
 }
 
 impl Default for ProviderEndpoints {
@@ -412,6 +442,7 @@ impl Default for ProviderEndpoints {
             whatsapp: "https://graph.facebook.com/v21.0".into(),
             telnyx: "https://api.telnyx.com".into(),
             bandwidth: "https://messaging.bandwidth.com".into(),
+            sinch: "https://us.sms.api.sinch.com".into(),
         }
     }
 }
@@ -462,6 +493,10 @@ impl ProviderRegistry {
                 http.clone(),
                 &endpoints.bandwidth,
             )),
+        );
+        adapters.insert(
+            ProviderKind::Sinch,
+            Arc::new(sinch::SinchAdapter::new(http.clone(), &endpoints.sinch)),
         );
         adapters.insert(
             ProviderKind::Signal,
@@ -543,6 +578,35 @@ pub(crate) fn coded_failure(
             code: code_text,
             message,
         }
+    }
+}
+
+/// The error for a carrier's non-2xx answer that names its error with a word rather than a
+/// number (Bandwidth's `type`, Sinch's `code`): 429 and 5xx are transient (honouring
+/// `Retry-After`), the rest permanent, code and message kept.
+pub(crate) fn named_failure(
+    status: reqwest::StatusCode,
+    code: Option<String>,
+    message: String,
+    retry_after: Option<Duration>,
+) -> SendError {
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        SendError::Transient {
+            code,
+            message,
+            retry_after,
+        }
+    } else {
+        SendError::Permanent { code, message }
+    }
+}
+
+/// A carrier error code as text: payloads give codes as numbers or strings.
+pub(crate) fn code_text(code: &serde_json::Value) -> Option<String> {
+    match code {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 
@@ -681,6 +745,34 @@ mod tests {
             let mut body = ok.clone();
             body[field] = bad.into();
             assert!(Credentials::from_admin_json(ProviderKind::Bandwidth, body).is_err());
+        }
+    }
+
+    #[test]
+    fn sinch_admin_json_is_validated_and_redacted() {
+        let ok = serde_json::json!({"service_plan_id": "a1b2c3d4e5f6", "api_token": "sinch-token-very-secret",
+            "app_secret": "sinch-app-very-secret"});
+        let creds = Credentials::from_admin_json(ProviderKind::Sinch, ok.clone()).unwrap();
+        assert_eq!(creds.kind(), ProviderKind::Sinch);
+        let shown = format!("{creds:?} {}", creds.redacted());
+        for secret in ["sinch-token-very-secret", "sinch-app-very-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("a1b2c3d4e5f6"), "{shown}");
+        assert_eq!(creds.redacted()["provider"], "sinch");
+        assert_eq!(
+            creds.secrets(),
+            vec!["sinch-token-very-secret", "sinch-app-very-secret"]
+        );
+        for (field, bad) in [
+            ("service_plan_id", "../x"),
+            ("service_plan_id", ""),
+            ("api_token", ""),
+            ("app_secret", ""),
+        ] {
+            let mut body = ok.clone();
+            body[field] = bad.into();
+            assert!(Credentials::from_admin_json(ProviderKind::Sinch, body).is_err());
         }
     }
 

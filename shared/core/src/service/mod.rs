@@ -96,6 +96,7 @@ impl PlatformCredentials {
             | ProviderKind::Whatsapp
             | ProviderKind::Telnyx
             | ProviderKind::Bandwidth
+            | ProviderKind::Sinch
             | ProviderKind::Simulator => None,
         }
     }
