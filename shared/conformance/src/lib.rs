@@ -21,8 +21,8 @@ use omni_core::model::{
 };
 use omni_core::ports::{Job, MessageStore, Queue, SecretStore, StoreError, TenantStore};
 use omni_core::providers::{
-    Credentials, Secret, SignalConfig, TelnyxCredentials, TwilioCredentials, VoipmsCredentials,
-    WhatsappCredentials,
+    BandwidthCredentials, Credentials, Secret, SignalConfig, SinchCredentials, TelnyxCredentials,
+    TwilioCredentials, VoipmsCredentials, WhatsappCredentials,
 };
 use uuid::Uuid;
 
@@ -362,6 +362,19 @@ fn sample_credentials() -> Vec<Credentials> {
         Credentials::Telnyx(TelnyxCredentials {
             api_key: Secret::new("telnyx-api-key-secret"),
             public_key: "H1DCBogd1myv/s9jVKJLikB0GpWKvr2y6bZiwSGrJ0M=".into(),
+        }),
+        Credentials::Bandwidth(BandwidthCredentials {
+            account_id: "9900000".into(),
+            application_id: "93de2206-9669-4e07-948d-329f4b722ee2".into(),
+            api_username: "bw-api-user".into(),
+            api_password: Secret::new("bw-api-password-secret"),
+            webhook_username: "bw-callbacks".into(),
+            webhook_password: Secret::new("bw-webhook-password-secret"),
+        }),
+        Credentials::Sinch(SinchCredentials {
+            service_plan_id: "a1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
+            api_token: Secret::new("sinch-api-token-secret"),
+            app_secret: Secret::new("sinch-app-secret-secret"),
         }),
         Credentials::Simulator,
     ]

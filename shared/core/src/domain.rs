@@ -323,6 +323,10 @@ string_enum!(
         Whatsapp => "whatsapp",
         /// Telnyx Messaging v2.
         Telnyx => "telnyx",
+        /// Bandwidth Messaging v2.
+        Bandwidth => "bandwidth",
+        /// Sinch SMS (the REST "xms" API).
+        Sinch => "sinch",
         /// The built-in demo carrier; only available in demo mode.
         Simulator => "simulator",
     }
