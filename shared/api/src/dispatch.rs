@@ -60,9 +60,14 @@ pub fn send_app(state: AppState) -> axum::Router {
 }
 
 /// Conversations, messages, read and star as a finished router (the `conversations`
-/// function on AWS).
+/// function on AWS), which also answers `/healthz` and `/openapi.json` there: the contract
+/// serves them at the same paths on both deployments.
 pub fn conversations_app(state: AppState) -> axum::Router {
-    crate::routes::finish(conversation_routes(state).into_router())
+    crate::routes::finish(
+        conversation_routes(state)
+            .merge(crate::routes::meta_routes())
+            .into_router(),
+    )
 }
 
 /// `POST /v1/messages`, `GET /v1/messages/{id}`.

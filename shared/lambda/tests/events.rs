@@ -299,6 +299,28 @@ async fn conversations() {
     assert_eq!(items[0]["contact"], CONTACT);
 }
 
+/// API Gateway also routes `/healthz` and `/openapi.json` to the conversations function:
+/// the contract's paths answer on both deployments.
+#[tokio::test]
+async fn conversations_function_answers_health_and_openapi() {
+    let w = world().await;
+    for path in ["/healthz", "/openapi.json"] {
+        let event = event_file("conversations")
+            .replace("/v1/conversations", path)
+            .replace("limit=20", "");
+        let (status, body) = http_event(
+            omni_api::dispatch::conversations_app(w.omni.app_state()),
+            &event,
+        )
+        .await;
+        assert_eq!(status, 200, "{path}: {body}");
+        match path {
+            "/healthz" => assert_eq!(body, serde_json::json!({"status": "ok"})),
+            _ => assert!(body["paths"]["/healthz"].is_object(), "{body}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn admin() {
     let w = world().await;
