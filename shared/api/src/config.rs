@@ -43,6 +43,18 @@ pub struct ServiceArgs {
         default_value = "https://api.telnyx.com"
     )]
     pub telnyx_api_url: String,
+    /// VoiceMeUp API base URL (`/queue_sms` is appended).
+    #[arg(
+        long,
+        env = "OMNI_VOICEMEUP_API_URL",
+        default_value = "https://clients.voicemeup.com/api/v1.1/json"
+    )]
+    pub voicemeup_api_url: String,
+    /// Seconds one half of a VoiceMeUp split MMS waits for the other before it is delivered
+    /// on its own (by the next sweep: within a minute more on AWS, `OMNI_SWEEP_AFTER_SECS`
+    /// capped at 10 locally).
+    #[arg(long, env = "OMNI_VOICEMEUP_MMS_WAIT_SECS", default_value_t = 10)]
+    pub voicemeup_mms_wait_secs: u64,
     /// Attempts per outbound message before it is dead-lettered.
     #[arg(long, env = "OMNI_RETRY_MAX_ATTEMPTS", default_value_t = 6)]
     pub retry_max_attempts: u32,
@@ -88,6 +100,7 @@ impl ServiceArgs {
             voipms: self.voipms_api_url.clone(),
             whatsapp: self.whatsapp_api_url.clone(),
             telnyx: self.telnyx_api_url.clone(),
+            voicemeup: self.voicemeup_api_url.clone(),
         }
     }
 
@@ -112,6 +125,7 @@ impl ServiceArgs {
                 per_second: self.send_rate_per_sec,
                 burst: self.send_burst.max(1),
             },
+            split_message_wait: Duration::from_secs(self.voicemeup_mms_wait_secs),
         }
     }
 }

@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 mod db;
 mod key;
 mod messages;
+mod parts;
 mod queue;
 mod tenants;
 

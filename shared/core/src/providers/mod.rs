@@ -18,6 +18,7 @@ pub mod signal;
 pub mod simulator;
 pub mod telnyx;
 pub mod twilio;
+pub mod voicemeup;
 pub mod voipms;
 pub mod whatsapp;
 
@@ -137,6 +138,18 @@ pub struct TelnyxCredentials {
     pub public_key: String,
 }
 
+/// VoiceMeUp API credentials and the secret placed in the callback URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoicemeupCredentials {
+    /// API username (not secret).
+    pub username: String,
+    /// API auth token.
+    pub auth_token: Secret,
+    /// The `secret=` query value the callback URL configured at VoiceMeUp carries
+    /// (VoiceMeUp signs nothing).
+    pub webhook_secret: Secret,
+}
+
 /// A tenant's configuration for one carrier, secrets included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "provider", rename_all = "lowercase")]
@@ -151,6 +164,8 @@ pub enum Credentials {
     Whatsapp(WhatsappCredentials),
     /// Telnyx Messaging v2.
     Telnyx(TelnyxCredentials),
+    /// VoiceMeUp.
+    Voicemeup(VoicemeupCredentials),
     /// The demo carrier (no secrets).
     Simulator,
 }
@@ -164,6 +179,7 @@ impl Credentials {
             Credentials::Signal(_) => ProviderKind::Signal,
             Credentials::Whatsapp(_) => ProviderKind::Whatsapp,
             Credentials::Telnyx(_) => ProviderKind::Telnyx,
+            Credentials::Voicemeup(_) => ProviderKind::Voicemeup,
             Credentials::Simulator => ProviderKind::Simulator,
         }
     }
@@ -176,6 +192,7 @@ impl Credentials {
             ProviderKind::Signal => serde_json::from_value(body).map(Credentials::Signal),
             ProviderKind::Whatsapp => serde_json::from_value(body).map(Credentials::Whatsapp),
             ProviderKind::Telnyx => serde_json::from_value(body).map(Credentials::Telnyx),
+            ProviderKind::Voicemeup => serde_json::from_value(body).map(Credentials::Voicemeup),
             ProviderKind::Simulator => {
                 return Err("the simulator is configured only in demo mode".into())
             }
@@ -234,6 +251,11 @@ impl Credentials {
                     "public_key (base64 Ed25519 public key, 32 bytes)",
                 )
             }
+            Credentials::Voicemeup(c) => {
+                require(!c.username.is_empty(), "username")?;
+                require(!c.auth_token.expose().is_empty(), "auth_token")?;
+                require(!c.webhook_secret.expose().is_empty(), "webhook_secret")
+            }
             Credentials::Simulator => Ok(()),
         }
     }
@@ -277,6 +299,7 @@ impl Credentials {
                 c.verify_token.expose(),
             ],
             Credentials::Telnyx(c) => vec![c.api_key.expose()],
+            Credentials::Voicemeup(c) => vec![c.auth_token.expose(), c.webhook_secret.expose()],
             Credentials::Signal(_) | Credentials::Simulator => vec![],
         }
     }
@@ -356,6 +379,9 @@ pub struct ProviderEndpoints {
     pub whatsapp: String,
     /// Telnyx API, default `https://api.telnyx.com` (`/v2/messages` is appended).
     pub telnyx: String,
+    /// VoiceMeUp API, default `https://clients.voicemeup.com/api/v1.1/json` (`/queue_sms` is
+    /// appended).
+    pub voicemeup: String,
 }
 
 impl Default for ProviderEndpoints {
@@ -365,6 +391,7 @@ impl Default for ProviderEndpoints {
             voipms: "https://voip.ms/api/v1/rest.php".into(),
             whatsapp: "https://graph.facebook.com/v21.0".into(),
             telnyx: "https://api.telnyx.com".into(),
+            voicemeup: "https://clients.voicemeup.com/api/v1.1/json".into(),
         }
     }
 }
@@ -410,6 +437,13 @@ impl ProviderRegistry {
             Arc::new(telnyx::TelnyxAdapter::new(http.clone(), &endpoints.telnyx)),
         );
         adapters.insert(
+            ProviderKind::Voicemeup,
+            Arc::new(voicemeup::VoicemeupAdapter::new(
+                http.clone(),
+                &endpoints.voicemeup,
+            )),
+        );
+        adapters.insert(
             ProviderKind::Signal,
             Arc::new(signal::SignalAdapter::new(http)),
         );
@@ -432,6 +466,17 @@ impl ProviderRegistry {
 pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// Checks the shared secret a carrier that signs nothing sends back in the callback URL we
+/// gave it (VoIP.ms, VoiceMeUp: `?secret=…`), in constant time.
+pub(crate) fn check_url_secret(given: Option<&str>, expected: &Secret) -> Result<(), VerifyError> {
+    let given = given.ok_or(VerifyError::Missing)?;
+    if ct_eq(given.as_bytes(), expected.expose().as_bytes()) {
+        Ok(())
+    } else {
+        Err(VerifyError::Mismatch)
+    }
 }
 
 /// Parses an HTTP `Retry-After` given in seconds (the form carriers use).
@@ -492,6 +537,30 @@ pub(crate) fn coded_failure(
     }
 }
 
+/// Posts a form to a carrier that answers JSON, mapping transport failures and non-2xx
+/// answers; a body that is not JSON (a maintenance page served with 200) is transient:
+/// losing a message is worse than the small chance of a duplicate. POSTing the form keeps
+/// credentials out of URLs, which proxies and access logs keep.
+pub(crate) async fn post_form_for_json(
+    http: &reqwest::Client,
+    url: &str,
+    form: &[(&str, &str)],
+    carrier: &str,
+) -> Result<serde_json::Value, SendError> {
+    let response = http
+        .post(url)
+        .form(form)
+        .send()
+        .await
+        .map_err(network_error)?;
+    if let Some(error) = http_failure(carrier, &response) {
+        return Err(error);
+    }
+    response.json().await.map_err(|_| {
+        SendError::transient(format!("{carrier} answered with an unreadable body"), None)
+    })
+}
+
 /// Maps a transport failure (connect, timeout, reset) to a transient send error.
 pub(crate) fn network_error(err: reqwest::Error) -> SendError {
     // Never include the URL: some carriers take credentials in the query string.
@@ -503,6 +572,45 @@ pub(crate) fn network_error(err: reqwest::Error) -> SendError {
         "request failed"
     };
     SendError::transient(format!("carrier {what}"), None)
+}
+
+/// Helpers the carrier modules' tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use uuid::Uuid;
+
+    use crate::domain::{Channel, Media, OutboundMessage, TenantId, E164};
+
+    /// An outbound SMS (MMS with media) from +15555550100 to +15555550123.
+    pub(crate) fn nanp_outbound(body: &str, media: &[&str]) -> OutboundMessage {
+        OutboundMessage {
+            id: Uuid::now_v7(),
+            tenant_id: TenantId::parse("acme").unwrap(),
+            channel: if media.is_empty() {
+                Channel::Sms
+            } else {
+                Channel::Mms
+            },
+            from: E164::from_e164("+15555550100").unwrap(),
+            to: E164::from_e164("+15555550123").unwrap(),
+            body: Some(body.into()),
+            media: media
+                .iter()
+                .map(|u| Media {
+                    url: u.to_string(),
+                    content_type: None,
+                })
+                .collect(),
+            status_callback: None,
+        }
+    }
+
+    /// The form fields of a request a fake carrier received.
+    pub(crate) fn form_of(req: &wiremock::Request) -> Vec<(String, String)> {
+        url::form_urlencoded::parse(&req.body)
+            .into_owned()
+            .collect()
+    }
 }
 
 #[cfg(test)]

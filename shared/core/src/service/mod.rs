@@ -95,6 +95,7 @@ impl PlatformCredentials {
             ProviderKind::Signal
             | ProviderKind::Whatsapp
             | ProviderKind::Telnyx
+            | ProviderKind::Voicemeup
             | ProviderKind::Simulator => None,
         }
     }
@@ -152,6 +153,9 @@ pub struct ServiceSettings {
     pub breaker: BreakerPolicy,
     /// How fast one tenant may call the send API (enforced by the send router).
     pub send_rate: SendRateLimit,
+    /// How long one half of a split message (VoiceMeUp's MMS) waits for its other half
+    /// before it is delivered on its own by the next sweep.
+    pub split_message_wait: Duration,
 }
 
 /// A per-tenant token bucket on `POST /v1/messages`: `burst` sends at once, refilled at
@@ -185,6 +189,7 @@ impl Default for ServiceSettings {
             sweep_after: Duration::from_secs(30),
             breaker: BreakerPolicy::default(),
             send_rate: SendRateLimit::default(),
+            split_message_wait: Duration::from_secs(10),
         }
     }
 }
