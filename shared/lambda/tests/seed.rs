@@ -1,6 +1,7 @@
 //! The world events/*.json describe (events/README.md): tenant `acme-dispatch` with a Twilio,
-//! a VoIP.ms, a WhatsApp and a Telnyx number, their credentials, an API key, a queued message and a sent
-//! one, in fresh emulator resources. Shared by the events test and the cold-start bench.
+//! a VoIP.ms, a WhatsApp, a Telnyx and a VoiceMeUp number, their credentials, an API key, a
+//! queued message and a sent one, in fresh emulator resources. Shared by the events test and
+//! the cold-start bench.
 
 // Shared by two targets, each using part of it.
 #![allow(dead_code)]
@@ -14,8 +15,8 @@ use omni_core::domain::{
 use omni_core::model::{NewOutbound, NumberRoute, Tenant};
 use omni_core::ports::{MessageStore, SecretStore, TenantStore};
 use omni_core::providers::{
-    Credentials, Secret, TelnyxCredentials, TwilioCredentials, VoipmsCredentials,
-    WhatsappCredentials,
+    Credentials, Secret, TelnyxCredentials, TwilioCredentials, VoicemeupCredentials,
+    VoipmsCredentials, WhatsappCredentials,
 };
 use omni_core::service::hash_api_key;
 use uuid::Uuid;
@@ -25,10 +26,12 @@ pub const TWILIO_NUMBER: &str = "+15555550100";
 pub const VOIPMS_NUMBER: &str = "+15555550101";
 pub const WHATSAPP_NUMBER: &str = "+15555550102";
 pub const TELNYX_NUMBER: &str = "+15555550103";
+pub const VOICEMEUP_NUMBER: &str = "+15555550104";
 pub const CONTACT: &str = "+15555550123";
 pub const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub const TWILIO_TOKEN: &str = "events0twilio0auth0token00000000";
 pub const VOIPMS_SECRET: &str = "events-voipms-secret";
+pub const VOICEMEUP_SECRET: &str = "events-voicemeup-secret";
 pub const WHATSAPP_APP_SECRET: &str = "events-whatsapp-app-secret";
 pub const WHATSAPP_PHONE_NUMBER_ID: &str = "106540352242922";
 /// The Ed25519 seed events/webhook-telnyx.json is signed with (made up, for these samples).
@@ -89,6 +92,11 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
             ProviderKind::Telnyx,
             vec![Channel::Sms, Channel::Mms],
         ),
+        (
+            VOICEMEUP_NUMBER,
+            ProviderKind::Voicemeup,
+            vec![Channel::Sms, Channel::Mms],
+        ),
     ] {
         b.put_number(&NumberRoute {
             number: number(n),
@@ -120,6 +128,11 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
         Credentials::Telnyx(TelnyxCredentials {
             api_key: Secret::new("events-telnyx-api-key"),
             public_key: TELNYX_PUBLIC_KEY.into(),
+        }),
+        Credentials::Voicemeup(VoicemeupCredentials {
+            username: "events".into(),
+            auth_token: Secret::new("events-voicemeup-auth-token"),
+            webhook_secret: Secret::new(VOICEMEUP_SECRET),
         }),
     ] {
         b.put_credentials(&t, &credentials).await.unwrap();
