@@ -9,4 +9,5 @@ mod harness;
 mod signal;
 mod smoke;
 mod telnyx;
+mod voicemeup;
 mod whatsapp;
