@@ -704,6 +704,31 @@ mod tests {
     }
 
     #[test]
+    fn voicemeup_admin_json_is_validated_and_redacted() {
+        let ok = serde_json::json!({"username": "dispatch", "auth_token": "vmu-token-very-secret",
+            "webhook_secret": "vmu-hook-very-secret"});
+        let creds = Credentials::from_admin_json(ProviderKind::Voicemeup, ok).unwrap();
+        assert_eq!(creds.kind(), ProviderKind::Voicemeup);
+        let shown = format!("{creds:?} {}", creds.redacted());
+        for secret in ["vmu-token-very-secret", "vmu-hook-very-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("dispatch"));
+        assert_eq!(creds.redacted()["provider"], "voicemeup");
+        assert_eq!(
+            creds.secrets(),
+            vec!["vmu-token-very-secret", "vmu-hook-very-secret"]
+        );
+        for bad in [
+            serde_json::json!({"username": "", "auth_token": "t", "webhook_secret": "s"}),
+            serde_json::json!({"username": "u", "auth_token": "t", "webhook_secret": ""}),
+            serde_json::json!({"username": "u", "auth_token": "t"}),
+        ] {
+            assert!(Credentials::from_admin_json(ProviderKind::Voicemeup, bad).is_err());
+        }
+    }
+
+    #[test]
     fn admin_json_is_validated_per_provider() {
         let ok = serde_json::json!({"account_sid": "AC0123456789abcdef0123456789abcdef", "auth_token": "t"});
         assert!(Credentials::from_admin_json(ProviderKind::Twilio, ok).is_ok());
