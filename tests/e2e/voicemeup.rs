@@ -53,6 +53,30 @@ async fn post(s: &Server, secret: &str, body: &Value) -> (u16, String) {
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
+/// Tenant `east` with VoiceMeUp credentials and [`NUMBER`]; returns its API key.
+async fn east(s: &Server) -> String {
+    let key = s.tenant("east").await;
+    let config =
+        json!({"username": "east-dispatch", "auth_token": TOKEN, "webhook_secret": SECRET});
+    let (st, b) = s
+        .admin(
+            Method::PUT,
+            "/v1/admin/tenants/east/providers/voicemeup",
+            Some(config),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = s
+        .admin(
+            Method::PUT,
+            &format!("/v1/admin/tenants/east/numbers/{NUMBER}"),
+            Some(json!({"provider": "voicemeup", "channels": ["sms", "mms"]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    key
+}
+
 /// The tenant's messages with the contact, oldest first.
 async fn messages(s: &Server, key: &str) -> Vec<Value> {
     let (_, list) = s.api(key, Method::GET, "/v1/conversations", None).await;
@@ -90,25 +114,7 @@ async fn voicemeup_split_mms_merges_once_lone_text_waits_and_reply_has_the_form_
         ("OMNI_VOICEMEUP_MMS_WAIT_SECS", "2"),
     ])
     .await;
-    let key = s.tenant("east").await;
-    let config =
-        json!({"username": "east-dispatch", "auth_token": TOKEN, "webhook_secret": SECRET});
-    let (st, b) = s
-        .admin(
-            Method::PUT,
-            "/v1/admin/tenants/east/providers/voicemeup",
-            Some(config),
-        )
-        .await;
-    assert_eq!(st, 200, "{b}");
-    let (st, b) = s
-        .admin(
-            Method::PUT,
-            &format!("/v1/admin/tenants/east/numbers/{NUMBER}"),
-            Some(json!({"provider": "voicemeup", "channels": ["sms", "mms"]})),
-        )
-        .await;
-    assert_eq!(st, 200, "{b}");
+    let key = east(&s).await;
 
     // A wrong or missing secret: a 401 JSON error, nothing stored.
     let forged = text_half("h-forged", "2025-01-01 11:00:00", "forged");
@@ -248,25 +254,7 @@ async fn voicemeup_split_mms_merges_once_lone_text_waits_and_reply_has_the_form_
 #[tokio::test]
 async fn voicemeup_halves_survive_a_crash() {
     let s = Server::start(&[("OMNI_VOICEMEUP_MMS_WAIT_SECS", "5")]).await;
-    let key = s.tenant("east").await;
-    let config =
-        json!({"username": "east-dispatch", "auth_token": TOKEN, "webhook_secret": SECRET});
-    let (st, b) = s
-        .admin(
-            Method::PUT,
-            "/v1/admin/tenants/east/providers/voicemeup",
-            Some(config),
-        )
-        .await;
-    assert_eq!(st, 200, "{b}");
-    let (st, b) = s
-        .admin(
-            Method::PUT,
-            &format!("/v1/admin/tenants/east/numbers/{NUMBER}"),
-            Some(json!({"provider": "voicemeup", "channels": ["sms", "mms"]})),
-        )
-        .await;
-    assert_eq!(st, 200, "{b}");
+    let key = east(&s).await;
     let (paired, lone) = ("2025-01-01 13:00:00", "2025-01-01 13:01:00");
     for body in [
         text_half("r1", paired, "before the crash"),

@@ -197,64 +197,76 @@ async fn url_secret(target: &Target, kind: ProviderKind) -> Result<String, Strin
 }
 
 async fn build_send(args: &SendArgs) -> Result<Vec<reqwest::RequestBuilder>, String> {
-    if args.split && !matches!(args.carrier, Carrier::Voicemeup) {
+    if !args.split {
+        return Ok(vec![build_one(args).await?]);
+    }
+    if !matches!(args.carrier, Carrier::Voicemeup) {
         return Err("--split is VoiceMeUp's MMS form".into());
     }
-    if let Carrier::Voicemeup = args.carrier {
-        return build_voicemeup(args).await;
-    }
-    Ok(vec![build_one(args).await?])
-}
-
-/// VoiceMeUp webhooks: one message, or (`--split`) the two halves of an MMS.
-async fn build_voicemeup(args: &SendArgs) -> Result<Vec<reqwest::RequestBuilder>, String> {
-    let (from, to) = (number(&args.from)?, number(&args.to)?);
-    let secret = url_secret(&args.target, ProviderKind::Voicemeup).await?;
-    let query =
-        serde_urlencoded::to_string([("secret", secret.as_str())]).map_err(|e| e.to_string())?;
-    let url = format!("{}/webhooks/voicemeup?{query}", base_url(&args.target));
+    // As VoiceMeUp splits an MMS: the text with an HTML wrapper, then the media alone.
+    let [media] = args.media.as_slice() else {
+        return Err("--split needs exactly one --media".into());
+    };
     let id = args
         .id
         .clone()
         .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
     let sent_at = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
-    let post = |hash: &str, text: &str, attachment: Option<(&str, &str)>| {
-        let mut body = serde_json::json!({
-            "sms_hash": hash,
-            "source_number": from.as_str().trim_start_matches('+'),
-            "destination_number": to.as_str().trim_start_matches('+'),
-            "datetime_transmission": sent_at,
-            "direction": "inbound",
-            "message": text,
-        });
-        if let Some((url, mime)) = attachment {
-            body["attachment"] = url.into();
-            body["attachment_mime_type"] = mime.into();
-        }
-        reqwest::Client::new()
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-    };
-    if args.media.len() > 1 {
-        return Err("VoiceMeUp carries one attachment per message".into());
-    }
-    let media = args
-        .media
-        .first()
-        .map(|m| (m.as_str(), guess_content_type(m)));
-    if !args.split {
-        return Ok(vec![post(&id, &args.body, media)]);
-    }
-    let media = media.ok_or("--split needs one --media")?;
     let wrapper = format!("https://clients.voicemeup.com/files/{id}.mms.html");
-    let text = post(&id, &args.body, Some((&wrapper, "text/html")));
-    let media = post(&format!("{id}-media"), "", Some(media));
+    let text = voicemeup_post(
+        args,
+        &id,
+        &sent_at,
+        &args.body,
+        Some((&wrapper, "text/html")),
+    )
+    .await?;
+    let media = voicemeup_post(
+        args,
+        &format!("{id}-media"),
+        &sent_at,
+        "",
+        Some((media, guess_content_type(media))),
+    )
+    .await?;
     Ok(if args.media_first {
         vec![media, text]
     } else {
         vec![text, media]
     })
+}
+
+/// A VoiceMeUp webhook post: JSON, the tenant's secret in the URL.
+async fn voicemeup_post(
+    args: &SendArgs,
+    hash: &str,
+    sent_at: &str,
+    text: &str,
+    attachment: Option<(&str, &str)>,
+) -> Result<reqwest::RequestBuilder, String> {
+    let secret = url_secret(&args.target, ProviderKind::Voicemeup).await?;
+    let query =
+        serde_urlencoded::to_string([("secret", secret.as_str())]).map_err(|e| e.to_string())?;
+    let digits = |raw: &str| number(raw).map(|n| n.as_str().trim_start_matches('+').to_owned());
+    let mut body = serde_json::json!({
+        "sms_hash": hash,
+        "source_number": digits(&args.from)?,
+        "destination_number": digits(&args.to)?,
+        "datetime_transmission": sent_at,
+        "direction": "inbound",
+        "message": text,
+    });
+    if let Some((url, mime)) = attachment {
+        body["attachment"] = url.into();
+        body["attachment_mime_type"] = mime.into();
+    }
+    Ok(reqwest::Client::new()
+        .post(format!(
+            "{}/webhooks/voicemeup?{query}",
+            base_url(&args.target)
+        ))
+        .header("content-type", "application/json")
+        .body(body.to_string()))
 }
 
 async fn build_one(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> {
@@ -339,7 +351,21 @@ async fn build_one(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> {
                 .header(telnyx::SIGNATURE_HEADER, signature)
                 .body(body))
         }
-        Carrier::Voicemeup => Err("VoiceMeUp webhooks are built by build_voicemeup".into()),
+        Carrier::Voicemeup => {
+            if args.media.len() > 1 {
+                return Err("VoiceMeUp carries one attachment per message".into());
+            }
+            let id = args
+                .id
+                .clone()
+                .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
+            let sent_at = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
+            let media = args
+                .media
+                .first()
+                .map(|m| (m.as_str(), guess_content_type(m)));
+            voicemeup_post(args, &id, &sent_at, &args.body, media).await
+        }
     }
 }
 

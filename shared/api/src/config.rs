@@ -50,9 +50,9 @@ pub struct ServiceArgs {
         default_value = "https://clients.voicemeup.com/api/v1.1/json"
     )]
     pub voicemeup_api_url: String,
-    /// Seconds one half of a VoiceMeUp split MMS waits for the other before it is delivered
-    /// on its own (by the next sweep: within a minute more on AWS, `OMNI_SWEEP_AFTER_SECS`
-    /// capped at 10 locally).
+    /// Seconds (at most 3600) one half of a VoiceMeUp split MMS waits for the other before it
+    /// is delivered on its own (by the next sweep: within a minute more on AWS, within 10 s
+    /// locally).
     #[arg(long, env = "OMNI_VOICEMEUP_MMS_WAIT_SECS", default_value_t = 10)]
     pub voicemeup_mms_wait_secs: u64,
     /// Attempts per outbound message before it is dead-lettered.
@@ -125,7 +125,7 @@ impl ServiceArgs {
                 per_second: self.send_rate_per_sec,
                 burst: self.send_burst.max(1),
             },
-            split_message_wait: Duration::from_secs(self.voicemeup_mms_wait_secs),
+            split_message_wait: Duration::from_secs(self.voicemeup_mms_wait_secs.min(3600)),
         }
     }
 }

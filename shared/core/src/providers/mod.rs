@@ -703,6 +703,44 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn form_posts_map_rate_limits_outages_and_unreadable_bodies() {
+        use wiremock::matchers::method;
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        let http = reqwest::Client::new();
+        let form = [("api_password", "pw-very-secret")];
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "30"))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        let err = post_form_for_json(&http, &server.uri(), &form, "Carrier")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SendError::Transient { retry_after: Some(d), .. } if d == Duration::from_secs(30)),
+            "{err:?}"
+        );
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("<html>maintenance</html>"))
+            .mount(&server)
+            .await;
+        let err = post_form_for_json(&http, &server.uri(), &form, "Carrier")
+            .await
+            .unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        let err = post_form_for_json(&http, "http://127.0.0.1:9/x?k=v", &form, "Carrier")
+            .await
+            .unwrap_err();
+        assert!(err.is_transient());
+        assert!(!format!("{err} {err:?}").contains("pw-very-secret"));
+        assert!(
+            !format!("{err} {err:?}").contains("k=v"),
+            "no URL in errors"
+        );
+    }
+
     #[test]
     fn voicemeup_admin_json_is_validated_and_redacted() {
         let ok = serde_json::json!({"username": "dispatch", "auth_token": "vmu-token-very-secret",

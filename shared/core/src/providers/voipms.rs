@@ -316,7 +316,6 @@ mod tests {
     use crate::providers::test_support::{form_of, nanp_outbound as message};
     use crate::providers::{Secret, SignalConfig};
     use proptest::prelude::*;
-    use std::time::Duration;
     use wiremock::matchers::{body_string_contains, header, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -592,29 +591,6 @@ mod tests {
             assert!(!err.message().is_empty());
             assert!(!format!("{err} {err:?}").contains(PASSWORD));
         }
-    }
-
-    #[tokio::test]
-    async fn rate_limits_honour_retry_after_and_network_errors_are_transient() {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "30"))
-            .mount(&server)
-            .await;
-        let err = adapter(&server.uri())
-            .send(&creds(), &message("hi", &[]))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, SendError::Transient { retry_after: Some(d), .. } if d == Duration::from_secs(30))
-        );
-
-        let err = adapter("http://127.0.0.1:9/rest.php")
-            .send(&creds(), &message("hi", &[]))
-            .await
-            .unwrap_err();
-        assert!(err.is_transient());
-        assert!(!format!("{err:?}").contains(PASSWORD));
     }
 
     #[tokio::test]

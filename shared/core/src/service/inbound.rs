@@ -117,14 +117,14 @@ impl Services {
         part: &crate::domain::MessagePart,
     ) -> Result<Option<InboundMessage>, ServiceError> {
         let now = Utc::now();
+        // A wait too long to represent never flushes rather than panicking.
+        let flush_at = chrono::TimeDelta::from_std(self.settings.split_message_wait)
+            .ok()
+            .and_then(|wait| now.checked_add_signed(wait))
+            .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
         let outcome = self
             .messages
-            .put_message_part(
-                tenant,
-                part,
-                now + self.settings.split_message_wait,
-                now + SPLIT_PART_RETENTION,
-            )
+            .put_message_part(tenant, part, flush_at, now + SPLIT_PART_RETENTION)
             .await?;
         Ok(match outcome {
             PartOutcome::Waiting => {
