@@ -202,6 +202,8 @@ impl Server {
                 "access_token",
                 "app_secret",
                 "verify_token",
+                "webhook_password",
+                "api_token",
             ] {
                 if let Some(secret) = b[field].as_str() {
                     self.secrets.lock().unwrap().push(secret.to_string());
@@ -298,6 +300,85 @@ impl Server {
             .await
             .expect("ws connect");
         Feed { stream }
+    }
+
+    /// Waits for the tenant's only conversation and checks it is an unread SMS from
+    /// `contact` to `number` whose last message is `body`.
+    pub async fn sole_sms_conversation(&self, key: &str, contact: &str, number: &str, body: &str) {
+        let list = self
+            .eventually(10, "the inbound message", || async {
+                let (_, l) = self
+                    .api(key, reqwest::Method::GET, "/v1/conversations", None)
+                    .await;
+                (l["items"].as_array()?.len() == 1).then_some(l)
+            })
+            .await;
+        let conversation = &list["items"][0];
+        assert_eq!(conversation["channel"], "sms");
+        assert_eq!(conversation["contact"], contact);
+        assert_eq!(conversation["tenant_number"], number);
+        assert_eq!(conversation["unread_count"], 1);
+        assert_eq!(conversation["last_message"]["body"], body);
+    }
+
+    /// Runs `omni webhook send <carrier>` for `tenant` (a message `body` from `from` to `to`,
+    /// authenticated with `secret`) against this server; waits until the message is the
+    /// last of the tenant's conversations.
+    pub async fn cli_webhook_send(
+        &self,
+        key: &str,
+        (carrier, tenant, secret): (&str, &str, &str),
+        (from, to, body): (&str, &str, &str),
+    ) {
+        let out = Command::new(env!("CARGO_BIN_EXE_omni"))
+            .args(["webhook", "send", carrier, "--tenant", tenant])
+            .args(["--from", from, "--to", to, "--body", body])
+            .args(["--url", &self.base, "--secret", secret])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("200 ok"));
+        self.eventually(10, &format!("the CLI's {carrier} message"), || async {
+            let (_, l) = self
+                .api(key, reqwest::Method::GET, "/v1/conversations", None)
+                .await;
+            (l["items"][0]["last_message"]["body"] == body).then_some(())
+        })
+        .await;
+    }
+
+    /// Sends an SMS to `to` through the API (202 expected); the message id.
+    pub async fn send_sms(&self, key: &str, to: &str, body: &str) -> String {
+        let (st, m) = self
+            .api(
+                key,
+                reqwest::Method::POST,
+                "/v1/messages",
+                Some(json!({"channel": "sms", "to": to, "body": body})),
+            )
+            .await;
+        assert_eq!(st, 202, "{m}");
+        m["id"].as_str().unwrap().to_string()
+    }
+
+    /// Polls message `id` until its status is `status`; the message then.
+    pub async fn message_reaching(&self, key: &str, id: &str, status: &str) -> Value {
+        self.eventually(10, &format!("message {id} to be {status}"), || async {
+            let (_, m) = self
+                .api(
+                    key,
+                    reqwest::Method::GET,
+                    &format!("/v1/messages/{id}"),
+                    None,
+                )
+                .await;
+            (m["status"] == status).then_some(m)
+        })
+        .await
     }
 
     /// Polls `check` until it returns Some, or panics after `secs`.

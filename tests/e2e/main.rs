@@ -2,11 +2,13 @@
 
 mod abuse;
 mod api;
+mod bandwidth;
 mod delivery;
 mod failover;
 mod flows;
 mod harness;
 mod signal;
+mod sinch;
 mod smoke;
 mod telnyx;
 mod voicemeup;

@@ -144,66 +144,20 @@ async fn telnyx_signed_inbound_reply_and_delivery_status() {
         post_signed(&s, "/webhooks/telnyx", &signing, now, &body).await,
         (200, "ok".to_string())
     );
-    let list = s
-        .eventually(10, "the Telnyx message", || async {
-            let (_, l) = s.api(&key, Method::GET, "/v1/conversations", None).await;
-            (l["items"].as_array()?.len() == 1).then_some(l)
-        })
+    s.sole_sms_conversation(&key, CONTACT, NUMBER, "Smoke on 5th street")
         .await;
-    assert_eq!(list["items"][0]["channel"], "sms");
-    assert_eq!(list["items"][0]["contact"], CONTACT);
-    assert_eq!(list["items"][0]["tenant_number"], NUMBER);
-    assert_eq!(list["items"][0]["unread_count"], 1);
-    assert_eq!(
-        list["items"][0]["last_message"]["body"],
-        "Smoke on 5th street"
-    );
 
     // The CLI signs the same way with a private key seed.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_omni"))
-        .args(["webhook", "send", "telnyx", "--tenant", "north"])
-        .args([
-            "--from",
-            CONTACT,
-            "--to",
-            NUMBER,
-            "--body",
-            "Second message",
-        ])
-        .args(["--url", &s.base, "--secret", &seed])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("200 ok"));
-    s.eventually(10, "the CLI's Telnyx message", || async {
-        let (_, l) = s.api(&key, Method::GET, "/v1/conversations", None).await;
-        (l["items"][0]["last_message"]["body"] == "Second message").then_some(())
-    })
+    s.cli_webhook_send(
+        &key,
+        ("telnyx", "north", &seed),
+        (CONTACT, NUMBER, "Second message"),
+    )
     .await;
 
     // The reply goes out through Telnyx with the documented request shape.
-    let (st, m) = s
-        .api(
-            &key,
-            Method::POST,
-            "/v1/messages",
-            Some(json!({"channel": "sms", "to": CONTACT, "body": "Units are on the way"})),
-        )
-        .await;
-    assert_eq!(st, 202, "{m}");
-    let id = m["id"].as_str().unwrap().to_string();
-    let sent = s
-        .eventually(10, "the Telnyx send", || async {
-            let (_, m) = s
-                .api(&key, Method::GET, &format!("/v1/messages/{id}"), None)
-                .await;
-            (m["status"] == "sent").then_some(m)
-        })
-        .await;
+    let id = s.send_sms(&key, CONTACT, "Units are on the way").await;
+    let sent = s.message_reaching(&key, &id, "sent").await;
     assert_eq!(sent["provider"], "telnyx");
     assert_eq!(sent["provider_message_id"], "tx-out-0001");
     let requests = api.received_requests().await.unwrap();
@@ -236,14 +190,7 @@ async fn telnyx_signed_inbound_reply_and_delivery_status() {
             (200, "ok".to_string())
         );
     }
-    let delivered = s
-        .eventually(10, "the delivery report", || async {
-            let (_, m) = s
-                .api(&key, Method::GET, &format!("/v1/messages/{id}"), None)
-                .await;
-            (m["status"] == "delivered").then_some(m)
-        })
-        .await;
+    let delivered = s.message_reaching(&key, &id, "delivered").await;
     let last = delivered["events"]
         .as_array()
         .unwrap()

@@ -21,7 +21,8 @@ use omni_core::domain::TenantId;
 use omni_core::ports::Job;
 use omni_core::providers::signal::SignalAdapter;
 use omni_core::providers::{
-    http_client, telnyx, twilio, whatsapp, MessagingProviderAdapter, WebhookRequest,
+    bandwidth, http_client, sinch, telnyx, twilio, whatsapp, MessagingProviderAdapter,
+    WebhookRequest,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -35,6 +36,9 @@ const TWILIO_TOKEN: &str = "12345abcdef67890fedcba0987654321";
 const VOIPMS_SECRET: &str = "s3cr3t-token";
 const WA_APP_SECRET: &str = "0123456789abcdef0123456789abcdef";
 const WA_VERIFY_TOKEN: &str = "fuzz-verify-token";
+const BANDWIDTH_USER: &str = "fuzz-callbacks";
+const BANDWIDTH_PASSWORD: &str = "fuzz-callback-password";
+const SINCH_APP_SECRET: &str = "fuzz-sinch-app-secret";
 const VOICEMEUP_SECRET: &str = "vmu-fuzz-secret";
 const TELNYX_SEED: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// Nothing listens here: deliveries and signal-cli calls fail fast.
@@ -382,6 +386,88 @@ fn fuzz_telnyx_webhooks() {
                 .body(Body::from(input.to_vec()))
                 .unwrap();
             deliver(&rt, &world, request, "telnyx", input);
+            1
+        },
+    );
+}
+
+#[test]
+fn fuzz_bandwidth_webhooks() {
+    let rt = runtime();
+    let world = world_with(
+        &rt,
+        "bandwidth",
+        json!({"account_id": "9900000", "application_id": "fuzz-app",
+            "api_username": "fuzz-api", "api_password": "fuzz-api-password",
+            "webhook_username": BANDWIDTH_USER, "webhook_password": BANDWIDTH_PASSWORD}),
+    );
+    run(
+        "bandwidth",
+        Shape::Json,
+        fixtures(&["bandwidth_"]),
+        2000,
+        |input, variant, sign| {
+            let path = if variant % 2 == 0 {
+                "/webhooks/bandwidth"
+            } else {
+                "/webhooks/bandwidth/status"
+            };
+            // Unsigned inputs carry wrong credentials, or (sometimes) none at all.
+            let authorization = if sign {
+                Some(bandwidth::authorization(BANDWIDTH_USER, BANDWIDTH_PASSWORD))
+            } else if variant % 8 == 5 {
+                None
+            } else {
+                Some(bandwidth::authorization(BANDWIDTH_USER, "guessed"))
+            };
+            let mut request = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+            if let Some(a) = authorization {
+                request = request.header(header::AUTHORIZATION, a);
+            }
+            let request = request.body(Body::from(input.to_vec())).unwrap();
+            deliver(&rt, &world, request, "bandwidth", input);
+            1
+        },
+    );
+}
+
+#[test]
+fn fuzz_sinch_webhooks() {
+    let rt = runtime();
+    let world = world_with(
+        &rt,
+        "sinch",
+        json!({"service_plan_id": "fuzzplan", "api_token": "fuzz-sinch-token",
+            "app_secret": SINCH_APP_SECRET}),
+    );
+    run(
+        "sinch",
+        Shape::Json,
+        fixtures(&["sinch_"]),
+        2000,
+        |input, variant, sign| {
+            let path = if variant % 2 == 0 {
+                "/webhooks/sinch"
+            } else {
+                "/webhooks/sinch/status"
+            };
+            let now = chrono::Utc::now().timestamp();
+            // Sometimes outside the five-minute replay window.
+            let ts = if variant % 8 == 5 { now - 600 } else { now }.to_string();
+            let nonce = format!("nonce-{variant}");
+            let signature = if sign {
+                sinch::signature(SINCH_APP_SECRET, input, &nonce, &ts)
+            } else {
+                "AAAA".repeat(11)
+            };
+            let request = Request::post(path)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(sinch::SIGNATURE_HEADER, signature)
+                .header(sinch::NONCE_HEADER, nonce)
+                .header(sinch::TIMESTAMP_HEADER, ts)
+                .body(Body::from(input.to_vec()))
+                .unwrap();
+            deliver(&rt, &world, request, "sinch", input);
             1
         },
     );

@@ -51,6 +51,8 @@ impl World {
             voipms: format!("{carrier_url}/voipms"),
             whatsapp: format!("{carrier_url}/graph"),
             telnyx: carrier_url.into(),
+            bandwidth: carrier_url.into(),
+            sinch: carrier_url.into(),
             voicemeup: format!("{carrier_url}/voicemeup"),
         };
         let services = Services {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 use omni_core::domain::{ProviderKind, Region, TenantId, E164};
 use omni_core::ports::SecretStore;
-use omni_core::providers::{telnyx, twilio, Credentials};
+use omni_core::providers::{bandwidth, sinch, telnyx, twilio, Credentials};
 use omni_local::{MasterKey, SqliteBackend};
 use uuid::Uuid;
 
@@ -30,6 +30,10 @@ pub enum Carrier {
     /// Telnyx (JSON POST, Ed25519-signed): needs `--secret`, the base64 32-byte seed of the
     /// private key whose public half the tenant configured (Telnyx never hands its own out).
     Telnyx,
+    /// Bandwidth (JSON array POST with the application's HTTP Basic callback credentials).
+    Bandwidth,
+    /// Sinch SMS (JSON POST, HMAC-SHA256-signed with the tenant's app secret).
+    Sinch,
     /// VoiceMeUp (JSON POST with the tenant's secret in the URL); `--split` posts an MMS as
     /// VoiceMeUp does, in two halves.
     Voicemeup,
@@ -51,7 +55,8 @@ pub struct Target {
     #[arg(long, env = "OMNI_DB", default_value = "omni.db")]
     pub db: PathBuf,
     /// Sign with this Twilio auth token / VoIP.ms secret instead of the stored one; for
-    /// Telnyx, the base64 Ed25519 private key seed to sign with (required).
+    /// Telnyx, the base64 Ed25519 private key seed to sign with (required); for Bandwidth,
+    /// the callback credentials as `user:password`; for Sinch, the app secret.
     #[arg(long, env = "OMNI_WEBHOOK_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
 }
@@ -351,6 +356,55 @@ async fn build_one(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> {
                 .header(telnyx::SIGNATURE_HEADER, signature)
                 .body(body))
         }
+        Carrier::Bandwidth => {
+            let (user, password) = match &args.target.secret {
+                Some(pair) => pair
+                    .split_once(':')
+                    .map(|(u, p)| (u.to_string(), p.to_string()))
+                    .ok_or("for Bandwidth, --secret is the callback user:password")?,
+                None => match stored_credentials(&args.target, ProviderKind::Bandwidth).await? {
+                    Credentials::Bandwidth(c) => (
+                        c.webhook_username.clone(),
+                        c.webhook_password.expose().to_string(),
+                    ),
+                    _ => return Err("stored configuration is not Bandwidth's".into()),
+                },
+            };
+            let id = args
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("{}{}", rand_id(), Uuid::new_v4().simple()));
+            let body = bandwidth_inbound(&id, &from, &to, &args.body, &args.media).to_string();
+            Ok(reqwest::Client::new()
+                .post(format!("{base}/webhooks/bandwidth"))
+                .header("content-type", "application/json")
+                .header("authorization", bandwidth::authorization(&user, &password))
+                .body(body))
+        }
+        Carrier::Sinch => {
+            let secret = match &args.target.secret {
+                Some(s) => s.clone(),
+                None => match stored_credentials(&args.target, ProviderKind::Sinch).await? {
+                    Credentials::Sinch(c) => c.app_secret.expose().to_string(),
+                    _ => return Err("stored configuration is not Sinch's".into()),
+                },
+            };
+            let id = args
+                .id
+                .clone()
+                .unwrap_or_else(|| Uuid::new_v4().simple().to_string().to_uppercase());
+            let body = sinch_inbound(&id, &from, &to, &args.body, &args.media).to_string();
+            let nonce = Uuid::new_v4().simple().to_string();
+            let timestamp = chrono::Utc::now().timestamp().to_string();
+            let signature = sinch::signature(&secret, body.as_bytes(), &nonce, &timestamp);
+            Ok(reqwest::Client::new()
+                .post(format!("{base}/webhooks/sinch"))
+                .header("content-type", "application/json")
+                .header(sinch::SIGNATURE_HEADER, signature)
+                .header(sinch::NONCE_HEADER, nonce)
+                .header(sinch::TIMESTAMP_HEADER, timestamp)
+                .body(body))
+        }
         Carrier::Voicemeup => {
             if args.media.len() > 1 {
                 return Err("VoiceMeUp carries one attachment per message".into());
@@ -367,6 +421,62 @@ async fn build_one(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> {
             voicemeup_post(args, &id, &sent_at, &args.body, media).await
         }
     }
+}
+
+/// A `message-received` callback as Bandwidth posts it: an array of one event.
+fn bandwidth_inbound(
+    id: &str,
+    from: &E164,
+    to: &E164,
+    text: &str,
+    media: &[String],
+) -> serde_json::Value {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    serde_json::json!([{
+    "type": "message-received",
+    "time": now,
+    "description": "Incoming message received",
+    "to": to.as_str(),
+    "message": {
+        "id": id,
+        "owner": to.as_str(),
+        "time": now,
+        "segmentCount": 1,
+        "direction": "in",
+        "to": [to.as_str()],
+        "from": from.as_str(),
+        "text": text,
+        "media": media,
+    }}])
+}
+
+/// An `mo_text` (or, with media, `mo_media`) callback as Sinch posts it: numbers without `+`.
+fn sinch_inbound(
+    id: &str,
+    from: &E164,
+    to: &E164,
+    text: &str,
+    media: &[String],
+) -> serde_json::Value {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let bare = |n: &E164| n.as_str().trim_start_matches('+').to_string();
+    let (kind, body) = if media.is_empty() {
+        ("mo_text", serde_json::json!(text))
+    } else {
+        let items: Vec<_> = media
+            .iter()
+            .map(|url| {
+                serde_json::json!({"url": url, "content_type": guess_content_type(url),
+                "status": "Uploaded", "code": 0})
+            })
+            .collect();
+        (
+            "mo_media",
+            serde_json::json!({"message": text, "media": items}),
+        )
+    };
+    serde_json::json!({"id": id, "type": kind, "from": bare(from), "to": bare(to),
+        "body": body, "received_at": now})
 }
 
 /// A `message.received` event as Telnyx posts it.

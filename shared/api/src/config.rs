@@ -43,6 +43,21 @@ pub struct ServiceArgs {
         default_value = "https://api.telnyx.com"
     )]
     pub telnyx_api_url: String,
+    /// Bandwidth Messaging API base URL (`/api/v2/users/{accountId}/messages` is appended).
+    #[arg(
+        long,
+        env = "OMNI_BANDWIDTH_API_URL",
+        default_value = "https://messaging.bandwidth.com"
+    )]
+    pub bandwidth_api_url: String,
+    /// Sinch SMS API base URL of the platform's region (`/xms/v1/{service_plan_id}/batches`
+    /// is appended).
+    #[arg(
+        long,
+        env = "OMNI_SINCH_API_URL",
+        default_value = "https://us.sms.api.sinch.com"
+    )]
+    pub sinch_api_url: String,
     /// VoiceMeUp API base URL (`/queue_sms` is appended).
     #[arg(
         long,
@@ -100,6 +115,8 @@ impl ServiceArgs {
             voipms: self.voipms_api_url.clone(),
             whatsapp: self.whatsapp_api_url.clone(),
             telnyx: self.telnyx_api_url.clone(),
+            bandwidth: self.bandwidth_api_url.clone(),
+            sinch: self.sinch_api_url.clone(),
             voicemeup: self.voicemeup_api_url.clone(),
         }
     }

@@ -53,6 +53,30 @@ pub fn routes(state: AppState) -> Routes {
                 .with_state(state.clone()),
         )
         .route(
+            "/webhooks/bandwidth",
+            &[Method::POST],
+            post(|s, m, u, h, b| accept(ProviderKind::Bandwidth, OK, s, m, u, h, b))
+                .with_state(state.clone()),
+        )
+        .route(
+            "/webhooks/bandwidth/status",
+            &[Method::POST],
+            post(|s, m, u, h, b| accept(ProviderKind::Bandwidth, OK, s, m, u, h, b))
+                .with_state(state.clone()),
+        )
+        .route(
+            "/webhooks/sinch",
+            &[Method::POST],
+            post(|s, m, u, h, b| accept(ProviderKind::Sinch, OK, s, m, u, h, b))
+                .with_state(state.clone()),
+        )
+        .route(
+            "/webhooks/sinch/status",
+            &[Method::POST],
+            post(|s, m, u, h, b| accept(ProviderKind::Sinch, OK, s, m, u, h, b))
+                .with_state(state.clone()),
+        )
+        .route(
             "/webhooks/voicemeup",
             &[Method::POST],
             post(|s, m, u, h, b| accept(ProviderKind::Voicemeup, OK, s, m, u, h, b))
@@ -116,7 +140,8 @@ const TWIML: Reply = (
     "text/xml",
     "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>",
 );
-/// VoIP.ms retries until the body is exactly `ok`; Meta, Telnyx and VoiceMeUp only need a 2xx.
+/// VoIP.ms retries until the body is exactly `ok`; Meta, Telnyx, Bandwidth, Sinch and VoiceMeUp only
+/// need a 2xx.
 const OK: Reply = ("text/plain", "ok");
 
 /// Accepts one carrier webhook and answers in the carrier's form once it is committed.

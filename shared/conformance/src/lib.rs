@@ -23,8 +23,8 @@ use omni_core::ports::{
     FlushedPart, Job, MessageStore, PartOutcome, Queue, SecretStore, StoreError, TenantStore,
 };
 use omni_core::providers::{
-    Credentials, Secret, SignalConfig, TelnyxCredentials, TwilioCredentials, VoicemeupCredentials,
-    VoipmsCredentials, WhatsappCredentials,
+    BandwidthCredentials, Credentials, Secret, SignalConfig, SinchCredentials, TelnyxCredentials,
+    TwilioCredentials, VoicemeupCredentials, VoipmsCredentials, WhatsappCredentials,
 };
 use uuid::Uuid;
 
@@ -39,7 +39,7 @@ impl<T: TenantStore + SecretStore + MessageStore + Queue> Backend for T {}
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, numbers_route_and_conflict, api_keys_resolve_by_hash, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, create_outbound_is_idempotent, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, numbers_route_and_conflict, api_keys_resolve_by_hash, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,6 +60,7 @@ pub async fn run_all<B: Backend>(backend: &B) {
     inbound_is_applied_once(backend).await;
     inbound_threads_and_unread_counts(backend).await;
     status_updates_merge_monotonically(backend).await;
+    late_milestones_fill_the_history(backend).await;
     create_outbound_is_idempotent(backend).await;
     claims_are_exclusive_and_counted(backend).await;
     delivery_outcomes_are_recorded(backend).await;
@@ -366,6 +367,19 @@ fn sample_credentials() -> Vec<Credentials> {
         Credentials::Telnyx(TelnyxCredentials {
             api_key: Secret::new("telnyx-api-key-secret"),
             public_key: "H1DCBogd1myv/s9jVKJLikB0GpWKvr2y6bZiwSGrJ0M=".into(),
+        }),
+        Credentials::Bandwidth(BandwidthCredentials {
+            account_id: "9900000".into(),
+            application_id: "93de2206-9669-4e07-948d-329f4b722ee2".into(),
+            api_username: "bw-api-user".into(),
+            api_password: Secret::new("bw-api-password-secret"),
+            webhook_username: "bw-callbacks".into(),
+            webhook_password: Secret::new("bw-webhook-password-secret"),
+        }),
+        Credentials::Sinch(SinchCredentials {
+            service_plan_id: "a1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
+            api_token: Secret::new("sinch-api-token-secret"),
+            app_secret: Secret::new("sinch-app-secret-secret"),
         }),
         Credentials::Voicemeup(VoicemeupCredentials {
             username: "dispatch".into(),
@@ -788,6 +802,57 @@ pub async fn inbound_threads_and_unread_counts<B: Backend>(b: &B) {
 }
 
 // ---- outbound and status ---------------------------------------------------------------
+
+/// A `delivered` that arrives after `read` leaves the status alone but is stored in the
+/// history once, at its place: the stored history does not depend on callback order.
+pub async fn late_milestones_fill_the_history<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let t0 = base_time();
+    let m = sent_message(b, &tenant, "SM-late-1").await;
+    let read = status("SM-late-1", DeliveryStatus::Read, secs(t0, 9));
+    let StatusApplied::Changed(r) = b.apply_status(&tenant, &read).await.unwrap() else {
+        panic!("read must change a sent message");
+    };
+    assert_eq!(r.status, DeliveryStatus::Read);
+
+    let delivered = status("SM-late-1", DeliveryStatus::Delivered, secs(t0, 5));
+    let StatusApplied::Changed(d) = b.apply_status(&tenant, &delivered).await.unwrap() else {
+        panic!("a late delivered must be filled into the history");
+    };
+    assert_eq!(
+        d.status,
+        DeliveryStatus::Read,
+        "the status never moves back"
+    );
+    let history: Vec<_> = d.events.iter().map(|e| (e.status, e.at)).collect();
+    assert_eq!(
+        history[2..],
+        [
+            (DeliveryStatus::Delivered, secs(t0, 5)),
+            (DeliveryStatus::Read, secs(t0, 9))
+        ]
+    );
+    assert_eq!(
+        statuses(&d)[..2],
+        [
+            (DeliveryStatus::Queued, "api"),
+            (DeliveryStatus::Sent, "twilio")
+        ]
+    );
+    assert_eq!(b.get_message(&tenant, m.id).await.unwrap(), Some(d.clone()));
+
+    // Once: the same receipt again, or an older milestone, changes nothing more.
+    for again in [
+        delivered,
+        status("SM-late-1", DeliveryStatus::Sent, secs(t0, 1)),
+    ] {
+        match b.apply_status(&tenant, &again).await.unwrap() {
+            StatusApplied::Unchanged(u) => assert_eq!(u, d),
+            other => panic!("{:?} must change nothing now: {other:?}", again.status),
+        }
+    }
+    assert_eq!(b.get_message(&tenant, m.id).await.unwrap(), Some(d));
+}
 
 /// Status updates never move a message backwards, and every change is in its events.
 pub async fn status_updates_merge_monotonically<B: Backend>(b: &B) {

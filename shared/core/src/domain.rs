@@ -323,6 +323,10 @@ string_enum!(
         Whatsapp => "whatsapp",
         /// Telnyx Messaging v2.
         Telnyx => "telnyx",
+        /// Bandwidth Messaging v2.
+        Bandwidth => "bandwidth",
+        /// Sinch SMS (the REST "xms" API).
+        Sinch => "sinch",
         /// VoiceMeUp (`queue_sms` REST API and SMS webhook).
         Voicemeup => "voicemeup",
         /// The built-in demo carrier; only available in demo mode.

@@ -12,7 +12,9 @@ use lambda_runtime::{Context, LambdaEvent};
 use omni_aws::{AwsBackend, SdkConfig};
 use omni_core::domain::{DeliveryStatus, WebhookEvent};
 use omni_core::ports::{Job, MessageStore};
-use omni_core::providers::{telnyx, Credentials, Secret, TelnyxCredentials, WebhookRequest};
+use omni_core::providers::{
+    sinch, telnyx, Credentials, Secret, SinchCredentials, TelnyxCredentials, WebhookRequest,
+};
 use omni_lambda::{LambdaConfig, Omni};
 use seed::*;
 use tower::ServiceExt;
@@ -207,6 +209,35 @@ async fn webhook_whatsapp() {
     assert!(!inbound_jobs(&w).await.is_empty());
 }
 
+/// Posts an HTTP API webhook event to the webhook functions' router: accepted, one inbound
+/// job for the seeded tenant queued.
+async fn accepted_webhook(w: &World, event: &str) {
+    let (status, body) = http_event(omni_api::webhooks::app(w.omni.app_state()), event).await;
+    assert_eq!(status, 200, "{body}");
+    assert_one_inbound_for_acme(&inbound_jobs(w).await);
+}
+
+/// The request an HTTP event sample stands for, with its `headers` (for checking a signature
+/// as of the sample's own time).
+fn sample_request(event: &serde_json::Value, path: &str, headers: &[&str]) -> WebhookRequest {
+    WebhookRequest {
+        method: "POST".into(),
+        url: format!("{PUBLIC_URL}{path}"),
+        headers: headers
+            .iter()
+            .map(|name| {
+                let value = event["headers"][name].as_str().unwrap_or_default();
+                (name.to_string(), value.to_owned())
+            })
+            .collect(),
+        body: event["body"]
+            .as_str()
+            .unwrap_or_default()
+            .as_bytes()
+            .to_vec(),
+    }
+}
+
 /// Telnyx refuses a webhook signed more than five minutes ago, so the sample is checked
 /// genuine as of its own time, then posted re-signed now with the same key, as Telnyx would.
 #[tokio::test]
@@ -217,14 +248,11 @@ async fn webhook_telnyx() {
         |event: &serde_json::Value, name: &str| event["headers"][name].as_str().unwrap().to_owned();
     let body = event["body"].as_str().unwrap().to_owned();
     let signed_at = header(&event, telnyx::TIMESTAMP_HEADER);
-    let sample = WebhookRequest {
-        method: "POST".into(),
-        url: format!("{PUBLIC_URL}/webhooks/telnyx"),
-        headers: [telnyx::TIMESTAMP_HEADER, telnyx::SIGNATURE_HEADER]
-            .map(|name| (name.to_owned(), header(&event, name)))
-            .to_vec(),
-        body: body.clone().into_bytes(),
-    };
+    let sample = sample_request(
+        &event,
+        "/webhooks/telnyx",
+        &[telnyx::TIMESTAMP_HEADER, telnyx::SIGNATURE_HEADER],
+    );
     let credentials = Credentials::Telnyx(TelnyxCredentials {
         api_key: Secret::new("unused"),
         public_key: TELNYX_PUBLIC_KEY.into(),
@@ -240,13 +268,53 @@ async fn webhook_telnyx() {
     event["headers"][telnyx::SIGNATURE_HEADER] =
         telnyx::signature(&key, &now, body.as_bytes()).into();
     event["headers"][telnyx::TIMESTAMP_HEADER] = now.into();
-    let (status, _) = http_event(
-        omni_api::webhooks::app(w.omni.app_state()),
-        &event.to_string(),
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert_one_inbound_for_acme(&inbound_jobs(&w).await);
+    accepted_webhook(&w, &event.to_string()).await;
+}
+
+/// Sinch callbacks carry a signed timestamp with a five-minute replay window too: the sample
+/// is checked genuine as of its own time (and refused as it is now), then posted re-signed now.
+#[tokio::test]
+async fn webhook_sinch() {
+    let w = world().await;
+    let mut event: serde_json::Value = serde_json::from_str(&event_file("webhook-sinch")).unwrap();
+    let header =
+        |event: &serde_json::Value, name: &str| event["headers"][name].as_str().unwrap().to_owned();
+    let body = event["body"].as_str().unwrap().to_owned();
+    let signed_at = header(&event, sinch::TIMESTAMP_HEADER);
+    let sample = sample_request(
+        &event,
+        "/webhooks/sinch",
+        &[
+            sinch::SIGNATURE_HEADER,
+            sinch::NONCE_HEADER,
+            sinch::TIMESTAMP_HEADER,
+        ],
+    );
+    let credentials = Credentials::Sinch(SinchCredentials {
+        service_plan_id: "unused".into(),
+        api_token: Secret::new("unused"),
+        app_secret: Secret::new(SINCH_APP_SECRET),
+    });
+    assert_eq!(
+        sinch::verify_at(&sample, &credentials, signed_at.parse().unwrap()),
+        Ok(()),
+        "events/webhook-sinch.json is not signed with the seed's app secret"
+    );
+    let (status, _) = http(omni_api::webhooks::app(w.omni.app_state()), "webhook-sinch").await;
+    assert_eq!(status, 401, "the sample as it is: a replay");
+
+    let now = chrono::Utc::now().timestamp().to_string();
+    let nonce = header(&event, sinch::NONCE_HEADER);
+    event["headers"][sinch::SIGNATURE_HEADER] =
+        sinch::signature(SINCH_APP_SECRET, body.as_bytes(), &nonce, &now).into();
+    event["headers"][sinch::TIMESTAMP_HEADER] = now.into();
+    accepted_webhook(&w, &event.to_string()).await;
+}
+
+#[tokio::test]
+async fn webhook_bandwidth() {
+    let w = world().await;
+    accepted_webhook(&w, &event_file("webhook-bandwidth")).await;
 }
 
 #[tokio::test]
@@ -410,6 +478,8 @@ fn every_event_file_is_exercised() {
         "outbox-sweeper",
         "send",
         "signal-poller",
+        "webhook-bandwidth",
+        "webhook-sinch",
         "webhook-telnyx",
         "webhook-twilio",
         "webhook-twilio-status",

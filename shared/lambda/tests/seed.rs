@@ -1,7 +1,7 @@
 //! The world events/*.json describe (events/README.md): tenant `acme-dispatch` with a Twilio,
-//! a VoIP.ms, a WhatsApp, a Telnyx and a VoiceMeUp number, their credentials, an API key, a
-//! queued message and a sent one, in fresh emulator resources. Shared by the events test and
-//! the cold-start bench.
+//! a VoIP.ms, a WhatsApp, a Telnyx, a Bandwidth, a Sinch and a VoiceMeUp number, their
+//! credentials, an API key, a queued message and a sent one, in fresh emulator resources.
+//! Shared by the events test and the cold-start bench.
 
 // Shared by two targets, each using part of it.
 #![allow(dead_code)]
@@ -15,8 +15,8 @@ use omni_core::domain::{
 use omni_core::model::{NewOutbound, NumberRoute, Tenant};
 use omni_core::ports::{MessageStore, SecretStore, TenantStore};
 use omni_core::providers::{
-    Credentials, Secret, TelnyxCredentials, TwilioCredentials, VoicemeupCredentials,
-    VoipmsCredentials, WhatsappCredentials,
+    BandwidthCredentials, Credentials, Secret, SinchCredentials, TelnyxCredentials,
+    TwilioCredentials, VoicemeupCredentials, VoipmsCredentials, WhatsappCredentials,
 };
 use omni_core::service::hash_api_key;
 use uuid::Uuid;
@@ -26,7 +26,9 @@ pub const TWILIO_NUMBER: &str = "+15555550100";
 pub const VOIPMS_NUMBER: &str = "+15555550101";
 pub const WHATSAPP_NUMBER: &str = "+15555550102";
 pub const TELNYX_NUMBER: &str = "+15555550103";
-pub const VOICEMEUP_NUMBER: &str = "+15555550104";
+pub const BANDWIDTH_NUMBER: &str = "+15555550104";
+pub const SINCH_NUMBER: &str = "+15555550105";
+pub const VOICEMEUP_NUMBER: &str = "+15555550106";
 pub const CONTACT: &str = "+15555550123";
 pub const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub const TWILIO_TOKEN: &str = "events0twilio0auth0token00000000";
@@ -38,6 +40,9 @@ pub const WHATSAPP_PHONE_NUMBER_ID: &str = "106540352242922";
 pub const TELNYX_SIGNING_SEED: &str = "ZXZlbnRzMHRlbG55eDBzaWduaW5nMHNlZWQwMDAwMDA=";
 /// The public half of [`TELNYX_SIGNING_SEED`], as the Telnyx portal would show it.
 pub const TELNYX_PUBLIC_KEY: &str = "dUh/w0zIaNsovO3fDpUU15r31e0IQ9ML46CNZC2sDLw=";
+pub const BANDWIDTH_WEBHOOK_USER: &str = "events-bandwidth";
+pub const BANDWIDTH_WEBHOOK_PASSWORD: &str = "events-bandwidth-callback-password";
+pub const SINCH_APP_SECRET: &str = "events-sinch-app-secret";
 pub const API_KEY: &str = "omk_events0demo0key000000000000000000";
 pub const ADMIN_TOKEN: &str = "oat_events0admin0token";
 pub const PUBLIC_URL: &str = "https://omni.example.test";
@@ -93,6 +98,16 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
             vec![Channel::Sms, Channel::Mms],
         ),
         (
+            BANDWIDTH_NUMBER,
+            ProviderKind::Bandwidth,
+            vec![Channel::Sms, Channel::Mms],
+        ),
+        (
+            SINCH_NUMBER,
+            ProviderKind::Sinch,
+            vec![Channel::Sms, Channel::Mms],
+        ),
+        (
             VOICEMEUP_NUMBER,
             ProviderKind::Voicemeup,
             vec![Channel::Sms, Channel::Mms],
@@ -128,6 +143,19 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
         Credentials::Telnyx(TelnyxCredentials {
             api_key: Secret::new("events-telnyx-api-key"),
             public_key: TELNYX_PUBLIC_KEY.into(),
+        }),
+        Credentials::Bandwidth(BandwidthCredentials {
+            account_id: "9900000".into(),
+            application_id: "93de2206-9669-4e07-948d-329f4b722ee2".into(),
+            api_username: "events-bandwidth-api".into(),
+            api_password: Secret::new("events-bandwidth-api-password"),
+            webhook_username: BANDWIDTH_WEBHOOK_USER.into(),
+            webhook_password: Secret::new(BANDWIDTH_WEBHOOK_PASSWORD),
+        }),
+        Credentials::Sinch(SinchCredentials {
+            service_plan_id: "a1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
+            api_token: Secret::new("events-sinch-api-token"),
+            app_secret: Secret::new(SINCH_APP_SECRET),
         }),
         Credentials::Voicemeup(VoicemeupCredentials {
             username: "events".into(),

@@ -19,6 +19,7 @@ use omni_core::ports::{StoreError, StoreResult};
 use rusqlite::Connection;
 use tokio::sync::Notify;
 
+mod cache;
 mod db;
 mod key;
 mod messages;
@@ -35,6 +36,8 @@ pub struct SqliteBackend {
     pool: Arc<db::Pool>,
     key: Arc<MasterKey>,
     jobs: Arc<Notify>,
+    routes: Arc<cache::RouteCache>,
+    credentials: Arc<cache::CredentialCache>,
 }
 
 impl std::fmt::Debug for SqliteBackend {
@@ -59,6 +62,8 @@ impl SqliteBackend {
             pool: Arc::new(pool),
             key: Arc::new(key),
             jobs: Arc::new(Notify::new()),
+            routes: Arc::default(),
+            credentials: Arc::default(),
         }
     }
 

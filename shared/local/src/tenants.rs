@@ -93,52 +93,68 @@ impl TenantStore for SqliteBackend {
         let r = route.clone();
         let channels = serde_json::to_string(&r.channels)
             .map_err(|e| StoreError::Backend(format!("channels: {e}")))?;
-        self.write(move |tx| {
-            if let Some(existing) = number_route(tx, r.number.as_str())? {
-                if existing.tenant_id != r.tenant_id {
-                    return Err(StoreError::Conflict(format!(
-                        "number {} is held by another tenant",
-                        r.number
-                    )));
+        let stored = self
+            .write(move |tx| {
+                if let Some(existing) = number_route(tx, r.number.as_str())? {
+                    if existing.tenant_id != r.tenant_id {
+                        return Err(StoreError::Conflict(format!(
+                            "number {} is held by another tenant",
+                            r.number
+                        )));
+                    }
                 }
-            }
-            tx.exec(
-                "INSERT INTO numbers (number, tenant_id, provider, channels, updated_at)
+                tx.exec(
+                    "INSERT INTO numbers (number, tenant_id, provider, channels, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (number) DO UPDATE SET provider = excluded.provider,
                      channels = excluded.channels, updated_at = excluded.updated_at",
-                params![
-                    r.number.as_str(),
-                    r.tenant_id.as_str(),
-                    r.provider.as_str(),
-                    channels,
-                    ts(r.updated_at)
-                ],
-            )
-            .map_err(db)?;
-            number_route(tx, r.number.as_str())?.ok_or_else(|| corrupt("number vanished"))
-        })
-        .await
+                    params![
+                        r.number.as_str(),
+                        r.tenant_id.as_str(),
+                        r.provider.as_str(),
+                        channels,
+                        ts(r.updated_at)
+                    ],
+                )
+                .map_err(db)?;
+                number_route(tx, r.number.as_str())?.ok_or_else(|| corrupt("number vanished"))
+            })
+            .await;
+        self.routes.invalidate();
+        stored
     }
 
     async fn delete_number(&self, tenant: &TenantId, number: &E164) -> StoreResult<bool> {
         let (tenant, number) = (tenant.clone(), number.clone());
-        self.write(move |tx| {
-            let n = tx
-                .exec(
-                    "DELETE FROM numbers WHERE number = ?1 AND tenant_id = ?2",
-                    params![number.as_str(), tenant.as_str()],
-                )
-                .map_err(db)?;
-            Ok(n > 0)
-        })
-        .await
+        let deleted = self
+            .write(move |tx| {
+                let n = tx
+                    .exec(
+                        "DELETE FROM numbers WHERE number = ?1 AND tenant_id = ?2",
+                        params![number.as_str(), tenant.as_str()],
+                    )
+                    .map_err(db)?;
+                Ok(n > 0)
+            })
+            .await;
+        self.routes.invalidate();
+        deleted
     }
 
     async fn number_route(&self, number: &E164) -> StoreResult<Option<NumberRoute>> {
-        let number = number.clone();
-        self.read(move |conn| number_route(conn, number.as_str()))
-            .await
+        let ticket = match self.routes.get(&number.as_str().to_owned()) {
+            Ok(route) => return Ok(route),
+            Err(ticket) => ticket,
+        };
+        let key = number.as_str().to_owned();
+        let route = self
+            .read({
+                let key = key.clone();
+                move |conn| number_route(conn, &key)
+            })
+            .await?;
+        self.routes.put(ticket, key, route.clone());
+        Ok(route)
     }
 
     async fn tenant_numbers(&self, tenant: &TenantId) -> StoreResult<Vec<NumberRoute>> {
@@ -264,24 +280,27 @@ impl SecretStore for SqliteBackend {
             .map_err(|_| StoreError::Backend("credentials could not be serialised".into()))?;
         let (nonce, ciphertext) = self.key.seal(tenant, provider, &plaintext)?;
         let tenant = tenant.clone();
-        self.write(move |tx| {
-            tx.exec(
-                "INSERT INTO credentials (tenant_id, provider, nonce, ciphertext, updated_at)
+        let stored = self
+            .write(move |tx| {
+                tx.exec(
+                    "INSERT INTO credentials (tenant_id, provider, nonce, ciphertext, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (tenant_id, provider) DO UPDATE SET nonce = excluded.nonce,
                      ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
-                params![
-                    tenant.as_str(),
-                    provider.as_str(),
-                    nonce,
-                    ciphertext,
-                    ts(Utc::now())
-                ],
-            )
-            .map_err(db)?;
-            Ok(())
-        })
-        .await
+                    params![
+                        tenant.as_str(),
+                        provider.as_str(),
+                        nonce,
+                        ciphertext,
+                        ts(Utc::now())
+                    ],
+                )
+                .map_err(db)?;
+                Ok(())
+            })
+            .await;
+        self.credentials.invalidate();
+        stored
     }
 
     async fn get_credentials(
@@ -289,6 +308,10 @@ impl SecretStore for SqliteBackend {
         tenant: &TenantId,
         provider: ProviderKind,
     ) -> StoreResult<Option<Credentials>> {
+        let ticket = match self.credentials.get(&(tenant.clone(), provider)) {
+            Ok(credentials) => return Ok(credentials),
+            Err(ticket) => ticket,
+        };
         let t = tenant.clone();
         let sealed: Option<(Vec<u8>, Vec<u8>)> = self
             .read(move |conn| {
@@ -303,6 +326,8 @@ impl SecretStore for SqliteBackend {
             })
             .await?;
         let Some((nonce, ciphertext)) = sealed else {
+            self.credentials
+                .put(ticket, (tenant.clone(), provider), None);
             return Ok(None);
         };
         let plaintext = self.key.open(tenant, provider, &nonce, &ciphertext)?;
@@ -314,6 +339,11 @@ impl SecretStore for SqliteBackend {
         if credentials.kind() != provider {
             return Err(corrupt("credentials stored under the wrong provider"));
         }
+        self.credentials.put(
+            ticket,
+            (tenant.clone(), provider),
+            Some(credentials.clone()),
+        );
         Ok(Some(credentials))
     }
 
@@ -323,16 +353,19 @@ impl SecretStore for SqliteBackend {
         provider: ProviderKind,
     ) -> StoreResult<bool> {
         let tenant = tenant.clone();
-        self.write(move |tx| {
-            let n = tx
-                .exec(
-                    "DELETE FROM credentials WHERE tenant_id = ?1 AND provider = ?2",
-                    params![tenant.as_str(), provider.as_str()],
-                )
-                .map_err(db)?;
-            Ok(n > 0)
-        })
-        .await
+        let deleted = self
+            .write(move |tx| {
+                let n = tx
+                    .exec(
+                        "DELETE FROM credentials WHERE tenant_id = ?1 AND provider = ?2",
+                        params![tenant.as_str(), provider.as_str()],
+                    )
+                    .map_err(db)?;
+                Ok(n > 0)
+            })
+            .await;
+        self.credentials.invalidate();
+        deleted
     }
 
     async fn configured_providers(&self, tenant: &TenantId) -> StoreResult<Vec<ProviderKind>> {

@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Channel, OutboundMessage, ProviderKind, SendError, SendResult, WebhookEvent};
 
+pub mod bandwidth;
 pub mod signal;
 pub mod simulator;
+pub mod sinch;
 pub mod telnyx;
 pub mod twilio;
 pub mod voicemeup;
@@ -138,6 +140,36 @@ pub struct TelnyxCredentials {
     pub public_key: String,
 }
 
+/// Bandwidth Messaging v2 credentials: the API user sends, the callback credentials set on
+/// the Bandwidth application authenticate its webhooks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BandwidthCredentials {
+    /// Account id (digits, not secret); it goes into the send path.
+    pub account_id: String,
+    /// The messaging application's id (not secret), sent as `applicationId`.
+    pub application_id: String,
+    /// API user name (Basic auth user of sends).
+    pub api_username: String,
+    /// API user password.
+    pub api_password: Secret,
+    /// Callback user name configured on the Bandwidth application.
+    pub webhook_username: String,
+    /// Callback password configured on the Bandwidth application.
+    pub webhook_password: Secret,
+}
+
+/// Sinch SMS credentials: the service plan's API token sends, the app secret checks
+/// callback signatures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinchCredentials {
+    /// Service plan id (letters and digits, not secret); it goes into the send path.
+    pub service_plan_id: String,
+    /// The service plan's API token, sent as a Bearer token.
+    pub api_token: Secret,
+    /// The secret Sinch signs callbacks with (HMAC-SHA256).
+    pub app_secret: Secret,
+}
+
 /// VoiceMeUp API credentials and the secret placed in the callback URL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoicemeupCredentials {
@@ -164,6 +196,10 @@ pub enum Credentials {
     Whatsapp(WhatsappCredentials),
     /// Telnyx Messaging v2.
     Telnyx(TelnyxCredentials),
+    /// Bandwidth Messaging v2.
+    Bandwidth(BandwidthCredentials),
+    /// Sinch SMS.
+    Sinch(SinchCredentials),
     /// VoiceMeUp.
     Voicemeup(VoicemeupCredentials),
     /// The demo carrier (no secrets).
@@ -179,6 +215,8 @@ impl Credentials {
             Credentials::Signal(_) => ProviderKind::Signal,
             Credentials::Whatsapp(_) => ProviderKind::Whatsapp,
             Credentials::Telnyx(_) => ProviderKind::Telnyx,
+            Credentials::Bandwidth(_) => ProviderKind::Bandwidth,
+            Credentials::Sinch(_) => ProviderKind::Sinch,
             Credentials::Voicemeup(_) => ProviderKind::Voicemeup,
             Credentials::Simulator => ProviderKind::Simulator,
         }
@@ -192,6 +230,8 @@ impl Credentials {
             ProviderKind::Signal => serde_json::from_value(body).map(Credentials::Signal),
             ProviderKind::Whatsapp => serde_json::from_value(body).map(Credentials::Whatsapp),
             ProviderKind::Telnyx => serde_json::from_value(body).map(Credentials::Telnyx),
+            ProviderKind::Bandwidth => serde_json::from_value(body).map(Credentials::Bandwidth),
+            ProviderKind::Sinch => serde_json::from_value(body).map(Credentials::Sinch),
             ProviderKind::Voicemeup => serde_json::from_value(body).map(Credentials::Voicemeup),
             ProviderKind::Simulator => {
                 return Err("the simulator is configured only in demo mode".into())
@@ -251,6 +291,32 @@ impl Credentials {
                     "public_key (base64 Ed25519 public key, 32 bytes)",
                 )
             }
+            Credentials::Bandwidth(c) => {
+                // The account id goes into the API path: digits keep it one path segment.
+                let id_ok =
+                    !c.account_id.is_empty() && c.account_id.bytes().all(|b| b.is_ascii_digit());
+                require(id_ok, "account_id (digits)")?;
+                require(!c.application_id.is_empty(), "application_id")?;
+                require(!c.api_username.is_empty(), "api_username")?;
+                require(!c.api_password.expose().is_empty(), "api_password")?;
+                // Basic auth: a colon in the user name would make the pair ambiguous.
+                require(
+                    !c.webhook_username.is_empty() && !c.webhook_username.contains(':'),
+                    "webhook_username (no colon)",
+                )?;
+                require(
+                    c.webhook_password.expose().len() >= 8,
+                    "webhook_password (8+ characters)",
+                )
+            }
+            Credentials::Sinch(c) => {
+                // The plan id goes into the API path: letters and digits keep it one segment.
+                let id_ok = !c.service_plan_id.is_empty()
+                    && c.service_plan_id.bytes().all(|b| b.is_ascii_alphanumeric());
+                require(id_ok, "service_plan_id (letters and digits)")?;
+                require(!c.api_token.expose().is_empty(), "api_token")?;
+                require(!c.app_secret.expose().is_empty(), "app_secret")
+            }
             Credentials::Voicemeup(c) => {
                 require(!c.username.is_empty(), "username")?;
                 require(!c.auth_token.expose().is_empty(), "auth_token")?;
@@ -272,6 +338,8 @@ impl Credentials {
                 "app_secret",
                 "verify_token",
                 "api_key",
+                "webhook_password",
+                "api_token",
             ] {
                 if obj.contains_key(key) {
                     obj.insert(key.into(), "***".into());
@@ -299,6 +367,8 @@ impl Credentials {
                 c.verify_token.expose(),
             ],
             Credentials::Telnyx(c) => vec![c.api_key.expose()],
+            Credentials::Bandwidth(c) => vec![c.api_password.expose(), c.webhook_password.expose()],
+            Credentials::Sinch(c) => vec![c.api_token.expose(), c.app_secret.expose()],
             Credentials::Voicemeup(c) => vec![c.auth_token.expose(), c.webhook_secret.expose()],
             Credentials::Signal(_) | Credentials::Simulator => vec![],
         }
@@ -379,6 +449,12 @@ pub struct ProviderEndpoints {
     pub whatsapp: String,
     /// Telnyx API, default `https://api.telnyx.com` (`/v2/messages` is appended).
     pub telnyx: String,
+    /// Bandwidth Messaging API, default `https://messaging.bandwidth.com`
+    /// (`/api/v2/users/{accountId}/messages` is appended).
+    pub bandwidth: String,
+    /// Sinch SMS API of the platform's region, default `https://us.sms.api.sinch.com`
+    /// (`/xms/v1/{service_plan_id}/batches` is appended).
+    pub sinch: String,
     /// VoiceMeUp API, default `https://clients.voicemeup.com/api/v1.1/json` (`/queue_sms` is
     /// appended).
     pub voicemeup: String,
@@ -391,6 +467,8 @@ impl Default for ProviderEndpoints {
             voipms: "https://voip.ms/api/v1/rest.php".into(),
             whatsapp: "https://graph.facebook.com/v21.0".into(),
             telnyx: "https://api.telnyx.com".into(),
+            bandwidth: "https://messaging.bandwidth.com".into(),
+            sinch: "https://us.sms.api.sinch.com".into(),
             voicemeup: "https://clients.voicemeup.com/api/v1.1/json".into(),
         }
     }
@@ -435,6 +513,17 @@ impl ProviderRegistry {
         adapters.insert(
             ProviderKind::Telnyx,
             Arc::new(telnyx::TelnyxAdapter::new(http.clone(), &endpoints.telnyx)),
+        );
+        adapters.insert(
+            ProviderKind::Bandwidth,
+            Arc::new(bandwidth::BandwidthAdapter::new(
+                http.clone(),
+                &endpoints.bandwidth,
+            )),
+        );
+        adapters.insert(
+            ProviderKind::Sinch,
+            Arc::new(sinch::SinchAdapter::new(http.clone(), &endpoints.sinch)),
         );
         adapters.insert(
             ProviderKind::Voicemeup,
@@ -534,6 +623,35 @@ pub(crate) fn coded_failure(
             code: code_text,
             message,
         }
+    }
+}
+
+/// The error for a carrier's non-2xx answer that names its error with a word rather than a
+/// number (Bandwidth's `type`, Sinch's `code`): 429 and 5xx are transient (honouring
+/// `Retry-After`), the rest permanent, code and message kept.
+pub(crate) fn named_failure(
+    status: reqwest::StatusCode,
+    code: Option<String>,
+    message: String,
+    retry_after: Option<Duration>,
+) -> SendError {
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        SendError::Transient {
+            code,
+            message,
+            retry_after,
+        }
+    } else {
+        SendError::Permanent { code, message }
+    }
+}
+
+/// A carrier error code as text: payloads give codes as numbers or strings.
+pub(crate) fn code_text(code: &serde_json::Value) -> Option<String> {
+    match code {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 
@@ -763,6 +881,69 @@ mod tests {
             serde_json::json!({"username": "u", "auth_token": "t"}),
         ] {
             assert!(Credentials::from_admin_json(ProviderKind::Voicemeup, bad).is_err());
+        }
+    }
+
+    #[test]
+    fn bandwidth_admin_json_is_validated_and_redacted() {
+        let ok = serde_json::json!({"account_id": "9900000", "application_id": "app-1",
+            "api_username": "api-user", "api_password": "bw-api-very-secret",
+            "webhook_username": "hooks", "webhook_password": "bw-hook-very-secret"});
+        let creds = Credentials::from_admin_json(ProviderKind::Bandwidth, ok.clone()).unwrap();
+        assert_eq!(creds.kind(), ProviderKind::Bandwidth);
+        let shown = format!("{creds:?} {}", creds.redacted());
+        for secret in ["bw-api-very-secret", "bw-hook-very-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(
+            shown.contains("9900000") && shown.contains("hooks"),
+            "{shown}"
+        );
+        assert_eq!(creds.redacted()["provider"], "bandwidth");
+        assert_eq!(
+            creds.secrets(),
+            vec!["bw-api-very-secret", "bw-hook-very-secret"]
+        );
+        for (field, bad) in [
+            ("account_id", "99/00"),
+            ("account_id", ""),
+            ("application_id", ""),
+            ("api_username", ""),
+            ("api_password", ""),
+            ("webhook_username", "a:b"),
+            ("webhook_password", "short"),
+        ] {
+            let mut body = ok.clone();
+            body[field] = bad.into();
+            assert!(Credentials::from_admin_json(ProviderKind::Bandwidth, body).is_err());
+        }
+    }
+
+    #[test]
+    fn sinch_admin_json_is_validated_and_redacted() {
+        let ok = serde_json::json!({"service_plan_id": "a1b2c3d4e5f6", "api_token": "sinch-token-very-secret",
+            "app_secret": "sinch-app-very-secret"});
+        let creds = Credentials::from_admin_json(ProviderKind::Sinch, ok.clone()).unwrap();
+        assert_eq!(creds.kind(), ProviderKind::Sinch);
+        let shown = format!("{creds:?} {}", creds.redacted());
+        for secret in ["sinch-token-very-secret", "sinch-app-very-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("a1b2c3d4e5f6"), "{shown}");
+        assert_eq!(creds.redacted()["provider"], "sinch");
+        assert_eq!(
+            creds.secrets(),
+            vec!["sinch-token-very-secret", "sinch-app-very-secret"]
+        );
+        for (field, bad) in [
+            ("service_plan_id", "../x"),
+            ("service_plan_id", ""),
+            ("api_token", ""),
+            ("app_secret", ""),
+        ] {
+            let mut body = ok.clone();
+            body[field] = bad.into();
+            assert!(Credentials::from_admin_json(ProviderKind::Sinch, body).is_err());
         }
     }
 

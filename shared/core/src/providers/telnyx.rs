@@ -22,8 +22,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    coded_failure, network_error, retry_after, Credentials, MessagingProviderAdapter, ParseError,
-    VerifyError, WebhookRequest,
+    code_text, coded_failure, network_error, retry_after, Credentials, MessagingProviderAdapter,
+    ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
     Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
@@ -213,15 +213,6 @@ fn map_status(raw: &str) -> Option<DeliveryStatus> {
 fn number(raw: &str, what: &str) -> Result<E164, ParseError> {
     E164::parse(raw, Region::default())
         .map_err(|_| ParseError::new(format!("{what} is not a valid phone number")))
-}
-
-/// A Telnyx error code as text (`"10011"`; some payloads give it as a number).
-fn code_text(code: &serde_json::Value) -> Option<String> {
-    match code {
-        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 fn normalize(request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError> {

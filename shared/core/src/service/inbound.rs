@@ -33,14 +33,9 @@ impl Services {
         let Some(first) = events.first() else {
             return Ok(());
         };
-        let number = first.tenant_number().ok_or_else(|| {
-            ServiceError::InvalidRequest("the webhook names no tenant number".into())
-        })?;
-        if events.iter().any(|e| e.tenant_number() != Some(number)) {
-            return Err(ServiceError::InvalidRequest(
-                "one webhook may concern one tenant number only".into(),
-            ));
-        }
+        let no_number =
+            || ServiceError::InvalidRequest("the webhook names no tenant number".into());
+        let number = first.tenant_number().ok_or_else(no_number)?;
         let route = self
             .tenants
             .number_route(number)
@@ -58,6 +53,27 @@ impl Services {
         if adapter.verify_inbound(request, &credentials).is_err() {
             warn!("webhook signature rejected");
             return Err(ServiceError::InvalidSignature);
+        }
+        // Some carriers (Bandwidth) batch several events into one callback, possibly for
+        // several numbers: each must be the same tenant's. Checked once the
+        // credentials are: a forged webhook costs one number lookup, however many it names.
+        let mut routed = vec![number];
+        for event in &events {
+            let number = event.tenant_number().ok_or_else(no_number)?;
+            if routed.contains(&number) {
+                continue;
+            }
+            let other = self
+                .tenants
+                .number_route(number)
+                .await?
+                .ok_or(ServiceError::NotFound("number"))?;
+            if other.tenant_id != tenant {
+                return Err(ServiceError::InvalidRequest(
+                    "one webhook may concern one tenant only".into(),
+                ));
+            }
+            routed.push(number);
         }
 
         let expires = Utc::now() + self.settings.raw_retention;

@@ -95,6 +95,8 @@ impl PlatformCredentials {
             ProviderKind::Signal
             | ProviderKind::Whatsapp
             | ProviderKind::Telnyx
+            | ProviderKind::Bandwidth
+            | ProviderKind::Sinch
             | ProviderKind::Voicemeup
             | ProviderKind::Simulator => None,
         }
