@@ -11,4 +11,5 @@ mod signal;
 mod sinch;
 mod smoke;
 mod telnyx;
+mod voicemeup;
 mod whatsapp;

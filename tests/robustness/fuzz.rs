@@ -39,6 +39,7 @@ const WA_VERIFY_TOKEN: &str = "fuzz-verify-token";
 const BANDWIDTH_USER: &str = "fuzz-callbacks";
 const BANDWIDTH_PASSWORD: &str = "fuzz-callback-password";
 const SINCH_APP_SECRET: &str = "fuzz-sinch-app-secret";
+const VOICEMEUP_SECRET: &str = "vmu-fuzz-secret";
 const TELNYX_SEED: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// Nothing listens here: deliveries and signal-cli calls fail fast.
 const NOWHERE: &str = "http://127.0.0.1:9";
@@ -467,6 +468,52 @@ fn fuzz_sinch_webhooks() {
                 .body(Body::from(input.to_vec()))
                 .unwrap();
             deliver(&rt, &world, request, "sinch", input);
+            1
+        },
+    );
+}
+
+/// VoiceMeUp: JSON bodies, also sent as forms (the JSON object's fields) and without a
+/// content type; the secret in the query is the tenant's or a wrong one. Split-MMS halves
+/// land in the store (their pairs merged or waiting), the rest in the updater.
+#[test]
+fn fuzz_voicemeup_webhooks() {
+    let rt = runtime();
+    let world = world_with(
+        &rt,
+        "voicemeup",
+        json!({"username": "fuzz", "auth_token": "vmu-auth-token", "webhook_secret": VOICEMEUP_SECRET}),
+    );
+    run(
+        "voicemeup",
+        Shape::Json,
+        fixtures(&["voicemeup_"]),
+        3000,
+        |input, variant, sign| {
+            let secret = if sign { VOICEMEUP_SECRET } else { "wrong" };
+            let mut request = Request::post(format!("/webhooks/voicemeup?secret={secret}"));
+            let mut body = input.to_vec();
+            match variant % 4 {
+                0 | 1 => request = request.header(header::CONTENT_TYPE, "application/json"),
+                2 => {
+                    // The same fields as a form, when the input is a JSON object.
+                    if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(input) {
+                        let pairs = map.into_iter().map(|(k, v)| match v {
+                            serde_json::Value::String(s) => (k, s),
+                            other => (k, other.to_string()),
+                        });
+                        body = url::form_urlencoded::Serializer::new(String::new())
+                            .extend_pairs(pairs)
+                            .finish()
+                            .into_bytes();
+                    }
+                    request =
+                        request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                }
+                _ => {}
+            }
+            let request = request.body(Body::from(body)).unwrap();
+            deliver(&rt, &world, request, "voicemeup", input);
             1
         },
     );

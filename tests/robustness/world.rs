@@ -53,6 +53,7 @@ impl World {
             telnyx: carrier_url.into(),
             bandwidth: carrier_url.into(),
             sinch: carrier_url.into(),
+            voicemeup: format!("{carrier_url}/voicemeup"),
         };
         let services = Services {
             tenants: backend.clone(),

@@ -1,5 +1,6 @@
 //! The local stand-ins for SQS consumers and EventBridge schedules: a job runner over the
-//! SQLite queue table, the outbox sweeper, the raw-payload purge and the Signal poller.
+//! SQLite queue table, the outbox sweeper (with the split-message flush), the raw-payload purge
+//! and the Signal poller.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +30,14 @@ pub fn spawn_all(
     stop: watch::Receiver<bool>,
     config: &ServeConfig,
 ) -> Vec<JoinHandle<()>> {
-    let sweep_every = Duration::from_secs(config.service.sweep_after_secs.clamp(1, 10));
+    // Often enough for both the outbox and a lone split-message half to be on time.
+    let sweep_every = Duration::from_secs(
+        config
+            .service
+            .sweep_after_secs
+            .min(config.service.voicemeup_mms_wait_secs)
+            .clamp(1, 10),
+    );
     let poll_every = Duration::from_millis(config.signal_poll_ms.max(100));
     vec![
         tokio::spawn(run_jobs(backend.clone(), services.clone(), stop.clone())),
@@ -40,6 +48,9 @@ pub fn spawn_all(
                 async move {
                     if let Err(e) = services.sweep_outbox().await {
                         error!(error = %e, "outbox sweep failed");
+                    }
+                    if let Err(e) = services.flush_split_messages().await {
+                        error!(error = %e, "split-message flush failed");
                     }
                 }
             }

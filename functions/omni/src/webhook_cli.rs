@@ -34,6 +34,9 @@ pub enum Carrier {
     Bandwidth,
     /// Sinch SMS (JSON POST, HMAC-SHA256-signed with the tenant's app secret).
     Sinch,
+    /// VoiceMeUp (JSON POST with the tenant's secret in the URL); `--split` posts an MMS as
+    /// VoiceMeUp does, in two halves.
+    Voicemeup,
 }
 
 /// Where the server is and how to find the tenant's secrets.
@@ -80,6 +83,14 @@ pub struct SendArgs {
     /// Carrier message id (random when absent; reuse one to simulate a redelivery).
     #[arg(long)]
     pub id: Option<String>,
+    /// VoiceMeUp only: post the MMS (one --media) as two webhooks, the text with an
+    /// `.mms.html` wrapper then the media, as VoiceMeUp splits it; the media half's id is
+    /// the text half's with `-media` appended.
+    #[arg(long)]
+    pub split: bool,
+    /// With --split: post the media half first.
+    #[arg(long, requires = "split")]
+    pub media_first: bool,
 }
 
 /// `omni webhook status`.
@@ -104,24 +115,25 @@ pub struct StatusArgs {
     pub error_code: Option<String>,
 }
 
-/// Runs a webhook command and prints the server's answer.
+/// Runs a webhook command and prints the server's answer to each request it makes.
 pub async fn run(command: WebhookCommand) -> Result<(), String> {
-    let request = match &command {
+    let requests = match &command {
         WebhookCommand::Send(args) => build_send(args).await?,
-        WebhookCommand::Status(args) => build_status(args).await?,
+        WebhookCommand::Status(args) => vec![build_status(args).await?],
     };
-    let response = request
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach the server: {e}"))?;
-    let status = response.status();
-    let body = response.text().await.unwrap_or_default();
-    println!("{} {}", status.as_u16(), body);
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("the server answered {status}"))
+    for request in requests {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the server: {e}"))?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        println!("{} {}", status.as_u16(), body);
+        if !status.is_success() {
+            return Err(format!("the server answered {status}"));
+        }
     }
+    Ok(())
 }
 
 fn base_url(target: &Target) -> String {
@@ -177,7 +189,92 @@ fn signed_twilio_post(
         .body(body))
 }
 
-async fn build_send(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> {
+/// The `secret=` a carrier that signs nothing sends back: --secret, or the stored one.
+async fn url_secret(target: &Target, kind: ProviderKind) -> Result<String, String> {
+    if let Some(secret) = &target.secret {
+        return Ok(secret.clone());
+    }
+    match stored_credentials(target, kind).await? {
+        Credentials::Voipms(c) => Ok(c.webhook_secret.expose().to_string()),
+        Credentials::Voicemeup(c) => Ok(c.webhook_secret.expose().to_string()),
+        _ => Err(format!("stored configuration has no {kind} webhook secret")),
+    }
+}
+
+async fn build_send(args: &SendArgs) -> Result<Vec<reqwest::RequestBuilder>, String> {
+    if !args.split {
+        return Ok(vec![build_one(args).await?]);
+    }
+    if !matches!(args.carrier, Carrier::Voicemeup) {
+        return Err("--split is VoiceMeUp's MMS form".into());
+    }
+    // As VoiceMeUp splits an MMS: the text with an HTML wrapper, then the media alone.
+    let [media] = args.media.as_slice() else {
+        return Err("--split needs exactly one --media".into());
+    };
+    let id = args
+        .id
+        .clone()
+        .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
+    let sent_at = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
+    let wrapper = format!("https://clients.voicemeup.com/files/{id}.mms.html");
+    let text = voicemeup_post(
+        args,
+        &id,
+        &sent_at,
+        &args.body,
+        Some((&wrapper, "text/html")),
+    )
+    .await?;
+    let media = voicemeup_post(
+        args,
+        &format!("{id}-media"),
+        &sent_at,
+        "",
+        Some((media, guess_content_type(media))),
+    )
+    .await?;
+    Ok(if args.media_first {
+        vec![media, text]
+    } else {
+        vec![text, media]
+    })
+}
+
+/// A VoiceMeUp webhook post: JSON, the tenant's secret in the URL.
+async fn voicemeup_post(
+    args: &SendArgs,
+    hash: &str,
+    sent_at: &str,
+    text: &str,
+    attachment: Option<(&str, &str)>,
+) -> Result<reqwest::RequestBuilder, String> {
+    let secret = url_secret(&args.target, ProviderKind::Voicemeup).await?;
+    let query =
+        serde_urlencoded::to_string([("secret", secret.as_str())]).map_err(|e| e.to_string())?;
+    let digits = |raw: &str| number(raw).map(|n| n.as_str().trim_start_matches('+').to_owned());
+    let mut body = serde_json::json!({
+        "sms_hash": hash,
+        "source_number": digits(&args.from)?,
+        "destination_number": digits(&args.to)?,
+        "datetime_transmission": sent_at,
+        "direction": "inbound",
+        "message": text,
+    });
+    if let Some((url, mime)) = attachment {
+        body["attachment"] = url.into();
+        body["attachment_mime_type"] = mime.into();
+    }
+    Ok(reqwest::Client::new()
+        .post(format!(
+            "{}/webhooks/voicemeup?{query}",
+            base_url(&args.target)
+        ))
+        .header("content-type", "application/json")
+        .body(body.to_string()))
+}
+
+async fn build_one(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> {
     let from = number(&args.from)?;
     let to = number(&args.to)?;
     let base = base_url(&args.target);
@@ -214,13 +311,7 @@ async fn build_send(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> 
             signed_twilio_post(format!("{base}/webhooks/twilio"), params, &token)
         }
         Carrier::Voipms => {
-            let secret = match &args.target.secret {
-                Some(s) => s.clone(),
-                None => match stored_credentials(&args.target, ProviderKind::Voipms).await? {
-                    Credentials::Voipms(c) => c.webhook_secret.expose().to_string(),
-                    _ => return Err("stored configuration is not VoIP.ms's".into()),
-                },
-            };
+            let secret = url_secret(&args.target, ProviderKind::Voipms).await?;
             let nanp = |n: &E164| {
                 n.nanp_national()
                     .map(str::to_owned)
@@ -313,6 +404,21 @@ async fn build_send(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> 
                 .header(sinch::NONCE_HEADER, nonce)
                 .header(sinch::TIMESTAMP_HEADER, timestamp)
                 .body(body))
+        }
+        Carrier::Voicemeup => {
+            if args.media.len() > 1 {
+                return Err("VoiceMeUp carries one attachment per message".into());
+            }
+            let id = args
+                .id
+                .clone()
+                .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
+            let sent_at = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
+            let media = args
+                .media
+                .first()
+                .map(|m| (m.as_str(), guess_content_type(m)));
+            voicemeup_post(args, &id, &sent_at, &args.body, media).await
         }
     }
 }

@@ -58,6 +58,18 @@ pub struct ServiceArgs {
         default_value = "https://us.sms.api.sinch.com"
     )]
     pub sinch_api_url: String,
+    /// VoiceMeUp API base URL (`/queue_sms` is appended).
+    #[arg(
+        long,
+        env = "OMNI_VOICEMEUP_API_URL",
+        default_value = "https://clients.voicemeup.com/api/v1.1/json"
+    )]
+    pub voicemeup_api_url: String,
+    /// Seconds (at most 3600) one half of a VoiceMeUp split MMS waits for the other before it
+    /// is delivered on its own (by the next sweep: within a minute more on AWS, within 10 s
+    /// locally).
+    #[arg(long, env = "OMNI_VOICEMEUP_MMS_WAIT_SECS", default_value_t = 10)]
+    pub voicemeup_mms_wait_secs: u64,
     /// Attempts per outbound message before it is dead-lettered.
     #[arg(long, env = "OMNI_RETRY_MAX_ATTEMPTS", default_value_t = 6)]
     pub retry_max_attempts: u32,
@@ -105,6 +117,7 @@ impl ServiceArgs {
             telnyx: self.telnyx_api_url.clone(),
             bandwidth: self.bandwidth_api_url.clone(),
             sinch: self.sinch_api_url.clone(),
+            voicemeup: self.voicemeup_api_url.clone(),
         }
     }
 
@@ -129,6 +142,7 @@ impl ServiceArgs {
                 per_second: self.send_rate_per_sec,
                 burst: self.send_burst.max(1),
             },
+            split_message_wait: Duration::from_secs(self.voicemeup_mms_wait_secs.min(3600)),
         }
     }
 }

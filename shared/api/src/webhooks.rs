@@ -77,6 +77,12 @@ pub fn routes(state: AppState) -> Routes {
                 .with_state(state.clone()),
         )
         .route(
+            "/webhooks/voicemeup",
+            &[Method::POST],
+            post(|s, m, u, h, b| accept(ProviderKind::Voicemeup, OK, s, m, u, h, b))
+                .with_state(state.clone()),
+        )
+        .route(
             "/webhooks/whatsapp",
             &[Method::GET, Method::POST],
             get(whatsapp_subscription)
@@ -134,8 +140,8 @@ const TWIML: Reply = (
     "text/xml",
     "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>",
 );
-/// VoIP.ms retries until the body is exactly `ok`; Meta, Telnyx, Bandwidth and Sinch only need a
-/// 2xx.
+/// VoIP.ms retries until the body is exactly `ok`; Meta, Telnyx, Bandwidth, Sinch and VoiceMeUp only
+/// need a 2xx.
 const OK: Reply = ("text/plain", "ok");
 
 /// Accepts one carrier webhook and answers in the carrier's form once it is committed.

@@ -26,6 +26,7 @@
 //! | idempotency key | `I#<tenant>#<key>` | `I` | | replay `POST /v1/messages`; TTL 24 h |
 //! | raw webhook | `R#<tenant>#<dedupe key>` | `R` | gsi1: `RAW#<expiry day>` / `<expires at>#…` | dedupe redeliveries; retention (TTL, plus an exact purge) |
 //! | opt-out | `O#<tenant>#<contact>` | `O` | | STOP / START |
+//! | split-message pair | `MP#<tenant>#<provider>#<key>` | `MP` | gsi2 (only while the sweep must look at it): `PARTS` / `<due>#<tenant>#<provider>#<key>` | merge a carrier's two halves (conditional writes); give up on a lone half when due; TTL 1 day |
 //! | WebSocket connection | `WS#<tenant>` | `<connection id>` | | a tenant's dashboards (TTL 2 h) |
 //! | connection owner | `WSC#<connection id>` | `WSC` | | `$disconnect` finds the tenant |
 //!
@@ -43,6 +44,7 @@
 mod connections;
 mod item;
 mod messages;
+mod parts;
 mod queue;
 mod secrets;
 mod tenants;

@@ -10,13 +10,13 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use omni_core::domain::{
-    Channel, DeliveryStatus, Direction, InboundMessage, ProviderKind, SendResult, StatusUpdate,
-    TenantId, E164,
+    Channel, DeliveryStatus, Direction, InboundMessage, MessagePart, ProviderKind, SendResult,
+    StatusUpdate, TenantId, E164,
 };
 use omni_core::model::{
     Conversation, DeliveryClaim, Failover, LastMessage, Message, NewOutbound, Page, StatusApplied,
 };
-use omni_core::ports::{MessageStore, StoreError, StoreResult};
+use omni_core::ports::{FlushedPart, MessageStore, PartOutcome, StoreError, StoreResult};
 use rand::Rng;
 use uuid::Uuid;
 
@@ -86,7 +86,7 @@ fn raw_bucket(at: DateTime<Utc>) -> String {
     format!("RAW#{}", at.format("%Y-%m-%d"))
 }
 
-fn millis(t: DateTime<Utc>) -> i64 {
+pub(crate) fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
@@ -1009,5 +1009,27 @@ impl MessageStore for AwsBackend {
             }
         }
         Ok(purged)
+    }
+
+    async fn put_message_part(
+        &self,
+        tenant: &TenantId,
+        part: &MessagePart,
+        flush_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<PartOutcome> {
+        self.put_part(tenant, part, flush_at, expires_at).await
+    }
+
+    async fn flush_message_parts(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<FlushedPart>> {
+        self.flush_parts(now, limit).await
+    }
+
+    async fn confirm_flushed_part(&self, part: &FlushedPart) -> StoreResult<()> {
+        self.confirm_part(part).await
     }
 }

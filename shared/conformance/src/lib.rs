@@ -13,16 +13,18 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use omni_core::domain::{
-    Channel, DeliveryStatus, Direction, InboundMessage, Media, ProviderKind, Region, SendResult,
-    StatusUpdate, TenantId, E164,
+    Channel, DeliveryStatus, Direction, InboundMessage, Media, MessagePart, PartRole, ProviderKind,
+    Region, SendResult, StatusUpdate, TenantId, E164,
 };
 use omni_core::model::{
     Failover, Message, NewOutbound, NumberRoute, Routing, StatusApplied, Tenant,
 };
-use omni_core::ports::{Job, MessageStore, Queue, SecretStore, StoreError, TenantStore};
+use omni_core::ports::{
+    FlushedPart, Job, MessageStore, PartOutcome, Queue, SecretStore, StoreError, TenantStore,
+};
 use omni_core::providers::{
     BandwidthCredentials, Credentials, Secret, SignalConfig, SinchCredentials, TelnyxCredentials,
-    TwilioCredentials, VoipmsCredentials, WhatsappCredentials,
+    TwilioCredentials, VoicemeupCredentials, VoipmsCredentials, WhatsappCredentials,
 };
 use uuid::Uuid;
 
@@ -37,7 +39,7 @@ impl<T: TenantStore + SecretStore + MessageStore + Queue> Backend for T {}
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, numbers_route_and_conflict, api_keys_resolve_by_hash, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, tenants_are_isolated, queue_accepts_jobs);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, numbers_route_and_conflict, api_keys_resolve_by_hash, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,6 +71,9 @@ pub async fn run_all<B: Backend>(backend: &B) {
     starring_keeps_counts_exact(backend).await;
     opt_outs_are_recorded(backend).await;
     raw_webhooks_dedupe_and_expire(backend).await;
+    split_message_halves_merge_once_in_either_order(backend).await;
+    concurrent_halves_complete_exactly_once(backend).await;
+    lone_halves_are_flushed_and_late_halves_go_alone(backend).await;
     tenants_are_isolated(backend).await;
     queue_accepts_jobs(backend).await;
 }
@@ -376,8 +381,217 @@ fn sample_credentials() -> Vec<Credentials> {
             api_token: Secret::new("sinch-api-token-secret"),
             app_secret: Secret::new("sinch-app-secret-secret"),
         }),
+        Credentials::Voicemeup(VoicemeupCredentials {
+            username: "dispatch".into(),
+            auth_token: Secret::new("vmu-auth-token-secret"),
+            webhook_secret: Secret::new("vmu-webhook-secret"),
+        }),
         Credentials::Simulator,
     ]
+}
+
+// ---- split messages ---------------------------------------------------------------------
+
+/// One half of a split message (VoiceMeUp-style) under `key`.
+fn half(key: &str, role: PartRole, carrier_id: &str) -> MessagePart {
+    let (from, to) = (
+        E164::from_e164("+15555550123").expect("valid"),
+        E164::from_e164("+15555550100").expect("valid"),
+    );
+    let mut message = inbound(Channel::Sms, &from, &to, "see attached", base_time());
+    message.provider = ProviderKind::Voicemeup;
+    message.provider_message_id = carrier_id.to_owned();
+    if role == PartRole::Media {
+        message.channel = Channel::Mms;
+        message.body = None;
+        message.media = vec![Media {
+            url: format!("https://files.example/{carrier_id}.jpg"),
+            content_type: Some("image/jpeg".into()),
+        }];
+    }
+    MessagePart {
+        key: key.to_owned(),
+        role,
+        message,
+    }
+}
+
+/// A flush far in the future and the retention after it.
+fn later() -> (DateTime<Utc>, DateTime<Utc>) {
+    let now = Utc::now();
+    (now + TimeDelta::hours(1), now + TimeDelta::days(1))
+}
+
+/// The tenant's flushed halves among everything due by `now`.
+async fn flushed_of<B: Backend>(b: &B, tenant: &TenantId, now: DateTime<Utc>) -> Vec<FlushedPart> {
+    b.flush_message_parts(now, 500)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p| &p.tenant_id == tenant)
+        .collect()
+}
+
+/// The two halves of a split message complete their pair once, in either order; a
+/// redelivered half finds the pair complete (so a caller that failed can act again), a
+/// message colliding on the key goes on alone, tenants and carriers do not share pairs, and a
+/// complete pair is nothing to flush.
+pub async fn split_message_halves_merge_once_in_either_order<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("parts");
+    let (flush_at, expires) = later();
+    for (first, second) in [
+        (PartRole::Text, PartRole::Media),
+        (PartRole::Media, PartRole::Text),
+    ] {
+        let key = format!("15555550123:15555550100:{first:?}");
+        let text = half(&key, PartRole::Text, &format!("t-{first:?}"));
+        let media = half(&key, PartRole::Media, &format!("m-{first:?}"));
+        let pick = |role| {
+            if role == PartRole::Text {
+                &text
+            } else {
+                &media
+            }
+        };
+        assert_eq!(
+            b.put_message_part(&tenant, pick(first), flush_at, expires)
+                .await
+                .unwrap(),
+            PartOutcome::Waiting
+        );
+        // The same half again: still waiting.
+        assert_eq!(
+            b.put_message_part(&tenant, pick(first), flush_at, expires)
+                .await
+                .unwrap(),
+            PartOutcome::Waiting
+        );
+        let complete = PartOutcome::Complete {
+            text: text.message.clone(),
+            media: media.message.clone(),
+        };
+        assert_eq!(
+            b.put_message_part(&tenant, pick(second), flush_at, expires)
+                .await
+                .unwrap(),
+            complete
+        );
+        for redelivered in [&text, &media] {
+            assert_eq!(
+                b.put_message_part(&tenant, redelivered, flush_at, expires)
+                    .await
+                    .unwrap(),
+                complete,
+                "a redelivery finds the pair as it is"
+            );
+        }
+        // Another message on the same key and slot is not this pair's.
+        let stranger = half(&key, PartRole::Text, "t-stranger");
+        assert_eq!(
+            b.put_message_part(&tenant, &stranger, flush_at, expires)
+                .await
+                .unwrap(),
+            PartOutcome::Alone(stranger.message.clone())
+        );
+        // Another tenant's half under the same key starts its own pair.
+        assert_eq!(
+            b.put_message_part(&new_tenant_id("other"), &text, flush_at, expires)
+                .await
+                .unwrap(),
+            PartOutcome::Waiting
+        );
+    }
+    assert!(flushed_of(b, &tenant, Utc::now() + TimeDelta::days(2))
+        .await
+        .is_empty());
+}
+
+/// Two halves arriving at the same moment (two Lambda invocations) complete their pair
+/// exactly once: one call sees it complete, the other waiting; never both, never neither.
+pub async fn concurrent_halves_complete_exactly_once<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("race");
+    let (flush_at, expires) = later();
+    for round in 0..8 {
+        let key = format!("race-{round}");
+        let text = half(&key, PartRole::Text, &format!("t{round}"));
+        let media = half(&key, PartRole::Media, &format!("m{round}"));
+        let (a, c) = tokio::join!(
+            b.put_message_part(&tenant, &text, flush_at, expires),
+            b.put_message_part(&tenant, &media, flush_at, expires),
+        );
+        let outcomes = [a.unwrap(), c.unwrap()];
+        let complete = outcomes
+            .iter()
+            .filter(|o| matches!(o, PartOutcome::Complete { .. }))
+            .count();
+        let waiting = outcomes
+            .iter()
+            .filter(|o| **o == PartOutcome::Waiting)
+            .count();
+        assert_eq!((complete, waiting), (1, 1), "round {round}: {outcomes:?}");
+    }
+}
+
+/// A lone half is given up on once due (not before), returned again until confirmed, then no
+/// more; its partner arriving late goes on alone, as does a redelivery of the flushed half.
+/// A lone media half is flushed the same way.
+pub async fn lone_halves_are_flushed_and_late_halves_go_alone<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("flush");
+    let now = Utc::now();
+    let due = now - TimeDelta::seconds(1);
+    let expires = now + TimeDelta::days(1);
+    let text = half("lone-text", PartRole::Text, "t-lone");
+    let media_only = half("lone-media", PartRole::Media, "m-lone");
+    let not_due = half("not-due", PartRole::Text, "t-later");
+    for (part, at) in [
+        (&text, due),
+        (&media_only, due),
+        (&not_due, now + TimeDelta::hours(1)),
+    ] {
+        assert_eq!(
+            b.put_message_part(&tenant, part, at, expires)
+                .await
+                .unwrap(),
+            PartOutcome::Waiting
+        );
+    }
+    let ids = |parts: &[FlushedPart]| -> BTreeSet<String> {
+        parts
+            .iter()
+            .map(|p| format!("{}={}", p.key, p.message.provider_message_id))
+            .collect()
+    };
+    let expected = BTreeSet::from(["lone-text=t-lone".to_owned(), "lone-media=m-lone".into()]);
+    let flushed = flushed_of(b, &tenant, now).await;
+    assert_eq!(ids(&flushed), expected);
+    let text_flushed = flushed.iter().find(|p| p.key == "lone-text").unwrap();
+    assert_eq!(text_flushed.message, text.message);
+    // Not confirmed yet (a sweeper that crashed): returned again.
+    assert_eq!(ids(&flushed_of(b, &tenant, now).await), expected);
+    for part in &flushed {
+        b.confirm_flushed_part(part).await.unwrap();
+    }
+    assert!(flushed_of(b, &tenant, now).await.is_empty());
+
+    // The partner arrives after the flush: it goes on alone, never merged.
+    let late = half("lone-text", PartRole::Media, "m-late");
+    let (flush_at, _) = later();
+    assert_eq!(
+        b.put_message_part(&tenant, &late, flush_at, expires)
+            .await
+            .unwrap(),
+        PartOutcome::Alone(late.message.clone())
+    );
+    assert_eq!(
+        b.put_message_part(&tenant, &text, flush_at, expires)
+            .await
+            .unwrap(),
+        PartOutcome::Alone(text.message.clone())
+    );
+    assert!(flushed_of(b, &tenant, now + TimeDelta::hours(2))
+        .await
+        .iter()
+        .all(|p| p.key == "not-due"));
 }
 
 /// Every carrier's configuration round-trips, per tenant, and can be replaced and removed.

@@ -327,6 +327,8 @@ string_enum!(
         Bandwidth => "bandwidth",
         /// Sinch SMS (the REST "xms" API).
         Sinch => "sinch",
+        /// VoiceMeUp (`queue_sms` REST API and SMS webhook).
+        Voicemeup => "voicemeup",
         /// The built-in demo carrier; only available in demo mode.
         Simulator => "simulator",
     }
@@ -496,6 +498,78 @@ pub enum WebhookEvent {
     Message(InboundMessage),
     /// A message we sent changed status.
     Status(StatusUpdate),
+    /// One half of a message the carrier delivers in two webhooks: it is merged with its
+    /// other half (or given up on) before anything is queued.
+    Part(MessagePart),
+}
+
+/// Which half of a message a carrier splits across two webhooks (VoiceMeUp's MMS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartRole {
+    /// The text, without media.
+    Text,
+    /// The media, without text.
+    Media,
+}
+
+impl PartRole {
+    /// The name stored for this half.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartRole::Text => "text",
+            PartRole::Media => "media",
+        }
+    }
+
+    /// The other half.
+    pub fn other(self) -> PartRole {
+        match self {
+            PartRole::Text => PartRole::Media,
+            PartRole::Media => PartRole::Text,
+        }
+    }
+}
+
+/// One half of a split message. Both halves carry the same `key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessagePart {
+    /// What correlates the two halves (the carrier module decides it).
+    pub key: String,
+    /// Which half this is.
+    pub role: PartRole,
+    /// The half as a message of its own: what is delivered if the other half never comes.
+    pub message: InboundMessage,
+}
+
+impl InboundMessage {
+    /// The two halves of a split message as one: addressing, Omni id and text from the text
+    /// half, media from the media half, carrier ids joined as `<text id>+<media id>`. The
+    /// result depends only on the halves, so merging the same pair twice (a redelivery)
+    /// yields the same message, which the updater then applies once.
+    pub fn merge_parts(text: &InboundMessage, media: &InboundMessage) -> InboundMessage {
+        let mut all_media = text.media.clone();
+        all_media.extend(media.media.iter().cloned());
+        InboundMessage {
+            id: text.id,
+            provider: text.provider,
+            provider_message_id: format!(
+                "{}+{}",
+                text.provider_message_id, media.provider_message_id
+            ),
+            channel: if all_media.is_empty() {
+                text.channel
+            } else {
+                Channel::Mms
+            },
+            from: text.from.clone(),
+            to: text.to.clone(),
+            body: text.body.clone(),
+            media: all_media,
+            profile_name: text.profile_name.clone().or(media.profile_name.clone()),
+            received_at: text.received_at.min(media.received_at),
+        }
+    }
 }
 
 impl WebhookEvent {
@@ -503,6 +577,7 @@ impl WebhookEvent {
     pub fn tenant_number(&self) -> Option<&E164> {
         match self {
             WebhookEvent::Message(m) => Some(&m.to),
+            WebhookEvent::Part(p) => Some(&p.message.to),
             WebhookEvent::Status(s) => s.tenant_number.as_ref(),
         }
     }
@@ -511,6 +586,10 @@ impl WebhookEvent {
     pub fn dedupe_key(&self) -> String {
         match self {
             WebhookEvent::Message(m) => format!("{}:msg:{}", m.provider, m.provider_message_id),
+            WebhookEvent::Part(p) => format!(
+                "{}:msg:{}",
+                p.message.provider, p.message.provider_message_id
+            ),
             WebhookEvent::Status(s) => {
                 format!(
                     "{}:status:{}:{}",

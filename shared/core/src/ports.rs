@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{
-    InboundMessage, ProviderKind, SendResult, StatusUpdate, TenantId, WebhookEvent, E164,
+    InboundMessage, MessagePart, PartRole, ProviderKind, SendResult, StatusUpdate, TenantId,
+    WebhookEvent, E164,
 };
 use crate::model::{
     Conversation, DeliveryClaim, Failover, Message, NewOutbound, NumberRoute, Page, Routing,
@@ -227,6 +228,120 @@ pub trait MessageStore: Send + Sync {
 
     /// Deletes raw payloads past their retention; returns how many.
     async fn purge_expired(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Keeps one half of a split message (keyed by tenant, carrier and the part's key) until
+    /// its other half arrives or `flush_at` passes; the record may go after `expires_at`.
+    ///
+    /// Atomic per key: of two halves arriving at the same moment exactly one call sees
+    /// [`PartOutcome::Complete`]. A redelivered half gets the outcome its pair is in now
+    /// (`Complete` again once both are here, `Alone` once the other was given up on), so a
+    /// caller that failed before acting acts on the redelivery; what it acts on has stable
+    /// ids, and the updater applies a carrier message once. A half whose slot already holds
+    /// another carrier message (two messages that collide on the key) is not stored and comes
+    /// back `Alone`.
+    async fn put_message_part(
+        &self,
+        tenant: &TenantId,
+        part: &MessagePart,
+        flush_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<PartOutcome>;
+
+    /// Lone halves whose `flush_at` is at or before `now`, each marked given up on in the same
+    /// atomic step that checks its other half is still missing (so a half arriving later is
+    /// delivered on its own, never merged with an already delivered one). A half given up on
+    /// but not yet [confirmed](Self::confirm_flushed_part) is returned again, so a sweeper
+    /// that crashed before handing it on does not lose it.
+    async fn flush_message_parts(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<FlushedPart>>;
+
+    /// The flushed half was handed on: [`Self::flush_message_parts`] stops returning it.
+    async fn confirm_flushed_part(&self, part: &FlushedPart) -> StoreResult<()>;
+}
+
+/// What became of a half given to [`MessageStore::put_message_part`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartOutcome {
+    /// Kept; the other half has not arrived yet.
+    Waiting,
+    /// Both halves are here: deliver them merged ([`InboundMessage::merge_parts`]).
+    Complete {
+        /// The text half, as first stored.
+        text: InboundMessage,
+        /// The media half, as first stored.
+        media: InboundMessage,
+    },
+    /// Deliver this half on its own: its other half was given up on, or it collided with
+    /// another message on the key.
+    Alone(InboundMessage),
+}
+
+/// A pair of halves as a store holds it, for working out [`PartOutcome`]s the same way on
+/// every backend.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredPair {
+    /// The text half, once it arrived.
+    pub text: Option<InboundMessage>,
+    /// The media half, once it arrived.
+    pub media: Option<InboundMessage>,
+    /// The half the sweep gave up on (delivered alone), if any.
+    pub flushed: Option<PartRole>,
+}
+
+impl StoredPair {
+    /// The stored half of role `role`.
+    pub fn half(&self, role: PartRole) -> Option<&InboundMessage> {
+        match role {
+            PartRole::Text => self.text.as_ref(),
+            PartRole::Media => self.media.as_ref(),
+        }
+    }
+
+    /// What the pair, after `part` was written to it (or found already there), means for
+    /// `part`: see [`MessageStore::put_message_part`].
+    pub fn outcome(&self, part: &MessagePart) -> PartOutcome {
+        let Some(mine) = self
+            .half(part.role)
+            .filter(|m| m.provider_message_id == part.message.provider_message_id)
+        else {
+            // The slot holds another carrier message that collided on the key.
+            return PartOutcome::Alone(part.message.clone());
+        };
+        if self.flushed.is_some() {
+            return PartOutcome::Alone(mine.clone());
+        }
+        match (&self.text, &self.media) {
+            (Some(text), Some(media)) => PartOutcome::Complete {
+                text: text.clone(),
+                media: media.clone(),
+            },
+            _ => PartOutcome::Waiting,
+        }
+    }
+
+    /// The lone half the sweep may give up on: the flushed one, or the only one present.
+    pub fn lone(&self) -> Option<PartRole> {
+        match (self.flushed, &self.text, &self.media) {
+            (Some(role), _, _) => Some(role),
+            (None, Some(_), None) => Some(PartRole::Text),
+            (None, None, Some(_)) => Some(PartRole::Media),
+            _ => None,
+        }
+    }
+}
+
+/// A lone half [`MessageStore::flush_message_parts`] gave up waiting for a partner for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlushedPart {
+    /// Whose it is.
+    pub tenant_id: TenantId,
+    /// The part's correlation key.
+    pub key: String,
+    /// The half, to deliver on its own.
+    pub message: InboundMessage,
 }
 
 /// Work handed between the flows through a queue.

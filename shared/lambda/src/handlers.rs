@@ -89,23 +89,35 @@ pub struct SweepReport {
     pub requeued: usize,
     /// Raw webhook payloads past their retention, deleted.
     pub purged: u64,
+    /// Halves of split messages (VoiceMeUp MMS) whose other half never came, delivered alone.
+    pub flushed: usize,
 }
 
-/// `outbox-sweeper` (scheduled): re-queues stranded outbound messages and purges raw payloads
-/// past their retention.
+/// `outbox-sweeper` (scheduled): re-queues stranded outbound messages, delivers split-message
+/// halves that waited for their other half long enough, and purges raw payloads past their
+/// retention.
 pub async fn outbox_sweeper(
     omni: &Omni,
     _event: LambdaEvent<EventBridgeEvent>,
 ) -> Result<SweepReport, Error> {
     let requeued = omni.services.sweep_outbox().await.map_err(internal)?;
+    let flushed = omni
+        .services
+        .flush_split_messages()
+        .await
+        .map_err(internal)?;
     let purged = omni
         .services
         .messages
         .purge_expired(Utc::now())
         .await
         .map_err(|e| internal(e.into()))?;
-    info!(requeued, purged, "sweep done");
-    Ok(SweepReport { requeued, purged })
+    info!(requeued, flushed, purged, "sweep done");
+    Ok(SweepReport {
+        requeued,
+        purged,
+        flushed,
+    })
 }
 
 /// What a Signal poll did.

@@ -10,7 +10,7 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{Context, LambdaEvent};
 use omni_aws::{AwsBackend, SdkConfig};
-use omni_core::domain::DeliveryStatus;
+use omni_core::domain::{DeliveryStatus, WebhookEvent};
 use omni_core::ports::{Job, MessageStore};
 use omni_core::providers::{
     sinch, telnyx, Credentials, Secret, SinchCredentials, TelnyxCredentials, WebhookRequest,
@@ -149,6 +149,52 @@ async fn webhook_voipms() {
     .await;
     assert_eq!(status, 200);
     assert_one_inbound_for_acme(&inbound_jobs(&w).await);
+}
+
+/// The event is the text half of a split MMS: it waits; the media half (the same event with
+/// part 2's body) completes it into one inbound message with text and media.
+#[tokio::test]
+async fn webhook_voicemeup() {
+    let w = world().await;
+    let (status, _) = http(
+        omni_api::webhooks::app(w.omni.app_state()),
+        "webhook-voicemeup",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(inbound_jobs(&w).await.is_empty(), "the text half waits");
+
+    let mut event: serde_json::Value =
+        serde_json::from_str(&event_file("webhook-voicemeup")).unwrap();
+    let mut body: serde_json::Value =
+        serde_json::from_str(event["body"].as_str().unwrap()).unwrap();
+    body["sms_hash"] = "ev0mms0part2".into();
+    body["message"] = "".into();
+    body["attachment"] = "https://clients.voicemeup.com/files/events-0001.jpg".into();
+    body["attachment_mime_type"] = "image/jpeg".into();
+    event["body"] = body.to_string().into();
+    event["headers"]["content-length"] = body.to_string().len().to_string().into();
+    let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+    let response = omni_api::webhooks::app(w.omni.app_state())
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let jobs = inbound_jobs(&w).await;
+    assert_one_inbound_for_acme(&jobs);
+    let Job::Inbound {
+        event: WebhookEvent::Message(m),
+        ..
+    } = &jobs[0]
+    else {
+        panic!("not a message: {jobs:?}");
+    };
+    assert_eq!(m.provider_message_id, "ev0mms0part1+ev0mms0part2");
+    assert_eq!(
+        m.body.as_deref(),
+        Some("Events test over VoiceMeUp: see attached")
+    );
+    assert_eq!(m.media.len(), 1);
 }
 
 #[tokio::test]
@@ -459,6 +505,7 @@ fn every_event_file_is_exercised() {
         "webhook-telnyx",
         "webhook-twilio",
         "webhook-twilio-status",
+        "webhook-voicemeup",
         "webhook-voipms",
         "webhook-whatsapp",
         "ws-connect",

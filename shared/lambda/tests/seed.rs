@@ -1,6 +1,7 @@
 //! The world events/*.json describe (events/README.md): tenant `acme-dispatch` with a Twilio,
-//! a VoIP.ms, a WhatsApp, a Telnyx, a Bandwidth and a Sinch number, their credentials, an API key, a queued message and a sent
-//! one, in fresh emulator resources. Shared by the events test and the cold-start bench.
+//! a VoIP.ms, a WhatsApp, a Telnyx, a Bandwidth, a Sinch and a VoiceMeUp number, their
+//! credentials, an API key, a queued message and a sent one, in fresh emulator resources.
+//! Shared by the events test and the cold-start bench.
 
 // Shared by two targets, each using part of it.
 #![allow(dead_code)]
@@ -15,7 +16,7 @@ use omni_core::model::{NewOutbound, NumberRoute, Tenant};
 use omni_core::ports::{MessageStore, SecretStore, TenantStore};
 use omni_core::providers::{
     BandwidthCredentials, Credentials, Secret, SinchCredentials, TelnyxCredentials,
-    TwilioCredentials, VoipmsCredentials, WhatsappCredentials,
+    TwilioCredentials, VoicemeupCredentials, VoipmsCredentials, WhatsappCredentials,
 };
 use omni_core::service::hash_api_key;
 use uuid::Uuid;
@@ -27,10 +28,12 @@ pub const WHATSAPP_NUMBER: &str = "+15555550102";
 pub const TELNYX_NUMBER: &str = "+15555550103";
 pub const BANDWIDTH_NUMBER: &str = "+15555550104";
 pub const SINCH_NUMBER: &str = "+15555550105";
+pub const VOICEMEUP_NUMBER: &str = "+15555550106";
 pub const CONTACT: &str = "+15555550123";
 pub const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub const TWILIO_TOKEN: &str = "events0twilio0auth0token00000000";
 pub const VOIPMS_SECRET: &str = "events-voipms-secret";
+pub const VOICEMEUP_SECRET: &str = "events-voicemeup-secret";
 pub const WHATSAPP_APP_SECRET: &str = "events-whatsapp-app-secret";
 pub const WHATSAPP_PHONE_NUMBER_ID: &str = "106540352242922";
 /// The Ed25519 seed events/webhook-telnyx.json is signed with (made up, for these samples).
@@ -104,6 +107,11 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
             ProviderKind::Sinch,
             vec![Channel::Sms, Channel::Mms],
         ),
+        (
+            VOICEMEUP_NUMBER,
+            ProviderKind::Voicemeup,
+            vec![Channel::Sms, Channel::Mms],
+        ),
     ] {
         b.put_number(&NumberRoute {
             number: number(n),
@@ -148,6 +156,11 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
             service_plan_id: "a1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
             api_token: Secret::new("events-sinch-api-token"),
             app_secret: Secret::new(SINCH_APP_SECRET),
+        }),
+        Credentials::Voicemeup(VoicemeupCredentials {
+            username: "events".into(),
+            auth_token: Secret::new("events-voicemeup-auth-token"),
+            webhook_secret: Secret::new(VOICEMEUP_SECRET),
         }),
     ] {
         b.put_credentials(&t, &credentials).await.unwrap();

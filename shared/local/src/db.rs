@@ -19,6 +19,7 @@ use uuid::Uuid;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_routing.sql"),
+    include_str!("../migrations/0003_message_parts.sql"),
 ];
 
 /// Reader connections for a file database: enough for the API and the workers to read while

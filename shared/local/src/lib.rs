@@ -23,6 +23,7 @@ mod cache;
 mod db;
 mod key;
 mod messages;
+mod parts;
 mod queue;
 mod tenants;
 

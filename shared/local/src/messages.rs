@@ -5,13 +5,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use omni_core::domain::{
-    Channel, InboundMessage, Media, ProviderKind, SendResult, StatusUpdate, TenantId, E164,
+    Channel, InboundMessage, Media, MessagePart, ProviderKind, SendResult, StatusUpdate, TenantId,
+    E164,
 };
 use omni_core::model::{
     Conversation, DeliveryClaim, Failover, LastMessage, Message, NewOutbound, Page, StatusApplied,
     StatusEvent,
 };
-use omni_core::ports::{MessageStore, StoreError, StoreResult};
+use omni_core::ports::{FlushedPart, MessageStore, PartOutcome, StoreError, StoreResult};
 use rusqlite::{params, Connection, OptionalExtension, Row, ToSql};
 use uuid::Uuid;
 
@@ -761,8 +762,46 @@ impl MessageStore for SqliteBackend {
             let n = tx
                 .exec("DELETE FROM raw_webhooks WHERE expires_at <= ?1", [ts(now)])
                 .map_err(db)?;
+            // Split-message halves past their retention go too (not counted: they are not
+            // payloads).
+            tx.execute(
+                "DELETE FROM message_parts WHERE expires_at <= ?1",
+                [ts(now)],
+            )
+            .map_err(db)?;
             Ok(n as u64)
         })
         .await
+    }
+
+    async fn put_message_part(
+        &self,
+        tenant: &TenantId,
+        part: &MessagePart,
+        flush_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<PartOutcome> {
+        let (tenant, part) = (tenant.clone(), part.clone());
+        self.write(move |tx| crate::parts::put(tx, &tenant, &part, flush_at, expires_at))
+            .await
+    }
+
+    async fn flush_message_parts(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<FlushedPart>> {
+        self.write(move |tx| crate::parts::flush(tx, now, limit))
+            .await
+    }
+
+    async fn confirm_flushed_part(&self, part: &FlushedPart) -> StoreResult<()> {
+        let (tenant, provider, key) = (
+            part.tenant_id.clone(),
+            part.message.provider,
+            part.key.clone(),
+        );
+        self.write(move |tx| crate::parts::confirm(tx, tenant.as_str(), provider.as_str(), &key))
+            .await
     }
 }

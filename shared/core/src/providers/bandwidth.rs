@@ -437,7 +437,7 @@ mod tests {
             .into_iter()
             .map(|e| match e {
                 WebhookEvent::Status(s) => s,
-                WebhookEvent::Message(_) => panic!("not a status"),
+                other => panic!("not a status: {other:?}"),
             })
             .collect();
         assert_eq!(statuses.len(), 2);

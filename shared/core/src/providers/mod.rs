@@ -20,6 +20,7 @@ pub mod simulator;
 pub mod sinch;
 pub mod telnyx;
 pub mod twilio;
+pub mod voicemeup;
 pub mod voipms;
 pub mod whatsapp;
 
@@ -169,6 +170,18 @@ pub struct SinchCredentials {
     pub app_secret: Secret,
 }
 
+/// VoiceMeUp API credentials and the secret placed in the callback URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoicemeupCredentials {
+    /// API username (not secret).
+    pub username: String,
+    /// API auth token.
+    pub auth_token: Secret,
+    /// The `secret=` query value the callback URL configured at VoiceMeUp carries
+    /// (VoiceMeUp signs nothing).
+    pub webhook_secret: Secret,
+}
+
 /// A tenant's configuration for one carrier, secrets included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "provider", rename_all = "lowercase")]
@@ -187,6 +200,8 @@ pub enum Credentials {
     Bandwidth(BandwidthCredentials),
     /// Sinch SMS.
     Sinch(SinchCredentials),
+    /// VoiceMeUp.
+    Voicemeup(VoicemeupCredentials),
     /// The demo carrier (no secrets).
     Simulator,
 }
@@ -202,6 +217,7 @@ impl Credentials {
             Credentials::Telnyx(_) => ProviderKind::Telnyx,
             Credentials::Bandwidth(_) => ProviderKind::Bandwidth,
             Credentials::Sinch(_) => ProviderKind::Sinch,
+            Credentials::Voicemeup(_) => ProviderKind::Voicemeup,
             Credentials::Simulator => ProviderKind::Simulator,
         }
     }
@@ -216,6 +232,7 @@ impl Credentials {
             ProviderKind::Telnyx => serde_json::from_value(body).map(Credentials::Telnyx),
             ProviderKind::Bandwidth => serde_json::from_value(body).map(Credentials::Bandwidth),
             ProviderKind::Sinch => serde_json::from_value(body).map(Credentials::Sinch),
+            ProviderKind::Voicemeup => serde_json::from_value(body).map(Credentials::Voicemeup),
             ProviderKind::Simulator => {
                 return Err("the simulator is configured only in demo mode".into())
             }
@@ -300,6 +317,11 @@ impl Credentials {
                 require(!c.api_token.expose().is_empty(), "api_token")?;
                 require(!c.app_secret.expose().is_empty(), "app_secret")
             }
+            Credentials::Voicemeup(c) => {
+                require(!c.username.is_empty(), "username")?;
+                require(!c.auth_token.expose().is_empty(), "auth_token")?;
+                require(!c.webhook_secret.expose().is_empty(), "webhook_secret")
+            }
             Credentials::Simulator => Ok(()),
         }
     }
@@ -347,6 +369,7 @@ impl Credentials {
             Credentials::Telnyx(c) => vec![c.api_key.expose()],
             Credentials::Bandwidth(c) => vec![c.api_password.expose(), c.webhook_password.expose()],
             Credentials::Sinch(c) => vec![c.api_token.expose(), c.app_secret.expose()],
+            Credentials::Voicemeup(c) => vec![c.auth_token.expose(), c.webhook_secret.expose()],
             Credentials::Signal(_) | Credentials::Simulator => vec![],
         }
     }
@@ -432,6 +455,9 @@ pub struct ProviderEndpoints {
     /// Sinch SMS API of the platform's region, default `https://us.sms.api.sinch.com`
     /// (`/xms/v1/{service_plan_id}/batches` is appended).
     pub sinch: String,
+    /// VoiceMeUp API, default `https://clients.voicemeup.com/api/v1.1/json` (`/queue_sms` is
+    /// appended).
+    pub voicemeup: String,
 }
 
 impl Default for ProviderEndpoints {
@@ -443,6 +469,7 @@ impl Default for ProviderEndpoints {
             telnyx: "https://api.telnyx.com".into(),
             bandwidth: "https://messaging.bandwidth.com".into(),
             sinch: "https://us.sms.api.sinch.com".into(),
+            voicemeup: "https://clients.voicemeup.com/api/v1.1/json".into(),
         }
     }
 }
@@ -499,6 +526,13 @@ impl ProviderRegistry {
             Arc::new(sinch::SinchAdapter::new(http.clone(), &endpoints.sinch)),
         );
         adapters.insert(
+            ProviderKind::Voicemeup,
+            Arc::new(voicemeup::VoicemeupAdapter::new(
+                http.clone(),
+                &endpoints.voicemeup,
+            )),
+        );
+        adapters.insert(
             ProviderKind::Signal,
             Arc::new(signal::SignalAdapter::new(http)),
         );
@@ -521,6 +555,17 @@ impl ProviderRegistry {
 pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// Checks the shared secret a carrier that signs nothing sends back in the callback URL we
+/// gave it (VoIP.ms, VoiceMeUp: `?secret=…`), in constant time.
+pub(crate) fn check_url_secret(given: Option<&str>, expected: &Secret) -> Result<(), VerifyError> {
+    let given = given.ok_or(VerifyError::Missing)?;
+    if ct_eq(given.as_bytes(), expected.expose().as_bytes()) {
+        Ok(())
+    } else {
+        Err(VerifyError::Mismatch)
+    }
 }
 
 /// Parses an HTTP `Retry-After` given in seconds (the form carriers use).
@@ -610,6 +655,30 @@ pub(crate) fn code_text(code: &serde_json::Value) -> Option<String> {
     }
 }
 
+/// Posts a form to a carrier that answers JSON, mapping transport failures and non-2xx
+/// answers; a body that is not JSON (a maintenance page served with 200) is transient:
+/// losing a message is worse than the small chance of a duplicate. POSTing the form keeps
+/// credentials out of URLs, which proxies and access logs keep.
+pub(crate) async fn post_form_for_json(
+    http: &reqwest::Client,
+    url: &str,
+    form: &[(&str, &str)],
+    carrier: &str,
+) -> Result<serde_json::Value, SendError> {
+    let response = http
+        .post(url)
+        .form(form)
+        .send()
+        .await
+        .map_err(network_error)?;
+    if let Some(error) = http_failure(carrier, &response) {
+        return Err(error);
+    }
+    response.json().await.map_err(|_| {
+        SendError::transient(format!("{carrier} answered with an unreadable body"), None)
+    })
+}
+
 /// Maps a transport failure (connect, timeout, reset) to a transient send error.
 pub(crate) fn network_error(err: reqwest::Error) -> SendError {
     // Never include the URL: some carriers take credentials in the query string.
@@ -621,6 +690,45 @@ pub(crate) fn network_error(err: reqwest::Error) -> SendError {
         "request failed"
     };
     SendError::transient(format!("carrier {what}"), None)
+}
+
+/// Helpers the carrier modules' tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use uuid::Uuid;
+
+    use crate::domain::{Channel, Media, OutboundMessage, TenantId, E164};
+
+    /// An outbound SMS (MMS with media) from +15555550100 to +15555550123.
+    pub(crate) fn nanp_outbound(body: &str, media: &[&str]) -> OutboundMessage {
+        OutboundMessage {
+            id: Uuid::now_v7(),
+            tenant_id: TenantId::parse("acme").unwrap(),
+            channel: if media.is_empty() {
+                Channel::Sms
+            } else {
+                Channel::Mms
+            },
+            from: E164::from_e164("+15555550100").unwrap(),
+            to: E164::from_e164("+15555550123").unwrap(),
+            body: Some(body.into()),
+            media: media
+                .iter()
+                .map(|u| Media {
+                    url: u.to_string(),
+                    content_type: None,
+                })
+                .collect(),
+            status_callback: None,
+        }
+    }
+
+    /// The form fields of a request a fake carrier received.
+    pub(crate) fn form_of(req: &wiremock::Request) -> Vec<(String, String)> {
+        url::form_urlencoded::parse(&req.body)
+            .into_owned()
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -710,6 +818,69 @@ mod tests {
             serde_json::json!({"api_key": "k"}),
         ] {
             assert!(Credentials::from_admin_json(ProviderKind::Telnyx, bad).is_err());
+        }
+    }
+
+    #[tokio::test]
+    async fn form_posts_map_rate_limits_outages_and_unreadable_bodies() {
+        use wiremock::matchers::method;
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        let http = reqwest::Client::new();
+        let form = [("api_password", "pw-very-secret")];
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "30"))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        let err = post_form_for_json(&http, &server.uri(), &form, "Carrier")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SendError::Transient { retry_after: Some(d), .. } if d == Duration::from_secs(30)),
+            "{err:?}"
+        );
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("<html>maintenance</html>"))
+            .mount(&server)
+            .await;
+        let err = post_form_for_json(&http, &server.uri(), &form, "Carrier")
+            .await
+            .unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        let err = post_form_for_json(&http, "http://127.0.0.1:9/x?k=v", &form, "Carrier")
+            .await
+            .unwrap_err();
+        assert!(err.is_transient());
+        assert!(!format!("{err} {err:?}").contains("pw-very-secret"));
+        assert!(
+            !format!("{err} {err:?}").contains("k=v"),
+            "no URL in errors"
+        );
+    }
+
+    #[test]
+    fn voicemeup_admin_json_is_validated_and_redacted() {
+        let ok = serde_json::json!({"username": "dispatch", "auth_token": "vmu-token-very-secret",
+            "webhook_secret": "vmu-hook-very-secret"});
+        let creds = Credentials::from_admin_json(ProviderKind::Voicemeup, ok).unwrap();
+        assert_eq!(creds.kind(), ProviderKind::Voicemeup);
+        let shown = format!("{creds:?} {}", creds.redacted());
+        for secret in ["vmu-token-very-secret", "vmu-hook-very-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("dispatch"));
+        assert_eq!(creds.redacted()["provider"], "voicemeup");
+        assert_eq!(
+            creds.secrets(),
+            vec!["vmu-token-very-secret", "vmu-hook-very-secret"]
+        );
+        for bad in [
+            serde_json::json!({"username": "", "auth_token": "t", "webhook_secret": "s"}),
+            serde_json::json!({"username": "u", "auth_token": "t", "webhook_secret": ""}),
+            serde_json::json!({"username": "u", "auth_token": "t"}),
+        ] {
+            assert!(Credentials::from_admin_json(ProviderKind::Voicemeup, bad).is_err());
         }
     }
 

@@ -14,7 +14,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    ct_eq, http_failure, network_error, Credentials, MessagingProviderAdapter, ParseError,
+    check_url_secret, post_form_for_json, Credentials, MessagingProviderAdapter, ParseError,
     VerifyError, VoipmsCredentials, WebhookRequest,
 };
 use crate::domain::{
@@ -50,24 +50,8 @@ impl VoipmsAdapter {
 
     /// Sends the prepared form and maps VoIP.ms's answer.
     async fn call(&self, form: &[(&str, &str)]) -> Result<SendResult, SendError> {
-        // POST form rather than the documented GET so the API password never sits in a URL
-        // (proxies and access logs keep URLs).
-        let response = self
-            .http
-            .post(&self.base_url)
-            .form(form)
-            .send()
-            .await
-            .map_err(network_error)?;
-        if let Some(error) = http_failure("VoIP.ms", &response) {
-            return Err(error);
-        }
-        // A body we cannot read is treated as transient: VoIP.ms serves HTML maintenance pages
-        // with 200, and losing a message is worse than the small chance of a duplicate.
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|_| SendError::transient("VoIP.ms answered with an unreadable body", None))?;
+        // POST form rather than the documented GET so the API password never sits in a URL.
+        let body = post_form_for_json(&self.http, &self.base_url, form, "VoIP.ms").await?;
         map_response(&body)
     }
 }
@@ -289,12 +273,7 @@ impl MessagingProviderAdapter for VoipmsAdapter {
             return Err(VerifyError::WrongCredentials);
         };
         let params = callback_params(request);
-        let given = param(&params, "secret").ok_or(VerifyError::Missing)?;
-        if ct_eq(given.as_bytes(), creds.webhook_secret.expose().as_bytes()) {
-            Ok(())
-        } else {
-            Err(VerifyError::Mismatch)
-        }
+        check_url_secret(param(&params, "secret"), &creds.webhook_secret)
     }
 
     /// Reads one inbound SMS/MMS from the callback's `id`, `from`, `to`, `message` and
@@ -334,12 +313,11 @@ impl MessagingProviderAdapter for VoipmsAdapter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::TenantId;
+    use crate::providers::test_support::{form_of, nanp_outbound as message};
     use crate::providers::{Secret, SignalConfig};
     use proptest::prelude::*;
-    use std::time::Duration;
     use wiremock::matchers::{body_string_contains, header, method, path};
-    use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
 
     const SMS_QUERY: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -372,41 +350,12 @@ mod tests {
         VoipmsAdapter::new(reqwest::Client::new(), base)
     }
 
-    fn message(body: &str, media: &[&str]) -> OutboundMessage {
-        OutboundMessage {
-            id: Uuid::now_v7(),
-            tenant_id: TenantId::parse("acme").unwrap(),
-            channel: if media.is_empty() {
-                Channel::Sms
-            } else {
-                Channel::Mms
-            },
-            from: E164::from_e164("+15555550100").unwrap(),
-            to: E164::from_e164("+15555550123").unwrap(),
-            body: Some(body.into()),
-            media: media
-                .iter()
-                .map(|u| Media {
-                    url: u.to_string(),
-                    content_type: None,
-                })
-                .collect(),
-            status_callback: None,
-        }
-    }
-
     fn only_message(events: Vec<WebhookEvent>) -> InboundMessage {
         assert_eq!(events.len(), 1);
         match events.into_iter().next().unwrap() {
             WebhookEvent::Message(m) => m,
             other => panic!("expected a message, got {other:?}"),
         }
-    }
-
-    fn form_of(req: &Request) -> Vec<(String, String)> {
-        url::form_urlencoded::parse(&req.body)
-            .into_owned()
-            .collect()
     }
 
     fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -642,29 +591,6 @@ mod tests {
             assert!(!err.message().is_empty());
             assert!(!format!("{err} {err:?}").contains(PASSWORD));
         }
-    }
-
-    #[tokio::test]
-    async fn rate_limits_honour_retry_after_and_network_errors_are_transient() {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "30"))
-            .mount(&server)
-            .await;
-        let err = adapter(&server.uri())
-            .send(&creds(), &message("hi", &[]))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, SendError::Transient { retry_after: Some(d), .. } if d == Duration::from_secs(30))
-        );
-
-        let err = adapter("http://127.0.0.1:9/rest.php")
-            .send(&creds(), &message("hi", &[]))
-            .await
-            .unwrap_err();
-        assert!(err.is_transient());
-        assert!(!format!("{err:?}").contains(PASSWORD));
     }
 
     #[tokio::test]

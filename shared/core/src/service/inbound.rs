@@ -6,9 +6,13 @@ use chrono::Utc;
 use tracing::{info, instrument, warn};
 
 use super::{ServiceError, Services};
-use crate::domain::{ProviderKind, TenantId, WebhookEvent};
-use crate::ports::Job;
+use crate::domain::{InboundMessage, ProviderKind, TenantId, WebhookEvent};
+use crate::ports::{FlushedPart, Job, PartOutcome};
 use crate::providers::WebhookRequest;
+
+/// How long a split message's halves are remembered: long enough to recognise a carrier's
+/// redeliveries, after which the records expire.
+const SPLIT_PART_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
 impl Services {
     /// Handles one carrier webhook end to end, up to the queue. A successful return means
@@ -78,20 +82,105 @@ impl Services {
         // group commit). Either failing fails the webhook and the carrier redelivers; events
         // are queued even for a redelivery, since an earlier attempt may have kept the raw
         // payload and lost the events. The updater is idempotent.
-        let (fresh, ()) = tokio::try_join!(
+        let (fresh, queued) = tokio::try_join!(
             async {
                 self.messages
                     .save_raw_webhook(&tenant, kind, &first.dedupe_key(), &request.body, expires)
                     .await
                     .map_err(ServiceError::from)
             },
-            self.enqueue_events(&tenant, events.iter().cloned()),
+            async {
+                let ready = self.ready_events(&tenant, &events).await?;
+                let queued = ready.len();
+                self.enqueue_events(&tenant, ready.into_iter()).await?;
+                Ok(queued)
+            },
         )?;
         info!(
             events = events.len(),
+            queued,
             duplicate = !fresh,
             "webhook accepted"
         );
+        Ok(())
+    }
+
+    /// The events to queue: halves of a split message wait in the store for their other half;
+    /// whole messages, merged pairs and halves delivered alone go on.
+    async fn ready_events(
+        &self,
+        tenant: &TenantId,
+        events: &[WebhookEvent],
+    ) -> Result<Vec<WebhookEvent>, ServiceError> {
+        let mut ready = Vec::with_capacity(events.len());
+        for event in events {
+            match event {
+                WebhookEvent::Part(part) => {
+                    if let Some(message) = self.put_part(tenant, part).await? {
+                        ready.push(WebhookEvent::Message(message));
+                    }
+                }
+                other => ready.push(other.clone()),
+            }
+        }
+        Ok(ready)
+    }
+
+    /// Stores one half of a split message; the message to deliver now, if any.
+    async fn put_part(
+        &self,
+        tenant: &TenantId,
+        part: &crate::domain::MessagePart,
+    ) -> Result<Option<InboundMessage>, ServiceError> {
+        let now = Utc::now();
+        // A wait too long to represent never flushes rather than panicking.
+        let flush_at = chrono::TimeDelta::from_std(self.settings.split_message_wait)
+            .ok()
+            .and_then(|wait| now.checked_add_signed(wait))
+            .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+        let outcome = self
+            .messages
+            .put_message_part(tenant, part, flush_at, now + SPLIT_PART_RETENTION)
+            .await?;
+        Ok(match outcome {
+            PartOutcome::Waiting => {
+                info!(
+                    role = part.role.as_str(),
+                    "split message half waits for the other"
+                );
+                None
+            }
+            PartOutcome::Complete { text, media } => {
+                Some(InboundMessage::merge_parts(&text, &media))
+            }
+            PartOutcome::Alone(message) => Some(message),
+        })
+    }
+
+    /// Delivers on its own each half of a split message whose other half did not come within
+    /// [`super::ServiceSettings::split_message_wait`]. Driven by the periodic sweep (the
+    /// `outbox-sweeper` function, the local sweep loop); returns how many were delivered.
+    #[instrument(skip_all)]
+    pub async fn flush_split_messages(&self) -> Result<usize, ServiceError> {
+        let flushed = self.messages.flush_message_parts(Utc::now(), 500).await?;
+        for part in &flushed {
+            self.hand_on_flushed(part).await?;
+        }
+        if !flushed.is_empty() {
+            info!(
+                count = flushed.len(),
+                "delivered split-message halves alone"
+            );
+        }
+        Ok(flushed.len())
+    }
+
+    async fn hand_on_flushed(&self, part: &FlushedPart) -> Result<(), ServiceError> {
+        let event = WebhookEvent::Message(part.message.clone());
+        self.enqueue_events(&part.tenant_id, std::iter::once(event))
+            .await?;
+        // Confirmed only once queued: a crash before this returns the half again.
+        self.messages.confirm_flushed_part(part).await?;
         Ok(())
     }
 

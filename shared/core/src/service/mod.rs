@@ -97,6 +97,7 @@ impl PlatformCredentials {
             | ProviderKind::Telnyx
             | ProviderKind::Bandwidth
             | ProviderKind::Sinch
+            | ProviderKind::Voicemeup
             | ProviderKind::Simulator => None,
         }
     }
@@ -154,6 +155,9 @@ pub struct ServiceSettings {
     pub breaker: BreakerPolicy,
     /// How fast one tenant may call the send API (enforced by the send router).
     pub send_rate: SendRateLimit,
+    /// How long one half of a split message (VoiceMeUp's MMS) waits for its other half
+    /// before it is delivered on its own by the next sweep.
+    pub split_message_wait: Duration,
 }
 
 /// A per-tenant token bucket on `POST /v1/messages`: `burst` sends at once, refilled at
@@ -187,6 +191,7 @@ impl Default for ServiceSettings {
             sweep_after: Duration::from_secs(30),
             breaker: BreakerPolicy::default(),
             send_rate: SendRateLimit::default(),
+            split_message_wait: Duration::from_secs(10),
         }
     }
 }

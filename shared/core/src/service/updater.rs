@@ -47,6 +47,13 @@ impl Services {
                 tenant_id,
                 event: WebhookEvent::Status(s),
             } => self.apply_status(tenant_id, s).await,
+            // Webhook handling merges halves before queuing; a queued half is a bug upstream.
+            Job::Inbound {
+                event: WebhookEvent::Part(_),
+                ..
+            } => Err(JobError::Fatal(
+                "a split-message half was queued unmerged".into(),
+            )),
             Job::Deliver {
                 tenant_id,
                 message_id,
