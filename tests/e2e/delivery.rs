@@ -252,7 +252,15 @@ async fn the_retry_budget_ends_in_a_dead_letter_with_the_reason() {
         omni_local::MasterKey::from_base64(crate::harness::MASTER_KEY).unwrap(),
     )
     .unwrap();
-    let dead = db.dead_letters().await.unwrap();
+    // The message is marked failed first, then its job moves to the dead letters.
+    let mut dead = db.dead_letters().await.unwrap();
+    for _ in 0..100 {
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        dead = db.dead_letters().await.unwrap();
+    }
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(
         dead[0].1.contains("retry budget of 3 attempts exhausted"),
