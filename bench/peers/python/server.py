@@ -109,19 +109,29 @@ async def app(scope, receive, send) -> None:
     await respond(send, 200, TWIML, b"text/xml")
 
 
+class Server(uvicorn.Server):
+    """uvicorn's server, saying where it listens once it accepts connections."""
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets=sockets)
+        port = sockets[0].getsockname()[1]
+        print(f"peer listening on http://127.0.0.1:{port}", flush=True)
+
+
 async def main() -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)
     config = uvicorn.Config(
-        app, loop="uvloop", http="httptools", lifespan="off", log_level="warning",
-        access_log=False, backlog=1024,
+        app,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        backlog=1024,
     )
-    server = uvicorn.Server(config)
-    # The socket already listens: connections made from here on wait in its backlog.
-    print(f"peer listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-    await server.serve(sockets=[sock])
+    await Server(config).serve(sockets=[sock])
 
 
 if __name__ == "__main__":

@@ -376,6 +376,7 @@ fn peer(name: &str) -> Result<(&'static str, Command, f64), String> {
 async fn bench_peer(name: &str, requests: usize, concurrency: usize) -> Result<Figures, String> {
     let (label, command, target) = peer(name)?;
     let (server, base) = Server::start(command, "peer listening on ")?;
+    println!("{label} at {base}");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
@@ -401,7 +402,7 @@ async fn bench_peer(name: &str, requests: usize, concurrency: usize) -> Result<F
         target_ratio: Some(target),
         ..Figures::new(label, requests, acked_in, &latencies)
     };
-    println!("{label}: {stats}");
+    println!("  stored: {stats}");
     println!(
         "  acknowledged (verified, stored): {:.0}/s ({:.2} s)",
         f.acked_per_s,
