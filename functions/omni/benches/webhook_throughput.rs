@@ -140,10 +140,16 @@ impl Server {
     /// error if it cannot start, exits or stays silent for a minute first. Its stdout is drained after that, so
     /// a server that logs there never blocks on a full pipe.
     fn start(mut command: Command, prefix: &'static str) -> Result<(Self, String), String> {
+        // Named by program and arguments only: the environment holds the auth token.
+        let name = std::iter::once(command.get_program())
+            .chain(command.get_args())
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut child = command
             .stdout(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start {command:?}: {e}"))?;
+            .map_err(|e| format!("cannot start `{name}`: {e}"))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let server = Server(child);
         let (tx, rx) = mpsc::channel();
@@ -156,7 +162,7 @@ impl Server {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(Some(url)) => Ok((server, url)),
             _ => Err(format!(
-                "{command:?} exited or printed no `{prefix}…` line within 60 s (its stderr is above)"
+                "`{name}` exited or printed no `{prefix}…` line within 60 s (its stderr is above)"
             )),
         }
     }
@@ -189,13 +195,20 @@ async fn main() {
         return;
     }
     let mut table = vec![omni];
+    let mut skipped = Vec::new();
     for name in &peers {
         match bench_peer(name, requests, concurrency).await {
             Ok(f) => table.push(f),
-            Err(why) => eprintln!("\n!!! PEER SKIPPED: {name}: {why}\n"),
+            Err(why) => {
+                eprintln!("\n!!! PEER SKIPPED: {name}: {why}\n");
+                skipped.push(name);
+            }
         }
     }
     print_table(&table, requests, concurrency);
+    for name in skipped {
+        println!("!!! {name}: SKIPPED, not measured (the reason is above)");
+    }
 }
 
 /// Omni's own run: the release `omni serve` on a fresh database, a dashboard on the
