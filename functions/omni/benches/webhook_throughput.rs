@@ -4,9 +4,19 @@
 //! `cargo bench -p omni --bench webhook_throughput` (release build). Settings by
 //! environment: `BENCH_REQUESTS` (default 20000), `BENCH_CONCURRENCY` (default 64).
 //! Requests are signed before the clock starts; the load generator shares the machine.
+//!
+//! Side by side: `BENCH_PEERS=python,node` then drives the same stream (same contacts,
+//! bodies and auth token, signed for each server's URL) through the peers of
+//! `bench/peers/` in turn, one process each as `omni serve` is, and prints a table with
+//! Omni's ratio to each. `BENCH_PYTHON` is the interpreter with the Python peer's packages
+//! (default `bench/peers/.venv/bin/python`), `BENCH_NODE` the Node.js binary (default
+//! `node`, with `bench/peers/node/node_modules` installed); `scripts/bench peers` sets all
+//! of it up. A peer that cannot start is reported and skipped; the others still run.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -37,12 +47,176 @@ fn max_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// One server's figures for the stream.
+struct Figures {
+    server: String,
+    acked_per_s: f64,
+    p50: Duration,
+    p99: Duration,
+    rss_kib: Option<u64>,
+    /// For a peer, the issue's target for Omni's acknowledged/s divided by the peer's.
+    target_ratio: Option<f64>,
+}
+
+/// The stream every server gets: `requests` distinct inbound SMS webhooks from 1,000
+/// contacts (carriers never repeat a MessageSid), signed for `url` before the clock starts.
+fn signed_stream(url: &str, requests: usize) -> Vec<(String, String)> {
+    (0..requests)
+        .map(|i| {
+            let params: Vec<(String, String)> = vec![
+                ("MessageSid".into(), format!("SM{i:032}")),
+                (
+                    "AccountSid".into(),
+                    "AC0123456789abcdef0123456789abcdef".into(),
+                ),
+                ("From".into(), format!("+1555555{:04}", 1000 + i % 1000)),
+                ("To".into(), NUMBER.into()),
+                (
+                    "Body".into(),
+                    format!("Incident report number {i}: smoke seen near 5th street"),
+                ),
+                ("NumMedia".into(), "0".into()),
+                ("NumSegments".into(), "1".into()),
+                ("SmsStatus".into(), "received".into()),
+                ("ApiVersion".into(), "2010-04-01".into()),
+            ];
+            let sig = twilio::signature(url, &params, TOKEN);
+            (serde_urlencoded::to_string(&params).unwrap(), sig)
+        })
+        .collect()
+}
+
+/// Posts the stream over `concurrency` keep-alive connections; every answer must be a 2xx.
+/// Returns the wall time to the last acknowledgement and each request's latency, sorted.
+async fn drive(
+    http: &reqwest::Client,
+    url: &str,
+    signed: Vec<(String, String)>,
+    concurrency: usize,
+) -> (Duration, Vec<Duration>) {
+    let started = Instant::now();
+    let mut latencies: Vec<Duration> = futures::stream::iter(signed)
+        .map(|(body, sig)| async move {
+            let t = Instant::now();
+            let r = http
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-twilio-signature", sig)
+                .body(body)
+                .send()
+                .await
+                .expect("request");
+            assert!(r.status().is_success(), "{url}: {}", r.status());
+            let _ = r.bytes().await;
+            t.elapsed()
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    latencies.sort();
+    (elapsed, latencies)
+}
+
+impl Figures {
+    fn new(server: &str, requests: usize, acked_in: Duration, latencies: &[Duration]) -> Self {
+        Figures {
+            server: server.to_owned(),
+            acked_per_s: requests as f64 / acked_in.as_secs_f64(),
+            p50: percentile(latencies, 0.50),
+            p99: percentile(latencies, 0.99),
+            rss_kib: None,
+            target_ratio: None,
+        }
+    }
+}
+
+/// A server under test, killed however the bench ends (a failed assertion included), so
+/// no server outlives its run.
+struct Server(Child);
+
+impl Server {
+    /// Starts `command` and waits for its `<prefix>http://host:port` line on stdout; an
+    /// error if it cannot start, exits or stays silent for a minute first. Its stdout is drained after that, so
+    /// a server that logs there never blocks on a full pipe.
+    fn start(mut command: Command, prefix: &'static str) -> Result<(Self, String), String> {
+        // Named by program and arguments only: the environment holds the auth token.
+        let name = std::iter::once(command.get_program())
+            .chain(command.get_args())
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut child = command
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start `{name}`: {e}"))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let server = Server(child);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+            let url = lines.find_map(|l| l.strip_prefix(prefix).map(str::to_owned));
+            let _ = tx.send(url);
+            lines.for_each(drop);
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Some(url)) => Ok((server, url)),
+            _ => Err(format!(
+                "`{name}` exited or printed no `{prefix}…` line within 60 s (its stderr is above)"
+            )),
+        }
+    }
+
+    /// Peak resident memory so far (`VmHWM`), read while the process is still alive.
+    fn max_rss_kib(&self) -> Option<u64> {
+        max_rss_kib(self.0.id())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let requests = env_or("BENCH_REQUESTS", 20_000);
     let concurrency = env_or("BENCH_CONCURRENCY", 64);
+    let omni = bench_omni(requests, concurrency).await;
+    let peers: Vec<String> = std::env::var("BENCH_PEERS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if peers.is_empty() {
+        return;
+    }
+    let mut table = vec![omni];
+    let mut skipped = Vec::new();
+    for name in &peers {
+        match bench_peer(name, requests, concurrency).await {
+            Ok(f) => table.push(f),
+            Err(why) => {
+                eprintln!("\n!!! PEER SKIPPED: {name}: {why}\n");
+                skipped.push(name);
+            }
+        }
+    }
+    print_table(&table, requests, concurrency);
+    for name in skipped {
+        println!("!!! {name}: SKIPPED, not measured (the reason is above)");
+    }
+}
+
+/// Omni's own run: the release `omni serve` on a fresh database, a dashboard on the
+/// WebSocket, acknowledged and applied rates.
+async fn bench_omni(requests: usize, concurrency: usize) -> Figures {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_omni"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_omni"));
+    command
         .args(["serve"])
         .env("OMNI_ADDR", "127.0.0.1:0")
         .env("OMNI_DB", dir.path().join("omni.db"))
@@ -52,16 +226,8 @@ async fn main() {
             "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
         )
         .env("OMNI_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn omni");
-    let stdout = child.stdout.take().expect("stdout");
-    let base = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("omni listening on ").map(str::to_owned))
-        .expect("omni started");
+        .stderr(Stdio::null());
+    let (server, base) = Server::start(command, "omni listening on ").expect("omni started");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
@@ -114,55 +280,10 @@ async fn main() {
     let (ws, _) = tokio_tungstenite::connect_async(ws_url).await.expect("ws");
     let pushes = tokio::spawn(async move { ws.fold(0usize, |n, _| async move { n + 1 }).await });
 
-    // 1,000 contacts, each message distinct (carriers never repeat a MessageSid).
     let url = format!("{base}/webhooks/twilio");
-    let signed: Vec<(String, String)> = (0..requests)
-        .map(|i| {
-            let params: Vec<(String, String)> = vec![
-                ("MessageSid".into(), format!("SM{i:032}")),
-                (
-                    "AccountSid".into(),
-                    "AC0123456789abcdef0123456789abcdef".into(),
-                ),
-                ("From".into(), format!("+1555555{:04}", 1000 + i % 1000)),
-                ("To".into(), NUMBER.into()),
-                (
-                    "Body".into(),
-                    format!("Incident report number {i}: smoke seen near 5th street"),
-                ),
-                ("NumMedia".into(), "0".into()),
-                ("NumSegments".into(), "1".into()),
-                ("SmsStatus".into(), "received".into()),
-                ("ApiVersion".into(), "2010-04-01".into()),
-            ];
-            let sig = twilio::signature(&url, &params, TOKEN);
-            (serde_urlencoded::to_string(&params).unwrap(), sig)
-        })
-        .collect();
-
+    let signed = signed_stream(&url, requests);
     let started = Instant::now();
-    let mut latencies: Vec<Duration> = futures::stream::iter(signed)
-        .map(|(body, sig)| {
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                let t = Instant::now();
-                let r = http
-                    .post(&url)
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .header("x-twilio-signature", sig)
-                    .body(body)
-                    .send()
-                    .await
-                    .expect("request");
-                assert!(r.status().is_success(), "{}", r.status());
-                let _ = r.bytes().await;
-                t.elapsed()
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let acked_in = started.elapsed();
+    let (acked_in, latencies) = drive(&http, &url, signed, concurrency).await;
 
     // Applied = every message is in a conversation (unread counts sum to the total).
     loop {
@@ -199,12 +320,10 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let applied_in = started.elapsed();
-    let rss = max_rss_kib(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
+    let rss = server.max_rss_kib();
+    drop(server);
     let pushed = pushes.await.unwrap_or(0);
 
-    latencies.sort();
     println!("webhook_throughput: {requests} signed Twilio webhooks, concurrency {concurrency}");
     println!(
         "  acknowledged: {:.0}/s ({:.2} s)",
@@ -227,8 +346,117 @@ async fn main() {
         "  omni serve max RSS: {} MiB",
         rss.map_or("n/a".into(), |k| format!("{:.1}", k as f64 / 1024.0))
     );
+    Figures {
+        rss_kib: rss,
+        ..Figures::new("omni serve", requests, acked_in, &latencies)
+    }
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// A peer of `bench/peers/`: its label, how to start it, and the issue's target for Omni's
+/// acknowledged/s divided by the peer's.
+fn peer(name: &str) -> Result<(&'static str, Command, f64), String> {
+    let peers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/peers");
+    let program =
+        |var: &str, default: PathBuf| std::env::var_os(var).map_or(default, PathBuf::from);
+    let (label, program, script, target) = match name {
+        "python" => (
+            "python: twilio RequestValidator + RoomKit",
+            program("BENCH_PYTHON", peers.join(".venv/bin/python")),
+            "python/server.py",
+            20.0,
+        ),
+        "node" => (
+            "node: twilio validateRequest + Map",
+            program("BENCH_NODE", "node".into()),
+            "node/server.js",
+            5.0,
+        ),
+        other => return Err(format!("unknown peer {other:?} (known: python, node)")),
+    };
+    let mut command = Command::new(program);
+    command
+        .arg(peers.join(script))
+        .env("BENCH_TWILIO_AUTH_TOKEN", TOKEN);
+    Ok((label, command, target))
+}
+
+/// A peer's run: the same stream, signed for its URL, then a check through its `/stats`
+/// that every message landed in a conversation.
+async fn bench_peer(name: &str, requests: usize, concurrency: usize) -> Result<Figures, String> {
+    let (label, command, target) = peer(name)?;
+    let (server, base) = Server::start(command, "peer listening on ")?;
+    println!("{label} at {base}");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap();
+    let url = format!("{base}/webhooks/twilio");
+    let signed = signed_stream(&url, requests);
+    let (acked_in, latencies) = drive(&http, &url, signed, concurrency).await;
+    let rss = server.max_rss_kib();
+    let stats: Value = http
+        .get(format!("{base}/stats"))
+        .send()
+        .await
+        .map_err(|e| format!("/stats: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("/stats: {e}"))?;
+    drop(server);
+    if stats["messages"].as_u64() != Some(requests as u64) {
+        return Err(format!("stored {stats} for {requests} webhooks"));
+    }
+    let f = Figures {
+        rss_kib: rss,
+        target_ratio: Some(target),
+        ..Figures::new(label, requests, acked_in, &latencies)
+    };
+    println!("  stored: {stats}");
+    println!(
+        "  acknowledged (verified, stored): {:.0}/s ({:.2} s)",
+        f.acked_per_s,
+        acked_in.as_secs_f64()
+    );
+    println!(
+        "  latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(f.p50),
+        ms(f.p99),
+        ms(*latencies.last().unwrap())
+    );
+    println!("  max RSS: {}", mib(f.rss_kib));
+    Ok(f)
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+}
+
+/// The side-by-side table; `table[0]` is Omni.
+fn print_table(table: &[Figures], requests: usize, concurrency: usize) {
+    let omni_rate = table[0].acked_per_s;
+    println!(
+        "\nside by side: the same {requests} signed Twilio webhooks (1,000 contacts), \
+         concurrency {concurrency}, one process per server\n"
+    );
+    println!("| server | acknowledged/s | p50 | p99 | peak RSS | Omni's ratio (acknowledged/s) |");
+    println!("|---|---:|---:|---:|---:|---|");
+    for f in table {
+        let ratio = f.target_ratio.map_or(String::new(), |target| {
+            let ratio = omni_rate / f.acked_per_s;
+            let verdict = if ratio >= target { "met" } else { "NOT met" };
+            format!("{ratio:.1}x (target >= {target:.0}x: {verdict})")
+        });
+        println!(
+            "| {} | {:.0}/s | {:.2} ms | {:.2} ms | {} | {ratio} |",
+            f.server,
+            f.acked_per_s,
+            ms(f.p50),
+            ms(f.p99),
+            mib(f.rss_kib)
+        );
+    }
 }
