@@ -583,6 +583,7 @@ async fn the_sweeper_sends_a_message_that_was_stored_but_never_queued() {
         to: omni_core::domain::E164::from_e164(CONTACT).unwrap(),
         body: Some("stranded".into()),
         media: vec![],
+        template: None,
         idempotency_key: None,
         at: chrono::Utc::now(),
     };

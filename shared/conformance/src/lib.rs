@@ -26,6 +26,7 @@ use omni_core::providers::{
     BandwidthCredentials, Credentials, Secret, SignalConfig, SinchCredentials, TelnyxCredentials,
     TwilioCredentials, VoicemeupCredentials, VoipmsCredentials, WhatsappCredentials,
 };
+use omni_core::template::{ButtonSubType, Component, Currency, MediaLink, Parameter, Template};
 use uuid::Uuid;
 
 /// Everything a full Omni storage backend implements.
@@ -39,7 +40,7 @@ impl<T: TenantStore + SecretStore + MessageStore + Queue> Backend for T {}
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, numbers_route_and_conflict, api_keys_resolve_by_hash, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, numbers_route_and_conflict, api_keys_resolve_by_hash, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, whatsapp_templates_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,6 +63,7 @@ pub async fn run_all<B: Backend>(backend: &B) {
     status_updates_merge_monotonically(backend).await;
     late_milestones_fill_the_history(backend).await;
     create_outbound_is_idempotent(backend).await;
+    whatsapp_templates_round_trip(backend).await;
     claims_are_exclusive_and_counted(backend).await;
     delivery_outcomes_are_recorded(backend).await;
     failover_sends_record_sender_and_note(backend).await;
@@ -132,6 +134,7 @@ fn outbound(from: &E164, to: &E164, body: &str, at: DateTime<Utc>) -> NewOutboun
         to: to.clone(),
         body: Some(body.to_owned()),
         media: Vec::new(),
+        template: None,
         idempotency_key: None,
         at,
     }
@@ -160,6 +163,49 @@ fn sent(provider_message_id: &str) -> SendResult {
 }
 
 const LEASE: Duration = Duration::from_secs(60);
+
+/// A WhatsApp template with every kind of component and parameter.
+fn template() -> Template {
+    let text = |t: &str| Parameter::Text { text: t.into() };
+    Template {
+        name: "dispatch_update".into(),
+        language: "en_US".into(),
+        components: vec![
+            Component::Header {
+                parameters: vec![Parameter::Document {
+                    document: MediaLink {
+                        link: "https://example.org/r.pdf".into(),
+                        filename: Some("r.pdf".into()),
+                    },
+                }],
+            },
+            Component::Body {
+                parameters: vec![
+                    text("Unit 12"),
+                    Parameter::Currency {
+                        currency: Currency {
+                            fallback_value: "$1.50".into(),
+                            code: "USD".into(),
+                            amount_1000: 1500,
+                        },
+                    },
+                    Parameter::DateTime {
+                        date_time: omni_core::template::DateTime {
+                            fallback_value: "May 1".into(),
+                        },
+                    },
+                ],
+            },
+            Component::Button {
+                sub_type: ButtonSubType::QuickReply,
+                index: 1,
+                parameters: vec![Parameter::Payload {
+                    payload: "ACK".into(),
+                }],
+            },
+        ],
+    }
+}
 
 /// Creates an outbound message and has it accepted by the carrier under `pid`.
 async fn sent_message<B: Backend>(b: &B, tenant: &TenantId, pid: &str) -> Message {
@@ -964,6 +1010,49 @@ pub async fn status_updates_merge_monotonically<B: Backend>(b: &B) {
         .unwrap(),
         StatusApplied::NotFound
     );
+}
+
+/// A queued WhatsApp template message keeps its template (name, language, every component)
+/// through the outbox, the delivery claim the worker sends from, and the carrier's acceptance.
+pub async fn whatsapp_templates_round_trip<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("wa");
+    let mut new = outbound(&new_number(), &new_number(), "", base_time());
+    new.channel = Channel::Whatsapp;
+    new.body = None;
+    new.template = Some(template());
+    let (m, created) = b.create_outbound(&tenant, &new).await.unwrap();
+    assert!(created);
+    assert_eq!(
+        (m.template.clone(), m.body.clone()),
+        (new.template.clone(), None)
+    );
+    let stored = b.get_message(&tenant, m.id).await.unwrap().unwrap();
+    assert_eq!(stored, m);
+    let claimed = b
+        .claim_delivery(&tenant, m.id, LEASE)
+        .await
+        .unwrap()
+        .expect("claimable");
+    assert_eq!(claimed.message.template, new.template);
+    let sent = b
+        .record_sent(&tenant, m.id, &sent("wamid.TPL1"), None)
+        .await
+        .unwrap();
+    assert_eq!(sent.template, new.template);
+    let page = b
+        .list_messages(&tenant, m.conversation_id, 10, None)
+        .await
+        .unwrap();
+    assert_eq!(page.items[0].template, new.template);
+    // Messages without one have none.
+    let (plain, _) = b
+        .create_outbound(
+            &tenant,
+            &outbound(&new_number(), &new_number(), "hi", base_time()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(plain.template, None);
 }
 
 /// The same idempotency key returns the first message, once per tenant.

@@ -440,6 +440,8 @@ pub struct OutboundMessage {
     pub body: Option<String>,
     /// Media to attach, if any.
     pub media: Vec<Media>,
+    /// An approved WhatsApp template to send instead of text and media.
+    pub template: Option<crate::template::Template>,
     /// Where the carrier should post status callbacks, for carriers that take one.
     pub status_callback: Option<String>,
 }

@@ -9,3 +9,4 @@ pub mod model;
 pub mod ports;
 pub mod providers;
 pub mod service;
+pub mod template;

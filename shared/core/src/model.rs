@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::template::Template;
+
 use crate::domain::{
     Channel, DeliveryStatus, Direction, InboundMessage, Media, ProviderKind, Region, SendResult,
     StatusUpdate, TenantId, E164,
@@ -107,6 +109,9 @@ pub struct Message {
     pub body: Option<String>,
     /// Attachments.
     pub media: Vec<Media>,
+    /// The approved WhatsApp template sent instead of a body (outbound WhatsApp only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<Template>,
     /// Current status.
     pub status: DeliveryStatus,
     /// The carrier that carried it (once known).
@@ -146,6 +151,7 @@ impl Message {
             to: m.to.clone(),
             body: m.body.clone(),
             media: m.media.clone(),
+            template: None,
             status: DeliveryStatus::Received,
             provider: Some(m.provider),
             provider_message_id: Some(m.provider_message_id.clone()),
@@ -175,6 +181,7 @@ impl Message {
             to: m.to.clone(),
             body: m.body.clone(),
             media: m.media.clone(),
+            template: m.template.clone(),
             status: DeliveryStatus::Queued,
             provider: None,
             provider_message_id: None,
@@ -369,6 +376,8 @@ pub struct NewOutbound {
     pub body: Option<String>,
     /// Attachments.
     pub media: Vec<crate::domain::Media>,
+    /// An approved WhatsApp template, sent instead of a body and media.
+    pub template: Option<Template>,
     /// The client's idempotency key, if given.
     pub idempotency_key: Option<String>,
     /// When it was accepted.
@@ -411,6 +420,7 @@ mod tests {
             to: E164::from_e164("+15555550123").unwrap(),
             body: Some("x".into()),
             media: Vec::new(),
+            template: None,
             idempotency_key: None,
             at,
         };

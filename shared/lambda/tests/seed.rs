@@ -177,6 +177,7 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
         to: number(CONTACT),
         body: Some("Units are on their way.".into()),
         media: vec![],
+        template: None,
         idempotency_key: None,
         at,
     };

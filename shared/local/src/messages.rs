@@ -21,7 +21,7 @@ use crate::SqliteBackend;
 
 const MESSAGE_COLS: &str = "id, tenant_id, conversation_id, direction, channel, from_number, \
     to_number, body, media, status, provider, provider_message_id, error_code, error_message, \
-    starred, created_at, updated_at, events";
+    starred, created_at, updated_at, events, template";
 
 /// The opt-out list is joined in so every conversation read reports it.
 const CONVERSATION_SELECT: &str = "SELECT c.id, c.tenant_id, c.channel, c.contact, \
@@ -55,6 +55,9 @@ fn message_row(row: &Row) -> StoreResult<Message> {
     let media: Vec<Media> = serde_json::from_str(&text(8)?).map_err(|_| corrupt("media"))?;
     let events: Vec<StatusEvent> =
         serde_json::from_str(&text(17)?).map_err(|_| corrupt("events"))?;
+    let template = opt(18)?
+        .map(|t| serde_json::from_str(&t).map_err(|_| corrupt("template")))
+        .transpose()?;
     Ok(Message {
         id: uuid(&text(0)?)?,
         tenant_id: Some(tenant_id(&text(1)?)?),
@@ -65,6 +68,7 @@ fn message_row(row: &Row) -> StoreResult<Message> {
         to: e164(&text(6)?)?,
         body: opt(7)?,
         media,
+        template,
         status: parse(&text(9)?, "status")?,
         provider: opt(10)?.map(|p| parse(&p, "provider")).transpose()?,
         provider_message_id: opt(11)?,
@@ -220,9 +224,9 @@ fn insert_message(
     conn.exec(
         "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, from_number,
              to_number, body, media, status, provider, provider_message_id, error_code,
-             error_message, starred, created_at, updated_at, events, idempotency_key)
+             error_message, starred, created_at, updated_at, events, idempotency_key, template)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-             ?18, ?19)",
+             ?18, ?19, ?20)",
         params![
             message.id.to_string(),
             tenant.as_str(),
@@ -243,6 +247,7 @@ fn insert_message(
             ts(message.updated_at),
             json(&message.events)?,
             idempotency_key,
+            message.template.as_ref().map(json).transpose()?,
         ],
     )
     .map_err(db)?;

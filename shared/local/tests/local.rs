@@ -112,6 +112,7 @@ async fn data_survives_reopening_the_file() {
         to: new_number(),
         body: Some("kept".into()),
         media: Vec::new(),
+        template: None,
         idempotency_key: Some("k".into()),
         at: Utc::now(),
     };
@@ -325,6 +326,7 @@ async fn a_message_with_a_pending_deliver_job_is_not_stranded() {
                 to: new_number(),
                 body: None,
                 media: Vec::new(),
+                template: None,
                 idempotency_key: None,
                 at: old,
             },

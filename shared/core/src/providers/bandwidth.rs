@@ -531,6 +531,7 @@ mod tests {
             to: e164("+15555550123"),
             body: Some("Units are on the way".into()),
             media,
+            template: None,
             status_callback: Some("https://omni.example.org/webhooks/bandwidth/status".into()),
         }
     }

@@ -420,6 +420,12 @@ pub trait MessagingProviderAdapter: Send + Sync {
     /// The channels this carrier can carry.
     fn channels(&self) -> &'static [Channel];
 
+    /// Whether this carrier sends WhatsApp templates ([`OutboundMessage::template`]); the
+    /// others refuse such a message for good.
+    fn sends_templates(&self) -> bool {
+        false
+    }
+
     /// Sends one message with the tenant's credentials.
     async fn send(
         &self,
@@ -719,6 +725,7 @@ pub(crate) mod test_support {
                     content_type: None,
                 })
                 .collect(),
+            template: None,
             status_callback: None,
         }
     }

@@ -615,6 +615,7 @@ mod tests {
                     content_type: None,
                 })
                 .collect(),
+            template: None,
             status_callback: None,
         }
     }

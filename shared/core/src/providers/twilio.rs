@@ -826,6 +826,7 @@ mod tests {
             to: E164::from_e164("+15555550123").unwrap(),
             body: Some("Units are on the way".into()),
             media,
+            template: None,
             status_callback: Some("https://omni.example.org/webhooks/twilio/status".into()),
         }
     }

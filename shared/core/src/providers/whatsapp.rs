@@ -29,6 +29,10 @@ use crate::domain::{
 /// token, permissions, parameters, the 24-hour window) needs a change a retry cannot make.
 const TRANSIENT_CODES: [i64; 8] = [4, 80007, 130429, 131048, 131056, 131016, 131000, 368];
 
+/// Meta's "re-engagement message" error: the 24-hour customer-service window since the
+/// contact last wrote is closed, and only an approved template is delivered now.
+const OUTSIDE_WINDOW: i64 = 131047;
+
 /// URL path endings WhatsApp accepts as `image` messages; anything else goes as a document,
 /// which WhatsApp delivers whatever the file type.
 const IMAGE_EXTENSIONS: [&str; 3] = [".jpg", ".jpeg", ".png"];
@@ -351,13 +355,27 @@ fn is_image_url(url: &str) -> bool {
     IMAGE_EXTENSIONS.iter().any(|ext| path.ends_with(ext))
 }
 
-/// The JSON body of a send: text, or one media item with the text as its caption.
+/// The JSON body of a send: a template, text, or one media item with the text as its
+/// caption.
 fn message_body(message: &OutboundMessage) -> Result<serde_json::Value, SendError> {
     let mut body = json!({
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
         "to": message.to.digits(),
     });
+    if let Some(template) = &message.template {
+        let mut object = json!({
+            "name": template.name,
+            "language": {"code": template.language},
+        });
+        if !template.components.is_empty() {
+            object["components"] = serde_json::to_value(&template.components)
+                .map_err(|e| SendError::permanent(None, format!("template: {e}")))?;
+        }
+        body["type"] = "template".into();
+        body["template"] = object;
+        return Ok(body);
+    }
     match (message.media.as_slice(), &message.body) {
         ([], Some(text)) => {
             body["type"] = "text".into();
@@ -426,6 +444,10 @@ impl MessagingProviderAdapter for WhatsappAdapter {
         &[Channel::Whatsapp]
     }
 
+    fn sends_templates(&self) -> bool {
+        true
+    }
+
     async fn send(
         &self,
         credentials: &Credentials,
@@ -479,6 +501,15 @@ impl MessagingProviderAdapter for WhatsappAdapter {
         let message = error
             .and_then(|e| e.message)
             .unwrap_or_else(|| format!("WhatsApp answered HTTP {}", status.as_u16()));
+        if code == Some(OUTSIDE_WINDOW) {
+            return Err(SendError::permanent(
+                Some(OUTSIDE_WINDOW.to_string()),
+                format!(
+                    "{message}: more than 24 hours since the contact last wrote, \
+                     only an approved template can be sent (send a template)"
+                ),
+            ));
+        }
         Err(coded_failure(status, code, message, &TRANSIENT_CODES, wait))
     }
 
@@ -819,6 +850,7 @@ mod tests {
             to: e164("+15555550123"),
             body: Some("Units are on the way".into()),
             media,
+            template: None,
             status_callback: None,
         }
     }
@@ -915,6 +947,88 @@ mod tests {
         assert!(!err.is_transient());
     }
 
+    #[tokio::test]
+    async fn sends_a_template_as_meta_documents_it() {
+        let (server, adapter) = server().await;
+        Mock::given(method("POST"))
+            .and(path(MESSAGES))
+            .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+            .and(body_json(json!({
+            "messaging_product": "whatsapp", "recipient_type": "individual",
+            "to": "15555550123", "type": "template",
+            "template": {
+                "name": "unit_dispatched",
+                "language": {"code": "en_US"},
+                "components": [
+                    {"type": "header", "parameters": [
+                        {"type": "image", "image": {"link": "https://cdn.example.org/map.png"}}]},
+                    {"type": "body", "parameters": [
+                        {"type": "text", "text": "Unit 12"},
+                        {"type": "currency", "currency":
+                            {"fallback_value": "$12.34", "code": "USD", "amount_1000": 12340}},
+                        {"type": "date_time", "date_time": {"fallback_value": "May 1, 2027"}}]},
+                    {"type": "button", "sub_type": "quick_reply", "index": "0",
+                        "parameters": [{"type": "payload", "payload": "ACK-42"}]}
+                ]}})))
+            .respond_with(accepted())
+            .expect(1)
+            .mount(&server)
+            .await;
+        let template = serde_json::from_value(json!({
+        "name": "unit_dispatched", "language": "en_US",
+        "components": [
+            {"type": "header", "parameters": [
+                {"type": "image", "image": {"link": "https://cdn.example.org/map.png"}}]},
+            {"type": "body", "parameters": [
+                {"type": "text", "text": "Unit 12"},
+                {"type": "currency", "currency":
+                    {"fallback_value": "$12.34", "code": "USD", "amount_1000": 12340}},
+                {"type": "date_time", "date_time": {"fallback_value": "May 1, 2027"}}]},
+            {"type": "button", "sub_type": "quick_reply", "index": 0,
+                "parameters": [{"type": "payload", "payload": "ACK-42"}]}
+        ]}))
+        .unwrap();
+        let message = OutboundMessage {
+            body: None,
+            template: Some(template),
+            ..outbound(vec![])
+        };
+        let sent = adapter
+            .send(&creds(FIXTURE_SECRET), &message)
+            .await
+            .unwrap();
+        assert_eq!(sent.provider_message_id, "wamid.SENT1");
+        assert!(adapter.sends_templates());
+    }
+
+    #[tokio::test]
+    async fn a_template_without_components_sends_name_and_language_only() {
+        let (server, adapter) = server().await;
+        Mock::given(method("POST"))
+            .and(path(MESSAGES))
+            .and(body_json(json!({
+                "messaging_product": "whatsapp", "recipient_type": "individual",
+                "to": "15555550123", "type": "template",
+                "template": {"name": "hello_world", "language": {"code": "en"}}})))
+            .respond_with(accepted())
+            .expect(1)
+            .mount(&server)
+            .await;
+        let message = OutboundMessage {
+            body: None,
+            template: Some(crate::template::Template {
+                name: "hello_world".into(),
+                language: "en".into(),
+                components: vec![],
+            }),
+            ..outbound(vec![])
+        };
+        adapter
+            .send(&creds(FIXTURE_SECRET), &message)
+            .await
+            .unwrap();
+    }
+
     async fn failing(response: ResponseTemplate) -> SendError {
         let (server, adapter) = server().await;
         Mock::given(method("POST"))
@@ -938,14 +1052,12 @@ mod tests {
 
     #[tokio::test]
     async fn errors_are_classified() {
+        // Outside the 24-hour window: permanent, and the reason says what would get through.
         let err = failing(graph_error(400, 131047, "Re-engagement message")).await;
-        assert_eq!(
-            err,
-            SendError::Permanent {
-                code: Some("131047".into()),
-                message: "Re-engagement message".into(),
-            }
-        );
+        assert!(!err.is_transient());
+        assert_eq!(err.code(), Some("131047"));
+        assert!(err.message().starts_with("Re-engagement message: "));
+        assert!(err.message().contains("template"), "{err}");
         let err = failing(graph_error(400, 130429, "Rate limit hit")).await;
         assert!(err.is_transient());
         assert_eq!(err.code(), Some("130429"));

@@ -297,6 +297,15 @@ impl Services {
         message: &Message,
         leg: &Leg,
     ) -> Result<SendResult, SendError> {
+        if message.template.is_some() && !leg.adapter.sends_templates() {
+            return Err(SendError::permanent(
+                None,
+                format!(
+                    "{} cannot send a WhatsApp template; only the WhatsApp Cloud API can",
+                    leg.provider
+                ),
+            ));
+        }
         let outbound = OutboundMessage {
             id: message.id,
             tenant_id: tenant.clone(),
@@ -305,6 +314,7 @@ impl Services {
             to: message.to.clone(),
             body: message.body.clone(),
             media: message.media.clone(),
+            template: message.template.clone(),
             status_callback: Some(format!(
                 "{}/webhooks/{}/status",
                 self.settings.public_url.trim_end_matches('/'),

@@ -10,6 +10,7 @@ use super::{ServiceError, Services};
 use crate::domain::{Channel, Media, ProviderKind, TenantId, E164};
 use crate::model::{Message, NumberRoute};
 use crate::ports::Job;
+use crate::template::Template;
 
 /// Longest text accepted (Twilio's limit; longer texts are refused, not truncated).
 const MAX_BODY_CHARS: usize = 1600;
@@ -33,6 +34,9 @@ pub struct SendRequest {
     /// Media URLs (https).
     #[serde(default)]
     pub media_urls: Vec<String>,
+    /// An approved WhatsApp template, instead of a body and media (whatsapp channel only).
+    #[serde(default)]
+    pub template: Option<Template>,
     /// Makes retries of this request safe: the same key returns the first message.
     #[serde(default)]
     pub idempotency_key: Option<String>,
@@ -54,7 +58,14 @@ impl Services {
         let region = tenant_record.default_region;
         let to = E164::parse(&request.to, region)?;
         let body = request.body.filter(|b| !b.trim().is_empty());
-        if body.is_none() && request.media_urls.is_empty() {
+        if let Some(template) = &request.template {
+            check_template(
+                template,
+                request.channel,
+                body.is_some(),
+                &request.media_urls,
+            )?;
+        } else if body.is_none() && request.media_urls.is_empty() {
             return Err(ServiceError::InvalidRequest(
                 "a message needs a body or media_urls".into(),
             ));
@@ -102,7 +113,18 @@ impl Services {
         let route = self
             .sender_route(tenant, channel, request.from.as_deref(), region)
             .await?;
-        self.ensure_sendable(tenant, &route, channel).await?;
+        let provider = self.ensure_sendable(tenant, &route, channel).await?;
+        if request.template.is_some()
+            && !self
+                .providers
+                .get(provider)
+                .is_some_and(|a| a.sends_templates())
+        {
+            return Err(ServiceError::InvalidRequest(format!(
+                "template: {} cannot send WhatsApp templates, only the WhatsApp Cloud API can",
+                route.number
+            )));
+        }
         if self.messages.is_opted_out(tenant, &to).await? {
             return Err(ServiceError::RecipientOptedOut);
         }
@@ -114,6 +136,7 @@ impl Services {
             to,
             body,
             media,
+            template: request.template,
             idempotency_key: request.idempotency_key,
             at: Utc::now(),
         };
@@ -210,4 +233,27 @@ impl Services {
         }
         Ok(route.provider)
     }
+}
+
+/// A template message is a WhatsApp message made only of the approved template: Meta sends
+/// no free text or attachment with it, and the template must pass Meta's rules.
+fn check_template(
+    template: &Template,
+    channel: Channel,
+    has_body: bool,
+    media_urls: &[String],
+) -> Result<(), ServiceError> {
+    if channel != Channel::Whatsapp {
+        return Err(ServiceError::InvalidRequest(
+            "template: only the whatsapp channel sends templates".into(),
+        ));
+    }
+    if has_body || !media_urls.is_empty() {
+        return Err(ServiceError::InvalidRequest(
+            "template: a template message carries no body or media_urls".into(),
+        ));
+    }
+    template
+        .validate()
+        .map_err(|e| ServiceError::InvalidRequest(e.to_string()))
 }

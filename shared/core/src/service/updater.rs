@@ -97,6 +97,7 @@ impl Services {
                     from: Some(message.to.to_string()),
                     body: Some(text),
                     media_urls: vec![],
+                    template: None,
                     // One help reply per inbound message, however often it is redelivered.
                     idempotency_key: Some(format!("help:{}", message.provider_message_id)),
                 };
