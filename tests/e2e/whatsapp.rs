@@ -3,7 +3,7 @@
 
 use reqwest::Method;
 use serde_json::json;
-use wiremock::matchers::{header, method, path};
+use wiremock::matchers::{body_json, body_partial_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::harness::Server;
@@ -43,26 +43,7 @@ async fn whatsapp_handshake_inbound_and_send() {
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"messaging_product": "whatsapp", "contacts": [{"input": "15555550123", "wa_id": "15555550123"}], "messages": [{"id": "wamid.OUT1"}]})))
         .mount(&graph)
         .await;
-    let graph_url = format!("{}/v21.0", graph.uri());
-    let s = Server::start(&[("OMNI_WHATSAPP_API_URL", &graph_url)]).await;
-    let key = s.tenant("north").await;
-    let config = json!({"phone_number_id": PHONE_ID, "access_token": "wa-access-token-0001", "app_secret": APP_SECRET, "verify_token": "verify-token-0001"});
-    let (st, b) = s
-        .admin(
-            Method::PUT,
-            "/v1/admin/tenants/north/providers/whatsapp",
-            Some(config),
-        )
-        .await;
-    assert_eq!(st, 200, "{b}");
-    let (st, b) = s
-        .admin(
-            Method::PUT,
-            &format!("/v1/admin/tenants/north/numbers/{NUMBER}"),
-            Some(json!({"provider": "whatsapp", "channels": ["whatsapp"]})),
-        )
-        .await;
-    assert_eq!(st, 200, "{b}");
+    let (s, key) = whatsapp_tenant(&graph).await;
 
     // Meta's handshake echoes the challenge only for a tenant's verify token.
     let ok = s.http.get(s.url("/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=verify-token-0001&hub.challenge=1158201444")).send().await.unwrap();
@@ -113,4 +94,160 @@ async fn whatsapp_handshake_inbound_and_send() {
     assert_eq!(sent_body["to"], "15555550123");
     assert_eq!(sent_body["text"]["body"], "Help is on the way");
     assert_eq!(sent_body["messaging_product"], "whatsapp");
+}
+
+/// The tenant `north` with a WhatsApp number on the Graph API fake.
+async fn whatsapp_tenant(graph: &MockServer) -> (Server, String) {
+    let graph_url = format!("{}/v21.0", graph.uri());
+    let s = Server::start(&[("OMNI_WHATSAPP_API_URL", &graph_url)]).await;
+    let key = s.tenant("north").await;
+    let config = json!({"phone_number_id": PHONE_ID, "access_token": "wa-access-token-0001", "app_secret": APP_SECRET, "verify_token": "verify-token-0001"});
+    let (st, b) = s
+        .admin(
+            Method::PUT,
+            "/v1/admin/tenants/north/providers/whatsapp",
+            Some(config),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = s
+        .admin(
+            Method::PUT,
+            &format!("/v1/admin/tenants/north/numbers/{NUMBER}"),
+            Some(json!({"provider": "whatsapp", "channels": ["whatsapp"]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    (s, key)
+}
+
+#[tokio::test]
+async fn whatsapp_template_reaches_the_graph_api_and_bad_templates_are_refused() {
+    let graph = MockServer::start().await;
+    let template = json!({
+    "name": "unit_dispatched", "language": "en_US",
+    "components": [
+        {"type": "body", "parameters": [
+            {"type": "text", "text": "Unit 12"},
+            {"type": "date_time", "date_time": {"fallback_value": "in 5 minutes"}}]},
+        {"type": "button", "sub_type": "quick_reply", "index": 0,
+            "parameters": [{"type": "payload", "payload": "ACK"}]}
+    ]});
+    // On Meta's wire: the language as {"code"}, the button index as a string.
+    let mut on_the_wire = template.clone();
+    on_the_wire["language"] = json!({"code": "en_US"});
+    on_the_wire["components"][1]["index"] = json!("0");
+    Mock::given(method("POST"))
+        .and(path(format!("/v21.0/{PHONE_ID}/messages")))
+        .and(header("authorization", "Bearer wa-access-token-0001"))
+        .and(body_json(json!({
+            "messaging_product": "whatsapp", "recipient_type": "individual",
+            "to": "15555550123", "type": "template", "template": on_the_wire})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"messaging_product": "whatsapp", "messages": [{"id": "wamid.TPL1"}]}),
+        ))
+        .expect(1)
+        .mount(&graph)
+        .await;
+    // Free text outside the 24-hour window.
+    Mock::given(method("POST"))
+        .and(path(format!("/v21.0/{PHONE_ID}/messages")))
+        .and(body_partial_json(json!({"type": "text"})))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {
+            "message": "(#131047) Re-engagement message", "type": "OAuthException", "code": 131047,
+            "error_data": {"messaging_product": "whatsapp", "details": "Message failed to send because more than 24 hours have passed since the customer last replied to this number."},
+            "fbtrace_id": "AbCdEf"}})))
+        .mount(&graph)
+        .await;
+    let (s, key) = whatsapp_tenant(&graph).await;
+
+    // Each refused before anything is stored or sent, naming the field.
+    let refused = [
+        (
+            json!({"channel": "sms", "to": CONTACT, "template": template}),
+            "template",
+        ),
+        (
+            json!({"channel": "whatsapp", "to": CONTACT, "body": "hi", "template": template}),
+            "template",
+        ),
+        (
+            json!({"channel": "whatsapp", "to": CONTACT, "template": {"name": "Unit-Dispatched", "language": "en_US"}}),
+            "template.name",
+        ),
+        (
+            json!({"channel": "whatsapp", "to": CONTACT, "template": {"name": "a", "language": "english"}}),
+            "template.language",
+        ),
+        (
+            json!({"channel": "whatsapp", "to": CONTACT, "template": {"name": "a", "language": "en", "components": [{"type": "footer", "parameters": []}]}}),
+            "template.components[0]",
+        ),
+        (
+            json!({"channel": "whatsapp", "to": CONTACT, "template": {"name": "a", "language": "en", "components": [{"type": "button", "index": 0, "parameters": [{"type": "payload", "payload": "x"}]}]}}),
+            "template.components[0]",
+        ),
+        (
+            json!({"channel": "whatsapp", "to": CONTACT, "template": {"name": "a", "language": "en", "components": [{"type": "header", "parameters": [{"type": "text", "text": "x".repeat(61)}]}]}}),
+            "template.components[0].parameters[0].text",
+        ),
+    ];
+    for (request, field) in refused {
+        let (st, b) = s
+            .api(&key, Method::POST, "/v1/messages", Some(request.clone()))
+            .await;
+        assert_eq!(st, 400, "{request}: {b}");
+        assert_eq!(b["code"], "invalid_request", "{b}");
+        let said = b["error"].as_str().unwrap();
+        assert!(said.contains(field), "{field} not in {said}");
+    }
+    let (_, list) = s.api(&key, Method::GET, "/v1/conversations", None).await;
+    assert_eq!(list["items"], json!([]), "nothing stored");
+
+    let (st, m) = s
+        .api(
+            &key,
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"channel": "whatsapp", "to": CONTACT, "template": template})),
+        )
+        .await;
+    assert_eq!(st, 202, "{m}");
+    assert_eq!(m["template"]["name"], "unit_dispatched");
+    assert_eq!(m["body"], serde_json::Value::Null);
+    let id = m["id"].as_str().unwrap().to_string();
+    let sent = s
+        .eventually(10, "the template send", || async {
+            let (_, m) = s
+                .api(&key, Method::GET, &format!("/v1/messages/{id}"), None)
+                .await;
+            (m["status"] == "sent").then_some(m)
+        })
+        .await;
+    assert_eq!(sent["provider_message_id"], "wamid.TPL1");
+    assert_eq!(sent["template"]["components"][1]["index"], "0");
+
+    // Free text to a contact who has not written for 24 hours fails for good, saying why.
+    let (st, m) = s
+        .api(
+            &key,
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"channel": "whatsapp", "to": CONTACT, "body": "Are you safe?"})),
+        )
+        .await;
+    assert_eq!(st, 202, "{m}");
+    let id = m["id"].as_str().unwrap().to_string();
+    let failed = s
+        .eventually(10, "the refused text", || async {
+            let (_, m) = s
+                .api(&key, Method::GET, &format!("/v1/messages/{id}"), None)
+                .await;
+            (m["status"] == "failed").then_some(m)
+        })
+        .await;
+    assert_eq!(failed["error_code"], "131047");
+    let reason = failed["error_message"].as_str().unwrap();
+    assert!(reason.contains("template"), "{reason}");
+    assert_eq!(graph.received_requests().await.unwrap().len(), 2);
 }

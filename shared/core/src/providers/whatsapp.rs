@@ -949,34 +949,8 @@ mod tests {
 
     #[tokio::test]
     async fn sends_a_template_as_meta_documents_it() {
-        let (server, adapter) = server().await;
-        Mock::given(method("POST"))
-            .and(path(MESSAGES))
-            .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
-            .and(body_json(json!({
-            "messaging_product": "whatsapp", "recipient_type": "individual",
-            "to": "15555550123", "type": "template",
-            "template": {
-                "name": "unit_dispatched",
-                "language": {"code": "en_US"},
-                "components": [
-                    {"type": "header", "parameters": [
-                        {"type": "image", "image": {"link": "https://cdn.example.org/map.png"}}]},
-                    {"type": "body", "parameters": [
-                        {"type": "text", "text": "Unit 12"},
-                        {"type": "currency", "currency":
-                            {"fallback_value": "$12.34", "code": "USD", "amount_1000": 12340}},
-                        {"type": "date_time", "date_time": {"fallback_value": "May 1, 2027"}}]},
-                    {"type": "button", "sub_type": "quick_reply", "index": "0",
-                        "parameters": [{"type": "payload", "payload": "ACK-42"}]}
-                ]}})))
-            .respond_with(accepted())
-            .expect(1)
-            .mount(&server)
-            .await;
-        let template = serde_json::from_value(json!({
-        "name": "unit_dispatched", "language": "en_US",
-        "components": [
+        // Meta's components as clients send them (a number index is accepted too).
+        let components = json!([
             {"type": "header", "parameters": [
                 {"type": "image", "image": {"link": "https://cdn.example.org/map.png"}}]},
             {"type": "body", "parameters": [
@@ -984,9 +958,26 @@ mod tests {
                 {"type": "currency", "currency":
                     {"fallback_value": "$12.34", "code": "USD", "amount_1000": 12340}},
                 {"type": "date_time", "date_time": {"fallback_value": "May 1, 2027"}}]},
-            {"type": "button", "sub_type": "quick_reply", "index": 0,
+            {"type": "button", "sub_type": "quick_reply", "index": "0",
                 "parameters": [{"type": "payload", "payload": "ACK-42"}]}
-        ]}))
+        ]);
+        let (server, adapter) = server().await;
+        Mock::given(method("POST"))
+            .and(path(MESSAGES))
+            .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+            .and(body_json(json!({
+                "messaging_product": "whatsapp", "recipient_type": "individual",
+                "to": "15555550123", "type": "template",
+                "template": {
+                    "name": "unit_dispatched",
+                    "language": {"code": "en_US"},
+                    "components": components}})))
+            .respond_with(accepted())
+            .expect(1)
+            .mount(&server)
+            .await;
+        let template = serde_json::from_value(json!({
+            "name": "unit_dispatched", "language": "en_US", "components": components}))
         .unwrap();
         let message = OutboundMessage {
             body: None,
