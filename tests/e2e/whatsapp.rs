@@ -101,6 +101,12 @@ async fn whatsapp_tenant(graph: &MockServer) -> (Server, String) {
     let graph_url = format!("{}/v21.0", graph.uri());
     let s = Server::start(&[("OMNI_WHATSAPP_API_URL", &graph_url)]).await;
     let key = s.tenant("north").await;
+    configure_whatsapp(&s).await;
+    (s, key)
+}
+
+/// Configures the WhatsApp Cloud API for `north` and routes [`NUMBER`] to it.
+async fn configure_whatsapp(s: &Server) {
     let config = json!({"phone_number_id": PHONE_ID, "access_token": "wa-access-token-0001", "app_secret": APP_SECRET, "verify_token": "verify-token-0001"});
     let (st, b) = s
         .admin(
@@ -118,7 +124,6 @@ async fn whatsapp_tenant(graph: &MockServer) -> (Server, String) {
         )
         .await;
     assert_eq!(st, 200, "{b}");
-    (s, key)
 }
 
 #[tokio::test]
@@ -250,4 +255,84 @@ async fn whatsapp_template_reaches_the_graph_api_and_bad_templates_are_refused()
     let reason = failed["error_message"].as_str().unwrap();
     assert!(reason.contains("template"), "{reason}");
     assert_eq!(graph.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_template_is_never_handed_to_a_carrier_without_templates() {
+    const TWILIO_NUMBER: &str = "+15555550199";
+    let graph = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&graph)
+        .await;
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201))
+        .expect(0)
+        .mount(&twilio)
+        .await;
+    let graph_url = format!("{}/v21.0", graph.uri());
+    let s = Server::start(&[
+        ("OMNI_WHATSAPP_API_URL", &graph_url),
+        ("OMNI_TWILIO_API_URL", &twilio.uri()),
+        ("OMNI_RETRY_MAX_ATTEMPTS", "1"),
+    ])
+    .await;
+    let key = s
+        .twilio_tenant("north", "12345abcdef67890fedcba0987654321", TWILIO_NUMBER)
+        .await;
+    configure_whatsapp(&s).await;
+    let routing = json!({"whatsapp": ["whatsapp", "twilio"]});
+    let (st, b) = s
+        .admin(
+            Method::PUT,
+            "/v1/admin/tenants/north/routing",
+            Some(routing),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let template = json!({"name": "hello_world", "language": "en_US"});
+
+    // From the Twilio number: refused before queueing.
+    let (st, b) = s
+        .api(
+            &key,
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"channel": "whatsapp", "to": CONTACT, "from": TWILIO_NUMBER, "template": template})),
+        )
+        .await;
+    assert_eq!(st, 400, "{b}");
+    assert!(
+        b["error"].as_str().unwrap().starts_with("template: "),
+        "{b}"
+    );
+
+    // From the WhatsApp number, Meta down: the fallback carrier cannot take it, so it fails
+    // for good rather than going out as something else.
+    let (st, m) = s
+        .api(
+            &key,
+            Method::POST,
+            "/v1/messages",
+            Some(
+                json!({"channel": "whatsapp", "to": CONTACT, "from": NUMBER, "template": template}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 202, "{m}");
+    let id = m["id"].as_str().unwrap().to_string();
+    let failed = s
+        .eventually(30, "the template to fail", || async {
+            let (_, m) = s
+                .api(&key, Method::GET, &format!("/v1/messages/{id}"), None)
+                .await;
+            (m["status"] == "failed").then_some(m)
+        })
+        .await;
+    let reason = failed["error_message"].as_str().unwrap();
+    assert!(
+        reason.contains("twilio cannot send a WhatsApp template"),
+        "{reason}"
+    );
 }
