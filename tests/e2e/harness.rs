@@ -204,6 +204,8 @@ impl Server {
                 "verify_token",
                 "webhook_password",
                 "api_token",
+                "private_key",
+                "signature_secret",
             ] {
                 if let Some(secret) = b[field].as_str() {
                     self.secrets.lock().unwrap().push(secret.to_string());

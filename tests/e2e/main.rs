@@ -12,4 +12,5 @@ mod sinch;
 mod smoke;
 mod telnyx;
 mod voicemeup;
+mod vonage;
 mod whatsapp;

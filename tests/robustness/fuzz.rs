@@ -21,7 +21,7 @@ use omni_core::domain::TenantId;
 use omni_core::ports::Job;
 use omni_core::providers::signal::SignalAdapter;
 use omni_core::providers::{
-    bandwidth, http_client, sinch, telnyx, twilio, whatsapp, MessagingProviderAdapter,
+    bandwidth, http_client, sinch, telnyx, twilio, vonage, whatsapp, MessagingProviderAdapter,
     WebhookRequest,
 };
 use proptest::prelude::*;
@@ -40,6 +40,7 @@ const BANDWIDTH_USER: &str = "fuzz-callbacks";
 const BANDWIDTH_PASSWORD: &str = "fuzz-callback-password";
 const SINCH_APP_SECRET: &str = "fuzz-sinch-app-secret";
 const VOICEMEUP_SECRET: &str = "vmu-fuzz-secret";
+const VONAGE_SIGNATURE_SECRET: &str = "fuzz-vonage-signature-secret";
 const TELNYX_SEED: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// Nothing listens here: deliveries and signal-cli calls fail fast.
 const NOWHERE: &str = "http://127.0.0.1:9";
@@ -514,6 +515,47 @@ fn fuzz_voicemeup_webhooks() {
             }
             let request = request.body(Body::from(body)).unwrap();
             deliver(&rt, &world, request, "voicemeup", input);
+            1
+        },
+    );
+}
+
+#[test]
+fn fuzz_vonage_webhooks() {
+    let rt = runtime();
+    let world = world_with(
+        &rt,
+        "vonage",
+        json!({"application_id": "aaaaaaaa-0000-4000-8000-0000000000a1",
+            "private_key": include_str!("../fixtures/keys/vonage-test-private.pem"),
+            "signature_secret": VONAGE_SIGNATURE_SECRET}),
+    );
+    run(
+        "vonage",
+        Shape::Json,
+        fixtures(&["vonage_"]),
+        2000,
+        |input, variant, sign| {
+            let path = if variant % 2 == 0 {
+                "/webhooks/vonage"
+            } else {
+                "/webhooks/vonage/status"
+            };
+            let now = chrono::Utc::now().timestamp();
+            // Sometimes outside the five-minute window.
+            let iat = if variant % 8 == 5 { now - 600 } else { now };
+            let authorization = if sign {
+                vonage::callback_authorization(VONAGE_SIGNATURE_SECRET, input, iat)
+                    .expect("a non-empty secret")
+            } else {
+                format!("Bearer {}", "AAAA".repeat(11))
+            };
+            let request = Request::post(path)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::AUTHORIZATION, authorization)
+                .body(Body::from(input.to_vec()))
+                .unwrap();
+            deliver(&rt, &world, request, "vonage", input);
             1
         },
     );

@@ -54,6 +54,7 @@ impl World {
             bandwidth: carrier_url.into(),
             sinch: carrier_url.into(),
             voicemeup: format!("{carrier_url}/voicemeup"),
+            vonage: carrier_url.into(),
         };
         let services = Services {
             tenants: backend.clone(),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 use omni_core::domain::{ProviderKind, Region, TenantId, E164};
 use omni_core::ports::SecretStore;
-use omni_core::providers::{bandwidth, sinch, telnyx, twilio, Credentials};
+use omni_core::providers::{bandwidth, sinch, telnyx, twilio, vonage, Credentials};
 use omni_local::{MasterKey, SqliteBackend};
 use uuid::Uuid;
 
@@ -37,6 +37,8 @@ pub enum Carrier {
     /// VoiceMeUp (JSON POST with the tenant's secret in the URL); `--split` posts an MMS as
     /// VoiceMeUp does, in two halves.
     Voicemeup,
+    /// Vonage Messages (JSON POST with a JWT signed HS256 with the tenant's signature secret).
+    Vonage,
 }
 
 /// Where the server is and how to find the tenant's secrets.
@@ -56,7 +58,8 @@ pub struct Target {
     pub db: PathBuf,
     /// Sign with this Twilio auth token / VoIP.ms secret instead of the stored one; for
     /// Telnyx, the base64 Ed25519 private key seed to sign with (required); for Bandwidth,
-    /// the callback credentials as `user:password`; for Sinch, the app secret.
+    /// the callback credentials as `user:password`; for Sinch, the app secret; for Vonage, the
+    /// signature secret.
     #[arg(long, env = "OMNI_WEBHOOK_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
 }
@@ -420,6 +423,31 @@ async fn build_one(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> {
                 .map(|m| (m.as_str(), guess_content_type(m)));
             voicemeup_post(args, &id, &sent_at, &args.body, media).await
         }
+        Carrier::Vonage => {
+            let secret = match &args.target.secret {
+                Some(s) => s.clone(),
+                None => match stored_credentials(&args.target, ProviderKind::Vonage).await? {
+                    Credentials::Vonage(c) => c.signature_secret.expose().to_string(),
+                    _ => return Err("stored configuration is not Vonage's".into()),
+                },
+            };
+            let id = args
+                .id
+                .clone()
+                .unwrap_or_else(|| Uuid::new_v4().to_string());
+            let body = vonage_inbound(&id, &from, &to, &args.body, &args.media)?.to_string();
+            let authorization = vonage::callback_authorization(
+                &secret,
+                body.as_bytes(),
+                chrono::Utc::now().timestamp(),
+            )
+            .ok_or("the Vonage signature secret must not be empty")?;
+            Ok(reqwest::Client::new()
+                .post(format!("{base}/webhooks/vonage"))
+                .header("content-type", "application/json")
+                .header("authorization", authorization)
+                .body(body))
+        }
     }
 }
 
@@ -477,6 +505,34 @@ fn sinch_inbound(
     };
     serde_json::json!({"id": id, "type": kind, "from": bare(from), "to": bare(to),
         "body": body, "received_at": now})
+}
+
+/// An inbound message as Vonage posts it: SMS text, or with media an MMS image (one per
+/// message) captioned with the text; numbers without `+`.
+fn vonage_inbound(
+    id: &str,
+    from: &E164,
+    to: &E164,
+    text: &str,
+    media: &[String],
+) -> Result<serde_json::Value, String> {
+    let bare = |n: &E164| n.as_str().trim_start_matches('+').to_string();
+    let mut message = serde_json::json!({"message_uuid": id, "from": bare(from), "to": bare(to),
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)});
+    match media {
+        [] => {
+            message["channel"] = "sms".into();
+            message["message_type"] = "text".into();
+            message["text"] = text.into();
+        }
+        [url] => {
+            message["channel"] = "mms".into();
+            message["message_type"] = "image".into();
+            message["image"] = serde_json::json!({"url": url, "caption": text});
+        }
+        _ => return Err("Vonage carries one image per message".into()),
+    }
+    Ok(message)
 }
 
 /// A `message.received` event as Telnyx posts it.

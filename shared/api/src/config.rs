@@ -70,6 +70,13 @@ pub struct ServiceArgs {
     /// locally).
     #[arg(long, env = "OMNI_VOICEMEUP_MMS_WAIT_SECS", default_value_t = 10)]
     pub voicemeup_mms_wait_secs: u64,
+    /// Vonage Messages API base URL (`/v1/messages` is appended).
+    #[arg(
+        long,
+        env = "OMNI_VONAGE_API_URL",
+        default_value = "https://api.nexmo.com"
+    )]
+    pub vonage_api_url: String,
     /// Attempts per outbound message before it is dead-lettered.
     #[arg(long, env = "OMNI_RETRY_MAX_ATTEMPTS", default_value_t = 6)]
     pub retry_max_attempts: u32,
@@ -118,6 +125,7 @@ impl ServiceArgs {
             bandwidth: self.bandwidth_api_url.clone(),
             sinch: self.sinch_api_url.clone(),
             voicemeup: self.voicemeup_api_url.clone(),
+            vonage: self.vonage_api_url.clone(),
         }
     }
 

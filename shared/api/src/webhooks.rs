@@ -83,6 +83,18 @@ pub fn routes(state: AppState) -> Routes {
                 .with_state(state.clone()),
         )
         .route(
+            "/webhooks/vonage",
+            &[Method::POST],
+            post(|s, m, u, h, b| accept(ProviderKind::Vonage, OK, s, m, u, h, b))
+                .with_state(state.clone()),
+        )
+        .route(
+            "/webhooks/vonage/status",
+            &[Method::POST],
+            post(|s, m, u, h, b| accept(ProviderKind::Vonage, OK, s, m, u, h, b))
+                .with_state(state.clone()),
+        )
+        .route(
             "/webhooks/whatsapp",
             &[Method::GET, Method::POST],
             get(whatsapp_subscription)
@@ -142,6 +154,8 @@ const TWIML: Reply = (
 );
 /// VoIP.ms retries until the body is exactly `ok`; Meta, Telnyx, Bandwidth, Sinch and VoiceMeUp only
 /// need a 2xx.
+/// VoIP.ms retries until the body is exactly `ok`; Meta, Telnyx, Bandwidth, Sinch and Vonage
+/// only need a 2xx.
 const OK: Reply = ("text/plain", "ok");
 
 /// Accepts one carrier webhook and answers in the carrier's form once it is committed.

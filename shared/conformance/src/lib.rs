@@ -24,7 +24,8 @@ use omni_core::ports::{
 };
 use omni_core::providers::{
     BandwidthCredentials, Credentials, Secret, SignalConfig, SinchCredentials, TelnyxCredentials,
-    TwilioCredentials, VoicemeupCredentials, VoipmsCredentials, WhatsappCredentials,
+    TwilioCredentials, VoicemeupCredentials, VoipmsCredentials, VonageCredentials,
+    WhatsappCredentials,
 };
 use omni_core::template::{ButtonSubType, Component, Currency, MediaLink, Parameter, Template};
 use uuid::Uuid;
@@ -431,6 +432,11 @@ fn sample_credentials() -> Vec<Credentials> {
             username: "dispatch".into(),
             auth_token: Secret::new("vmu-auth-token-secret"),
             webhook_secret: Secret::new("vmu-webhook-secret"),
+        }),
+        Credentials::Vonage(VonageCredentials {
+            application_id: "aaaaaaaa-0000-4000-8000-0000000000a1".into(),
+            private_key: Secret::new("vonage-private-key-secret"),
+            signature_secret: Secret::new("vonage-signature-secret-secret"),
         }),
         Credentials::Simulator,
     ]

@@ -329,6 +329,8 @@ string_enum!(
         Sinch => "sinch",
         /// VoiceMeUp (`queue_sms` REST API and SMS webhook).
         Voicemeup => "voicemeup",
+        /// Vonage Messages API.
+        Vonage => "vonage",
         /// The built-in demo carrier; only available in demo mode.
         Simulator => "simulator",
     }

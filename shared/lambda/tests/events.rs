@@ -13,7 +13,8 @@ use omni_aws::{AwsBackend, SdkConfig};
 use omni_core::domain::{DeliveryStatus, WebhookEvent};
 use omni_core::ports::{Job, MessageStore};
 use omni_core::providers::{
-    sinch, telnyx, Credentials, Secret, SinchCredentials, TelnyxCredentials, WebhookRequest,
+    sinch, telnyx, vonage, Credentials, Secret, SinchCredentials, TelnyxCredentials,
+    VonageCredentials, WebhookRequest,
 };
 use omni_lambda::{LambdaConfig, Omni};
 use seed::*;
@@ -311,6 +312,42 @@ async fn webhook_sinch() {
     accepted_webhook(&w, &event.to_string()).await;
 }
 
+/// Vonage's callback JWT carries its `iat`, refused five minutes on: the sample is checked
+/// genuine as of its own time (and refused as it is now), then posted with a token made now.
+#[tokio::test]
+async fn webhook_vonage() {
+    let w = world().await;
+    let mut event: serde_json::Value = serde_json::from_str(&event_file("webhook-vonage")).unwrap();
+    let sample = sample_request(&event, "/webhooks/vonage", &["authorization"]);
+    let credentials = Credentials::Vonage(VonageCredentials {
+        application_id: "unused".into(),
+        private_key: Secret::new("unused"),
+        signature_secret: Secret::new(VONAGE_SIGNATURE_SECRET),
+    });
+    let signed_at = event["requestContext"]["timeEpoch"].as_i64().unwrap() / 1000;
+    assert_eq!(
+        vonage::verify_at(&sample, &credentials, signed_at),
+        Ok(()),
+        "events/webhook-vonage.json is not signed with the seed's signature secret"
+    );
+    let (status, _) = http(
+        omni_api::webhooks::app(w.omni.app_state()),
+        "webhook-vonage",
+    )
+    .await;
+    assert_eq!(status, 401, "the sample as it is: a replay");
+
+    let body = event["body"].as_str().unwrap().to_owned();
+    event["headers"]["authorization"] = vonage::callback_authorization(
+        VONAGE_SIGNATURE_SECRET,
+        body.as_bytes(),
+        chrono::Utc::now().timestamp(),
+    )
+    .unwrap()
+    .into();
+    accepted_webhook(&w, &event.to_string()).await;
+}
+
 #[tokio::test]
 async fn webhook_bandwidth() {
     let w = world().await;
@@ -507,6 +544,7 @@ fn every_event_file_is_exercised() {
         "webhook-twilio-status",
         "webhook-voicemeup",
         "webhook-voipms",
+        "webhook-vonage",
         "webhook-whatsapp",
         "ws-connect",
         "ws-default",

@@ -1,6 +1,6 @@
 //! The world events/*.json describe (events/README.md): tenant `acme-dispatch` with a Twilio,
-//! a VoIP.ms, a WhatsApp, a Telnyx, a Bandwidth, a Sinch and a VoiceMeUp number, their
-//! credentials, an API key, a queued message and a sent one, in fresh emulator resources.
+//! a VoIP.ms, a WhatsApp, a Telnyx, a Bandwidth, a Sinch, a VoiceMeUp and a Vonage number,
+//! their credentials, an API key, a queued message and a sent one, in fresh emulator resources.
 //! Shared by the events test and the cold-start bench.
 
 // Shared by two targets, each using part of it.
@@ -16,7 +16,8 @@ use omni_core::model::{NewOutbound, NumberRoute, Tenant};
 use omni_core::ports::{MessageStore, SecretStore, TenantStore};
 use omni_core::providers::{
     BandwidthCredentials, Credentials, Secret, SinchCredentials, TelnyxCredentials,
-    TwilioCredentials, VoicemeupCredentials, VoipmsCredentials, WhatsappCredentials,
+    TwilioCredentials, VoicemeupCredentials, VoipmsCredentials, VonageCredentials,
+    WhatsappCredentials,
 };
 use omni_core::service::hash_api_key;
 use uuid::Uuid;
@@ -29,6 +30,7 @@ pub const TELNYX_NUMBER: &str = "+15555550103";
 pub const BANDWIDTH_NUMBER: &str = "+15555550104";
 pub const SINCH_NUMBER: &str = "+15555550105";
 pub const VOICEMEUP_NUMBER: &str = "+15555550109";
+pub const VONAGE_NUMBER: &str = "+15555550106";
 pub const CONTACT: &str = "+15555550123";
 pub const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub const TWILIO_TOKEN: &str = "events0twilio0auth0token00000000";
@@ -43,6 +45,7 @@ pub const TELNYX_PUBLIC_KEY: &str = "dUh/w0zIaNsovO3fDpUU15r31e0IQ9ML46CNZC2sDLw
 pub const BANDWIDTH_WEBHOOK_USER: &str = "events-bandwidth";
 pub const BANDWIDTH_WEBHOOK_PASSWORD: &str = "events-bandwidth-callback-password";
 pub const SINCH_APP_SECRET: &str = "events-sinch-app-secret";
+pub const VONAGE_SIGNATURE_SECRET: &str = "events-vonage-signature-secret";
 pub const API_KEY: &str = "omk_events0demo0key000000000000000000";
 pub const ADMIN_TOKEN: &str = "oat_events0admin0token";
 pub const PUBLIC_URL: &str = "https://omni.example.test";
@@ -112,6 +115,11 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
             ProviderKind::Voicemeup,
             vec![Channel::Sms, Channel::Mms],
         ),
+        (
+            VONAGE_NUMBER,
+            ProviderKind::Vonage,
+            vec![Channel::Sms, Channel::Mms, Channel::Whatsapp],
+        ),
     ] {
         b.put_number(&NumberRoute {
             number: number(n),
@@ -161,6 +169,14 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
             username: "events".into(),
             auth_token: Secret::new("events-voicemeup-auth-token"),
             webhook_secret: Secret::new(VOICEMEUP_SECRET),
+        }),
+        Credentials::Vonage(VonageCredentials {
+            application_id: "aaaaaaaa-0000-4000-8000-0000000000a1".into(),
+            // A test-only key (tests/fixtures/keys); the webhook never uses it.
+            private_key: Secret::new(include_str!(
+                "../../../tests/fixtures/keys/vonage-test-private.pem"
+            )),
+            signature_secret: Secret::new(VONAGE_SIGNATURE_SECRET),
         }),
     ] {
         b.put_credentials(&t, &credentials).await.unwrap();

@@ -22,6 +22,7 @@ pub mod telnyx;
 pub mod twilio;
 pub mod voicemeup;
 pub mod voipms;
+pub mod vonage;
 pub mod whatsapp;
 
 /// An HTTP request as a carrier made it, before anything is trusted.
@@ -182,6 +183,18 @@ pub struct VoicemeupCredentials {
     pub webhook_secret: Secret,
 }
 
+/// Vonage Messages API credentials: the application's private key signs the JWTs that send,
+/// the account's signature secret checks the JWTs callbacks carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VonageCredentials {
+    /// The Vonage application's id (a UUID, not secret), claimed in every send JWT.
+    pub application_id: String,
+    /// The application's RSA private key (PEM), signing send JWTs (RS256).
+    pub private_key: Secret,
+    /// The account's signature secret, the HS256 key of callback JWTs.
+    pub signature_secret: Secret,
+}
+
 /// A tenant's configuration for one carrier, secrets included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "provider", rename_all = "lowercase")]
@@ -202,6 +215,8 @@ pub enum Credentials {
     Sinch(SinchCredentials),
     /// VoiceMeUp.
     Voicemeup(VoicemeupCredentials),
+    /// Vonage Messages API.
+    Vonage(VonageCredentials),
     /// The demo carrier (no secrets).
     Simulator,
 }
@@ -218,6 +233,7 @@ impl Credentials {
             Credentials::Bandwidth(_) => ProviderKind::Bandwidth,
             Credentials::Sinch(_) => ProviderKind::Sinch,
             Credentials::Voicemeup(_) => ProviderKind::Voicemeup,
+            Credentials::Vonage(_) => ProviderKind::Vonage,
             Credentials::Simulator => ProviderKind::Simulator,
         }
     }
@@ -233,6 +249,7 @@ impl Credentials {
             ProviderKind::Bandwidth => serde_json::from_value(body).map(Credentials::Bandwidth),
             ProviderKind::Sinch => serde_json::from_value(body).map(Credentials::Sinch),
             ProviderKind::Voicemeup => serde_json::from_value(body).map(Credentials::Voicemeup),
+            ProviderKind::Vonage => serde_json::from_value(body).map(Credentials::Vonage),
             ProviderKind::Simulator => {
                 return Err("the simulator is configured only in demo mode".into())
             }
@@ -322,6 +339,22 @@ impl Credentials {
                 require(!c.auth_token.expose().is_empty(), "auth_token")?;
                 require(!c.webhook_secret.expose().is_empty(), "webhook_secret")
             }
+            Credentials::Vonage(c) => {
+                require(
+                    uuid::Uuid::parse_str(&c.application_id).is_ok(),
+                    "application_id (a UUID)",
+                )?;
+                // Signed with now, so a bad key is refused at configuration, not at the first
+                // send.
+                require(
+                    vonage::application_jwt(&c.application_id, &c.private_key, 0).is_some(),
+                    "private_key (an RSA private key in PEM)",
+                )?;
+                require(
+                    c.signature_secret.expose().len() >= 8,
+                    "signature_secret (8+ characters)",
+                )
+            }
             Credentials::Simulator => Ok(()),
         }
     }
@@ -340,6 +373,8 @@ impl Credentials {
                 "api_key",
                 "webhook_password",
                 "api_token",
+                "private_key",
+                "signature_secret",
             ] {
                 if obj.contains_key(key) {
                     obj.insert(key.into(), "***".into());
@@ -370,6 +405,7 @@ impl Credentials {
             Credentials::Bandwidth(c) => vec![c.api_password.expose(), c.webhook_password.expose()],
             Credentials::Sinch(c) => vec![c.api_token.expose(), c.app_secret.expose()],
             Credentials::Voicemeup(c) => vec![c.auth_token.expose(), c.webhook_secret.expose()],
+            Credentials::Vonage(c) => vec![c.private_key.expose(), c.signature_secret.expose()],
             Credentials::Signal(_) | Credentials::Simulator => vec![],
         }
     }
@@ -464,6 +500,8 @@ pub struct ProviderEndpoints {
     /// VoiceMeUp API, default `https://clients.voicemeup.com/api/v1.1/json` (`/queue_sms` is
     /// appended).
     pub voicemeup: String,
+    /// Vonage Messages API, default `https://api.nexmo.com` (`/v1/messages` is appended).
+    pub vonage: String,
 }
 
 impl Default for ProviderEndpoints {
@@ -476,6 +514,7 @@ impl Default for ProviderEndpoints {
             bandwidth: "https://messaging.bandwidth.com".into(),
             sinch: "https://us.sms.api.sinch.com".into(),
             voicemeup: "https://clients.voicemeup.com/api/v1.1/json".into(),
+            vonage: "https://api.nexmo.com".into(),
         }
     }
 }
@@ -537,6 +576,10 @@ impl ProviderRegistry {
                 http.clone(),
                 &endpoints.voicemeup,
             )),
+        );
+        adapters.insert(
+            ProviderKind::Vonage,
+            Arc::new(vonage::VonageAdapter::new(http.clone(), &endpoints.vonage)),
         );
         adapters.insert(
             ProviderKind::Signal,
@@ -951,6 +994,47 @@ mod tests {
             let mut body = ok.clone();
             body[field] = bad.into();
             assert!(Credentials::from_admin_json(ProviderKind::Sinch, body).is_err());
+        }
+    }
+
+    #[test]
+    fn vonage_admin_json_is_validated_and_redacted() {
+        let pem = std::fs::read_to_string(format!(
+            "{}/../../tests/fixtures/keys/vonage-test-private.pem",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let ok = serde_json::json!({"application_id": "aaaaaaaa-0000-4000-8000-0000000000a1",
+            "private_key": pem, "signature_secret": "vonage-signature-very-secret"});
+        let creds = Credentials::from_admin_json(ProviderKind::Vonage, ok.clone()).unwrap();
+        assert_eq!(creds.kind(), ProviderKind::Vonage);
+        let shown = format!("{creds:?} {}", creds.redacted());
+        for secret in ["PRIVATE KEY", "vonage-signature-very-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(
+            shown.contains("aaaaaaaa-0000-4000-8000-0000000000a1"),
+            "{shown}"
+        );
+        assert_eq!(
+            creds.secrets(),
+            vec![pem.as_str(), "vonage-signature-very-secret"]
+        );
+        for (field, bad) in [
+            ("application_id", "not-a-uuid"),
+            (
+                "private_key",
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            ),
+            ("private_key", ""),
+            ("signature_secret", "short"),
+        ] {
+            let mut body = ok.clone();
+            body[field] = bad.into();
+            assert!(
+                Credentials::from_admin_json(ProviderKind::Vonage, body).is_err(),
+                "{field}"
+            );
         }
     }
 

@@ -98,6 +98,7 @@ impl PlatformCredentials {
             | ProviderKind::Bandwidth
             | ProviderKind::Sinch
             | ProviderKind::Voicemeup
+            | ProviderKind::Vonage
             | ProviderKind::Simulator => None,
         }
     }
