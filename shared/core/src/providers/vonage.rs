@@ -745,6 +745,7 @@ mod tests {
             body: Some("Units are on the way".into()),
             media,
             status_callback: Some("https://omni.example.org/webhooks/vonage/status".into()),
+            template: None,
         }
     }
 
