@@ -275,51 +275,42 @@ async fn bench_omni(requests: usize, concurrency: usize) -> Figures {
     .unwrap();
     let key = key["key"].as_str().unwrap().to_string();
 
-    // A dashboard receives every push during the run.
+    // A dashboard receives every push during the run. Each `message.received` is pushed once
+    // its message and conversation are committed, so the last one marks the run applied.
     let ws_url = format!("{}/v1/ws?token={key}", base.replacen("http", "ws", 1));
-    let (ws, _) = tokio_tungstenite::connect_async(ws_url).await.expect("ws");
-    let pushes = tokio::spawn(async move { ws.fold(0usize, |n, _| async move { n + 1 }).await });
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.expect("ws");
+    let (applied_tx, applied_rx) = tokio::sync::oneshot::channel();
+    let pushes = tokio::spawn(async move {
+        let (mut frames, mut received, mut applied_tx) = (0usize, 0usize, Some(applied_tx));
+        while let Some(Ok(frame)) = ws.next().await {
+            frames += 1;
+            if frame
+                .to_text()
+                .is_ok_and(|t| t.contains("\"message.received\""))
+            {
+                received += 1;
+                if received == requests {
+                    if let Some(tx) = applied_tx.take() {
+                        let _ = tx.send(Instant::now());
+                    }
+                }
+            }
+        }
+        frames
+    });
 
     let url = format!("{base}/webhooks/twilio");
     let signed = signed_stream(&url, requests);
     let started = Instant::now();
     let (acked_in, latencies) = drive(&http, &url, signed, concurrency).await;
 
-    // Applied = every message is in a conversation (unread counts sum to the total).
-    loop {
-        let mut total = 0u64;
-        let mut cursor: Option<String> = None;
-        loop {
-            let path = match &cursor {
-                Some(c) => format!("{base}/v1/conversations?limit=200&cursor={c}"),
-                None => format!("{base}/v1/conversations?limit=200"),
-            };
-            let page: Value = http
-                .get(path)
-                .bearer_auth(&key)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            total += page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|c| c["unread_count"].as_u64().unwrap())
-                .sum::<u64>();
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
-                None => break,
-            }
-        }
-        if total as usize >= requests {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let applied_in = started.elapsed();
+    let applied_at = tokio::time::timeout(Duration::from_secs(300), applied_rx)
+        .await
+        .expect("every message applied within 5 minutes")
+        .expect("the dashboard saw every message");
+    let applied_in = applied_at - started;
+    // Checked once, off the clock: every message is in a conversation, unread.
+    assert_eq!(unread_total(&http, &base, &key).await, requests as u64);
     let rss = server.max_rss_kib();
     drop(server);
     let pushed = pushes.await.unwrap_or(0);
@@ -349,6 +340,37 @@ async fn bench_omni(requests: usize, concurrency: usize) -> Figures {
     Figures {
         rss_kib: rss,
         ..Figures::new("omni serve", requests, acked_in, &latencies)
+    }
+}
+
+/// The sum of every conversation's unread count, page by page.
+async fn unread_total(http: &reqwest::Client, base: &str, key: &str) -> u64 {
+    let mut total = 0u64;
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("{base}/v1/conversations?limit=200&cursor={c}"),
+            None => format!("{base}/v1/conversations?limit=200"),
+        };
+        let page: Value = http
+            .get(path)
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        total += page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["unread_count"].as_u64().unwrap())
+            .sum::<u64>();
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return total,
+        }
     }
 }
 
