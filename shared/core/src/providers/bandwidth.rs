@@ -22,7 +22,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    code_text, ct_eq, named_failure, network_error, retry_after, Credentials,
+    carries, code_text, ct_eq, named_failure, network_error, retry_after, Credentials,
     MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
@@ -255,12 +255,7 @@ impl MessagingProviderAdapter for BandwidthAdapter {
                 "credentials are not Bandwidth's",
             ));
         };
-        if !self.channels().contains(&message.channel) {
-            return Err(SendError::permanent(
-                None,
-                format!("Bandwidth does not carry {}", message.channel),
-            ));
-        }
+        carries("Bandwidth", self.channels(), message)?;
         let body = message_body(&creds.application_id, message)?;
         let response = self
             .http

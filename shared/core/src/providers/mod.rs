@@ -617,6 +617,23 @@ pub(crate) fn check_url_secret(given: Option<&str>, expected: &Secret) -> Result
     }
 }
 
+/// Refuses for good a message on a channel the carrier does not carry: no retry can change
+/// the channel.
+pub(crate) fn carries(
+    carrier: &str,
+    channels: &[Channel],
+    message: &OutboundMessage,
+) -> Result<(), SendError> {
+    if channels.contains(&message.channel) {
+        Ok(())
+    } else {
+        Err(SendError::permanent(
+            None,
+            format!("{carrier} does not carry {}", message.channel),
+        ))
+    }
+}
+
 /// Parses an HTTP `Retry-After` given in seconds (the form carriers use).
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers

@@ -26,7 +26,7 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 use super::{
-    code_text, ct_eq, named_failure, network_error, retry_after, Credentials,
+    carries, code_text, ct_eq, named_failure, network_error, retry_after, Credentials,
     MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
@@ -318,12 +318,7 @@ impl MessagingProviderAdapter for SinchAdapter {
         let Credentials::Sinch(creds) = credentials else {
             return Err(SendError::permanent(None, "credentials are not Sinch's"));
         };
-        if !self.channels().contains(&message.channel) {
-            return Err(SendError::permanent(
-                None,
-                format!("Sinch does not carry {}", message.channel),
-            ));
-        }
+        carries("Sinch", self.channels(), message)?;
         let body = batch_body(message)?;
         let response = self
             .http

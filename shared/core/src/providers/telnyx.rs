@@ -22,8 +22,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    code_text, coded_failure, network_error, retry_after, Credentials, MessagingProviderAdapter,
-    ParseError, VerifyError, WebhookRequest,
+    carries, code_text, coded_failure, network_error, retry_after, Credentials,
+    MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
     Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
@@ -350,12 +350,7 @@ impl MessagingProviderAdapter for TelnyxAdapter {
         let Credentials::Telnyx(creds) = credentials else {
             return Err(SendError::permanent(None, "credentials are not Telnyx's"));
         };
-        if !self.channels().contains(&message.channel) {
-            return Err(SendError::permanent(
-                None,
-                format!("Telnyx does not carry {}", message.channel),
-            ));
-        }
+        carries("Telnyx", self.channels(), message)?;
         let body = message_body(message)?;
         let response = self
             .http

@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{
-    coded_failure, ct_eq, network_error, retry_after, Credentials, MessagingProviderAdapter,
-    ParseError, VerifyError, WebhookRequest,
+    carries, coded_failure, ct_eq, network_error, retry_after, Credentials,
+    MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
     Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
@@ -379,12 +379,7 @@ impl MessagingProviderAdapter for TwilioAdapter {
         let Credentials::Twilio(creds) = credentials else {
             return Err(SendError::permanent(None, "credentials are not Twilio's"));
         };
-        if !self.channels().contains(&message.channel) {
-            return Err(SendError::permanent(
-                None,
-                format!("Twilio does not carry {}", message.channel),
-            ));
-        }
+        carries("Twilio", self.channels(), message)?;
         let mut form = vec![
             ("To", address(message.channel, &message.to)),
             ("From", address(message.channel, &message.from)),

@@ -15,8 +15,8 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 use super::{
-    coded_failure, ct_eq, network_error, retry_after, Credentials, MessagingProviderAdapter,
-    ParseError, VerifyError, WebhookRequest,
+    carries, coded_failure, ct_eq, network_error, retry_after, Credentials,
+    MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
     Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
@@ -459,12 +459,7 @@ impl MessagingProviderAdapter for WhatsappAdapter {
                 "credentials are not WhatsApp Cloud API's",
             ));
         };
-        if message.channel != Channel::Whatsapp {
-            return Err(SendError::permanent(
-                None,
-                format!("the WhatsApp Cloud API does not carry {}", message.channel),
-            ));
-        }
+        carries("the WhatsApp Cloud API", self.channels(), message)?;
         let body = message_body(message)?;
         let url = format!("{}/{}/messages", self.base_url, creds.phone_number_id);
         let response = self
