@@ -29,6 +29,7 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ("webhook-bandwidth", "webhook-bandwidth"),
     ("webhook-sinch", "webhook-sinch"),
     ("webhook-voicemeup", "webhook-voicemeup"),
+    ("webhook-vonage", "webhook-vonage"),
     ("send", "send"),
     ("conversations", "conversations"),
     ("admin", "admin"),
