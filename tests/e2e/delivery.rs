@@ -579,8 +579,8 @@ async fn the_sweeper_sends_a_message_that_was_stored_but_never_queued() {
     let new = omni_core::model::NewOutbound {
         id: uuid::Uuid::now_v7(),
         channel: omni_core::domain::Channel::Sms,
-        from: omni_core::domain::E164::from_e164(NUMBER).unwrap(),
-        to: omni_core::domain::E164::from_e164(CONTACT).unwrap(),
+        from: omni_core::domain::Address::from_stored(NUMBER).unwrap(),
+        to: omni_core::domain::Address::from_stored(CONTACT).unwrap(),
         body: Some("stranded".into()),
         media: vec![],
         template: None,

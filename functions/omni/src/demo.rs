@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use omni_core::domain::{Channel, ProviderKind, Region, TenantId, E164};
+use omni_core::domain::{Address, Channel, ProviderKind, Region, TenantId};
 use omni_core::model::{NumberRoute, Tenant};
 use omni_core::providers::{Credentials, Secret, TwilioCredentials, VoipmsCredentials};
 use omni_core::service::Services;
@@ -86,7 +86,7 @@ pub async fn seed(
             .await
             .map_err(err)?;
     }
-    let number = E164::from_e164(DEMO_NUMBER).map_err(|e| e.to_string())?;
+    let number = Address::from_stored(DEMO_NUMBER).map_err(|e| e.to_string())?;
     let route = NumberRoute {
         number,
         tenant_id: tenant_id.clone(),

@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::Json;
 use chrono::Utc;
-use omni_core::domain::{Channel, ProviderKind, Region, TenantId, E164};
+use omni_core::domain::{Address, Channel, ProviderKind, Region, TenantId};
 use omni_core::model::{NumberRoute, Routing, Tenant};
 use omni_core::providers::Credentials;
 use serde::Deserialize;
@@ -229,11 +229,27 @@ async fn put_number(
     body: Result<Json<NumberBody>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let tenant = existing_tenant(&state, &raw_tenant).await?;
-    let number = E164::parse(&raw_number, tenant.default_region)
+    let number = Address::parse(&raw_number, tenant.default_region)
         .map_err(omni_core::service::ServiceError::from)?;
     let body = json_body(body)?;
     if body.channels.is_empty() {
         return Err(ApiError::invalid("channels must not be empty"));
+    }
+    // An email address carries email only, a phone number everything but email.
+    let email = number.email().is_some();
+    if let Some(wrong) = body
+        .channels
+        .iter()
+        .find(|c| (**c == Channel::Email) != email)
+    {
+        return Err(ApiError::invalid(format!(
+            "channels: {wrong} is not carried by {}",
+            if email {
+                "an email address"
+            } else {
+                "a phone number"
+            }
+        )));
     }
     let adapter = state.services.providers.get(body.provider).ok_or_else(|| {
         ApiError::invalid(format!(
@@ -272,7 +288,7 @@ async fn delete_number(
     Path((raw_tenant, raw_number)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let tenant = existing_tenant(&state, &raw_tenant).await?;
-    let number = E164::parse(&raw_number, tenant.default_region)
+    let number = Address::parse(&raw_number, tenant.default_region)
         .map_err(omni_core::service::ServiceError::from)?;
     if !state
         .services

@@ -10,8 +10,8 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use omni_core::domain::{
-    Channel, DeliveryStatus, Direction, InboundMessage, MessagePart, ProviderKind, SendResult,
-    StatusUpdate, TenantId, E164,
+    Address, Channel, DeliveryStatus, Direction, InboundMessage, MessagePart, ProviderKind,
+    SendResult, StatusUpdate, TenantId,
 };
 use omni_core::model::{
     Conversation, DeliveryClaim, Failover, LastMessage, Message, NewOutbound, Page, StatusApplied,
@@ -62,7 +62,7 @@ fn conversation_key(tenant: &TenantId, id: Uuid) -> Item {
     key(format!("C#{tenant}#{id}"), "C")
 }
 
-fn thread_key(tenant: &TenantId, channel: Channel, contact: &E164) -> Item {
+fn thread_key(tenant: &TenantId, channel: Channel, contact: &Address) -> Item {
     key(format!("TH#{tenant}#{}#{contact}", channel.thread()), "TH")
 }
 
@@ -115,8 +115,8 @@ fn conversation_from(item: &Item, opted_out: bool) -> StoreResult<Conversation> 
         id: get_uuid(item, "id")?,
         tenant_id: Some(tenant_of(item)?),
         channel: parse(item, "channel")?,
-        contact: E164::from_e164(get_s(item, "contact")?).map_err(|_| corrupt("contact"))?,
-        tenant_number: E164::from_e164(get_s(item, "tenant_number")?)
+        contact: Address::from_stored(get_s(item, "contact")?).map_err(|_| corrupt("contact"))?,
+        tenant_number: Address::from_stored(get_s(item, "tenant_number")?)
             .map_err(|_| corrupt("tenant_number"))?,
         unread_count: get_n(item, "unread")?,
         starred_count: get_n(item, "starred")?,
@@ -297,7 +297,7 @@ impl AwsBackend {
         &self,
         tenant: &TenantId,
         mut message: Message,
-        contact: &E164,
+        contact: &Address,
         unread: i64,
         guard: Option<Item>,
         reload: bool,
@@ -510,7 +510,7 @@ impl AwsBackend {
 }
 
 /// The tenant's number in a message's thread: the other end from the contact.
-fn tenant_number<'a>(message: &'a Message, contact: &E164) -> &'a E164 {
+fn tenant_number<'a>(message: &'a Message, contact: &Address) -> &'a Address {
     if &message.from == contact {
         &message.to
     } else {
@@ -939,7 +939,7 @@ impl MessageStore for AwsBackend {
     async fn set_opt_out(
         &self,
         tenant: &TenantId,
-        contact: &E164,
+        contact: &Address,
         opted_out: bool,
     ) -> StoreResult<()> {
         let key = opt_out_key(tenant, contact.as_str());
@@ -959,7 +959,7 @@ impl MessageStore for AwsBackend {
         }
     }
 
-    async fn is_opted_out(&self, tenant: &TenantId, contact: &E164) -> StoreResult<bool> {
+    async fn is_opted_out(&self, tenant: &TenantId, contact: &Address) -> StoreResult<bool> {
         self.is_opted_out_str(tenant, contact.as_str()).await
     }
 

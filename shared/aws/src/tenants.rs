@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
-use omni_core::domain::{TenantId, E164};
+use omni_core::domain::{Address, TenantId};
 use omni_core::model::{NumberRoute, Routing, Tenant};
 use omni_core::ports::{StoreError, StoreResult, TenantStore};
 
@@ -14,11 +14,11 @@ pub(crate) fn tenant_pk(tenant: &TenantId) -> String {
     format!("T#{tenant}")
 }
 
-fn route_key(number: &E164) -> Item {
+fn route_key(number: &Address) -> Item {
     key(format!("N#{number}"), "ROUTE")
 }
 
-fn mirror_key(tenant: &TenantId, number: &E164) -> Item {
+fn mirror_key(tenant: &TenantId, number: &Address) -> Item {
     key(tenant_pk(tenant), format!("N#{number}"))
 }
 
@@ -193,7 +193,7 @@ impl TenantStore for AwsBackend {
         }
     }
 
-    async fn delete_number(&self, tenant: &TenantId, number: &E164) -> StoreResult<bool> {
+    async fn delete_number(&self, tenant: &TenantId, number: &Address) -> StoreResult<bool> {
         let ops = vec![
             self.delete_op(
                 route_key(number),
@@ -205,7 +205,7 @@ impl TenantStore for AwsBackend {
         self.transact(ops).await
     }
 
-    async fn number_route(&self, number: &E164) -> StoreResult<Option<NumberRoute>> {
+    async fn number_route(&self, number: &Address) -> StoreResult<Option<NumberRoute>> {
         self.get_item(route_key(number))
             .await?
             .map(|i| doc(&i, "doc"))

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use omni_core::domain::{
-    Channel, DeliveryStatus, Direction, InboundMessage, Media, MessagePart, PartRole, ProviderKind,
-    Region, SendResult, StatusUpdate, TenantId, E164,
+    Address, Channel, DeliveryStatus, Direction, InboundMessage, Media, MessagePart, PartRole,
+    ProviderKind, Region, SendResult, StatusUpdate, TenantId,
 };
 use omni_core::model::{
     Failover, Message, NewOutbound, NumberRoute, Routing, StatusApplied, Tenant,
@@ -90,9 +90,9 @@ pub fn new_tenant_id(label: &str) -> TenantId {
 }
 
 /// A random number in the NANP fictional 555 range.
-pub fn new_number() -> E164 {
+pub fn new_number() -> Address {
     let digits = Uuid::new_v4().as_u128() % 10_000_000;
-    E164::from_e164(&format!("+1555{digits:07}")).expect("valid 555 number")
+    Address::from_stored(&format!("+1555{digits:07}")).expect("valid 555 number")
 }
 
 /// A time in the recent past on a whole millisecond, so backends that store milliseconds
@@ -108,8 +108,8 @@ fn secs(t: DateTime<Utc>, s: i64) -> DateTime<Utc> {
 
 fn inbound(
     channel: Channel,
-    from: &E164,
-    to: &E164,
+    from: &Address,
+    to: &Address,
     body: &str,
     at: DateTime<Utc>,
 ) -> InboundMessage {
@@ -127,7 +127,7 @@ fn inbound(
     }
 }
 
-fn outbound(from: &E164, to: &E164, body: &str, at: DateTime<Utc>) -> NewOutbound {
+fn outbound(from: &Address, to: &Address, body: &str, at: DateTime<Utc>) -> NewOutbound {
     NewOutbound {
         id: Uuid::now_v7(),
         channel: Channel::Sms,
@@ -379,7 +379,7 @@ pub async fn routing_round_trips_per_tenant<B: Backend>(b: &B) {
     assert_eq!(b.tenant_numbers(&a).await.unwrap().len(), 1);
 }
 
-fn route(tenant: &TenantId, number: &E164, provider: ProviderKind) -> NumberRoute {
+fn route(tenant: &TenantId, number: &Address, provider: ProviderKind) -> NumberRoute {
     NumberRoute {
         number: number.clone(),
         tenant_id: tenant.clone(),
@@ -447,8 +447,8 @@ fn sample_credentials() -> Vec<Credentials> {
 /// One half of a split message (VoiceMeUp-style) under `key`.
 fn half(key: &str, role: PartRole, carrier_id: &str) -> MessagePart {
     let (from, to) = (
-        E164::from_e164("+15555550123").expect("valid"),
-        E164::from_e164("+15555550100").expect("valid"),
+        Address::from_stored("+15555550123").expect("valid"),
+        Address::from_stored("+15555550100").expect("valid"),
     );
     let mut message = inbound(Channel::Sms, &from, &to, "see attached", base_time());
     message.provider = ProviderKind::Voicemeup;

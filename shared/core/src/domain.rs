@@ -17,6 +17,9 @@ pub enum DomainError {
     /// Not a valid phone number (with the region used to read national formats).
     #[error("not a valid phone number: {0}")]
     InvalidPhoneNumber(String),
+    /// Not an email address Omni accepts (see [`EmailAddress::parse`]).
+    #[error("not a valid email address: {0}")]
+    InvalidEmailAddress(String),
     /// A tenant id outside `[a-z0-9-]{1,64}`.
     #[error("tenant id must match [a-z0-9-]{{1,64}}")]
     InvalidTenantId,
@@ -213,6 +216,178 @@ impl<'de> Deserialize<'de> for E164 {
     }
 }
 
+/// An email address: a dot-atom local part, `@`, and a DNS domain, domain in lower case.
+///
+/// A strict subset of RFC 5321's `Mailbox`, chosen so that what is accepted is also what
+/// every mail provider accepts: no quoted local parts, no address literals (`[1.2.3.4]`), no
+/// comments, ASCII only (an internationalised domain is given in its `xn--` form). The local
+/// part keeps its case (RFC 5321 lets the receiving host treat it as case-sensitive); the
+/// domain is case-insensitive and stored lower-cased, so one mailbox has one spelling.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EmailAddress(String);
+
+impl EmailAddress {
+    /// Characters allowed in a dot-atom besides letters, digits and dots (RFC 5322 `atext`).
+    const ATEXT: &'static [u8] = b"!#$%&'*+-/=?^_`{|}~";
+
+    /// Parses and normalises an address (`Name@Example.ORG` → `Name@example.org`).
+    pub fn parse(input: &str) -> Result<Self, DomainError> {
+        let trimmed = input.trim();
+        let invalid = || DomainError::InvalidEmailAddress(trimmed.chars().take(40).collect());
+        // RFC 5321's path limit is 256 with the angle brackets.
+        if trimmed.len() > 254 {
+            return Err(invalid());
+        }
+        let (local, domain) = trimmed.split_once('@').ok_or_else(invalid)?;
+        let atom_ok = |atom: &str| {
+            !atom.is_empty()
+                && atom
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || Self::ATEXT.contains(&b))
+        };
+        if local.len() > 64 || !local.split('.').all(atom_ok) {
+            return Err(invalid());
+        }
+        let domain = domain.to_ascii_lowercase();
+        let label_ok = |label: &str| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        let labels: Vec<&str> = domain.split('.').collect();
+        let tld_ok = labels
+            .last()
+            .is_some_and(|tld| !tld.bytes().all(|b| b.is_ascii_digit()));
+        if domain.len() > 253 || labels.len() < 2 || !tld_ok || !labels.iter().all(|l| label_ok(l))
+        {
+            return Err(invalid());
+        }
+        Ok(EmailAddress(format!("{local}@{domain}")))
+    }
+
+    /// The address as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The domain (lower case).
+    pub fn domain(&self) -> &str {
+        self.0.rsplit_once('@').map(|(_, d)| d).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for EmailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a contact or a tenant is reached: a phone number or an email address.
+///
+/// It is stored, routed on and serialised as its plain text (`+15550001111` or
+/// `name@example.org`), which cannot be ambiguous: a phone number never holds an `@`. Phone
+/// input still goes through [`E164::parse`]; code that only makes sense for phones (carrier
+/// adapters) asks for [`Address::phone`] and refuses the rest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Address {
+    /// A phone number.
+    Phone(E164),
+    /// An email address.
+    Email(EmailAddress),
+}
+
+impl Address {
+    /// Parses an address as a user typed it: with an `@` it is an email address, otherwise a
+    /// phone number in any common format (national formats read in `region`).
+    pub fn parse(input: &str, region: Region) -> Result<Self, DomainError> {
+        if input.contains('@') {
+            EmailAddress::parse(input).map(Address::Email)
+        } else {
+            E164::parse(input, region).map(Address::Phone)
+        }
+    }
+
+    /// Reads an address as Omni stored it (E.164 or a normalised email address).
+    pub fn from_stored(input: &str) -> Result<Self, DomainError> {
+        if input.contains('@') {
+            EmailAddress::parse(input).map(Address::Email)
+        } else {
+            E164::from_e164(input).map(Address::Phone)
+        }
+    }
+
+    /// The address as text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Address::Phone(n) => n.as_str(),
+            Address::Email(e) => e.as_str(),
+        }
+    }
+
+    /// The phone number, if this is one.
+    pub fn phone(&self) -> Option<&E164> {
+        match self {
+            Address::Phone(n) => Some(n),
+            Address::Email(_) => None,
+        }
+    }
+
+    /// The email address, if this is one.
+    pub fn email(&self) -> Option<&EmailAddress> {
+        match self {
+            Address::Email(e) => Some(e),
+            Address::Phone(_) => None,
+        }
+    }
+}
+
+impl std::ops::Deref for Address {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<E164> for Address {
+    fn from(number: E164) -> Self {
+        Address::Phone(number)
+    }
+}
+
+impl From<EmailAddress> for Address {
+    fn from(email: EmailAddress) -> Self {
+        Address::Email(email)
+    }
+}
+
+impl PartialEq<E164> for Address {
+    fn eq(&self, other: &E164) -> bool {
+        self.phone() == Some(other)
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Address {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Address {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Address::from_stored(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A tenant identifier: `[a-z0-9-]{1,64}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -307,6 +482,8 @@ string_enum!(
         Rcs => "rcs",
         /// Signal, through a signal-cli daemon.
         Signal => "signal",
+        /// Email, to and from an email address.
+        Email => "email",
     }
 );
 
@@ -435,9 +612,9 @@ pub struct OutboundMessage {
     /// The channel to send on.
     pub channel: Channel,
     /// The tenant's sender number.
-    pub from: E164,
+    pub from: Address,
     /// The contact.
-    pub to: E164,
+    pub to: Address,
     /// Text, if any.
     pub body: Option<String>,
     /// Media to attach, if any.
@@ -460,9 +637,9 @@ pub struct InboundMessage {
     /// The channel it came on.
     pub channel: Channel,
     /// The contact.
-    pub from: E164,
+    pub from: Address,
     /// The tenant number that was called.
-    pub to: E164,
+    pub to: Address,
     /// Text, if any.
     pub body: Option<String>,
     /// Attachments.
@@ -489,7 +666,7 @@ pub struct StatusUpdate {
     /// The carrier's error text on failures.
     pub error_message: Option<String>,
     /// The tenant number the message was sent from, when the carrier says (routes the update).
-    pub tenant_number: Option<E164>,
+    pub tenant_number: Option<Address>,
     /// When the update was observed.
     pub at: DateTime<Utc>,
 }
@@ -578,7 +755,7 @@ impl InboundMessage {
 
 impl WebhookEvent {
     /// The tenant's number this event concerns: it decides the tenant.
-    pub fn tenant_number(&self) -> Option<&E164> {
+    pub fn tenant_number(&self) -> Option<&Address> {
         match self {
             WebhookEvent::Message(m) => Some(&m.to),
             WebhookEvent::Part(p) => Some(&p.message.to),
@@ -750,6 +927,68 @@ mod tests {
     }
 
     #[test]
+    fn email_addresses_are_checked_and_their_domain_lower_cased() {
+        assert_eq!(
+            EmailAddress::parse(" Jane.Doe+911@Example.ORG ")
+                .unwrap()
+                .as_str(),
+            "Jane.Doe+911@example.org"
+        );
+        assert_eq!(
+            EmailAddress::parse("a@xn--bcher-kva.example")
+                .unwrap()
+                .domain(),
+            "xn--bcher-kva.example"
+        );
+        for bad in [
+            "",
+            "@example.org",
+            "jane@",
+            "jane",
+            "jane@localhost",
+            "jane@example.123",
+            "jane@@example.org",
+            "ja ne@example.org",
+            ".jane@example.org",
+            "jane.@example.org",
+            "ja..ne@example.org",
+            "\"jane\"@example.org",
+            "jane@[192.0.2.1]",
+            "jane@-example.org",
+            "jane@example-.org",
+            "jane@exa_mple.org",
+            "jané@example.org",
+            "jane@bücher.example",
+            &format!("{}@example.org", "a".repeat(65)),
+            &format!("a@{}.org", "b".repeat(64)),
+            &format!("a@{}org", "b.".repeat(130)),
+        ] {
+            assert!(EmailAddress::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_address_is_a_number_or_an_email_address_and_round_trips_as_text() {
+        let phone = Address::parse("(415) 555-2671", us()).unwrap();
+        assert_eq!(phone.phone().map(E164::as_str), Some("+14155552671"));
+        assert_eq!(phone, E164::from_e164("+14155552671").unwrap());
+        let email = Address::parse("Dispatch@North.Example", us()).unwrap();
+        assert_eq!(
+            email.email().map(|e| e.as_str()),
+            Some("Dispatch@north.example")
+        );
+        assert!(email.phone().is_none());
+        for address in [phone, email] {
+            let json = serde_json::to_string(&address).unwrap();
+            assert_eq!(json, format!("\"{}\"", &*address));
+            assert_eq!(serde_json::from_str::<Address>(&json).unwrap(), address);
+            assert_eq!(Address::from_stored(&address).unwrap(), address);
+        }
+        assert!(Address::from_stored("4155552671").is_err());
+        assert!(Address::parse("not@an@address", us()).is_err());
+    }
+
+    #[test]
     fn tenant_ids_follow_the_contract() {
         assert!(TenantId::parse("north-county-911").is_ok());
         for bad in ["", "North", "a_b", "a b", &"x".repeat(65)] {
@@ -836,6 +1075,13 @@ mod tests {
         #[test]
         fn e164_parse_never_panics(s in ".{0,40}") {
             let _ = E164::parse(&s, Region::default());
+        }
+
+        #[test]
+        fn an_accepted_address_reparses_to_itself(s in "[a-zA-Z0-9.+@-]{0,30}") {
+            if let Ok(a) = Address::parse(&s, Region::default()) {
+                prop_assert_eq!(Address::from_stored(&a).unwrap(), a);
+            }
         }
 
         #[test]

@@ -10,8 +10,8 @@ use uuid::Uuid;
 use crate::template::Template;
 
 use crate::domain::{
-    Channel, DeliveryStatus, Direction, InboundMessage, Media, ProviderKind, Region, SendResult,
-    StatusUpdate, TenantId, E164,
+    Address, Channel, DeliveryStatus, Direction, InboundMessage, Media, ProviderKind, Region,
+    SendResult, StatusUpdate, TenantId,
 };
 
 /// An organisation using Omni (a dispatch centre).
@@ -35,7 +35,7 @@ pub struct Tenant {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NumberRoute {
     /// The number, E.164.
-    pub number: E164,
+    pub number: Address,
     /// Its owner.
     pub tenant_id: TenantId,
     /// The carrier the number lives at.
@@ -82,7 +82,7 @@ impl Routing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failover {
     /// The tenant number it was sent from (the tenant's number on the fallback carrier).
-    pub from: E164,
+    pub from: Address,
     /// Why, for the message's events: the carriers passed over and the reason for each.
     pub note: String,
 }
@@ -102,9 +102,9 @@ pub struct Message {
     /// The channel.
     pub channel: Channel,
     /// Sender.
-    pub from: E164,
+    pub from: Address,
     /// Recipient.
-    pub to: E164,
+    pub to: Address,
     /// Text.
     pub body: Option<String>,
     /// Attachments.
@@ -326,9 +326,9 @@ pub struct Conversation {
     /// Conversation channel (MMS threads with SMS: see [`Channel::thread`]).
     pub channel: Channel,
     /// The contact.
-    pub contact: E164,
+    pub contact: Address,
     /// The tenant number used in this thread.
-    pub tenant_number: E164,
+    pub tenant_number: Address,
     /// Inbound messages not yet read.
     pub unread_count: i64,
     /// Starred messages in the thread.
@@ -369,9 +369,9 @@ pub struct NewOutbound {
     /// Channel to send on.
     pub channel: Channel,
     /// Tenant number to send from.
-    pub from: E164,
+    pub from: Address,
     /// Contact.
-    pub to: E164,
+    pub to: Address,
     /// Text.
     pub body: Option<String>,
     /// Attachments.
@@ -409,15 +409,15 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::domain::{Channel, ProviderKind, SendResult, StatusUpdate, E164};
+    use crate::domain::{Channel, ProviderKind, SendResult, StatusUpdate};
 
     fn sent_message() -> Message {
         let at = Utc::now();
         let new = NewOutbound {
             id: Uuid::now_v7(),
             channel: Channel::Whatsapp,
-            from: E164::from_e164("+15555550100").unwrap(),
-            to: E164::from_e164("+15555550123").unwrap(),
+            from: Address::from_stored("+15555550100").unwrap(),
+            to: Address::from_stored("+15555550123").unwrap(),
             body: Some("x".into()),
             media: Vec::new(),
             template: None,

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{
-    InboundMessage, MessagePart, PartRole, ProviderKind, SendResult, StatusUpdate, TenantId,
-    WebhookEvent, E164,
+    Address, InboundMessage, MessagePart, PartRole, ProviderKind, SendResult, StatusUpdate,
+    TenantId, WebhookEvent,
 };
 use crate::model::{
     Conversation, DeliveryClaim, Failover, Message, NewOutbound, NumberRoute, Page, Routing,
@@ -46,9 +46,9 @@ pub trait TenantStore: Send + Sync {
     /// Assigns a number to a tenant; [`StoreError::Conflict`] if another tenant holds it.
     async fn put_number(&self, route: &NumberRoute) -> StoreResult<NumberRoute>;
     /// Releases a tenant's number; false if the tenant did not hold it.
-    async fn delete_number(&self, tenant: &TenantId, number: &E164) -> StoreResult<bool>;
+    async fn delete_number(&self, tenant: &TenantId, number: &Address) -> StoreResult<bool>;
     /// Who owns a number (inbound routing).
-    async fn number_route(&self, number: &E164) -> StoreResult<Option<NumberRoute>>;
+    async fn number_route(&self, number: &Address) -> StoreResult<Option<NumberRoute>>;
     /// A tenant's numbers.
     async fn tenant_numbers(&self, tenant: &TenantId) -> StoreResult<Vec<NumberRoute>>;
     /// Stores an API key's hash (the key itself is never stored).
@@ -219,12 +219,12 @@ pub trait MessageStore: Send + Sync {
     async fn set_opt_out(
         &self,
         tenant: &TenantId,
-        contact: &E164,
+        contact: &Address,
         opted_out: bool,
     ) -> StoreResult<()>;
 
     /// Whether a contact has opted out of this tenant's messages.
-    async fn is_opted_out(&self, tenant: &TenantId, contact: &E164) -> StoreResult<bool>;
+    async fn is_opted_out(&self, tenant: &TenantId, contact: &Address) -> StoreResult<bool>;
 
     /// Deletes raw payloads past their retention; returns how many.
     async fn purge_expired(&self, now: DateTime<Utc>) -> StoreResult<u64>;
@@ -345,6 +345,9 @@ pub struct FlushedPart {
 }
 
 /// Work handed between the flows through a queue.
+// A job lives only between being built and being serialised onto a queue (or read off it and
+// handled), one at a time: boxing the larger variant would add an allocation and save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "job", rename_all = "snake_case")]
 pub enum Job {

@@ -10,7 +10,7 @@ use chrono::{TimeDelta, Utc};
 use omni_aws::provision::{create_resources, emulator_config};
 use omni_aws::{AwsBackend, AwsResources, SdkConfig};
 use omni_core::domain::{
-    Channel, DeliveryStatus, ProviderKind, Region, SendResult, TenantId, E164,
+    Address, Channel, DeliveryStatus, ProviderKind, Region, SendResult, TenantId,
 };
 use omni_core::model::{NewOutbound, NumberRoute, Tenant};
 use omni_core::ports::{MessageStore, SecretStore, TenantStore};
@@ -57,8 +57,8 @@ pub fn tenant() -> TenantId {
     TenantId::parse(TENANT).unwrap()
 }
 
-pub fn number(n: &str) -> E164 {
-    E164::from_e164(n).unwrap()
+pub fn number(n: &str) -> Address {
+    Address::from_stored(n).unwrap()
 }
 
 /// Fresh resources in the emulator, seeded; also the admin token's secret id.

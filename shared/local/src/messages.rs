@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use omni_core::domain::{
-    Channel, InboundMessage, Media, MessagePart, ProviderKind, SendResult, StatusUpdate, TenantId,
-    E164,
+    Address, Channel, InboundMessage, Media, MessagePart, ProviderKind, SendResult, StatusUpdate,
+    TenantId,
 };
 use omni_core::model::{
     Conversation, DeliveryClaim, Failover, LastMessage, Message, NewOutbound, Page, StatusApplied,
@@ -37,8 +37,8 @@ fn uuid(s: &str) -> StoreResult<Uuid> {
     Uuid::parse_str(s).map_err(|_| corrupt("uuid"))
 }
 
-fn e164(s: &str) -> StoreResult<E164> {
-    E164::from_e164(s).map_err(|_| corrupt("phone number"))
+fn address(s: &str) -> StoreResult<Address> {
+    Address::from_stored(s).map_err(|_| corrupt("address"))
 }
 
 fn tenant_id(s: &str) -> StoreResult<TenantId> {
@@ -64,8 +64,8 @@ fn message_row(row: &Row) -> StoreResult<Message> {
         conversation_id: uuid(&text(2)?)?,
         direction: parse(&text(3)?, "direction")?,
         channel: parse(&text(4)?, "channel")?,
-        from: e164(&text(5)?)?,
-        to: e164(&text(6)?)?,
+        from: address(&text(5)?)?,
+        to: address(&text(6)?)?,
         body: opt(7)?,
         media,
         template,
@@ -98,8 +98,8 @@ fn conversation_row(row: &Row) -> StoreResult<Conversation> {
         id: uuid(&text(0)?)?,
         tenant_id: Some(tenant_id(&text(1)?)?),
         channel: parse(&text(2)?, "channel")?,
-        contact: e164(&text(3)?)?,
-        tenant_number: e164(&text(4)?)?,
+        contact: address(&text(3)?)?,
+        tenant_number: address(&text(4)?)?,
         unread_count: row.get(5).map_err(db)?,
         starred_count: row.get(6).map_err(db)?,
         last_message,
@@ -169,8 +169,8 @@ fn upsert_conversation(
     conn: &Connection,
     tenant: &TenantId,
     channel: Channel,
-    contact: &E164,
-    tenant_number: &E164,
+    contact: &Address,
+    tenant_number: &Address,
 ) -> StoreResult<Uuid> {
     let id: String = conn
         .row(
@@ -726,7 +726,7 @@ impl MessageStore for SqliteBackend {
     async fn set_opt_out(
         &self,
         tenant: &TenantId,
-        contact: &E164,
+        contact: &Address,
         opted_out: bool,
     ) -> StoreResult<()> {
         let (tenant, contact) = (tenant.clone(), contact.clone());
@@ -749,7 +749,7 @@ impl MessageStore for SqliteBackend {
         .await
     }
 
-    async fn is_opted_out(&self, tenant: &TenantId, contact: &E164) -> StoreResult<bool> {
+    async fn is_opted_out(&self, tenant: &TenantId, contact: &Address) -> StoreResult<bool> {
         let (tenant, contact) = (tenant.clone(), contact.clone());
         self.read(move |conn| {
             conn.row(

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
-use omni_core::domain::{Channel, ProviderKind, TenantId, E164};
+use omni_core::domain::{Address, Channel, ProviderKind, TenantId};
 use omni_core::model::{NumberRoute, Routing, Tenant};
 use omni_core::ports::{SecretStore, StoreError, StoreResult, TenantStore};
 use omni_core::providers::Credentials;
@@ -31,7 +31,7 @@ fn number_row(row: &Row) -> StoreResult<NumberRoute> {
     let channels: Vec<Channel> =
         serde_json::from_str(&text(3)?).map_err(|_| corrupt("number channels"))?;
     Ok(NumberRoute {
-        number: E164::from_e164(&text(0)?).map_err(|_| corrupt("number"))?,
+        number: Address::from_stored(&text(0)?).map_err(|_| corrupt("number"))?,
         tenant_id: TenantId::parse(&text(1)?).map_err(|_| corrupt("tenant id"))?,
         provider: parse(&text(2)?, "provider")?,
         channels,
@@ -124,7 +124,7 @@ impl TenantStore for SqliteBackend {
         stored
     }
 
-    async fn delete_number(&self, tenant: &TenantId, number: &E164) -> StoreResult<bool> {
+    async fn delete_number(&self, tenant: &TenantId, number: &Address) -> StoreResult<bool> {
         let (tenant, number) = (tenant.clone(), number.clone());
         let deleted = self
             .write(move |tx| {
@@ -141,7 +141,7 @@ impl TenantStore for SqliteBackend {
         deleted
     }
 
-    async fn number_route(&self, number: &E164) -> StoreResult<Option<NumberRoute>> {
+    async fn number_route(&self, number: &Address) -> StoreResult<Option<NumberRoute>> {
         let ticket = match self.routes.get(&number.as_str().to_owned()) {
             Ok(route) => return Ok(route),
             Err(ticket) => ticket,

@@ -12,7 +12,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Channel, OutboundMessage, ProviderKind, SendError, SendResult, WebhookEvent};
+use crate::domain::{
+    Channel, OutboundMessage, ProviderKind, SendError, SendResult, WebhookEvent, E164,
+};
 
 pub mod bandwidth;
 pub mod signal;
@@ -617,20 +619,54 @@ pub(crate) fn check_url_secret(given: Option<&str>, expected: &Secret) -> Result
     }
 }
 
-/// Refuses for good a message on a channel the carrier does not carry: no retry can change
-/// the channel.
+/// Refuses for good a message on a channel the carrier does not carry, or addressed with the
+/// wrong kind of address for its channel: no retry can change either.
 pub(crate) fn carries(
     carrier: &str,
     channels: &[Channel],
     message: &OutboundMessage,
 ) -> Result<(), SendError> {
-    if channels.contains(&message.channel) {
+    if !channels.contains(&message.channel) {
+        return Err(SendError::permanent(
+            None,
+            format!("{carrier} does not carry {}", message.channel),
+        ));
+    }
+    // Email goes between email addresses, every other channel between phone numbers.
+    let email = message.channel == Channel::Email;
+    if [&message.from, &message.to]
+        .iter()
+        .all(|a| a.email().is_some() == email)
+    {
         Ok(())
     } else {
         Err(SendError::permanent(
             None,
-            format!("{carrier} does not carry {}", message.channel),
+            format!(
+                "{carrier} sends {} only between {}",
+                message.channel,
+                if email {
+                    "email addresses"
+                } else {
+                    "phone numbers"
+                }
+            ),
         ))
+    }
+}
+
+/// The sender and recipient phone numbers of a message for a phone carrier; an email address
+/// on either side is refused for good (no retry turns it into a number).
+pub(crate) fn phones<'m>(
+    carrier: &str,
+    message: &'m OutboundMessage,
+) -> Result<(&'m E164, &'m E164), SendError> {
+    match (message.from.phone(), message.to.phone()) {
+        (Some(from), Some(to)) => Ok((from, to)),
+        _ => Err(SendError::permanent(
+            None,
+            format!("{carrier} sends only between phone numbers"),
+        )),
     }
 }
 
@@ -763,7 +799,7 @@ pub(crate) fn network_error(err: reqwest::Error) -> SendError {
 pub(crate) mod test_support {
     use uuid::Uuid;
 
-    use crate::domain::{Channel, Media, OutboundMessage, TenantId, E164};
+    use crate::domain::{Address, Channel, Media, OutboundMessage, TenantId};
 
     /// An outbound SMS (MMS with media) from +15555550100 to +15555550123.
     pub(crate) fn nanp_outbound(body: &str, media: &[&str]) -> OutboundMessage {
@@ -775,8 +811,8 @@ pub(crate) mod test_support {
             } else {
                 Channel::Mms
             },
-            from: E164::from_e164("+15555550100").unwrap(),
-            to: E164::from_e164("+15555550123").unwrap(),
+            from: Address::from_stored("+15555550100").unwrap(),
+            to: Address::from_stored("+15555550123").unwrap(),
             body: Some(body.into()),
             media: media
                 .iter()
@@ -1053,6 +1089,31 @@ mod tests {
                 "{field}"
             );
         }
+    }
+
+    #[test]
+    fn a_phone_channel_goes_between_numbers_and_email_between_email_addresses() {
+        let sms = test_support::nanp_outbound("hi", &[]);
+        assert!(carries("Twilio", &[Channel::Sms], &sms).is_ok());
+        assert!(phones("Twilio", &sms).is_ok());
+        let mut to_email = sms.clone();
+        to_email.to = crate::domain::Address::from_stored("jane@example.org").unwrap();
+        for refused in [
+            carries("Twilio", &[Channel::Sms], &to_email),
+            phones("Twilio", &to_email).map(|_| ()),
+        ] {
+            assert!(
+                matches!(refused, Err(SendError::Permanent { .. })),
+                "{refused:?}"
+            );
+        }
+        let mut email = to_email.clone();
+        email.channel = Channel::Email;
+        assert!(carries("Twilio", &[Channel::Sms], &email).is_err());
+        // An email message from a phone number is refused by an email carrier too.
+        assert!(carries("SendGrid", &[Channel::Email], &email).is_err());
+        email.from = crate::domain::Address::from_stored("dispatch@example.org").unwrap();
+        assert!(carries("SendGrid", &[Channel::Email], &email).is_ok());
     }
 
     #[test]

@@ -382,8 +382,8 @@ fn data_message(
         provider: ProviderKind::Signal,
         provider_message_id: format!("{sender}:{timestamp}"),
         channel: Channel::Signal,
-        from,
-        to: account,
+        from: from.into(),
+        to: account.into(),
         body,
         media,
         profile_name: envelope
@@ -426,7 +426,7 @@ fn receipt_events(receipt: &Value, account: &E164) -> Vec<WebhookEvent> {
                 raw_status: raw.into(),
                 error_code: None,
                 error_message: None,
-                tenant_number: Some(account.clone()),
+                tenant_number: Some(account.clone().into()),
                 at,
             })
         })
@@ -605,8 +605,8 @@ mod tests {
             id: Uuid::now_v7(),
             tenant_id: TenantId::parse("acme").unwrap(),
             channel: Channel::Signal,
-            from: E164::from_e164("+15555550100").unwrap(),
-            to: E164::from_e164("+15555550123").unwrap(),
+            from: crate::domain::Address::from_stored("+15555550100").unwrap(),
+            to: crate::domain::Address::from_stored("+15555550123").unwrap(),
             body: body.map(str::to_string),
             media: media
                 .iter()
@@ -660,10 +660,7 @@ mod tests {
         assert_eq!(s.provider_message_id, "1735689500000");
         assert_eq!(s.status, DeliveryStatus::Delivered);
         assert_eq!(s.raw_status, "delivered");
-        assert_eq!(
-            s.tenant_number.as_ref().map(E164::as_str),
-            Some("+15555550100")
-        );
+        assert_eq!(s.tenant_number.as_deref(), Some("+15555550100"));
         assert_eq!(s.at.timestamp_millis(), 1735689700000);
         assert_eq!(
             (s.error_code.as_deref(), s.error_message.as_deref()),
@@ -913,7 +910,7 @@ mod tests {
         assert_eq!(events.len(), 2, "{events:?}");
         assert_jane_to_us(&only_message(events[..1].to_vec()));
         assert!(
-            matches!(&events[1], WebhookEvent::Status(s) if s.tenant_number.as_ref().map(E164::as_str) == Some("+15555550100"))
+            matches!(&events[1], WebhookEvent::Status(s) if s.tenant_number.as_deref() == Some("+15555550100"))
         );
 
         server.reset().await;

@@ -30,7 +30,7 @@ use super::{
     MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
-    Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
+    Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
 
@@ -151,7 +151,7 @@ fn map_status(raw: &str) -> Option<DeliveryStatus> {
 }
 
 /// A number as Sinch writes it: international, usually without the `+`.
-fn number(raw: &str, what: &str) -> Result<E164, ParseError> {
+fn number(raw: &str, what: &str) -> Result<Address, ParseError> {
     let raw = raw.trim();
     let international = if raw.bytes().all(|b| b.is_ascii_digit()) {
         format!("+{raw}")
@@ -159,6 +159,7 @@ fn number(raw: &str, what: &str) -> Result<E164, ParseError> {
         raw.to_string()
     };
     E164::parse(&international, Region::default())
+        .map(Address::Phone)
         .map_err(|_| ParseError::new(format!("{what} is not a valid phone number")))
 }
 
@@ -423,8 +424,8 @@ mod tests {
         events.into_iter().next().unwrap()
     }
 
-    fn e164(s: &str) -> E164 {
-        E164::from_e164(s).unwrap()
+    fn e164(s: &str) -> Address {
+        Address::Phone(E164::from_e164(s).unwrap())
     }
 
     #[test]

@@ -26,7 +26,7 @@ use super::{
     MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
-    Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
+    Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
 
@@ -210,8 +210,9 @@ fn map_status(raw: &str) -> Option<DeliveryStatus> {
     })
 }
 
-fn number(raw: &str, what: &str) -> Result<E164, ParseError> {
+fn number(raw: &str, what: &str) -> Result<Address, ParseError> {
     E164::parse(raw, Region::default())
+        .map(Address::Phone)
         .map_err(|_| ParseError::new(format!("{what} is not a valid phone number")))
 }
 
@@ -593,8 +594,8 @@ mod tests {
         events.into_iter().next().unwrap()
     }
 
-    fn e164(s: &str) -> E164 {
-        E164::from_e164(s).unwrap()
+    fn e164(s: &str) -> Address {
+        Address::Phone(E164::from_e164(s).unwrap())
     }
 
     /// A fixture, checked genuine at its own time and refused as a replay now.

@@ -21,7 +21,7 @@ use super::{
     MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
-    Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
+    Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
 
@@ -285,7 +285,9 @@ fn normalize(request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError> 
             error_message: get("ChannelStatusMessage")
                 .or_else(|| get("ErrorMessage"))
                 .map(str::to_owned),
-            tenant_number: get("From").and_then(|f| E164::parse(f, Region::default()).ok()),
+            tenant_number: get("From")
+                .and_then(|f| E164::parse(f, Region::default()).ok())
+                .map(Address::from),
             at: Utc::now(),
         })]);
     }
@@ -331,8 +333,8 @@ fn normalize(request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError> 
         provider: ProviderKind::Twilio,
         provider_message_id: sid,
         channel,
-        from,
-        to,
+        from: from.into(),
+        to: to.into(),
         body: get("Body").map(str::to_owned),
         media,
         profile_name: get("ProfileName").map(str::to_owned),
@@ -340,8 +342,8 @@ fn normalize(request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError> 
     })])
 }
 
-/// A channel address as Twilio wants it in `To`/`From`.
-fn address(channel: Channel, number: &E164) -> String {
+/// A channel address as Twilio wants it in `To`/`From` (a number: [`carries`] checked it).
+fn address(channel: Channel, number: &str) -> String {
     match channel {
         Channel::Whatsapp => format!("whatsapp:{number}"),
         Channel::Rcs => format!("rcs:{number}"),
@@ -675,7 +677,7 @@ mod tests {
 
     #[test]
     fn fixtures_verify_and_normalise() {
-        let e164 = |s: &str| E164::from_e164(s).unwrap();
+        let e164 = |s: &str| Address::from_stored(s).unwrap();
         for name in [
             "twilio_inbound_sms.form",
             "twilio_inbound_mms.form",
@@ -747,10 +749,7 @@ mod tests {
             panic!("status")
         };
         assert_eq!(delivered.status, DeliveryStatus::Delivered);
-        assert_eq!(
-            delivered.tenant_number.as_ref().map(E164::as_str),
-            Some("+15555550100")
-        );
+        assert_eq!(delivered.tenant_number.as_deref(), Some("+15555550100"));
 
         let WebhookEvent::Status(undelivered) =
             one(normalize(&fixture("twilio_status_undelivered.form").0).unwrap())
@@ -773,10 +772,7 @@ mod tests {
             panic!("status")
         };
         assert_eq!(read.status, DeliveryStatus::Read);
-        assert_eq!(
-            read.tenant_number.as_ref().map(E164::as_str),
-            Some("+15555550100")
-        );
+        assert_eq!(read.tenant_number.as_deref(), Some("+15555550100"));
     }
 
     #[test]
@@ -817,8 +813,8 @@ mod tests {
             id: Uuid::now_v7(),
             tenant_id: crate::domain::TenantId::parse("north").unwrap(),
             channel,
-            from: E164::from_e164("+15555550100").unwrap(),
-            to: E164::from_e164("+15555550123").unwrap(),
+            from: Address::from_stored("+15555550100").unwrap(),
+            to: Address::from_stored("+15555550123").unwrap(),
             body: Some("Units are on the way".into()),
             media,
             template: None,

@@ -65,8 +65,8 @@ impl VoicemeupAdapter {
 }
 
 /// A number as VoiceMeUp writes it: E.164 digits without the `+`.
-fn digits(number: &E164) -> &str {
-    number.as_str().trim_start_matches('+')
+fn digits(number: &str) -> &str {
+    number.trim_start_matches('+')
 }
 
 /// Builds the `queue_sms` form, or says why the message cannot go through VoiceMeUp.
@@ -334,8 +334,8 @@ impl MessagingProviderAdapter for VoicemeupAdapter {
             } else {
                 Channel::Mms
             },
-            from,
-            to,
+            from: from.into(),
+            to: to.into(),
             body,
             media,
             profile_name: None,

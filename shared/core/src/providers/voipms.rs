@@ -14,8 +14,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    check_url_secret, post_form_for_json, Credentials, MessagingProviderAdapter, ParseError,
-    VerifyError, VoipmsCredentials, WebhookRequest,
+    check_url_secret, phones, post_form_for_json, Credentials, MessagingProviderAdapter,
+    ParseError, VerifyError, VoipmsCredentials, WebhookRequest,
 };
 use crate::domain::{
     Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
@@ -192,10 +192,11 @@ fn build_form<'a>(
             format!("VoIP.ms cannot send on the {} channel", message.channel),
         ));
     }
-    let did = message.from.nanp_national().ok_or_else(|| {
+    let (from, to) = phones("VoIP.ms", message)?;
+    let did = from.nanp_national().ok_or_else(|| {
         SendError::permanent(None, "VoIP.ms sends only from US/Canadian (+1) numbers")
     })?;
-    let dst = message.to.nanp_national().ok_or_else(|| {
+    let dst = to.nanp_national().ok_or_else(|| {
         SendError::permanent(None, "VoIP.ms delivers only to US/Canadian (+1) numbers")
     })?;
     let body = message.body.as_deref().unwrap_or("");
@@ -300,8 +301,8 @@ impl MessagingProviderAdapter for VoipmsAdapter {
             } else {
                 Channel::Mms
             },
-            from,
-            to,
+            from: from.into(),
+            to: to.into(),
             body,
             media,
             profile_name: None,
@@ -313,6 +314,7 @@ impl MessagingProviderAdapter for VoipmsAdapter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Address;
     use crate::providers::test_support::{form_of, nanp_outbound as message};
     use crate::providers::{Secret, SignalConfig};
     use proptest::prelude::*;
@@ -599,7 +601,7 @@ mod tests {
         let mut whatsapp = message("hi", &[]);
         whatsapp.channel = Channel::Whatsapp;
         let mut foreign = message("hi", &[]);
-        foreign.to = E164::from_e164("+33612345678").unwrap();
+        foreign.to = Address::from_stored("+33612345678").unwrap();
         let four = message(
             "hi",
             &["https://a/1", "https://a/2", "https://a/3", "https://a/4"],

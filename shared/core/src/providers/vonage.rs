@@ -32,7 +32,7 @@ use super::{
     MessagingProviderAdapter, ParseError, Secret, VerifyError, WebhookRequest,
 };
 use crate::domain::{
-    Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
+    Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
 
@@ -225,7 +225,7 @@ fn map_status(raw: &str) -> Option<DeliveryStatus> {
 }
 
 /// A number as Vonage writes it: international digits without the `+`.
-fn number(raw: &str, what: &str) -> Result<E164, ParseError> {
+fn number(raw: &str, what: &str) -> Result<Address, ParseError> {
     let raw = raw.trim();
     let international = if raw.bytes().all(|b| b.is_ascii_digit()) {
         format!("+{raw}")
@@ -233,6 +233,7 @@ fn number(raw: &str, what: &str) -> Result<E164, ParseError> {
         raw.to_string()
     };
     E164::parse(&international, Region::default())
+        .map(Address::Phone)
         .map_err(|_| ParseError::new(format!("{what} is not a valid phone number")))
 }
 
@@ -318,8 +319,8 @@ fn normalize(request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError> 
 }
 
 /// International digits without `+`, as Vonage takes numbers.
-fn digits(number: &E164) -> &str {
-    number.as_str().trim_start_matches('+')
+fn digits(number: &str) -> &str {
+    number.trim_start_matches('+')
 }
 
 /// The JSON body of a send.
@@ -514,8 +515,8 @@ mod tests {
         events.into_iter().next().unwrap()
     }
 
-    fn e164(s: &str) -> E164 {
-        E164::from_e164(s).unwrap()
+    fn e164(s: &str) -> Address {
+        Address::Phone(E164::from_e164(s).unwrap())
     }
 
     #[test]

@@ -15,11 +15,11 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 use super::{
-    carries, coded_failure, ct_eq, network_error, retry_after, Credentials,
+    carries, coded_failure, ct_eq, network_error, phones, retry_after, Credentials,
     MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
-    Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
+    Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
 
@@ -316,8 +316,8 @@ fn normalize(request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError> 
                 provider: ProviderKind::Whatsapp,
                 provider_message_id: message.id.clone(),
                 channel: Channel::Whatsapp,
-                from,
-                to,
+                from: from.into(),
+                to: to.into(),
                 body,
                 media,
                 profile_name,
@@ -337,7 +337,7 @@ fn normalize(request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError> 
                 raw_status: status.status,
                 error_code: error.as_ref().and_then(|e| e.code).map(|c| c.to_string()),
                 error_message: error.and_then(|e| e.title),
-                tenant_number: business.clone(),
+                tenant_number: business.clone().map(Address::from),
                 at: Utc::now(),
             }));
         }
@@ -361,7 +361,7 @@ fn message_body(message: &OutboundMessage) -> Result<serde_json::Value, SendErro
     let mut body = json!({
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
-        "to": message.to.digits(),
+        "to": phones("the WhatsApp Cloud API", message)?.1.digits(),
     });
     if let Some(template) = &message.template {
         let mut object = json!({
@@ -689,8 +689,8 @@ mod tests {
         events.into_iter().next().unwrap()
     }
 
-    fn e164(s: &str) -> E164 {
-        E164::from_e164(s).unwrap()
+    fn e164(s: &str) -> Address {
+        Address::from_stored(s).unwrap()
     }
 
     fn checked(name: &str) -> WebhookEvent {

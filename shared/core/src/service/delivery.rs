@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::updater::JobError;
 use super::{ServiceError, Services};
-use crate::domain::{OutboundMessage, ProviderKind, SendError, SendResult, TenantId, E164};
+use crate::domain::{Address, OutboundMessage, ProviderKind, SendError, SendResult, TenantId};
 use crate::model::{Failover, Message};
 use crate::ports::Job;
 use crate::providers::{Credentials, MessagingProviderAdapter};
@@ -41,7 +41,7 @@ struct Chain {
 /// One carrier a message may go out through, with the sender number it has there.
 struct Leg {
     provider: ProviderKind,
-    from: E164,
+    from: Address,
     adapter: Arc<dyn MessagingProviderAdapter>,
     credentials: Credentials,
 }

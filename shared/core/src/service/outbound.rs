@@ -7,7 +7,7 @@ use tracing::{instrument, warn};
 use uuid::Uuid;
 
 use super::{ServiceError, Services};
-use crate::domain::{Channel, Media, ProviderKind, TenantId, E164};
+use crate::domain::{Address, Channel, EmailAddress, Media, ProviderKind, TenantId, E164};
 use crate::model::{Message, NumberRoute};
 use crate::ports::Job;
 use crate::template::Template;
@@ -56,7 +56,7 @@ impl Services {
             .await?
             .ok_or(ServiceError::NotFound("tenant"))?;
         let region = tenant_record.default_region;
-        let to = E164::parse(&request.to, region)?;
+        let to = recipient(request.channel, &request.to, region)?;
         let body = request.body.filter(|b| !b.trim().is_empty());
         if let Some(template) = &request.template {
             check_template(
@@ -177,7 +177,7 @@ impl Services {
         };
         match from {
             Some(from) => {
-                let from = E164::parse(from, region)?;
+                let from = Address::parse(from, region)?;
                 let route = numbers
                     .into_iter()
                     .find(|r| r.number == from)
@@ -232,6 +232,21 @@ impl Services {
             )));
         }
         Ok(route.provider)
+    }
+}
+
+/// The recipient for the channel: an email address for email, a phone number otherwise.
+fn recipient(
+    channel: Channel,
+    to: &str,
+    region: crate::domain::Region,
+) -> Result<Address, ServiceError> {
+    if channel == Channel::Email {
+        EmailAddress::parse(to)
+            .map(Address::Email)
+            .map_err(|e| ServiceError::InvalidRequest(format!("to: {e}")))
+    } else {
+        Ok(E164::parse(to, region)?.into())
     }
 }
 
