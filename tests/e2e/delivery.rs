@@ -584,6 +584,7 @@ async fn the_sweeper_sends_a_message_that_was_stored_but_never_queued() {
         body: Some("stranded".into()),
         media: vec![],
         template: None,
+        subject: None,
         idempotency_key: None,
         at: chrono::Utc::now(),
     };

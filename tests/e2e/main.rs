@@ -4,6 +4,7 @@ mod abuse;
 mod api;
 mod bandwidth;
 mod delivery;
+mod email;
 mod failover;
 mod flows;
 mod harness;

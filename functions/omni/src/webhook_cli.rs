@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
-use omni_core::domain::{ProviderKind, Region, TenantId, E164};
+use omni_core::domain::{EmailAddress, ProviderKind, Region, TenantId, E164};
 use omni_core::ports::SecretStore;
 use omni_core::providers::{bandwidth, sinch, telnyx, twilio, vonage, Credentials};
 use omni_local::{MasterKey, SqliteBackend};
@@ -39,6 +39,9 @@ pub enum Carrier {
     Voicemeup,
     /// Vonage Messages (JSON POST with a JWT signed HS256 with the tenant's signature secret).
     Vonage,
+    /// SendGrid Inbound Parse (an email as a multipart POST with the tenant's secret in the
+    /// URL); `--from` and `--to` are email addresses.
+    Sendgrid,
 }
 
 /// Where the server is and how to find the tenant's secrets.
@@ -200,11 +203,15 @@ async fn url_secret(target: &Target, kind: ProviderKind) -> Result<String, Strin
     match stored_credentials(target, kind).await? {
         Credentials::Voipms(c) => Ok(c.webhook_secret.expose().to_string()),
         Credentials::Voicemeup(c) => Ok(c.webhook_secret.expose().to_string()),
+        Credentials::Sendgrid(c) => Ok(c.webhook_secret.expose().to_string()),
         _ => Err(format!("stored configuration has no {kind} webhook secret")),
     }
 }
 
 async fn build_send(args: &SendArgs) -> Result<Vec<reqwest::RequestBuilder>, String> {
+    if let Carrier::Sendgrid = args.carrier {
+        return Ok(vec![sendgrid_post(args).await?]);
+    }
     if !args.split {
         return Ok(vec![build_one(args).await?]);
     }
@@ -242,6 +249,54 @@ async fn build_send(args: &SendArgs) -> Result<Vec<reqwest::RequestBuilder>, Str
     } else {
         vec![text, media]
     })
+}
+
+/// An Inbound Parse post as SendGrid makes it: the email's fields as multipart/form-data,
+/// the tenant's secret in the URL.
+async fn sendgrid_post(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> {
+    if !args.media.is_empty() {
+        return Err("SendGrid posts attachments as files, which this command does not send".into());
+    }
+    let address = |raw: &str| EmailAddress::parse(raw).map_err(|e| e.to_string());
+    let (from, to) = (address(&args.from)?, address(&args.to)?);
+    let secret = url_secret(&args.target, ProviderKind::Sendgrid).await?;
+    let query =
+        serde_urlencoded::to_string([("secret", secret.as_str())]).map_err(|e| e.to_string())?;
+    let id = args
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("<{}@omni-webhook-send>", Uuid::new_v4().simple()));
+    let boundary = format!("omni{}", Uuid::new_v4().simple());
+    let envelope = serde_json::json!({"to": [to.as_str()], "from": from.as_str()}).to_string();
+    let fields = [
+        (
+            "headers",
+            format!("Message-ID: {id}\nSubject: omni webhook send\n"),
+        ),
+        ("from", from.to_string()),
+        ("to", to.to_string()),
+        ("subject", "omni webhook send".to_string()),
+        ("text", args.body.clone()),
+        ("envelope", envelope),
+        ("attachments", "0".to_string()),
+    ];
+    let mut body = String::new();
+    for (name, value) in fields {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    Ok(reqwest::Client::new()
+        .post(format!(
+            "{}/webhooks/sendgrid?{query}",
+            base_url(&args.target)
+        ))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body))
 }
 
 /// A VoiceMeUp webhook post: JSON, the tenant's secret in the URL.
@@ -448,6 +503,8 @@ async fn build_one(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> {
                 .header("authorization", authorization)
                 .body(body))
         }
+        // Posted by sendgrid_post: its addresses are not numbers.
+        Carrier::Sendgrid => Err("SendGrid takes email addresses".into()),
     }
 }
 

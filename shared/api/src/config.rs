@@ -77,6 +77,13 @@ pub struct ServiceArgs {
         default_value = "https://api.nexmo.com"
     )]
     pub vonage_api_url: String,
+    /// SendGrid API base URL (`/v3/mail/send` is appended).
+    #[arg(
+        long,
+        env = "OMNI_SENDGRID_API_URL",
+        default_value = "https://api.sendgrid.com"
+    )]
+    pub sendgrid_api_url: String,
     /// Attempts per outbound message before it is dead-lettered.
     #[arg(long, env = "OMNI_RETRY_MAX_ATTEMPTS", default_value_t = 6)]
     pub retry_max_attempts: u32,
@@ -126,6 +133,7 @@ impl ServiceArgs {
             sinch: self.sinch_api_url.clone(),
             voicemeup: self.voicemeup_api_url.clone(),
             vonage: self.vonage_api_url.clone(),
+            sendgrid: self.sendgrid_api_url.clone(),
         }
     }
 

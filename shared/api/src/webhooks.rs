@@ -95,6 +95,18 @@ pub fn routes(state: AppState) -> Routes {
                 .with_state(state.clone()),
         )
         .route(
+            "/webhooks/sendgrid",
+            &[Method::POST],
+            post(|s, m, u, h, b| accept(ProviderKind::Sendgrid, OK, s, m, u, h, b))
+                .with_state(state.clone()),
+        )
+        .route(
+            "/webhooks/sendgrid/events",
+            &[Method::POST],
+            post(|s, m, u, h, b| accept(ProviderKind::Sendgrid, OK, s, m, u, h, b))
+                .with_state(state.clone()),
+        )
+        .route(
             "/webhooks/whatsapp",
             &[Method::GET, Method::POST],
             get(whatsapp_subscription)

@@ -23,9 +23,9 @@ use omni_core::ports::{
     FlushedPart, Job, MessageStore, PartOutcome, Queue, SecretStore, StoreError, TenantStore,
 };
 use omni_core::providers::{
-    BandwidthCredentials, Credentials, Secret, SignalConfig, SinchCredentials, TelnyxCredentials,
-    TwilioCredentials, VoicemeupCredentials, VoipmsCredentials, VonageCredentials,
-    WhatsappCredentials,
+    BandwidthCredentials, Credentials, Secret, SendgridCredentials, SignalConfig, SinchCredentials,
+    TelnyxCredentials, TwilioCredentials, VoicemeupCredentials, VoipmsCredentials,
+    VonageCredentials, WhatsappCredentials,
 };
 use omni_core::template::{ButtonSubType, Component, Currency, MediaLink, Parameter, Template};
 use uuid::Uuid;
@@ -41,7 +41,7 @@ impl<T: TenantStore + SecretStore + MessageStore + Queue> Backend for T {}
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, numbers_route_and_conflict, api_keys_resolve_by_hash, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, whatsapp_templates_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, numbers_route_and_conflict, api_keys_resolve_by_hash, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,6 +65,7 @@ pub async fn run_all<B: Backend>(backend: &B) {
     late_milestones_fill_the_history(backend).await;
     create_outbound_is_idempotent(backend).await;
     whatsapp_templates_round_trip(backend).await;
+    email_conversations_round_trip(backend).await;
     claims_are_exclusive_and_counted(backend).await;
     delivery_outcomes_are_recorded(backend).await;
     failover_sends_record_sender_and_note(backend).await;
@@ -136,6 +137,7 @@ fn outbound(from: &Address, to: &Address, body: &str, at: DateTime<Utc>) -> NewO
         body: Some(body.to_owned()),
         media: Vec::new(),
         template: None,
+        subject: None,
         idempotency_key: None,
         at,
     }
@@ -437,6 +439,11 @@ fn sample_credentials() -> Vec<Credentials> {
             application_id: "aaaaaaaa-0000-4000-8000-0000000000a1".into(),
             private_key: Secret::new("vonage-private-key-secret"),
             signature_secret: Secret::new("vonage-signature-secret-secret"),
+        }),
+        Credentials::Sendgrid(SendgridCredentials {
+            api_key: Secret::new("sendgrid-api-key-secret"),
+            webhook_secret: Secret::new("sendgrid-webhook-secret"),
+            event_public_key: "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEH3+aj/qEATycUbqgPpiYP3Ggxs/jlarOe27T5pQiIlTlQgO+TD80efjJxCQVyJzR0ULDAngVQzMjpm13KYcTkQ==".into(),
         }),
         Credentials::Simulator,
     ]
@@ -1059,6 +1066,64 @@ pub async fn whatsapp_templates_round_trip<B: Backend>(b: &B) {
         .await
         .unwrap();
     assert_eq!(plain.template, None);
+}
+
+/// An email address routes like a number, and a conversation with a contact known only by
+/// an email address keeps both addresses, the subject and its thread.
+pub async fn email_conversations_round_trip<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("mail");
+    let email = |s: String| Address::from_stored(&s).expect("valid");
+    let id = Uuid::new_v4().simple();
+    let (ours, contact) = (
+        email(format!("dispatch@n{id}.example")),
+        email(format!("Jane.{id}@example.org")),
+    );
+    let route = NumberRoute {
+        number: ours.clone(),
+        tenant_id: tenant.clone(),
+        provider: ProviderKind::Sendgrid,
+        channels: vec![Channel::Email],
+        updated_at: base_time(),
+    };
+    b.put_number(&route).await.unwrap();
+    assert_eq!(b.number_route(&ours).await.unwrap(), Some(route));
+
+    let mut new = outbound(&ours, &contact, "Units are on the way", base_time());
+    new.channel = Channel::Email;
+    new.subject = Some("Your call".into());
+    let (m, _) = b.create_outbound(&tenant, &new).await.unwrap();
+    assert_eq!((&m.from, &m.to), (&ours, &contact));
+    let claimed = b
+        .claim_delivery(&tenant, m.id, LEASE)
+        .await
+        .unwrap()
+        .expect("claimable");
+    assert_eq!(claimed.message.subject.as_deref(), Some("Your call"));
+    b.record_sent(&tenant, m.id, &sent("sg-1"), None)
+        .await
+        .unwrap();
+
+    let reply = inbound(
+        Channel::Email,
+        &contact,
+        &ours,
+        "Thank you",
+        secs(base_time(), 5),
+    );
+    let (r, conversation) = b.apply_inbound(&tenant, &reply).await.unwrap().unwrap();
+    assert_eq!(conversation.id, m.conversation_id, "the reply threads");
+    assert_eq!((r.from.clone(), r.subject.clone()), (contact.clone(), None));
+    let listed = b.list_conversations(&tenant, 10, None).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+    let c = &listed.items[0];
+    assert_eq!(
+        (c.channel, &c.contact, &c.tenant_number, c.unread_count),
+        (Channel::Email, &contact, &ours, 1)
+    );
+    let stored = b.get_message(&tenant, m.id).await.unwrap().unwrap();
+    assert_eq!(stored.subject.as_deref(), Some("Your call"));
+    b.set_opt_out(&tenant, &contact, true).await.unwrap();
+    assert!(b.is_opted_out(&tenant, &contact).await.unwrap());
 }
 
 /// The same idempotency key returns the first message, once per tenant.

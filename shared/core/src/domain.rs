@@ -508,6 +508,8 @@ string_enum!(
         Voicemeup => "voicemeup",
         /// Vonage Messages API.
         Vonage => "vonage",
+        /// SendGrid (Twilio SendGrid) email.
+        Sendgrid => "sendgrid",
         /// The built-in demo carrier; only available in demo mode.
         Simulator => "simulator",
     }
@@ -621,6 +623,9 @@ pub struct OutboundMessage {
     pub media: Vec<Media>,
     /// An approved WhatsApp template to send instead of text and media.
     pub template: Option<crate::template::Template>,
+    /// The subject line (email only).
+    #[serde(default)]
+    pub subject: Option<String>,
     /// Where the carrier should post status callbacks, for carriers that take one.
     pub status_callback: Option<String>,
 }

@@ -112,6 +112,9 @@ pub struct Message {
     /// The approved WhatsApp template sent instead of a body (outbound WhatsApp only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<Template>,
+    /// The subject line (email only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     /// Current status.
     pub status: DeliveryStatus,
     /// The carrier that carried it (once known).
@@ -152,6 +155,7 @@ impl Message {
             body: m.body.clone(),
             media: m.media.clone(),
             template: None,
+            subject: None,
             status: DeliveryStatus::Received,
             provider: Some(m.provider),
             provider_message_id: Some(m.provider_message_id.clone()),
@@ -182,6 +186,7 @@ impl Message {
             body: m.body.clone(),
             media: m.media.clone(),
             template: m.template.clone(),
+            subject: m.subject.clone(),
             status: DeliveryStatus::Queued,
             provider: None,
             provider_message_id: None,
@@ -378,6 +383,8 @@ pub struct NewOutbound {
     pub media: Vec<crate::domain::Media>,
     /// An approved WhatsApp template, sent instead of a body and media.
     pub template: Option<Template>,
+    /// The subject line (email only).
+    pub subject: Option<String>,
     /// The client's idempotency key, if given.
     pub idempotency_key: Option<String>,
     /// When it was accepted.
@@ -421,6 +428,7 @@ mod tests {
             body: Some("x".into()),
             media: Vec::new(),
             template: None,
+            subject: None,
             idempotency_key: None,
             at,
         };

@@ -154,6 +154,36 @@ async fn webhook_voipms() {
 
 /// The event is the text half of a split MMS: it waits; the media half (the same event with
 /// part 2's body) completes it into one inbound message with text and media.
+/// SendGrid Inbound Parse (multipart, URL secret): one message from the contact's email
+/// address to the tenant's.
+#[tokio::test]
+async fn webhook_sendgrid() {
+    let w = world().await;
+    let (status, _) = http(
+        omni_api::webhooks::app(w.omni.app_state()),
+        "webhook-sendgrid",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let jobs = inbound_jobs(&w).await;
+    assert_one_inbound_for_acme(&jobs);
+    let Job::Inbound {
+        event: WebhookEvent::Message(m),
+        ..
+    } = &jobs[0]
+    else {
+        panic!("not a message: {jobs:?}");
+    };
+    assert_eq!(
+        (m.from.as_str(), m.to.as_str()),
+        (EMAIL_CONTACT, SENDGRID_ADDRESS)
+    );
+    assert_eq!(
+        m.body.as_deref(),
+        Some("Events test over SendGrid Inbound Parse")
+    );
+}
+
 #[tokio::test]
 async fn webhook_voicemeup() {
     let w = world().await;
@@ -538,6 +568,7 @@ fn every_event_file_is_exercised() {
         "send",
         "signal-poller",
         "webhook-bandwidth",
+        "webhook-sendgrid",
         "webhook-sinch",
         "webhook-telnyx",
         "webhook-twilio",

@@ -15,9 +15,9 @@ use omni_core::domain::{
 use omni_core::model::{NewOutbound, NumberRoute, Tenant};
 use omni_core::ports::{MessageStore, SecretStore, TenantStore};
 use omni_core::providers::{
-    BandwidthCredentials, Credentials, Secret, SinchCredentials, TelnyxCredentials,
-    TwilioCredentials, VoicemeupCredentials, VoipmsCredentials, VonageCredentials,
-    WhatsappCredentials,
+    BandwidthCredentials, Credentials, Secret, SendgridCredentials, SinchCredentials,
+    TelnyxCredentials, TwilioCredentials, VoicemeupCredentials, VoipmsCredentials,
+    VonageCredentials, WhatsappCredentials,
 };
 use omni_core::service::hash_api_key;
 use uuid::Uuid;
@@ -32,6 +32,11 @@ pub const SINCH_NUMBER: &str = "+15555550105";
 pub const VOICEMEUP_NUMBER: &str = "+15555550109";
 pub const VONAGE_NUMBER: &str = "+15555550106";
 pub const CONTACT: &str = "+15555550123";
+pub const SENDGRID_ADDRESS: &str = "dispatch@acme-dispatch.example";
+pub const EMAIL_CONTACT: &str = "jane@example.org";
+pub const SENDGRID_PARSE_SECRET: &str = "events-sendgrid-parse-secret";
+/// The public half of tests/fixtures/keys/sendgrid-test-private.pem (base64 DER).
+pub const SENDGRID_EVENT_PUBLIC_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEH3+aj/qEATycUbqgPpiYP3Ggxs/jlarOe27T5pQiIlTlQgO+TD80efjJxCQVyJzR0ULDAngVQzMjpm13KYcTkQ==";
 pub const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub const TWILIO_TOKEN: &str = "events0twilio0auth0token00000000";
 pub const VOIPMS_SECRET: &str = "events-voipms-secret";
@@ -120,6 +125,11 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
             ProviderKind::Vonage,
             vec![Channel::Sms, Channel::Mms, Channel::Whatsapp],
         ),
+        (
+            SENDGRID_ADDRESS,
+            ProviderKind::Sendgrid,
+            vec![Channel::Email],
+        ),
     ] {
         b.put_number(&NumberRoute {
             number: number(n),
@@ -178,6 +188,11 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
             )),
             signature_secret: Secret::new(VONAGE_SIGNATURE_SECRET),
         }),
+        Credentials::Sendgrid(SendgridCredentials {
+            api_key: Secret::new("events-sendgrid-api-key"),
+            webhook_secret: Secret::new(SENDGRID_PARSE_SECRET),
+            event_public_key: SENDGRID_EVENT_PUBLIC_KEY.into(),
+        }),
     ] {
         b.put_credentials(&t, &credentials).await.unwrap();
     }
@@ -194,6 +209,7 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
         body: Some("Units are on their way.".into()),
         media: vec![],
         template: None,
+        subject: None,
         idempotency_key: None,
         at,
     };

@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_routing.sql"),
     include_str!("../migrations/0003_message_parts.sql"),
     include_str!("../migrations/0004_whatsapp_templates.sql"),
+    include_str!("../migrations/0005_email_subject.sql"),
 ];
 
 /// Reader connections for a file database: enough for the API and the workers to read while

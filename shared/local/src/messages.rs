@@ -21,7 +21,7 @@ use crate::SqliteBackend;
 
 const MESSAGE_COLS: &str = "id, tenant_id, conversation_id, direction, channel, from_number, \
     to_number, body, media, status, provider, provider_message_id, error_code, error_message, \
-    starred, created_at, updated_at, events, template";
+    starred, created_at, updated_at, events, template, subject";
 
 /// The opt-out list is joined in so every conversation read reports it.
 const CONVERSATION_SELECT: &str = "SELECT c.id, c.tenant_id, c.channel, c.contact, \
@@ -69,6 +69,7 @@ fn message_row(row: &Row) -> StoreResult<Message> {
         body: opt(7)?,
         media,
         template,
+        subject: opt(19)?,
         status: parse(&text(9)?, "status")?,
         provider: opt(10)?.map(|p| parse(&p, "provider")).transpose()?,
         provider_message_id: opt(11)?,
@@ -224,9 +225,10 @@ fn insert_message(
     conn.exec(
         "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, from_number,
              to_number, body, media, status, provider, provider_message_id, error_code,
-             error_message, starred, created_at, updated_at, events, idempotency_key, template)
+             error_message, starred, created_at, updated_at, events, idempotency_key, template,
+             subject)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-             ?18, ?19, ?20)",
+             ?18, ?19, ?20, ?21)",
         params![
             message.id.to_string(),
             tenant.as_str(),
@@ -248,6 +250,7 @@ fn insert_message(
             json(&message.events)?,
             idempotency_key,
             message.template.as_ref().map(json).transpose()?,
+            message.subject,
         ],
     )
     .map_err(db)?;

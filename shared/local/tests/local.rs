@@ -113,6 +113,7 @@ async fn data_survives_reopening_the_file() {
         body: Some("kept".into()),
         media: Vec::new(),
         template: None,
+        subject: None,
         idempotency_key: Some("k".into()),
         at: Utc::now(),
     };
@@ -327,6 +328,7 @@ async fn a_message_with_a_pending_deliver_job_is_not_stranded() {
                 body: None,
                 media: Vec::new(),
                 template: None,
+                subject: None,
                 idempotency_key: None,
                 at: old,
             },

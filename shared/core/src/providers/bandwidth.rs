@@ -528,6 +528,7 @@ mod tests {
             body: Some("Units are on the way".into()),
             media,
             template: None,
+            subject: None,
             status_callback: Some("https://omni.example.org/webhooks/bandwidth/status".into()),
         }
     }

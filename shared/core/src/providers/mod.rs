@@ -17,6 +17,7 @@ use crate::domain::{
 };
 
 pub mod bandwidth;
+pub mod sendgrid;
 pub mod signal;
 pub mod simulator;
 pub mod sinch;
@@ -197,6 +198,20 @@ pub struct VonageCredentials {
     pub signature_secret: Secret,
 }
 
+/// SendGrid credentials: the API key sends, the secret in the Inbound Parse URL authenticates
+/// received email, the account's verification key checks the signed Event Webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendgridCredentials {
+    /// API key with Mail Send access (`SG.…`), sent as a Bearer token.
+    pub api_key: Secret,
+    /// The `secret=` query value of the Inbound Parse URL configured at SendGrid (SendGrid
+    /// signs nothing there).
+    pub webhook_secret: Secret,
+    /// The Event Webhook's verification key as the SendGrid console shows it: base64 DER
+    /// (SPKI) of an ECDSA P-256 public key (not secret).
+    pub event_public_key: String,
+}
+
 /// A tenant's configuration for one carrier, secrets included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "provider", rename_all = "lowercase")]
@@ -219,6 +234,8 @@ pub enum Credentials {
     Voicemeup(VoicemeupCredentials),
     /// Vonage Messages API.
     Vonage(VonageCredentials),
+    /// SendGrid email.
+    Sendgrid(SendgridCredentials),
     /// The demo carrier (no secrets).
     Simulator,
 }
@@ -236,6 +253,7 @@ impl Credentials {
             Credentials::Sinch(_) => ProviderKind::Sinch,
             Credentials::Voicemeup(_) => ProviderKind::Voicemeup,
             Credentials::Vonage(_) => ProviderKind::Vonage,
+            Credentials::Sendgrid(_) => ProviderKind::Sendgrid,
             Credentials::Simulator => ProviderKind::Simulator,
         }
     }
@@ -252,6 +270,7 @@ impl Credentials {
             ProviderKind::Sinch => serde_json::from_value(body).map(Credentials::Sinch),
             ProviderKind::Voicemeup => serde_json::from_value(body).map(Credentials::Voicemeup),
             ProviderKind::Vonage => serde_json::from_value(body).map(Credentials::Vonage),
+            ProviderKind::Sendgrid => serde_json::from_value(body).map(Credentials::Sendgrid),
             ProviderKind::Simulator => {
                 return Err("the simulator is configured only in demo mode".into())
             }
@@ -357,6 +376,17 @@ impl Credentials {
                     "signature_secret (8+ characters)",
                 )
             }
+            Credentials::Sendgrid(c) => {
+                require(!c.api_key.expose().is_empty(), "api_key")?;
+                require(
+                    c.webhook_secret.expose().len() >= 8,
+                    "webhook_secret (8+ characters)",
+                )?;
+                require(
+                    sendgrid::event_public_key(&c.event_public_key).is_some(),
+                    "event_public_key (base64 DER of an ECDSA P-256 public key)",
+                )
+            }
             Credentials::Simulator => Ok(()),
         }
     }
@@ -408,6 +438,7 @@ impl Credentials {
             Credentials::Sinch(c) => vec![c.api_token.expose(), c.app_secret.expose()],
             Credentials::Voicemeup(c) => vec![c.auth_token.expose(), c.webhook_secret.expose()],
             Credentials::Vonage(c) => vec![c.private_key.expose(), c.signature_secret.expose()],
+            Credentials::Sendgrid(c) => vec![c.api_key.expose(), c.webhook_secret.expose()],
             Credentials::Signal(_) | Credentials::Simulator => vec![],
         }
     }
@@ -504,6 +535,8 @@ pub struct ProviderEndpoints {
     pub voicemeup: String,
     /// Vonage Messages API, default `https://api.nexmo.com` (`/v1/messages` is appended).
     pub vonage: String,
+    /// SendGrid API, default `https://api.sendgrid.com` (`/v3/mail/send` is appended).
+    pub sendgrid: String,
 }
 
 impl Default for ProviderEndpoints {
@@ -517,6 +550,7 @@ impl Default for ProviderEndpoints {
             sinch: "https://us.sms.api.sinch.com".into(),
             voicemeup: "https://clients.voicemeup.com/api/v1.1/json".into(),
             vonage: "https://api.nexmo.com".into(),
+            sendgrid: "https://api.sendgrid.com".into(),
         }
     }
 }
@@ -582,6 +616,13 @@ impl ProviderRegistry {
         adapters.insert(
             ProviderKind::Vonage,
             Arc::new(vonage::VonageAdapter::new(http.clone(), &endpoints.vonage)),
+        );
+        adapters.insert(
+            ProviderKind::Sendgrid,
+            Arc::new(sendgrid::SendgridAdapter::new(
+                http.clone(),
+                &endpoints.sendgrid,
+            )),
         );
         adapters.insert(
             ProviderKind::Signal,
@@ -822,6 +863,7 @@ pub(crate) mod test_support {
                 })
                 .collect(),
             template: None,
+            subject: None,
             status_callback: None,
         }
     }

@@ -616,6 +616,7 @@ mod tests {
                 })
                 .collect(),
             template: None,
+            subject: None,
             status_callback: None,
         }
     }

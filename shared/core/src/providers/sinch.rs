@@ -616,6 +616,7 @@ mod tests {
             body: Some("Units are on the way".into()),
             media,
             template: None,
+            subject: None,
             status_callback: Some("https://omni.example.org/webhooks/sinch/status".into()),
         }
     }

@@ -749,6 +749,7 @@ mod tests {
             body: Some("Units are on the way".into()),
             media,
             template: None,
+            subject: None,
             status_callback: Some("https://omni.example.org/webhooks/telnyx/status".into()),
         }
     }

@@ -818,6 +818,7 @@ mod tests {
             body: Some("Units are on the way".into()),
             media,
             template: None,
+            subject: None,
             status_callback: Some("https://omni.example.org/webhooks/twilio/status".into()),
         }
     }

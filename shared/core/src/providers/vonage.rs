@@ -747,6 +747,7 @@ mod tests {
             media,
             status_callback: Some("https://omni.example.org/webhooks/vonage/status".into()),
             template: None,
+            subject: None,
         }
     }
 

@@ -846,6 +846,7 @@ mod tests {
             body: Some("Units are on the way".into()),
             media,
             template: None,
+            subject: None,
             status_callback: None,
         }
     }

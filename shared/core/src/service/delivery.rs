@@ -315,6 +315,7 @@ impl Services {
             body: message.body.clone(),
             media: message.media.clone(),
             template: message.template.clone(),
+            subject: message.subject.clone(),
             status_callback: Some(format!(
                 "{}/webhooks/{}/status",
                 self.settings.public_url.trim_end_matches('/'),

@@ -16,6 +16,8 @@ use crate::template::Template;
 const MAX_BODY_CHARS: usize = 1600;
 /// Most attachments on one message.
 const MAX_MEDIA: usize = 10;
+/// Longest subject line: RFC 5322's limit on a header line.
+const MAX_SUBJECT_CHARS: usize = 998;
 
 /// `POST /v1/messages` as the client sent it.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +39,9 @@ pub struct SendRequest {
     /// An approved WhatsApp template, instead of a body and media (whatsapp channel only).
     #[serde(default)]
     pub template: Option<Template>,
+    /// The subject line (email channel only); `Message from <tenant name>` when absent.
+    #[serde(default)]
+    pub subject: Option<String>,
     /// Makes retries of this request safe: the same key returns the first message.
     #[serde(default)]
     pub idempotency_key: Option<String>,
@@ -57,6 +62,11 @@ impl Services {
             .ok_or(ServiceError::NotFound("tenant"))?;
         let region = tenant_record.default_region;
         let to = recipient(request.channel, &request.to, region)?;
+        let subject = subject(
+            request.channel,
+            request.subject.as_deref(),
+            &tenant_record.name,
+        )?;
         let body = request.body.filter(|b| !b.trim().is_empty());
         if let Some(template) = &request.template {
             check_template(
@@ -137,6 +147,7 @@ impl Services {
             body,
             media,
             template: request.template,
+            subject,
             idempotency_key: request.idempotency_key,
             at: Utc::now(),
         };
@@ -247,6 +258,26 @@ fn recipient(
             .map_err(|e| ServiceError::InvalidRequest(format!("to: {e}")))
     } else {
         Ok(E164::parse(to, region)?.into())
+    }
+}
+
+/// The subject line: the one given (email only, one line), or the tenant's default on email.
+fn subject(
+    channel: Channel,
+    given: Option<&str>,
+    tenant_name: &str,
+) -> Result<Option<String>, ServiceError> {
+    let invalid = |why: &str| Err(ServiceError::InvalidRequest(format!("subject: {why}")));
+    match given {
+        Some(_) if channel != Channel::Email => invalid("only the email channel has a subject"),
+        // A line break would let the caller write further mail headers.
+        Some(s) if s.contains(['\r', '\n']) => invalid("must be one line"),
+        Some(s) if s.chars().count() > MAX_SUBJECT_CHARS => {
+            invalid(&format!("is longer than {MAX_SUBJECT_CHARS} characters"))
+        }
+        Some(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
+        _ if channel == Channel::Email => Ok(Some(format!("Message from {tenant_name}"))),
+        _ => Ok(None),
     }
 }
 

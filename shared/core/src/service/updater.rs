@@ -98,6 +98,7 @@ impl Services {
                     body: Some(text),
                     media_urls: vec![],
                     template: None,
+                    subject: None,
                     // One help reply per inbound message, however often it is redelivered.
                     idempotency_key: Some(format!("help:{}", message.provider_message_id)),
                 };
