@@ -285,3 +285,106 @@ async fn email_contact_send_reply_and_signed_delivery_event() {
         .clone();
     assert_eq!(last["source"], "sendgrid");
 }
+
+/// Amazon SES v2 against the emulator (moto, `AWS_ENDPOINT_URL`): a verified sender's email
+/// goes out SigV4-signed and is `sent` with SES's MessageId; an unverified sender's is failed
+/// for good with SES's reason; email routing may list SES and SendGrid for failover.
+#[tokio::test]
+async fn ses_sends_through_the_emulator() {
+    use omni_core::providers::ses::sigv4;
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .expect("the SES test runs against moto: eval \"$(scripts/aws-emulator start)\"");
+    let http = reqwest::Client::new();
+    // The sender identity is verified as SES requires (CreateEmailIdentity, signed the same way).
+    let url = url::Url::parse(&format!("{endpoint}/v2/email/identities")).unwrap();
+    let body = json!({"EmailIdentity": ADDRESS}).to_string();
+    let mut request = http
+        .post(url.clone())
+        .header("content-type", "application/json")
+        .body(body.clone());
+    let signed = sigv4::sign(
+        &sigv4::Request {
+            method: "POST",
+            url: &url,
+            headers: &[("content-type", "application/json")],
+            payload: body.as_bytes(),
+        },
+        &sigv4::Scope {
+            access_key_id: "AKIAE2ETESTING",
+            secret_access_key: "testing",
+            region: "us-east-1",
+            service: "ses",
+        },
+        chrono::Utc::now(),
+    );
+    for (k, v) in signed {
+        request = request.header(k, v);
+    }
+    let created = request.send().await.unwrap();
+    assert!(created.status().is_success(), "{:?}", created.text().await);
+
+    let s = Server::start(&[("OMNI_SES_API_URL", &endpoint)]).await;
+    let key = s.tenant("north").await;
+    let config = json!({"access_key_id": "AKIAE2ETESTING", "secret_access_key": "testing",
+        "region": "us-east-1"});
+    let (st, b) = s
+        .admin(
+            Method::PUT,
+            "/v1/admin/tenants/north/providers/ses",
+            Some(config),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    for address in [ADDRESS, "unverified@north.example"] {
+        let (st, b) = s
+            .admin(
+                Method::PUT,
+                &format!("/v1/admin/tenants/north/numbers/{address}"),
+                Some(json!({"provider": "ses", "channels": ["email"]})),
+            )
+            .await;
+        assert_eq!(st, 200, "{b}");
+    }
+    // Email fails over between the email carriers like SMS between phone carriers.
+    let (st, b) = s
+        .admin(
+            Method::PUT,
+            "/v1/admin/tenants/north/routing",
+            Some(json!({"email": ["ses", "sendgrid"]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let send = |from: &str| {
+        json!({"channel": "email", "from": from, "to": CONTACT,
+            "body": "Units are on the way"})
+    };
+    let (st, m) = s
+        .api(&key, Method::POST, "/v1/messages", Some(send(ADDRESS)))
+        .await;
+    assert_eq!(st, 202, "{m}");
+    let sent = s
+        .message_reaching(&key, m["id"].as_str().unwrap(), "sent")
+        .await;
+    assert_eq!(sent["provider"], "ses");
+    assert!(
+        sent["provider_message_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
+        "{sent}"
+    );
+    assert_eq!(sent["subject"], "Message from Tenant north");
+
+    let (st, m) = s
+        .api(
+            &key,
+            Method::POST,
+            "/v1/messages",
+            Some(send("unverified@north.example")),
+        )
+        .await;
+    assert_eq!(st, 202, "{m}");
+    let failed = s
+        .message_reaching(&key, m["id"].as_str().unwrap(), "failed")
+        .await;
+    assert_eq!(failed["error_code"], "MessageRejected", "{failed}");
+}

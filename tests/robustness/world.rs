@@ -56,6 +56,7 @@ impl World {
             voicemeup: format!("{carrier_url}/voicemeup"),
             vonage: carrier_url.into(),
             sendgrid: carrier_url.into(),
+            ses: carrier_url.into(),
         };
         let services = Services {
             tenants: backend.clone(),

@@ -84,6 +84,10 @@ pub struct ServiceArgs {
         default_value = "https://api.sendgrid.com"
     )]
     pub sendgrid_api_url: String,
+    /// Amazon SES v2 base URL; empty for each tenant region's own
+    /// (`https://email.{region}.amazonaws.com`).
+    #[arg(long, env = "OMNI_SES_API_URL", default_value = "")]
+    pub ses_api_url: String,
     /// Attempts per outbound message before it is dead-lettered.
     #[arg(long, env = "OMNI_RETRY_MAX_ATTEMPTS", default_value_t = 6)]
     pub retry_max_attempts: u32,
@@ -134,6 +138,7 @@ impl ServiceArgs {
             voicemeup: self.voicemeup_api_url.clone(),
             vonage: self.vonage_api_url.clone(),
             sendgrid: self.sendgrid_api_url.clone(),
+            ses: self.ses_api_url.clone(),
         }
     }
 

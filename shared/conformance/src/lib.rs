@@ -23,9 +23,9 @@ use omni_core::ports::{
     FlushedPart, Job, MessageStore, PartOutcome, Queue, SecretStore, StoreError, TenantStore,
 };
 use omni_core::providers::{
-    BandwidthCredentials, Credentials, Secret, SendgridCredentials, SignalConfig, SinchCredentials,
-    TelnyxCredentials, TwilioCredentials, VoicemeupCredentials, VoipmsCredentials,
-    VonageCredentials, WhatsappCredentials,
+    BandwidthCredentials, Credentials, Secret, SendgridCredentials, SesCredentials, SignalConfig,
+    SinchCredentials, TelnyxCredentials, TwilioCredentials, VoicemeupCredentials,
+    VoipmsCredentials, VonageCredentials, WhatsappCredentials,
 };
 use omni_core::template::{ButtonSubType, Component, Currency, MediaLink, Parameter, Template};
 use uuid::Uuid;
@@ -444,6 +444,11 @@ fn sample_credentials() -> Vec<Credentials> {
             api_key: Secret::new("sendgrid-api-key-secret"),
             webhook_secret: Secret::new("sendgrid-webhook-secret"),
             event_public_key: "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEH3+aj/qEATycUbqgPpiYP3Ggxs/jlarOe27T5pQiIlTlQgO+TD80efjJxCQVyJzR0ULDAngVQzMjpm13KYcTkQ==".into(),
+        }),
+        Credentials::Ses(SesCredentials {
+            access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+            secret_access_key: Secret::new("ses-secret-access-key-secret"),
+            region: "us-east-1".into(),
         }),
         Credentials::Simulator,
     ]

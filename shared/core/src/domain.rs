@@ -510,6 +510,8 @@ string_enum!(
         Vonage => "vonage",
         /// SendGrid (Twilio SendGrid) email.
         Sendgrid => "sendgrid",
+        /// Amazon SES v2 email.
+        Ses => "ses",
         /// The built-in demo carrier; only available in demo mode.
         Simulator => "simulator",
     }

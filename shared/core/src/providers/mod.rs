@@ -18,6 +18,7 @@ use crate::domain::{
 
 pub mod bandwidth;
 pub mod sendgrid;
+pub mod ses;
 pub mod signal;
 pub mod simulator;
 pub mod sinch;
@@ -212,6 +213,18 @@ pub struct SendgridCredentials {
     pub event_public_key: String,
 }
 
+/// Amazon SES credentials: an IAM access key allowed `ses:SendEmail`, and the region whose SES
+/// the tenant's sending identity is verified in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SesCredentials {
+    /// Access key id (`AKIA…`, not secret).
+    pub access_key_id: String,
+    /// Secret access key (signs each request, SigV4).
+    pub secret_access_key: Secret,
+    /// AWS region, e.g. `us-east-1`; it names the endpoint host.
+    pub region: String,
+}
+
 /// A tenant's configuration for one carrier, secrets included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "provider", rename_all = "lowercase")]
@@ -236,6 +249,8 @@ pub enum Credentials {
     Vonage(VonageCredentials),
     /// SendGrid email.
     Sendgrid(SendgridCredentials),
+    /// Amazon SES v2 email.
+    Ses(SesCredentials),
     /// The demo carrier (no secrets).
     Simulator,
 }
@@ -254,6 +269,7 @@ impl Credentials {
             Credentials::Voicemeup(_) => ProviderKind::Voicemeup,
             Credentials::Vonage(_) => ProviderKind::Vonage,
             Credentials::Sendgrid(_) => ProviderKind::Sendgrid,
+            Credentials::Ses(_) => ProviderKind::Ses,
             Credentials::Simulator => ProviderKind::Simulator,
         }
     }
@@ -271,6 +287,7 @@ impl Credentials {
             ProviderKind::Voicemeup => serde_json::from_value(body).map(Credentials::Voicemeup),
             ProviderKind::Vonage => serde_json::from_value(body).map(Credentials::Vonage),
             ProviderKind::Sendgrid => serde_json::from_value(body).map(Credentials::Sendgrid),
+            ProviderKind::Ses => serde_json::from_value(body).map(Credentials::Ses),
             ProviderKind::Simulator => {
                 return Err("the simulator is configured only in demo mode".into())
             }
@@ -387,6 +404,19 @@ impl Credentials {
                     "event_public_key (base64 DER of an ECDSA P-256 public key)",
                 )
             }
+            Credentials::Ses(c) => {
+                // It goes into the Authorization header's credential: no separators.
+                require(
+                    !c.access_key_id.is_empty()
+                        && c.access_key_id.bytes().all(|b| b.is_ascii_alphanumeric()),
+                    "access_key_id (letters and digits)",
+                )?;
+                require(
+                    !c.secret_access_key.expose().is_empty(),
+                    "secret_access_key",
+                )?;
+                require(ses::valid_region(&c.region), "region (e.g. us-east-1)")
+            }
             Credentials::Simulator => Ok(()),
         }
     }
@@ -407,6 +437,7 @@ impl Credentials {
                 "api_token",
                 "private_key",
                 "signature_secret",
+                "secret_access_key",
             ] {
                 if obj.contains_key(key) {
                     obj.insert(key.into(), "***".into());
@@ -439,6 +470,7 @@ impl Credentials {
             Credentials::Voicemeup(c) => vec![c.auth_token.expose(), c.webhook_secret.expose()],
             Credentials::Vonage(c) => vec![c.private_key.expose(), c.signature_secret.expose()],
             Credentials::Sendgrid(c) => vec![c.api_key.expose(), c.webhook_secret.expose()],
+            Credentials::Ses(c) => vec![c.secret_access_key.expose()],
             Credentials::Signal(_) | Credentials::Simulator => vec![],
         }
     }
@@ -537,6 +569,9 @@ pub struct ProviderEndpoints {
     pub vonage: String,
     /// SendGrid API, default `https://api.sendgrid.com` (`/v3/mail/send` is appended).
     pub sendgrid: String,
+    /// Amazon SES v2; empty (the default) for `https://email.{region}.amazonaws.com` of each
+    /// tenant's region (`/v2/email/outbound-emails` is appended).
+    pub ses: String,
 }
 
 impl Default for ProviderEndpoints {
@@ -551,6 +586,7 @@ impl Default for ProviderEndpoints {
             voicemeup: "https://clients.voicemeup.com/api/v1.1/json".into(),
             vonage: "https://api.nexmo.com".into(),
             sendgrid: "https://api.sendgrid.com".into(),
+            ses: String::new(),
         }
     }
 }
@@ -623,6 +659,10 @@ impl ProviderRegistry {
                 http.clone(),
                 &endpoints.sendgrid,
             )),
+        );
+        adapters.insert(
+            ProviderKind::Ses,
+            Arc::new(ses::SesAdapter::new(http.clone(), &endpoints.ses)),
         );
         adapters.insert(
             ProviderKind::Signal,

@@ -100,6 +100,7 @@ impl PlatformCredentials {
             | ProviderKind::Voicemeup
             | ProviderKind::Vonage
             | ProviderKind::Sendgrid
+            | ProviderKind::Ses
             | ProviderKind::Simulator => None,
         }
     }
