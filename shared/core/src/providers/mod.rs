@@ -751,6 +751,20 @@ pub(crate) fn phones<'m>(
     }
 }
 
+/// The plain text of an email: the body, then the media links (email has no URL
+/// attachments, and fetching media to attach it would make the send path download arbitrary
+/// URLs).
+pub(crate) fn email_text(message: &OutboundMessage) -> String {
+    let mut text = message.body.clone().unwrap_or_default();
+    for media in &message.media {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&media.url);
+    }
+    text
+}
+
 /// Parses an HTTP `Retry-After` given in seconds (the form carriers use).
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers

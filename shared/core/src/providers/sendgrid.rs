@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{
-    carries, check_url_secret, named_failure, network_error, retry_after, Credentials,
+    carries, check_url_secret, email_text, named_failure, network_error, retry_after, Credentials,
     MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
@@ -112,19 +112,6 @@ fn is_event_post(request: &WebhookRequest) -> bool {
     path.trim_end_matches('/').ends_with("/events")
 }
 
-/// The text sent: the body, then the media links (an email has no URL attachments, and
-/// fetching the media to attach it would make the send path download arbitrary URLs).
-fn text_content(message: &OutboundMessage) -> String {
-    let mut text = message.body.clone().unwrap_or_default();
-    for media in &message.media {
-        if !text.is_empty() {
-            text.push('\n');
-        }
-        text.push_str(&media.url);
-    }
-    text
-}
-
 /// The JSON body of a send.
 fn message_body(message: &OutboundMessage) -> Value {
     let custom_args = json!({ ID_ARG: message.id.to_string(), FROM_ARG: message.from.as_str() });
@@ -132,7 +119,7 @@ fn message_body(message: &OutboundMessage) -> Value {
         "personalizations": [{ "to": [{ "email": message.to.as_str() }] }],
         "from": { "email": message.from.as_str() },
         "subject": message.subject.as_deref().unwrap_or_default(),
-        "content": [{ "type": "text/plain", "value": text_content(message) }],
+        "content": [{ "type": "text/plain", "value": email_text(message) }],
         "custom_args": custom_args,
     })
 }

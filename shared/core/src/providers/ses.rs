@@ -25,8 +25,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::{
-    carries, named_failure, network_error, retry_after, Credentials, MessagingProviderAdapter,
-    ParseError, VerifyError, WebhookRequest,
+    carries, email_text, named_failure, network_error, retry_after, Credentials,
+    MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
     Channel, DeliveryStatus, OutboundMessage, ProviderKind, SendError, SendResult, WebhookEvent,
@@ -207,13 +207,7 @@ pub mod sigv4 {
 
 /// The JSON body of a `SendEmail`.
 fn message_body(message: &OutboundMessage) -> Value {
-    let mut text = message.body.clone().unwrap_or_default();
-    for media in &message.media {
-        if !text.is_empty() {
-            text.push('\n');
-        }
-        text.push_str(&media.url);
-    }
+    let text = email_text(message);
     json!({
         "FromEmailAddress": message.from.as_str(),
         "Destination": { "ToAddresses": [message.to.as_str()] },
