@@ -206,6 +206,7 @@ impl Server {
                 "api_token",
                 "private_key",
                 "signature_secret",
+                "secret_access_key",
             ] {
                 if let Some(secret) = b[field].as_str() {
                     self.secrets.lock().unwrap().push(secret.to_string());
