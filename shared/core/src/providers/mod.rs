@@ -478,6 +478,80 @@ pub trait MessagingProviderAdapter: Send + Sync {
 
     /// Reads a webhook into Omni's events (inbound messages and status updates).
     fn normalize_inbound(&self, request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError>;
+
+    /// Whether an inbound media URL this carrier gave us is kept behind the carrier's own
+    /// authentication (so Omni must fetch it with the tenant's credentials) rather than a
+    /// link a dashboard can follow itself.
+    fn keeps_media(&self, _url: &str) -> bool {
+        false
+    }
+
+    /// Fetches a media item [`keeps_media`](Self::keeps_media) said is kept by the carrier,
+    /// at most [`MAX_MEDIA_BYTES`].
+    async fn fetch_media(
+        &self,
+        _credentials: &Credentials,
+        _url: &str,
+    ) -> Result<MediaContent, MediaError> {
+        Err(MediaError::NotFound)
+    }
+}
+
+/// The largest media item Omni fetches on a dashboard's behalf: WhatsApp's own limit for
+/// audio and video (documents may be larger and are refused rather than held in memory).
+pub const MAX_MEDIA_BYTES: usize = 16 * 1024 * 1024;
+
+/// A media item fetched from a carrier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaContent {
+    /// MIME type, when the carrier said.
+    pub content_type: Option<String>,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Why a carrier's media item could not be fetched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaError {
+    /// The carrier has no such item (never had it, or it expired).
+    #[error("the carrier has no such media")]
+    NotFound,
+    /// Larger than [`MAX_MEDIA_BYTES`].
+    #[error("the media is larger than {MAX_MEDIA_BYTES} bytes")]
+    TooLarge,
+    /// The carrier failed or refused (credentials, outage); the text is the carrier's answer.
+    #[error("{0}")]
+    Carrier(String),
+    /// The credentials given are for another carrier.
+    #[error("credentials are for another provider")]
+    WrongCredentials,
+}
+
+/// Reads a carrier's media response body, giving up past [`MAX_MEDIA_BYTES`] without
+/// buffering more than that.
+pub(crate) async fn read_media_body(
+    carrier: &str,
+    mut response: reqwest::Response,
+) -> Result<Vec<u8>, MediaError> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_MEDIA_BYTES as u64)
+    {
+        return Err(MediaError::TooLarge);
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        MediaError::Carrier(format!(
+            "{carrier} media download failed: {}",
+            e.without_url()
+        ))
+    })? {
+        if bytes.len() + chunk.len() > MAX_MEDIA_BYTES {
+            return Err(MediaError::TooLarge);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 /// Carrier API base URLs (platform configuration only, never request data).
