@@ -561,7 +561,7 @@ mod tests {
             "96a0b5fa-a986-453d-be5c-3117f989f025"
         );
         assert_eq!(m.from, e164("+15555550123"));
-        assert_eq!(m.to, e164("+15555550107"));
+        assert_eq!(m.to, e164("+15555550100"));
         assert_eq!(m.body.as_deref(), Some("Smoke on 5th street"));
         assert!(m.media.is_empty());
     }
@@ -599,14 +599,14 @@ mod tests {
         assert_eq!(s.status, DeliveryStatus::Undelivered);
         assert_eq!(s.raw_status, "delivery_failed");
         assert_eq!(s.error_message.as_deref(), Some("Unknown subscriber"));
-        assert_eq!(s.tenant_number, Some(e164("+15555550107")));
+        assert_eq!(s.tenant_number, Some(e164("+15555550100")));
     }
 
     fn outbound_event(status: &str, sender: serde_json::Value) -> Vec<u8> {
         json!({"service": "channels", "event": "sms.outbound", "payload": {
             "id": "m1", "channelId": CHANNEL, "sender": sender,
             "receiver": {"contacts": [{"identifierValue": "+15555550123"}]},
-            "reference": "+15555550107", "status": status, "direction": "outgoing"}})
+            "reference": "+15555550100", "status": status, "direction": "outgoing"}})
         .to_string()
         .into_bytes()
     }
@@ -633,16 +633,16 @@ mod tests {
             // No reason given: the status word says what failed.
             let reason = s.status.is_failure().then(|| word.to_string());
             assert_eq!(s.error_message, reason);
-            assert_eq!(s.tenant_number, Some(e164("+15555550107")));
+            assert_eq!(s.tenant_number, Some(e164("+15555550100")));
         }
         // The connector's number wins over the reference.
-        let sender = json!({"connector": {"id": "c", "identifierValue": "+15555550100"}});
+        let sender = json!({"connector": {"id": "c", "identifierValue": "+15555550199"}});
         let WebhookEvent::Status(s) =
             one(normalize(&request(&outbound_event("sent", sender), &[])).unwrap())
         else {
             panic!("not a status");
         };
-        assert_eq!(s.tenant_number, Some(e164("+15555550100")));
+        assert_eq!(s.tenant_number, Some(e164("+15555550199")));
         assert_eq!(
             normalize(&request(&outbound_event("teleported", json!(null)), &[])).unwrap(),
             vec![]
@@ -660,7 +660,7 @@ mod tests {
             json!({"service": "channels", "event": "sms.inbound", "payload": payload}).to_string()
         };
         let contact = json!({"contact": {"identifierValue": "+15555550123"}});
-        let connector = json!({"connector": {"identifierValue": "+15555550107"}});
+        let connector = json!({"connector": {"identifierValue": "+15555550100"}});
         for bad in [
             "not json".to_string(),
             "[]".to_string(),
@@ -679,7 +679,7 @@ mod tests {
             inbound(json!({"id": "x", "sender": contact, "receiver": connector})),
             String::new(),
             json!({"event": "sms.outbound", "payload": {"id": "m", "status": "sent"}}).to_string(),
-            json!({"event": "sms.outbound", "payload": {"id": "m", "reference": "+15555550107"}})
+            json!({"event": "sms.outbound", "payload": {"id": "m", "reference": "+15555550100"}})
                 .to_string(),
         ] {
             assert!(normalize(&request(bad.as_bytes(), &[])).is_err(), "{bad}");
@@ -691,7 +691,7 @@ mod tests {
             id: Uuid::now_v7(),
             tenant_id: TenantId::parse("north").unwrap(),
             channel: Channel::Sms,
-            from: e164("+15555550107"),
+            from: e164("+15555550100"),
             to: e164("+15555550123"),
             body: Some("Units are on the way".into()),
             media,
@@ -703,7 +703,7 @@ mod tests {
     fn accepted() -> ResponseTemplate {
         ResponseTemplate::new(202).set_body_json(json!({
             "id": "0192b7c2-1f0e-7000-8000-00000000b1d1", "channelId": CHANNEL,
-            "reference": "+15555550107", "status": "accepted", "direction": "outgoing",
+            "reference": "+15555550100", "status": "accepted", "direction": "outgoing",
             "createdAt": "2026-11-30T10:00:00.000Z"}))
     }
 
@@ -731,7 +731,7 @@ mod tests {
                 "receiver": {"contacts": [{"identifierKey": "phonenumber",
                     "identifierValue": "+15555550123"}]},
                 "body": {"type": "text", "text": {"text": "Units are on the way"}},
-                "reference": "+15555550107"})))
+                "reference": "+15555550100"})))
             .respond_with(accepted())
             .expect(1)
             .mount(&server)
@@ -759,7 +759,7 @@ mod tests {
                 "body": {"type": "image", "image": {"text": "Units are on the way", "images": [
                     {"mediaUrl": "https://cdn.example.org/a.jpg"},
                     {"mediaUrl": "https://cdn.example.org/b.jpg"}]}},
-                "reference": "+15555550107"})))
+                "reference": "+15555550100"})))
             .respond_with(accepted())
             .expect(1)
             .mount(&server)
