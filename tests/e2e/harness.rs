@@ -206,6 +206,8 @@ impl Server {
                 "api_token",
                 "private_key",
                 "signature_secret",
+                "access_key",
+                "signing_key",
             ] {
                 if let Some(secret) = b[field].as_str() {
                     self.secrets.lock().unwrap().push(secret.to_string());

@@ -3,6 +3,7 @@
 mod abuse;
 mod api;
 mod bandwidth;
+mod bird;
 mod delivery;
 mod failover;
 mod flows;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 use omni_core::domain::{ProviderKind, Region, TenantId, E164};
 use omni_core::ports::SecretStore;
-use omni_core::providers::{bandwidth, sinch, telnyx, twilio, vonage, Credentials};
+use omni_core::providers::{bandwidth, bird, sinch, telnyx, twilio, vonage, Credentials};
 use omni_local::{MasterKey, SqliteBackend};
 use uuid::Uuid;
 
@@ -39,6 +39,9 @@ pub enum Carrier {
     Voicemeup,
     /// Vonage Messages (JSON POST with a JWT signed HS256 with the tenant's signature secret).
     Vonage,
+    /// Bird Channels API (`sms.inbound` notification, HMAC-SHA256-signed with the tenant's
+    /// signing key over the timestamp, the URL and the body's SHA-256).
+    Bird,
 }
 
 /// Where the server is and how to find the tenant's secrets.
@@ -59,7 +62,7 @@ pub struct Target {
     /// Sign with this Twilio auth token / VoIP.ms secret instead of the stored one; for
     /// Telnyx, the base64 Ed25519 private key seed to sign with (required); for Bandwidth,
     /// the callback credentials as `user:password`; for Sinch, the app secret; for Vonage, the
-    /// signature secret.
+    /// signature secret; for Bird, the signing key.
     #[arg(long, env = "OMNI_WEBHOOK_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
 }
@@ -408,6 +411,29 @@ async fn build_one(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> {
                 .header(sinch::TIMESTAMP_HEADER, timestamp)
                 .body(body))
         }
+        Carrier::Bird => {
+            let key = match &args.target.secret {
+                Some(s) => s.clone(),
+                None => match stored_credentials(&args.target, ProviderKind::Bird).await? {
+                    Credentials::Bird(c) => c.signing_key.expose().to_string(),
+                    _ => return Err("stored configuration is not Bird's".into()),
+                },
+            };
+            let id = args
+                .id
+                .clone()
+                .unwrap_or_else(|| Uuid::new_v4().to_string());
+            let body = bird_inbound(&id, &from, &to, &args.body, &args.media)?.to_string();
+            let url = format!("{base}/webhooks/bird");
+            let timestamp = chrono::Utc::now().timestamp().to_string();
+            let signature = bird::signature(&key, &timestamp, &url, body.as_bytes());
+            Ok(reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/json")
+                .header(bird::SIGNATURE_HEADER, signature)
+                .header(bird::TIMESTAMP_HEADER, timestamp)
+                .body(body))
+        }
         Carrier::Voicemeup => {
             if args.media.len() > 1 {
                 return Err("VoiceMeUp carries one attachment per message".into());
@@ -476,6 +502,39 @@ fn bandwidth_inbound(
         "text": text,
         "media": media,
     }}])
+}
+
+/// An `sms.inbound` notification as Bird posts it: a text body, or with media an image body
+/// (up to ten) whose text is the message.
+fn bird_inbound(
+    id: &str,
+    from: &E164,
+    to: &E164,
+    text: &str,
+    media: &[String],
+) -> Result<serde_json::Value, String> {
+    let body = match media {
+        [] => serde_json::json!({"type": "text", "text": {"text": text}}),
+        _ if media.len() > bird::MAX_IMAGES => {
+            return Err(format!("Bird carries at most {} images", bird::MAX_IMAGES))
+        }
+        _ => {
+            let images: Vec<_> = media
+                .iter()
+                .map(|url| serde_json::json!({"mediaUrl": url, "contentType": guess_content_type(url)}))
+                .collect();
+            serde_json::json!({"type": "image", "image": {"text": text, "images": images}})
+        }
+    };
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    Ok(
+        serde_json::json!({"service": "channels", "event": "sms.inbound", "payload": {
+        "id": id,
+        "sender": {"contact": {"identifierKey": "phonenumber", "identifierValue": from.as_str()}},
+        "receiver": {"connector": {"identifierValue": to.as_str()}},
+        "body": body, "status": "delivered", "direction": "incoming",
+        "createdAt": now, "updatedAt": now}}),
+    )
 }
 
 /// An `mo_text` (or, with media, `mo_media`) callback as Sinch posts it: numbers without `+`.

@@ -77,6 +77,14 @@ pub struct ServiceArgs {
         default_value = "https://api.nexmo.com"
     )]
     pub vonage_api_url: String,
+    /// Bird Channels API base URL (`/workspaces/{workspace}/channels/{channel}/messages` is
+    /// appended).
+    #[arg(
+        long,
+        env = "OMNI_BIRD_API_URL",
+        default_value = "https://api.bird.com"
+    )]
+    pub bird_api_url: String,
     /// Attempts per outbound message before it is dead-lettered.
     #[arg(long, env = "OMNI_RETRY_MAX_ATTEMPTS", default_value_t = 6)]
     pub retry_max_attempts: u32,
@@ -126,6 +134,7 @@ impl ServiceArgs {
             sinch: self.sinch_api_url.clone(),
             voicemeup: self.voicemeup_api_url.clone(),
             vonage: self.vonage_api_url.clone(),
+            bird: self.bird_api_url.clone(),
         }
     }
 

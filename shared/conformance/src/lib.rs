@@ -22,6 +22,7 @@ use omni_core::model::{
 use omni_core::ports::{
     FlushedPart, Job, MessageStore, PartOutcome, Queue, SecretStore, StoreError, TenantStore,
 };
+use omni_core::providers::BirdCredentials;
 use omni_core::providers::{
     BandwidthCredentials, Credentials, Secret, SignalConfig, SinchCredentials, TelnyxCredentials,
     TwilioCredentials, VoicemeupCredentials, VoipmsCredentials, VonageCredentials,
@@ -437,6 +438,12 @@ fn sample_credentials() -> Vec<Credentials> {
             application_id: "aaaaaaaa-0000-4000-8000-0000000000a1".into(),
             private_key: Secret::new("vonage-private-key-secret"),
             signature_secret: Secret::new("vonage-signature-secret-secret"),
+        }),
+        Credentials::Bird(BirdCredentials {
+            workspace_id: "5f3e9a1c-0000-4000-8000-00000000b1d0".into(),
+            channel_id: "614208aa-b153-4d5d-9989-2fddfc0ce4c3".into(),
+            access_key: Secret::new("bird-access-key-secret"),
+            signing_key: Secret::new("bird-signing-key-secret"),
         }),
         Credentials::Simulator,
     ]

@@ -331,6 +331,8 @@ string_enum!(
         Voicemeup => "voicemeup",
         /// Vonage Messages API.
         Vonage => "vonage",
+        /// Bird Channels API (SMS channels).
+        Bird => "bird",
         /// The built-in demo carrier; only available in demo mode.
         Simulator => "simulator",
     }

@@ -30,6 +30,7 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ("webhook-sinch", "webhook-sinch"),
     ("webhook-voicemeup", "webhook-voicemeup"),
     ("webhook-vonage", "webhook-vonage"),
+    ("webhook-bird", "webhook-bird"),
     ("send", "send"),
     ("conversations", "conversations"),
     ("admin", "admin"),

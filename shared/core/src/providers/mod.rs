@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{Channel, OutboundMessage, ProviderKind, SendError, SendResult, WebhookEvent};
 
 pub mod bandwidth;
+pub mod bird;
 pub mod signal;
 pub mod simulator;
 pub mod sinch;
@@ -195,6 +196,20 @@ pub struct VonageCredentials {
     pub signature_secret: Secret,
 }
 
+/// Bird Channels API credentials: the access key sends through the tenant's SMS channel, the
+/// webhook subscription's signing key checks notifications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BirdCredentials {
+    /// The workspace id (a UUID, not secret); it goes into the send path.
+    pub workspace_id: String,
+    /// The SMS channel's id (a UUID, not secret), bound to the tenant's number.
+    pub channel_id: String,
+    /// Access key, sent as `Authorization: AccessKey <key>`.
+    pub access_key: Secret,
+    /// The signing key given to Bird's webhook subscription (HMAC-SHA256 key).
+    pub signing_key: Secret,
+}
+
 /// A tenant's configuration for one carrier, secrets included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "provider", rename_all = "lowercase")]
@@ -217,6 +232,8 @@ pub enum Credentials {
     Voicemeup(VoicemeupCredentials),
     /// Vonage Messages API.
     Vonage(VonageCredentials),
+    /// Bird Channels API.
+    Bird(BirdCredentials),
     /// The demo carrier (no secrets).
     Simulator,
 }
@@ -234,6 +251,7 @@ impl Credentials {
             Credentials::Sinch(_) => ProviderKind::Sinch,
             Credentials::Voicemeup(_) => ProviderKind::Voicemeup,
             Credentials::Vonage(_) => ProviderKind::Vonage,
+            Credentials::Bird(_) => ProviderKind::Bird,
             Credentials::Simulator => ProviderKind::Simulator,
         }
     }
@@ -250,6 +268,7 @@ impl Credentials {
             ProviderKind::Sinch => serde_json::from_value(body).map(Credentials::Sinch),
             ProviderKind::Voicemeup => serde_json::from_value(body).map(Credentials::Voicemeup),
             ProviderKind::Vonage => serde_json::from_value(body).map(Credentials::Vonage),
+            ProviderKind::Bird => serde_json::from_value(body).map(Credentials::Bird),
             ProviderKind::Simulator => {
                 return Err("the simulator is configured only in demo mode".into())
             }
@@ -355,6 +374,22 @@ impl Credentials {
                     "signature_secret (8+ characters)",
                 )
             }
+            Credentials::Bird(c) => {
+                // Both ids go into the API path: UUIDs keep them single path segments.
+                require(
+                    uuid::Uuid::parse_str(&c.workspace_id).is_ok(),
+                    "workspace_id (a UUID)",
+                )?;
+                require(
+                    uuid::Uuid::parse_str(&c.channel_id).is_ok(),
+                    "channel_id (a UUID)",
+                )?;
+                require(!c.access_key.expose().is_empty(), "access_key")?;
+                require(
+                    c.signing_key.expose().len() >= 8,
+                    "signing_key (8+ characters)",
+                )
+            }
             Credentials::Simulator => Ok(()),
         }
     }
@@ -375,6 +410,8 @@ impl Credentials {
                 "api_token",
                 "private_key",
                 "signature_secret",
+                "access_key",
+                "signing_key",
             ] {
                 if obj.contains_key(key) {
                     obj.insert(key.into(), "***".into());
@@ -406,6 +443,7 @@ impl Credentials {
             Credentials::Sinch(c) => vec![c.api_token.expose(), c.app_secret.expose()],
             Credentials::Voicemeup(c) => vec![c.auth_token.expose(), c.webhook_secret.expose()],
             Credentials::Vonage(c) => vec![c.private_key.expose(), c.signature_secret.expose()],
+            Credentials::Bird(c) => vec![c.access_key.expose(), c.signing_key.expose()],
             Credentials::Signal(_) | Credentials::Simulator => vec![],
         }
     }
@@ -576,6 +614,9 @@ pub struct ProviderEndpoints {
     pub voicemeup: String,
     /// Vonage Messages API, default `https://api.nexmo.com` (`/v1/messages` is appended).
     pub vonage: String,
+    /// Bird Channels API, default `https://api.bird.com`
+    /// (`/workspaces/{workspace}/channels/{channel}/messages` is appended).
+    pub bird: String,
 }
 
 impl Default for ProviderEndpoints {
@@ -589,6 +630,7 @@ impl Default for ProviderEndpoints {
             sinch: "https://us.sms.api.sinch.com".into(),
             voicemeup: "https://clients.voicemeup.com/api/v1.1/json".into(),
             vonage: "https://api.nexmo.com".into(),
+            bird: "https://api.bird.com".into(),
         }
     }
 }
@@ -654,6 +696,10 @@ impl ProviderRegistry {
         adapters.insert(
             ProviderKind::Vonage,
             Arc::new(vonage::VonageAdapter::new(http.clone(), &endpoints.vonage)),
+        );
+        adapters.insert(
+            ProviderKind::Bird,
+            Arc::new(bird::BirdAdapter::new(http.clone(), &endpoints.bird)),
         );
         adapters.insert(
             ProviderKind::Signal,

@@ -104,6 +104,7 @@ impl PlatformCredentials {
             | ProviderKind::Sinch
             | ProviderKind::Voicemeup
             | ProviderKind::Vonage
+            | ProviderKind::Bird
             | ProviderKind::Simulator => None,
         }
     }
