@@ -7,6 +7,7 @@ mod delivery;
 mod failover;
 mod flows;
 mod harness;
+mod inteliquent;
 mod signal;
 mod sinch;
 mod smoke;

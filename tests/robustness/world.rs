@@ -55,6 +55,7 @@ impl World {
             sinch: carrier_url.into(),
             voicemeup: format!("{carrier_url}/voicemeup"),
             vonage: carrier_url.into(),
+            inteliquent: carrier_url.into(),
         };
         let services = Services {
             tenants: backend.clone(),

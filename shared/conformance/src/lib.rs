@@ -23,9 +23,9 @@ use omni_core::ports::{
     FlushedPart, Job, MessageStore, PartOutcome, Queue, SecretStore, StoreError, TenantStore,
 };
 use omni_core::providers::{
-    BandwidthCredentials, Credentials, Secret, SignalConfig, SinchCredentials, TelnyxCredentials,
-    TwilioCredentials, VoicemeupCredentials, VoipmsCredentials, VonageCredentials,
-    WhatsappCredentials,
+    BandwidthCredentials, Credentials, InteliquentCredentials, Secret, SignalConfig,
+    SinchCredentials, TelnyxCredentials, TwilioCredentials, VoicemeupCredentials,
+    VoipmsCredentials, VonageCredentials, WhatsappCredentials,
 };
 use omni_core::template::{ButtonSubType, Component, Currency, MediaLink, Parameter, Template};
 use uuid::Uuid;
@@ -437,6 +437,10 @@ fn sample_credentials() -> Vec<Credentials> {
             application_id: "aaaaaaaa-0000-4000-8000-0000000000a1".into(),
             private_key: Secret::new("vonage-private-key-secret"),
             signature_secret: Secret::new("vonage-signature-secret-secret"),
+        }),
+        Credentials::Inteliquent(InteliquentCredentials {
+            api_key: Secret::new("iq-api-key-secret"),
+            webhook_key: Secret::new("iq-webhook-key-secret"),
         }),
         Credentials::Simulator,
     ]

@@ -331,6 +331,8 @@ string_enum!(
         Voicemeup => "voicemeup",
         /// Vonage Messages API.
         Vonage => "vonage",
+        /// Inteliquent Message Broker (`publishMessages` and the inbound-messaging webhook).
+        Inteliquent => "inteliquent",
         /// The built-in demo carrier; only available in demo mode.
         Simulator => "simulator",
     }

@@ -30,6 +30,7 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ("webhook-sinch", "webhook-sinch"),
     ("webhook-voicemeup", "webhook-voicemeup"),
     ("webhook-vonage", "webhook-vonage"),
+    ("webhook-inteliquent", "webhook-inteliquent"),
     ("send", "send"),
     ("conversations", "conversations"),
     ("admin", "admin"),

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{Channel, OutboundMessage, ProviderKind, SendError, SendResult, WebhookEvent};
 
 pub mod bandwidth;
+pub mod inteliquent;
 pub mod signal;
 pub mod simulator;
 pub mod sinch;
@@ -195,6 +196,17 @@ pub struct VonageCredentials {
     pub signature_secret: Secret,
 }
 
+/// Inteliquent Message Broker credentials: the API key sends, the key configured on the
+/// inbound webhook authenticates it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InteliquentCredentials {
+    /// A message broker API key from the portal, sent as a Bearer token.
+    pub api_key: Secret,
+    /// The `apiKey` given to `configureAuthorization` for our webhook: the key of each
+    /// callback's `verificationToken`.
+    pub webhook_key: Secret,
+}
+
 /// A tenant's configuration for one carrier, secrets included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "provider", rename_all = "lowercase")]
@@ -217,6 +229,8 @@ pub enum Credentials {
     Voicemeup(VoicemeupCredentials),
     /// Vonage Messages API.
     Vonage(VonageCredentials),
+    /// Inteliquent Message Broker.
+    Inteliquent(InteliquentCredentials),
     /// The demo carrier (no secrets).
     Simulator,
 }
@@ -234,6 +248,7 @@ impl Credentials {
             Credentials::Sinch(_) => ProviderKind::Sinch,
             Credentials::Voicemeup(_) => ProviderKind::Voicemeup,
             Credentials::Vonage(_) => ProviderKind::Vonage,
+            Credentials::Inteliquent(_) => ProviderKind::Inteliquent,
             Credentials::Simulator => ProviderKind::Simulator,
         }
     }
@@ -250,6 +265,7 @@ impl Credentials {
             ProviderKind::Sinch => serde_json::from_value(body).map(Credentials::Sinch),
             ProviderKind::Voicemeup => serde_json::from_value(body).map(Credentials::Voicemeup),
             ProviderKind::Vonage => serde_json::from_value(body).map(Credentials::Vonage),
+            ProviderKind::Inteliquent => serde_json::from_value(body).map(Credentials::Inteliquent),
             ProviderKind::Simulator => {
                 return Err("the simulator is configured only in demo mode".into())
             }
@@ -355,6 +371,13 @@ impl Credentials {
                     "signature_secret (8+ characters)",
                 )
             }
+            Credentials::Inteliquent(c) => {
+                require(!c.api_key.expose().is_empty(), "api_key")?;
+                require(
+                    c.webhook_key.expose().len() >= 8,
+                    "webhook_key (8+ characters)",
+                )
+            }
             Credentials::Simulator => Ok(()),
         }
     }
@@ -375,6 +398,7 @@ impl Credentials {
                 "api_token",
                 "private_key",
                 "signature_secret",
+                "webhook_key",
             ] {
                 if obj.contains_key(key) {
                     obj.insert(key.into(), "***".into());
@@ -406,6 +430,7 @@ impl Credentials {
             Credentials::Sinch(c) => vec![c.api_token.expose(), c.app_secret.expose()],
             Credentials::Voicemeup(c) => vec![c.auth_token.expose(), c.webhook_secret.expose()],
             Credentials::Vonage(c) => vec![c.private_key.expose(), c.signature_secret.expose()],
+            Credentials::Inteliquent(c) => vec![c.api_key.expose(), c.webhook_key.expose()],
             Credentials::Signal(_) | Credentials::Simulator => vec![],
         }
     }
@@ -502,6 +527,9 @@ pub struct ProviderEndpoints {
     pub voicemeup: String,
     /// Vonage Messages API, default `https://api.nexmo.com` (`/v1/messages` is appended).
     pub vonage: String,
+    /// Inteliquent Message Broker, default
+    /// `https://messagebroker.inteliquent.com/msgbroker/rest` (`/publishMessages` is appended).
+    pub inteliquent: String,
 }
 
 impl Default for ProviderEndpoints {
@@ -515,6 +543,7 @@ impl Default for ProviderEndpoints {
             sinch: "https://us.sms.api.sinch.com".into(),
             voicemeup: "https://clients.voicemeup.com/api/v1.1/json".into(),
             vonage: "https://api.nexmo.com".into(),
+            inteliquent: "https://messagebroker.inteliquent.com/msgbroker/rest".into(),
         }
     }
 }
@@ -580,6 +609,13 @@ impl ProviderRegistry {
         adapters.insert(
             ProviderKind::Vonage,
             Arc::new(vonage::VonageAdapter::new(http.clone(), &endpoints.vonage)),
+        );
+        adapters.insert(
+            ProviderKind::Inteliquent,
+            Arc::new(inteliquent::InteliquentAdapter::new(
+                http.clone(),
+                &endpoints.inteliquent,
+            )),
         );
         adapters.insert(
             ProviderKind::Signal,
@@ -763,7 +799,8 @@ pub(crate) fn network_error(err: reqwest::Error) -> SendError {
 pub(crate) mod test_support {
     use uuid::Uuid;
 
-    use crate::domain::{Channel, Media, OutboundMessage, TenantId, E164};
+    use super::WebhookRequest;
+    use crate::domain::{Channel, Media, OutboundMessage, TenantId, WebhookEvent, E164};
 
     /// An outbound SMS (MMS with media) from +15555550100 to +15555550123.
     pub(crate) fn nanp_outbound(body: &str, media: &[&str]) -> OutboundMessage {
@@ -788,6 +825,33 @@ pub(crate) mod test_support {
             template: None,
             status_callback: None,
         }
+    }
+
+    /// A carrier payload of `tests/fixtures`.
+    pub(crate) fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/../../tests/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    /// A JSON webhook POST to `url` with extra `headers`.
+    pub(crate) fn json_post(url: &str, body: &[u8], headers: &[(&str, &str)]) -> WebhookRequest {
+        let mut all = vec![("content-type".to_string(), "application/json".to_string())];
+        all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        WebhookRequest {
+            method: "POST".into(),
+            url: url.into(),
+            headers: all,
+            body: body.to_vec(),
+        }
+    }
+
+    /// The only event of a webhook.
+    pub(crate) fn one(events: Vec<WebhookEvent>) -> WebhookEvent {
+        assert_eq!(events.len(), 1, "{events:?}");
+        events.into_iter().next().unwrap()
     }
 
     /// The form fields of a request a fake carrier received.
@@ -1050,6 +1114,31 @@ mod tests {
             body[field] = bad.into();
             assert!(
                 Credentials::from_admin_json(ProviderKind::Vonage, body).is_err(),
+                "{field}"
+            );
+        }
+    }
+
+    #[test]
+    fn inteliquent_admin_json_is_validated_and_redacted() {
+        let ok = serde_json::json!({"api_key": "iq-api-very-secret",
+            "webhook_key": "iq-webhook-very-secret"});
+        let creds = Credentials::from_admin_json(ProviderKind::Inteliquent, ok.clone()).unwrap();
+        assert_eq!(creds.kind(), ProviderKind::Inteliquent);
+        let shown = format!("{creds:?} {}", creds.redacted());
+        for secret in ["iq-api-very-secret", "iq-webhook-very-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert_eq!(creds.redacted()["provider"], "inteliquent");
+        assert_eq!(
+            creds.secrets(),
+            vec!["iq-api-very-secret", "iq-webhook-very-secret"]
+        );
+        for (field, bad) in [("api_key", ""), ("webhook_key", "short")] {
+            let mut body = ok.clone();
+            body[field] = bad.into();
+            assert!(
+                Credentials::from_admin_json(ProviderKind::Inteliquent, body).is_err(),
                 "{field}"
             );
         }

@@ -99,6 +99,7 @@ impl PlatformCredentials {
             | ProviderKind::Sinch
             | ProviderKind::Voicemeup
             | ProviderKind::Vonage
+            | ProviderKind::Inteliquent
             | ProviderKind::Simulator => None,
         }
     }
