@@ -8,6 +8,7 @@ mod delivery;
 mod failover;
 mod flows;
 mod harness;
+mod inteliquent;
 mod signal;
 mod sinch;
 mod smoke;

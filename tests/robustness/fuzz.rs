@@ -22,8 +22,8 @@ use omni_core::ports::Job;
 use omni_core::providers::bird;
 use omni_core::providers::signal::SignalAdapter;
 use omni_core::providers::{
-    bandwidth, http_client, sinch, telnyx, twilio, vonage, whatsapp, MessagingProviderAdapter,
-    WebhookRequest,
+    bandwidth, http_client, inteliquent, sinch, telnyx, twilio, vonage, whatsapp,
+    MessagingProviderAdapter, WebhookRequest,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -43,6 +43,7 @@ const SINCH_APP_SECRET: &str = "fuzz-sinch-app-secret";
 const VOICEMEUP_SECRET: &str = "vmu-fuzz-secret";
 const VONAGE_SIGNATURE_SECRET: &str = "fuzz-vonage-signature-secret";
 const BIRD_SIGNING_KEY: &str = "fuzz-bird-signing-key";
+const INTELIQUENT_WEBHOOK_KEY: &str = "fuzz-inteliquent-webhook-key";
 const TELNYX_SEED: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// Nothing listens here: deliveries and signal-cli calls fail fast.
 const NOWHERE: &str = "http://127.0.0.1:9";
@@ -599,6 +600,38 @@ fn fuzz_bird_webhooks() {
                 .body(Body::from(input.to_vec()))
                 .unwrap();
             deliver(&rt, &world, request, "bird", input);
+            1
+        },
+    );
+}
+
+#[test]
+fn fuzz_inteliquent_webhooks() {
+    let rt = runtime();
+    let world = world_with(
+        &rt,
+        "inteliquent",
+        json!({"api_key": "fuzz-inteliquent-api-key", "webhook_key": INTELIQUENT_WEBHOOK_KEY}),
+    );
+    run(
+        "inteliquent",
+        Shape::Json,
+        fixtures(&["inteliquent_"]),
+        2000,
+        |input, variant, sign| {
+            let message_id = format!("fuzz-{variant}");
+            let token = if sign {
+                inteliquent::verification_token(INTELIQUENT_WEBHOOK_KEY, &message_id)
+            } else {
+                "00".repeat(32)
+            };
+            let request = Request::post("/webhooks/inteliquent")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(inteliquent::MESSAGE_ID_HEADER, message_id)
+                .header(inteliquent::TOKEN_HEADER, token)
+                .body(Body::from(input.to_vec()))
+                .unwrap();
+            deliver(&rt, &world, request, "inteliquent", input);
             1
         },
     );

@@ -56,6 +56,7 @@ impl World {
             voicemeup: format!("{carrier_url}/voicemeup"),
             vonage: carrier_url.into(),
             bird: carrier_url.into(),
+            inteliquent: carrier_url.into(),
         };
         let services = Services {
             tenants: backend.clone(),

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 use omni_core::domain::{ProviderKind, Region, TenantId, E164};
 use omni_core::ports::SecretStore;
-use omni_core::providers::{bandwidth, bird, sinch, telnyx, twilio, vonage, Credentials};
+use omni_core::providers::{
+    bandwidth, bird, inteliquent, sinch, telnyx, twilio, vonage, Credentials,
+};
 use omni_local::{MasterKey, SqliteBackend};
 use uuid::Uuid;
 
@@ -42,6 +44,9 @@ pub enum Carrier {
     /// Bird Channels API (`sms.inbound` notification, HMAC-SHA256-signed with the tenant's
     /// signing key over the timestamp, the URL and the body's SHA-256).
     Bird,
+    /// Inteliquent Message Broker (JSON POST; `verificationToken` = hex HMAC-SHA256 of a random
+    /// `messageID` under the tenant's webhook key); several `--media` make one MMS.
+    Inteliquent,
 }
 
 /// Where the server is and how to find the tenant's secrets.
@@ -62,7 +67,7 @@ pub struct Target {
     /// Sign with this Twilio auth token / VoIP.ms secret instead of the stored one; for
     /// Telnyx, the base64 Ed25519 private key seed to sign with (required); for Bandwidth,
     /// the callback credentials as `user:password`; for Sinch, the app secret; for Vonage, the
-    /// signature secret; for Bird, the signing key.
+    /// signature secret; for Bird, the signing key; for Inteliquent, the webhook key.
     #[arg(long, env = "OMNI_WEBHOOK_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
 }
@@ -473,6 +478,35 @@ async fn build_one(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> {
                 .header("content-type", "application/json")
                 .header("authorization", authorization)
                 .body(body))
+        }
+        Carrier::Inteliquent => {
+            let key = match &args.target.secret {
+                Some(s) => s.clone(),
+                None => match stored_credentials(&args.target, ProviderKind::Inteliquent).await? {
+                    Credentials::Inteliquent(c) => c.webhook_key.expose().to_string(),
+                    _ => return Err("stored configuration is not Inteliquent's".into()),
+                },
+            };
+            let id = args
+                .id
+                .clone()
+                .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
+            // As Inteliquent writes numbers: digits without `+`.
+            let mut body = serde_json::json!({"referenceId": id, "from": from.digits(),
+                "to": [to.digits()], "text": args.body, "deliveryReceipt": false});
+            if !args.media.is_empty() {
+                body["mediaUrls"] = args.media.clone().into();
+            }
+            let message_id = Uuid::new_v4().to_string();
+            Ok(reqwest::Client::new()
+                .post(format!("{base}/webhooks/inteliquent"))
+                .header("content-type", "application/json")
+                .header(
+                    inteliquent::TOKEN_HEADER,
+                    inteliquent::verification_token(&key, &message_id),
+                )
+                .header(inteliquent::MESSAGE_ID_HEADER, message_id)
+                .body(body.to_string()))
         }
     }
 }

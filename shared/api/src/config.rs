@@ -85,6 +85,13 @@ pub struct ServiceArgs {
         default_value = "https://api.bird.com"
     )]
     pub bird_api_url: String,
+    /// Inteliquent Message Broker base URL (`/publishMessages` is appended).
+    #[arg(
+        long,
+        env = "OMNI_INTELIQUENT_API_URL",
+        default_value = "https://messagebroker.inteliquent.com/msgbroker/rest"
+    )]
+    pub inteliquent_api_url: String,
     /// Attempts per outbound message before it is dead-lettered.
     #[arg(long, env = "OMNI_RETRY_MAX_ATTEMPTS", default_value_t = 6)]
     pub retry_max_attempts: u32,
@@ -135,6 +142,7 @@ impl ServiceArgs {
             voicemeup: self.voicemeup_api_url.clone(),
             vonage: self.vonage_api_url.clone(),
             bird: self.bird_api_url.clone(),
+            inteliquent: self.inteliquent_api_url.clone(),
         }
     }
 

@@ -24,9 +24,9 @@ use omni_core::ports::{
 };
 use omni_core::providers::BirdCredentials;
 use omni_core::providers::{
-    BandwidthCredentials, Credentials, Secret, SignalConfig, SinchCredentials, TelnyxCredentials,
-    TwilioCredentials, VoicemeupCredentials, VoipmsCredentials, VonageCredentials,
-    WhatsappCredentials,
+    BandwidthCredentials, Credentials, InteliquentCredentials, Secret, SignalConfig,
+    SinchCredentials, TelnyxCredentials, TwilioCredentials, VoicemeupCredentials,
+    VoipmsCredentials, VonageCredentials, WhatsappCredentials,
 };
 use omni_core::template::{ButtonSubType, Component, Currency, MediaLink, Parameter, Template};
 use uuid::Uuid;
@@ -444,6 +444,10 @@ fn sample_credentials() -> Vec<Credentials> {
             channel_id: "614208aa-b153-4d5d-9989-2fddfc0ce4c3".into(),
             access_key: Secret::new("bird-access-key-secret"),
             signing_key: Secret::new("bird-signing-key-secret"),
+        }),
+        Credentials::Inteliquent(InteliquentCredentials {
+            api_key: Secret::new("iq-api-key-secret"),
+            webhook_key: Secret::new("iq-webhook-key-secret"),
         }),
         Credentials::Simulator,
     ]

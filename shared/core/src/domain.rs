@@ -333,6 +333,8 @@ string_enum!(
         Vonage => "vonage",
         /// Bird Channels API (SMS channels).
         Bird => "bird",
+        /// Inteliquent Message Broker (`publishMessages` and the inbound-messaging webhook).
+        Inteliquent => "inteliquent",
         /// The built-in demo carrier; only available in demo mode.
         Simulator => "simulator",
     }

@@ -31,6 +31,7 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ("webhook-voicemeup", "webhook-voicemeup"),
     ("webhook-vonage", "webhook-vonage"),
     ("webhook-bird", "webhook-bird"),
+    ("webhook-inteliquent", "webhook-inteliquent"),
     ("send", "send"),
     ("conversations", "conversations"),
     ("admin", "admin"),

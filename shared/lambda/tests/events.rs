@@ -14,7 +14,7 @@ use omni_core::domain::{DeliveryStatus, WebhookEvent};
 use omni_core::ports::{Job, MessageStore};
 use omni_core::providers::{bird, BirdCredentials};
 use omni_core::providers::{
-    sinch, telnyx, vonage, Credentials, Secret, SinchCredentials, TelnyxCredentials,
+    inteliquent, sinch, telnyx, vonage, Credentials, Secret, SinchCredentials, TelnyxCredentials,
     VonageCredentials, WebhookRequest,
 };
 use omni_lambda::{LambdaConfig, Omni};
@@ -385,6 +385,40 @@ async fn webhook_vonage() {
     accepted_webhook(&w, &event.to_string()).await;
 }
 
+/// An MMS with two photos, authenticated as Inteliquent does (a `verificationToken` HMAC of
+/// the `messageID` under the webhook key, no time in it): queued as one message with both.
+#[tokio::test]
+async fn webhook_inteliquent() {
+    let w = world().await;
+    let event: serde_json::Value =
+        serde_json::from_str(&event_file("webhook-inteliquent")).unwrap();
+    assert_eq!(
+        event["headers"]["verificationtoken"],
+        inteliquent::verification_token(
+            INTELIQUENT_WEBHOOK_KEY,
+            event["headers"]["messageid"].as_str().unwrap()
+        ),
+        "events/webhook-inteliquent.json is not signed with the seed's webhook key"
+    );
+    let (status, body) = http(
+        omni_api::webhooks::app(w.omni.app_state()),
+        "webhook-inteliquent",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let jobs = inbound_jobs(&w).await;
+    assert_one_inbound_for_acme(&jobs);
+    let Job::Inbound {
+        event: WebhookEvent::Message(m),
+        ..
+    } = &jobs[0]
+    else {
+        panic!("not an inbound message");
+    };
+    assert_eq!(m.to.as_str(), INTELIQUENT_NUMBER);
+    assert_eq!(m.media.len(), 2);
+}
+
 #[tokio::test]
 async fn webhook_bandwidth() {
     let w = world().await;
@@ -576,6 +610,7 @@ fn every_event_file_is_exercised() {
         "signal-poller",
         "webhook-bandwidth",
         "webhook-bird",
+        "webhook-inteliquent",
         "webhook-sinch",
         "webhook-telnyx",
         "webhook-twilio",

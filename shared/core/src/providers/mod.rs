@@ -16,6 +16,7 @@ use crate::domain::{Channel, OutboundMessage, ProviderKind, SendError, SendResul
 
 pub mod bandwidth;
 pub mod bird;
+pub mod inteliquent;
 pub mod signal;
 pub mod simulator;
 pub mod sinch;
@@ -209,6 +210,16 @@ pub struct BirdCredentials {
     /// The signing key given to Bird's webhook subscription (HMAC-SHA256 key).
     pub signing_key: Secret,
 }
+/// Inteliquent Message Broker credentials: the API key sends, the key configured on the
+/// inbound webhook authenticates it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InteliquentCredentials {
+    /// A message broker API key from the portal, sent as a Bearer token.
+    pub api_key: Secret,
+    /// The `apiKey` given to `configureAuthorization` for our webhook: the key of each
+    /// callback's `verificationToken`.
+    pub webhook_key: Secret,
+}
 
 /// A tenant's configuration for one carrier, secrets included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,6 +245,8 @@ pub enum Credentials {
     Vonage(VonageCredentials),
     /// Bird Channels API.
     Bird(BirdCredentials),
+    /// Inteliquent Message Broker.
+    Inteliquent(InteliquentCredentials),
     /// The demo carrier (no secrets).
     Simulator,
 }
@@ -252,6 +265,7 @@ impl Credentials {
             Credentials::Voicemeup(_) => ProviderKind::Voicemeup,
             Credentials::Vonage(_) => ProviderKind::Vonage,
             Credentials::Bird(_) => ProviderKind::Bird,
+            Credentials::Inteliquent(_) => ProviderKind::Inteliquent,
             Credentials::Simulator => ProviderKind::Simulator,
         }
     }
@@ -269,6 +283,7 @@ impl Credentials {
             ProviderKind::Voicemeup => serde_json::from_value(body).map(Credentials::Voicemeup),
             ProviderKind::Vonage => serde_json::from_value(body).map(Credentials::Vonage),
             ProviderKind::Bird => serde_json::from_value(body).map(Credentials::Bird),
+            ProviderKind::Inteliquent => serde_json::from_value(body).map(Credentials::Inteliquent),
             ProviderKind::Simulator => {
                 return Err("the simulator is configured only in demo mode".into())
             }
@@ -390,6 +405,13 @@ impl Credentials {
                     "signing_key (8+ characters)",
                 )
             }
+            Credentials::Inteliquent(c) => {
+                require(!c.api_key.expose().is_empty(), "api_key")?;
+                require(
+                    c.webhook_key.expose().len() >= 8,
+                    "webhook_key (8+ characters)",
+                )
+            }
             Credentials::Simulator => Ok(()),
         }
     }
@@ -412,6 +434,7 @@ impl Credentials {
                 "signature_secret",
                 "access_key",
                 "signing_key",
+                "webhook_key",
             ] {
                 if obj.contains_key(key) {
                     obj.insert(key.into(), "***".into());
@@ -444,6 +467,7 @@ impl Credentials {
             Credentials::Voicemeup(c) => vec![c.auth_token.expose(), c.webhook_secret.expose()],
             Credentials::Vonage(c) => vec![c.private_key.expose(), c.signature_secret.expose()],
             Credentials::Bird(c) => vec![c.access_key.expose(), c.signing_key.expose()],
+            Credentials::Inteliquent(c) => vec![c.api_key.expose(), c.webhook_key.expose()],
             Credentials::Signal(_) | Credentials::Simulator => vec![],
         }
     }
@@ -617,6 +641,9 @@ pub struct ProviderEndpoints {
     /// Bird Channels API, default `https://api.bird.com`
     /// (`/workspaces/{workspace}/channels/{channel}/messages` is appended).
     pub bird: String,
+    /// Inteliquent Message Broker, default
+    /// `https://messagebroker.inteliquent.com/msgbroker/rest` (`/publishMessages` is appended).
+    pub inteliquent: String,
 }
 
 impl Default for ProviderEndpoints {
@@ -631,6 +658,7 @@ impl Default for ProviderEndpoints {
             voicemeup: "https://clients.voicemeup.com/api/v1.1/json".into(),
             vonage: "https://api.nexmo.com".into(),
             bird: "https://api.bird.com".into(),
+            inteliquent: "https://messagebroker.inteliquent.com/msgbroker/rest".into(),
         }
     }
 }
@@ -700,6 +728,13 @@ impl ProviderRegistry {
         adapters.insert(
             ProviderKind::Bird,
             Arc::new(bird::BirdAdapter::new(http.clone(), &endpoints.bird)),
+        );
+        adapters.insert(
+            ProviderKind::Inteliquent,
+            Arc::new(inteliquent::InteliquentAdapter::new(
+                http.clone(),
+                &endpoints.inteliquent,
+            )),
         );
         adapters.insert(
             ProviderKind::Signal,
@@ -883,7 +918,8 @@ pub(crate) fn network_error(err: reqwest::Error) -> SendError {
 pub(crate) mod test_support {
     use uuid::Uuid;
 
-    use crate::domain::{Channel, Media, OutboundMessage, TenantId, E164};
+    use super::WebhookRequest;
+    use crate::domain::{Channel, Media, OutboundMessage, TenantId, WebhookEvent, E164};
 
     /// An outbound SMS (MMS with media) from +15555550100 to +15555550123.
     pub(crate) fn nanp_outbound(body: &str, media: &[&str]) -> OutboundMessage {
@@ -908,6 +944,33 @@ pub(crate) mod test_support {
             template: None,
             status_callback: None,
         }
+    }
+
+    /// A carrier payload of `tests/fixtures`.
+    pub(crate) fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/../../tests/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    /// A JSON webhook POST to `url` with extra `headers`.
+    pub(crate) fn json_post(url: &str, body: &[u8], headers: &[(&str, &str)]) -> WebhookRequest {
+        let mut all = vec![("content-type".to_string(), "application/json".to_string())];
+        all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        WebhookRequest {
+            method: "POST".into(),
+            url: url.into(),
+            headers: all,
+            body: body.to_vec(),
+        }
+    }
+
+    /// The only event of a webhook.
+    pub(crate) fn one(events: Vec<WebhookEvent>) -> WebhookEvent {
+        assert_eq!(events.len(), 1, "{events:?}");
+        events.into_iter().next().unwrap()
     }
 
     /// The form fields of a request a fake carrier received.
@@ -1170,6 +1233,31 @@ mod tests {
             body[field] = bad.into();
             assert!(
                 Credentials::from_admin_json(ProviderKind::Vonage, body).is_err(),
+                "{field}"
+            );
+        }
+    }
+
+    #[test]
+    fn inteliquent_admin_json_is_validated_and_redacted() {
+        let ok = serde_json::json!({"api_key": "iq-api-very-secret",
+            "webhook_key": "iq-webhook-very-secret"});
+        let creds = Credentials::from_admin_json(ProviderKind::Inteliquent, ok.clone()).unwrap();
+        assert_eq!(creds.kind(), ProviderKind::Inteliquent);
+        let shown = format!("{creds:?} {}", creds.redacted());
+        for secret in ["iq-api-very-secret", "iq-webhook-very-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert_eq!(creds.redacted()["provider"], "inteliquent");
+        assert_eq!(
+            creds.secrets(),
+            vec!["iq-api-very-secret", "iq-webhook-very-secret"]
+        );
+        for (field, bad) in [("api_key", ""), ("webhook_key", "short")] {
+            let mut body = ok.clone();
+            body[field] = bad.into();
+            assert!(
+                Credentials::from_admin_json(ProviderKind::Inteliquent, body).is_err(),
                 "{field}"
             );
         }

@@ -105,6 +105,7 @@ impl PlatformCredentials {
             | ProviderKind::Voicemeup
             | ProviderKind::Vonage
             | ProviderKind::Bird
+            | ProviderKind::Inteliquent
             | ProviderKind::Simulator => None,
         }
     }
