@@ -184,6 +184,7 @@ async fn tenants_never_see_or_touch_each_others_data() {
         (Method::POST, format!("/v1/conversations/{conv}/read")),
         (Method::PUT, format!("/v1/messages/{msg}/star")),
         (Method::DELETE, format!("/v1/messages/{msg}/star")),
+        (Method::GET, format!("/v1/messages/{msg}/media/0")),
     ] {
         let (st, b) = s.api(&key_b, m.clone(), &p, None).await;
         assert_eq!(st, 404, "{m} {p}: {b}");

@@ -207,6 +207,9 @@ impl Server {
                 "private_key",
                 "signature_secret",
                 "secret_access_key",
+                "access_key",
+                "signing_key",
+                "webhook_key",
             ] {
                 if let Some(secret) = b[field].as_str() {
                     self.secrets.lock().unwrap().push(secret.to_string());
@@ -322,6 +325,27 @@ impl Server {
         assert_eq!(conversation["tenant_number"], number);
         assert_eq!(conversation["unread_count"], 1);
         assert_eq!(conversation["last_message"]["body"], body);
+    }
+
+    /// The messages of the tenant's first conversation, oldest first (none yet: empty).
+    pub async fn conversation_messages(&self, key: &str) -> Vec<Value> {
+        let (_, list) = self
+            .api(key, reqwest::Method::GET, "/v1/conversations", None)
+            .await;
+        let Some(id) = list["items"][0]["id"].as_str() else {
+            return Vec::new();
+        };
+        let (_, page) = self
+            .api(
+                key,
+                reqwest::Method::GET,
+                &format!("/v1/conversations/{id}/messages"),
+                None,
+            )
+            .await;
+        let mut items = page["items"].as_array().cloned().unwrap_or_default();
+        items.reverse();
+        items
     }
 
     /// Runs `omni webhook send <carrier>` for `tenant` (a message `body` from `from` to `to`,

@@ -3,11 +3,13 @@
 mod abuse;
 mod api;
 mod bandwidth;
+mod bird;
 mod delivery;
 mod email;
 mod failover;
 mod flows;
 mod harness;
+mod inteliquent;
 mod signal;
 mod sinch;
 mod smoke;

@@ -77,25 +77,6 @@ async fn east(s: &Server) -> String {
     key
 }
 
-/// The tenant's messages with the contact, oldest first.
-async fn messages(s: &Server, key: &str) -> Vec<Value> {
-    let (_, list) = s.api(key, Method::GET, "/v1/conversations", None).await;
-    let Some(id) = list["items"][0]["id"].as_str() else {
-        return Vec::new();
-    };
-    let (_, page) = s
-        .api(
-            key,
-            Method::GET,
-            &format!("/v1/conversations/{id}/messages"),
-            None,
-        )
-        .await;
-    let mut items = page["items"].as_array().cloned().unwrap_or_default();
-    items.reverse();
-    items
-}
-
 #[tokio::test]
 async fn voicemeup_split_mms_merges_once_lone_text_waits_and_reply_has_the_form_shape() {
     let api = MockServer::start().await;
@@ -143,7 +124,7 @@ async fn voicemeup_split_mms_merges_once_lone_text_waits_and_reply_has_the_form_
     }
     let merged = s
         .eventually(10, "the merged MMS", || async {
-            let m = messages(&s, &key).await;
+            let m = s.conversation_messages(&key).await;
             (!m.is_empty()).then_some(m)
         })
         .await;
@@ -182,7 +163,7 @@ async fn voicemeup_split_mms_merges_once_lone_text_waits_and_reply_has_the_form_
     );
     let both = s
         .eventually(10, "the CLI's split MMS", || async {
-            let m = messages(&s, &key).await;
+            let m = s.conversation_messages(&key).await;
             (m.len() == 2).then_some(m)
         })
         .await;
@@ -193,10 +174,14 @@ async fn voicemeup_split_mms_merges_once_lone_text_waits_and_reply_has_the_form_
     // A text half whose media never comes: nothing at once, the text alone after the wait.
     let lone = text_half("h3", "2025-01-01 12:05:00", "only words");
     assert_eq!(post(&s, SECRET, &lone).await, (200, "ok".to_string()));
-    assert_eq!(messages(&s, &key).await.len(), 2, "the text half waits");
+    assert_eq!(
+        s.conversation_messages(&key).await.len(),
+        2,
+        "the text half waits"
+    );
     let all = s
         .eventually(15, "the lone text half", || async {
-            let m = messages(&s, &key).await;
+            let m = s.conversation_messages(&key).await;
             (m.len() == 3).then_some(m)
         })
         .await;
@@ -269,7 +254,7 @@ async fn voicemeup_halves_survive_a_crash() {
     );
     let all = s
         .eventually(15, "the merged and the lone half", || async {
-            let m = messages(&s, &key).await;
+            let m = s.conversation_messages(&key).await;
             (m.len() == 2).then_some(m)
         })
         .await;

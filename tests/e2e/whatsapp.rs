@@ -96,6 +96,113 @@ async fn whatsapp_handshake_inbound_and_send() {
     assert_eq!(sent_body["messaging_product"], "whatsapp");
 }
 
+#[tokio::test]
+async fn whatsapp_media_is_fetched_for_the_owning_tenant_only() {
+    let graph = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v21.0/300000000000003"))
+        .and(header("authorization", "Bearer wa-access-token-0001"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "messaging_product": "whatsapp", "id": "300000000000003", "mime_type": "image/jpeg",
+            "url": format!("{}/lookaside/300000000000003", graph.uri())})))
+        .mount(&graph)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/lookaside/300000000000003"))
+        .and(header("authorization", "Bearer wa-access-token-0001"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_bytes(b"\xff\xd8 a photo of the scene".to_vec()),
+        )
+        .expect(1)
+        .mount(&graph)
+        .await;
+    let (s, key) = whatsapp_tenant(&graph).await;
+    let other = s.tenant("south").await;
+    let photo = json!({"object": "whatsapp_business_account", "entry": [{"id": "100", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15555550100", "phone_number_id": PHONE_ID},
+        "contacts": [{"profile": {"name": "Jane Example"}, "wa_id": "15555550123"}],
+        "messages": [{"from": "15555550123", "id": "wamid.PHOTO", "timestamp": "1700000000", "type": "image",
+            "image": {"id": "300000000000003", "mime_type": "image/jpeg", "sha256": "x", "caption": "the car"}}]
+    }}]}]})
+    .to_string();
+    assert_eq!(post_signed(&s, &photo).await, 200);
+    let message = s
+        .eventually(10, "the WhatsApp photo", || async {
+            let (_, l) = s.api(&key, Method::GET, "/v1/conversations", None).await;
+            let conversation = l["items"].as_array()?.first()?["id"].as_str()?.to_string();
+            let (_, m) = s
+                .api(
+                    &key,
+                    Method::GET,
+                    &format!("/v1/conversations/{conversation}/messages"),
+                    None,
+                )
+                .await;
+            m["items"].as_array()?.first().cloned()
+        })
+        .await;
+    assert_eq!(message["media"][0]["url"], "whatsapp-media:300000000000003");
+    let id = message["id"].as_str().unwrap();
+    let get = |key: &str, path: String| s.http.get(s.url(&path)).bearer_auth(key).send();
+
+    let photo = get(&key, format!("/v1/messages/{id}/media/0"))
+        .await
+        .unwrap();
+    assert_eq!(photo.status().as_u16(), 200);
+    assert_eq!(photo.headers()["content-type"], "image/jpeg");
+    assert_eq!(photo.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(photo.headers()["content-disposition"], "inline");
+    assert_eq!(
+        &photo.bytes().await.unwrap()[..],
+        b"\xff\xd8 a photo of the scene"
+    );
+
+    // Another tenant's key, an index past the end, no key: nothing reaches the carrier
+    // again (the download mock expects exactly one call).
+    for (key, path, status) in [
+        (other.as_str(), format!("/v1/messages/{id}/media/0"), 404),
+        (key.as_str(), format!("/v1/messages/{id}/media/1"), 404),
+        (key.as_str(), format!("/v1/messages/{id}/media/x"), 404),
+        ("omk_nope", format!("/v1/messages/{id}/media/0"), 401),
+    ] {
+        let response = get(key, path.clone()).await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(body["error"].is_string(), "{body}");
+    }
+
+    // Media a carrier does not keep is a plain link: a redirect, without fetching it.
+    let (st, sent) = s
+        .api(
+            &key,
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"channel": "whatsapp", "to": CONTACT, "body": "map",
+                "media_urls": ["https://cdn.example.org/map.jpg"]})),
+        )
+        .await;
+    assert_eq!(st, 202, "{sent}");
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let link = no_redirects
+        .get(s.url(&format!(
+            "/v1/messages/{}/media/0",
+            sent["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(link.status().as_u16(), 307);
+    assert_eq!(
+        link.headers()["location"],
+        "https://cdn.example.org/map.jpg"
+    );
+}
+
 /// The tenant `north` with a WhatsApp number on the Graph API fake.
 async fn whatsapp_tenant(graph: &MockServer) -> (Server, String) {
     let graph_url = format!("{}/v21.0", graph.uri());

@@ -19,9 +19,10 @@ use axum::body::Body;
 use axum::http::{header, Method, Request};
 use omni_core::domain::TenantId;
 use omni_core::ports::Job;
+use omni_core::providers::bird;
 use omni_core::providers::signal::SignalAdapter;
 use omni_core::providers::{
-    bandwidth, http_client, sendgrid, sinch, telnyx, twilio, vonage, whatsapp,
+    bandwidth, http_client, inteliquent, sendgrid, sinch, telnyx, twilio, vonage, whatsapp,
     MessagingProviderAdapter, WebhookRequest,
 };
 use proptest::prelude::*;
@@ -41,6 +42,8 @@ const BANDWIDTH_PASSWORD: &str = "fuzz-callback-password";
 const SINCH_APP_SECRET: &str = "fuzz-sinch-app-secret";
 const VOICEMEUP_SECRET: &str = "vmu-fuzz-secret";
 const VONAGE_SIGNATURE_SECRET: &str = "fuzz-vonage-signature-secret";
+const BIRD_SIGNING_KEY: &str = "fuzz-bird-signing-key";
+const INTELIQUENT_WEBHOOK_KEY: &str = "fuzz-inteliquent-webhook-key";
 const TELNYX_SEED: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// Nothing listens here: deliveries and signal-cli calls fail fast.
 const NOWHERE: &str = "http://127.0.0.1:9";
@@ -621,6 +624,79 @@ fn fuzz_sendgrid_webhooks() {
                     .unwrap()
             };
             deliver(&rt, &world, request, "sendgrid", input);
+            1
+        },
+    );
+}
+
+#[test]
+fn fuzz_bird_webhooks() {
+    let rt = runtime();
+    let world = world_with(
+        &rt,
+        "bird",
+        json!({"workspace_id": "5f3e9a1c-0000-4000-8000-00000000b1d0",
+            "channel_id": "614208aa-b153-4d5d-9989-2fddfc0ce4c3",
+            "access_key": "fuzz-bird-access-key", "signing_key": BIRD_SIGNING_KEY}),
+    );
+    run(
+        "bird",
+        Shape::Json,
+        fixtures(&["bird_"]),
+        2000,
+        |input, variant, sign| {
+            let now = chrono::Utc::now().timestamp();
+            // Sometimes outside the five-minute replay window.
+            let ts = if variant % 8 == 5 { now - 600 } else { now }.to_string();
+            let signature = if sign {
+                bird::signature(
+                    BIRD_SIGNING_KEY,
+                    &ts,
+                    &format!("{PUBLIC_URL}/webhooks/bird"),
+                    input,
+                )
+            } else {
+                "AAAA".repeat(11)
+            };
+            let request = Request::post("/webhooks/bird")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(bird::SIGNATURE_HEADER, signature)
+                .header(bird::TIMESTAMP_HEADER, ts)
+                .body(Body::from(input.to_vec()))
+                .unwrap();
+            deliver(&rt, &world, request, "bird", input);
+            1
+        },
+    );
+}
+
+#[test]
+fn fuzz_inteliquent_webhooks() {
+    let rt = runtime();
+    let world = world_with(
+        &rt,
+        "inteliquent",
+        json!({"api_key": "fuzz-inteliquent-api-key", "webhook_key": INTELIQUENT_WEBHOOK_KEY}),
+    );
+    run(
+        "inteliquent",
+        Shape::Json,
+        fixtures(&["inteliquent_"]),
+        2000,
+        |input, variant, sign| {
+            let message_id = format!("fuzz-{variant}");
+            let token = if sign {
+                inteliquent::verification_token(INTELIQUENT_WEBHOOK_KEY, &message_id)
+            } else {
+                "00".repeat(32)
+            };
+            let request = Request::post("/webhooks/inteliquent")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(inteliquent::MESSAGE_ID_HEADER, message_id)
+                .header(inteliquent::TOKEN_HEADER, token)
+                .body(Body::from(input.to_vec()))
+                .unwrap();
+            deliver(&rt, &world, request, "inteliquent", input);
             1
         },
     );

@@ -57,6 +57,8 @@ impl World {
             vonage: carrier_url.into(),
             sendgrid: carrier_url.into(),
             ses: carrier_url.into(),
+            bird: carrier_url.into(),
+            inteliquent: carrier_url.into(),
         };
         let services = Services {
             tenants: backend.clone(),

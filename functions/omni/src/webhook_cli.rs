@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 use omni_core::domain::{EmailAddress, ProviderKind, Region, TenantId, E164};
 use omni_core::ports::SecretStore;
-use omni_core::providers::{bandwidth, sinch, telnyx, twilio, vonage, Credentials};
+use omni_core::providers::{
+    bandwidth, bird, inteliquent, sinch, telnyx, twilio, vonage, Credentials,
+};
 use omni_local::{MasterKey, SqliteBackend};
 use uuid::Uuid;
 
@@ -42,6 +44,12 @@ pub enum Carrier {
     /// SendGrid Inbound Parse (an email as a multipart POST with the tenant's secret in the
     /// URL); `--from` and `--to` are email addresses.
     Sendgrid,
+    /// Bird Channels API (`sms.inbound` notification, HMAC-SHA256-signed with the tenant's
+    /// signing key over the timestamp, the URL and the body's SHA-256).
+    Bird,
+    /// Inteliquent Message Broker (JSON POST; `verificationToken` = hex HMAC-SHA256 of a random
+    /// `messageID` under the tenant's webhook key); several `--media` make one MMS.
+    Inteliquent,
 }
 
 /// Where the server is and how to find the tenant's secrets.
@@ -62,7 +70,7 @@ pub struct Target {
     /// Sign with this Twilio auth token / VoIP.ms secret instead of the stored one; for
     /// Telnyx, the base64 Ed25519 private key seed to sign with (required); for Bandwidth,
     /// the callback credentials as `user:password`; for Sinch, the app secret; for Vonage, the
-    /// signature secret.
+    /// signature secret; for Bird, the signing key; for Inteliquent, the webhook key.
     #[arg(long, env = "OMNI_WEBHOOK_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
 }
@@ -463,6 +471,29 @@ async fn build_one(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> {
                 .header(sinch::TIMESTAMP_HEADER, timestamp)
                 .body(body))
         }
+        Carrier::Bird => {
+            let key = match &args.target.secret {
+                Some(s) => s.clone(),
+                None => match stored_credentials(&args.target, ProviderKind::Bird).await? {
+                    Credentials::Bird(c) => c.signing_key.expose().to_string(),
+                    _ => return Err("stored configuration is not Bird's".into()),
+                },
+            };
+            let id = args
+                .id
+                .clone()
+                .unwrap_or_else(|| Uuid::new_v4().to_string());
+            let body = bird_inbound(&id, &from, &to, &args.body, &args.media)?.to_string();
+            let url = format!("{base}/webhooks/bird");
+            let timestamp = chrono::Utc::now().timestamp().to_string();
+            let signature = bird::signature(&key, &timestamp, &url, body.as_bytes());
+            Ok(reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/json")
+                .header(bird::SIGNATURE_HEADER, signature)
+                .header(bird::TIMESTAMP_HEADER, timestamp)
+                .body(body))
+        }
         Carrier::Voicemeup => {
             if args.media.len() > 1 {
                 return Err("VoiceMeUp carries one attachment per message".into());
@@ -505,6 +536,35 @@ async fn build_one(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> {
         }
         // Posted by sendgrid_post: its addresses are not numbers.
         Carrier::Sendgrid => Err("SendGrid takes email addresses".into()),
+        Carrier::Inteliquent => {
+            let key = match &args.target.secret {
+                Some(s) => s.clone(),
+                None => match stored_credentials(&args.target, ProviderKind::Inteliquent).await? {
+                    Credentials::Inteliquent(c) => c.webhook_key.expose().to_string(),
+                    _ => return Err("stored configuration is not Inteliquent's".into()),
+                },
+            };
+            let id = args
+                .id
+                .clone()
+                .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
+            // As Inteliquent writes numbers: digits without `+`.
+            let mut body = serde_json::json!({"referenceId": id, "from": from.digits(),
+                "to": [to.digits()], "text": args.body, "deliveryReceipt": false});
+            if !args.media.is_empty() {
+                body["mediaUrls"] = args.media.clone().into();
+            }
+            let message_id = Uuid::new_v4().to_string();
+            Ok(reqwest::Client::new()
+                .post(format!("{base}/webhooks/inteliquent"))
+                .header("content-type", "application/json")
+                .header(
+                    inteliquent::TOKEN_HEADER,
+                    inteliquent::verification_token(&key, &message_id),
+                )
+                .header(inteliquent::MESSAGE_ID_HEADER, message_id)
+                .body(body.to_string()))
+        }
     }
 }
 
@@ -533,6 +593,39 @@ fn bandwidth_inbound(
         "text": text,
         "media": media,
     }}])
+}
+
+/// An `sms.inbound` notification as Bird posts it: a text body, or with media an image body
+/// (up to ten) whose text is the message.
+fn bird_inbound(
+    id: &str,
+    from: &E164,
+    to: &E164,
+    text: &str,
+    media: &[String],
+) -> Result<serde_json::Value, String> {
+    let body = match media {
+        [] => serde_json::json!({"type": "text", "text": {"text": text}}),
+        _ if media.len() > bird::MAX_IMAGES => {
+            return Err(format!("Bird carries at most {} images", bird::MAX_IMAGES))
+        }
+        _ => {
+            let images: Vec<_> = media
+                .iter()
+                .map(|url| serde_json::json!({"mediaUrl": url, "contentType": guess_content_type(url)}))
+                .collect();
+            serde_json::json!({"type": "image", "image": {"text": text, "images": images}})
+        }
+    };
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    Ok(
+        serde_json::json!({"service": "channels", "event": "sms.inbound", "payload": {
+        "id": id,
+        "sender": {"contact": {"identifierKey": "phonenumber", "identifierValue": from.as_str()}},
+        "receiver": {"connector": {"identifierValue": to.as_str()}},
+        "body": body, "status": "delivered", "direction": "incoming",
+        "createdAt": now, "updatedAt": now}}),
+    )
 }
 
 /// An `mo_text` (or, with media, `mo_media`) callback as Sinch posts it: numbers without `+`.

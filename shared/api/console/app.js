@@ -193,14 +193,35 @@ function renderThread() {
   renderMessages();
 }
 
+// Carrier-kept media (WhatsApp ids) by "<message id>/<index>": a pending fetch, an object
+// URL, or "failed". Fetched once, through the API with the key, since the carrier's own
+// link needs the tenant's credentials.
+const mediaBlobs = new Map();
+
+function mediaItem(m, x, i) {
+  const show = (href) => (x.content_type || "").startsWith("image/")
+    ? el("a", { href, target: "_blank", rel: "noopener" }, el("img", { src: href, alt: "attachment" }))
+    : el("a", { href, target: "_blank", rel: "noopener" }, "attachment");
+  if (/^https?:\/\//.test(x.url)) return show(x.url);
+  const key = `${m.id}/${i}`;
+  const known = mediaBlobs.get(key);
+  if (known === "failed") return el("span", { class: "attachment" }, "attachment unavailable");
+  if (typeof known === "string") return show(known);
+  if (!known) {
+    mediaBlobs.set(key, fetch(`${API_URL}/v1/messages/${m.id}/media/${i}`, { headers: { Authorization: `Bearer ${state.key}` } })
+      .then((res) => (res.ok ? res.blob() : Promise.reject(new Error(`HTTP ${res.status}`))))
+      .then((blob) => mediaBlobs.set(key, URL.createObjectURL(blob)), () => mediaBlobs.set(key, "failed"))
+      .then(() => renderMessages()));
+  }
+  return el("span", { class: "attachment" }, "loading attachment…");
+}
+
 function renderMessages() {
   const ol = $("messages");
   const msgs = [...state.messages.values()].sort((a, b) => a.created_at.localeCompare(b.created_at) || a.id.localeCompare(b.id));
   ol.replaceChildren(...msgs.map((m) => {
     const time = new Date(m.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    const media = (m.media || []).map((x) => (x.content_type || "").startsWith("image/")
-      ? el("a", { href: x.url, target: "_blank", rel: "noopener" }, el("img", { src: x.url, alt: "attachment" }))
-      : el("a", { href: x.url, target: "_blank", rel: "noopener" }, "attachment"));
+    const media = (m.media || []).map((x, i) => mediaItem(m, x, i));
     const tick = m.direction === "outbound"
       ? el("span", { class: `tick ${m.status}`, "data-status": m.status, title: m.error_message || m.status },
           TICKS[m.status] || m.status, m.error_message && (m.status === "failed" || m.status === "undelivered") ? `: ${m.error_message}` : null)

@@ -88,6 +88,21 @@ pub struct ServiceArgs {
     /// (`https://email.{region}.amazonaws.com`).
     #[arg(long, env = "OMNI_SES_API_URL", default_value = "")]
     pub ses_api_url: String,
+    /// Bird Channels API base URL (`/workspaces/{workspace}/channels/{channel}/messages` is
+    /// appended).
+    #[arg(
+        long,
+        env = "OMNI_BIRD_API_URL",
+        default_value = "https://api.bird.com"
+    )]
+    pub bird_api_url: String,
+    /// Inteliquent Message Broker base URL (`/publishMessages` is appended).
+    #[arg(
+        long,
+        env = "OMNI_INTELIQUENT_API_URL",
+        default_value = "https://messagebroker.inteliquent.com/msgbroker/rest"
+    )]
+    pub inteliquent_api_url: String,
     /// Attempts per outbound message before it is dead-lettered.
     #[arg(long, env = "OMNI_RETRY_MAX_ATTEMPTS", default_value_t = 6)]
     pub retry_max_attempts: u32,
@@ -139,6 +154,8 @@ impl ServiceArgs {
             vonage: self.vonage_api_url.clone(),
             sendgrid: self.sendgrid_api_url.clone(),
             ses: self.ses_api_url.clone(),
+            bird: self.bird_api_url.clone(),
+            inteliquent: self.inteliquent_api_url.clone(),
         }
     }
 

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json};
 use omni_core::domain::TenantId;
-use omni_core::service::SendRequest;
+use omni_core::providers::MediaContent;
+use omni_core::service::{MediaDownload, SendRequest};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -113,7 +114,12 @@ pub fn conversation_routes(state: AppState) -> Routes {
         .route(
             "/v1/messages/{id}/star",
             &[Method::PUT, Method::DELETE],
-            put(star).delete(unstar).with_state(state),
+            put(star).delete(unstar).with_state(state.clone()),
+        )
+        .route(
+            "/v1/messages/{id}/media/{index}",
+            &[Method::GET],
+            get(get_media).with_state(state),
         )
 }
 
@@ -159,6 +165,67 @@ async fn get_message(
     message
         .map(Json)
         .ok_or_else(|| ApiError::not_found("message"))
+}
+
+/// `GET /v1/messages/{id}/media/{index}`: a redirect to a plain link, or the bytes the
+/// carrier keeps behind its own authentication (WhatsApp media ids).
+async fn get_media(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    Path((id, index)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id, "message")?;
+    let index = index
+        .parse::<usize>()
+        .map_err(|_| ApiError::not_found("media"))?;
+    Ok(match state.services.media(&tenant, id, index).await? {
+        MediaDownload::Link(url) => match HeaderValue::from_str(&url) {
+            Ok(location) => (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, location)],
+            )
+                .into_response(),
+            Err(_) => return Err(ApiError::not_found("media")),
+        },
+        MediaDownload::Content(content) => media_response(content),
+    })
+}
+
+/// The carrier's bytes under our origin: the type the carrier named (or octet-stream), never
+/// sniffed and sandboxed, so a contact's upload cannot run as a page of the dashboard's
+/// origin; only pictures, sound and video are shown inline.
+fn media_response(content: MediaContent) -> Response {
+    let content_type = content
+        .content_type
+        .and_then(|t| HeaderValue::from_str(&t).ok())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let inline = ["image/", "audio/", "video/"]
+        .iter()
+        .any(|p| content_type.as_bytes().starts_with(p.as_bytes()));
+    let disposition = if inline { "inline" } else { "attachment" };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static(disposition),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("sandbox"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, max-age=300"),
+            ),
+        ],
+        content.bytes,
+    )
+        .into_response()
 }
 
 /// `?limit=&cursor=` of the listings.

@@ -107,6 +107,18 @@ pub fn routes(state: AppState) -> Routes {
                 .with_state(state.clone()),
         )
         .route(
+            "/webhooks/bird",
+            &[Method::POST],
+            post(|s, m, u, h, b| accept(ProviderKind::Bird, OK, s, m, u, h, b))
+                .with_state(state.clone()),
+        )
+        .route(
+            "/webhooks/inteliquent",
+            &[Method::POST],
+            post(|s, m, u, h, b| accept(ProviderKind::Inteliquent, OK, s, m, u, h, b))
+                .with_state(state.clone()),
+        )
+        .route(
             "/webhooks/whatsapp",
             &[Method::GET, Method::POST],
             get(whatsapp_subscription)

@@ -84,7 +84,7 @@ pub struct ApiGatewayPush {
 impl ApiGatewayPush {
     /// Pushes through the WebSocket API stage at `endpoint`
     /// (`https://<api id>.execute-api.<region>.amazonaws.com/<stage>`).
-    pub fn new(config: &aws_config::SdkConfig, backend: AwsBackend, endpoint: &str) -> Self {
+    pub fn new(config: &crate::SdkConfig, backend: AwsBackend, endpoint: &str) -> Self {
         let conf = aws_sdk_apigatewaymanagement::config::Builder::from(config)
             .endpoint_url(endpoint)
             .build();

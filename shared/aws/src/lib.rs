@@ -57,7 +57,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use omni_core::ports::StoreError;
 
-pub use aws_config::SdkConfig;
+pub use aws_types::SdkConfig;
 pub use connections::ApiGatewayPush;
 pub use secrets::SecretCache;
 
@@ -125,7 +125,7 @@ pub const DEFAULT_SECRET_TTL: Duration = Duration::from_secs(300);
 
 impl AwsBackend {
     /// A backend over clients built from `config`.
-    pub fn new(config: &aws_config::SdkConfig, resources: AwsResources) -> Self {
+    pub fn new(config: &SdkConfig, resources: AwsResources) -> Self {
         AwsBackend {
             ddb: aws_sdk_dynamodb::Client::new(config),
             sqs: aws_sdk_sqs::Client::new(config),
@@ -152,17 +152,77 @@ impl AwsBackend {
     }
 }
 
-/// The SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`), with
-/// an HTTPS client on rustls + ring: the SDK's default client would add a second TLS stack.
-pub async fn sdk_config() -> aws_config::SdkConfig {
+/// The SDK configuration from the environment, as Lambda provides it: `AWS_REGION` (or
+/// `AWS_DEFAULT_REGION`), the `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`
+/// credentials and, for emulators, `AWS_ENDPOINT_URL`. The HTTPS client is on rustls + ring:
+/// the SDK's default client would add a second TLS stack. Built by hand rather than with
+/// `aws-config`, whose credential chain (STS, SSO, profile files) Lambda never needs and which
+/// made up about half a megabyte of every function binary.
+pub async fn sdk_config() -> SdkConfig {
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    use aws_sdk_dynamodb::config::retry::RetryConfig;
+    use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Region};
     use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
         .build_https();
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let region = env_value("AWS_REGION")
+        .or_else(|| env_value("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|| "us-east-1".into());
+    let mut config = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region))
+        .credentials_provider(SharedCredentialsProvider::new(EnvironmentCredentials))
         .http_client(http)
-        .load()
-        .await
+        .retry_config(RetryConfig::standard())
+        // aws-config's default: fail a connection attempt fast and let the retry try again.
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_millis(3100))
+                .build(),
+        );
+    if let Some(endpoint) = env_value("AWS_ENDPOINT_URL") {
+        config = config.endpoint_url(endpoint);
+    }
+    config.build()
+}
+
+/// A non-empty environment variable.
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Credentials from the environment, read at every request as the SDK asks: Lambda puts the
+/// function role's credentials there.
+#[derive(Debug)]
+struct EnvironmentCredentials;
+
+impl aws_credential_types::provider::ProvideCredentials for EnvironmentCredentials {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        use aws_credential_types::provider::error::CredentialsError;
+        let missing = |name: &str| CredentialsError::not_loaded(format!("{name} is not set"));
+        let credentials = match (
+            env_value("AWS_ACCESS_KEY_ID"),
+            env_value("AWS_SECRET_ACCESS_KEY"),
+        ) {
+            (Some(id), Some(secret)) => Ok(aws_credential_types::Credentials::new(
+                id,
+                secret,
+                env_value("AWS_SESSION_TOKEN"),
+                None,
+                "environment",
+            )),
+            (None, _) => Err(missing("AWS_ACCESS_KEY_ID")),
+            (_, None) => Err(missing("AWS_SECRET_ACCESS_KEY")),
+        };
+        aws_credential_types::provider::future::ProvideCredentials::ready(credentials)
+    }
 }
 
 /// Maps any SDK failure to a backend error with its full context (for logs only).

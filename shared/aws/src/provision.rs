@@ -15,7 +15,7 @@ pub const EMULATOR_ENV: &str = "AWS_ENDPOINT_URL";
 
 /// SDK configuration for the emulator at `AWS_ENDPOINT_URL`, with dummy credentials; panics
 /// with instructions when the variable is not set (a missing emulator fails, never skips).
-pub async fn emulator_config() -> aws_config::SdkConfig {
+pub async fn emulator_config() -> crate::SdkConfig {
     let endpoint = std::env::var(EMULATOR_ENV).unwrap_or_default();
     assert!(
         !endpoint.is_empty(),
@@ -78,7 +78,7 @@ fn index(name: &str) -> StoreResult<GlobalSecondaryIndex> {
 /// Creates the table (with both indexes and TTL) and the four queues, all named after
 /// `prefix`, and returns where they are.
 pub async fn create_resources(
-    config: &aws_config::SdkConfig,
+    config: &crate::SdkConfig,
     prefix: &str,
 ) -> StoreResult<AwsResources> {
     let ddb = aws_sdk_dynamodb::Client::new(config);

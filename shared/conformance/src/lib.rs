@@ -22,10 +22,11 @@ use omni_core::model::{
 use omni_core::ports::{
     FlushedPart, Job, MessageStore, PartOutcome, Queue, SecretStore, StoreError, TenantStore,
 };
+use omni_core::providers::BirdCredentials;
 use omni_core::providers::{
-    BandwidthCredentials, Credentials, Secret, SendgridCredentials, SesCredentials, SignalConfig,
-    SinchCredentials, TelnyxCredentials, TwilioCredentials, VoicemeupCredentials,
-    VoipmsCredentials, VonageCredentials, WhatsappCredentials,
+    BandwidthCredentials, Credentials, InteliquentCredentials, Secret, SendgridCredentials,
+    SesCredentials, SignalConfig, SinchCredentials, TelnyxCredentials, TwilioCredentials,
+    VoicemeupCredentials, VoipmsCredentials, VonageCredentials, WhatsappCredentials,
 };
 use omni_core::template::{ButtonSubType, Component, Currency, MediaLink, Parameter, Template};
 use uuid::Uuid;
@@ -449,6 +450,16 @@ fn sample_credentials() -> Vec<Credentials> {
             access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
             secret_access_key: Secret::new("ses-secret-access-key-secret"),
             region: "us-east-1".into(),
+        }),
+        Credentials::Bird(BirdCredentials {
+            workspace_id: "5f3e9a1c-0000-4000-8000-00000000b1d0".into(),
+            channel_id: "614208aa-b153-4d5d-9989-2fddfc0ce4c3".into(),
+            access_key: Secret::new("bird-access-key-secret"),
+            signing_key: Secret::new("bird-signing-key-secret"),
+        }),
+        Credentials::Inteliquent(InteliquentCredentials {
+            api_key: Secret::new("iq-api-key-secret"),
+            webhook_key: Secret::new("iq-webhook-key-secret"),
         }),
         Credentials::Simulator,
     ]

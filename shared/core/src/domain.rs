@@ -512,6 +512,10 @@ string_enum!(
         Sendgrid => "sendgrid",
         /// Amazon SES v2 email.
         Ses => "ses",
+        /// Bird Channels API (SMS channels).
+        Bird => "bird",
+        /// Inteliquent Message Broker (`publishMessages` and the inbound-messaging webhook).
+        Inteliquent => "inteliquent",
         /// The built-in demo carrier; only available in demo mode.
         Simulator => "simulator",
     }

@@ -30,6 +30,8 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ("webhook-sinch", "webhook-sinch"),
     ("webhook-voicemeup", "webhook-voicemeup"),
     ("webhook-vonage", "webhook-vonage"),
+    ("webhook-bird", "webhook-bird"),
+    ("webhook-inteliquent", "webhook-inteliquent"),
     ("send", "send"),
     ("conversations", "conversations"),
     ("admin", "admin"),

@@ -12,8 +12,9 @@ use lambda_runtime::{Context, LambdaEvent};
 use omni_aws::{AwsBackend, SdkConfig};
 use omni_core::domain::{DeliveryStatus, WebhookEvent};
 use omni_core::ports::{Job, MessageStore};
+use omni_core::providers::{bird, BirdCredentials};
 use omni_core::providers::{
-    sinch, telnyx, vonage, Credentials, Secret, SinchCredentials, TelnyxCredentials,
+    inteliquent, sinch, telnyx, vonage, Credentials, Secret, SinchCredentials, TelnyxCredentials,
     VonageCredentials, WebhookRequest,
 };
 use omni_lambda::{LambdaConfig, Omni};
@@ -342,6 +343,42 @@ async fn webhook_sinch() {
     accepted_webhook(&w, &event.to_string()).await;
 }
 
+/// Bird signs its timestamp with a five-minute replay window (ours): the sample is checked
+/// genuine as of its own time (and refused as it is now), then posted re-signed now.
+#[tokio::test]
+async fn webhook_bird() {
+    let w = world().await;
+    let mut event: serde_json::Value = serde_json::from_str(&event_file("webhook-bird")).unwrap();
+    let signed_at = event["headers"][bird::TIMESTAMP_HEADER]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sample = sample_request(
+        &event,
+        "/webhooks/bird",
+        &[bird::SIGNATURE_HEADER, bird::TIMESTAMP_HEADER],
+    );
+    let credentials = Credentials::Bird(BirdCredentials {
+        workspace_id: "unused".into(),
+        channel_id: "unused".into(),
+        access_key: Secret::new("unused"),
+        signing_key: Secret::new(BIRD_SIGNING_KEY),
+    });
+    assert_eq!(
+        bird::verify_at(&sample, &credentials, signed_at.parse().unwrap()),
+        Ok(()),
+        "events/webhook-bird.json is not signed with the seed's signing key"
+    );
+    let (status, _) = http(omni_api::webhooks::app(w.omni.app_state()), "webhook-bird").await;
+    assert_eq!(status, 401, "the sample as it is: a replay");
+
+    let now = chrono::Utc::now().timestamp().to_string();
+    event["headers"][bird::SIGNATURE_HEADER] =
+        bird::signature(BIRD_SIGNING_KEY, &now, &sample.url, &sample.body).into();
+    event["headers"][bird::TIMESTAMP_HEADER] = now.into();
+    accepted_webhook(&w, &event.to_string()).await;
+}
+
 /// Vonage's callback JWT carries its `iat`, refused five minutes on: the sample is checked
 /// genuine as of its own time (and refused as it is now), then posted with a token made now.
 #[tokio::test]
@@ -376,6 +413,40 @@ async fn webhook_vonage() {
     .unwrap()
     .into();
     accepted_webhook(&w, &event.to_string()).await;
+}
+
+/// An MMS with two photos, authenticated as Inteliquent does (a `verificationToken` HMAC of
+/// the `messageID` under the webhook key, no time in it): queued as one message with both.
+#[tokio::test]
+async fn webhook_inteliquent() {
+    let w = world().await;
+    let event: serde_json::Value =
+        serde_json::from_str(&event_file("webhook-inteliquent")).unwrap();
+    assert_eq!(
+        event["headers"]["verificationtoken"],
+        inteliquent::verification_token(
+            INTELIQUENT_WEBHOOK_KEY,
+            event["headers"]["messageid"].as_str().unwrap()
+        ),
+        "events/webhook-inteliquent.json is not signed with the seed's webhook key"
+    );
+    let (status, body) = http(
+        omni_api::webhooks::app(w.omni.app_state()),
+        "webhook-inteliquent",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let jobs = inbound_jobs(&w).await;
+    assert_one_inbound_for_acme(&jobs);
+    let Job::Inbound {
+        event: WebhookEvent::Message(m),
+        ..
+    } = &jobs[0]
+    else {
+        panic!("not an inbound message");
+    };
+    assert_eq!(m.to.as_str(), INTELIQUENT_NUMBER);
+    assert_eq!(m.media.len(), 2);
 }
 
 #[tokio::test]
@@ -568,6 +639,8 @@ fn every_event_file_is_exercised() {
         "send",
         "signal-poller",
         "webhook-bandwidth",
+        "webhook-bird",
+        "webhook-inteliquent",
         "webhook-sendgrid",
         "webhook-sinch",
         "webhook-telnyx",

@@ -1,6 +1,7 @@
 //! The world events/*.json describe (events/README.md): tenant `acme-dispatch` with a Twilio,
-//! a VoIP.ms, a WhatsApp, a Telnyx, a Bandwidth, a Sinch, a VoiceMeUp and a Vonage number,
-//! their credentials, an API key, a queued message and a sent one, in fresh emulator resources.
+//! a VoIP.ms, a WhatsApp, a Telnyx, a Bandwidth, a Sinch, a VoiceMeUp, a Vonage, a Bird and an
+//! Inteliquent number, their credentials, an API key, a queued message and a sent one, in fresh
+//! emulator resources.
 //! Shared by the events test and the cold-start bench.
 
 // Shared by two targets, each using part of it.
@@ -14,10 +15,11 @@ use omni_core::domain::{
 };
 use omni_core::model::{NewOutbound, NumberRoute, Tenant};
 use omni_core::ports::{MessageStore, SecretStore, TenantStore};
+use omni_core::providers::BirdCredentials;
 use omni_core::providers::{
-    BandwidthCredentials, Credentials, Secret, SendgridCredentials, SinchCredentials,
-    TelnyxCredentials, TwilioCredentials, VoicemeupCredentials, VoipmsCredentials,
-    VonageCredentials, WhatsappCredentials,
+    BandwidthCredentials, Credentials, InteliquentCredentials, Secret, SendgridCredentials,
+    SinchCredentials, TelnyxCredentials, TwilioCredentials, VoicemeupCredentials,
+    VoipmsCredentials, VonageCredentials, WhatsappCredentials,
 };
 use omni_core::service::hash_api_key;
 use uuid::Uuid;
@@ -31,6 +33,8 @@ pub const BANDWIDTH_NUMBER: &str = "+15555550104";
 pub const SINCH_NUMBER: &str = "+15555550105";
 pub const VOICEMEUP_NUMBER: &str = "+15555550109";
 pub const VONAGE_NUMBER: &str = "+15555550106";
+pub const BIRD_NUMBER: &str = "+15555550107";
+pub const INTELIQUENT_NUMBER: &str = "+15555550108";
 pub const CONTACT: &str = "+15555550123";
 pub const SENDGRID_ADDRESS: &str = "dispatch@acme-dispatch.example";
 pub const EMAIL_CONTACT: &str = "jane@example.org";
@@ -51,6 +55,8 @@ pub const BANDWIDTH_WEBHOOK_USER: &str = "events-bandwidth";
 pub const BANDWIDTH_WEBHOOK_PASSWORD: &str = "events-bandwidth-callback-password";
 pub const SINCH_APP_SECRET: &str = "events-sinch-app-secret";
 pub const VONAGE_SIGNATURE_SECRET: &str = "events-vonage-signature-secret";
+pub const BIRD_SIGNING_KEY: &str = "events-bird-signing-key";
+pub const INTELIQUENT_WEBHOOK_KEY: &str = "events-inteliquent-webhook-key";
 pub const API_KEY: &str = "omk_events0demo0key000000000000000000";
 pub const ADMIN_TOKEN: &str = "oat_events0admin0token";
 pub const PUBLIC_URL: &str = "https://omni.example.test";
@@ -130,6 +136,16 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
             ProviderKind::Sendgrid,
             vec![Channel::Email],
         ),
+        (
+            BIRD_NUMBER,
+            ProviderKind::Bird,
+            vec![Channel::Sms, Channel::Mms],
+        ),
+        (
+            INTELIQUENT_NUMBER,
+            ProviderKind::Inteliquent,
+            vec![Channel::Sms, Channel::Mms],
+        ),
     ] {
         b.put_number(&NumberRoute {
             number: number(n),
@@ -192,6 +208,16 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
             api_key: Secret::new("events-sendgrid-api-key"),
             webhook_secret: Secret::new(SENDGRID_PARSE_SECRET),
             event_public_key: SENDGRID_EVENT_PUBLIC_KEY.into(),
+        }),
+        Credentials::Bird(BirdCredentials {
+            workspace_id: "5f3e9a1c-0000-4000-8000-00000000b1d0".into(),
+            channel_id: "614208aa-b153-4d5d-9989-2fddfc0ce4c3".into(),
+            access_key: Secret::new("events-bird-access-key"),
+            signing_key: Secret::new(BIRD_SIGNING_KEY),
+        }),
+        Credentials::Inteliquent(InteliquentCredentials {
+            api_key: Secret::new("events-inteliquent-api-key"),
+            webhook_key: Secret::new(INTELIQUENT_WEBHOOK_KEY),
         }),
     ] {
         b.put_credentials(&t, &credentials).await.unwrap();

@@ -17,6 +17,8 @@ use crate::domain::{
 };
 
 pub mod bandwidth;
+pub mod bird;
+pub mod inteliquent;
 pub mod sendgrid;
 pub mod ses;
 pub mod signal;
@@ -225,6 +227,31 @@ pub struct SesCredentials {
     pub region: String,
 }
 
+/// Bird Channels API credentials: the access key sends through the tenant's SMS channel, the
+/// webhook subscription's signing key checks notifications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BirdCredentials {
+    /// The workspace id (a UUID, not secret); it goes into the send path.
+    pub workspace_id: String,
+    /// The SMS channel's id (a UUID, not secret), bound to the tenant's number.
+    pub channel_id: String,
+    /// Access key, sent as `Authorization: AccessKey <key>`.
+    pub access_key: Secret,
+    /// The signing key given to Bird's webhook subscription (HMAC-SHA256 key).
+    pub signing_key: Secret,
+}
+
+/// Inteliquent Message Broker credentials: the API key sends, the key configured on the
+/// inbound webhook authenticates it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InteliquentCredentials {
+    /// A message broker API key from the portal, sent as a Bearer token.
+    pub api_key: Secret,
+    /// The `apiKey` given to `configureAuthorization` for our webhook: the key of each
+    /// callback's `verificationToken`.
+    pub webhook_key: Secret,
+}
+
 /// A tenant's configuration for one carrier, secrets included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "provider", rename_all = "lowercase")]
@@ -251,6 +278,10 @@ pub enum Credentials {
     Sendgrid(SendgridCredentials),
     /// Amazon SES v2 email.
     Ses(SesCredentials),
+    /// Bird Channels API.
+    Bird(BirdCredentials),
+    /// Inteliquent Message Broker.
+    Inteliquent(InteliquentCredentials),
     /// The demo carrier (no secrets).
     Simulator,
 }
@@ -270,6 +301,8 @@ impl Credentials {
             Credentials::Vonage(_) => ProviderKind::Vonage,
             Credentials::Sendgrid(_) => ProviderKind::Sendgrid,
             Credentials::Ses(_) => ProviderKind::Ses,
+            Credentials::Bird(_) => ProviderKind::Bird,
+            Credentials::Inteliquent(_) => ProviderKind::Inteliquent,
             Credentials::Simulator => ProviderKind::Simulator,
         }
     }
@@ -288,6 +321,8 @@ impl Credentials {
             ProviderKind::Vonage => serde_json::from_value(body).map(Credentials::Vonage),
             ProviderKind::Sendgrid => serde_json::from_value(body).map(Credentials::Sendgrid),
             ProviderKind::Ses => serde_json::from_value(body).map(Credentials::Ses),
+            ProviderKind::Bird => serde_json::from_value(body).map(Credentials::Bird),
+            ProviderKind::Inteliquent => serde_json::from_value(body).map(Credentials::Inteliquent),
             ProviderKind::Simulator => {
                 return Err("the simulator is configured only in demo mode".into())
             }
@@ -417,6 +452,29 @@ impl Credentials {
                 )?;
                 require(ses::valid_region(&c.region), "region (e.g. us-east-1)")
             }
+            Credentials::Bird(c) => {
+                // Both ids go into the API path: UUIDs keep them single path segments.
+                require(
+                    uuid::Uuid::parse_str(&c.workspace_id).is_ok(),
+                    "workspace_id (a UUID)",
+                )?;
+                require(
+                    uuid::Uuid::parse_str(&c.channel_id).is_ok(),
+                    "channel_id (a UUID)",
+                )?;
+                require(!c.access_key.expose().is_empty(), "access_key")?;
+                require(
+                    c.signing_key.expose().len() >= 8,
+                    "signing_key (8+ characters)",
+                )
+            }
+            Credentials::Inteliquent(c) => {
+                require(!c.api_key.expose().is_empty(), "api_key")?;
+                require(
+                    c.webhook_key.expose().len() >= 8,
+                    "webhook_key (8+ characters)",
+                )
+            }
             Credentials::Simulator => Ok(()),
         }
     }
@@ -438,6 +496,9 @@ impl Credentials {
                 "private_key",
                 "signature_secret",
                 "secret_access_key",
+                "access_key",
+                "signing_key",
+                "webhook_key",
             ] {
                 if obj.contains_key(key) {
                     obj.insert(key.into(), "***".into());
@@ -471,6 +532,8 @@ impl Credentials {
             Credentials::Vonage(c) => vec![c.private_key.expose(), c.signature_secret.expose()],
             Credentials::Sendgrid(c) => vec![c.api_key.expose(), c.webhook_secret.expose()],
             Credentials::Ses(c) => vec![c.secret_access_key.expose()],
+            Credentials::Bird(c) => vec![c.access_key.expose(), c.signing_key.expose()],
+            Credentials::Inteliquent(c) => vec![c.api_key.expose(), c.webhook_key.expose()],
             Credentials::Signal(_) | Credentials::Simulator => vec![],
         }
     }
@@ -543,6 +606,80 @@ pub trait MessagingProviderAdapter: Send + Sync {
 
     /// Reads a webhook into Omni's events (inbound messages and status updates).
     fn normalize_inbound(&self, request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError>;
+
+    /// Whether an inbound media URL this carrier gave us is kept behind the carrier's own
+    /// authentication (so Omni must fetch it with the tenant's credentials) rather than a
+    /// link a dashboard can follow itself.
+    fn keeps_media(&self, _url: &str) -> bool {
+        false
+    }
+
+    /// Fetches a media item [`keeps_media`](Self::keeps_media) said is kept by the carrier,
+    /// at most [`MAX_MEDIA_BYTES`].
+    async fn fetch_media(
+        &self,
+        _credentials: &Credentials,
+        _url: &str,
+    ) -> Result<MediaContent, MediaError> {
+        Err(MediaError::NotFound)
+    }
+}
+
+/// The largest media item Omni fetches on a dashboard's behalf: WhatsApp's own limit for
+/// audio and video (documents may be larger and are refused rather than held in memory).
+pub const MAX_MEDIA_BYTES: usize = 16 * 1024 * 1024;
+
+/// A media item fetched from a carrier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaContent {
+    /// MIME type, when the carrier said.
+    pub content_type: Option<String>,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Why a carrier's media item could not be fetched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaError {
+    /// The carrier has no such item (never had it, or it expired).
+    #[error("the carrier has no such media")]
+    NotFound,
+    /// Larger than [`MAX_MEDIA_BYTES`].
+    #[error("the media is larger than {MAX_MEDIA_BYTES} bytes")]
+    TooLarge,
+    /// The carrier failed or refused (credentials, outage); the text is the carrier's answer.
+    #[error("{0}")]
+    Carrier(String),
+    /// The credentials given are for another carrier.
+    #[error("credentials are for another provider")]
+    WrongCredentials,
+}
+
+/// Reads a carrier's media response body, giving up past [`MAX_MEDIA_BYTES`] without
+/// buffering more than that.
+pub(crate) async fn read_media_body(
+    carrier: &str,
+    mut response: reqwest::Response,
+) -> Result<Vec<u8>, MediaError> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_MEDIA_BYTES as u64)
+    {
+        return Err(MediaError::TooLarge);
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        MediaError::Carrier(format!(
+            "{carrier} media download failed: {}",
+            e.without_url()
+        ))
+    })? {
+        if bytes.len() + chunk.len() > MAX_MEDIA_BYTES {
+            return Err(MediaError::TooLarge);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 /// Carrier API base URLs (platform configuration only, never request data).
@@ -572,6 +709,12 @@ pub struct ProviderEndpoints {
     /// Amazon SES v2; empty (the default) for `https://email.{region}.amazonaws.com` of each
     /// tenant's region (`/v2/email/outbound-emails` is appended).
     pub ses: String,
+    /// Bird Channels API, default `https://api.bird.com`
+    /// (`/workspaces/{workspace}/channels/{channel}/messages` is appended).
+    pub bird: String,
+    /// Inteliquent Message Broker, default
+    /// `https://messagebroker.inteliquent.com/msgbroker/rest` (`/publishMessages` is appended).
+    pub inteliquent: String,
 }
 
 impl Default for ProviderEndpoints {
@@ -587,6 +730,8 @@ impl Default for ProviderEndpoints {
             vonage: "https://api.nexmo.com".into(),
             sendgrid: "https://api.sendgrid.com".into(),
             ses: String::new(),
+            bird: "https://api.bird.com".into(),
+            inteliquent: "https://messagebroker.inteliquent.com/msgbroker/rest".into(),
         }
     }
 }
@@ -663,6 +808,17 @@ impl ProviderRegistry {
         adapters.insert(
             ProviderKind::Ses,
             Arc::new(ses::SesAdapter::new(http.clone(), &endpoints.ses)),
+        );
+        adapters.insert(
+            ProviderKind::Bird,
+            Arc::new(bird::BirdAdapter::new(http.clone(), &endpoints.bird)),
+        );
+        adapters.insert(
+            ProviderKind::Inteliquent,
+            Arc::new(inteliquent::InteliquentAdapter::new(
+                http.clone(),
+                &endpoints.inteliquent,
+            )),
         );
         adapters.insert(
             ProviderKind::Signal,
@@ -894,7 +1050,8 @@ pub(crate) fn network_error(err: reqwest::Error) -> SendError {
 pub(crate) mod test_support {
     use uuid::Uuid;
 
-    use crate::domain::{Address, Channel, Media, OutboundMessage, TenantId};
+    use super::WebhookRequest;
+    use crate::domain::{Address, Channel, Media, OutboundMessage, TenantId, WebhookEvent};
 
     /// An outbound SMS (MMS with media) from +15555550100 to +15555550123.
     pub(crate) fn nanp_outbound(body: &str, media: &[&str]) -> OutboundMessage {
@@ -920,6 +1077,33 @@ pub(crate) mod test_support {
             subject: None,
             status_callback: None,
         }
+    }
+
+    /// A carrier payload of `tests/fixtures`.
+    pub(crate) fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/../../tests/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    /// A JSON webhook POST to `url` with extra `headers`.
+    pub(crate) fn json_post(url: &str, body: &[u8], headers: &[(&str, &str)]) -> WebhookRequest {
+        let mut all = vec![("content-type".to_string(), "application/json".to_string())];
+        all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        WebhookRequest {
+            method: "POST".into(),
+            url: url.into(),
+            headers: all,
+            body: body.to_vec(),
+        }
+    }
+
+    /// The only event of a webhook.
+    pub(crate) fn one(events: Vec<WebhookEvent>) -> WebhookEvent {
+        assert_eq!(events.len(), 1, "{events:?}");
+        events.into_iter().next().unwrap()
     }
 
     /// The form fields of a request a fake carrier received.
@@ -1210,6 +1394,31 @@ mod tests {
         assert!(carries("SendGrid", &[Channel::Email], &email).is_err());
         email.from = crate::domain::Address::from_stored("dispatch@example.org").unwrap();
         assert!(carries("SendGrid", &[Channel::Email], &email).is_ok());
+    }
+
+    #[test]
+    fn inteliquent_admin_json_is_validated_and_redacted() {
+        let ok = serde_json::json!({"api_key": "iq-api-very-secret",
+            "webhook_key": "iq-webhook-very-secret"});
+        let creds = Credentials::from_admin_json(ProviderKind::Inteliquent, ok.clone()).unwrap();
+        assert_eq!(creds.kind(), ProviderKind::Inteliquent);
+        let shown = format!("{creds:?} {}", creds.redacted());
+        for secret in ["iq-api-very-secret", "iq-webhook-very-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert_eq!(creds.redacted()["provider"], "inteliquent");
+        assert_eq!(
+            creds.secrets(),
+            vec!["iq-api-very-secret", "iq-webhook-very-secret"]
+        );
+        for (field, bad) in [("api_key", ""), ("webhook_key", "short")] {
+            let mut body = ok.clone();
+            body[field] = bad.into();
+            assert!(
+                Credentials::from_admin_json(ProviderKind::Inteliquent, body).is_err(),
+                "{field}"
+            );
+        }
     }
 
     #[test]

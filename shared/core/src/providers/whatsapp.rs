@@ -15,8 +15,9 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 use super::{
-    carries, coded_failure, ct_eq, network_error, phones, retry_after, Credentials,
-    MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
+    carries, coded_failure, ct_eq, network_error, phones, read_media_body, retry_after,
+    Credentials, MediaContent, MediaError, MessagingProviderAdapter, ParseError, VerifyError,
+    WebhookRequest,
 };
 use crate::domain::{
     Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
@@ -434,6 +435,101 @@ struct GraphError {
     message: Option<String>,
 }
 
+/// `GET /{media-id}`: where the media can be downloaded (for a few minutes) and its type.
+#[derive(Deserialize)]
+struct MediaLocation {
+    url: String,
+    mime_type: Option<String>,
+}
+
+/// Graph's "invalid parameter" code, which it answers for a media id that does not exist,
+/// belongs to another business or has expired.
+const INVALID_PARAMETER: i64 = 100;
+
+impl WhatsappAdapter {
+    /// Resolves a media id to its short-lived download URL, then downloads it; both requests
+    /// carry the tenant's access token, which is why dashboards cannot follow the id
+    /// themselves.
+    async fn download(&self, token: &str, media_id: &str) -> Result<MediaContent, MediaError> {
+        // Without the URL: a download URL is Meta's signed link, not for logs or responses.
+        let failed =
+            |e: reqwest::Error| MediaError::Carrier(format!("WhatsApp media: {}", e.without_url()));
+        let response = self
+            .http
+            .get(format!("{}/{media_id}", self.base_url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(failed)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(failed)?;
+        if !status.is_success() {
+            let error = serde_json::from_slice::<GraphErrorBody>(&bytes)
+                .ok()
+                .map(|b| b.error);
+            if status == reqwest::StatusCode::NOT_FOUND
+                || error.as_ref().and_then(|e| e.code) == Some(INVALID_PARAMETER)
+            {
+                return Err(MediaError::NotFound);
+            }
+            return Err(MediaError::Carrier(
+                error.and_then(|e| e.message).unwrap_or_else(|| {
+                    format!("WhatsApp answered HTTP {} for the media", status.as_u16())
+                }),
+            ));
+        }
+        let location: MediaLocation = serde_json::from_slice(&bytes).map_err(|_| {
+            MediaError::Carrier("WhatsApp answered the media lookup without a URL".into())
+        })?;
+        if !media_url_allowed(&self.base_url, &location.url) {
+            return Err(MediaError::Carrier(
+                "WhatsApp named a media URL that is not HTTPS".into(),
+            ));
+        }
+        let response = self
+            .http
+            .get(&location.url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(failed)?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(MediaError::NotFound);
+        }
+        if !response.status().is_success() {
+            return Err(MediaError::Carrier(format!(
+                "WhatsApp answered HTTP {} for the media download",
+                response.status().as_u16()
+            )));
+        }
+        let content_type = location.mime_type.or_else(|| {
+            response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        });
+        let bytes = read_media_body("WhatsApp", response).await?;
+        Ok(MediaContent {
+            content_type,
+            bytes,
+        })
+    }
+}
+
+/// Whether the token may go to the download URL Graph named: never over plain HTTP unless
+/// the Graph endpoint itself is (a local fake).
+fn media_url_allowed(base_url: &str, url: &str) -> bool {
+    url.starts_with("https://") || (base_url.starts_with("http://") && url.starts_with("http://"))
+}
+
+/// The media id of a `whatsapp-media:<id>` URL, if it is one; ids are digits, so nothing
+/// else can reach the Graph API path.
+fn media_id(url: &str) -> Option<&str> {
+    url.strip_prefix(MEDIA_URL_PREFIX)
+        .filter(|id| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_digit()))
+}
+
 #[async_trait]
 impl MessagingProviderAdapter for WhatsappAdapter {
     fn kind(&self) -> ProviderKind {
@@ -519,13 +615,29 @@ impl MessagingProviderAdapter for WhatsappAdapter {
     fn normalize_inbound(&self, request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError> {
         normalize(request)
     }
+
+    fn keeps_media(&self, url: &str) -> bool {
+        url.starts_with(MEDIA_URL_PREFIX)
+    }
+
+    async fn fetch_media(
+        &self,
+        credentials: &Credentials,
+        url: &str,
+    ) -> Result<MediaContent, MediaError> {
+        let Credentials::Whatsapp(creds) = credentials else {
+            return Err(MediaError::WrongCredentials);
+        };
+        let id = media_id(url).ok_or(MediaError::NotFound)?;
+        self.download(creds.access_token.expose(), id).await
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::TenantId;
-    use crate::providers::{Secret, TwilioCredentials, WhatsappCredentials};
+    use crate::providers::{Secret, TwilioCredentials, WhatsappCredentials, MAX_MEDIA_BYTES};
     use proptest::prelude::*;
     use serde_json::Value;
     use std::time::Duration;
@@ -1095,5 +1207,113 @@ mod tests {
                     "statuses": [{"id": "wamid.y", "status": kind, "errors": [{"code": 1}]}]}}]}]});
             let _ = normalize(&signed(body.to_string().as_bytes(), None));
         }
+    }
+
+    #[tokio::test]
+    async fn inbound_media_is_resolved_then_downloaded_with_the_token() {
+        let (server, adapter) = server().await;
+        let bearer = format!("Bearer {TOKEN}");
+        Mock::given(method("GET"))
+            .and(path("/v21.0/300000000000003"))
+            .and(header("authorization", bearer.as_str()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "messaging_product": "whatsapp",
+                "url": format!("{}/lookaside/media?mid=300000000000003", server.uri()),
+                "mime_type": "image/jpeg", "sha256": "abc", "file_size": 4,
+                "id": "300000000000003"})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/lookaside/media"))
+            .and(header("authorization", bearer.as_str()))
+            .respond_with(ResponseTemplate::new(200).set_body_bytes(b"\xff\xd8\xff\xe0".to_vec()))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let url = "whatsapp-media:300000000000003";
+        assert!(adapter.keeps_media(url));
+        assert!(!adapter.keeps_media("https://cdn.example.org/a.jpg"));
+        let media = adapter
+            .fetch_media(&creds(FIXTURE_SECRET), url)
+            .await
+            .unwrap();
+        assert_eq!(media.content_type.as_deref(), Some("image/jpeg"));
+        assert_eq!(media.bytes, b"\xff\xd8\xff\xe0");
+    }
+
+    #[tokio::test]
+    async fn unknown_foreign_or_malformed_media_ids_are_not_found() {
+        let (server, adapter) = server().await;
+        Mock::given(method("GET"))
+            .and(path("/v21.0/999"))
+            .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {
+                "message": "Unsupported get request.", "type": "GraphMethodException",
+                "code": 100, "error_subcode": 33}})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let creds = creds(FIXTURE_SECRET);
+        let fetch = |url: &'static str| adapter.fetch_media(&creds, url);
+        assert_eq!(fetch("whatsapp-media:999").await, Err(MediaError::NotFound));
+        // Not digits: never reaches the Graph API (the mock above expects one call only).
+        for url in [
+            "whatsapp-media:../me",
+            "whatsapp-media:",
+            "whatsapp-media:1?x=2",
+        ] {
+            assert_eq!(fetch(url).await, Err(MediaError::NotFound), "{url}");
+        }
+        let twilio = Credentials::Twilio(TwilioCredentials {
+            account_sid: "AC1".into(),
+            auth_token: Secret::new("t"),
+            webhook_keys: Default::default(),
+        });
+        assert_eq!(
+            adapter.fetch_media(&twilio, "whatsapp-media:999").await,
+            Err(MediaError::WrongCredentials)
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_tokens_and_oversized_media_are_errors_not_downloads() {
+        let (server, adapter) = server().await;
+        Mock::given(method("GET"))
+            .and(path("/v21.0/1"))
+            .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": {
+                "message": "Error validating access token", "code": 190}})))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v21.0/2"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "url": format!("{}/big", server.uri()), "mime_type": "video/mp4"})))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/big"))
+            .respond_with(ResponseTemplate::new(200).set_body_bytes(vec![0u8; MAX_MEDIA_BYTES + 1]))
+            .mount(&server)
+            .await;
+        let creds = creds(FIXTURE_SECRET);
+        let refused = adapter.fetch_media(&creds, "whatsapp-media:1").await;
+        assert_eq!(
+            refused,
+            Err(MediaError::Carrier("Error validating access token".into()))
+        );
+        let big = adapter.fetch_media(&creds, "whatsapp-media:2").await;
+        assert_eq!(big, Err(MediaError::TooLarge));
+    }
+
+    #[test]
+    fn the_token_goes_to_plain_http_media_urls_only_from_a_plain_http_fake() {
+        let secure = "https://graph.facebook.com/v21.0";
+        assert!(media_url_allowed(secure, "https://lookaside.fbsbx.com/x"));
+        assert!(!media_url_allowed(secure, "http://lookaside.fbsbx.com/x"));
+        assert!(!media_url_allowed(secure, "file:///etc/passwd"));
+        assert!(media_url_allowed(
+            "http://127.0.0.1:9/v21.0",
+            "http://127.0.0.1:9/x"
+        ));
     }
 }

@@ -18,12 +18,14 @@ mod breaker;
 mod delivery;
 mod inbound;
 mod keywords;
+mod media;
 mod outbound;
 mod updater;
 
 pub use breaker::{BreakerPolicy, CircuitBreakers};
 pub use delivery::DeliveryOutcome;
 pub use keywords::Keyword;
+pub use media::MediaDownload;
 pub use outbound::SendRequest;
 pub use updater::JobError;
 
@@ -54,6 +56,9 @@ pub enum ServiceError {
     /// A uniqueness rule was broken.
     #[error("{0}")]
     Conflict(String),
+    /// The carrier could not hand over a media item (outage, refused credentials, too large).
+    #[error("{0}")]
+    MediaUnavailable(String),
     /// Storage failed; details go to logs only.
     #[error("internal error")]
     Store(#[source] StoreError),
@@ -101,6 +106,8 @@ impl PlatformCredentials {
             | ProviderKind::Vonage
             | ProviderKind::Sendgrid
             | ProviderKind::Ses
+            | ProviderKind::Bird
+            | ProviderKind::Inteliquent
             | ProviderKind::Simulator => None,
         }
     }
