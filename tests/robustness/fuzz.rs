@@ -1,7 +1,7 @@
 //! Property-based fuzzing that runs on stable in `cargo test` (cargo fuzz needs nightly).
 //!
-//! One target per carrier webhook (parser and signature verifier) and one for the send API's
-//! JSON. Inputs are the carrier fixtures (`tests/fixtures`) and the committed corpus
+//! One target per carrier webhook (parser and signature verifier), one for SES's EventBridge
+//! events and one for the send API's JSON. Inputs are the carrier fixtures (`tests/fixtures`) and the committed corpus
 //! (`fuzz/corpus/<target>/`), mutated by [`crate::mutate`]; three inputs in four are signed
 //! with the tenant's real credentials so they get past verification into normalisation,
 //! storage and the conversation updater. Each input goes through the real axum router over
@@ -25,6 +25,7 @@ use omni_core::providers::{
     bandwidth, http_client, inteliquent, sendgrid, sinch, telnyx, twilio, vonage, whatsapp,
     MessagingProviderAdapter, WebhookRequest,
 };
+use omni_core::service::ServiceError;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::json;
@@ -767,6 +768,51 @@ fn fuzz_signal_receive() {
                     UPDATES.set(UPDATES.get() + ran);
                 });
             }
+            1
+        },
+    );
+}
+
+/// SES events come from EventBridge, not a webhook: each input is an EventBridge event (its
+/// `detail` handed over, or the whole input as the detail) for the service, which may queue a
+/// status, drop it, or refuse it as unroutable, but never fails otherwise.
+#[test]
+fn fuzz_ses_events() {
+    let rt = runtime();
+    let world = World::new(NOWHERE);
+    rt.block_on(async {
+        world.tenant("north").await;
+        let config = json!({"access_key_id": "AKIAFUZZ0SES00000000",
+            "secret_access_key": "fuzz-ses-secret", "region": "us-east-1"});
+        // The fixtures' sender.
+        world
+            .provider("north", "ses", config, "dispatch@north.example", &["email"])
+            .await;
+    });
+    run(
+        "ses",
+        Shape::Json,
+        fixtures(&["ses_eventbridge_"]),
+        1000,
+        |input, variant, _sign| {
+            let Ok(event) = serde_json::from_slice::<serde_json::Value>(input) else {
+                return 0;
+            };
+            let detail = match event.get("detail") {
+                Some(detail) if variant % 2 == 0 => detail.clone(),
+                _ => event,
+            };
+            // Outcomes stand in for statuses: 200 queued, 204 nothing to do, 4xx dropped.
+            let outcome = match rt.block_on(world.services.handle_ses_event(&detail)) {
+                Ok(true) => 200,
+                Ok(false) => 204,
+                Err(ServiceError::InvalidRequest(_)) => 400,
+                Err(ServiceError::NotFound(_)) => 404,
+                Err(e) => panic!("SES event failed: {e:?} for {detail}"),
+            };
+            STATUSES.with(|s| *s.borrow_mut().entry(outcome).or_default() += 1);
+            let ran = rt.block_on(world.drain(false));
+            UPDATES.set(UPDATES.get() + ran);
             1
         },
     );

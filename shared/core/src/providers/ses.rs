@@ -15,8 +15,12 @@
 //! implementation on the tree's hmac and sha2, tested against AWS's published example, rather
 //! than with the AWS SDK, which omni-core does not depend on.
 //!
-//! Receiving email and delivery events go through SNS with SES; they are not wired: SES
-//! messages are `sent` once SES accepts them.
+//! Delivery events reach Omni through Amazon EventBridge, not a webhook: a configuration set's
+//! EventBridge destination publishes them to the default bus (detail-types `Email Sent`,
+//! `Email Delivered`, `Email Bounced`, …; the `detail` is SES's event record: `eventType`,
+//! `mail.{messageId, source, tags}` and one object per type, e.g. `bounce.{bounceType,
+//! bounceSubType, bouncedRecipients[].diagnosticCode}`), and the `ses-events` function hands
+//! each to [`status_from_event`]. Receiving email through SES is not wired.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -29,7 +33,8 @@ use super::{
     MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
-    Channel, DeliveryStatus, OutboundMessage, ProviderKind, SendError, SendResult, WebhookEvent,
+    Address, Channel, DeliveryStatus, EmailAddress, OutboundMessage, ProviderKind, SendError,
+    SendResult, StatusUpdate, WebhookEvent,
 };
 
 /// The SigV4 service name of SES (v1 and v2 alike).
@@ -42,6 +47,9 @@ const TRANSIENT_ERRORS: &[&str] = &[
 ];
 /// Carrier strings echoed into errors are cut to this length (they are untrusted input).
 const MAX_ECHO: usize = 200;
+/// The `EmailTags` name carrying Omni's message id; SES echoes it in every event of the mail,
+/// which tells Omni's mail from other mail sent through the same configuration set.
+const MESSAGE_ID_TAG: &str = "omni_message_id";
 
 /// The Amazon SES v2 carrier.
 #[derive(Clone)]
@@ -215,7 +223,7 @@ fn message_body(message: &OutboundMessage) -> Value {
             "Subject": { "Data": message.subject.as_deref().unwrap_or_default(), "Charset": "UTF-8" },
             "Body": { "Text": { "Data": text, "Charset": "UTF-8" } },
         }},
-        "EmailTags": [{ "Name": "omni_message_id", "Value": message.id.to_string() }],
+        "EmailTags": [{ "Name": MESSAGE_ID_TAG, "Value": message.id.to_string() }],
     })
 }
 
@@ -345,7 +353,7 @@ impl MessagingProviderAdapter for SesAdapter {
         })
     }
 
-    /// SES reports through SNS, which is not wired: no webhook is ever SES's.
+    /// SES reports through EventBridge ([`status_from_event`]): no webhook is ever SES's.
     fn verify_inbound(
         &self,
         _request: &WebhookRequest,
@@ -362,6 +370,94 @@ impl MessagingProviderAdapter for SesAdapter {
     ) -> Result<Vec<WebhookEvent>, ParseError> {
         Err(ParseError::new("SES has no webhook in Omni"))
     }
+}
+
+/// The status an SES event record (an EventBridge SES event's `detail`) reports about a
+/// message Omni sent, routed by its sender address and keyed by SES's `MessageId` (what
+/// [`SesAdapter::send`] recorded). `None` for mail Omni did not send (no `omni_message_id`
+/// tag) and for events that say nothing final: `DeliveryDelay` (SES still retries), `Click`,
+/// `Subscription`. Bounces of every type are final: SES publishes a transient one only once it
+/// has stopped retrying (a later one, e.g. an auto-reply, cannot undo a delivery: statuses
+/// only move forward).
+pub fn status_from_event(detail: &Value) -> Result<Option<StatusUpdate>, ParseError> {
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
+    let event_type = text(detail, "eventType")
+        .ok_or_else(|| ParseError::new("the SES event has no eventType"))?;
+    let mail = detail
+        .get("mail")
+        .ok_or_else(|| ParseError::new("the SES event has no mail object"))?;
+    // Tags come back as lists of values.
+    if mail
+        .pointer(&format!("/tags/{MESSAGE_ID_TAG}/0"))
+        .and_then(Value::as_str)
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let (status, code, message) = match event_type.as_str() {
+        "Send" => (DeliveryStatus::Sent, None, None),
+        "Delivery" => (DeliveryStatus::Delivered, None, None),
+        "Open" => (DeliveryStatus::Read, None, None),
+        "Bounce" => {
+            let bounce = detail.get("bounce").unwrap_or(&Value::Null);
+            let kind = [text(bounce, "bounceType"), text(bounce, "bounceSubType")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("/");
+            let diagnostic = bounce
+                .pointer("/bouncedRecipients/0")
+                .and_then(|r| text(r, "diagnosticCode").or_else(|| text(r, "status")));
+            (
+                DeliveryStatus::Undelivered,
+                Some(kind).filter(|k| !k.is_empty()),
+                diagnostic,
+            )
+        }
+        "Complaint" => (
+            DeliveryStatus::Undelivered,
+            Some("Complaint".to_owned()),
+            detail
+                .get("complaint")
+                .and_then(|c| text(c, "complaintFeedbackType"))
+                .map(|t| format!("the recipient complained ({t})")),
+        ),
+        "Reject" => (
+            DeliveryStatus::Failed,
+            Some("Reject".to_owned()),
+            detail.get("reject").and_then(|r| text(r, "reason")),
+        ),
+        // Published as "Rendering Failure"; the API's enum spells it without the space.
+        "Rendering Failure" | "RenderingFailure" => (
+            DeliveryStatus::Failed,
+            Some("RenderingFailure".to_owned()),
+            detail.get("failure").and_then(|f| text(f, "errorMessage")),
+        ),
+        _ => return Ok(None),
+    };
+    let id = text(mail, "messageId")
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| ParseError::new("the SES event has no mail.messageId"))?;
+    let source =
+        text(mail, "source").ok_or_else(|| ParseError::new("the SES event has no mail.source"))?;
+    // `source` may carry a display name: `Name <address>`.
+    let address = source
+        .rsplit_once('<')
+        .and_then(|(_, rest)| rest.strip_suffix('>'))
+        .unwrap_or(&source);
+    let tenant = EmailAddress::parse(address)
+        .map_err(|_| ParseError::new("mail.source is not an email address"))?;
+    let echo = |s: String| s.chars().take(MAX_ECHO).collect::<String>();
+    Ok(Some(StatusUpdate {
+        provider: ProviderKind::Ses,
+        provider_message_id: echo(id),
+        status,
+        raw_status: echo(event_type),
+        error_code: code.map(echo),
+        error_message: message.map(|m| format!("SES: {}", echo(m))),
+        tenant_number: Some(Address::Email(tenant)),
+        at: Utc::now(),
+    }))
 }
 
 #[cfg(test)]
@@ -567,5 +663,119 @@ mod tests {
             let err = Credentials::from_admin_json(ProviderKind::Ses, bad).unwrap_err();
             assert!(err.contains(field), "{err}");
         }
+    }
+
+    /// The `detail` of tests/fixtures/ses_eventbridge_<name>.json (EventBridge SES events).
+    fn fixture(name: &str) -> Value {
+        let path = format!(
+            "{}/../../tests/fixtures/ses_eventbridge_{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let event: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        event["detail"].clone()
+    }
+
+    #[test]
+    fn events_map_to_statuses_routed_by_the_sender() {
+        let update = status_from_event(&fixture("delivery")).unwrap().unwrap();
+        assert_eq!(
+            update.provider_message_id,
+            "0100019a8c1d2e3f-7b1c9f4e-3a2d-4e5f-8a6b-9c0d1e2f3a4b-000000"
+        );
+        assert_eq!(update.provider, ProviderKind::Ses);
+        assert_eq!(
+            (update.status, update.raw_status.as_str()),
+            (DeliveryStatus::Delivered, "Delivery")
+        );
+        assert_eq!(
+            update.tenant_number.as_ref().map(Address::as_str),
+            Some("dispatch@north.example"),
+            "the display name is dropped"
+        );
+        assert_eq!(update.error_code, None);
+
+        let cases = [
+            ("send", DeliveryStatus::Sent, None, None),
+            (
+                "bounce",
+                DeliveryStatus::Undelivered,
+                Some("Permanent/General"),
+                Some("SES: smtp; 550 5.1.1 user unknown"),
+            ),
+            (
+                "complaint",
+                DeliveryStatus::Undelivered,
+                Some("Complaint"),
+                Some("SES: the recipient complained (abuse)"),
+            ),
+            (
+                "reject",
+                DeliveryStatus::Failed,
+                Some("Reject"),
+                Some("SES: Bad content"),
+            ),
+            (
+                "rendering_failure",
+                DeliveryStatus::Failed,
+                Some("RenderingFailure"),
+                Some("SES: Attribute 'attributeName' is not present in the rendering data."),
+            ),
+        ];
+        for (name, status, code, message) in cases {
+            let u = status_from_event(&fixture(name)).unwrap().unwrap();
+            assert_eq!(u.status, status, "{name}");
+            assert_eq!(u.error_code.as_deref(), code, "{name}");
+            assert_eq!(u.error_message.as_deref(), message, "{name}");
+        }
+    }
+
+    #[test]
+    fn delays_other_mail_and_unknown_events_move_nothing() {
+        assert_eq!(status_from_event(&fixture("delivery_delay")).unwrap(), None);
+        let mut untagged = fixture("delivery");
+        untagged["mail"]["tags"]
+            .as_object_mut()
+            .unwrap()
+            .remove(MESSAGE_ID_TAG);
+        assert_eq!(
+            status_from_event(&untagged).unwrap(),
+            None,
+            "not Omni's mail"
+        );
+        let mut click = fixture("delivery");
+        click["eventType"] = json!("Click");
+        assert_eq!(status_from_event(&click).unwrap(), None);
+
+        // A transient bounce is final too (SES gave up retrying); the diagnostic falls back to
+        // the recipient's status code.
+        let mut soft = fixture("bounce");
+        soft["bounce"]["bounceType"] = json!("Transient");
+        soft["bounce"]["bounceSubType"] = json!("MailboxFull");
+        soft["bounce"]["bouncedRecipients"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("diagnosticCode");
+        let u = status_from_event(&soft).unwrap().unwrap();
+        assert_eq!(u.status, DeliveryStatus::Undelivered);
+        assert_eq!(u.error_code.as_deref(), Some("Transient/MailboxFull"));
+        assert_eq!(u.error_message.as_deref(), Some("SES: 5.1.1"));
+    }
+
+    #[test]
+    fn malformed_events_are_parse_errors() {
+        let delivery = fixture("delivery");
+        for pointer in ["/eventType", "/mail", "/mail/messageId", "/mail/source"] {
+            let mut bad = delivery.clone();
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            bad.pointer_mut(if parent.is_empty() { "" } else { parent })
+                .and_then(Value::as_object_mut)
+                .unwrap()
+                .remove(key);
+            assert!(status_from_event(&bad).is_err(), "{pointer}");
+        }
+        let mut bad = delivery.clone();
+        bad["mail"]["source"] = json!("Dispatch <not an address>");
+        assert!(status_from_event(&bad).is_err());
+        assert!(status_from_event(&json!("a string")).is_err());
     }
 }

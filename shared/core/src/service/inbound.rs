@@ -226,6 +226,40 @@ impl Services {
         Ok(None)
     }
 
+    /// Queues the status an Amazon SES event reports (the `detail` of an EventBridge SES
+    /// event); whether one was queued. EventBridge, not a webhook, is what vouches for it (only
+    /// AWS publishes `aws.ses` events), so the sender address routes it to the tenant holding
+    /// that address, who must use SES. Mail Omni did not send and events that move nothing
+    /// queue nothing; an event no retry can route is `InvalidRequest` or `NotFound`.
+    #[instrument(skip_all, fields(tenant_id))]
+    pub async fn handle_ses_event(&self, detail: &serde_json::Value) -> Result<bool, ServiceError> {
+        let Some(update) = crate::providers::ses::status_from_event(detail)
+            .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?
+        else {
+            return Ok(false);
+        };
+        let event = WebhookEvent::Status(update);
+        let number = event
+            .tenant_number()
+            .ok_or(ServiceError::NotFound("number"))?;
+        let tenant = self
+            .tenants
+            .number_route(number)
+            .await?
+            .ok_or(ServiceError::NotFound("number"))?
+            .tenant_id;
+        tracing::Span::current().record("tenant_id", tenant.as_str());
+        if self
+            .credentials_for(&tenant, ProviderKind::Ses)
+            .await?
+            .is_none()
+        {
+            return Err(ServiceError::NotFound("SES credentials"));
+        }
+        self.enqueue_events(&tenant, std::iter::once(event)).await?;
+        Ok(true)
+    }
+
     /// Polls every tenant's signal-cli daemon once and queues what arrived. Signal has no
     /// webhooks: authenticity comes from asking our own daemon.
     #[instrument(skip_all)]
