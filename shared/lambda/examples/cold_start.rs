@@ -39,6 +39,7 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ("delivery-worker", "delivery-worker"),
     ("outbox-sweeper", "outbox-sweeper"),
     ("signal-poller", "signal-poller"),
+    ("ses-events", "ses-events"),
     ("ws-connect", "ws-connect"),
     ("ws-disconnect", "ws-disconnect"),
 ];

@@ -1,5 +1,6 @@
-//! The event handlers: SQS consumers with partial batch failures, the scheduled jobs, and the
-//! WebSocket routes. HTTP functions need none: they run the API routers as they are.
+//! The event handlers: SQS consumers with partial batch failures, the scheduled jobs, SES's
+//! EventBridge events and the WebSocket routes. HTTP functions need none: they run the API
+//! routers as they are.
 
 use std::time::Duration;
 
@@ -135,6 +136,32 @@ pub async fn signal_poller(
     let signal = SignalAdapter::new(omni_core::providers::http_client(Duration::from_secs(20)));
     let received = omni.services.poll_signal(&signal).await.map_err(internal)?;
     Ok(PollReport { received })
+}
+
+/// What one SES event did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SesEventReport {
+    /// A status update went to the conversation updater.
+    pub queued: bool,
+}
+
+/// `ses-events` (an EventBridge rule on `aws.ses`): queues the delivery status an Amazon SES
+/// event reports. An event no retry can place (mail Omni did not send, a sender no tenant
+/// holds, a malformed record) is acknowledged with a warning, since failing would only make
+/// Lambda retry it; a store or queue failure fails the invocation, which Lambda retries.
+pub async fn ses_events(
+    omni: &Omni,
+    event: LambdaEvent<EventBridgeEvent>,
+) -> Result<SesEventReport, Error> {
+    let event = event.payload;
+    match omni.services.handle_ses_event(&event.detail).await {
+        Ok(queued) => Ok(SesEventReport { queued }),
+        Err(e @ (ServiceError::InvalidRequest(_) | ServiceError::NotFound(_))) => {
+            warn!(detail_type = %event.detail_type, error = %e, "SES event dropped");
+            Ok(SesEventReport { queued: false })
+        }
+        Err(e) => Err(internal(e)),
+    }
 }
 
 fn internal(e: ServiceError) -> Error {

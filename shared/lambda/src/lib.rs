@@ -19,8 +19,8 @@ use omni_core::service::Services;
 use rand::Rng;
 
 pub use handlers::{
-    conversation_updater, delivery_worker, outbox_sweeper, signal_poller, ws_connect,
-    ws_disconnect, PollReport, SweepReport,
+    conversation_updater, delivery_worker, outbox_sweeper, ses_events, signal_poller, ws_connect,
+    ws_disconnect, PollReport, SesEventReport, SweepReport,
 };
 pub use lambda_runtime::Error;
 

@@ -479,8 +479,12 @@ async fn conversations() {
     .await;
     assert_eq!(status, 200, "{body}");
     let items = body["items"].as_array().unwrap();
-    assert_eq!(items.len(), 1, "the seeded thread with {CONTACT}");
-    assert_eq!(items[0]["contact"], CONTACT);
+    let contacts: Vec<_> = items.iter().map(|c| &c["contact"]).collect();
+    assert_eq!(
+        contacts,
+        [CONTACT, EMAIL_CONTACT],
+        "the seeded SMS thread, then the older email thread"
+    );
 }
 
 /// API Gateway also routes `/healthz` and `/openapi.json` to the conversations function:
@@ -583,6 +587,83 @@ async fn outbox_sweeper() {
     assert_eq!(jobs.len(), report.requeued);
 }
 
+/// An SES event: the delivery moves the email SES accepted to `delivered`; a permanent bounce
+/// of the other one makes it `undelivered` with the bounce type and the diagnostic; events no
+/// retry can place (a stranger's sender, mail Omni did not send) are acknowledged, not failed.
+#[tokio::test]
+async fn ses_events() {
+    let w = world().await;
+    let delivered = omni_lambda::ses_events(&w.omni, payload::<EventBridgeEvent>("ses-events"))
+        .await
+        .unwrap();
+    assert!(delivered.queued, "{delivered:?}");
+
+    let mut bounce: EventBridgeEvent = payload::<EventBridgeEvent>("ses-events").payload;
+    let fixture = format!(
+        "{}/../../tests/fixtures/ses_eventbridge_bounce.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let sample: EventBridgeEvent =
+        serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    bounce.detail_type = sample.detail_type;
+    bounce.detail["eventType"] = sample.detail["eventType"].clone();
+    bounce.detail["bounce"] = sample.detail["bounce"].clone();
+    bounce.detail["mail"]["messageId"] = SES_BOUNCED_ID.into();
+    let ses = |event: &EventBridgeEvent| {
+        omni_lambda::ses_events(&w.omni, LambdaEvent::new(event.clone(), Context::default()))
+    };
+    assert!(ses(&bounce).await.unwrap().queued);
+
+    let mut stranger = bounce.clone();
+    stranger.detail["mail"]["source"] = "someone@elsewhere.example".into();
+    let mut untagged = bounce.clone();
+    untagged.detail["mail"]["tags"] = serde_json::json!({});
+    let mut malformed = bounce.clone();
+    malformed.detail = serde_json::json!({"eventType": "Bounce"});
+    for dropped in [stranger, untagged, malformed] {
+        assert!(!ses(&dropped).await.unwrap().queued, "{dropped:?}");
+    }
+
+    let jobs = inbound_jobs(&w).await;
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    for job in &jobs {
+        w.omni.services.handle_job(job).await.unwrap();
+    }
+    let page = w
+        .backend
+        .list_conversations(&tenant(), 10, None)
+        .await
+        .unwrap();
+    let email = page
+        .items
+        .iter()
+        .find(|c| c.tenant_number.as_str() == SES_ADDRESS)
+        .unwrap();
+    let messages = w
+        .backend
+        .list_messages(&tenant(), email.id, 50, None)
+        .await
+        .unwrap();
+    let by_ses_id = |id: &str| {
+        messages
+            .items
+            .iter()
+            .find(|m| m.provider_message_id.as_deref() == Some(id))
+            .unwrap()
+    };
+    assert_eq!(
+        by_ses_id(SES_DELIVERED_ID).status,
+        DeliveryStatus::Delivered
+    );
+    let bounced = by_ses_id(SES_BOUNCED_ID);
+    assert_eq!(bounced.status, DeliveryStatus::Undelivered);
+    assert_eq!(bounced.error_code.as_deref(), Some("Permanent/General"));
+    assert_eq!(
+        bounced.error_message.as_deref(),
+        Some("SES: smtp; 550 5.1.1 user unknown")
+    );
+}
+
 #[tokio::test]
 async fn signal_poller() {
     let w = world().await;
@@ -637,6 +718,7 @@ fn every_event_file_is_exercised() {
         "delivery-worker",
         "outbox-sweeper",
         "send",
+        "ses-events",
         "signal-poller",
         "webhook-bandwidth",
         "webhook-bird",

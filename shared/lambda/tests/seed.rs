@@ -1,7 +1,7 @@
 //! The world events/*.json describe (events/README.md): tenant `acme-dispatch` with a Twilio,
 //! a VoIP.ms, a WhatsApp, a Telnyx, a Bandwidth, a Sinch, a VoiceMeUp, a Vonage, a Bird and an
-//! Inteliquent number, their credentials, an API key, a queued message and a sent one, in fresh
-//! emulator resources.
+//! Inteliquent number, a SendGrid and an SES address, their credentials, an API key, a queued
+//! message, a sent one and two emails sent through SES, in fresh emulator resources.
 //! Shared by the events test and the cold-start bench.
 
 // Shared by two targets, each using part of it.
@@ -18,7 +18,7 @@ use omni_core::ports::{MessageStore, SecretStore, TenantStore};
 use omni_core::providers::BirdCredentials;
 use omni_core::providers::{
     BandwidthCredentials, Credentials, InteliquentCredentials, Secret, SendgridCredentials,
-    SinchCredentials, TelnyxCredentials, TwilioCredentials, VoicemeupCredentials,
+    SesCredentials, SinchCredentials, TelnyxCredentials, TwilioCredentials, VoicemeupCredentials,
     VoipmsCredentials, VonageCredentials, WhatsappCredentials,
 };
 use omni_core::service::hash_api_key;
@@ -38,6 +38,11 @@ pub const INTELIQUENT_NUMBER: &str = "+15555550108";
 pub const CONTACT: &str = "+15555550123";
 pub const SENDGRID_ADDRESS: &str = "dispatch@acme-dispatch.example";
 pub const EMAIL_CONTACT: &str = "jane@example.org";
+pub const SES_ADDRESS: &str = "alerts@acme-dispatch.example";
+/// SES's `MessageId`s of the two emails sent through SES (events/ses-events.json reports the
+/// first delivered).
+pub const SES_DELIVERED_ID: &str = "0100019a8c1d2e3f-5a6b7c8d-0e1f-4a2b-9c3d-4e5f6a7b8c9d-000000";
+pub const SES_BOUNCED_ID: &str = "0100019a8c1d2e40-6b7c8d9e-1f2a-4b3c-8d4e-5f6a7b8c9d0e-000000";
 pub const SENDGRID_PARSE_SECRET: &str = "events-sendgrid-parse-secret";
 /// The public half of tests/fixtures/keys/sendgrid-test-private.pem (base64 DER).
 pub const SENDGRID_EVENT_PUBLIC_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEH3+aj/qEATycUbqgPpiYP3Ggxs/jlarOe27T5pQiIlTlQgO+TD80efjJxCQVyJzR0ULDAngVQzMjpm13KYcTkQ==";
@@ -136,6 +141,7 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
             ProviderKind::Sendgrid,
             vec![Channel::Email],
         ),
+        (SES_ADDRESS, ProviderKind::Ses, vec![Channel::Email]),
         (
             BIRD_NUMBER,
             ProviderKind::Bird,
@@ -215,6 +221,11 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
             access_key: Secret::new("events-bird-access-key"),
             signing_key: Secret::new(BIRD_SIGNING_KEY),
         }),
+        Credentials::Ses(SesCredentials {
+            access_key_id: "AKIAEVENTS0SES000000".into(),
+            secret_access_key: Secret::new("events-ses-secret-access-key"),
+            region: "us-east-1".into(),
+        }),
         Credentials::Inteliquent(InteliquentCredentials {
             api_key: Secret::new("events-inteliquent-api-key"),
             webhook_key: Secret::new(INTELIQUENT_WEBHOOK_KEY),
@@ -245,27 +256,25 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
     b.create_outbound(&t, &outbound(Uuid::now_v7(), now - TimeDelta::minutes(10)))
         .await
         .unwrap();
-    let (sent, _) = b
-        .create_outbound(&t, &outbound(Uuid::now_v7(), now))
-        .await
-        .unwrap();
-    b.claim_delivery(&t, sent.id, std::time::Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
-    b.record_sent(
-        &t,
-        sent.id,
-        &SendResult {
-            provider: ProviderKind::Twilio,
-            provider_message_id: SENT_CARRIER_ID.into(),
-            status: DeliveryStatus::Sent,
-            raw_status: "queued".into(),
-        },
-        None,
+    sent(
+        &b,
+        &outbound(Uuid::now_v7(), now),
+        ProviderKind::Twilio,
+        SENT_CARRIER_ID,
     )
-    .await
-    .unwrap();
+    .await;
+    // Two emails SES accepted, an hour ago (the updater's event keeps the SMS conversation the
+    // latest); SES events report on them.
+    for ses_id in [SES_DELIVERED_ID, SES_BOUNCED_ID] {
+        let email = NewOutbound {
+            channel: Channel::Email,
+            from: number(SES_ADDRESS),
+            to: number(EMAIL_CONTACT),
+            subject: Some("Units are on their way".into()),
+            ..outbound(Uuid::now_v7(), now - TimeDelta::hours(1))
+        };
+        sent(&b, &email, ProviderKind::Ses, ses_id).await;
+    }
     let admin_secret = format!("{prefix}/admin-token");
     aws_sdk_secretsmanager::Client::new(&config)
         .create_secret()
@@ -275,4 +284,21 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
         .await
         .unwrap();
     (config, b, admin_secret)
+}
+
+/// Creates an outbound message and records its carrier's acceptance under `carrier_id`.
+async fn sent(b: &AwsBackend, message: &NewOutbound, provider: ProviderKind, carrier_id: &str) {
+    let t = tenant();
+    let (stored, _) = b.create_outbound(&t, message).await.unwrap();
+    b.claim_delivery(&t, stored.id, std::time::Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let result = SendResult {
+        provider,
+        provider_message_id: carrier_id.into(),
+        status: DeliveryStatus::Sent,
+        raw_status: "accepted".into(),
+    };
+    b.record_sent(&t, stored.id, &result, None).await.unwrap();
 }
