@@ -49,6 +49,8 @@ const FUNCTIONS: &[(&str, &str)] = &[
 struct Timeline {
     first_next: Option<Instant>,
     response: Option<Instant>,
+    /// The HTTP status an API Gateway function answered (none for the others).
+    http_status: Option<u64>,
     error: Option<String>,
 }
 
@@ -93,8 +95,13 @@ async fn next(State(rt): State<Runtime>) -> (HeaderMap, String) {
     (headers, rt.event.as_str().to_owned())
 }
 
-async fn response(State(rt): State<Runtime>) -> &'static str {
-    rt.timeline.lock().unwrap().response = Some(Instant::now());
+async fn response(State(rt): State<Runtime>, body: String) -> &'static str {
+    let mut timeline = rt.timeline.lock().unwrap();
+    timeline.response = Some(Instant::now());
+    timeline.http_status = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["statusCode"].as_u64());
+    drop(timeline);
     rt.done.notify_one();
     "{}"
 }
@@ -178,6 +185,10 @@ async fn run_once(
     if let Some(e) = &t.error {
         return Err(format!("the function reported an error: {e}"));
     }
+    // A refused event would time a shortcut, not the function's work.
+    if let Some(status) = t.http_status.filter(|s| *s >= 300) {
+        return Err(format!("the function answered HTTP {status}"));
+    }
     Ok(Sample {
         init: t.first_next.ok_or("no next request")? - start,
         first: t.response.ok_or("no response")? - start,
@@ -242,6 +253,8 @@ async fn main() {
             .len();
         let event = std::fs::read_to_string(format!("events/{event_name}.json"))
             .unwrap_or_else(|e| panic!("events/{event_name}.json: {e}"));
+        // Signed now, as the carrier would: a sample signed long ago is refused as a replay.
+        let event = seed::signed_now(event_name, &event);
         let mut env = env.clone();
         if *function == "admin" {
             env.push(("OMNI_ADMIN_TOKEN_SECRET".into(), admin_secret.clone()));

@@ -275,10 +275,9 @@ fn sample_request(event: &serde_json::Value, path: &str, headers: &[&str]) -> We
 #[tokio::test]
 async fn webhook_telnyx() {
     let w = world().await;
-    let mut event: serde_json::Value = serde_json::from_str(&event_file("webhook-telnyx")).unwrap();
+    let event: serde_json::Value = serde_json::from_str(&event_file("webhook-telnyx")).unwrap();
     let header =
         |event: &serde_json::Value, name: &str| event["headers"][name].as_str().unwrap().to_owned();
-    let body = event["body"].as_str().unwrap().to_owned();
     let signed_at = header(&event, telnyx::TIMESTAMP_HEADER);
     let sample = sample_request(
         &event,
@@ -295,12 +294,7 @@ async fn webhook_telnyx() {
         "events/webhook-telnyx.json is not signed with the seed's key"
     );
 
-    let key = telnyx::signing_key(TELNYX_SIGNING_SEED).unwrap();
-    let now = chrono::Utc::now().timestamp().to_string();
-    event["headers"][telnyx::SIGNATURE_HEADER] =
-        telnyx::signature(&key, &now, body.as_bytes()).into();
-    event["headers"][telnyx::TIMESTAMP_HEADER] = now.into();
-    accepted_webhook(&w, &event.to_string()).await;
+    accepted_webhook(&w, &signed_now("webhook-telnyx", &event.to_string())).await;
 }
 
 /// Sinch callbacks carry a signed timestamp with a five-minute replay window too: the sample
@@ -308,10 +302,9 @@ async fn webhook_telnyx() {
 #[tokio::test]
 async fn webhook_sinch() {
     let w = world().await;
-    let mut event: serde_json::Value = serde_json::from_str(&event_file("webhook-sinch")).unwrap();
+    let event: serde_json::Value = serde_json::from_str(&event_file("webhook-sinch")).unwrap();
     let header =
         |event: &serde_json::Value, name: &str| event["headers"][name].as_str().unwrap().to_owned();
-    let body = event["body"].as_str().unwrap().to_owned();
     let signed_at = header(&event, sinch::TIMESTAMP_HEADER);
     let sample = sample_request(
         &event,
@@ -335,12 +328,7 @@ async fn webhook_sinch() {
     let (status, _) = http(omni_api::webhooks::app(w.omni.app_state()), "webhook-sinch").await;
     assert_eq!(status, 401, "the sample as it is: a replay");
 
-    let now = chrono::Utc::now().timestamp().to_string();
-    let nonce = header(&event, sinch::NONCE_HEADER);
-    event["headers"][sinch::SIGNATURE_HEADER] =
-        sinch::signature(SINCH_APP_SECRET, body.as_bytes(), &nonce, &now).into();
-    event["headers"][sinch::TIMESTAMP_HEADER] = now.into();
-    accepted_webhook(&w, &event.to_string()).await;
+    accepted_webhook(&w, &signed_now("webhook-sinch", &event.to_string())).await;
 }
 
 /// Bird signs its timestamp with a five-minute replay window (ours): the sample is checked
@@ -348,7 +336,7 @@ async fn webhook_sinch() {
 #[tokio::test]
 async fn webhook_bird() {
     let w = world().await;
-    let mut event: serde_json::Value = serde_json::from_str(&event_file("webhook-bird")).unwrap();
+    let event: serde_json::Value = serde_json::from_str(&event_file("webhook-bird")).unwrap();
     let signed_at = event["headers"][bird::TIMESTAMP_HEADER]
         .as_str()
         .unwrap()
@@ -372,11 +360,7 @@ async fn webhook_bird() {
     let (status, _) = http(omni_api::webhooks::app(w.omni.app_state()), "webhook-bird").await;
     assert_eq!(status, 401, "the sample as it is: a replay");
 
-    let now = chrono::Utc::now().timestamp().to_string();
-    event["headers"][bird::SIGNATURE_HEADER] =
-        bird::signature(BIRD_SIGNING_KEY, &now, &sample.url, &sample.body).into();
-    event["headers"][bird::TIMESTAMP_HEADER] = now.into();
-    accepted_webhook(&w, &event.to_string()).await;
+    accepted_webhook(&w, &signed_now("webhook-bird", &event.to_string())).await;
 }
 
 /// Vonage's callback JWT carries its `iat`, refused five minutes on: the sample is checked
@@ -384,7 +368,7 @@ async fn webhook_bird() {
 #[tokio::test]
 async fn webhook_vonage() {
     let w = world().await;
-    let mut event: serde_json::Value = serde_json::from_str(&event_file("webhook-vonage")).unwrap();
+    let event: serde_json::Value = serde_json::from_str(&event_file("webhook-vonage")).unwrap();
     let sample = sample_request(&event, "/webhooks/vonage", &["authorization"]);
     let credentials = Credentials::Vonage(VonageCredentials {
         application_id: "unused".into(),
@@ -404,15 +388,7 @@ async fn webhook_vonage() {
     .await;
     assert_eq!(status, 401, "the sample as it is: a replay");
 
-    let body = event["body"].as_str().unwrap().to_owned();
-    event["headers"]["authorization"] = vonage::callback_authorization(
-        VONAGE_SIGNATURE_SECRET,
-        body.as_bytes(),
-        chrono::Utc::now().timestamp(),
-    )
-    .unwrap()
-    .into();
-    accepted_webhook(&w, &event.to_string()).await;
+    accepted_webhook(&w, &signed_now("webhook-vonage", &event.to_string())).await;
 }
 
 /// An MMS with two photos, authenticated as Inteliquent does (a `verificationToken` HMAC of
