@@ -308,6 +308,7 @@ impl MessagingProviderAdapter for BandwidthAdapter {
 mod tests {
     use super::*;
     use crate::domain::TenantId;
+    use crate::providers::test_support::{e164, one};
     use crate::providers::{BandwidthCredentials, Secret};
     use proptest::prelude::*;
     use std::time::Duration;
@@ -353,10 +354,6 @@ mod tests {
         )
     }
 
-    fn e164(s: &str) -> Address {
-        Address::Phone(E164::from_e164(s).unwrap())
-    }
-
     #[test]
     fn basic_credentials_are_checked() {
         let adapter = BandwidthAdapter::new(reqwest::Client::new(), "http://unused");
@@ -393,11 +390,6 @@ mod tests {
             adapter.verify_inbound(&ok, &Credentials::Simulator),
             Err(VerifyError::WrongCredentials)
         );
-    }
-
-    fn one(events: Vec<WebhookEvent>) -> WebhookEvent {
-        assert_eq!(events.len(), 1);
-        events.into_iter().next().unwrap()
     }
 
     #[test]

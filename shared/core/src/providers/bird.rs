@@ -424,6 +424,7 @@ impl MessagingProviderAdapter for BirdAdapter {
 mod tests {
     use super::*;
     use crate::domain::TenantId;
+    use crate::providers::test_support::{e164, fixture, one};
     use crate::providers::{BirdCredentials, Secret};
     use proptest::prelude::*;
     use wiremock::matchers::{body_json, header, method, path};
@@ -459,23 +460,6 @@ mod tests {
         let ts = ts.to_string();
         let sig = signature(key, &ts, URL, body);
         request(body, &[(SIGNATURE_HEADER, &sig), (TIMESTAMP_HEADER, &ts)])
-    }
-
-    fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/../../tests/fixtures/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
-
-    fn one(events: Vec<WebhookEvent>) -> WebhookEvent {
-        assert_eq!(events.len(), 1);
-        events.into_iter().next().unwrap()
-    }
-
-    fn e164(s: &str) -> Address {
-        Address::from_stored(s).unwrap()
     }
 
     #[test]

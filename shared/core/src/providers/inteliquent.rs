@@ -469,7 +469,7 @@ impl MessagingProviderAdapter for InteliquentAdapter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::test_support::{fixture, json_post, nanp_outbound, one};
+    use crate::providers::test_support::{e164, fixture, json_post, nanp_outbound, one};
     use crate::providers::{InteliquentCredentials, Secret};
     use proptest::prelude::*;
     use std::time::Duration;
@@ -500,10 +500,6 @@ mod tests {
             b"{}",
             &[("messageid", MESSAGE_ID), ("verificationtoken", token)],
         )
-    }
-
-    fn e164(s: &str) -> Address {
-        Address::from_stored(s).unwrap()
     }
 
     #[test]

@@ -1051,7 +1051,12 @@ pub(crate) mod test_support {
     use uuid::Uuid;
 
     use super::WebhookRequest;
-    use crate::domain::{Address, Channel, Media, OutboundMessage, TenantId, WebhookEvent};
+    use crate::domain::{Address, Channel, Media, OutboundMessage, TenantId, WebhookEvent, E164};
+
+    /// A phone number as an address, from its E.164 text.
+    pub(crate) fn e164(s: &str) -> Address {
+        Address::Phone(E164::from_e164(s).unwrap())
+    }
 
     /// An outbound SMS (MMS with media) from +15555550100 to +15555550123.
     pub(crate) fn nanp_outbound(body: &str, media: &[&str]) -> OutboundMessage {

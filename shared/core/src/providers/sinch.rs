@@ -370,6 +370,7 @@ impl MessagingProviderAdapter for SinchAdapter {
 mod tests {
     use super::*;
     use crate::domain::TenantId;
+    use crate::providers::test_support::{e164, fixture, one};
     use crate::providers::{Secret, SinchCredentials};
     use proptest::prelude::*;
     use wiremock::matchers::{body_json, header, method, path};
@@ -409,23 +410,6 @@ mod tests {
                 (TIMESTAMP_HEADER, &ts),
             ],
         )
-    }
-
-    fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/../../tests/fixtures/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
-
-    fn one(events: Vec<WebhookEvent>) -> WebhookEvent {
-        assert_eq!(events.len(), 1);
-        events.into_iter().next().unwrap()
-    }
-
-    fn e164(s: &str) -> Address {
-        Address::Phone(E164::from_e164(s).unwrap())
     }
 
     #[test]

@@ -423,6 +423,7 @@ impl MessagingProviderAdapter for TelnyxAdapter {
 mod tests {
     use super::*;
     use crate::domain::TenantId;
+    use crate::providers::test_support::{e164, one};
     use crate::providers::{Secret, TelnyxCredentials, TwilioCredentials};
     use proptest::prelude::*;
     use serde_json::Value;
@@ -587,15 +588,6 @@ mod tests {
             body: std::fs::read(path).unwrap(),
         };
         (request, ts)
-    }
-
-    fn one(events: Vec<WebhookEvent>) -> WebhookEvent {
-        assert_eq!(events.len(), 1);
-        events.into_iter().next().unwrap()
-    }
-
-    fn e164(s: &str) -> Address {
-        Address::Phone(E164::from_e164(s).unwrap())
     }
 
     /// A fixture, checked genuine at its own time and refused as a replay now.

@@ -445,6 +445,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::providers::test_support::one;
     use crate::providers::{Secret, TwilioCredentials};
     use proptest::prelude::*;
     use serde_json::Value;
@@ -668,11 +669,6 @@ mod tests {
             },
             name.to_string(),
         )
-    }
-
-    fn one(events: Vec<WebhookEvent>) -> WebhookEvent {
-        assert_eq!(events.len(), 1);
-        events.into_iter().next().unwrap()
     }
 
     #[test]

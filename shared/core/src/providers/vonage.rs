@@ -458,6 +458,7 @@ impl MessagingProviderAdapter for VonageAdapter {
 mod tests {
     use super::*;
     use crate::domain::TenantId;
+    use crate::providers::test_support::{e164, fixture, one};
     use crate::providers::VonageCredentials;
     use proptest::prelude::*;
     use wiremock::matchers::{header_regex, method, path};
@@ -500,23 +501,6 @@ mod tests {
             body,
             Some(&callback_authorization(secret, body, iat).unwrap()),
         )
-    }
-
-    fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/../../tests/fixtures/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
-
-    fn one(events: Vec<WebhookEvent>) -> WebhookEvent {
-        assert_eq!(events.len(), 1);
-        events.into_iter().next().unwrap()
-    }
-
-    fn e164(s: &str) -> Address {
-        Address::Phone(E164::from_e164(s).unwrap())
     }
 
     #[test]

@@ -637,6 +637,7 @@ impl MessagingProviderAdapter for WhatsappAdapter {
 mod tests {
     use super::*;
     use crate::domain::TenantId;
+    use crate::providers::test_support::{e164, one};
     use crate::providers::{Secret, TwilioCredentials, WhatsappCredentials, MAX_MEDIA_BYTES};
     use proptest::prelude::*;
     use serde_json::Value;
@@ -794,15 +795,6 @@ mod tests {
                 .collect(),
             body: std::fs::read(path).unwrap(),
         }
-    }
-
-    fn one(events: Vec<WebhookEvent>) -> WebhookEvent {
-        assert_eq!(events.len(), 1);
-        events.into_iter().next().unwrap()
-    }
-
-    fn e164(s: &str) -> Address {
-        Address::from_stored(s).unwrap()
     }
 
     fn checked(name: &str) -> WebhookEvent {
