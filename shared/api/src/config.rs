@@ -103,6 +103,11 @@ pub struct ServiceArgs {
         default_value = "https://messagebroker.inteliquent.com/msgbroker/rest"
     )]
     pub inteliquent_api_url: String,
+    /// Amazon SNS (SES over SNS, `/webhooks/ses`): empty trusts signing certificates and
+    /// subscription URLs only on `https://sns.<region>.amazonaws.com`; otherwise only URLs
+    /// starting with this prefix (tests and emulators, e.g. `http://127.0.0.1:9000/`).
+    #[arg(long, env = "OMNI_SNS_CERT_URL_PREFIX", default_value = "")]
+    pub sns_cert_url_prefix: String,
     /// Attempts per outbound message before it is dead-lettered.
     #[arg(long, env = "OMNI_RETRY_MAX_ATTEMPTS", default_value_t = 6)]
     pub retry_max_attempts: u32,
@@ -156,6 +161,7 @@ impl ServiceArgs {
             ses: self.ses_api_url.clone(),
             bird: self.bird_api_url.clone(),
             inteliquent: self.inteliquent_api_url.clone(),
+            sns_cert_url_prefix: self.sns_cert_url_prefix.clone(),
         }
     }
 

@@ -99,6 +99,7 @@ impl From<ServiceError> for ApiError {
             NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             MediaUnavailable(_) => (StatusCode::BAD_GATEWAY, "media_unavailable"),
+            Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             Store(source) => {
                 // The cause goes to the log only; the client gets the request id to quote.
                 tracing::error!(error = %source, "storage failure");

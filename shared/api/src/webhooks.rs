@@ -119,6 +119,11 @@ pub fn routes(state: AppState) -> Routes {
                 .with_state(state.clone()),
         )
         .route(
+            "/webhooks/ses",
+            &[Method::POST],
+            post(ses_sns).with_state(state.clone()),
+        )
+        .route(
             "/webhooks/whatsapp",
             &[Method::GET, Method::POST],
             get(whatsapp_subscription)
@@ -214,4 +219,11 @@ async fn whatsapp_subscription(
             "verify token does not match",
         )),
     }
+}
+
+/// Amazon SES over SNS: subscription handshakes, received email and SES events. SNS only needs
+/// a 2xx; it redelivers on anything else.
+async fn ses_sns(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    state.services.handle_ses_sns(&body).await?;
+    Ok(([(header::CONTENT_TYPE, OK.0)], OK.1).into_response())
 }

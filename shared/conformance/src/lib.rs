@@ -450,6 +450,7 @@ fn sample_credentials() -> Vec<Credentials> {
             access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
             secret_access_key: Secret::new("ses-secret-access-key-secret"),
             region: "us-east-1".into(),
+            sns_topic_arns: Vec::new(),
         }),
         Credentials::Bird(BirdCredentials {
             workspace_id: "5f3e9a1c-0000-4000-8000-00000000b1d0".into(),

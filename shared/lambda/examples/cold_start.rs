@@ -33,6 +33,7 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ("webhook-bird", "webhook-bird"),
     ("webhook-inteliquent", "webhook-inteliquent"),
     ("webhook-sendgrid", "webhook-sendgrid"),
+    ("webhook-ses", "webhook-ses"),
     ("send", "send"),
     ("conversations", "conversations"),
     ("admin", "admin"),

@@ -49,6 +49,8 @@ async fn world() -> World {
         &admin_secret,
         "--twilio-api-url",
         &carrier.uri(),
+        "--sns-cert-url-prefix",
+        &carrier.uri(),
     ]);
     let omni = Omni::new(&settings, &config, backend.resources().clone())
         .await
@@ -117,6 +119,19 @@ fn assert_one_inbound_for_acme(jobs: &[Job]) {
     assert_eq!(tenant_id.as_str(), TENANT);
 }
 
+/// The one inbound message queued, for the seed's tenant.
+async fn one_inbound_email_for_acme(w: &World) -> omni_core::domain::InboundMessage {
+    let jobs = inbound_jobs(w).await;
+    assert_one_inbound_for_acme(&jobs);
+    match &jobs[0] {
+        Job::Inbound {
+            event: WebhookEvent::Message(m),
+            ..
+        } => m.clone(),
+        other => panic!("not a message: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn webhook_twilio() {
     let w = world().await;
@@ -166,15 +181,7 @@ async fn webhook_sendgrid() {
     )
     .await;
     assert_eq!(status, 200);
-    let jobs = inbound_jobs(&w).await;
-    assert_one_inbound_for_acme(&jobs);
-    let Job::Inbound {
-        event: WebhookEvent::Message(m),
-        ..
-    } = &jobs[0]
-    else {
-        panic!("not a message: {jobs:?}");
-    };
+    let m = one_inbound_email_for_acme(&w).await;
     assert_eq!(
         (m.from.as_str(), m.to.as_str()),
         (EMAIL_CONTACT, SENDGRID_ADDRESS)
@@ -182,6 +189,61 @@ async fn webhook_sendgrid() {
     assert_eq!(
         m.body.as_deref(),
         Some("Events test over SendGrid Inbound Parse")
+    );
+}
+
+/// SES over SNS: an OpenSSL-signed (SignatureVersion 1) receipt notification for the tenant's
+/// `alerts@` address on its topic. The signing certificate URL is not signed: the test points it
+/// at the carrier fake, which serves the test certificate.
+#[tokio::test]
+async fn webhook_ses() {
+    let w = world().await;
+    Mock::given(method("GET"))
+        .and(path("/SimpleNotificationService-test-only.pem"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_string(
+                std::fs::read_to_string(format!(
+                    "{}/../../tests/fixtures/keys/sns-test-cert.pem",
+                    env!("CARGO_MANIFEST_DIR")
+                ))
+                .unwrap(),
+            ),
+        )
+        .mount(&w.carrier)
+        .await;
+    let mut event: serde_json::Value = serde_json::from_str(&event_file("webhook-ses")).unwrap();
+    let mut sns: serde_json::Value = serde_json::from_str(event["body"].as_str().unwrap()).unwrap();
+    sns["SigningCertURL"] = format!(
+        "{}/SimpleNotificationService-test-only.pem",
+        w.carrier.uri()
+    )
+    .into();
+    event["body"] = sns.to_string().into();
+    event["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("content-length");
+    let router = omni_api::webhooks::app(w.omni.app_state());
+    let (status, body) = http_event(router.clone(), &event.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    let m = one_inbound_email_for_acme(&w).await;
+    assert_eq!(
+        (m.from.as_str(), m.to.as_str()),
+        (EMAIL_CONTACT, SES_ADDRESS)
+    );
+    assert_eq!(m.body.as_deref(), Some("Events test over SES receiving"));
+
+    // Tampered: refused, nothing queued.
+    sns["Message"] = sns["Message"]
+        .as_str()
+        .unwrap()
+        .replace("Events", "Forged")
+        .into();
+    event["body"] = sns.to_string().into();
+    let (status, body) = http_event(router, &event.to_string()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("invalid_signature"))
     );
 }
 
@@ -700,6 +762,7 @@ fn every_event_file_is_exercised() {
         "webhook-bird",
         "webhook-inteliquent",
         "webhook-sendgrid",
+        "webhook-ses",
         "webhook-sinch",
         "webhook-telnyx",
         "webhook-twilio",

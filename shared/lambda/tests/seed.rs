@@ -43,6 +43,8 @@ pub const SES_ADDRESS: &str = "alerts@acme-dispatch.example";
 /// first delivered).
 pub const SES_DELIVERED_ID: &str = "0100019a8c1d2e3f-5a6b7c8d-0e1f-4a2b-9c3d-4e5f6a7b8c9d-000000";
 pub const SES_BOUNCED_ID: &str = "0100019a8c1d2e40-6b7c8d9e-1f2a-4b3c-8d4e-5f6a7b8c9d0e-000000";
+/// The SNS topic the SES tenant lists (events/webhook-ses.json is published to it).
+pub const SES_SNS_TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:omni-events-ses";
 pub const SENDGRID_PARSE_SECRET: &str = "events-sendgrid-parse-secret";
 /// The public half of tests/fixtures/keys/sendgrid-test-private.pem (base64 DER).
 pub const SENDGRID_EVENT_PUBLIC_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEH3+aj/qEATycUbqgPpiYP3Ggxs/jlarOe27T5pQiIlTlQgO+TD80efjJxCQVyJzR0ULDAngVQzMjpm13KYcTkQ==";
@@ -225,6 +227,7 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
             access_key_id: "AKIAEVENTS0SES000000".into(),
             secret_access_key: Secret::new("events-ses-secret-access-key"),
             region: "us-east-1".into(),
+            sns_topic_arns: vec![SES_SNS_TOPIC.into()],
         }),
         Credentials::Inteliquent(InteliquentCredentials {
             api_key: Secret::new("events-inteliquent-api-key"),

@@ -225,6 +225,11 @@ pub struct SesCredentials {
     pub secret_access_key: Secret,
     /// AWS region, e.g. `us-east-1`; it names the endpoint host.
     pub region: String,
+    /// The Amazon SNS topics (ARNs, not secret) whose messages to `/webhooks/ses` are this
+    /// tenant's: received email and SES events published to them. A message on a topic no
+    /// tenant lists is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sns_topic_arns: Vec<String>,
 }
 
 /// Bird Channels API credentials: the access key sends through the tenant's SMS channel, the
@@ -450,7 +455,14 @@ impl Credentials {
                     !c.secret_access_key.expose().is_empty(),
                     "secret_access_key",
                 )?;
-                require(ses::valid_region(&c.region), "region (e.g. us-east-1)")
+                require(ses::valid_region(&c.region), "region (e.g. us-east-1)")?;
+                require(
+                    c.sns_topic_arns.len() <= 32
+                        && c.sns_topic_arns
+                            .iter()
+                            .all(|a| ses::sns::valid_topic_arn(a)),
+                    "sns_topic_arns (at most 32 SNS topic ARNs)",
+                )
             }
             Credentials::Bird(c) => {
                 // Both ids go into the API path: UUIDs keep them single path segments.
@@ -715,6 +727,10 @@ pub struct ProviderEndpoints {
     /// Inteliquent Message Broker, default
     /// `https://messagebroker.inteliquent.com/msgbroker/rest` (`/publishMessages` is appended).
     pub inteliquent: String,
+    /// Amazon SNS: empty (the default) trusts signing certificates and subscription URLs only
+    /// on `https://sns.<region>.amazonaws.com`; otherwise only URLs starting with this (tests,
+    /// emulators).
+    pub sns_cert_url_prefix: String,
 }
 
 impl Default for ProviderEndpoints {
@@ -732,6 +748,7 @@ impl Default for ProviderEndpoints {
             ses: String::new(),
             bird: "https://api.bird.com".into(),
             inteliquent: "https://messagebroker.inteliquent.com/msgbroker/rest".into(),
+            sns_cert_url_prefix: String::new(),
         }
     }
 }
@@ -750,6 +767,8 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
 #[derive(Clone)]
 pub struct ProviderRegistry {
     adapters: BTreeMap<ProviderKind, Arc<dyn MessagingProviderAdapter>>,
+    /// SES over SNS: checks message signatures (certificates cached for every tenant).
+    sns: Arc<ses::sns::SnsVerifier>,
 }
 
 impl ProviderRegistry {
@@ -820,6 +839,10 @@ impl ProviderRegistry {
                 &endpoints.inteliquent,
             )),
         );
+        let sns = Arc::new(ses::sns::SnsVerifier::new(
+            http.clone(),
+            ses::sns::UrlRule::new(&endpoints.sns_cert_url_prefix),
+        ));
         adapters.insert(
             ProviderKind::Signal,
             Arc::new(signal::SignalAdapter::new(http)),
@@ -830,7 +853,12 @@ impl ProviderRegistry {
                 Arc::new(simulator::SimulatorAdapter),
             );
         }
-        ProviderRegistry { adapters }
+        ProviderRegistry { adapters, sns }
+    }
+
+    /// The SNS message verifier (SES over SNS).
+    pub fn sns(&self) -> &ses::sns::SnsVerifier {
+        &self.sns
     }
 
     /// The adapter for a carrier, if enabled.

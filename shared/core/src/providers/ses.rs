@@ -20,7 +20,13 @@
 //! `Email Delivered`, `Email Bounced`, …; the `detail` is SES's event record: `eventType`,
 //! `mail.{messageId, source, tags}` and one object per type, e.g. `bounce.{bounceType,
 //! bounceSubType, bouncedRecipients[].diagnosticCode}`), and the `ses-events` function hands
-//! each to [`status_from_event`]. Receiving email through SES is not wired.
+//! each to [`status_from_event`].
+//!
+//! Over Amazon SNS ([`sns`], `POST /webhooks/ses`, on `omni serve` and on AWS alike) SES
+//! delivers both received email (a receipt rule's SNS action: `notificationType: "Received"`,
+//! the raw MIME in `content`, read by [`parse_notification`]) and the same event records (a
+//! configuration set's SNS event destination). The tenant's SES configuration names the SNS
+//! topics it owns (`sns_topic_arns`): a message on any other topic is refused.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -28,13 +34,15 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+pub mod sns;
+
 use super::{
     carries, email_text, named_failure, network_error, retry_after, Credentials,
     MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
-    Address, Channel, DeliveryStatus, EmailAddress, OutboundMessage, ProviderKind, SendError,
-    SendResult, StatusUpdate, WebhookEvent,
+    Address, Channel, DeliveryStatus, EmailAddress, InboundMessage, OutboundMessage, ProviderKind,
+    SendError, SendResult, StatusUpdate, WebhookEvent,
 };
 
 /// The SigV4 service name of SES (v1 and v2 alike).
@@ -353,14 +361,15 @@ impl MessagingProviderAdapter for SesAdapter {
         })
     }
 
-    /// SES reports through EventBridge ([`status_from_event`]): no webhook is ever SES's.
+    /// SES reports through EventBridge ([`status_from_event`]) or SNS ([`sns`], verified by
+    /// certificate, not by tenant credentials): never through the generic webhook path.
     fn verify_inbound(
         &self,
         _request: &WebhookRequest,
         _credentials: &Credentials,
     ) -> Result<(), VerifyError> {
         Err(VerifyError::Unsupported(
-            "SES has no webhook in Omni".into(),
+            "SES reaches Omni through EventBridge or SNS".into(),
         ))
     }
 
@@ -368,7 +377,9 @@ impl MessagingProviderAdapter for SesAdapter {
         &self,
         _request: &WebhookRequest,
     ) -> Result<Vec<WebhookEvent>, ParseError> {
-        Err(ParseError::new("SES has no webhook in Omni"))
+        Err(ParseError::new(
+            "SES reaches Omni through EventBridge or SNS",
+        ))
     }
 }
 
@@ -440,13 +451,8 @@ pub fn status_from_event(detail: &Value) -> Result<Option<StatusUpdate>, ParseEr
         .ok_or_else(|| ParseError::new("the SES event has no mail.messageId"))?;
     let source =
         text(mail, "source").ok_or_else(|| ParseError::new("the SES event has no mail.source"))?;
-    // `source` may carry a display name: `Name <address>`.
-    let address = source
-        .rsplit_once('<')
-        .and_then(|(_, rest)| rest.strip_suffix('>'))
-        .unwrap_or(&source);
-    let tenant = EmailAddress::parse(address)
-        .map_err(|_| ParseError::new("mail.source is not an email address"))?;
+    let tenant =
+        mailbox(&source).ok_or_else(|| ParseError::new("mail.source is not an email address"))?;
     let echo = |s: String| s.chars().take(MAX_ECHO).collect::<String>();
     Ok(Some(StatusUpdate {
         provider: ProviderKind::Ses,
@@ -457,6 +463,157 @@ pub fn status_from_event(detail: &Value) -> Result<Option<StatusUpdate>, ParseEr
         error_message: message.map(|m| format!("SES: {}", echo(m))),
         tenant_number: Some(Address::Email(tenant)),
         at: Utc::now(),
+    }))
+}
+
+/// The address of `Name <address>` or of a bare address.
+fn mailbox(value: &str) -> Option<EmailAddress> {
+    let value = value.trim();
+    let address = value
+        .rsplit_once('<')
+        .and_then(|(_, rest)| rest.strip_suffix('>'))
+        .unwrap_or(value);
+    EmailAddress::parse(address).ok()
+}
+
+/// What an SES message published to SNS says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SesNotification {
+    /// An email a receipt rule received.
+    Received(ReceivedEmail),
+    /// An event-publishing record, read as [`status_from_event`] reads EventBridge's.
+    Status(Option<StatusUpdate>),
+    /// Acknowledged and dropped; why, for the log.
+    Ignored(&'static str),
+}
+
+/// An email SES received, before it is routed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedEmail {
+    /// The envelope recipients SES accepted, in its order: the first that is a tenant's
+    /// address routes the email.
+    pub recipients: Vec<EmailAddress>,
+    /// The email, addressed to the first recipient until routed.
+    pub message: InboundMessage,
+}
+
+/// Reads the `Message` of an SNS notification from SES: a receipt notification
+/// (`notificationType: "Received"`), an event-publishing record (`eventType`), or something
+/// Omni acknowledges and drops (feedback notifications, which carry no Omni message tag: an
+/// event destination reports the same and is what Omni reads; SES's topic test message;
+/// email judged spam or a virus; email stored to S3 rather than carried in `content`).
+pub fn parse_notification(message: &str) -> Result<SesNotification, ParseError> {
+    let value: Value = serde_json::from_str(message)
+        .map_err(|_| ParseError::new("the SNS message is not SES JSON"))?;
+    if value.get("eventType").is_some() {
+        return status_from_event(&value).map(SesNotification::Status);
+    }
+    match value.get("notificationType").and_then(Value::as_str) {
+        Some("Received") => received_email(&value),
+        Some("Bounce" | "Complaint" | "Delivery") => Ok(SesNotification::Ignored(
+            "SES feedback notification (use a configuration set's SNS event destination)",
+        )),
+        Some("AmazonSnsSubscriptionSucceeded") => {
+            Ok(SesNotification::Ignored("SES topic test message"))
+        }
+        _ => Err(ParseError::new("not an SES notification")),
+    }
+}
+
+fn received_email(value: &Value) -> Result<SesNotification, ParseError> {
+    let receipt = value.get("receipt").unwrap_or(&Value::Null);
+    let failed = |verdict: &str| {
+        receipt
+            .pointer(&format!("/{verdict}/status"))
+            .and_then(Value::as_str)
+            == Some("FAIL")
+    };
+    if failed("spamVerdict") || failed("virusVerdict") {
+        return Ok(SesNotification::Ignored(
+            "received email failed SES's spam or virus scan",
+        ));
+    }
+    let Some(content) = value.get("content").and_then(Value::as_str) else {
+        return Ok(SesNotification::Ignored(
+            "received email without content (S3 action): unsupported",
+        ));
+    };
+    let raw = match receipt.pointer("/action/encoding").and_then(Value::as_str) {
+        Some("BASE64") => {
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, content.trim())
+                .map_err(|_| ParseError::new("the email content is not base64"))?
+        }
+        _ => content.as_bytes().to_vec(),
+    };
+    let id = value
+        .pointer("/mail/messageId")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| ParseError::new("the SES receipt has no mail.messageId"))?;
+    let recipients: Vec<EmailAddress> = receipt
+        .get("recipients")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(mailbox)
+        .collect();
+    let first = recipients
+        .first()
+        .cloned()
+        .ok_or_else(|| ParseError::new("the SES receipt has no recipient"))?;
+    let email = mail_parser::MessageParser::default()
+        .parse(&raw)
+        .ok_or_else(|| ParseError::new("the email content is not MIME"))?;
+    let header_from = email.from().and_then(|a| a.first());
+    // The envelope sender first, as for SendGrid: headers can name anyone.
+    let from = value
+        .pointer("/mail/source")
+        .and_then(Value::as_str)
+        .and_then(mailbox)
+        .or_else(|| header_from.and_then(|a| a.address()).and_then(mailbox))
+        .ok_or_else(|| ParseError::new("the email has no sender address"))?;
+    let echo = |s: &str| s.chars().take(MAX_ECHO).collect::<String>();
+    let mut body = email
+        .body_text(0)
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .or_else(|| {
+            email
+                .subject()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(echo)
+        });
+    for file in email.attachments() {
+        use mail_parser::MimeHeaders;
+        let line = format!(
+            "[attachment not kept: {}]",
+            echo(file.attachment_name().unwrap_or("unnamed"))
+        );
+        body = Some(match body {
+            Some(b) => format!("{b}\n{line}"),
+            None => line,
+        });
+    }
+    Ok(SesNotification::Received(ReceivedEmail {
+        recipients,
+        message: InboundMessage {
+            id: uuid::Uuid::now_v7(),
+            provider: ProviderKind::Ses,
+            provider_message_id: echo(id),
+            channel: Channel::Email,
+            from: Address::Email(from),
+            to: Address::Email(first),
+            body,
+            media: Vec::new(),
+            profile_name: header_from
+                .and_then(|a| a.name())
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(echo),
+            received_at: Utc::now(),
+        },
     }))
 }
 
@@ -514,6 +671,7 @@ mod tests {
             access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
             secret_access_key: Secret::new("ses-secret-access-key"),
             region: "eu-west-1".into(),
+            sns_topic_arns: Vec::new(),
         })
     }
 
@@ -777,5 +935,141 @@ mod tests {
         bad["mail"]["source"] = json!("Dispatch <not an address>");
         assert!(status_from_event(&bad).is_err());
         assert!(status_from_event(&json!("a string")).is_err());
+    }
+
+    /// tests/fixtures/ses_sns_received.json: an SES receipt notification (SNS action, UTF8).
+    fn received() -> Value {
+        let path = format!(
+            "{}/../../tests/fixtures/ses_sns_received.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn read(notification: &Value) -> SesNotification {
+        parse_notification(&notification.to_string()).unwrap()
+    }
+
+    #[test]
+    fn received_email_is_read_from_the_mime_content() {
+        let SesNotification::Received(email) = read(&received()) else {
+            panic!("not received email");
+        };
+        let m = &email.message;
+        assert_eq!(
+            email.recipients,
+            vec![EmailAddress::parse("dispatch@north.example").unwrap()]
+        );
+        assert_eq!(m.provider, ProviderKind::Ses);
+        assert_eq!(m.channel, Channel::Email);
+        assert_eq!(
+            m.provider_message_id,
+            "o3vrnil0e2ic28trm7dfhrc2v0clambda4nbp0g1"
+        );
+        assert_eq!(m.from.as_str(), "jane@example.org");
+        assert_eq!(m.to.as_str(), "dispatch@north.example");
+        assert_eq!(
+            m.body.as_deref(),
+            Some("There is smoke coming from 12 Elm Street.")
+        );
+        assert_eq!(m.profile_name.as_deref(), Some("Jane Doe"));
+
+        // BASE64 encoding (the action's other choice) reads the same.
+        let mut encoded = received();
+        let raw = encoded["content"].as_str().unwrap().to_owned();
+        encoded["content"] = json!(base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            raw
+        ));
+        encoded["receipt"]["action"]["encoding"] = json!("BASE64");
+        let SesNotification::Received(again) = read(&encoded) else {
+            panic!("not received email");
+        };
+        assert_eq!(again.message.body, m.body);
+
+        // No text part: the subject; attachments are named; the header sender when the
+        // envelope has none; several recipients kept in order.
+        let mut bare = received();
+        bare["content"] = json!(
+            "From: Jane <jane@example.org>\r\nSubject: Smoke\r\nContent-Type: multipart/mixed; \
+             boundary=b\r\n\r\n--b\r\nContent-Type: image/png\r\nContent-Disposition: \
+             attachment; filename=elm.png\r\n\r\niVBOR\r\n--b--\r\n"
+        );
+        bare["mail"]["source"] = json!("");
+        bare["receipt"]["recipients"] =
+            json!(["other@elsewhere.example", "dispatch@north.example"]);
+        let SesNotification::Received(bare) = read(&bare) else {
+            panic!("not received email");
+        };
+        assert_eq!(
+            bare.message.body.as_deref(),
+            Some("Smoke\n[attachment not kept: elm.png]")
+        );
+        assert_eq!(bare.message.from.as_str(), "jane@example.org");
+        assert_eq!(bare.recipients.len(), 2);
+    }
+
+    #[test]
+    fn spam_s3_feedback_and_test_messages_are_dropped_and_events_read() {
+        for verdict in ["spamVerdict", "virusVerdict"] {
+            let mut spam = received();
+            spam["receipt"][verdict]["status"] = json!("FAIL");
+            assert!(
+                matches!(read(&spam), SesNotification::Ignored(_)),
+                "{verdict}"
+            );
+        }
+        let mut s3 = received();
+        s3.as_object_mut().unwrap().remove("content");
+        s3["receipt"]["action"] = json!({"type": "S3", "bucketName": "mail"});
+        assert!(matches!(read(&s3), SesNotification::Ignored(_)));
+        for kind in [
+            "Bounce",
+            "Complaint",
+            "Delivery",
+            "AmazonSnsSubscriptionSucceeded",
+        ] {
+            let feedback = json!({"notificationType": kind, "mail": {}});
+            assert!(
+                matches!(read(&feedback), SesNotification::Ignored(_)),
+                "{kind}"
+            );
+        }
+        // Event publishing over SNS is the EventBridge detail as is.
+        let SesNotification::Status(Some(update)) = read(&fixture("delivery")) else {
+            panic!("not a status");
+        };
+        let expected = status_from_event(&fixture("delivery")).unwrap().unwrap();
+        assert_eq!(update.at.timestamp() / 60, expected.at.timestamp() / 60);
+        assert_eq!(
+            StatusUpdate {
+                at: expected.at,
+                ..update
+            },
+            expected
+        );
+    }
+
+    #[test]
+    fn malformed_notifications_are_parse_errors() {
+        for bad in ["", "null", "[]", "{}", r#"{"notificationType":"Other"}"#] {
+            assert!(parse_notification(bad).is_err(), "{bad}");
+        }
+        for (pointer, value) in [
+            ("/mail/messageId", json!("")),
+            ("/receipt/recipients", json!(["not an address"])),
+            ("/mail/source", json!(null)),
+        ] {
+            let mut bad = received();
+            *bad.pointer_mut(pointer).unwrap() = value;
+            if pointer == "/mail/source" {
+                bad["content"] = json!("Subject: no sender\r\n\r\nhi\r\n");
+            }
+            assert!(parse_notification(&bad.to_string()).is_err(), "{pointer}");
+        }
+        let mut bad = received();
+        bad["receipt"]["action"]["encoding"] = json!("BASE64");
+        bad["content"] = json!("not base64!");
+        assert!(parse_notification(&bad.to_string()).is_err());
     }
 }

@@ -239,15 +239,7 @@ impl Services {
             return Ok(false);
         };
         let event = WebhookEvent::Status(update);
-        let number = event
-            .tenant_number()
-            .ok_or(ServiceError::NotFound("number"))?;
-        let tenant = self
-            .tenants
-            .number_route(number)
-            .await?
-            .ok_or(ServiceError::NotFound("number"))?
-            .tenant_id;
+        let tenant = self.status_tenant(&event).await?;
         tracing::Span::current().record("tenant_id", tenant.as_str());
         if self
             .credentials_for(&tenant, ProviderKind::Ses)

@@ -20,6 +20,7 @@ mod inbound;
 mod keywords;
 mod media;
 mod outbound;
+mod ses_sns;
 mod updater;
 
 pub use breaker::{BreakerPolicy, CircuitBreakers};
@@ -27,6 +28,7 @@ pub use delivery::DeliveryOutcome;
 pub use keywords::Keyword;
 pub use media::MediaDownload;
 pub use outbound::SendRequest;
+pub use ses_sns::SnsOutcome;
 pub use updater::JobError;
 
 /// A failure the caller should hear about, mapped to HTTP in one place (the API crate).
@@ -59,6 +61,10 @@ pub enum ServiceError {
     /// The carrier could not hand over a media item (outage, refused credentials, too large).
     #[error("{0}")]
     MediaUnavailable(String),
+    /// A service Omni had to call on the way failed (SNS's signing certificate, its
+    /// subscription confirmation); the caller may retry.
+    #[error("{0}")]
+    Upstream(String),
     /// Storage failed; details go to logs only.
     #[error("internal error")]
     Store(#[source] StoreError),

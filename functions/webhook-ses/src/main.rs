@@ -1,0 +1,11 @@
+//! `webhook-ses`: Amazon SNS messages from SES (received email, event publishing, subscription confirmations): signature-checked, routed by topic and address, queued for the conversation updater.
+
+use omni_lambda::{init_tracing, Error, Omni};
+
+// One invocation at a time per instance: a single-threaded runtime starts faster and smaller.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let omni = Omni::from_env().await?;
+    lambda_http::run(omni_api::webhooks::app(omni.app_state())).await
+}
