@@ -262,20 +262,40 @@ impl Server {
 
     /// Configures Twilio for a tenant and routes `number` to it.
     pub async fn twilio_tenant(&self, id: &str, auth_token: &str, number: &str) -> String {
+        self.carrier_tenant(
+            id,
+            "twilio",
+            json!({"account_sid": ACCOUNT_SID, "auth_token": auth_token}),
+            number,
+            &["sms", "mms", "whatsapp"],
+        )
+        .await
+    }
+
+    /// Creates tenant `id` with `config` for `provider` and routes `address` (a number or an
+    /// email address) to it on `channels`; returns the tenant's API key.
+    pub async fn carrier_tenant(
+        &self,
+        id: &str,
+        provider: &str,
+        config: Value,
+        address: &str,
+        channels: &[&str],
+    ) -> String {
         let key = self.tenant(id).await;
         let (s, b) = self
             .admin(
                 reqwest::Method::PUT,
-                &format!("/v1/admin/tenants/{id}/providers/twilio"),
-                Some(json!({"account_sid": ACCOUNT_SID, "auth_token": auth_token})),
+                &format!("/v1/admin/tenants/{id}/providers/{provider}"),
+                Some(config),
             )
             .await;
         assert_eq!(s, 200, "{b}");
         let (s, b) = self
             .admin(
                 reqwest::Method::PUT,
-                &format!("/v1/admin/tenants/{id}/numbers/{number}"),
-                Some(json!({"provider": "twilio", "channels": ["sms", "mms", "whatsapp"]})),
+                &format!("/v1/admin/tenants/{id}/numbers/{address}"),
+                Some(json!({"provider": provider, "channels": channels})),
             )
             .await;
         assert_eq!(s, 200, "{b}");

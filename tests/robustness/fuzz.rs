@@ -1,7 +1,7 @@
 //! Property-based fuzzing that runs on stable in `cargo test` (cargo fuzz needs nightly).
 //!
-//! One target per carrier webhook (parser and signature verifier), one for SES's EventBridge
-//! events and one for the send API's JSON. Inputs are the carrier fixtures (`tests/fixtures`) and the committed corpus
+//! One target per carrier webhook (parser and signature verifier; SES's over SNS included), one
+//! for SES's EventBridge events and one for the send API's JSON. Inputs are the carrier fixtures (`tests/fixtures`) and the committed corpus
 //! (`fuzz/corpus/<target>/`), mutated by [`crate::mutate`]; three inputs in four are signed
 //! with the tenant's real credentials so they get past verification into normalisation,
 //! storage and the conversation updater. Each input goes through the real axum router over
@@ -31,6 +31,7 @@ use proptest::test_runner::{Config, TestRunner};
 use serde_json::json;
 
 use crate::mutate::{edits, mutate, Shape};
+use crate::sns_signer;
 use crate::world::{Reply, World, PUBLIC_URL};
 
 const NUMBER: &str = "+15555550100";
@@ -813,6 +814,67 @@ fn fuzz_ses_events() {
             STATUSES.with(|s| *s.borrow_mut().entry(outcome).or_default() += 1);
             let ran = rt.block_on(world.drain(false));
             UPDATES.set(UPDATES.get() + ran);
+            1
+        },
+    );
+}
+
+/// SES over SNS (`/webhooks/ses`): SNS messages of every type; signed inputs get the test
+/// certificate's URL (and, for confirmations, the AWS fake's SubscribeURL) on every other
+/// variant and are signed with the test key, so they reach the SES parsers, routing and the
+/// topic check; unsigned ones keep whatever signature and URLs they carry.
+#[test]
+fn fuzz_ses_sns_webhooks() {
+    const ADDRESS: &str = "dispatch@north.example";
+    let rt = runtime();
+    let aws = rt.block_on(async {
+        let aws = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::path("/cert.pem"))
+            .respond_with(
+                wiremock::ResponseTemplate::new(200).set_body_string(sns_signer::CERT_PEM),
+            )
+            .mount(&aws)
+            .await;
+        wiremock::Mock::given(wiremock::matchers::path("/confirm"))
+            .respond_with(wiremock::ResponseTemplate::new(200))
+            .mount(&aws)
+            .await;
+        aws
+    });
+    let world = World::new(&aws.uri());
+    rt.block_on(async {
+        world.tenant("north").await;
+        let config = json!({"access_key_id": "AKIAFUZZ0SES00000000",
+            "secret_access_key": "fuzz-ses-secret", "region": "eu-west-1",
+            "sns_topic_arns": ["arn:aws:sns:eu-west-1:123456789012:omni-ses"]});
+        world
+            .provider("north", "ses", config, ADDRESS, &["email"])
+            .await;
+    });
+    run(
+        "ses_sns",
+        Shape::Json,
+        fixtures(&["sns_"]),
+        1000,
+        |input, variant, sign| {
+            let body = match serde_json::from_slice::<serde_json::Value>(input) {
+                Ok(mut m) if sign && m.is_object() => {
+                    if variant % 2 == 0 {
+                        m["SigningCertURL"] = format!("{}/cert.pem", aws.uri()).into();
+                        if m.get("SubscribeURL").is_some() {
+                            m["SubscribeURL"] = format!("{}/confirm", aws.uri()).into();
+                        }
+                    }
+                    sns_signer::sign(&mut m);
+                    m.to_string().into_bytes()
+                }
+                _ => input.to_vec(),
+            };
+            let request = Request::post("/webhooks/ses")
+                .header(header::CONTENT_TYPE, "text/plain; charset=UTF-8")
+                .body(Body::from(body))
+                .unwrap();
+            deliver(&rt, &world, request, "ses_sns", input);
             1
         },
     );

@@ -5,4 +5,6 @@
 mod fuzz;
 mod mutate;
 mod replay;
+#[path = "../e2e/sns_signer.rs"]
+mod sns_signer;
 mod world;

@@ -50,7 +50,16 @@ pub enum Carrier {
     /// Inteliquent Message Broker (JSON POST; `verificationToken` = hex HMAC-SHA256 of a random
     /// `messageID` under the tenant's webhook key); several `--media` make one MMS.
     Inteliquent,
+    /// Amazon SES over SNS: not impersonated. SNS signs with AWS's private key, which no
+    /// tenant holds, so the command answers an error saying how to test it instead.
+    Ses,
 }
+
+/// Why `omni webhook send ses` posts nothing.
+const SES_UNSUPPORTED: &str = "SES reaches Omni through Amazon SNS, signed with AWS's own key: \
+    `omni webhook send` cannot sign as AWS. Send a real email to an address of an SES receipt \
+    rule with an SNS action (see README, Amazon SES), or run the e2e tests, which serve a test \
+    certificate through OMNI_SNS_CERT_URL_PREFIX";
 
 /// Where the server is and how to find the tenant's secrets.
 #[derive(Debug, Args)]
@@ -217,8 +226,10 @@ async fn url_secret(target: &Target, kind: ProviderKind) -> Result<String, Strin
 }
 
 async fn build_send(args: &SendArgs) -> Result<Vec<reqwest::RequestBuilder>, String> {
-    if let Carrier::Sendgrid = args.carrier {
-        return Ok(vec![sendgrid_post(args).await?]);
+    match args.carrier {
+        Carrier::Sendgrid => return Ok(vec![sendgrid_post(args).await?]),
+        Carrier::Ses => return Err(SES_UNSUPPORTED.into()),
+        _ => {}
     }
     if !args.split {
         return Ok(vec![build_one(args).await?]);
@@ -536,6 +547,7 @@ async fn build_one(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> {
         }
         // Posted by sendgrid_post: its addresses are not numbers.
         Carrier::Sendgrid => Err("SendGrid takes email addresses".into()),
+        Carrier::Ses => Err(SES_UNSUPPORTED.into()),
         Carrier::Inteliquent => {
             let key = match &args.target.secret {
                 Some(s) => s.clone(),

@@ -27,7 +27,10 @@ impl From<SnsError> for ServiceError {
     fn from(e: SnsError) -> Self {
         match e {
             SnsError::Malformed(_) => ServiceError::InvalidRequest(e.to_string()),
-            SnsError::UntrustedUrl(_) | SnsError::BadSignature => ServiceError::InvalidSignature,
+            SnsError::UntrustedUrl(_)
+            | SnsError::BadSignature
+            | SnsError::UnusableCertificate(_) => ServiceError::InvalidSignature,
+            SnsError::ConfirmationRefused(_) => ServiceError::InvalidRequest(e.to_string()),
             SnsError::Certificate(_) | SnsError::Confirmation(_) => {
                 ServiceError::Upstream(e.to_string())
             }

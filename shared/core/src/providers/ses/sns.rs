@@ -50,10 +50,17 @@ pub enum SnsError {
     /// The signature does not verify under the certificate's key.
     #[error("the SNS signature does not verify")]
     BadSignature,
-    /// The signing certificate could not be fetched or read.
+    /// The certificate URL answered, but with no usable RSA certificate (SNS always has one
+    /// at the URLs it signs with: the message is not SNS's).
+    #[error("the SNS signing certificate is unusable: {0}")]
+    UnusableCertificate(&'static str),
+    /// The certificate host could not be reached or failed (5xx); a retry may work.
     #[error("the SNS signing certificate is unavailable: {0}")]
     Certificate(String),
-    /// Calling the `SubscribeURL` failed.
+    /// SNS refused the confirmation (4xx: e.g. an expired token); no retry helps.
+    #[error("SNS refused the subscription confirmation (HTTP {0})")]
+    ConfirmationRefused(u16),
+    /// The `SubscribeURL` could not be reached or failed (5xx); a retry may work.
     #[error("the SNS subscription could not be confirmed: {0}")]
     Confirmation(String),
 }
@@ -196,11 +203,15 @@ pub struct UrlRule {
 }
 
 impl UrlRule {
-    /// AWS's rule when `prefix` is empty; otherwise any URL starting with `prefix`.
+    /// AWS's rule when `prefix` is empty; otherwise any URL starting with `prefix`, taken as
+    /// ending in `/` (so `http://127.0.0.1:9000` does not also allow port 90001).
     pub fn new(prefix: &str) -> Self {
-        UrlRule {
-            prefix: prefix.to_string(),
-        }
+        let prefix = match prefix {
+            "" => String::new(),
+            p if p.ends_with('/') => p.to_string(),
+            p => format!("{p}/"),
+        };
+        UrlRule { prefix }
     }
 
     /// Whether `url` may be fetched; `pem` for a signing certificate (its path must end in
@@ -265,16 +276,21 @@ impl SnsVerifier {
         if !self.rule.allows(url, false) {
             return Err(SnsError::UntrustedUrl("SubscribeURL"));
         }
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| SnsError::Confirmation(e.without_url().to_string()))?;
-        if !response.status().is_success() {
+        let response = self.http.get(url).send().await.map_err(|e| {
+            if e.is_builder() {
+                SnsError::UntrustedUrl("SubscribeURL")
+            } else {
+                SnsError::Confirmation(e.without_url().to_string())
+            }
+        })?;
+        let status = response.status();
+        if status.is_client_error() {
+            return Err(SnsError::ConfirmationRefused(status.as_u16()));
+        }
+        if !status.is_success() {
             return Err(SnsError::Confirmation(format!(
                 "SNS answered HTTP {}",
-                response.status().as_u16()
+                status.as_u16()
             )));
         }
         Ok(())
@@ -284,18 +300,25 @@ impl SnsVerifier {
         if let Some(key) = self.cached(url) {
             return Ok(key);
         }
-        let unavailable = |e: reqwest::Error| SnsError::Certificate(e.without_url().to_string());
+        let unavailable = |e: reqwest::Error| {
+            if e.is_builder() {
+                SnsError::UntrustedUrl("SigningCertURL")
+            } else {
+                SnsError::Certificate(e.without_url().to_string())
+            }
+        };
         let mut response = self.http.get(url).send().await.map_err(unavailable)?;
-        if !response.status().is_success() {
-            return Err(SnsError::Certificate(format!(
-                "HTTP {}",
-                response.status().as_u16()
-            )));
+        let status = response.status();
+        if status.is_server_error() {
+            return Err(SnsError::Certificate(format!("HTTP {}", status.as_u16())));
+        }
+        if !status.is_success() {
+            return Err(SnsError::UnusableCertificate("no certificate at that URL"));
         }
         let mut pem = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(unavailable)? {
             if pem.len() + chunk.len() > MAX_CERT {
-                return Err(SnsError::Certificate("too large".into()));
+                return Err(SnsError::UnusableCertificate("too large"));
             }
             pem.extend_from_slice(&chunk);
         }
@@ -323,16 +346,16 @@ impl SnsVerifier {
 pub fn public_key_from_pem(pem: &[u8]) -> Result<Vec<u8>, SnsError> {
     use x509_cert::der::DecodePem;
     let certificate = x509_cert::Certificate::from_pem(pem)
-        .map_err(|_| SnsError::Certificate("not a PEM X.509 certificate".into()))?;
+        .map_err(|_| SnsError::UnusableCertificate("not a PEM X.509 certificate"))?;
     let spki = certificate.tbs_certificate.subject_public_key_info;
     // rsaEncryption (1.2.840.113549.1.1.1): SNS signs with RSA only.
     if spki.algorithm.oid.to_string() != "1.2.840.113549.1.1.1" {
-        return Err(SnsError::Certificate("not an RSA key".into()));
+        return Err(SnsError::UnusableCertificate("not an RSA key"));
     }
     spki.subject_public_key
         .as_bytes()
         .map(<[u8]>::to_vec)
-        .ok_or_else(|| SnsError::Certificate("the key is not whole bytes".into()))
+        .ok_or(SnsError::UnusableCertificate("the key is not whole bytes"))
 }
 
 #[cfg(test)]
@@ -497,8 +520,9 @@ mod tests {
             "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&Token=x",
             false
         ));
-        let local = UrlRule::new("http://127.0.0.1:9/");
+        let local = UrlRule::new("http://127.0.0.1:9");
         assert!(local.allows("http://127.0.0.1:9/cert.pem", true));
+        assert!(!local.allows("http://127.0.0.1:90/cert.pem", true));
         assert!(!local.allows("https://sns.us-east-1.amazonaws.com/x.pem", true));
     }
 
