@@ -821,6 +821,17 @@ mod tests {
             let err = Credentials::from_admin_json(ProviderKind::Ses, bad).unwrap_err();
             assert!(err.contains(field), "{err}");
         }
+        let mut topics = ok.clone();
+        topics["sns_topic_arns"] = json!(["arn:aws:sns:us-east-1:123456789012:omni-ses"]);
+        let c = Credentials::from_admin_json(ProviderKind::Ses, topics.clone()).unwrap();
+        assert_eq!(
+            c.redacted()["sns_topic_arns"],
+            json!(["arn:aws:sns:us-east-1:123456789012:omni-ses"]),
+            "not a secret"
+        );
+        topics["sns_topic_arns"] = json!(["arn:aws:sqs:us-east-1:123456789012:queue"]);
+        let err = Credentials::from_admin_json(ProviderKind::Ses, topics).unwrap_err();
+        assert!(err.contains("sns_topic_arns"), "{err}");
     }
 
     /// The `detail` of tests/fixtures/ses_eventbridge_<name>.json (EventBridge SES events).
