@@ -10,6 +10,7 @@ mod failover;
 mod flows;
 mod harness;
 mod inteliquent;
+mod messagebird;
 mod signal;
 mod sinch;
 mod smoke;

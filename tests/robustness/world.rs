@@ -59,6 +59,7 @@ impl World {
             ses: carrier_url.into(),
             bird: carrier_url.into(),
             inteliquent: carrier_url.into(),
+            messagebird: carrier_url.into(),
         };
         let services = Services {
             tenants: backend.clone(),

@@ -103,6 +103,13 @@ pub struct ServiceArgs {
         default_value = "https://messagebroker.inteliquent.com/msgbroker/rest"
     )]
     pub inteliquent_api_url: String,
+    /// MessageBird legacy REST API base URL (`/messages` and `/mms` are appended).
+    #[arg(
+        long,
+        env = "OMNI_MESSAGEBIRD_API_URL",
+        default_value = "https://rest.messagebird.com"
+    )]
+    pub messagebird_api_url: String,
     /// Attempts per outbound message before it is dead-lettered.
     #[arg(long, env = "OMNI_RETRY_MAX_ATTEMPTS", default_value_t = 6)]
     pub retry_max_attempts: u32,
@@ -156,6 +163,7 @@ impl ServiceArgs {
             ses: self.ses_api_url.clone(),
             bird: self.bird_api_url.clone(),
             inteliquent: self.inteliquent_api_url.clone(),
+            messagebird: self.messagebird_api_url.clone(),
         }
     }
 

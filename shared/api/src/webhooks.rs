@@ -119,6 +119,22 @@ pub fn routes(state: AppState) -> Routes {
                 .with_state(state.clone()),
         )
         .route(
+            "/webhooks/messagebird",
+            &[Method::GET, Method::POST],
+            on(MethodFilter::GET.or(MethodFilter::POST), |s, m, u, h, b| {
+                accept(ProviderKind::MessageBird, OK, s, m, u, h, b)
+            })
+            .with_state(state.clone()),
+        )
+        .route(
+            "/webhooks/messagebird/status",
+            &[Method::GET, Method::POST],
+            on(MethodFilter::GET.or(MethodFilter::POST), |s, m, u, h, b| {
+                accept(ProviderKind::MessageBird, OK, s, m, u, h, b)
+            })
+            .with_state(state.clone()),
+        )
+        .route(
             "/webhooks/whatsapp",
             &[Method::GET, Method::POST],
             get(whatsapp_subscription)
