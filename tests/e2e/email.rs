@@ -286,19 +286,15 @@ async fn email_contact_send_reply_and_signed_delivery_event() {
     assert_eq!(last["source"], "sendgrid");
 }
 
-/// Amazon SES v2 against the emulator (moto, `AWS_ENDPOINT_URL`): a verified sender's email
-/// goes out SigV4-signed and is `sent` with SES's MessageId; an unverified sender's is failed
-/// for good with SES's reason; email routing may list SES and SendGrid for failover.
-#[tokio::test]
-async fn ses_sends_through_the_emulator() {
+/// The emulator's endpoint (moto, `AWS_ENDPOINT_URL`), with `address` verified as an SES
+/// sender identity there (CreateEmailIdentity, SigV4-signed as SES requires).
+async fn ses_with_verified(address: &str) -> String {
     use omni_core::providers::ses::sigv4;
     let endpoint = std::env::var("AWS_ENDPOINT_URL")
-        .expect("the SES test runs against moto: eval \"$(scripts/aws-emulator start)\"");
-    let http = reqwest::Client::new();
-    // The sender identity is verified as SES requires (CreateEmailIdentity, signed the same way).
+        .expect("the SES tests run against moto: eval \"$(scripts/aws-emulator start)\"");
     let url = url::Url::parse(&format!("{endpoint}/v2/email/identities")).unwrap();
-    let body = json!({"EmailIdentity": ADDRESS}).to_string();
-    let mut request = http
+    let body = json!({"EmailIdentity": address}).to_string();
+    let mut request = reqwest::Client::new()
         .post(url.clone())
         .header("content-type", "application/json")
         .body(body.clone());
@@ -322,10 +318,12 @@ async fn ses_sends_through_the_emulator() {
     }
     let created = request.send().await.unwrap();
     assert!(created.status().is_success(), "{:?}", created.text().await);
+    endpoint
+}
 
-    let s = Server::start(&[("OMNI_SES_API_URL", &endpoint)]).await;
-    let key = s.tenant("north").await;
-    // moto checks no signature: a long secret lets the harness scan logs and answers for it.
+/// Gives the tenant `north` SES credentials for the emulator. moto checks no signature: a long
+/// secret lets the harness scan logs and answers for it.
+async fn configure_ses(s: &Server) {
     let config = json!({"access_key_id": "AKIAE2ETESTING", "secret_access_key": "e2e-ses-secret-access-key",
         "region": "us-east-1"});
     let (st, b) = s
@@ -336,6 +334,17 @@ async fn ses_sends_through_the_emulator() {
         )
         .await;
     assert_eq!(st, 200, "{b}");
+}
+
+/// Amazon SES v2 against the emulator (moto, `AWS_ENDPOINT_URL`): a verified sender's email
+/// goes out SigV4-signed and is `sent` with SES's MessageId; an unverified sender's is failed
+/// for good with SES's reason; email routing may list SES and SendGrid for failover.
+#[tokio::test]
+async fn ses_sends_through_the_emulator() {
+    let endpoint = ses_with_verified(ADDRESS).await;
+    let s = Server::start(&[("OMNI_SES_API_URL", &endpoint)]).await;
+    let key = s.tenant("north").await;
+    configure_ses(&s).await;
     for address in [ADDRESS, "unverified@north.example"] {
         let (st, b) = s
             .admin(
@@ -388,4 +397,98 @@ async fn ses_sends_through_the_emulator() {
         .message_reaching(&key, m["id"].as_str().unwrap(), "failed")
         .await;
     assert_eq!(failed["error_code"], "MessageRejected", "{failed}");
+}
+
+/// A SendGrid outage moves email to SES from the same address, registered at SendGrid only (an
+/// address is not leased from one carrier as a number is): sent once, by SES (moto), with the
+/// reason SendGrid was passed over in the `sent` event.
+#[tokio::test]
+async fn a_sendgrid_outage_moves_email_to_ses_from_the_same_address() {
+    let endpoint = ses_with_verified(ADDRESS).await;
+    let sendgrid = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v3/mail/send"))
+        .respond_with(
+            ResponseTemplate::new(503).set_body_json(
+                json!({"errors": [{"message": "service unavailable", "field": null}]}),
+            ),
+        )
+        .expect(2)
+        .mount(&sendgrid)
+        .await;
+    let s = Server::start(&[
+        ("OMNI_SENDGRID_API_URL", &sendgrid.uri()),
+        ("OMNI_SES_API_URL", &endpoint),
+        ("OMNI_RETRY_MAX_ATTEMPTS", "2"),
+    ])
+    .await;
+    let key = s.tenant("north").await;
+    let config = json!({"api_key": API_KEY, "webhook_secret": PARSE_SECRET,
+        "event_public_key": PUBLIC_KEY});
+    let (st, b) = s
+        .admin(
+            Method::PUT,
+            "/v1/admin/tenants/north/providers/sendgrid",
+            Some(config),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    configure_ses(&s).await;
+    let (st, b) = s
+        .admin(
+            Method::PUT,
+            &format!("/v1/admin/tenants/north/numbers/{ADDRESS}"),
+            Some(json!({"provider": "sendgrid", "channels": ["email"]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = s
+        .admin(
+            Method::PUT,
+            "/v1/admin/tenants/north/routing",
+            Some(json!({"email": ["sendgrid", "ses"]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+
+    let (st, m) = s
+        .api(
+            &key,
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"channel": "email", "to": CONTACT, "body": "Units are on the way"})),
+        )
+        .await;
+    assert_eq!(st, 202, "{m}");
+    assert_eq!(m["from"], ADDRESS, "{m}");
+    let sent = s
+        .message_reaching(&key, m["id"].as_str().unwrap(), "sent")
+        .await;
+    assert_eq!(sent["provider"], "ses", "{sent}");
+    assert_eq!(
+        sent["from"], ADDRESS,
+        "the same address, through SES: {sent}"
+    );
+    let last = sent["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["source"], "ses", "{sent}");
+    let note = last["note"].as_str().unwrap_or_default();
+    assert!(
+        note.starts_with(&format!("failover to ses from {ADDRESS}: sendgrid: ")),
+        "{note}"
+    );
+    let conversation = sent["conversation_id"].as_str().unwrap().to_string();
+    let (_, listed) = s
+        .api(
+            &key,
+            Method::GET,
+            &format!("/v1/conversations/{conversation}/messages"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    // SendGrid was called exactly its budget: the mock's `expect(2)`, checked on drop.
 }

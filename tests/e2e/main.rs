@@ -10,6 +10,7 @@ mod failover;
 mod flows;
 mod harness;
 mod inteliquent;
+mod messagebird;
 mod ses;
 mod signal;
 mod sinch;

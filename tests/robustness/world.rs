@@ -60,6 +60,7 @@ impl World {
             bird: carrier_url.into(),
             inteliquent: carrier_url.into(),
             sns_cert_url_prefix: carrier_url.into(),
+            messagebird: carrier_url.into(),
         };
         let services = Services {
             tenants: backend.clone(),

@@ -86,16 +86,23 @@ fn signed_stream(url: &str, requests: usize) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Each request of a run: when it started (from the run's start) and how long it took.
+struct Timed {
+    started: Duration,
+    latency: Duration,
+}
+
 /// Posts the stream over `concurrency` keep-alive connections; every answer must be a 2xx.
-/// Returns the wall time to the last acknowledgement and each request's latency, sorted.
+/// Returns the wall time to the last acknowledgement, each request's latency (sorted) and
+/// the requests in the order they started.
 async fn drive(
     http: &reqwest::Client,
     url: &str,
     signed: Vec<(String, String)>,
     concurrency: usize,
-) -> (Duration, Vec<Duration>) {
+) -> (Duration, Vec<Duration>, Vec<Timed>) {
     let started = Instant::now();
-    let mut latencies: Vec<Duration> = futures::stream::iter(signed)
+    let mut timeline: Vec<Timed> = futures::stream::iter(signed)
         .map(|(body, sig)| async move {
             let t = Instant::now();
             let r = http
@@ -108,14 +115,34 @@ async fn drive(
                 .expect("request");
             assert!(r.status().is_success(), "{url}: {}", r.status());
             let _ = r.bytes().await;
-            t.elapsed()
+            Timed {
+                started: t - started,
+                latency: t.elapsed(),
+            }
         })
         .buffer_unordered(concurrency)
         .collect()
         .await;
     let elapsed = started.elapsed();
+    timeline.sort_by_key(|t| t.started);
+    let mut latencies: Vec<Duration> = timeline.iter().map(|t| t.latency).collect();
     latencies.sort();
-    (elapsed, latencies)
+    (elapsed, latencies, timeline)
+}
+
+/// The p99 of each tenth of a run, by start time: where in the run the slow requests are
+/// (a warm-up at the start, a stall in the middle, or spread evenly).
+fn p99_by_tenth(timeline: &[Timed]) -> String {
+    let tenth = timeline.len().div_ceil(10).max(1);
+    timeline
+        .chunks(tenth)
+        .map(|chunk| {
+            let mut l: Vec<Duration> = chunk.iter().map(|t| t.latency).collect();
+            l.sort();
+            format!("{:.1}", ms(percentile(&l, 0.99)))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Figures {
@@ -302,7 +329,7 @@ async fn bench_omni(requests: usize, concurrency: usize) -> Figures {
     let url = format!("{base}/webhooks/twilio");
     let signed = signed_stream(&url, requests);
     let started = Instant::now();
-    let (acked_in, latencies) = drive(&http, &url, signed, concurrency).await;
+    let (acked_in, latencies, timeline) = drive(&http, &url, signed, concurrency).await;
 
     let applied_at = tokio::time::timeout(Duration::from_secs(300), applied_rx)
         .await
@@ -331,6 +358,10 @@ async fn bench_omni(requests: usize, concurrency: usize) -> Figures {
         ms(percentile(&latencies, 0.50)),
         ms(percentile(&latencies, 0.99)),
         ms(*latencies.last().unwrap())
+    );
+    println!(
+        "  p99 by tenth of the run (ms): {}",
+        p99_by_tenth(&timeline)
     );
     println!("  WebSocket frames received: {pushed}");
     println!(
@@ -418,7 +449,7 @@ async fn bench_peer(name: &str, requests: usize, concurrency: usize) -> Result<F
         .unwrap();
     let url = format!("{base}/webhooks/twilio");
     let signed = signed_stream(&url, requests);
-    let (acked_in, latencies) = drive(&http, &url, signed, concurrency).await;
+    let (acked_in, latencies, timeline) = drive(&http, &url, signed, concurrency).await;
     let rss = server.max_rss_kib();
     let stats: Value = http
         .get(format!("{base}/stats"))
@@ -448,6 +479,10 @@ async fn bench_peer(name: &str, requests: usize, concurrency: usize) -> Result<F
         ms(f.p50),
         ms(f.p99),
         ms(*latencies.last().unwrap())
+    );
+    println!(
+        "  p99 by tenth of the run (ms): {}",
+        p99_by_tenth(&timeline)
     );
     println!("  max RSS: {}", mib(f.rss_kib));
     Ok(f)

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use omni_core::domain::{EmailAddress, ProviderKind, Region, TenantId, E164};
 use omni_core::ports::SecretStore;
 use omni_core::providers::{
-    bandwidth, bird, inteliquent, sinch, telnyx, twilio, vonage, Credentials,
+    bandwidth, bird, inteliquent, messagebird, sinch, telnyx, twilio, vonage, Credentials,
 };
 use omni_local::{MasterKey, SqliteBackend};
 use uuid::Uuid;
@@ -53,6 +53,10 @@ pub enum Carrier {
     /// Amazon SES over SNS: not impersonated. SNS signs with AWS's private key, which no
     /// tenant holds, so the command answers an error saying how to test it instead.
     Ses,
+    /// MessageBird legacy REST API (an inbound SMS forwarded as a GET with the fields in the
+    /// query, `MessageBird-Signature-JWT` signed with the tenant's signing key); `--media`
+    /// makes it an MMS.
+    Messagebird,
 }
 
 /// Why `omni webhook send ses` posts nothing.
@@ -79,7 +83,8 @@ pub struct Target {
     /// Sign with this Twilio auth token / VoIP.ms secret instead of the stored one; for
     /// Telnyx, the base64 Ed25519 private key seed to sign with (required); for Bandwidth,
     /// the callback credentials as `user:password`; for Sinch, the app secret; for Vonage, the
-    /// signature secret; for Bird, the signing key; for Inteliquent, the webhook key.
+    /// signature secret; for Bird and MessageBird, the signing key; for Inteliquent, the
+    /// webhook key.
     #[arg(long, env = "OMNI_WEBHOOK_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
 }
@@ -576,6 +581,36 @@ async fn build_one(args: &SendArgs) -> Result<reqwest::RequestBuilder, String> {
                 )
                 .header(inteliquent::MESSAGE_ID_HEADER, message_id)
                 .body(body.to_string()))
+        }
+        Carrier::Messagebird => {
+            let key = match &args.target.secret {
+                Some(s) => s.clone(),
+                None => match stored_credentials(&args.target, ProviderKind::MessageBird).await? {
+                    Credentials::MessageBird(c) => c.signing_key.expose().to_string(),
+                    _ => return Err("stored configuration is not MessageBird's".into()),
+                },
+            };
+            let id = args
+                .id
+                .clone()
+                .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
+            // As MessageBird writes numbers: MSISDNs, digits without `+`.
+            let mut fields = vec![
+                ("id", id),
+                ("recipient", to.digits().to_string()),
+                ("originator", from.digits().to_string()),
+                ("body", args.body.clone()),
+                ("createdDatetime", chrono::Utc::now().to_rfc3339()),
+            ];
+            fields.extend(args.media.iter().map(|url| ("mediaUrls[]", url.clone())));
+            let url =
+                reqwest::Url::parse_with_params(&format!("{base}/webhooks/messagebird"), &fields)
+                    .map_err(|e| format!("bad server URL: {e}"))?;
+            let url = url.to_string();
+            let token = messagebird::signature_jwt(&key, &url, b"", chrono::Utc::now().timestamp());
+            Ok(reqwest::Client::new()
+                .get(url)
+                .header(messagebird::SIGNATURE_HEADER, token))
         }
     }
 }

@@ -108,6 +108,13 @@ pub struct ServiceArgs {
     /// starting with this prefix (tests and emulators, e.g. `http://127.0.0.1:9000/`).
     #[arg(long, env = "OMNI_SNS_CERT_URL_PREFIX", default_value = "")]
     pub sns_cert_url_prefix: String,
+    /// MessageBird legacy REST API base URL (`/messages` and `/mms` are appended).
+    #[arg(
+        long,
+        env = "OMNI_MESSAGEBIRD_API_URL",
+        default_value = "https://rest.messagebird.com"
+    )]
+    pub messagebird_api_url: String,
     /// Attempts per outbound message before it is dead-lettered.
     #[arg(long, env = "OMNI_RETRY_MAX_ATTEMPTS", default_value_t = 6)]
     pub retry_max_attempts: u32,
@@ -162,6 +169,7 @@ impl ServiceArgs {
             bird: self.bird_api_url.clone(),
             inteliquent: self.inteliquent_api_url.clone(),
             sns_cert_url_prefix: self.sns_cert_url_prefix.clone(),
+            messagebird: self.messagebird_api_url.clone(),
         }
     }
 

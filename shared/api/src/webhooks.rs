@@ -124,6 +124,22 @@ pub fn routes(state: AppState) -> Routes {
             post(ses_sns).with_state(state.clone()),
         )
         .route(
+            "/webhooks/messagebird",
+            &[Method::GET, Method::POST],
+            on(MethodFilter::GET.or(MethodFilter::POST), |s, m, u, h, b| {
+                accept(ProviderKind::MessageBird, OK, s, m, u, h, b)
+            })
+            .with_state(state.clone()),
+        )
+        .route(
+            "/webhooks/messagebird/status",
+            &[Method::GET, Method::POST],
+            on(MethodFilter::GET.or(MethodFilter::POST), |s, m, u, h, b| {
+                accept(ProviderKind::MessageBird, OK, s, m, u, h, b)
+            })
+            .with_state(state.clone()),
+        )
+        .route(
             "/webhooks/whatsapp",
             &[Method::GET, Method::POST],
             get(whatsapp_subscription)

@@ -23,6 +23,7 @@ use omni_core::ports::{
     FlushedPart, Job, MessageStore, PartOutcome, Queue, SecretStore, StoreError, TenantStore,
 };
 use omni_core::providers::BirdCredentials;
+use omni_core::providers::MessageBirdCredentials;
 use omni_core::providers::{
     BandwidthCredentials, Credentials, InteliquentCredentials, Secret, SendgridCredentials,
     SesCredentials, SignalConfig, SinchCredentials, TelnyxCredentials, TwilioCredentials,
@@ -461,6 +462,10 @@ fn sample_credentials() -> Vec<Credentials> {
         Credentials::Inteliquent(InteliquentCredentials {
             api_key: Secret::new("iq-api-key-secret"),
             webhook_key: Secret::new("iq-webhook-key-secret"),
+        }),
+        Credentials::MessageBird(MessageBirdCredentials {
+            access_key: Secret::new("mb-access-key-secret"),
+            signing_key: Secret::new("mb-signing-key-secret"),
         }),
         Credentials::Simulator,
     ]

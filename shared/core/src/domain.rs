@@ -516,6 +516,8 @@ string_enum!(
         Bird => "bird",
         /// Inteliquent Message Broker (`publishMessages` and the inbound-messaging webhook).
         Inteliquent => "inteliquent",
+        /// MessageBird's legacy REST API (`rest.messagebird.com`), SMS and MMS.
+        MessageBird => "messagebird",
         /// The built-in demo carrier; only available in demo mode.
         Simulator => "simulator",
     }

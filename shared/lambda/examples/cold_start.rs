@@ -32,6 +32,7 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ("webhook-vonage", "webhook-vonage"),
     ("webhook-bird", "webhook-bird"),
     ("webhook-inteliquent", "webhook-inteliquent"),
+    ("webhook-messagebird", "webhook-messagebird"),
     ("webhook-sendgrid", "webhook-sendgrid"),
     ("webhook-ses", "webhook-ses"),
     ("send", "send"),

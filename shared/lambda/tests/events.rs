@@ -17,6 +17,7 @@ use omni_core::providers::{
     inteliquent, sinch, telnyx, vonage, Credentials, Secret, SinchCredentials, TelnyxCredentials,
     VonageCredentials, WebhookRequest,
 };
+use omni_core::providers::{messagebird, MessageBirdCredentials};
 use omni_lambda::{LambdaConfig, Omni};
 use seed::*;
 use tower::ServiceExt;
@@ -487,6 +488,57 @@ async fn webhook_inteliquent() {
     assert_eq!(m.media.len(), 2);
 }
 
+/// A forwarded SMS (a GET, fields in the query) whose `MessageBird-Signature-JWT` lives a
+/// minute: the sample is checked genuine as of its own time (and refused as it is now), then
+/// sent with a token made now.
+#[tokio::test]
+async fn webhook_messagebird() {
+    let w = world().await;
+    let event: serde_json::Value =
+        serde_json::from_str(&event_file("webhook-messagebird")).unwrap();
+    let query = event["rawQueryString"].as_str().unwrap();
+    let mut sample = sample_request(
+        &event,
+        &format!("/webhooks/messagebird?{query}"),
+        &[messagebird::SIGNATURE_HEADER],
+    );
+    sample.method = "GET".into();
+    let credentials = Credentials::MessageBird(MessageBirdCredentials {
+        access_key: Secret::new("unused"),
+        signing_key: Secret::new(MESSAGEBIRD_SIGNING_KEY),
+    });
+    let signed_at = event["requestContext"]["timeEpoch"].as_i64().unwrap() / 1000;
+    assert_eq!(
+        messagebird::verify_at(&sample, &credentials, signed_at),
+        Ok(()),
+        "events/webhook-messagebird.json is not signed with the seed's signing key"
+    );
+    let (status, _) = http(
+        omni_api::webhooks::app(w.omni.app_state()),
+        "webhook-messagebird",
+    )
+    .await;
+    assert_eq!(status, 401, "the sample as it is: expired");
+
+    let (status, body) = http_event(
+        omni_api::webhooks::app(w.omni.app_state()),
+        &signed_now("webhook-messagebird", &event.to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let jobs = inbound_jobs(&w).await;
+    assert_one_inbound_for_acme(&jobs);
+    let Job::Inbound {
+        event: WebhookEvent::Message(m),
+        ..
+    } = &jobs[0]
+    else {
+        panic!("not an inbound message");
+    };
+    assert_eq!(m.to.as_str(), MESSAGEBIRD_NUMBER);
+    assert_eq!(m.body.as_deref(), Some("Events test over MessageBird"));
+}
+
 #[tokio::test]
 async fn webhook_bandwidth() {
     let w = world().await;
@@ -761,6 +813,7 @@ fn every_event_file_is_exercised() {
         "webhook-bandwidth",
         "webhook-bird",
         "webhook-inteliquent",
+        "webhook-messagebird",
         "webhook-sendgrid",
         "webhook-ses",
         "webhook-sinch",

@@ -1,6 +1,6 @@
 //! The world events/*.json describe (events/README.md): tenant `acme-dispatch` with a Twilio,
-//! a VoIP.ms, a WhatsApp, a Telnyx, a Bandwidth, a Sinch, a VoiceMeUp, a Vonage, a Bird and an
-//! Inteliquent number, a SendGrid and an SES address, their credentials, an API key, a queued
+//! a VoIP.ms, a WhatsApp, a Telnyx, a Bandwidth, a Sinch, a VoiceMeUp, a Vonage, a Bird, an
+//! Inteliquent and a MessageBird number, a SendGrid and an SES address, their credentials, an API key, a queued
 //! message, a sent one and two emails sent through SES, in fresh emulator resources.
 //! Shared by the events test and the cold-start bench.
 
@@ -16,6 +16,7 @@ use omni_core::domain::{
 use omni_core::model::{NewOutbound, NumberRoute, Tenant};
 use omni_core::ports::{MessageStore, SecretStore, TenantStore};
 use omni_core::providers::BirdCredentials;
+use omni_core::providers::MessageBirdCredentials;
 use omni_core::providers::{
     BandwidthCredentials, Credentials, InteliquentCredentials, Secret, SendgridCredentials,
     SesCredentials, SinchCredentials, TelnyxCredentials, TwilioCredentials, VoicemeupCredentials,
@@ -35,6 +36,7 @@ pub const VOICEMEUP_NUMBER: &str = "+15555550109";
 pub const VONAGE_NUMBER: &str = "+15555550106";
 pub const BIRD_NUMBER: &str = "+15555550107";
 pub const INTELIQUENT_NUMBER: &str = "+15555550108";
+pub const MESSAGEBIRD_NUMBER: &str = "+15555550110";
 pub const CONTACT: &str = "+15555550123";
 pub const SENDGRID_ADDRESS: &str = "dispatch@acme-dispatch.example";
 pub const EMAIL_CONTACT: &str = "jane@example.org";
@@ -64,6 +66,7 @@ pub const SINCH_APP_SECRET: &str = "events-sinch-app-secret";
 pub const VONAGE_SIGNATURE_SECRET: &str = "events-vonage-signature-secret";
 pub const BIRD_SIGNING_KEY: &str = "events-bird-signing-key";
 pub const INTELIQUENT_WEBHOOK_KEY: &str = "events-inteliquent-webhook-key";
+pub const MESSAGEBIRD_SIGNING_KEY: &str = "events-messagebird-signing-key";
 pub const API_KEY: &str = "omk_events0demo0key000000000000000000";
 pub const ADMIN_TOKEN: &str = "oat_events0admin0token";
 pub const PUBLIC_URL: &str = "https://omni.example.test";
@@ -154,6 +157,11 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
             ProviderKind::Inteliquent,
             vec![Channel::Sms, Channel::Mms],
         ),
+        (
+            MESSAGEBIRD_NUMBER,
+            ProviderKind::MessageBird,
+            vec![Channel::Sms, Channel::Mms],
+        ),
     ] {
         b.put_number(&NumberRoute {
             number: number(n),
@@ -233,6 +241,10 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
             api_key: Secret::new("events-inteliquent-api-key"),
             webhook_key: Secret::new(INTELIQUENT_WEBHOOK_KEY),
         }),
+        Credentials::MessageBird(MessageBirdCredentials {
+            access_key: Secret::new("events-messagebird-access-key"),
+            signing_key: Secret::new(MESSAGEBIRD_SIGNING_KEY),
+        }),
     ] {
         b.put_credentials(&t, &credentials).await.unwrap();
     }
@@ -307,12 +319,16 @@ async fn sent(b: &AwsBackend, message: &NewOutbound, provider: ProviderKind, car
 }
 
 /// An `events/` sample as its carrier would send it now: the samples whose signature covers a
-/// time (Telnyx, Sinch, Bird, Vonage: refused five minutes on) re-signed with the seed's keys
-/// at the current time; every other sample as it is.
+/// time (Telnyx, Sinch, Bird, Vonage: refused five minutes on; MessageBird: a minute) re-signed
+/// with the seed's keys at the current time; every other sample as it is.
 pub fn signed_now(name: &str, event: &str) -> String {
-    use omni_core::providers::{bird, sinch, telnyx, vonage};
+    use omni_core::providers::{bird, messagebird, sinch, telnyx, vonage};
     let mut event: serde_json::Value = serde_json::from_str(event).expect("event JSON");
     let body = event["body"].as_str().unwrap_or_default().to_owned();
+    let query = event["rawQueryString"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let now = Utc::now().timestamp();
     let stamp = now.to_string();
     let headers = &mut event["headers"];
@@ -337,6 +353,12 @@ pub fn signed_now(name: &str, event: &str) -> String {
             headers[bird::SIGNATURE_HEADER] =
                 bird::signature(BIRD_SIGNING_KEY, &stamp, &url, body.as_bytes()).into();
             headers[bird::TIMESTAMP_HEADER] = stamp.into();
+        }
+        "webhook-messagebird" => {
+            let url = format!("{PUBLIC_URL}/webhooks/messagebird?{query}");
+            headers[messagebird::SIGNATURE_HEADER] =
+                messagebird::signature_jwt(MESSAGEBIRD_SIGNING_KEY, &url, body.as_bytes(), now)
+                    .into();
         }
         "webhook-vonage" => {
             headers["authorization"] =

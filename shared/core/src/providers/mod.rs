@@ -19,6 +19,7 @@ use crate::domain::{
 pub mod bandwidth;
 pub mod bird;
 pub mod inteliquent;
+pub mod messagebird;
 pub mod sendgrid;
 pub mod ses;
 pub mod signal;
@@ -246,6 +247,16 @@ pub struct BirdCredentials {
     pub signing_key: Secret,
 }
 
+/// MessageBird legacy REST API credentials: the access key sends, the account's signing key
+/// checks the JWT on every request MessageBird makes to us.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageBirdCredentials {
+    /// Live access key, sent as `Authorization: AccessKey <key>`.
+    pub access_key: Secret,
+    /// The signing key of the dashboard's developer settings (HS256/384/512 JWT key).
+    pub signing_key: Secret,
+}
+
 /// Inteliquent Message Broker credentials: the API key sends, the key configured on the
 /// inbound webhook authenticates it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,6 +298,8 @@ pub enum Credentials {
     Bird(BirdCredentials),
     /// Inteliquent Message Broker.
     Inteliquent(InteliquentCredentials),
+    /// MessageBird legacy REST API.
+    MessageBird(MessageBirdCredentials),
     /// The demo carrier (no secrets).
     Simulator,
 }
@@ -308,6 +321,7 @@ impl Credentials {
             Credentials::Ses(_) => ProviderKind::Ses,
             Credentials::Bird(_) => ProviderKind::Bird,
             Credentials::Inteliquent(_) => ProviderKind::Inteliquent,
+            Credentials::MessageBird(_) => ProviderKind::MessageBird,
             Credentials::Simulator => ProviderKind::Simulator,
         }
     }
@@ -328,6 +342,7 @@ impl Credentials {
             ProviderKind::Ses => serde_json::from_value(body).map(Credentials::Ses),
             ProviderKind::Bird => serde_json::from_value(body).map(Credentials::Bird),
             ProviderKind::Inteliquent => serde_json::from_value(body).map(Credentials::Inteliquent),
+            ProviderKind::MessageBird => serde_json::from_value(body).map(Credentials::MessageBird),
             ProviderKind::Simulator => {
                 return Err("the simulator is configured only in demo mode".into())
             }
@@ -487,6 +502,18 @@ impl Credentials {
                     "webhook_key (8+ characters)",
                 )
             }
+            Credentials::MessageBird(c) => {
+                // It goes into a header value.
+                require(
+                    !c.access_key.expose().is_empty()
+                        && c.access_key.expose().bytes().all(|b| b.is_ascii_graphic()),
+                    "access_key",
+                )?;
+                require(
+                    c.signing_key.expose().len() >= 8,
+                    "signing_key (8+ characters)",
+                )
+            }
             Credentials::Simulator => Ok(()),
         }
     }
@@ -546,6 +573,7 @@ impl Credentials {
             Credentials::Ses(c) => vec![c.secret_access_key.expose()],
             Credentials::Bird(c) => vec![c.access_key.expose(), c.signing_key.expose()],
             Credentials::Inteliquent(c) => vec![c.api_key.expose(), c.webhook_key.expose()],
+            Credentials::MessageBird(c) => vec![c.access_key.expose(), c.signing_key.expose()],
             Credentials::Signal(_) | Credentials::Simulator => vec![],
         }
     }
@@ -731,6 +759,9 @@ pub struct ProviderEndpoints {
     /// on `https://sns.<region>.amazonaws.com`; otherwise only URLs starting with this (tests,
     /// emulators).
     pub sns_cert_url_prefix: String,
+    /// MessageBird legacy REST API, default `https://rest.messagebird.com` (`/messages` and
+    /// `/mms` are appended).
+    pub messagebird: String,
 }
 
 impl Default for ProviderEndpoints {
@@ -749,6 +780,7 @@ impl Default for ProviderEndpoints {
             bird: "https://api.bird.com".into(),
             inteliquent: "https://messagebroker.inteliquent.com/msgbroker/rest".into(),
             sns_cert_url_prefix: String::new(),
+            messagebird: "https://rest.messagebird.com".into(),
         }
     }
 }
@@ -843,6 +875,13 @@ impl ProviderRegistry {
             http.clone(),
             ses::sns::UrlRule::new(&endpoints.sns_cert_url_prefix),
         ));
+        adapters.insert(
+            ProviderKind::MessageBird,
+            Arc::new(messagebird::MessageBirdAdapter::new(
+                http.clone(),
+                &endpoints.messagebird,
+            )),
+        );
         adapters.insert(
             ProviderKind::Signal,
             Arc::new(signal::SignalAdapter::new(http)),
@@ -1449,6 +1488,35 @@ mod tests {
             body[field] = bad.into();
             assert!(
                 Credentials::from_admin_json(ProviderKind::Inteliquent, body).is_err(),
+                "{field}"
+            );
+        }
+    }
+
+    #[test]
+    fn messagebird_admin_json_is_validated_and_redacted() {
+        let ok = serde_json::json!({"access_key": "mb-live-access-secret",
+            "signing_key": "mb-signing-very-secret"});
+        let creds = Credentials::from_admin_json(ProviderKind::MessageBird, ok.clone()).unwrap();
+        assert_eq!(creds.kind(), ProviderKind::MessageBird);
+        let shown = format!("{creds:?} {}", creds.redacted());
+        for secret in ["mb-live-access-secret", "mb-signing-very-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert_eq!(creds.redacted()["provider"], "messagebird");
+        assert_eq!(
+            creds.secrets(),
+            vec!["mb-live-access-secret", "mb-signing-very-secret"]
+        );
+        for (field, bad) in [
+            ("access_key", ""),
+            ("access_key", "two words"),
+            ("signing_key", "short"),
+        ] {
+            let mut body = ok.clone();
+            body[field] = bad.into();
+            assert!(
+                Credentials::from_admin_json(ProviderKind::MessageBird, body).is_err(),
                 "{field}"
             );
         }

@@ -9,7 +9,9 @@ use uuid::Uuid;
 
 use super::updater::JobError;
 use super::{ServiceError, Services};
-use crate::domain::{Address, OutboundMessage, ProviderKind, SendError, SendResult, TenantId};
+use crate::domain::{
+    Address, Channel, OutboundMessage, ProviderKind, SendError, SendResult, TenantId,
+};
 use crate::model::{Failover, Message};
 use crate::ports::Job;
 use crate::providers::{Credentials, MessagingProviderAdapter};
@@ -266,13 +268,22 @@ impl Services {
                 .tenant_numbers(tenant)
                 .await
                 .map_err(|e| SendError::transient(format!("storage: {e}"), None))?;
-            numbers
+            match numbers
                 .into_iter()
                 .find(|r| r.provider == provider && r.channels.contains(&message.channel))
-                .map(|r| r.number)
-                .ok_or_else(|| {
-                    not_configured(format!("no {} number at {provider}", message.channel))
-                })?
+            {
+                Some(r) => r.number,
+                // An email address is not leased from a carrier the way a number is: any email
+                // service with the address's domain verified sends as it (and refuses for good
+                // when it is not), so the same address goes out through the next service.
+                None if message.channel == Channel::Email => message.from.clone(),
+                None => {
+                    return Err(not_configured(format!(
+                        "no {} number at {provider}",
+                        message.channel
+                    )))
+                }
+            }
         };
         let adapter = self
             .providers

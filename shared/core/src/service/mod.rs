@@ -114,6 +114,7 @@ impl PlatformCredentials {
             | ProviderKind::Ses
             | ProviderKind::Bird
             | ProviderKind::Inteliquent
+            | ProviderKind::MessageBird
             | ProviderKind::Simulator => None,
         }
     }

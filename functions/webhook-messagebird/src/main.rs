@@ -1,0 +1,11 @@
+//! `webhook-messagebird`: MessageBird legacy REST API forwarded inbound SMS and status reports (MessageBird-Signature-JWT): verified, normalised and queued for the conversation updater.
+
+use omni_lambda::{init_tracing, Error, Omni};
+
+// One invocation at a time per instance: a single-threaded runtime starts faster and smaller.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let omni = Omni::from_env().await?;
+    lambda_http::run(omni_api::webhooks::app(omni.app_state())).await
+}
