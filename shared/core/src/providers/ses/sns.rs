@@ -121,8 +121,8 @@ impl SnsMessage {
     /// The string SNS signed: each present key of the documented list as `key\nvalue\n`, in
     /// the documented order.
     pub fn string_to_sign(&self) -> Result<String, SnsError> {
-        let mut fields: Vec<(&str, &str)> = vec![("Message", &self.message)];
-        fields.push(("MessageId", &self.message_id));
+        let mut fields: Vec<(&str, &str)> =
+            vec![("Message", &self.message), ("MessageId", &self.message_id)];
         match self.kind {
             SnsType::Notification => {
                 if let Some(subject) = &self.subject {
@@ -139,8 +139,11 @@ impl SnsMessage {
                     .token
                     .as_deref()
                     .ok_or(SnsError::Malformed("a confirmation has no Token"))?;
-                fields.extend([("SubscribeURL", url), ("Timestamp", &self.timestamp)]);
-                fields.push(("Token", token));
+                fields.extend([
+                    ("SubscribeURL", url),
+                    ("Timestamp", &self.timestamp),
+                    ("Token", token),
+                ]);
             }
         }
         fields.push(("TopicArn", &self.topic_arn));
