@@ -28,7 +28,6 @@ pub use delivery::DeliveryOutcome;
 pub use keywords::Keyword;
 pub use media::MediaDownload;
 pub use outbound::SendRequest;
-pub use ses_sns::SnsOutcome;
 pub use updater::JobError;
 
 /// A failure the caller should hear about, mapped to HTTP in one place (the API crate).

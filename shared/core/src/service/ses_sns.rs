@@ -12,17 +12,6 @@ use crate::providers::ses::sns::{SnsError, SnsMessage, SnsType};
 use crate::providers::ses::{self, SesNotification};
 use crate::providers::Credentials;
 
-/// What `/webhooks/ses` did with an SNS message (all acknowledged with 2xx).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SnsOutcome {
-    /// A subscription was confirmed with SNS.
-    Confirmed,
-    /// An inbound email or a status was queued.
-    Queued,
-    /// Verified and dropped (unsubscribed, spam, unsupported, not Omni's mail).
-    Ignored,
-}
-
 impl From<SnsError> for ServiceError {
     fn from(e: SnsError) -> Self {
         match e {
@@ -42,7 +31,7 @@ impl Services {
     /// Handles one SNS message posted to `/webhooks/ses` end to end. A successful return
     /// means everything it carried is committed: the caller may answer SNS 2xx.
     #[instrument(skip_all, fields(tenant_id))]
-    pub async fn handle_ses_sns(&self, body: &[u8]) -> Result<SnsOutcome, ServiceError> {
+    pub async fn handle_ses_sns(&self, body: &[u8]) -> Result<(), ServiceError> {
         let message = SnsMessage::parse(body)?;
         match message.kind {
             SnsType::SubscriptionConfirmation | SnsType::UnsubscribeConfirmation => {
@@ -54,11 +43,11 @@ impl Services {
                 self.verify_sns(&message).await?;
                 if message.kind == SnsType::UnsubscribeConfirmation {
                     info!(topic = %message.topic_arn, "SNS subscription removed");
-                    return Ok(SnsOutcome::Ignored);
+                    return Ok(());
                 }
                 self.providers.sns().confirm(&message).await?;
                 info!(topic = %message.topic_arn, "SNS subscription confirmed");
-                Ok(SnsOutcome::Confirmed)
+                Ok(())
             }
             SnsType::Notification => self.ses_notification(&message, body).await,
         }
@@ -68,7 +57,7 @@ impl Services {
         &self,
         message: &SnsMessage,
         body: &[u8],
-    ) -> Result<SnsOutcome, ServiceError> {
+    ) -> Result<(), ServiceError> {
         let event = match ses::parse_notification(&message.message)
             .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?
         {
@@ -94,13 +83,13 @@ impl Services {
             SesNotification::Ignored(why) => {
                 self.verify_sns(message).await?;
                 info!(reason = why, "SES notification acknowledged and dropped");
-                return Ok(SnsOutcome::Ignored);
+                return Ok(());
             }
         };
         let Some((tenant, event)) = event else {
             // Not Omni's mail, or an event that moves nothing: acknowledged once authentic.
             self.verify_sns(message).await?;
-            return Ok(SnsOutcome::Ignored);
+            return Ok(());
         };
         tracing::Span::current().record("tenant_id", tenant.as_str());
         // The topic must be this tenant's: another tenant's topic never lands here.
@@ -124,7 +113,7 @@ impl Services {
         // earlier attempt may have kept the raw payload and lost the event.
         self.enqueue_events(&tenant, std::iter::once(event)).await?;
         info!(duplicate = !fresh, "SES notification accepted");
-        Ok(SnsOutcome::Queued)
+        Ok(())
     }
 
     /// The tenant holding the address an SES status names (the sender of the email).
