@@ -239,6 +239,10 @@ async fn main() {
         env.push((k.to_owned(), std::env::var(k).unwrap_or_default()));
     }
 
+    // webhook-ses fetches the SNS signing certificate: the test one, from a local fake.
+    let sns_certs = wiremock::MockServer::start().await;
+    seed::serve_sns_cert(&sns_certs).await;
+
     println!(
         "| function | binary | init (median) | first invocation (median) | peak RSS (median) |"
     );
@@ -256,10 +260,14 @@ async fn main() {
         let event = std::fs::read_to_string(format!("events/{event_name}.json"))
             .unwrap_or_else(|e| panic!("events/{event_name}.json: {e}"));
         // Signed now, as the carrier would: a sample signed long ago is refused as a replay.
-        let event = seed::signed_now(event_name, &event);
+        let mut event = seed::signed_now(event_name, &event);
         let mut env = env.clone();
         if *function == "admin" {
             env.push(("OMNI_ADMIN_TOKEN_SECRET".into(), admin_secret.clone()));
+        }
+        if *function == "webhook-ses" {
+            event = seed::sns_cert_on(&event, &sns_certs).to_string();
+            env.push(("OMNI_SNS_CERT_URL_PREFIX".into(), sns_certs.uri()));
         }
         let mut samples = Vec::new();
         for _ in 0..runs {

@@ -199,31 +199,9 @@ async fn webhook_sendgrid() {
 #[tokio::test]
 async fn webhook_ses() {
     let w = world().await;
-    Mock::given(method("GET"))
-        .and(path("/SimpleNotificationService-test-only.pem"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_string(
-                std::fs::read_to_string(format!(
-                    "{}/../../tests/fixtures/keys/sns-test-cert.pem",
-                    env!("CARGO_MANIFEST_DIR")
-                ))
-                .unwrap(),
-            ),
-        )
-        .mount(&w.carrier)
-        .await;
-    let mut event: serde_json::Value = serde_json::from_str(&event_file("webhook-ses")).unwrap();
+    seed::serve_sns_cert(&w.carrier).await;
+    let mut event = seed::sns_cert_on(&event_file("webhook-ses"), &w.carrier);
     let mut sns: serde_json::Value = serde_json::from_str(event["body"].as_str().unwrap()).unwrap();
-    sns["SigningCertURL"] = format!(
-        "{}/SimpleNotificationService-test-only.pem",
-        w.carrier.uri()
-    )
-    .into();
-    event["body"] = sns.to_string().into();
-    event["headers"]
-        .as_object_mut()
-        .unwrap()
-        .remove("content-length");
     let router = omni_api::webhooks::app(w.omni.app_state());
     let (status, body) = http_event(router.clone(), &event.to_string()).await;
     assert_eq!(status, 200, "{body}");

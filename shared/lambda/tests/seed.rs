@@ -370,3 +370,34 @@ pub fn signed_now(name: &str, event: &str) -> String {
     }
     event.to_string()
 }
+
+/// Where the fake serving the SNS test certificate serves it.
+pub const SNS_CERT_PATH: &str = "/SimpleNotificationService-test-only.pem";
+
+/// Serves the SNS test certificate (tests/fixtures/keys) at [`SNS_CERT_PATH`] on `server`.
+pub async fn serve_sns_cert(server: &wiremock::MockServer) {
+    let cert = std::fs::read_to_string(format!(
+        "{}/../../tests/fixtures/keys/sns-test-cert.pem",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("the SNS test certificate");
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path(SNS_CERT_PATH))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string(cert))
+        .mount(server)
+        .await;
+}
+
+/// The SNS sample `events/webhook-ses.json` with its certificate URL on `server` (the URL is
+/// not signed, so pointing it at the fake keeps the signature good).
+pub fn sns_cert_on(event: &str, server: &wiremock::MockServer) -> serde_json::Value {
+    let mut event: serde_json::Value = serde_json::from_str(event).expect("event JSON");
+    let mut sns: serde_json::Value =
+        serde_json::from_str(event["body"].as_str().unwrap_or_default()).expect("SNS JSON");
+    sns["SigningCertURL"] = format!("{}{SNS_CERT_PATH}", server.uri()).into();
+    event["body"] = sns.to_string().into();
+    if let Some(headers) = event["headers"].as_object_mut() {
+        headers.remove("content-length");
+    }
+    event
+}
