@@ -129,14 +129,67 @@ impl E164 {
             && e164[5..].bytes().all(|b| b.is_ascii_digit())
     }
 
-    /// Reads a number already stored in E.164 form (a `+` followed by digits).
+    /// Reads a number already stored in E.164 form (a `+` followed by digits). It was
+    /// validated when it entered Omni, so only its form is checked: reading a record must not
+    /// load libphonenumber's metadata (see [`E164::from_carrier`]).
     pub fn from_e164(input: &str) -> Result<Self, DomainError> {
+        if Self::is_canonical(input) {
+            return Ok(E164(input.to_owned()));
+        }
         if !input.starts_with('+') {
             return Err(DomainError::InvalidPhoneNumber(
                 input.chars().take(40).collect(),
             ));
         }
         Self::parse(input, Region::default())
+    }
+
+    /// Reads a number a carrier put in a webhook. One in E.164 form, or as ten NANP digits,
+    /// is taken as given: the carrier just routed a message to or from it, and
+    /// libphonenumber's metadata costs about 110 ms to load on first use (every regular
+    /// expression of every region is parsed), which a cold Lambda webhook would pay on its
+    /// first invocation. Any other form is parsed and validated as [`E164::parse`] does.
+    pub fn from_carrier(input: &str) -> Result<Self, DomainError> {
+        let trimmed = input.trim();
+        let rest = Self::PREFIXES
+            .iter()
+            .find_map(|prefix| {
+                trimmed
+                    .get(..prefix.len())
+                    .filter(|h| h.eq_ignore_ascii_case(prefix))
+                    .map(|h| &trimmed[h.len()..])
+            })
+            .unwrap_or(trimmed);
+        if Self::is_canonical(rest) {
+            return Ok(E164(rest.to_owned()));
+        }
+        // North American carriers (VoIP.ms, VoiceMeUp) name numbers by their 10 NANP digits.
+        let nanp = rest
+            .strip_prefix('1')
+            .filter(|r| r.len() == 10)
+            .unwrap_or(rest);
+        if Self::is_nanp_shaped(nanp) {
+            return Ok(E164(format!("+1{nanp}")));
+        }
+        Self::parse(input, Region::default())
+    }
+
+    /// Ten digits shaped as a NANP number: area code and exchange each start with 2-9.
+    fn is_nanp_shaped(digits: &str) -> bool {
+        let b = digits.as_bytes();
+        b.len() == 10
+            && b.iter().all(u8::is_ascii_digit)
+            && (b'2'..=b'9').contains(&b[0])
+            && (b'2'..=b'9').contains(&b[3])
+    }
+
+    /// `+`, a country code's first digit (1-9) and 7 to 15 digits in all: E.164's form.
+    fn is_canonical(input: &str) -> bool {
+        input.strip_prefix('+').is_some_and(|digits| {
+            (7..=15).contains(&digits.len())
+                && !digits.starts_with('0')
+                && digits.bytes().all(|b| b.is_ascii_digit())
+        })
     }
 
     /// The number as `+<digits>`.
@@ -916,6 +969,52 @@ mod tests {
             assert!(E164::parse(input, us()).is_err(), "{input}");
         }
         assert!(E164::from_e164("4155552671").is_err());
+    }
+
+    #[test]
+    fn carrier_and_stored_numbers_in_e164_form_are_taken_as_given() {
+        // +1 999 is no NANP area code: a user typing it is refused, a carrier naming it is
+        // believed (it just routed a message), and so is a stored one.
+        assert!(E164::parse("+19995550100", us()).is_err());
+        for input in [
+            "+19995550100",
+            "whatsapp:+19995550100",
+            " tel:+19995550100 ",
+        ] {
+            assert_eq!(
+                E164::from_carrier(input).map(|n| n.to_string()),
+                Ok("+19995550100".to_owned()),
+                "{input}"
+            );
+        }
+        assert_eq!(
+            E164::from_e164("+19995550100").unwrap().as_str(),
+            "+19995550100"
+        );
+        // Ten NANP digits, as North American carriers give them, are read as such.
+        for nanp in ["5145550100", "15145550100"] {
+            assert_eq!(E164::from_carrier(nanp).unwrap().as_str(), "+15145550100");
+        }
+        assert!(
+            E164::from_carrier("1145550100").is_err(),
+            "no area code starts with 1"
+        );
+        // Other forms are parsed and validated as user input is.
+        assert_eq!(
+            E164::from_carrier("+1 (514) 555-0100").unwrap().as_str(),
+            "+15145550100"
+        );
+        for bad in [
+            "+0123456789",
+            "+123456",
+            "+1234567890123456",
+            "+1-999-555-0100",
+            "abc",
+            "",
+        ] {
+            assert!(E164::from_carrier(bad).is_err(), "{bad}");
+            assert!(E164::from_e164(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

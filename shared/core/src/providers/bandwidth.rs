@@ -26,7 +26,7 @@ use super::{
     MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
-    Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
+    Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
 
@@ -120,7 +120,7 @@ fn map_status(kind: &str) -> Option<DeliveryStatus> {
 }
 
 fn number(raw: &str, what: &str) -> Result<Address, ParseError> {
-    E164::parse(raw, Region::default())
+    E164::from_carrier(raw)
         .map(Address::Phone)
         .map_err(|_| ParseError::new(format!("{what} is not a valid phone number")))
 }

@@ -47,7 +47,7 @@ use super::{
     MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
-    Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
+    Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
 
@@ -202,7 +202,7 @@ fn map_status(raw: &str) -> Option<DeliveryStatus> {
 
 fn number(raw: Option<&str>, what: &str) -> Result<Address, ParseError> {
     let raw = raw.ok_or_else(|| ParseError::new(format!("{what} is missing")))?;
-    E164::parse(raw.trim(), Region::default())
+    E164::from_carrier(raw.trim())
         .map(Address::Phone)
         .map_err(|_| ParseError::new(format!("{what} is not a valid phone number")))
 }

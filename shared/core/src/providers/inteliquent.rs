@@ -63,7 +63,7 @@ use super::{
     MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
-    Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
+    Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
 
@@ -153,7 +153,7 @@ fn number(raw: &Value, what: &str) -> Result<Address, ParseError> {
     } else {
         text
     };
-    E164::parse(&international, Region::default())
+    E164::from_carrier(&international)
         .map(Address::Phone)
         .map_err(|_| invalid())
 }

@@ -21,7 +21,7 @@ use super::{
     MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
-    Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
+    Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
 
@@ -255,7 +255,7 @@ fn map_status(raw: &str) -> Option<DeliveryStatus> {
 
 fn number(params: &Params<'_>, key: &str) -> Result<E164, ParseError> {
     let raw = param(params, key).ok_or_else(|| ParseError::new(format!("{key} is missing")))?;
-    E164::parse(raw, Region::default())
+    E164::from_carrier(raw)
         .map_err(|_| ParseError::new(format!("{key} is not a valid phone number")))
 }
 
@@ -286,7 +286,7 @@ fn normalize(request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError> 
                 .or_else(|| get("ErrorMessage"))
                 .map(str::to_owned),
             tenant_number: get("From")
-                .and_then(|f| E164::parse(f, Region::default()).ok())
+                .and_then(|f| E164::from_carrier(f).ok())
                 .map(Address::from),
             at: Utc::now(),
         })]);

@@ -36,7 +36,7 @@ use super::{
 };
 use crate::domain::{
     Channel, DeliveryStatus, InboundMessage, Media, MessagePart, OutboundMessage, PartRole,
-    ProviderKind, Region, SendError, SendResult, WebhookEvent, E164,
+    ProviderKind, SendError, SendResult, WebhookEvent, E164,
 };
 
 /// VoiceMeUp's longest message (roomkit splits longer text at this many characters).
@@ -213,7 +213,7 @@ fn field<'a>(fields: &'a [(String, String)], names: &[&str]) -> Option<&'a str> 
 
 fn number(fields: &[(String, String)], name: &str) -> Result<E164, ParseError> {
     let raw = field(fields, &[name]).ok_or_else(|| ParseError::new(format!("missing {name}")))?;
-    E164::parse(raw, Region::default()).map_err(|e| ParseError::new(format!("{name}: {e}")))
+    E164::from_carrier(raw).map_err(|e| ParseError::new(format!("{name}: {e}")))
 }
 
 /// Whether an attachment is the HTML wrapper of a split MMS's text half rather than media.

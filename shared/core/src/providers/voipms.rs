@@ -18,8 +18,8 @@ use super::{
     ParseError, VerifyError, VoipmsCredentials, WebhookRequest,
 };
 use crate::domain::{
-    Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
-    SendError, SendResult, WebhookEvent, E164,
+    Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, SendError,
+    SendResult, WebhookEvent, E164,
 };
 
 /// `sendSMS` rejects bodies longer than this many UTF-8 bytes with `sms_toolong`.
@@ -155,7 +155,7 @@ fn number(params: &[(String, String)], name: &str) -> Result<E164, ParseError> {
     let raw = param(params, name)
         .filter(|v| !v.trim().is_empty())
         .ok_or_else(|| ParseError::new(format!("missing {name}")))?;
-    E164::parse(raw, Region::default()).map_err(|e| ParseError::new(format!("{name}: {e}")))
+    E164::from_carrier(raw).map_err(|e| ParseError::new(format!("{name}: {e}")))
 }
 
 /// `{MEDIA}` as a list: comma-separated URLs, empty for a plain SMS.

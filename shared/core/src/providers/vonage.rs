@@ -32,7 +32,7 @@ use super::{
     MessagingProviderAdapter, ParseError, Secret, VerifyError, WebhookRequest,
 };
 use crate::domain::{
-    Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
+    Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
 
@@ -232,7 +232,7 @@ fn number(raw: &str, what: &str) -> Result<Address, ParseError> {
     } else {
         raw.to_string()
     };
-    E164::parse(&international, Region::default())
+    E164::from_carrier(&international)
         .map(Address::Phone)
         .map_err(|_| ParseError::new(format!("{what} is not a valid phone number")))
 }

@@ -20,7 +20,7 @@ use super::{
     WebhookRequest,
 };
 use crate::domain::{
-    Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, Region,
+    Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
 
@@ -260,7 +260,7 @@ fn number(raw: &str) -> Option<E164> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    E164::parse(&format!("+{digits}"), Region::default()).ok()
+    E164::from_carrier(&format!("+{digits}")).ok()
 }
 
 fn normalize(request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError> {
