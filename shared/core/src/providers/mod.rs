@@ -988,6 +988,22 @@ pub(crate) fn email_text(message: &OutboundMessage) -> String {
     text
 }
 
+/// The text of a received email: its body, then a line naming each attachment (Omni keeps
+/// no files, so the dispatcher at least sees that one was sent).
+pub(crate) fn inbound_email_text(
+    mut body: Option<String>,
+    attachments: impl IntoIterator<Item = String>,
+) -> Option<String> {
+    for file in attachments {
+        let line = format!("[attachment not kept: {file}]");
+        body = Some(match body {
+            Some(b) => format!("{b}\n{line}"),
+            None => line,
+        });
+    }
+    body
+}
+
 /// Parses an HTTP `Retry-After` given in seconds (the form carriers use).
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers

@@ -42,8 +42,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{
-    carries, check_url_secret, email_text, named_failure, network_error, retry_after, Credentials,
-    MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
+    carries, check_url_secret, email_text, inbound_email_text, named_failure, network_error,
+    retry_after, Credentials, MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
     Address, Channel, DeliveryStatus, EmailAddress, InboundMessage, OutboundMessage, ProviderKind,
@@ -482,18 +482,16 @@ fn inbound_email(request: &WebhookRequest) -> Result<InboundMessage, ParseError>
         }
     };
     let subject = text("subject");
-    let mut body = text("text").or_else(|| subject.clone());
-    for file in parts.iter().filter(|p| p.filename.is_some()) {
-        let line = format!(
-            "[attachment not kept: {} ({})]",
-            file.filename.as_deref().unwrap_or_default(),
-            file.content_type.as_deref().unwrap_or("unknown type")
-        );
-        body = Some(match body {
-            Some(b) => format!("{b}\n{line}"),
-            None => line,
-        });
-    }
+    let body = inbound_email_text(
+        text("text").or_else(|| subject.clone()),
+        parts.iter().filter(|p| p.filename.is_some()).map(|file| {
+            format!(
+                "{} ({})",
+                file.filename.as_deref().unwrap_or_default(),
+                file.content_type.as_deref().unwrap_or("unknown type")
+            )
+        }),
+    );
     let headers = text("headers").unwrap_or_default();
     // The Message-ID names the email for deduplication; without one, a digest of what makes
     // it this email does.

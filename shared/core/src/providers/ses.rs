@@ -37,8 +37,8 @@ use sha2::{Digest, Sha256};
 pub mod sns;
 
 use super::{
-    carries, email_text, named_failure, network_error, retry_after, Credentials,
-    MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
+    carries, email_text, inbound_email_text, named_failure, network_error, retry_after,
+    Credentials, MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
     Address, Channel, DeliveryStatus, EmailAddress, InboundMessage, OutboundMessage, ProviderKind,
@@ -574,7 +574,7 @@ fn received_email(value: &Value) -> Result<SesNotification, ParseError> {
         .or_else(|| header_from.and_then(|a| a.address()).and_then(mailbox))
         .ok_or_else(|| ParseError::new("the email has no sender address"))?;
     let echo = |s: &str| s.chars().take(MAX_ECHO).collect::<String>();
-    let mut body = email
+    let body = email
         .body_text(0)
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
@@ -585,17 +585,13 @@ fn received_email(value: &Value) -> Result<SesNotification, ParseError> {
                 .filter(|s| !s.is_empty())
                 .map(echo)
         });
-    for file in email.attachments() {
-        use mail_parser::MimeHeaders;
-        let line = format!(
-            "[attachment not kept: {}]",
+    let body = inbound_email_text(
+        body,
+        email.attachments().map(|file| {
+            use mail_parser::MimeHeaders;
             echo(file.attachment_name().unwrap_or("unnamed"))
-        );
-        body = Some(match body {
-            Some(b) => format!("{b}\n{line}"),
-            None => line,
-        });
-    }
+        }),
+    );
     Ok(SesNotification::Received(ReceivedEmail {
         recipients,
         message: InboundMessage {
