@@ -92,16 +92,7 @@ impl E164 {
     /// Parses a number in any common format; national formats are read in `region`.
     pub fn parse(input: &str, region: Region) -> Result<Self, DomainError> {
         let trimmed = input.trim();
-        let mut rest = trimmed;
-        for prefix in Self::PREFIXES {
-            if let Some(head) = rest
-                .get(..prefix.len())
-                .filter(|h| h.eq_ignore_ascii_case(prefix))
-            {
-                rest = &rest[head.len()..];
-                break;
-            }
-        }
+        let rest = Self::without_prefix(trimmed);
         let invalid = || DomainError::InvalidPhoneNumber(trimmed.chars().take(40).collect());
         if let Some(known) = valid_cache::get(rest, region) {
             return Ok(known);
@@ -150,16 +141,7 @@ impl E164 {
     /// expression of every region is parsed), which a cold Lambda webhook would pay on its
     /// first invocation. Any other form is parsed and validated as [`E164::parse`] does.
     pub fn from_carrier(input: &str) -> Result<Self, DomainError> {
-        let trimmed = input.trim();
-        let rest = Self::PREFIXES
-            .iter()
-            .find_map(|prefix| {
-                trimmed
-                    .get(..prefix.len())
-                    .filter(|h| h.eq_ignore_ascii_case(prefix))
-                    .map(|h| &trimmed[h.len()..])
-            })
-            .unwrap_or(trimmed);
+        let rest = Self::without_prefix(input.trim());
         if Self::is_canonical(rest) {
             return Ok(E164(rest.to_owned()));
         }
@@ -181,6 +163,19 @@ impl E164 {
             && b.iter().all(u8::is_ascii_digit)
             && (b'2'..=b'9').contains(&b[0])
             && (b'2'..=b'9').contains(&b[3])
+    }
+
+    /// `input` without a channel-address prefix ([`Self::PREFIXES`], any case).
+    fn without_prefix(input: &str) -> &str {
+        Self::PREFIXES
+            .iter()
+            .find_map(|prefix| {
+                input
+                    .get(..prefix.len())
+                    .filter(|h| h.eq_ignore_ascii_case(prefix))
+                    .map(|h| &input[h.len()..])
+            })
+            .unwrap_or(input)
     }
 
     /// `+`, a country code's first digit (1-9) and 7 to 15 digits in all: E.164's form.
