@@ -96,10 +96,11 @@ pub struct SweepReport {
 
 /// `outbox-sweeper` (scheduled): re-queues stranded outbound messages, delivers split-message
 /// halves that waited for their other half long enough, and purges raw payloads past their
-/// retention.
+/// retention. The payload is ignored: EventBridge Scheduler sends `{}` to a schedule without
+/// an input, which is no `EventBridgeEvent`.
 pub async fn outbox_sweeper(
     omni: &Omni,
-    _event: LambdaEvent<EventBridgeEvent>,
+    _event: LambdaEvent<serde_json::Value>,
 ) -> Result<SweepReport, Error> {
     let requeued = omni.services.sweep_outbox().await.map_err(internal)?;
     let flushed = omni
@@ -128,10 +129,11 @@ pub struct PollReport {
     pub received: usize,
 }
 
-/// `signal-poller` (scheduled): polls each tenant's signal-cli for new messages.
+/// `signal-poller` (scheduled): polls each tenant's signal-cli for new messages (the payload,
+/// `{}` from EventBridge Scheduler, is ignored).
 pub async fn signal_poller(
     omni: &Omni,
-    _event: LambdaEvent<EventBridgeEvent>,
+    _event: LambdaEvent<serde_json::Value>,
 ) -> Result<PollReport, Error> {
     let signal = SignalAdapter::new(omni_core::providers::http_client(Duration::from_secs(20)));
     let received = omni.services.poll_signal(&signal).await.map_err(internal)?;

@@ -1,0 +1,254 @@
+"""End to end across the functions of the stack, each under its own role."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+from websockets.sync.client import connect
+
+from conftest import ACCOUNT_SID, AUTH_TOKEN, Api
+from omni_stack.carriers import CarrierFake, twilio_signature
+from omni_stack.stack import Stack, wait_for
+
+NUMBER = "+15555550100"
+CONTACT = "+15555550123"
+
+
+@pytest.fixture(scope="module")
+def north(stack: Stack, api: Api, carrier: CarrierFake) -> str:
+    """Tenant `north` on Twilio with NUMBER; its API key."""
+    carrier.on(
+        "POST",
+        r"/2010-04-01/Accounts/\w+/Messages\.json$",
+        lambda req: (201, {"sid": f"SM{len(carrier.requests):032d}", "status": "queued", "account_sid": ACCOUNT_SID}),
+    )
+    api.admin("PUT", "/v1/admin/tenants/north", {"name": "North County PSAP", "default_region": "US"})
+    api.admin("PUT", "/v1/admin/tenants/north/providers/twilio", {"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN})
+    api.admin("PUT", f"/v1/admin/tenants/north/numbers/{NUMBER}", {"provider": "twilio", "channels": ["sms", "mms"]})
+    return api.admin("POST", "/v1/admin/tenants/north/api-keys")["key"]
+
+
+def twilio_post(api: Api, path: str, params: dict[str, str]) -> Any:
+    signature = twilio_signature(AUTH_TOKEN, api.base + path, params)
+    return api.call("POST", path, data=params, headers={"X-Twilio-Signature": signature})
+
+
+def inbound(api: Api, sid: str, body: str, contact: str = CONTACT) -> None:
+    resp = twilio_post(api, "/webhooks/twilio", {"MessageSid": sid, "AccountSid": ACCOUNT_SID, "From": contact, "To": NUMBER, "Body": body, "NumMedia": "0"})
+    assert resp.status_code == 200, resp.text
+    assert "<Response" in resp.text
+
+
+class Dashboard:
+    """A dispatcher's WebSocket on the stack's WebSocket API."""
+
+    def __init__(self, stack: Stack, key: str) -> None:
+        assert stack.ws is not None
+        self.ws = connect(f"{stack.ws.url}/?token={key}", open_timeout=30)
+        self.events: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for message in self.ws:
+                self.events.append(json.loads(message))
+        except Exception:  # noqa: BLE001 - closed
+            pass
+
+    def wait(self, what: str, predicate: Any, timeout: float = 30) -> dict[str, Any]:
+        return wait_for(what, lambda: next((e for e in self.events if predicate(e)), None), timeout)
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def no_access_denied(stack: Stack) -> None:
+    denied = stack.access_denied()
+    assert not denied, f"AccessDenied in the stack: {json.dumps(denied, indent=1)[:4000]}"
+
+
+def test_signed_twilio_sms_reaches_the_dashboard_and_the_conversation_list(stack: Stack, api: Api, north: str) -> None:
+    dashboard = Dashboard(stack, north)
+    try:
+        inbound(api, "SM" + "a" * 32, "Smoke on 5th street")
+        event = dashboard.wait("message.received", lambda e: e.get("type") == "message.received")
+        assert event["message"]["body"] == "Smoke on 5th street"
+        assert event["tenant_id"] == "north"
+        convs = wait_for(
+            "the conversation in the list",
+            lambda: [c for c in api.call("GET", "/v1/conversations", north).json()["items"] if c["contact"] == CONTACT],
+        )
+        assert convs[0]["unread_count"] == 1
+        assert convs[0]["last_message"]["body"] == "Smoke on 5th street"
+    finally:
+        dashboard.close()
+    no_access_denied(stack)
+
+
+def message(api: Api, key: str, message_id: str) -> dict[str, Any]:
+    resp = api.call("GET", f"/v1/messages/{message_id}", key)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def sends_to(carrier: CarrierFake, contact: str) -> list[dict[str, str]]:
+    return [r.form() for r in carrier.received(r"/Messages\.json$") if r.form().get("To") == contact]
+
+
+def test_send_goes_through_the_delivery_worker_and_its_status_callback_lands(stack: Stack, api: Api, north: str, carrier: CarrierFake) -> None:
+    contact = "+15555550124"
+    dashboard = Dashboard(stack, north)
+    try:
+        resp = api.call("POST", "/v1/messages", north, json={"channel": "sms", "to": contact, "body": "Units are on the way"})
+        assert resp.status_code == 202, resp.text
+        message_id = resp.json()["id"]
+        sent = wait_for("the sent message", lambda: (m := message(api, north, message_id))["status"] == "sent" and m)
+        forms = sends_to(carrier, contact)
+        assert len(forms) == 1, forms
+        # Twilio's Create Message form (specs/twilio): To, From, Body and a StatusCallback.
+        assert forms[0]["From"] == NUMBER and forms[0]["Body"] == "Units are on the way"
+        assert forms[0]["StatusCallback"] == f"{api.base}/webhooks/twilio/status"
+        status = twilio_post(api, "/webhooks/twilio/status", {"MessageSid": sent["provider_message_id"], "MessageStatus": "delivered", "AccountSid": ACCOUNT_SID, "From": NUMBER, "To": contact})
+        assert status.status_code == 200, status.text
+        wait_for("delivered", lambda: message(api, north, message_id)["status"] == "delivered")
+        dashboard.wait("message.status delivered", lambda e: e.get("type") == "message.status" and e["message"]["status"] == "delivered")
+    finally:
+        dashboard.close()
+    no_access_denied(stack)
+
+
+def test_help_keyword_is_answered_through_the_carrier(stack: Stack, api: Api, north: str, carrier: CarrierFake) -> None:
+    contact = "+15555550125"
+    inbound(api, "SM" + "b" * 32, "HELP", contact)
+    forms = wait_for("the HELP reply at the carrier", lambda: sends_to(carrier, contact))
+    assert forms[0]["From"] == NUMBER
+    assert forms[0]["Body"], forms
+    no_access_denied(stack)
+
+
+FALLBACK = "+15555550199"
+
+
+def test_a_twilio_outage_fails_over_to_voipms(stack: Stack, api: Api, north: str, carrier: CarrierFake) -> None:
+    contact = "+15555550126"
+    carrier.on(
+        "POST",
+        r"/2010-04-01/Accounts/\w+/Messages\.json$",
+        lambda req: (503, {"code": 20500, "message": "Service unavailable", "status": 503})
+        if req.form().get("To") == contact
+        else (201, {"sid": f"SM{len(carrier.requests):032d}", "status": "queued", "account_sid": ACCOUNT_SID}),
+    )
+    carrier.on("POST", r"/voipms/api/v1/rest\.php$", lambda req: (200, {"status": "success", "sms": 70000 + len(carrier.requests)}))
+    api.admin("PUT", "/v1/admin/tenants/north/providers/voipms", {"api_username": "ops@example.org", "api_password": "voipms-api-password-0001", "webhook_secret": "voipms-webhook-secret-0001"})
+    api.admin("PUT", f"/v1/admin/tenants/north/numbers/{FALLBACK}", {"provider": "voipms", "channels": ["sms"]})
+    api.admin("PUT", "/v1/admin/tenants/north/routing", {"sms": ["twilio", "voipms"]})
+    try:
+        resp = api.call("POST", "/v1/messages", north, json={"channel": "sms", "to": contact, "body": "Failover please"})
+        assert resp.status_code == 202, resp.text
+        sent = wait_for("the failed-over send", lambda: (m := message(api, north, resp.json()["id"]))["status"] == "sent" and m, timeout=60)
+        assert sent["provider"] == "voipms", sent
+        assert sent["from"] == FALLBACK
+        assert sent["events"][-1]["note"].startswith(f"failover to voipms from {FALLBACK}: twilio: "), sent
+        voipms = [r.form() for r in carrier.received(r"/voipms/api/v1/rest\.php$") if r.form().get("dst") == contact[2:]]
+        assert len(voipms) == 1, voipms
+        assert len(sends_to(carrier, contact)) >= 1, "Twilio was tried first"
+    finally:
+        api.admin("PUT", "/v1/admin/tenants/north/routing", {})
+    no_access_denied(stack)
+
+
+def test_the_sweeper_requeues_a_job_the_queue_lost(stack: Stack, api: Api, north: str, carrier: CarrierFake) -> None:
+    contact = "+15555550127"
+    mapping = stack.mapping_of("DeliveryWorkerFunction")
+    stack.paused.add(mapping)
+    try:
+        resp = api.call("POST", "/v1/messages", north, json={"channel": "sms", "to": contact, "body": "Lost and found"})
+        assert resp.status_code == 202, resp.text
+        # The job is lost between the outbox and the worker.
+        stack.client("sqs").purge_queue(QueueUrl=stack.resolver.ref("DeliveryQueue"))
+    finally:
+        stack.paused.discard(mapping)
+    time.sleep(4)  # past OMNI_SWEEP_AFTER_SECS
+    assert message(api, north, resp.json()["id"])["status"] == "queued"
+    (schedule,) = stack.schedules_of("OutboxSweeperFunction")
+    outcome = stack.fire_schedule(schedule)
+    assert outcome.done.wait(60)
+    assert outcome.succeeded, outcome.attempts[-1].error
+    assert outcome.attempts[-1].payload["requeued"] >= 1, outcome.attempts[-1].payload
+    wait_for("the swept send", lambda: message(api, north, resp.json()["id"])["status"] == "sent")
+    assert len(sends_to(carrier, contact)) == 1
+    no_access_denied(stack)
+
+
+EMAIL = "alerts@north.example"
+
+
+def test_an_ses_event_from_eventbridge_moves_the_email(stack: Stack, api: Api, north: str, carrier: CarrierFake) -> None:
+    contact = "jane@example.org"
+    carrier.on("POST", r"/ses/v2/email/outbound-emails$", lambda req: (200, {"MessageId": f"0100019a-stack-{len(carrier.requests):06d}"}))
+    api.admin("PUT", "/v1/admin/tenants/north/providers/ses", {"access_key_id": "AKIASTACKTESTING", "secret_access_key": "stack-test-ses-secret-access-key", "region": "us-east-1"})
+    api.admin("PUT", f"/v1/admin/tenants/north/numbers/{EMAIL}", {"provider": "ses", "channels": ["email"]})
+    resp = api.call("POST", "/v1/messages", north, json={"channel": "email", "from": EMAIL, "to": contact, "body": "Units are on their way"})
+    assert resp.status_code == 202, resp.text
+    message_id = resp.json()["id"]
+    sent = wait_for("the SES send", lambda: (m := message(api, north, message_id))["status"] == "sent" and m)
+    event = json.loads((stack.template_path.parent / "events" / "ses-events.json").read_text())
+    event["detail"]["mail"].update({"messageId": sent["provider_message_id"], "source": EMAIL, "destination": [contact]})
+    event["detail"]["mail"]["tags"]["omni_message_id"] = [message_id]
+    (outcome,) = stack.put_event(event)
+    assert outcome.done.wait(60)
+    assert outcome.succeeded, outcome.attempts[-1].error
+    wait_for("delivered", lambda: message(api, north, message_id)["status"] == "delivered")
+    no_access_denied(stack)
+
+
+VMU_NUMBER = "+15555550101"
+VMU_SECRET = "voicemeup-callback-secret-0001"
+
+
+def test_voicemeup_split_mms_halves_in_concurrent_invocations_merge_once(stack: Stack, api: Api, north: str) -> None:
+    api.admin("PUT", "/v1/admin/tenants/north/providers/voicemeup", {"username": "north-dispatch", "auth_token": "voicemeup-auth-token-0001", "webhook_secret": VMU_SECRET})
+    api.admin("PUT", f"/v1/admin/tenants/north/numbers/{VMU_NUMBER}", {"provider": "voicemeup", "channels": ["sms", "mms"]})
+    contact = "15555550128"
+
+    def half(sms_hash: str, text: str, attachment: tuple[str, str]) -> dict[str, str]:
+        return {"sms_hash": sms_hash, "source_number": contact, "destination_number": VMU_NUMBER[1:], "datetime_transmission": "2026-12-01 12:00:00", "direction": "inbound", "message": text, "attachment": attachment[0], "attachment_mime_type": attachment[1]}
+
+    halves = [
+        half("v1", "see attached", ("https://clients.voicemeup.com/files/0001.mms.html", "text/html")),
+        half("v2", "", ("https://clients.voicemeup.com/files/0001.jpg", "image/jpeg")),
+    ]
+    before = {f.logical_id: f.invocations for f in stack.functions.values()}
+    answers: list[Any] = [None, None]
+    barrier = threading.Barrier(2)
+
+    def post(i: int) -> None:
+        barrier.wait()
+        answers[i] = api.call("POST", f"/webhooks/voicemeup?secret={VMU_SECRET}", json=halves[i])
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [(a.status_code, a.text) for a in answers] == [(200, "ok"), (200, "ok")]
+    assert stack.functions["WebhookVoicemeupFunction"].invocations - before["WebhookVoicemeupFunction"] == 2
+
+    def merged() -> list[dict[str, Any]]:
+        convs = [c for c in api.call("GET", "/v1/conversations", north).json()["items"] if c["contact"] == f"+{contact}"]
+        if not convs:
+            return []
+        return api.call("GET", f"/v1/conversations/{convs[0]['id']}/messages", north).json()["items"]
+
+    messages = wait_for("the merged MMS", merged)
+    time.sleep(4)  # past OMNI_VOICEMEUP_MMS_WAIT_SECS: a half delivered alone would show now
+    messages = merged()
+    assert len(messages) == 1, messages
+    assert messages[0]["provider_message_id"] == "v1+v2"
+    assert messages[0]["body"] == "see attached"
+    assert [m["url"] for m in messages[0]["media"]] == ["https://clients.voicemeup.com/files/0001.jpg"]
+    no_access_denied(stack)
