@@ -67,6 +67,7 @@ class Dashboard:
 
 
 def no_access_denied(stack: Stack) -> None:
+    """No function met an AccessDenied, and every request was within its policies' resources."""
     denied = stack.access_denied()
     assert not denied, f"AccessDenied in the stack: {json.dumps(denied, indent=1)[:4000]}"
 

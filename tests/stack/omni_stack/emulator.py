@@ -43,6 +43,8 @@ class GoneException(JsonRESTError):
 _connections: dict[str, Callable[[bytes], None]] = {}
 _connections_lock = threading.Lock()
 _deleted: list[str] = []
+# Every request moto authorised while enforcing: what the resource check reads.
+authorised: list[dict[str, object]] = []
 
 
 def register_connection(connection_id: str, send: Callable[[bytes], None]) -> None:
@@ -95,6 +97,26 @@ def _patch_moto() -> None:
             del self._get_action
 
     responses._authenticate_and_authorize_normal_action = as_manage_connections
+
+    from moto.iam import access_control
+
+    check = access_control.IAMRequest.check_action_permitted
+
+    def recording(self, resource: str) -> None:  # noqa: ANN001
+        check(self, resource)
+        credential = self._headers["Authorization"].split("Credential=")[1].split("/")[0]
+        authorised.append(
+            {
+                "key": credential,
+                "action": self._action,
+                "method": self._method,
+                "path": self._path,
+                "body": self._body,
+                "data": self._data,
+            }
+        )
+
+    access_control.IAMRequest.check_action_permitted = recording
 
 
 class _Quiet(WSGIRequestHandler):

@@ -201,7 +201,8 @@ class WebSocketApi:
         holder: dict[str, Any] = {}
 
         async def process_request(connection: Any, request: Any) -> Any:
-            connection_id = base64.b64encode(uuid.uuid4().bytes[:9]).decode()
+            # Like API Gateway's: 12 characters of base64, never a slash.
+            connection_id = base64.urlsafe_b64encode(uuid.uuid4().bytes[:9]).decode()
             connection.omni_id = connection_id
             url = urlsplit(request.path)
             query = dict(parse_qsl(url.query, keep_blank_values=True))

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from . import emulator as emu
 from . import template as tpl
 from .emulator import Emulator
+from .policies import allowed, resources_of
 from .gateway import HttpApi, WebSocketApi, compile_route
 from .runtime import Function, Result
 
@@ -232,6 +234,9 @@ class Stack:
                 iam.put_role_policy(RoleName=name, PolicyName=policy["PolicyName"], PolicyDocument=json.dumps(moto_policy(policy["PolicyDocument"])))
             for managed in _managed_arns(props):
                 iam.attach_role_policy(RoleName=name, PolicyArn=managed)
+                version = iam.get_policy(PolicyArn=managed)["Policy"]["DefaultVersionId"]
+                document = iam.get_policy_version(PolicyArn=managed, VersionId=version)["PolicyVersion"]["Document"]
+                docs.append(json.loads(document) if isinstance(document, str) else document)
             self.role_documents[logical] = docs
 
     def _create_functions(self) -> None:
@@ -544,13 +549,35 @@ class Stack:
         assert self.emulator is not None
         return self.emulator.client(service)
 
-    def access_denied(self) -> dict[str, list[str]]:
-        """Each function's log lines that name an AccessDenied, and the pollers' errors."""
+    def resource_violations(self) -> dict[str, list[str]]:
+        """Requests moto let through (it matches only the action) that the function's policies
+        do not allow on the resource they address."""
+        keys = {c["aws_access_key_id"]: f for f, c in self.role_credentials.items()}
+        ws_api = self.ws.api_id if self.ws else None
+        stage = self.ws.stage if self.ws else "prod"
         found: dict[str, list[str]] = {}
+        for request in list(emu.authorised):
+            function = keys.get(str(request["key"]))
+            if function is None:
+                continue
+            documents = self.role_documents[self.functions[function].role_logical]  # type: ignore[attr-defined]
+            for action, resource in resources_of(request, ws_api, stage):
+                if not allowed(documents, action, resource):
+                    entry = f"{action} on {resource}"
+                    if entry not in found.setdefault(function, []):
+                        found[function].append(entry)
+        return found
+
+    def access_denied(self) -> dict[str, list[str]]:
+        """Each function's log lines that name an AccessDenied, the pollers' errors, and the
+        requests whose resource the function's policies do not cover."""
+        found: dict[str, list[str]] = {}
+        for function, entries in self.resource_violations().items():
+            found[function] = [f"AccessDenied (resource): {e}" for e in entries]
         for logical, function in self.functions.items():
             lines = [line for line in function.lines if "AccessDenied" in line or "not authorized" in line]
             if lines:
-                found[logical] = lines
+                found.setdefault(logical, []).extend(lines)
         pollers = [e for e in self.poller_errors if "AccessDenied" in e or "not authorized" in e]
         if pollers:
             found["event source mappings"] = pollers
