@@ -83,6 +83,7 @@ impl World {
                 ..Default::default()
             },
             breakers: Default::default(),
+            media_store: None,
         };
         let app = omni_api::full_app(
             AppState {

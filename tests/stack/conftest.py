@@ -64,6 +64,7 @@ def stack(request: pytest.FixtureRequest, carrier: CarrierFake, tmp_path_factory
         "OMNI_VOIPMS_API_URL": f"{carrier.url}/voipms/api/v1/rest.php",
         "OMNI_VOICEMEUP_API_URL": f"{carrier.url}/voicemeup/api/v1.1/json",
         "OMNI_SES_API_URL": f"{carrier.url}/ses",
+        "OMNI_WHATSAPP_API_URL": f"{carrier.url}/v21.0",
         "OMNI_RETRY_BASE_MS": "300",
         "OMNI_RETRY_MAX_MS": "1000",
         "OMNI_RETRY_MAX_ATTEMPTS": "2",

@@ -253,3 +253,47 @@ def test_voicemeup_split_mms_halves_in_concurrent_invocations_merge_once(stack: 
     assert messages[0]["body"] == "see attached"
     assert [m["url"] for m in messages[0]["media"]] == ["https://clients.voicemeup.com/files/0001.jpg"]
     no_access_denied(stack)
+
+
+WA_PHONE_ID = "200000000000002"
+WA_NUMBER = "+15555550102"
+WA_APP_SECRET = "stack-test-whatsapp-app-secret-01"
+WA_TOKEN = "stack-test-whatsapp-access-token-01"
+
+
+def test_whatsapp_media_over_lambdas_response_limit_come_through_a_signed_link(stack: Stack, api: Api, north: str, carrier: CarrierFake) -> None:
+    import hashlib
+    import hmac
+    import os
+
+    photo = os.urandom(8 * 1024 * 1024)
+    media_id = "300000000000003"
+    carrier.on("GET", rf"/v21.0/{media_id}$", lambda req: (200, {"messaging_product": "whatsapp", "id": media_id, "mime_type": "image/jpeg", "url": f"{carrier.url}/lookaside/{media_id}"}))
+    carrier.on("GET", rf"/lookaside/{media_id}$", lambda req: (200, photo) if req.headers.get("authorization") == f"Bearer {WA_TOKEN}" else (401, {}))
+    api.admin("PUT", "/v1/admin/tenants/north/providers/whatsapp", {"phone_number_id": WA_PHONE_ID, "access_token": WA_TOKEN, "app_secret": WA_APP_SECRET, "verify_token": "stack-test-verify-token-0001"})
+    api.admin("PUT", f"/v1/admin/tenants/north/numbers/{WA_NUMBER}", {"provider": "whatsapp", "channels": ["whatsapp"]})
+    body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "100", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": WA_NUMBER[1:], "phone_number_id": WA_PHONE_ID},
+        "contacts": [{"profile": {"name": "Jane Example"}, "wa_id": "15555550129"}],
+        "messages": [{"from": "15555550129", "id": "wamid.BIGPHOTO", "timestamp": str(int(time.time())), "type": "image",
+                      "image": {"id": media_id, "mime_type": "image/jpeg", "sha256": "x", "caption": "the scene"}}]}}]}]})
+    signature = "sha256=" + hmac.new(WA_APP_SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
+    resp = api.call("POST", "/webhooks/whatsapp", data=body, headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature})
+    assert resp.status_code == 200, resp.text
+
+    def photo_message() -> Any:
+        convs = [c for c in api.call("GET", "/v1/conversations", north).json()["items"] if c["contact"] == "+15555550129"]
+        return convs and api.call("GET", f"/v1/conversations/{convs[0]['id']}/messages", north).json()["items"]
+
+    (received,) = wait_for("the WhatsApp photo", photo_message)
+    resp = api.call("GET", f"/v1/messages/{received['id']}/media/0", north, allow_redirects=False)
+    # Through the response it would be 8 MB base64'd: over Lambda's 6 MB, a 502.
+    assert resp.status_code == 307, (resp.status_code, resp.text[:200])
+    link = resp.headers["Location"]
+    assert "X-Amz-Signature=" in link and "X-Amz-Expires=300" in link, link
+    fetched = api.session.get(link, timeout=60)
+    assert fetched.status_code == 200, fetched.text[:300]
+    assert fetched.content == photo
+    assert fetched.headers["Content-Type"] == "image/jpeg"
+    no_access_denied(stack)

@@ -71,6 +71,7 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
         platform: platform_credentials(),
         settings,
         breakers: Default::default(),
+        media_store: None,
     };
 
     let admin_token = match &config.admin_token {
@@ -227,6 +228,7 @@ mod tests {
             platform: Default::default(),
             settings: Default::default(),
             breakers: Default::default(),
+            media_store: None,
         };
         AppState {
             services,

@@ -197,12 +197,14 @@ async fn get_media(
 fn media_response(content: MediaContent) -> Response {
     let content_type = content
         .content_type
-        .and_then(|t| HeaderValue::from_str(&t).ok())
+        .as_deref()
+        .and_then(|t| HeaderValue::from_str(t).ok())
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    let inline = ["image/", "audio/", "video/"]
-        .iter()
-        .any(|p| content_type.as_bytes().starts_with(p.as_bytes()));
-    let disposition = if inline { "inline" } else { "attachment" };
+    let disposition = if content.shown_inline() {
+        "inline"
+    } else {
+        "attachment"
+    };
     (
         [
             (header::CONTENT_TYPE, content_type),

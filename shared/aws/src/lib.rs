@@ -1,8 +1,8 @@
 //! Omni's ports on AWS: [`TenantStore`](omni_core::ports::TenantStore),
 //! [`MessageStore`](omni_core::ports::MessageStore) and WebSocket connections on one DynamoDB
 //! table, [`SecretStore`](omni_core::ports::SecretStore) on Secrets Manager, the
-//! [`Queue`](omni_core::ports::Queue) on SQS, and [`Push`](omni_core::ports::Push) through the
-//! API Gateway management API.
+//! [`Queue`](omni_core::ports::Queue) on SQS, [`Push`](omni_core::ports::Push) through the
+//! API Gateway management API, and [`MediaStore`](omni_core::ports::MediaStore) on S3.
 //!
 //! # The table
 //!
@@ -43,6 +43,7 @@
 
 mod connections;
 mod item;
+mod media;
 mod messages;
 mod parts;
 mod queue;
@@ -59,6 +60,7 @@ use omni_core::ports::StoreError;
 
 pub use aws_types::SdkConfig;
 pub use connections::ApiGatewayPush;
+pub use media::S3MediaStore;
 pub use secrets::SecretCache;
 
 /// Where the backend's resources are: read once at start-up from the environment.
@@ -189,7 +191,7 @@ pub async fn sdk_config() -> SdkConfig {
 }
 
 /// A non-empty environment variable.
-fn env_value(name: &str) -> Option<String> {
+pub(crate) fn env_value(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 

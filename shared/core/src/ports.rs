@@ -396,6 +396,21 @@ pub struct PushEvent {
     pub at: DateTime<Utc>,
 }
 
+/// Objects handed out through short-lived signed URLs: media too large to pass through a
+/// response (Lambda's responses stop at 6 MB). On AWS an S3 bucket.
+#[async_trait]
+pub trait MediaStore: Send + Sync {
+    /// Stores `content` under `key` and returns a URL that fetches it, without any other
+    /// credential, for `ttl`. Media types a browser would run (anything but pictures, sound and
+    /// video) are served as attachments.
+    async fn publish(
+        &self,
+        key: &str,
+        content: &crate::providers::MediaContent,
+        ttl: std::time::Duration,
+    ) -> StoreResult<String>;
+}
+
 /// Fan-out to a tenant's connected dashboards (WebSocket hub, or API Gateway connections).
 #[async_trait]
 pub trait Push: Send + Sync {

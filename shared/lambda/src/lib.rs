@@ -38,6 +38,10 @@ pub struct LambdaConfig {
     /// Secrets Manager id of the admin token (the admin function).
     #[arg(long, env = "OMNI_ADMIN_TOKEN_SECRET")]
     pub admin_token_secret: Option<String>,
+    /// S3 bucket where media too large for a Lambda response are published (the functions
+    /// that serve media); unset: such media cannot be served.
+    #[arg(long, env = "OMNI_MEDIA_BUCKET")]
+    pub media_bucket: Option<String>,
     /// Seconds tenant credentials stay cached in memory.
     #[arg(long, env = "OMNI_SECRET_TTL_SECS", default_value_t = 300)]
     pub secret_ttl_secs: u64,
@@ -115,6 +119,10 @@ impl Omni {
             platform: platform_credentials(),
             settings: config.service.settings(config.public_url.clone()),
             breakers: Default::default(),
+            media_store: config.media_bucket.as_ref().map(|bucket| {
+                Arc::new(omni_aws::S3MediaStore::new(sdk, bucket.clone()))
+                    as Arc<dyn omni_core::ports::MediaStore>
+            }),
         };
         Ok(Omni {
             services,

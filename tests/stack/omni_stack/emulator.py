@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import threading
+from datetime import datetime, timedelta, timezone
 from typing import Callable
+from urllib.parse import parse_qsl, urlparse
 
 # Before moto is imported: AWS managed policies (AWSLambdaBasicExecutionRole, the SQS poller's
 # AWSLambdaSQSQueueExecutionRole, ...) exist only when loaded.
@@ -23,7 +25,7 @@ from moto import settings  # noqa: E402
 from moto.apigatewaymanagementapi import models as mgmt_models  # noqa: E402
 from moto.apigatewaymanagementapi import responses as mgmt_responses  # noqa: E402
 from moto.core.authorization import ActionAuthenticatorMixin  # noqa: E402
-from moto.core.exceptions import JsonRESTError  # noqa: E402
+from moto.core.exceptions import AccessDeniedError, JsonRESTError  # noqa: E402
 from moto.server import DomainDispatcherApplication, create_backend_app  # noqa: E402
 from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: E402
 
@@ -100,7 +102,7 @@ def _patch_moto() -> None:
 
     from moto.iam import access_control
 
-    check = access_control.IAMRequest.check_action_permitted
+    check = access_control.IAMRequestBase.check_action_permitted
 
     def recording(self, resource: str) -> None:  # noqa: ANN001
         check(self, resource)
@@ -116,7 +118,37 @@ def _patch_moto() -> None:
             }
         )
 
-    access_control.IAMRequest.check_action_permitted = recording
+    access_control.IAMRequestBase.check_action_permitted = recording
+
+    # moto's IAM layer reads the Authorization header, which a presigned URL does not have.
+    # A presigned GET is authorised here as its signer: within its expiry, with the signer's
+    # policies allowing s3:GetObject on the object. (The signature itself is the AWS SDK's
+    # presigner's, not re-derived.)
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    s3_auth = ActionAuthenticatorMixin._authenticate_and_authorize_s3_action
+
+    def presigned(self, bucket_name=None, key_name=None) -> None:  # noqa: ANN001
+        query = dict(parse_qsl(urlparse(self.uri).query))
+        if "Authorization" in self.headers or "X-Amz-Signature" not in query or not settings.INITIAL_NO_AUTH_ACTION_COUNT == 0:
+            return s3_auth(self, bucket_name, key_name)
+        signed = datetime.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        if datetime.now(timezone.utc) > signed + timedelta(seconds=int(query["X-Amz-Expires"])):
+            raise AccessDeniedError(user_arn="presigned", action="s3:GetObject")
+        key_id = query["X-Amz-Credential"].split("/")[0]
+        access_key = access_control.create_access_key(
+            account_id=self.current_account,
+            partition="aws",
+            access_key_id=key_id,
+            headers={"X-Amz-Security-Token": query.get("X-Amz-Security-Token", "")},
+        )
+        resource = f"arn:aws:s3:::{bucket_name}/{key_name}"
+        results = [access_control.IAMPolicy(p).is_action_permitted("s3:GetObject", resource) for p in access_key.collect_policies()]
+        if access_control.PermissionResult.DENIED in results or access_control.PermissionResult.PERMITTED not in results:
+            raise AccessDeniedError(user_arn=key_id, action="s3:GetObject")
+        authorised.append({"key": key_id, "action": "s3:GetObject", "method": "GET", "path": f"/{bucket_name}/{key_name}", "body": b"", "data": {}})
+
+    ActionAuthenticatorMixin._authenticate_and_authorize_s3_action = presigned
 
 
 class _Quiet(WSGIRequestHandler):

@@ -80,6 +80,10 @@ def resources_of(request: dict[str, Any], ws_api: str | None, ws_stage: str) -> 
         url = body.get("QueueUrl") or (request["data"] or {}).get("QueueUrl", [""])
         url = url[0] if isinstance(url, list) else url
         return [(action, f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{url.rstrip('/').split('/')[-1]}")] if url else [(action, "*")]
+    if service == "s3":
+        # Path-style requests (the emulator's): /<bucket>/<key>.
+        path = unquote(str(request["path"]).split("?")[0]).lstrip("/")
+        return [(action, f"arn:aws:s3:::{path}")]
     if service == "execute-api":
         connection = unquote(str(request["path"]).split("/@connections/")[-1])
         return [(action, f"arn:aws:execute-api:{REGION}:{ACCOUNT_ID}:{ws_api}/{ws_stage}/{request['method']}/@connections/{connection}")]

@@ -678,6 +678,21 @@ pub struct MediaContent {
     pub bytes: Vec<u8>,
 }
 
+impl MediaContent {
+    /// Whether a browser may show it in place: pictures, sound and video only. Anything else
+    /// (HTML, SVG is an image but scriptable, PDF, …) is a download, so a contact's file can
+    /// never run as a page of the site that serves it.
+    pub fn shown_inline(&self) -> bool {
+        self.content_type.as_deref().is_some_and(|t| {
+            let t = t.to_ascii_lowercase();
+            ["image/", "audio/", "video/"]
+                .iter()
+                .any(|p| t.starts_with(p))
+                && !t.starts_with("image/svg")
+        })
+    }
+}
+
 /// Why a carrier's media item could not be fetched.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MediaError {
@@ -1205,6 +1220,26 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_pictures_sound_and_video_are_shown_inline() {
+        let of = |t: Option<&str>| MediaContent {
+            content_type: t.map(str::to_owned),
+            bytes: vec![],
+        };
+        for shown in ["image/jpeg", "IMAGE/PNG", "audio/ogg", "video/mp4"] {
+            assert!(of(Some(shown)).shown_inline(), "{shown}");
+        }
+        for download in [
+            "text/html",
+            "image/svg+xml",
+            "application/pdf",
+            "application/xhtml+xml",
+        ] {
+            assert!(!of(Some(download)).shown_inline(), "{download}");
+        }
+        assert!(!of(None).shown_inline());
+    }
 
     #[test]
     fn secrets_are_redacted_and_never_debug_printed() {

@@ -1,5 +1,9 @@
 //! Media of a message for a dashboard: a plain link, or the bytes fetched from the carrier
-//! when the carrier keeps them behind its own authentication (WhatsApp's media ids).
+//! when the carrier keeps them behind its own authentication (WhatsApp's media ids); bytes too
+//! large for a Lambda response are published to the media store and handed out as a
+//! short-lived signed link instead.
+
+use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -15,6 +19,14 @@ pub enum MediaDownload {
     /// The bytes, fetched with the tenant's carrier credentials.
     Content(MediaContent),
 }
+
+/// Largest media passed through a response when a media store is configured: Lambda's
+/// responses stop at 6 MB, and the bytes travel base64-encoded (4/3 larger) in the JSON.
+pub const MAX_INLINE_MEDIA_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long a published media item's signed link works: long enough to follow the redirect
+/// and download, short enough that a leaked link soon dies.
+pub const PUBLISHED_MEDIA_TTL: Duration = Duration::from_secs(300);
 
 impl Services {
     /// Media item `index` of one of the tenant's messages. The message is read under the
@@ -59,7 +71,14 @@ impl Services {
             Ok(mut content) => {
                 // The stored type (from the webhook) when the carrier's answer has none.
                 content.content_type = content.content_type.or(media.content_type.clone());
-                Ok(MediaDownload::Content(content))
+                match &self.media_store {
+                    Some(store) if content.bytes.len() > MAX_INLINE_MEDIA_BYTES => {
+                        let key = format!("media/{tenant}/{message_id}/{index}");
+                        let url = store.publish(&key, &content, PUBLISHED_MEDIA_TTL).await?;
+                        Ok(MediaDownload::Link(url))
+                    }
+                    _ => Ok(MediaDownload::Content(content)),
+                }
             }
             Err(MediaError::NotFound) => Err(ServiceError::NotFound("media")),
             Err(other) => Err(ServiceError::MediaUnavailable(other.to_string())),

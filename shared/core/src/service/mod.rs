@@ -11,7 +11,7 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 
 use crate::domain::{DomainError, ProviderKind, TenantId};
-use crate::ports::{MessageStore, Push, Queue, SecretStore, StoreError, TenantStore};
+use crate::ports::{MediaStore, MessageStore, Push, Queue, SecretStore, StoreError, TenantStore};
 use crate::providers::{Credentials, ProviderRegistry};
 
 mod breaker;
@@ -233,6 +233,9 @@ pub struct Services {
     pub settings: ServiceSettings,
     /// Circuit breakers per (tenant, carrier), shared by every clone of these services.
     pub breakers: Arc<CircuitBreakers>,
+    /// Where media too large for a response are published (Lambda); none: served in the
+    /// response whatever their size (`omni serve`).
+    pub media_store: Option<Arc<dyn MediaStore>>,
 }
 
 impl Services {
