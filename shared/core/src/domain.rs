@@ -38,25 +38,25 @@ pub enum DomainError {
 
 /// A two-letter region (ISO 3166-1 alpha-2) used to read numbers written in national format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Region(phonenumber::country::Id);
+pub struct Region(rlibphonenumber::enums::Region);
 
 impl Region {
     /// The region as its two-letter code.
-    pub fn code(&self) -> &str {
-        self.0.as_ref()
+    pub fn code(&self) -> String {
+        self.0.to_string()
     }
 }
 
 impl Default for Region {
     fn default() -> Self {
-        Region(phonenumber::country::Id::US)
+        Region(rlibphonenumber::enums::Region::US)
     }
 }
 
 impl FromStr for Region {
     type Err = DomainError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        phonenumber::country::Id::from_str(&s.trim().to_ascii_uppercase())
+        rlibphonenumber::enums::Region::from_str(&s.trim().to_ascii_uppercase())
             .map(Region)
             .map_err(|_| DomainError::InvalidRegion(s.to_string()))
     }
@@ -64,13 +64,13 @@ impl FromStr for Region {
 
 impl fmt::Display for Region {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.code())
+        fmt::Display::fmt(&self.0, f)
     }
 }
 
 impl Serialize for Region {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.code())
+        s.serialize_str(&self.code())
     }
 }
 
@@ -102,9 +102,13 @@ impl E164 {
         if rest.is_empty() || rest.chars().any(|c| c.is_alphabetic()) {
             return Err(invalid());
         }
-        let parsed = phonenumber::parse(Some(region.0), rest).map_err(|_| invalid())?;
-        let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
-        if !phonenumber::is_valid(&parsed) && !Self::is_nanp_fictional(&e164) {
+        let parsed = rlibphonenumber::PHONE_NUMBER_UTIL
+            .parse(rest, Some(region.0))
+            .map_err(|_| invalid())?;
+        let e164 = parsed
+            .format_as(rlibphonenumber::PhoneNumberFormat::E164)
+            .to_string();
+        if !parsed.is_valid() && !Self::is_nanp_fictional(&e164) {
             return Err(invalid());
         }
         let number = E164(e164);
@@ -136,10 +140,10 @@ impl E164 {
     }
 
     /// Reads a number a carrier put in a webhook. One in E.164 form, or as ten NANP digits,
-    /// is taken as given: the carrier just routed a message to or from it, and
-    /// libphonenumber's metadata costs about 110 ms to load on first use (every regular
-    /// expression of every region is parsed), which a cold Lambda webhook would pay on its
-    /// first invocation. Any other form is parsed and validated as [`E164::parse`] does.
+    /// is taken as given: the carrier just routed a message to or from it, and loading
+    /// libphonenumber's metadata (about 10 ms) is a cost a cold Lambda webhook need not pay
+    /// on its first invocation. Any other form is parsed and validated as [`E164::parse`]
+    /// does.
     pub fn from_carrier(input: &str) -> Result<Self, DomainError> {
         let rest = Self::without_prefix(input.trim());
         if Self::is_canonical(rest) {
