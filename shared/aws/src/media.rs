@@ -1,35 +1,104 @@
 //! [`MediaStore`] on S3: media too large for a Lambda response are put in the stack's media
 //! bucket (encrypted, expired by a lifecycle rule) and handed out as presigned `GetObject`
-//! URLs, signed with the function's own role.
+//! URLs, signed with the function's own role. Two SigV4-signed requests (`aws-sigv4`, the
+//! SDK's signer) over reqwest.
 
-use std::time::Duration;
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use aws_sdk_s3::presigning::PresigningConfig;
-use aws_sdk_s3::primitives::ByteStream;
+use aws_credential_types::provider::ProvideCredentials;
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
+};
+use aws_sigv4::sign::v4;
 use omni_core::ports::{MediaStore, StoreError, StoreResult};
 use omni_core::providers::MediaContent;
 
-use crate::{env_value, sdk_error, SdkConfig};
+use crate::{env_value, SdkConfig};
 
 /// The media bucket.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct S3MediaStore {
-    client: aws_sdk_s3::Client,
-    bucket: String,
+    http: reqwest::Client,
+    credentials: aws_credential_types::provider::SharedCredentialsProvider,
+    region: String,
+    /// `https://<bucket>.s3.<region>.amazonaws.com`, or `<endpoint>/<bucket>` against an
+    /// emulator (`AWS_ENDPOINT_URL`), which serves no per-bucket host names.
+    base: String,
+}
+
+impl std::fmt::Debug for S3MediaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3MediaStore")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(what: &str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("{what}: {error}"))
 }
 
 impl S3MediaStore {
-    /// A store over `bucket`. Against an emulator (`AWS_ENDPOINT_URL`) objects are addressed
-    /// by path, as it serves no per-bucket host names.
-    pub fn new(config: &SdkConfig, bucket: impl Into<String>) -> Self {
-        let conf = aws_sdk_s3::config::Builder::from(config)
-            .force_path_style(env_value("AWS_ENDPOINT_URL").is_some())
-            .build();
-        S3MediaStore {
-            client: aws_sdk_s3::Client::from_conf(conf),
-            bucket: bucket.into(),
-        }
+    /// A store over `bucket`, signing with `config`'s credentials in its region.
+    pub fn new(config: &SdkConfig, http: reqwest::Client, bucket: &str) -> Result<Self, String> {
+        let credentials = config
+            .credentials_provider()
+            .ok_or("no credentials provider")?;
+        let region = config.region().ok_or("no region")?.to_string();
+        let base = match env_value("AWS_ENDPOINT_URL") {
+            Some(endpoint) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+            None => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+        };
+        Ok(S3MediaStore {
+            http,
+            credentials,
+            region,
+            base,
+        })
+    }
+
+    /// Signs `method url` for S3 with `settings`; the headers or query parameters to add.
+    async fn signed(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: SignableBody<'_>,
+        settings: SigningSettings,
+    ) -> StoreResult<(Vec<(String, String)>, Vec<(String, String)>)> {
+        let credentials = self
+            .credentials
+            .provide_credentials()
+            .await
+            .map_err(|e| backend("credentials", e))?;
+        let identity = credentials.into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("s3")
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()
+            .map_err(|e| backend("signing parameters", e))?
+            .into();
+        let request = SignableRequest::new(method, url, headers.iter().copied(), body)
+            .map_err(|e| backend("signable request", e))?;
+        let (instructions, _) = sign(request, &params)
+            .map_err(|e| backend("sign", e))?
+            .into_parts();
+        let (headers, query) = instructions.into_parts();
+        Ok((
+            headers
+                .into_iter()
+                .map(|h| (h.name().to_owned(), h.value().to_owned()))
+                .collect(),
+            query
+                .into_iter()
+                .map(|(k, v): (&str, Cow<'_, str>)| (k.to_owned(), v.into_owned()))
+                .collect(),
+        ))
     }
 }
 
@@ -41,37 +110,60 @@ impl MediaStore for S3MediaStore {
         content: &MediaContent,
         ttl: Duration,
     ) -> StoreResult<String> {
+        let url = format!("{}/{key}", self.base);
+        let content_type = content
+            .content_type
+            .as_deref()
+            .unwrap_or("application/octet-stream");
         let disposition = if content.shown_inline() {
             "inline"
         } else {
             "attachment"
         };
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .body(ByteStream::from(content.bytes.clone()))
-            .content_type(
-                content
-                    .content_type
-                    .as_deref()
-                    .unwrap_or("application/octet-stream"),
+        let headers = [
+            ("content-type", content_type),
+            ("content-disposition", disposition),
+            ("cache-control", "private, max-age=300"),
+        ];
+        let mut settings = SigningSettings::default();
+        // S3 wants the payload's hash in x-amz-content-sha256.
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        let (signing, _) = self
+            .signed(
+                "PUT",
+                &url,
+                &headers,
+                SignableBody::Bytes(&content.bytes),
+                settings,
             )
-            .content_disposition(disposition)
-            .cache_control("private, max-age=300")
-            .send()
-            .await
-            .map_err(|e| sdk_error("PutObject", e))?;
-        let presigning =
-            PresigningConfig::expires_in(ttl).map_err(|e| StoreError::Backend(e.to_string()))?;
-        let request = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .presigned(presigning)
-            .await
-            .map_err(|e| sdk_error("presign GetObject", e))?;
-        Ok(request.uri().to_string())
+            .await?;
+        let mut put = self.http.put(&url).body(content.bytes.clone());
+        for (k, v) in headers.iter().map(|(k, v)| (*k, *v)) {
+            put = put.header(k, v);
+        }
+        for (k, v) in &signing {
+            put = put.header(k, v);
+        }
+        let response = put.send().await.map_err(|e| backend("PutObject", e))?;
+        if !response.status().is_success() {
+            return Err(backend(
+                "PutObject",
+                format!(
+                    "{}: {}",
+                    response.status(),
+                    response.text().await.unwrap_or_default()
+                ),
+            ));
+        }
+
+        let mut settings = SigningSettings::default();
+        settings.signature_location = SignatureLocation::QueryParams;
+        settings.expires_in = Some(ttl);
+        let (_, query) = self
+            .signed("GET", &url, &[], SignableBody::UnsignedPayload, settings)
+            .await?;
+        let mut link = reqwest::Url::parse(&url).map_err(|e| backend("media URL", e))?;
+        link.query_pairs_mut().extend_pairs(query);
+        Ok(link.to_string())
     }
 }

@@ -4,7 +4,9 @@
 //!
 //!     cargo build --release -p webhook-twilio … (every function)
 //!     eval "$(scripts/aws-emulator start)"
-//!     cargo run --release -p omni-lambda --example cold_start -- target/release 7
+//!     cargo run --release -p omni-lambda --example cold_start -- target/release 7 [send,admin]
+//!
+//! The optional third argument names the functions to measure (default: all).
 
 #[path = "../tests/seed.rs"]
 mod seed;
@@ -208,6 +210,9 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().unwrap_or_else(|| "target/release".into()));
     let runs: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(5);
+    let only: Option<Vec<String>> = args
+        .next()
+        .map(|list| list.split(',').map(str::to_owned).collect());
     let (_config, backend, admin_secret) = seed::seeded().await;
     let res = backend.resources().clone();
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
@@ -248,6 +253,12 @@ async fn main() {
     );
     println!("|---|---:|---:|---:|---:|");
     for (function, event_name) in FUNCTIONS {
+        if only
+            .as_ref()
+            .is_some_and(|names| !names.iter().any(|n| n == function))
+        {
+            continue;
+        }
         let binary = dir.join(function);
         let size = std::fs::metadata(&binary)
             .unwrap_or_else(|e| {

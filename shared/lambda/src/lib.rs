@@ -115,14 +115,17 @@ impl Omni {
             messages: Arc::new(backend.clone()),
             queue: Arc::new(backend.clone()),
             push,
-            providers: ProviderRegistry::new(http, &config.service.endpoints(), false),
+            providers: ProviderRegistry::new(http.clone(), &config.service.endpoints(), false),
             platform: platform_credentials(),
             settings: config.service.settings(config.public_url.clone()),
             breakers: Default::default(),
-            media_store: config.media_bucket.as_ref().map(|bucket| {
-                Arc::new(omni_aws::S3MediaStore::new(sdk, bucket.clone()))
-                    as Arc<dyn omni_core::ports::MediaStore>
-            }),
+            media_store: match &config.media_bucket {
+                Some(bucket) => Some(Arc::new(
+                    omni_aws::S3MediaStore::new(sdk, http.clone(), bucket)
+                        .map_err(|e| format!("media bucket: {e}"))?,
+                ) as Arc<dyn omni_core::ports::MediaStore>),
+                None => None,
+            },
         };
         Ok(Omni {
             services,

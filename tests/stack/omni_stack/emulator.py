@@ -178,7 +178,12 @@ class Emulator:
 
         def serialised(environ, start_response):  # noqa: ANN001
             with lock:
-                return list(app(environ, start_response))
+                seen = len(authorised)
+                body = list(app(environ, start_response))
+                # The size of what came back (read units are counted by it).
+                for record in authorised[seen:]:
+                    record["response_bytes"] = sum(len(chunk) for chunk in body)
+                return body
 
         self._server = make_server("127.0.0.1", 0, serialised, threaded=True, request_handler=_Quiet)
         self.endpoint = f"http://127.0.0.1:{self._server.server_port}"

@@ -61,13 +61,16 @@ class _Instance:
                 pass
 
             def _reply(self, status: int, body: bytes = b"{}", headers: dict[str, str] | None = None) -> None:
-                self.send_response(status)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(status)
+                    for k, v in (headers or {}).items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the process was killed while it waited for an event
 
             def do_GET(self) -> None:
                 if not self.path.endswith("/runtime/invocation/next"):
@@ -194,6 +197,9 @@ class Function:
         self._lock = threading.Lock()
         self.lines: list[str] = []
         self.invocations = 0
+        # Each invocation's duration in seconds, as Lambda bills it (from the event handed
+        # over to the response).
+        self.durations: list[float] = []
         self._log_file = open(log_dir / f"{logical_id}.log", "a", encoding="utf-8")
 
     def log(self, line: str) -> None:
@@ -227,8 +233,10 @@ class Function:
             payload=json.dumps(event).encode(),
             deadline_ms=int((time.time() + self.timeout) * 1000),
         )
+        handed = time.monotonic()
         healthy = inst.invoke(inv, self.timeout)
         with self._lock:
+            self.durations.append(time.monotonic() - handed)
             if healthy:
                 self._idle.append(inst)
             else:
