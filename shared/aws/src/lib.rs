@@ -21,7 +21,7 @@
 //! | carrier config | `T#<tenant>` | `P#<provider>` | gsi1: `P#<provider>` / `<tenant>` | a tenant's carriers; tenants of a carrier; names the Secrets Manager secret |
 //! | conversation | `C#<tenant>#<id>` | `C` | gsi1: `CONVS#<tenant>` / `<last at>#<id>` | get; list by recency |
 //! | thread | `TH#<tenant>#<channel>#<contact>` | `TH` | | the conversation of (channel, contact) |
-//! | message | `M#<tenant>#<id>` | `M` | gsi1: `MSGS#<tenant>#<conversation>` / `<created>#<id>`; gsi2 (only while queued): `OUTBOX` / `<updated>#<tenant>#<id>` | get; list a conversation; the sweeper's stranded outbox |
+//! | message | `M#<tenant>#<id>` | `M` | gsi1: `MSGS#<tenant>#<conversation>` / `<created>#<id>`; gsi2 (only while queued): `OUTBOX` / `<due>#<tenant>#<id>` (its last change, or its retry when later) | get; list a conversation; the sweeper's stranded outbox |
 //! | carrier message id | `PM#<tenant>#<provider>#<carrier id>` | `PM` | | dedupe inbound; find a message for a status callback |
 //! | idempotency key | `I#<tenant>#<key>` | `I` | | replay `POST /v1/messages`; TTL 24 h |
 //! | raw webhook | `R#<tenant>#<dedupe key>` | `R` | gsi1: `RAW#<expiry day>` / `<expires at>#…` | dedupe redeliveries; retention (TTL, plus an exact purge) |
