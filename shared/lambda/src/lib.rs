@@ -19,8 +19,8 @@ use omni_core::service::Services;
 use rand::Rng;
 
 pub use handlers::{
-    conversation_updater, delivery_worker, outbox_sweeper, ses_events, signal_poller, ws_connect,
-    ws_disconnect, PollReport, SesEventReport, SweepReport,
+    conversation_updater, delivery_worker, outbox_sweeper, retry_delay, ses_events, signal_poller,
+    ws_connect, ws_disconnect, PollReport, SesEventReport, SweepReport,
 };
 pub use lambda_runtime::Error;
 
@@ -67,6 +67,9 @@ pub struct Omni {
     /// The backend (for the WebSocket connection table and SQS visibility).
     pub backend: AwsBackend,
     admin_token: Secret,
+    /// The carrier HTTP timeout: a queue consumer starts no carrier call that could not
+    /// finish before its invocation's deadline.
+    carrier_timeout: Duration,
 }
 
 impl std::fmt::Debug for Omni {
@@ -104,7 +107,8 @@ impl Omni {
             // Functions that do not serve /v1/admin get a token nobody knows.
             None => Secret::new(hex::encode(rand::thread_rng().gen::<[u8; 32]>())),
         };
-        let http = http_client(Duration::from_millis(config.service.carrier_timeout_ms));
+        let carrier_timeout = Duration::from_millis(config.service.carrier_timeout_ms);
+        let http = http_client(carrier_timeout);
         let services = Services {
             tenants: Arc::new(backend.clone()),
             secrets: Arc::new(backend.clone()),
@@ -120,6 +124,7 @@ impl Omni {
             services,
             backend,
             admin_token,
+            carrier_timeout,
         })
     }
 
