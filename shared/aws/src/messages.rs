@@ -554,9 +554,10 @@ impl MessageStore for AwsBackend {
             ("received_at", s(ts(now))),
             ("expires_at", n(millis(expires_at))),
             ("ttl", n(expires_at.timestamp())),
-            ("gsi1pk", s(raw_bucket(expires_at))),
+            // A keys-only index: the purge needs nothing else, and the body stays out of it.
+            ("gsi3pk", s(raw_bucket(expires_at))),
             (
-                "gsi1sk",
+                "gsi3sk",
                 s(format!("{}#{tenant}#{dedupe_key}", ts(expires_at))),
             ),
         ]));
@@ -987,8 +988,8 @@ impl MessageStore for AwsBackend {
                     .ddb
                     .query()
                     .table_name(&self.resources.table)
-                    .index_name("gsi1")
-                    .key_condition_expression("gsi1pk = :b AND gsi1sk < :upto")
+                    .index_name("gsi3")
+                    .key_condition_expression("gsi3pk = :b AND gsi3sk < :upto")
                     .set_expression_attribute_values(Some(values([
                         (":b", s(&bucket)),
                         (":upto", s(&upto)),
