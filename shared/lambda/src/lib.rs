@@ -138,6 +138,9 @@ impl Omni {
 }
 
 /// Logs as JSON lines on stdout (CloudWatch) at the level `OMNI_LOG` names (default `info`).
+/// Each line inside an invocation carries its request id (`span.requestId`, from the
+/// runtime's span: the JSON format keeps the current span), so one invocation's lines can
+/// be gathered; functions/ses-events/tests/request_id.rs checks it on the real binary.
 /// A plain level, not an `EnvFilter`: the directive parser's regex engine would add about a
 /// megabyte to every function binary.
 pub fn init_tracing() {
