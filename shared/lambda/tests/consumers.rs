@@ -8,10 +8,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
 use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
 use omni_aws::{AwsBackend, SdkConfig};
-use omni_core::domain::{Channel, DeliveryStatus};
+use omni_core::domain::{Channel, DeliveryStatus, ProviderKind, StatusUpdate, WebhookEvent};
 use omni_core::model::NewOutbound;
 use omni_core::ports::{Job, MessageStore};
 use omni_lambda::{retry_delay, LambdaConfig, Omni};
@@ -296,4 +297,65 @@ async fn a_long_retry_after_is_not_cut_short_by_the_sweeper() {
         );
     }
     assert_eq!(status(&w, id).await, DeliveryStatus::Queued);
+}
+
+/// A status callback that beat its send's record is retried with the receive count's backoff:
+/// on its third receive it stays away 8 s, not the 2 s the updater asks (at 2 s a row, the
+/// queue's redrive would dead-letter it within seconds).
+#[tokio::test]
+async fn an_early_status_callback_backs_off_with_its_receive_count() {
+    let w = world("30").await;
+    let sqs = aws_sdk_sqs::Client::new(&w.config);
+    let queue = w.backend.resources().inbound_queue_url.clone();
+    let job = Job::Inbound {
+        tenant_id: tenant(),
+        event: WebhookEvent::Status(StatusUpdate {
+            provider: ProviderKind::Twilio,
+            provider_message_id: "SMnot0recorded0yet000000000000000".into(),
+            status: DeliveryStatus::Delivered,
+            raw_status: "delivered".into(),
+            error_code: None,
+            error_message: None,
+            tenant_number: Some(number(TWILIO_NUMBER)),
+            at: Utc::now(),
+        }),
+    };
+    sqs.send_message()
+        .queue_url(&queue)
+        .message_body(serde_json::to_string(&job).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let receive = |visibility: i32| {
+        sqs.receive_message()
+            .queue_url(&queue)
+            .visibility_timeout(visibility)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+    };
+    // Two receives that failed already (hidden for no time).
+    for _ in 0..2 {
+        assert_eq!(receive(0).await.unwrap().messages().len(), 1);
+    }
+    let third = receive(30).await.unwrap().messages()[0].clone();
+    let mut record = SqsMessage::default();
+    record.message_id = third.message_id().map(str::to_owned);
+    record.receipt_handle = third.receipt_handle().map(str::to_owned);
+    record.body = third.body().map(str::to_owned);
+    for (name, value) in third.attributes().into_iter().flatten() {
+        record
+            .attributes
+            .insert(name.as_str().to_owned(), value.clone());
+    }
+    assert_eq!(record.attributes["ApproximateReceiveCount"], "3");
+
+    let response = omni_lambda::conversation_updater(&w.omni, invocation(vec![record], 30))
+        .await
+        .unwrap();
+    assert_eq!(response.batch_item_failures.len(), 1, "{response:?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        receive(0).await.unwrap().messages().is_empty(),
+        "back after 3 s: the backoff did not grow with the receive count"
+    );
 }
