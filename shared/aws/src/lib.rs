@@ -6,8 +6,10 @@
 //!
 //! # The table
 //!
-//! One table, key `pk` (S) + `sk` (S), two global secondary indexes (`gsi1` on
-//! `gsi1pk`/`gsi1sk`, `gsi2` on `gsi2pk`/`gsi2sk`, both projecting everything), TTL on `ttl`
+//! One table, key `pk` (S) + `sk` (S), three global secondary indexes (`gsi1` on
+//! `gsi1pk`/`gsi1sk` and `gsi2` on `gsi2pk`/`gsi2sk`, both projecting everything their
+//! listings read; `gsi3` on `gsi3pk`/`gsi3sk`, keys only, so raw webhook bodies are never
+//! copied into an index), TTL on `ttl`
 //! (epoch seconds). Every key that holds tenant data starts with the tenant id, so a lookup with
 //! another tenant's id can only miss. High-volume items (messages, conversations, carrier ids,
 //! raw payloads) each get their own partition; a tenant's few settings share `T#<tenant>`.
@@ -21,10 +23,10 @@
 //! | carrier config | `T#<tenant>` | `P#<provider>` | gsi1: `P#<provider>` / `<tenant>` | a tenant's carriers; tenants of a carrier; names the Secrets Manager secret |
 //! | conversation | `C#<tenant>#<id>` | `C` | gsi1: `CONVS#<tenant>` / `<last at>#<id>` | get; list by recency |
 //! | thread | `TH#<tenant>#<channel>#<contact>` | `TH` | | the conversation of (channel, contact) |
-//! | message | `M#<tenant>#<id>` | `M` | gsi1: `MSGS#<tenant>#<conversation>` / `<created>#<id>`; gsi2 (only while queued): `OUTBOX` / `<updated>#<tenant>#<id>` | get; list a conversation; the sweeper's stranded outbox |
+//! | message | `M#<tenant>#<id>` | `M` | gsi1: `MSGS#<tenant>#<conversation>` / `<created>#<id>`; gsi2 (only while queued): `OUTBOX` / `<due>#<tenant>#<id>` (its last change, or its retry when later) | get; list a conversation; the sweeper's stranded outbox |
 //! | carrier message id | `PM#<tenant>#<provider>#<carrier id>` | `PM` | | dedupe inbound; find a message for a status callback |
 //! | idempotency key | `I#<tenant>#<key>` | `I` | | replay `POST /v1/messages`; TTL 24 h |
-//! | raw webhook | `R#<tenant>#<dedupe key>` | `R` | gsi1: `RAW#<expiry day>` / `<expires at>#…` | dedupe redeliveries; retention (TTL, plus an exact purge) |
+//! | raw webhook | `R#<tenant>#<dedupe key>` | `R` | gsi3 (keys only): `RAW#<expiry day>` / `<expires at>#…` | dedupe redeliveries; retention (TTL, plus an exact purge) |
 //! | opt-out | `O#<tenant>#<contact>` | `O` | | STOP / START |
 //! | split-message pair | `MP#<tenant>#<provider>#<key>` | `MP` | gsi2 (only while the sweep must look at it): `PARTS` / `<due>#<tenant>#<provider>#<key>` | merge a carrier's two halves (conditional writes); give up on a lone half when due; TTL 1 day |
 //! | WebSocket connection | `WS#<tenant>` | `<connection id>` | | a tenant's dashboards (TTL 2 h) |

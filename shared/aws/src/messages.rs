@@ -144,13 +144,16 @@ fn message_item(tenant: &TenantId, m: &Message) -> StoreResult<Item> {
     ]));
     if m.status == DeliveryStatus::Queued {
         item.insert("gsi2pk".into(), s(OUTBOX));
-        item.insert("gsi2sk".into(), s(outbox_key(tenant, m)));
+        item.insert("gsi2sk".into(), s(outbox_key(tenant, m, None)));
     }
     Ok(item)
 }
 
-fn outbox_key(tenant: &TenantId, m: &Message) -> String {
-    format!("{}#{tenant}#{}", ts(m.updated_at), m.id)
+/// A queued message's place in the outbox index: when the sweeper may first think it lost,
+/// its last change or, after a retry, when that retry is due if later.
+fn outbox_key(tenant: &TenantId, m: &Message, retry_at: Option<DateTime<Utc>>) -> String {
+    let due = retry_at.map_or(m.updated_at, |at| at.max(m.updated_at));
+    format!("{}#{tenant}#{}", ts(due), m.id)
 }
 
 fn page_size(limit: usize) -> usize {
@@ -186,12 +189,14 @@ impl AwsBackend {
 
     /// Writes a changed message (status, errors, carrier ids, events) if nobody changed it since
     /// version `ver` was read; a status write also requires the rank not to go backwards.
-    /// Releases any delivery claim; keeps the message in the outbox index only while queued.
+    /// Releases any delivery claim; keeps the message in the outbox index only while queued
+    /// (keyed by `retry_at` when a retry is due later than now).
     fn message_update_op(
         &self,
         tenant: &TenantId,
         m: &Message,
         ver: i64,
+        retry_at: Option<DateTime<Utc>>,
     ) -> StoreResult<TransactWriteItem> {
         let mut vals = values([
             (":doc", json(m)?),
@@ -206,7 +211,7 @@ impl AwsBackend {
         if m.status == DeliveryStatus::Queued {
             expression.push_str(", gsi2pk = :ob, gsi2sk = :obk REMOVE claim_until");
             vals.insert(":ob".into(), s(OUTBOX));
-            vals.insert(":obk".into(), s(outbox_key(tenant, m)));
+            vals.insert(":obk".into(), s(outbox_key(tenant, m, retry_at)));
         } else {
             expression.push_str(" REMOVE claim_until, gsi2pk, gsi2sk");
         }
@@ -432,11 +437,13 @@ impl AwsBackend {
     }
 
     /// Read-modify-write of a message under its version, retried when a concurrent write wins.
-    /// `change` returns `None` to leave the message as it is.
+    /// `change` returns `None` to leave the message as it is; `retry_at` is when a queued
+    /// message's next attempt is due (see [`outbox_key`]).
     async fn modify_message<F>(
         &self,
         tenant: &TenantId,
         id: Uuid,
+        retry_at: Option<DateTime<Utc>>,
         mut change: F,
         extra: impl Fn(&Message) -> StoreResult<Vec<TransactWriteItem>>,
     ) -> StoreResult<Message>
@@ -453,7 +460,7 @@ impl AwsBackend {
             let Some(changed) = change(message.clone()) else {
                 return Ok(message);
             };
-            let mut ops = vec![self.message_update_op(tenant, &changed, ver)?];
+            let mut ops = vec![self.message_update_op(tenant, &changed, ver, retry_at)?];
             ops.extend(extra(&changed)?);
             if self.transact(ops).await? {
                 return Ok(changed);
@@ -547,9 +554,10 @@ impl MessageStore for AwsBackend {
             ("received_at", s(ts(now))),
             ("expires_at", n(millis(expires_at))),
             ("ttl", n(expires_at.timestamp())),
-            ("gsi1pk", s(raw_bucket(expires_at))),
+            // A keys-only index: the purge needs nothing else, and the body stays out of it.
+            ("gsi3pk", s(raw_bucket(expires_at))),
             (
-                "gsi1sk",
+                "gsi3sk",
                 s(format!("{}#{tenant}#{dedupe_key}", ts(expires_at))),
             ),
         ]));
@@ -613,6 +621,7 @@ impl MessageStore for AwsBackend {
             .modify_message(
                 tenant,
                 id,
+                None,
                 |mut message| {
                     changed = message.apply_status_update(u, Utc::now());
                     changed.then_some(message)
@@ -710,6 +719,7 @@ impl MessageStore for AwsBackend {
         self.modify_message(
             tenant,
             id,
+            None,
             |mut message| {
                 message.record_sent(r, failover, Utc::now());
                 Some(message)
@@ -732,10 +742,12 @@ impl MessageStore for AwsBackend {
         id: Uuid,
         error_code: Option<&str>,
         error: &str,
+        retry_at: DateTime<Utc>,
     ) -> StoreResult<Message> {
         self.modify_message(
             tenant,
             id,
+            Some(retry_at),
             |mut message| {
                 message.record_retry(error_code, error, Utc::now());
                 Some(message)
@@ -755,6 +767,7 @@ impl MessageStore for AwsBackend {
         self.modify_message(
             tenant,
             id,
+            None,
             |mut message| {
                 message.record_failed(error_code, error, Utc::now());
                 Some(message)
@@ -975,8 +988,8 @@ impl MessageStore for AwsBackend {
                     .ddb
                     .query()
                     .table_name(&self.resources.table)
-                    .index_name("gsi1")
-                    .key_condition_expression("gsi1pk = :b AND gsi1sk < :upto")
+                    .index_name("gsi3")
+                    .key_condition_expression("gsi3pk = :b AND gsi3sk < :upto")
                     .set_expression_attribute_values(Some(values([
                         (":b", s(&bucket)),
                         (":upto", s(&upto)),

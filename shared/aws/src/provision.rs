@@ -59,23 +59,19 @@ fn key_schema(hash: &str, range: &str) -> StoreResult<Vec<KeySchemaElement>> {
     ])
 }
 
-fn index(name: &str) -> StoreResult<GlobalSecondaryIndex> {
+fn index(name: &str, projection: ProjectionType) -> StoreResult<GlobalSecondaryIndex> {
     GlobalSecondaryIndex::builder()
         .index_name(name)
         .set_key_schema(Some(key_schema(
             &format!("{name}pk"),
             &format!("{name}sk"),
         )?))
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::All)
-                .build(),
-        )
+        .projection(Projection::builder().projection_type(projection).build())
         .build()
         .map_err(|e| sdk_error("GlobalSecondaryIndex", e))
 }
 
-/// Creates the table (with both indexes and TTL) and the four queues, all named after
+/// Creates the table (with its three indexes and TTL) and the four queues, all named after
 /// `prefix`, and returns where they are.
 pub async fn create_resources(
     config: &crate::SdkConfig,
@@ -87,14 +83,17 @@ pub async fn create_resources(
         .table_name(&table)
         .billing_mode(BillingMode::PayPerRequest)
         .set_attribute_definitions(Some(
-            ["pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"]
-                .into_iter()
-                .map(attr)
-                .collect::<StoreResult<_>>()?,
+            [
+                "pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "gsi3pk", "gsi3sk",
+            ]
+            .into_iter()
+            .map(attr)
+            .collect::<StoreResult<_>>()?,
         ))
         .set_key_schema(Some(key_schema("pk", "sk")?))
-        .global_secondary_indexes(index("gsi1")?)
-        .global_secondary_indexes(index("gsi2")?)
+        .global_secondary_indexes(index("gsi1", ProjectionType::All)?)
+        .global_secondary_indexes(index("gsi2", ProjectionType::All)?)
+        .global_secondary_indexes(index("gsi3", ProjectionType::KeysOnly)?)
         .send()
         .await
         .map_err(|e| sdk_error("CreateTable", e))?;

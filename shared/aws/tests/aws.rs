@@ -294,3 +294,45 @@ async fn concurrent_messages_to_one_conversation_are_all_counted() {
         .unwrap();
     assert_eq!(stored.last_message.unwrap().id, newest.id);
 }
+
+/// A raw webhook's body (a carrier's payload, with the contact's words) is stored once, in
+/// the table: no index copies it (the purge lists raw items through a keys-only index), and
+/// the purge still finds them there.
+#[tokio::test]
+async fn raw_webhook_bodies_are_not_copied_into_any_index() {
+    let (config, b) = fresh().await;
+    let tenant = new_tenant_id("raw");
+    let expires = Utc::now() - chrono::TimeDelta::seconds(1);
+    assert!(b
+        .save_raw_webhook(
+            &tenant,
+            ProviderKind::Twilio,
+            "SM-raw-1",
+            b"Body=secret+words",
+            expires
+        )
+        .await
+        .unwrap());
+    let ddb = aws_sdk_dynamodb::Client::new(&config);
+    let mut listed = 0;
+    for index in ["gsi1", "gsi2", "gsi3"] {
+        let items = ddb
+            .scan()
+            .table_name(&b.resources().table)
+            .index_name(index)
+            .send()
+            .await
+            .unwrap()
+            .items
+            .unwrap_or_default();
+        for item in items {
+            assert!(
+                !item.contains_key("body"),
+                "{index} holds a raw body: {item:?}"
+            );
+            listed += 1;
+        }
+    }
+    assert_eq!(listed, 1, "the raw item is listed once, for the purge");
+    assert_eq!(b.purge_expired(Utc::now()).await.unwrap(), 1);
+}

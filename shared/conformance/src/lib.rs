@@ -43,7 +43,7 @@ impl<T: TenantStore + SecretStore + MessageStore + Queue> Backend for T {}
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, numbers_route_and_conflict, api_keys_resolve_by_hash, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, numbers_route_and_conflict, api_keys_resolve_by_hash, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,6 +72,7 @@ pub async fn run_all<B: Backend>(backend: &B) {
     delivery_outcomes_are_recorded(backend).await;
     failover_sends_record_sender_and_note(backend).await;
     stranded_outbound_is_found(backend).await;
+    retries_are_not_stranded_before_due(backend).await;
     conversations_page_newest_first(backend).await;
     messages_page_newest_first(backend).await;
     starring_keeps_counts_exact(backend).await;
@@ -1238,9 +1239,15 @@ pub async fn claims_are_exclusive_and_counted<B: Backend>(b: &B) {
         "held"
     );
 
-    b.record_retry(&tenant, m.id, Some("20429"), "Too Many Requests")
-        .await
-        .unwrap();
+    b.record_retry(
+        &tenant,
+        m.id,
+        Some("20429"),
+        "Too Many Requests",
+        Utc::now(),
+    )
+    .await
+    .unwrap();
     let second = b
         .claim_delivery(&tenant, m.id, LEASE)
         .await
@@ -1333,7 +1340,13 @@ pub async fn delivery_outcomes_are_recorded<B: Backend>(b: &B) {
         .unwrap()
         .unwrap();
     let r = b
-        .record_retry(&tenant, m.id, Some("503"), "carrier unavailable")
+        .record_retry(
+            &tenant,
+            m.id,
+            Some("503"),
+            "carrier unavailable",
+            Utc::now(),
+        )
         .await
         .unwrap();
     assert_eq!(r.status, DeliveryStatus::Queued);
@@ -1342,7 +1355,7 @@ pub async fn delivery_outcomes_are_recorded<B: Backend>(b: &B) {
     assert!(r.updated_at > m.updated_at, "updated_at is touched");
     assert_eq!(r.events, m.events, "a retry is not a transition");
     let r2 = b
-        .record_retry(&tenant, m.id, None, "timeout")
+        .record_retry(&tenant, m.id, None, "timeout", Utc::now())
         .await
         .unwrap();
     assert_eq!(
@@ -1401,7 +1414,7 @@ pub async fn delivery_outcomes_are_recorded<B: Backend>(b: &B) {
         .await
         .is_err());
     assert!(b
-        .record_retry(&tenant, Uuid::now_v7(), None, "x")
+        .record_retry(&tenant, Uuid::now_v7(), None, "x", Utc::now())
         .await
         .is_err());
     assert!(b
@@ -1447,7 +1460,7 @@ pub async fn stranded_outbound_is_found<B: Backend>(b: &B) {
     assert_eq!(found, vec![stale.id]);
 
     // A released claim makes it stranded again once old enough.
-    b.record_retry(&tenant, claimed.id, None, "timeout")
+    b.record_retry(&tenant, claimed.id, None, "timeout", Utc::now())
         .await
         .unwrap();
     let later = Utc::now() + TimeDelta::seconds(1);
@@ -1459,6 +1472,63 @@ pub async fn stranded_outbound_is_found<B: Backend>(b: &B) {
     assert!(
         b.stranded_outbound(later, 1).await.unwrap().len() <= 1,
         "limit"
+    );
+}
+
+/// A retry due later than the sweeper's threshold (a carrier's 60 s `Retry-After`) keeps the
+/// message out of the stranded list until it is due: the sweeper must not send it early, and
+/// twice.
+pub async fn retries_are_not_stranded_before_due<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let old = Utc::now() - TimeDelta::minutes(10);
+    let (m, _) = b
+        .create_outbound(&tenant, &outbound(&new_number(), &new_number(), "s", old))
+        .await
+        .unwrap();
+    b.claim_delivery(&tenant, m.id, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let due = Utc::now() + TimeDelta::seconds(60);
+    b.record_retry(&tenant, m.id, Some("429"), "Too Many Requests", due)
+        .await
+        .unwrap();
+    let (ours, id) = (&tenant, m.id);
+    let stranded = |before| async move {
+        b.stranded_outbound(before, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .any(|(t, found)| &t == ours && found == id)
+    };
+    // What the sweeper asks 30 s after the retry was recorded: not yet.
+    assert!(
+        !stranded(Utc::now() + TimeDelta::seconds(1)).await,
+        "before due"
+    );
+    assert!(
+        !stranded(due - TimeDelta::seconds(1)).await,
+        "just before due"
+    );
+    assert!(stranded(due + TimeDelta::seconds(1)).await, "after due");
+
+    // A retry due at once (a short backoff) is stranded as soon as it is untouched.
+    b.claim_delivery(&tenant, m.id, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    b.record_retry(
+        &tenant,
+        m.id,
+        None,
+        "timeout",
+        Utc::now() - TimeDelta::seconds(5),
+    )
+    .await
+    .unwrap();
+    assert!(
+        stranded(Utc::now() + TimeDelta::seconds(1)).await,
+        "short delay"
     );
 }
 
@@ -1732,7 +1802,10 @@ pub async fn tenants_are_isolated<B: Backend>(b: &B) {
         .record_sent(x, out.id, &sent("SM-hijack"), None)
         .await
         .is_err());
-    assert!(b.record_retry(x, out.id, None, "x").await.is_err());
+    assert!(b
+        .record_retry(x, out.id, None, "x", Utc::now())
+        .await
+        .is_err());
     assert!(b.record_failed(x, out.id, None, "x").await.is_err());
     assert_eq!(
         b.apply_status(

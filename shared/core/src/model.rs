@@ -269,8 +269,8 @@ impl Message {
         self.updated_at = now;
     }
 
-    /// Records a transient failure: the message stays queued for another attempt. Touching
-    /// `updated_at` keeps the sweeper off it until the retry is due.
+    /// Records a transient failure: the message stays queued for another attempt (the store
+    /// keeps when it is due, so the sweeper leaves it alone until then).
     pub fn record_retry(&mut self, error_code: Option<&str>, error: &str, now: DateTime<Utc>) {
         self.error_code = error_code.map(str::to_owned);
         self.error_message = Some(error.to_owned());

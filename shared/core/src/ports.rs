@@ -148,13 +148,15 @@ pub trait MessageStore: Send + Sync {
     ) -> StoreResult<Message>;
 
     /// Releases the claim after a transient failure, keeping the message queued, and records the
-    /// last error.
+    /// last error and when the next attempt is due (`retry_at`): until then the message is not
+    /// stranded, however long the delay (a carrier's `Retry-After`, a late backoff step).
     async fn record_retry(
         &self,
         tenant: &TenantId,
         id: Uuid,
         error_code: Option<&str>,
         error: &str,
+        retry_at: DateTime<Utc>,
     ) -> StoreResult<Message>;
 
     /// Marks the message failed for good with the carrier's code and reason; releases the claim.
@@ -166,7 +168,8 @@ pub trait MessageStore: Send + Sync {
         error: &str,
     ) -> StoreResult<Message>;
 
-    /// Queued messages with no live claim, last touched before `before`: the sweeper's work.
+    /// Queued messages with no live claim, last touched before `before` and, after a retry,
+    /// whose next attempt was due before `before`: the sweeper's work.
     async fn stranded_outbound(
         &self,
         before: DateTime<Utc>,

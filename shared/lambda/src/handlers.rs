@@ -2,14 +2,15 @@
 //! EventBridge events and the WebSocket routes. HTTP functions need none: they run the API
 //! routers as they are.
 
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
-use lambda_runtime::LambdaEvent;
+use futures::future::join_all;
+use lambda_runtime::{Context, LambdaEvent};
 use omni_core::ports::Job;
 use omni_core::providers::signal::SignalAdapter;
 use omni_core::service::{JobError, ServiceError};
@@ -18,15 +19,63 @@ use tracing::{error, info, warn};
 
 use crate::{Error, Omni};
 
-/// Runs each job of an SQS batch; the ones to retry are reported back so SQS redelivers only
-/// them, after the delay the service asked for (through the visibility timeout; after the
-/// queue's receive limit SQS moves them to the dead-letter queue). A job that can never
-/// succeed is dead-lettered at once, with its reason.
-async fn consume(omni: &Omni, queue_url: &str, event: SqsEvent) -> SqsBatchResponse {
+/// Time kept back from an invocation's deadline to answer Lambda with the batch's failures.
+const ANSWER_MARGIN: Duration = Duration::from_secs(2);
+/// The first redelivery delay of a failed record; it doubles with each receive.
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+/// The longest redelivery delay (SQS allows 12 hours; a quarter of an hour keeps a recovered
+/// dependency from waiting long).
+const LONGEST_RETRY: Duration = Duration::from_secs(900);
+
+/// How long a failed record stays invisible before its next receive: what the job asked for,
+/// and at least a delay doubling with each receive (2 s, 4 s, 8 s, ... up to 15 minutes), so
+/// a transient failure (a storage hiccup, a status callback that beat its send's record) is
+/// retried over minutes before the queue's redrive (`maxReceiveCount`) dead-letters it.
+pub fn retry_delay(asked: Duration, receive_count: u32) -> Duration {
+    let doubling = FIRST_RETRY.saturating_mul(1u32 << receive_count.saturating_sub(1).min(20));
+    asked.max(doubling).min(LONGEST_RETRY)
+}
+
+/// When the invocation is stopped, from the context's deadline (epoch milliseconds); `None`
+/// when the context names none (a test's default context).
+fn invocation_deadline(context: &Context) -> Option<Instant> {
+    if context.deadline == 0 {
+        return None;
+    }
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let left = u64::try_from(u128::from(context.deadline).saturating_sub(now_ms)).unwrap_or(0);
+    Some(Instant::now() + Duration::from_millis(left))
+}
+
+/// Runs the jobs of an SQS batch concurrently, so one slow carrier cannot starve the rest of
+/// the invocation's time; the ones to retry are reported back so SQS redelivers only them,
+/// after the delay the service asked for and the receive count's backoff (through the
+/// visibility timeout; after the queue's receive limit SQS moves them to the dead-letter
+/// queue). A job that can never succeed is dead-lettered at once, with its reason. A record
+/// still running close to the deadline is reported failed rather than lose the whole batch's
+/// answer, and no carrier call starts unless it can finish before then.
+async fn consume(omni: &Omni, queue_url: &str, event: LambdaEvent<SqsEvent>) -> SqsBatchResponse {
+    let deadline = invocation_deadline(&event.context);
+    let answer_by = deadline.map(|d| d.checked_sub(ANSWER_MARGIN).unwrap_or(d));
+    let calls_until = answer_by.and_then(|d| d.checked_sub(omni.carrier_timeout));
+    let records = &event.payload.records;
+    let outcomes = join_all(records.iter().map(|record| async move {
+        let run = consume_one(omni, queue_url, record, calls_until);
+        match answer_by {
+            Some(at) => tokio::time::timeout_at(at.into(), run)
+                .await
+                .unwrap_or_else(|_| Err("not done before the invocation's deadline".into())),
+            None => run.await,
+        }
+    }))
+    .await;
     let mut response = SqsBatchResponse::default();
-    for record in event.records {
-        let id = record.message_id.clone().unwrap_or_default();
-        if let Err(reason) = consume_one(omni, queue_url, &record).await {
+    for (record, outcome) in records.iter().zip(outcomes) {
+        if let Err(reason) = outcome {
+            let id = record.message_id.clone().unwrap_or_default();
             warn!(message_id = %id, reason = %reason, "job will be retried");
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = id;
@@ -36,14 +85,28 @@ async fn consume(omni: &Omni, queue_url: &str, event: SqsEvent) -> SqsBatchRespo
     response
 }
 
-async fn consume_one(omni: &Omni, queue_url: &str, record: &SqsMessage) -> Result<(), String> {
+fn receive_count(record: &SqsMessage) -> u32 {
+    record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
+async fn consume_one(
+    omni: &Omni,
+    queue_url: &str,
+    record: &SqsMessage,
+    calls_until: Option<Instant>,
+) -> Result<(), String> {
     let body = record.body.as_deref().unwrap_or_default();
     // Not a job of ours: retrying cannot help, so SQS's redrive will dead-letter it.
     let job: Job = serde_json::from_str(body).map_err(|e| format!("not a job: {e}"))?;
-    match omni.services.handle_job(&job).await {
+    match omni.services.handle_job_within(&job, calls_until).await {
         Ok(()) => Ok(()),
-        Err(JobError::Retry(delay, reason)) => {
+        Err(JobError::Retry(asked, reason)) => {
             if let Some(receipt) = &record.receipt_handle {
+                let delay = retry_delay(asked, receive_count(record));
                 if let Err(e) = omni
                     .backend
                     .redeliver_after(queue_url, receipt, delay)
@@ -71,7 +134,7 @@ pub async fn conversation_updater(
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
     let queue = omni.backend.resources().inbound_queue_url.clone();
-    Ok(consume(omni, &queue, event.payload).await)
+    Ok(consume(omni, &queue, event).await)
 }
 
 /// `delivery-worker`: hands queued messages to their carrier, with the retry policy.
@@ -80,7 +143,7 @@ pub async fn delivery_worker(
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
     let queue = omni.backend.resources().delivery_queue_url.clone();
-    Ok(consume(omni, &queue, event.payload).await)
+    Ok(consume(omni, &queue, event).await)
 }
 
 /// What a sweep did.

@@ -19,8 +19,8 @@ use omni_core::service::Services;
 use rand::Rng;
 
 pub use handlers::{
-    conversation_updater, delivery_worker, outbox_sweeper, ses_events, signal_poller, ws_connect,
-    ws_disconnect, PollReport, SesEventReport, SweepReport,
+    conversation_updater, delivery_worker, outbox_sweeper, retry_delay, ses_events, signal_poller,
+    ws_connect, ws_disconnect, PollReport, SesEventReport, SweepReport,
 };
 pub use lambda_runtime::Error;
 
@@ -71,6 +71,9 @@ pub struct Omni {
     /// The backend (for the WebSocket connection table and SQS visibility).
     pub backend: AwsBackend,
     admin_token: Secret,
+    /// The carrier HTTP timeout: a queue consumer starts no carrier call that could not
+    /// finish before its invocation's deadline.
+    carrier_timeout: Duration,
 }
 
 impl std::fmt::Debug for Omni {
@@ -108,7 +111,8 @@ impl Omni {
             // Functions that do not serve /v1/admin get a token nobody knows.
             None => Secret::new(hex::encode(rand::thread_rng().gen::<[u8; 32]>())),
         };
-        let http = http_client(Duration::from_millis(config.service.carrier_timeout_ms));
+        let carrier_timeout = Duration::from_millis(config.service.carrier_timeout_ms);
+        let http = http_client(carrier_timeout);
         let services = Services {
             tenants: Arc::new(backend.clone()),
             secrets: Arc::new(backend.clone()),
@@ -131,6 +135,7 @@ impl Omni {
             services,
             backend,
             admin_token,
+            carrier_timeout,
         })
     }
 
@@ -144,6 +149,9 @@ impl Omni {
 }
 
 /// Logs as JSON lines on stdout (CloudWatch) at the level `OMNI_LOG` names (default `info`).
+/// Each line inside an invocation carries its request id (`span.requestId`, from the
+/// runtime's span: the JSON format keeps the current span), so one invocation's lines can
+/// be gathered; functions/ses-events/tests/request_id.rs checks it on the real binary.
 /// A plain level, not an `EnvFilter`: the directive parser's regex engine would add about a
 /// megabyte to every function binary.
 pub fn init_tracing() {

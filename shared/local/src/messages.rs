@@ -501,6 +501,7 @@ impl MessageStore for SqliteBackend {
         id: Uuid,
         error_code: Option<&str>,
         error: &str,
+        retry_at: DateTime<Utc>,
     ) -> StoreResult<Message> {
         let (tenant, code, error) = (
             tenant.clone(),
@@ -511,6 +512,11 @@ impl MessageStore for SqliteBackend {
             let mut message = message_for_update(tx, &tenant, id)?;
             message.record_retry(code.as_deref(), &error, Utc::now());
             update_message(tx, &message)?;
+            tx.exec(
+                "UPDATE messages SET retry_at = ?2 WHERE id = ?1",
+                params![id.to_string(), ts(retry_at)],
+            )
+            .map_err(db)?;
             reload_message(tx, &tenant, id)
         })
         .await
@@ -547,7 +553,8 @@ impl MessageStore for SqliteBackend {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT m.tenant_id, m.id FROM messages m
-                     WHERE m.status = 'queued' AND m.updated_at < ?1
+                     WHERE m.status = 'queued'
+                         AND MAX(m.updated_at, COALESCE(m.retry_at, '')) < ?1
                          AND (m.claim_until IS NULL OR m.claim_until <= ?2)
                          AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.message_id = m.id)
                      ORDER BY m.updated_at, m.id

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{TimeDelta, Utc};
 use tracing::{info, instrument, warn};
 use uuid::Uuid;
 
@@ -15,6 +15,8 @@ use crate::domain::{
 use crate::model::{Failover, Message};
 use crate::ports::Job;
 use crate::providers::{Credentials, MessagingProviderAdapter};
+
+const YEAR: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
 fn not_configured(message: String) -> SendError {
     SendError::permanent(Some("channel_not_configured".into()), message)
@@ -58,12 +60,16 @@ impl Services {
     /// a carrier whose circuit breaker is open, or where the tenant has no number or
     /// configuration for the channel, is passed over without a call. The switch is noted in
     /// the message's `sent` event, and its `from` becomes the number it went out from.
+    ///
+    /// No carrier call starts after `calls_until` (see [`Services::handle_job_within`]): the
+    /// carriers not reached yet wait for the retry.
     #[instrument(skip_all, fields(tenant_id = %tenant, message_id = %id))]
     pub(super) async fn deliver(
         &self,
         job: &Job,
         tenant: &TenantId,
         id: Uuid,
+        calls_until: Option<Instant>,
     ) -> Result<DeliveryOutcome, JobError> {
         let Some(claim) = self
             .messages
@@ -107,6 +113,11 @@ impl Services {
         let mut position = first;
         while position < chain.carriers.len() {
             let provider = chain.carriers[position];
+            if calls_until.is_some_and(|until| Instant::now() > until) {
+                retry_later = true;
+                passed_over.push(format!("{provider}: no time left for a carrier call"));
+                break;
+            }
             let policy = &self.settings.breaker;
             let skip = if !self
                 .breakers
@@ -349,8 +360,12 @@ impl Services {
         if let SendError::Transient { retry_after, .. } = &error {
             if attempt < max_attempts {
                 let delay = policy.delay(attempt, *retry_after);
+                // Recorded so the sweeper does not mistake a delay longer than its threshold for
+                // a lost job (a year bounds a carrier's absurd Retry-After).
+                let retry_at =
+                    Utc::now() + TimeDelta::from_std(delay.min(YEAR)).unwrap_or(TimeDelta::zero());
                 self.messages
-                    .record_retry(tenant, message.id, error.code(), error.message())
+                    .record_retry(tenant, message.id, error.code(), error.message(), retry_at)
                     .await
                     .map_err(ServiceError::from)?;
                 self.queue

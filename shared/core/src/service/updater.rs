@@ -38,6 +38,18 @@ const GENERIC_HELP: &str = "You are texting a dispatch service. Reply STOP to op
 impl Services {
     /// Runs one queued job (conversation updater or delivery worker).
     pub async fn handle_job(&self, job: &Job) -> Result<(), JobError> {
+        self.handle_job_within(job, None).await
+    }
+
+    /// Runs one queued job in a process that is stopped at a deadline (a Lambda invocation):
+    /// a delivery starts no carrier call after `calls_until`, since a call cut off by the
+    /// stop may have reached the carrier without its answer being recorded (a second send);
+    /// the message is retried instead.
+    pub async fn handle_job_within(
+        &self,
+        job: &Job,
+        calls_until: Option<std::time::Instant>,
+    ) -> Result<(), JobError> {
         match job {
             Job::Inbound {
                 tenant_id,
@@ -57,7 +69,10 @@ impl Services {
             Job::Deliver {
                 tenant_id,
                 message_id,
-            } => self.deliver(job, tenant_id, *message_id).await.map(|_| ()),
+            } => self
+                .deliver(job, tenant_id, *message_id, calls_until)
+                .await
+                .map(|_| ()),
         }
     }
 
