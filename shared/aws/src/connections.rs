@@ -2,6 +2,10 @@
 //! the table (with a TTL, as API Gateway drops a connection after two hours), and [`Push`]
 //! through `PostToConnection`, forgetting connections that answer 410 Gone.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 use omni_core::domain::TenantId;
@@ -13,6 +17,12 @@ use crate::{error_code, sdk_error, AwsBackend};
 
 /// API Gateway closes a WebSocket connection after two hours at most.
 const CONNECTION_TTL: TimeDelta = TimeDelta::hours(2);
+
+/// How long a tenant's connection list is reused between pushes. One flow pushes two or three
+/// events in a row (the message, its conversation); reading the list once for them saves a
+/// DynamoDB query per event. A dashboard that connects within this window misses at most the
+/// events of that window, which its first listing after connecting shows anyway.
+const CONNECTIONS_REUSE: Duration = Duration::from_secs(1);
 
 fn tenant_connections(tenant: &TenantId) -> String {
     format!("WS#{tenant}")
@@ -79,6 +89,8 @@ impl AwsBackend {
 pub struct ApiGatewayPush {
     backend: AwsBackend,
     client: aws_sdk_apigatewaymanagement::Client,
+    /// Each tenant's connections as last read, and when ([`CONNECTIONS_REUSE`]).
+    recent: Arc<Mutex<HashMap<TenantId, (Instant, Vec<String>)>>>,
 }
 
 impl ApiGatewayPush {
@@ -91,6 +103,33 @@ impl ApiGatewayPush {
         ApiGatewayPush {
             backend,
             client: aws_sdk_apigatewaymanagement::Client::from_conf(conf),
+            recent: Arc::default(),
+        }
+    }
+
+    /// The tenant's connections: the list read less than [`CONNECTIONS_REUSE`] ago, or a
+    /// fresh read.
+    async fn connections(&self, tenant: &TenantId) -> StoreResult<Vec<String>> {
+        if let Some((at, list)) = self.lock().get(tenant) {
+            if at.elapsed() < CONNECTIONS_REUSE {
+                return Ok(list.clone());
+            }
+        }
+        let list = self.backend.connections(tenant).await?;
+        self.lock()
+            .insert(tenant.clone(), (Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, (Instant, Vec<String>)>> {
+        // A panic while holding it leaves the map as it was: still usable.
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops a gone connection from the reused list too.
+    fn forget(&self, tenant: &TenantId, connection: &str) {
+        if let Some((_, list)) = self.lock().get_mut(tenant) {
+            list.retain(|c| c != connection);
         }
     }
 }
@@ -100,7 +139,7 @@ impl Push for ApiGatewayPush {
     async fn push(&self, event: &PushEvent) -> StoreResult<()> {
         let frame = serde_json::to_vec(event).map_err(|e| StoreError::Backend(e.to_string()))?;
         let mut failed = None;
-        for connection in self.backend.connections(&event.tenant_id).await? {
+        for connection in self.connections(&event.tenant_id).await? {
             let sent = self
                 .client
                 .post_to_connection()
@@ -112,6 +151,7 @@ impl Push for ApiGatewayPush {
                 Ok(_) => debug!(connection, "pushed"),
                 Err(e) if error_code(&e) == Some("GoneException") => {
                     debug!(connection, "connection gone, forgetting it");
+                    self.forget(&event.tenant_id, &connection);
                     self.backend.remove_connection(&connection).await?;
                 }
                 // One broken dashboard must not keep the others from hearing: try them all,
