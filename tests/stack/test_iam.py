@@ -5,6 +5,7 @@ admin token from every function but the admin API."""
 from __future__ import annotations
 
 import fnmatch
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -178,3 +179,27 @@ def test_every_resource_scoped_statement_names_this_stack_and_covers_what_the_co
         for name, value in env.items():
             if name.endswith("_QUEUE_URL") or name.endswith("_DLQ_URL"):
                 assert value.rsplit("/", 1)[-1] in {q.rsplit(":", 1)[-1] for q in queues}, (function, name, value)
+
+
+def test_an_ses_event_the_function_keeps_failing_lands_in_the_on_failure_destination(carrier: CarrierFake, tmp_path: Path) -> None:
+    """EventBridge invokes ses-events asynchronously: after two retries the event goes to the
+    on-failure destination (an SQS queue, alarmed), not nowhere."""
+    edit = drop_statement("SesEventsFunction", grants("dynamodb:GetItem"))
+    stack = make_stack("iam-ses-events-failing", tmp_path, {}, template_edit=edit)
+    try:
+        event = json.loads((stack.template_path.parent / "events" / "ses-events.json").read_text())
+        (outcome,) = stack.put_event(event)
+        assert outcome.done.wait(60)
+        assert len(outcome.attempts) == 3, [a.error for a in outcome.attempts]
+        assert not outcome.succeeded
+        destination = stack.resolver.get_att("SesEventsDeadLetterQueue", "Arn")
+        assert outcome.destination == destination
+        queue = stack.resolver.ref("SesEventsDeadLetterQueue")
+        got = stack.client("sqs").receive_message(QueueUrl=queue, MaxNumberOfMessages=1).get("Messages", [])
+        assert got, "nothing in the on-failure destination"
+        record = json.loads(got[0]["Body"])
+        assert record["requestContext"]["condition"] == "RetriesExhausted"
+        assert record["requestPayload"]["detail"]["mail"]["messageId"] == event["detail"]["mail"]["messageId"]
+        assert "SesEventsFunction" in stack.access_denied()
+    finally:
+        stack.down()
