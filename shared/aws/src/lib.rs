@@ -58,6 +58,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use omni_core::domain::TenantId;
 use omni_core::ports::StoreError;
 
 pub use aws_types::SdkConfig;
@@ -113,7 +114,18 @@ pub struct AwsBackend {
     secrets: aws_sdk_secretsmanager::Client,
     resources: Arc<AwsResources>,
     cache: Arc<SecretCache>,
+    /// Messages as this instance last claimed them, with their version: the write that
+    /// records the claimed attempt's outcome tries that version first instead of reading the
+    /// message again (a stale one only fails the conditional write, which then reads).
+    claimed:
+        Arc<std::sync::Mutex<std::collections::HashMap<(TenantId, uuid::Uuid), ClaimedMessage>>>,
 }
+
+/// A claimed message and its version (see `AwsBackend::claimed`).
+type ClaimedMessage = (omni_core::model::Message, i64);
+
+/// Claimed messages remembered at most: a worker holds a batch's worth at a time.
+const CLAIMED_KEPT: usize = 256;
 
 impl std::fmt::Debug for AwsBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -136,6 +148,7 @@ impl AwsBackend {
             secrets: aws_sdk_secretsmanager::Client::new(config),
             resources: Arc::new(resources),
             cache: Arc::new(SecretCache::new(DEFAULT_SECRET_TTL)),
+            claimed: Arc::default(),
         }
     }
 
@@ -148,6 +161,28 @@ impl AwsBackend {
     /// The resources this backend uses.
     pub fn resources(&self) -> &AwsResources {
         &self.resources
+    }
+
+    /// Remembers a message as just claimed (see `claimed`).
+    pub(crate) fn remember_claim(
+        &self,
+        tenant: &TenantId,
+        message: omni_core::model::Message,
+        ver: i64,
+    ) {
+        let mut claimed = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
+        if claimed.len() >= CLAIMED_KEPT {
+            claimed.clear();
+        }
+        claimed.insert((tenant.clone(), message.id), (message, ver));
+    }
+
+    /// Takes back a message remembered as claimed, if any.
+    pub(crate) fn take_claim(&self, tenant: &TenantId, id: uuid::Uuid) -> Option<ClaimedMessage> {
+        self.claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(tenant.clone(), id))
     }
 
     /// The DynamoDB client (shared with [`ApiGatewayPush`]).

@@ -249,6 +249,51 @@ impl AwsBackend {
         Ok(self.get_item(opt_out_key(tenant, contact)).await?.is_some())
     }
 
+    /// A conversation's item and whether `contact` opted out of the tenant, in one
+    /// strongly consistent `BatchGetItem`.
+    async fn conversation_and_opt_out(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        contact: &str,
+    ) -> StoreResult<(Option<Item>, bool)> {
+        let conversation = conversation_key(tenant, id);
+        let mut pending = Some(
+            KeysAndAttributes::builder()
+                .consistent_read(true)
+                .keys(conversation.clone())
+                .keys(opt_out_key(tenant, contact))
+                .build()
+                .map_err(|e| sdk_error("BatchGetItem", e))?,
+        );
+        let (mut found, mut opted_out) = (None, false);
+        while let Some(keys) = pending.take() {
+            let out = self
+                .ddb
+                .batch_get_item()
+                .request_items(&self.resources.table, keys)
+                .send()
+                .await
+                .map_err(|e| sdk_error("BatchGetItem", e))?;
+            for item in out
+                .responses
+                .and_then(|mut r| r.remove(&self.resources.table))
+                .unwrap_or_default()
+            {
+                if item.get("pk") == conversation.get("pk") {
+                    found = Some(item);
+                } else {
+                    opted_out = true;
+                }
+            }
+            pending = out
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.resources.table))
+                .filter(|k| !k.keys.is_empty());
+        }
+        Ok((found, opted_out))
+    }
+
     /// Which of `contacts` opted out of this tenant (batched reads).
     async fn opted_out_among(
         &self,
@@ -294,10 +339,44 @@ impl AwsBackend {
         Ok(found)
     }
 
+    /// Stores a new outbound message (see `MessageStore::create_outbound`): `Some` when it
+    /// was created, holding its conversation as the write left it when `with_conversation`.
+    async fn write_outbound(
+        &self,
+        tenant: &TenantId,
+        m: &NewOutbound,
+        with_conversation: bool,
+    ) -> StoreResult<(Message, Option<Option<Conversation>>)> {
+        let guard = m.idempotency_key.as_ref().map(|k| {
+            let mut g = key(format!("I#{tenant}#{k}"), "I");
+            g.insert("ttl".into(), n((m.at + IDEMPOTENCY_TTL).timestamp()));
+            g
+        });
+        let message = Message::queued(tenant, m, Uuid::nil());
+        match self
+            .write_new_message(tenant, message, &m.to, 0, guard, with_conversation)
+            .await?
+        {
+            Written::Stored(stored) => {
+                let (message, conversation) = *stored;
+                Ok((message, Some(conversation)))
+            }
+            Written::Duplicate(existing) => {
+                let first = get_uuid(&existing, "message_id")?;
+                let (message, _) = self
+                    .load_message(tenant, first)
+                    .await?
+                    .ok_or_else(|| corrupt("idempotency key without message"))?;
+                Ok((message, None))
+            }
+        }
+    }
+
     /// Stores a new message and, in the same transaction, creates or updates its conversation
     /// (thread lookup, `unread` added, last message moved only forward) and puts `guard` (the
-    /// carrier id or idempotency item) unless it exists. Reads the conversation back only when
-    /// `reload` asks (two reads a caller may not need).
+    /// carrier id or idempotency item) unless it exists. With `reload`, also returns the
+    /// conversation as the write left it: computed, not read back (every conversation write
+    /// moves `ver`, and this one was conditional on it), plus the contact's opt-out (one read).
     async fn write_new_message(
         &self,
         tenant: &TenantId,
@@ -314,6 +393,10 @@ impl AwsBackend {
                 back_off(attempt).await;
             }
             let mut ops = Vec::new();
+            // The conversation as this write leaves it: its versioned write succeeding means
+            // nobody changed it in between, so it need not be read again.
+            let after: Item;
+            let mut opted_out = None;
             let conversation_id = match self.get_item(thread.clone()).await? {
                 None => {
                     let id = Uuid::now_v7();
@@ -343,16 +426,34 @@ impl AwsBackend {
                     if let Some(body) = &message.body {
                         conv.insert("last_body".into(), s(body));
                     }
+                    after = conv.clone();
                     ops.push(self.put_op(conv, Some("attribute_not_exists(pk)"), None)?);
                     id
                 }
                 Some(th) => {
                     let id = get_uuid(&th, "conversation_id")?;
-                    let conv = self
-                        .get_item(conversation_key(tenant, id))
-                        .await?
-                        .ok_or_else(|| corrupt("thread without conversation"))?;
+                    let conv = if reload {
+                        // The contact's opt-out, for the conversation returned, in the same read.
+                        let (conv, opted) = self
+                            .conversation_and_opt_out(tenant, id, contact.as_str())
+                            .await?;
+                        opted_out = Some(opted);
+                        conv
+                    } else {
+                        self.get_item(conversation_key(tenant, id)).await?
+                    }
+                    .ok_or_else(|| corrupt("thread without conversation"))?;
                     let ver = get_n(&conv, "ver")?;
+                    let mut next = conv.clone();
+                    next.insert(
+                        "tenant_number".into(),
+                        s(tenant_number(&message, contact).as_str()),
+                    );
+                    next.insert("ver".into(), n(ver + 1));
+                    next.insert(
+                        "unread".into(),
+                        n(get_n(&conv, "unread").unwrap_or(0) + unread),
+                    );
                     let mut vals = values([
                         (":tn", s(tenant_number(&message, contact).as_str())),
                         (":ver", n(ver)),
@@ -378,14 +479,28 @@ impl AwsBackend {
                             (":lkey", s(&new_key)),
                             (":order", s(order_key(message.created_at, id))),
                         ]));
+                        for (name, value) in [
+                            ("last_id", s(message.id.to_string())),
+                            ("last_dir", s(message.direction.as_str())),
+                            ("last_at", s(ts(message.created_at))),
+                            ("last_key", s(&new_key)),
+                            ("gsi1sk", s(order_key(message.created_at, id))),
+                        ] {
+                            next.insert(name.into(), value);
+                        }
                         match &message.body {
                             Some(body) => {
                                 set.push("last_body = :lbody");
                                 vals.insert(":lbody".into(), s(body));
+                                next.insert("last_body".into(), s(body));
                             }
-                            None => remove.push("last_body"),
+                            None => {
+                                remove.push("last_body");
+                                next.remove("last_body");
+                            }
                         }
                     }
+                    after = next;
                     let mut expression = format!("SET {} ADD unread :u", set.join(", "));
                     if !remove.is_empty() {
                         expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
@@ -413,11 +528,11 @@ impl AwsBackend {
             }
             if self.transact(ops).await? {
                 let conversation = if reload {
-                    Some(
-                        self.conversation(tenant, conversation_id)
-                            .await?
-                            .ok_or_else(|| corrupt("conversation vanished"))?,
-                    )
+                    let opted_out = match opted_out {
+                        Some(known) => known,
+                        None => self.is_opted_out_str(tenant, contact.as_str()).await?,
+                    };
+                    Some(conversation_from(&after, opted_out)?)
                 } else {
                     None
                 };
@@ -450,14 +565,24 @@ impl AwsBackend {
     where
         F: FnMut(Message) -> Option<Message>,
     {
+        let mut claimed = self.take_claim(tenant, id);
         for attempt in 0..WRITE_ATTEMPTS {
             if attempt > 0 {
                 back_off(attempt).await;
             }
-            let (message, ver) = self.load_message(tenant, id).await?.ok_or_else(|| {
-                StoreError::Backend(format!("message {id} not found for tenant {tenant}"))
-            })?;
+            let remembered = claimed.take();
+            let from_claim = remembered.is_some();
+            let (message, ver) = match remembered {
+                Some(known) => known,
+                None => self.load_message(tenant, id).await?.ok_or_else(|| {
+                    StoreError::Backend(format!("message {id} not found for tenant {tenant}"))
+                })?,
+            };
             let Some(changed) = change(message.clone()) else {
+                if from_claim {
+                    // Only a fresh read may say nothing changes.
+                    continue;
+                }
                 return Ok(message);
             };
             let mut ops = vec![self.message_update_op(tenant, &changed, ver, retry_at)?];
@@ -641,26 +766,17 @@ impl MessageStore for AwsBackend {
         tenant: &TenantId,
         m: &NewOutbound,
     ) -> StoreResult<(Message, bool)> {
-        let guard = m.idempotency_key.as_ref().map(|k| {
-            let mut g = key(format!("I#{tenant}#{k}"), "I");
-            g.insert("ttl".into(), n((m.at + IDEMPOTENCY_TTL).timestamp()));
-            g
-        });
-        let message = Message::queued(tenant, m, Uuid::nil());
-        match self
-            .write_new_message(tenant, message, &m.to, 0, guard, false)
-            .await?
-        {
-            Written::Stored(stored) => Ok((stored.0, true)),
-            Written::Duplicate(existing) => {
-                let first = get_uuid(&existing, "message_id")?;
-                let (message, _) = self
-                    .load_message(tenant, first)
-                    .await?
-                    .ok_or_else(|| corrupt("idempotency key without message"))?;
-                Ok((message, false))
-            }
-        }
+        let (message, created) = self.write_outbound(tenant, m, false).await?;
+        Ok((message, created.is_some()))
+    }
+
+    async fn create_outbound_with_conversation(
+        &self,
+        tenant: &TenantId,
+        m: &NewOutbound,
+    ) -> StoreResult<(Message, Option<Conversation>)> {
+        let (message, created) = self.write_outbound(tenant, m, true).await?;
+        Ok((message, created.flatten()))
     }
 
     async fn claim_delivery(
@@ -697,8 +813,10 @@ impl MessageStore for AwsBackend {
         match out {
             Ok(out) => {
                 let item = out.attributes.ok_or_else(|| corrupt("claimed message"))?;
+                let message = message_from(&item)?;
+                self.remember_claim(tenant, message.clone(), get_n(&item, "ver")?);
                 Ok(Some(DeliveryClaim {
-                    message: message_from(&item)?,
+                    message,
                     attempt: u32::try_from(get_n(&item, "attempts")?).unwrap_or(u32::MAX),
                 }))
             }
@@ -880,9 +998,11 @@ impl MessageStore for AwsBackend {
             .update_item()
             .table_name(&self.resources.table)
             .set_key(Some(conversation_key(tenant, conversation)))
-            .update_expression("SET unread = :zero")
+            // Every write of a conversation moves its version, so a writer that read it can
+            // tell, from its own conditional write succeeding, what the item now holds.
+            .update_expression("SET unread = :zero ADD ver :one")
             .condition_expression("attribute_exists(pk)")
-            .set_expression_attribute_values(Some(values([(":zero", n(0))])))
+            .set_expression_attribute_values(Some(values([(":zero", n(0)), (":one", n(1))])))
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
@@ -929,9 +1049,9 @@ impl MessageStore for AwsBackend {
                     )?,
                     self.update_op(
                         conversation_key(tenant, message.conversation_id),
-                        "ADD starred :d".to_owned(),
+                        "ADD starred :d, ver :one".to_owned(),
                         "attribute_exists(pk)",
-                        values([(":d", n(if starred { 1 } else { -1 }))]),
+                        values([(":d", n(if starred { 1 } else { -1 })), (":one", n(1))]),
                     )?,
                 ];
                 if !self.transact(ops).await? {

@@ -43,7 +43,7 @@ impl<T: TenantStore + SecretStore + MessageStore + Queue> Backend for T {}
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, numbers_route_and_conflict, api_keys_resolve_by_hash, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, numbers_route_and_conflict, api_keys_resolve_by_hash, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,6 +62,7 @@ pub async fn run_all<B: Backend>(backend: &B) {
     routing_round_trips_per_tenant(backend).await;
     credentials_round_trip_per_provider(backend).await;
     inbound_is_applied_once(backend).await;
+    written_conversations_match_a_fresh_read(backend).await;
     inbound_threads_and_unread_counts(backend).await;
     status_updates_merge_monotonically(backend).await;
     late_milestones_fill_the_history(backend).await;
@@ -1213,6 +1214,63 @@ pub async fn create_outbound_is_idempotent<B: Backend>(b: &B) {
         .await
         .unwrap();
     assert_eq!(page.items.len(), 3);
+}
+
+/// The conversation a write returns (for dashboards) is the one a fresh read gives, after
+/// reads, stars and opt-outs in between: a store may compute it instead of reading it again.
+pub async fn written_conversations_match_a_fresh_read<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("w");
+    let (contact, ours) = (new_number(), new_number());
+    let t0 = base_time();
+    let (m1, c1) = b
+        .apply_inbound(
+            &tenant,
+            &inbound(Channel::Sms, &contact, &ours, "one", secs(t0, 1)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        Some(c1.clone()),
+        b.get_conversation(&tenant, c1.id).await.unwrap()
+    );
+    b.mark_read(&tenant, c1.id).await.unwrap();
+    b.set_starred(&tenant, m1.id, true).await.unwrap();
+    let (_, c2) = b
+        .apply_inbound(
+            &tenant,
+            &inbound(Channel::Sms, &contact, &ours, "two", secs(t0, 2)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((c2.unread_count, c2.starred_count), (1, 1), "{c2:?}");
+    assert_eq!(Some(c2), b.get_conversation(&tenant, c1.id).await.unwrap());
+
+    b.set_opt_out(&tenant, &contact, true).await.unwrap();
+    let mut reply = outbound(&ours, &contact, "three", secs(t0, 3));
+    reply.idempotency_key = Some("w-1".into());
+    let (m3, c3) = b
+        .create_outbound_with_conversation(&tenant, &reply)
+        .await
+        .unwrap();
+    let c3 = c3.expect("a created message has its conversation");
+    assert_eq!(c3.last_message.as_ref().map(|l| l.id), Some(m3.id));
+    assert!(c3.opted_out, "{c3:?}");
+    assert_eq!(Some(c3), b.get_conversation(&tenant, c1.id).await.unwrap());
+    let again = NewOutbound {
+        id: Uuid::now_v7(),
+        ..reply
+    };
+    let (same, none) = b
+        .create_outbound_with_conversation(&tenant, &again)
+        .await
+        .unwrap();
+    assert_eq!(
+        (same.id, none),
+        (m3.id, None),
+        "a replayed key creates nothing"
+    );
 }
 
 /// One live claim at a time; every claim counts an attempt; an expired lease can be retaken.

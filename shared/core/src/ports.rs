@@ -128,6 +128,24 @@ pub trait MessageStore: Send + Sync {
         message: &NewOutbound,
     ) -> StoreResult<(Message, bool)>;
 
+    /// [`create_outbound`](Self::create_outbound), and when the message was created, its
+    /// conversation as the write left it (what dashboards are pushed). A store that can tell
+    /// it without reading the conversation again overrides this.
+    async fn create_outbound_with_conversation(
+        &self,
+        tenant: &TenantId,
+        message: &NewOutbound,
+    ) -> StoreResult<(Message, Option<Conversation>)> {
+        let (message, created) = self.create_outbound(tenant, message).await?;
+        let conversation = if created {
+            self.get_conversation(tenant, message.conversation_id)
+                .await?
+        } else {
+            None
+        };
+        Ok((message, conversation))
+    }
+
     /// Claims a queued message for one send attempt, for `lease`; `None` when it is not queued
     /// or another worker holds a live claim. Counts the attempt.
     async fn claim_delivery(

@@ -6,7 +6,6 @@ mod seed;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use chrono::Utc;
@@ -276,7 +275,8 @@ async fn a_long_retry_after_is_not_cut_short_by_the_sweeper() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let sweep = omni_lambda::outbox_sweeper(
         &w.omni,
-        LambdaEvent::new(EventBridgeEvent::default(), Context::default()),
+        // What EventBridge Scheduler sends a schedule without an input.
+        LambdaEvent::new(serde_json::json!({}), Context::default()),
     )
     .await
     .unwrap();

@@ -38,6 +38,8 @@ class Tally:
 
     ddb_reads: int = 0
     ddb_writes: int = 0
+    # Items written: each item of a transaction counts (the "writes").
+    ddb_write_items: int = 0
     read_units: float = 0.0
     write_units: float = 0.0
     sqs_sends: int = 0
@@ -62,6 +64,7 @@ class Tally:
                 self.read_units += kb4 * factor
             else:
                 self.ddb_writes += 1
+                self.ddb_write_items += len(data.get("TransactItems", [])) if op == "TransactWriteItems" else 1
                 if op == "TransactWriteItems":
                     self.write_units += sum(2 * max(1, math.ceil(len(json.dumps(i)) / 1024)) for i in data.get("TransactItems", []))
                 else:

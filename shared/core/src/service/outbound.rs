@@ -151,8 +151,12 @@ impl Services {
             idempotency_key: request.idempotency_key,
             at: Utc::now(),
         };
-        let (message, created) = self.messages.create_outbound(tenant, &new).await?;
-        if created {
+        let (message, conversation) = self
+            .messages
+            .create_outbound_with_conversation(tenant, &new)
+            .await?;
+        let created = conversation.is_some();
+        if let Some(conversation) = conversation {
             // If this enqueue is lost (crash), the sweeper finds the queued message.
             let job = Job::Deliver {
                 tenant_id: tenant.clone(),
@@ -162,13 +166,7 @@ impl Services {
                 warn!(error = %e, "enqueue failed; the sweeper will pick the message up");
             }
             self.push_message(tenant, "message.status", &message).await;
-            if let Some(conversation) = self
-                .messages
-                .get_conversation(tenant, message.conversation_id)
-                .await?
-            {
-                self.push_conversation(tenant, &conversation).await;
-            }
+            self.push_conversation(tenant, &conversation).await;
         }
         Ok((message, created))
     }
