@@ -37,6 +37,7 @@ pub fn init_tracing(format: &str) {
 /// Runs the server until SIGINT/SIGTERM.
 pub async fn run(config: ServeConfig) -> Result<(), String> {
     init_tracing(&config.log_format);
+    config.validate().map_err(|e| e.to_string())?;
     let key = MasterKey::from_env_or_file(&config.db).map_err(|e| format!("master key: {e}"))?;
     let backend = Arc::new(
         SqliteBackend::open(&config.db, key)

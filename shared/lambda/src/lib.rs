@@ -113,7 +113,10 @@ impl Omni {
             push,
             providers: ProviderRegistry::new(http, &config.service.endpoints(), false),
             platform: platform_credentials(),
-            settings: config.service.settings(config.public_url.clone()),
+            // Whitespace alone is unset, never a base URL of its own.
+            settings: config
+                .service
+                .settings(config.public_url.trim().to_string()),
             breakers: Default::default(),
         };
         Ok(Omni {
