@@ -13,7 +13,7 @@ import { chromium } from "playwright-core";
 const here = dirname(fileURLToPath(import.meta.url));
 const BIN = process.env.OMNI_BIN || join(here, "../../target/debug/omni");
 const ARTIFACTS = join(here, "artifacts");
-const ADMIN = "browser-test-admin-token";
+const ADMIN = "browser-test-admin-token-0123456789abcdef";
 const MASTER_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const TOKEN_A = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const NUMBER_A = "+15555550100";

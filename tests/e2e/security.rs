@@ -2,6 +2,10 @@
 //! throttled authentication, API key revocation, WebSocket limits.
 
 use std::process::Command;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
 
 use omni_core::providers::twilio;
 
@@ -47,6 +51,26 @@ fn an_empty_public_url_is_refused_at_start() {
     assert!(stderr.contains("OMNI_PUBLIC_URL"), "{stderr}");
 }
 
+/// The server used to start with `OMNI_ADMIN_TOKEN=qz`, and with a platform VoIP.ms URL
+/// secret of any length: both are refused, naming what is wrong.
+#[test]
+fn a_weak_admin_token_or_platform_webhook_secret_is_refused_at_start() {
+    let stderr = refused_start(&[("OMNI_ADMIN_TOKEN", "qz")]);
+    assert!(
+        stderr.contains("OMNI_ADMIN_TOKEN") && stderr.contains("32"),
+        "{stderr}"
+    );
+    let stderr = refused_start(&[
+        ("VOIPMS_API_USERNAME", "ops@example.org"),
+        ("VOIPMS_API_PASSWORD", "voipms-api-password"),
+        ("VOIPMS_WEBHOOK_SECRET", "x"),
+    ]);
+    assert!(
+        stderr.contains("webhook_secret") && stderr.contains("16"),
+        "{stderr}"
+    );
+}
+
 /// With a public URL configured, a Twilio webhook signed for the URL named by its own `Host`
 /// header is refused: signature checks never take the base URL from the client.
 #[tokio::test]
@@ -76,4 +100,94 @@ async fn a_webhook_signed_for_its_own_host_header_is_refused() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
+}
+
+/// Repeated failed authentications from one address were never slowed (442 admin-token
+/// guesses in 0.3 s; a VoiceMeUp URL secret guessed in 34 tries). Now each failure after the
+/// first is answered later, and the address is then refused (429, whatever it presents) for
+/// a while: per scope, and per tenant for webhooks, so other tenants' carriers keep working.
+#[tokio::test]
+async fn repeated_authentication_failures_are_slowed_then_locked_out() {
+    let s = Server::start(&[
+        ("OMNI_AUTH_FAILURE_LIMIT", "4"),
+        ("OMNI_AUTH_FAILURE_DELAY_MS", "150"),
+        ("OMNI_AUTH_LOCKOUT_SECS", "120"),
+    ])
+    .await;
+    let key = s.tenant("north").await;
+    let vmu = |tenant: &str, number: &str| {
+        (
+            tenant.to_string(),
+            json!({"username": format!("{tenant}-dispatch"), "auth_token": "vmu-auth-token-0001",
+                "webhook_secret": format!("{tenant}-vmu-callback-secret")}),
+            number.to_string(),
+        )
+    };
+    for (tenant, config, number) in [vmu("east", "+15555550100"), vmu("west", "+15555550200")] {
+        s.carrier_tenant(&tenant, "voicemeup", config, &number, &["sms"])
+            .await;
+    }
+
+    // Admin token: three failures, slower each time (0, 150, 300 ms held), then the fourth
+    // locks the address out and even the right token is refused.
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        let r = s
+            .http
+            .get(s.url("/v1/admin/tenants/north/routing"))
+            .bearer_auth("wrong-admin-token-guess")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
+    let r = s
+        .http
+        .get(s.url("/v1/admin/tenants/north/routing"))
+        .bearer_auth("wrong-admin-token-guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let (status, body) = s
+        .admin(Method::GET, "/v1/admin/tenants/north/routing", None)
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["code"], "rate_limited");
+    // API keys are another scope: the tenant's own key still works from here.
+    let (status, _) = s.api(&key, Method::GET, "/v1/conversations", None).await;
+    assert_eq!(status, 200);
+
+    // A forger guessing east's VoiceMeUp URL secret is locked out of east's webhooks only.
+    let body = |to: &str, hash: &str| {
+        json!({"sms_hash": hash, "source_number": "15555550123", "destination_number": to,
+            "datetime_transmission": "2026-01-01 10:00:00", "direction": "inbound",
+            "message": "forged"})
+    };
+    let post = |secret: String, body: serde_json::Value| {
+        let request = s
+            .http
+            .post(s.url(&format!("/webhooks/voicemeup?secret={secret}")))
+            .json(&body);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    for guess in 0..4 {
+        let status = post(format!("guess-{guess}"), body("15555550100", "h0")).await;
+        assert_eq!(status, 401);
+    }
+    let status = post("east-vmu-callback-secret".into(), body("15555550100", "h1")).await;
+    assert_eq!(
+        status, 429,
+        "east's webhooks from the guessing address are refused"
+    );
+    let status = post("west-vmu-callback-secret".into(), body("15555550200", "h2")).await;
+    assert_eq!(
+        status, 200,
+        "west's webhooks from the same address still pass"
+    );
 }

@@ -83,6 +83,7 @@ impl World {
                 ..Default::default()
             },
             breakers: Default::default(),
+            auth_throttle: Default::default(),
         };
         let app = omni_api::full_app(
             AppState {

@@ -62,12 +62,27 @@ pub enum ConfigError {
          (or unset, for http://OMNI_ADDR); got {0:?}"
     )]
     PublicUrl(String),
+    /// `OMNI_ADMIN_TOKEN` is too short to resist guessing.
+    #[error(
+        "OMNI_ADMIN_TOKEN must be at least {} characters (unset, a random one is generated \
+         and printed)",
+        omni_api::MIN_ADMIN_TOKEN_CHARS
+    )]
+    WeakAdminToken,
 }
 
 impl ServeConfig {
-    /// Refuses settings that would weaken the server: an empty or relative public URL would
-    /// leave webhook signature checks to build their URL from the client's `Host` header.
+    /// Refuses settings that would weaken the server: a guessable admin token, or an empty or
+    /// relative public URL, which would leave webhook signature checks to build their URL
+    /// from the client's `Host` header.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.chars().count() < omni_api::MIN_ADMIN_TOKEN_CHARS)
+        {
+            return Err(ConfigError::WeakAdminToken);
+        }
         if let Some(raw) = &self.public_url {
             let ok = url::Url::parse(raw.trim()).is_ok_and(|u| {
                 matches!(u.scheme(), "http" | "https")
@@ -129,9 +144,10 @@ mod tests {
     }
 
     /// `OMNI_PUBLIC_URL=` (set but empty) used to leave signature checks trusting the `Host`
-    /// header; it and anything else that is not an absolute http(s) URL is refused.
+    /// header; it and anything else that is not an absolute http(s) URL is refused, and so is
+    /// an admin token under 32 characters (`qz` used to be accepted).
     #[test]
-    fn an_empty_or_relative_public_url_is_refused() {
+    fn an_empty_or_relative_public_url_or_a_short_admin_token_is_refused() {
         for bad in [
             "",
             "  ",
@@ -153,6 +169,11 @@ mod tests {
         }
         let unset = config(None);
         assert_eq!(unset.validate(), Ok(()));
+        let mut weak = config(None);
+        weak.admin_token = Some("qz".into());
+        assert_eq!(weak.validate(), Err(ConfigError::WeakAdminToken));
+        weak.admin_token = Some("x".repeat(omni_api::MIN_ADMIN_TOKEN_CHARS));
+        assert_eq!(weak.validate(), Ok(()));
         assert_eq!(unset.public_url(), "http://127.0.0.1:8080");
     }
 }

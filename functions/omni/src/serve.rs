@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use omni_api::{AppState, WsHub};
+use omni_api::{AppState, ClientAddr, WsHub};
 use omni_core::providers::{http_client, ProviderRegistry, Secret};
 use omni_core::service::Services;
 use omni_local::{MasterKey, SqliteBackend};
@@ -69,9 +69,10 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
         queue: backend.clone(),
         push: hub.clone(),
         providers: ProviderRegistry::new(http.clone(), &config.service.endpoints(), config.demo),
-        platform: platform_credentials(),
+        platform: platform_credentials()?,
         settings,
         breakers: Default::default(),
+        auth_throttle: Default::default(),
     };
 
     let admin_token = match &config.admin_token {
@@ -134,9 +135,9 @@ async fn serve_http(listener: TcpListener, app: axum::Router, config: &ServeConf
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     warn!(error = %e, "accept failed");
@@ -147,7 +148,15 @@ async fn serve_http(listener: TcpListener, app: axum::Router, config: &ServeConf
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // The peer's address is what failed authentications are counted against.
+        let service = TowerToHyperService::new(
+            tower::ServiceBuilder::new()
+                .map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ClientAddr(peer.ip()));
+                    request
+                })
+                .service(app.clone()),
+        );
         let connection = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -228,6 +237,7 @@ mod tests {
             platform: Default::default(),
             settings: Default::default(),
             breakers: Default::default(),
+            auth_throttle: Default::default(),
         };
         AppState {
             services,

@@ -12,6 +12,7 @@ use chrono::Utc;
 use omni_core::domain::{Address, Channel, ProviderKind, Region, TenantId};
 use omni_core::model::{NumberRoute, Routing, Tenant};
 use omni_core::providers::Credentials;
+use omni_core::service::AuthScope;
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -20,7 +21,7 @@ use tracing::info;
 use crate::dispatch::bearer;
 use crate::error::ApiError;
 use crate::routes::Routes;
-use crate::AppState;
+use crate::{AppState, ClientAddr};
 
 /// Proof the caller holds the admin token (compared in constant time).
 pub struct AdminAuth;
@@ -32,9 +33,13 @@ impl FromRequestParts<AppState> for AdminAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        let client = ClientAddr::of(&parts.extensions);
+        let services = &state.services;
+        services.auth_allowed(client, &AuthScope::Admin)?;
+        let token = bearer(&parts.headers).unwrap_or_default();
         let expected = state.admin_token.expose().as_bytes();
         if expected.is_empty() || !bool::from(token.as_bytes().ct_eq(expected)) {
+            services.auth_failed(client, &AuthScope::Admin).await;
             return Err(ApiError::unauthorized());
         }
         Ok(AdminAuth)

@@ -11,6 +11,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use axum::routing::get;
+use axum::Extension;
 use futures::{SinkExt, StreamExt};
 use omni_core::domain::TenantId;
 use omni_core::ports::{Push, PushEvent, StoreError, StoreResult};
@@ -21,7 +22,7 @@ use tracing::{debug, info};
 use crate::dispatch::bearer;
 use crate::error::ApiError;
 use crate::routes::Routes;
-use crate::AppState;
+use crate::{AppState, ClientAddr};
 
 /// Frames a slow dashboard may have waiting before it is dropped (it resyncs on reconnect).
 const CONNECTION_BUFFER: usize = 256;
@@ -74,8 +75,8 @@ pub fn routes(state: AppState, hub: Arc<WsHub>) -> Routes {
     Routes::default().route(
         "/v1/ws",
         &[Method::GET],
-        get(move |state, query, headers, upgrade| {
-            connect(state, query, headers, upgrade, hub.clone())
+        get(move |state, query, headers, client, upgrade| {
+            connect(state, query, headers, client, upgrade, hub.clone())
         })
         .with_state(state),
     )
@@ -90,6 +91,7 @@ async fn connect(
     State(state): State<AppState>,
     Query(query): Query<WsQuery>,
     headers: HeaderMap,
+    client: Option<Extension<ClientAddr>>,
     upgrade: WebSocketUpgrade,
     hub: Arc<WsHub>,
 ) -> Result<Response, ApiError> {
@@ -97,8 +99,11 @@ async fn connect(
         .token
         .as_deref()
         .or_else(|| bearer(&headers))
-        .ok_or_else(ApiError::unauthorized)?;
-    let tenant = state.services.authenticate(token).await?;
+        .unwrap_or_default();
+    let tenant = state
+        .services
+        .authenticate(token, client.map(|Extension(c)| c.0))
+        .await?;
     Ok(upgrade.on_upgrade(move |socket| serve(socket, tenant, hub)))
 }
 

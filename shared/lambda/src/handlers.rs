@@ -192,12 +192,23 @@ pub async fn ws_connect(
         return Ok(ws_response(200, r#"{"type":"pong"}"#));
     }
     let token = request.query_string_parameters.first("token").unwrap_or("");
-    let tenant = match omni.services.authenticate(token).await {
+    let client = context
+        .identity
+        .source_ip
+        .as_deref()
+        .and_then(|ip| ip.parse().ok());
+    let tenant = match omni.services.authenticate(token, client).await {
         Ok(tenant) => tenant,
         Err(ServiceError::Unauthorized) => {
             return Ok(ws_response(
                 401,
                 r#"{"error":"a valid API key is required"}"#,
+            ))
+        }
+        Err(ServiceError::LockedOut(_)) => {
+            return Ok(ws_response(
+                429,
+                r#"{"error":"too many failed authentication attempts"}"#,
             ))
         }
         Err(e) => return Err(internal(e)),

@@ -52,6 +52,10 @@ async fn world() -> World {
         &carrier.uri(),
         "--sns-cert-url-prefix",
         &carrier.uri(),
+        "--auth-failure-limit",
+        "3",
+        "--auth-failure-delay-ms",
+        "0",
     ]);
     let omni = Omni::new(&settings, &config, backend.resources().clone())
         .await
@@ -583,6 +587,24 @@ async fn admin() {
     let (status, body) = http(omni_api::admin::app(w.omni.app_state()), "admin").await;
     assert!(status == 200 || status == 201, "{status} {body}");
     assert_eq!(body["id"], TENANT);
+}
+
+/// Guesses at the admin token from one address lock that address out on Lambda too (the
+/// function counts them against API Gateway's `sourceIp`); another address is not affected.
+#[tokio::test]
+async fn admin_token_guesses_lock_the_source_address_out() {
+    let w = world().await;
+    let app = omni_lambda::http_app(omni_api::admin::app(w.omni.app_state()));
+    let event = event_file("admin");
+    let guess = event.replace("oat_events0admin0token0for0the0tests", "oat_guess");
+    for _ in 0..3 {
+        assert_eq!(http_event(app.clone(), &guess).await.0, 401);
+    }
+    let (status, body) = http_event(app.clone(), &event).await;
+    assert_eq!(status, 429, "{body}");
+    let elsewhere = event.replace("54.172.60.1", "54.172.60.2");
+    let (status, body) = http_event(app, &elsewhere).await;
+    assert!(status == 200 || status == 201, "{status} {body}");
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 //! Each entry point (an axum handler, a Lambda function, the local job runner) calls into
 //! [`Services`]; none of them holds business rules of its own.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ mod keywords;
 mod media;
 mod outbound;
 mod ses_sns;
+mod throttle;
 mod updater;
 
 pub use breaker::{BreakerPolicy, CircuitBreakers};
@@ -28,6 +30,7 @@ pub use delivery::DeliveryOutcome;
 pub use keywords::Keyword;
 pub use media::MediaDownload;
 pub use outbound::SendRequest;
+pub use throttle::{AuthScope, AuthThrottle, AuthThrottlePolicy};
 pub use updater::JobError;
 
 /// A failure the caller should hear about, mapped to HTTP in one place (the API crate).
@@ -67,6 +70,10 @@ pub enum ServiceError {
     /// Storage failed; details go to logs only.
     #[error("internal error")]
     Store(#[source] StoreError),
+    /// This address failed to authenticate too often: refused, whatever it presents, for
+    /// this many more seconds.
+    #[error("too many failed authentication attempts; retry after {0} s")]
+    LockedOut(u64),
 }
 
 impl From<StoreError> for ServiceError {
@@ -174,6 +181,8 @@ pub struct ServiceSettings {
     /// How long one half of a split message (VoiceMeUp's MMS) waits for its other half
     /// before it is delivered on its own by the next sweep.
     pub split_message_wait: Duration,
+    /// How repeated authentication failures from one address are slowed and locked out.
+    pub auth_throttle: AuthThrottlePolicy,
 }
 
 /// A per-tenant token bucket on `POST /v1/messages`: `burst` sends at once, refilled at
@@ -208,6 +217,7 @@ impl Default for ServiceSettings {
             breaker: BreakerPolicy::default(),
             send_rate: SendRateLimit::default(),
             split_message_wait: Duration::from_secs(10),
+            auth_throttle: AuthThrottlePolicy::default(),
         }
     }
 }
@@ -233,6 +243,8 @@ pub struct Services {
     pub settings: ServiceSettings,
     /// Circuit breakers per (tenant, carrier), shared by every clone of these services.
     pub breakers: Arc<CircuitBreakers>,
+    /// Authentication failures per (address, scope), shared by every clone.
+    pub auth_throttle: Arc<AuthThrottle>,
 }
 
 impl Services {
@@ -249,15 +261,56 @@ impl Services {
         Ok(self.platform.get(kind).cloned())
     }
 
-    /// The tenant an API key belongs to.
-    pub async fn authenticate(&self, api_key: &str) -> Result<TenantId, ServiceError> {
-        if !api_key.starts_with(API_KEY_PREFIX) {
-            return Err(ServiceError::Unauthorized);
+    /// The tenant an API key belongs to, presented by `client` (when its address is known,
+    /// repeated failures slow it down and then lock it out).
+    pub async fn authenticate(
+        &self,
+        api_key: &str,
+        client: Option<IpAddr>,
+    ) -> Result<TenantId, ServiceError> {
+        self.auth_allowed(client, &AuthScope::ApiKey)?;
+        let found = if api_key.starts_with(API_KEY_PREFIX) {
+            self.tenants
+                .tenant_for_api_key(&hash_api_key(api_key))
+                .await?
+        } else {
+            None
+        };
+        match found {
+            Some(tenant) => Ok(tenant),
+            None => {
+                self.auth_failed(client, &AuthScope::ApiKey).await;
+                Err(ServiceError::Unauthorized)
+            }
         }
-        self.tenants
-            .tenant_for_api_key(&hash_api_key(api_key))
-            .await?
-            .ok_or(ServiceError::Unauthorized)
+    }
+
+    /// [`ServiceError::LockedOut`] while `client` is locked out of `scope`.
+    pub fn auth_allowed(
+        &self,
+        client: Option<IpAddr>,
+        scope: &AuthScope,
+    ) -> Result<(), ServiceError> {
+        match client {
+            Some(ip) => self
+                .auth_throttle
+                .check(&self.settings.auth_throttle, ip, scope)
+                .map_err(ServiceError::LockedOut),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failed authentication of `client` on `scope` and holds the caller for the
+    /// delay it has earned.
+    pub async fn auth_failed(&self, client: Option<IpAddr>, scope: &AuthScope) {
+        if let Some(ip) = client {
+            let delay = self
+                .auth_throttle
+                .failed(&self.settings.auth_throttle, ip, scope);
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+        }
     }
 
     /// Issues an API key for a tenant: returns (id, key); only the hash is stored.
