@@ -4,6 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use futures::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::json;
 
@@ -190,4 +191,93 @@ async fn repeated_authentication_failures_are_slowed_then_locked_out() {
         status, 200,
         "west's webhooks from the same address still pass"
     );
+}
+
+/// A leaked key used to live until someone edited the database. The admin API lists a
+/// tenant's keys (never the key) and revokes one: it stops working at once, and the
+/// dashboards it opened are closed (1008); the tenant's other keys are untouched.
+#[tokio::test]
+async fn an_api_key_is_listed_and_revoked_closing_its_dashboards() {
+    use tokio_tungstenite::tungstenite::Message as Ws;
+
+    let s = Server::start(&[]).await;
+    let kept = s.tenant("north").await;
+    let (status, issued) = s
+        .admin(
+            Method::POST,
+            "/v1/admin/tenants/north/api-keys",
+            Some(json!({"name": "night shift console"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{issued}");
+    let (leaked, leaked_id) = (
+        issued["key"].as_str().unwrap().to_string(),
+        issued["id"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(issued["prefix"], leaked[..12]);
+    // The key is used once, so its last use is known.
+    let (status, _) = s.api(&leaked, Method::GET, "/v1/conversations", None).await;
+    assert_eq!(status, 200);
+
+    let (status, list) = s
+        .admin(Method::GET, "/v1/admin/tenants/north/api-keys", None)
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{list}");
+    let listed = items
+        .iter()
+        .find(|k| k["id"] == leaked_id.as_str())
+        .unwrap();
+    assert_eq!(listed["name"], "night shift console");
+    assert_eq!(listed["role"], "admin");
+    assert_eq!(listed["prefix"], leaked[..12]);
+    assert!(listed["created_at"].is_string() && listed["last_used_at"].is_string());
+    let mut fields: Vec<_> = listed.as_object().unwrap().keys().cloned().collect();
+    fields.sort();
+    assert_eq!(
+        fields,
+        ["created_at", "id", "last_used_at", "name", "prefix", "role"]
+    );
+    assert!(!list.to_string().contains(&leaked) && !list.to_string().contains(&kept));
+
+    let ws = |key: &str| format!("{}/v1/ws?token={key}", s.base.replacen("http", "ws", 1));
+    let (mut dashboard, _) = tokio_tungstenite::connect_async(ws(&leaked)).await.unwrap();
+    let (mut other, _) = tokio_tungstenite::connect_async(ws(&kept)).await.unwrap();
+
+    let path = format!("/v1/admin/tenants/north/api-keys/{leaked_id}");
+    let (status, body) = s.admin(Method::DELETE, &path, None).await;
+    assert_eq!(status, 204, "{body}");
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match dashboard.next().await {
+                Some(Ok(Ws::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the revoked key's dashboard is closed");
+    assert_eq!(closed, Some(1008));
+    let (status, _) = s.api(&leaked, Method::GET, "/v1/conversations", None).await;
+    assert_eq!(status, 401);
+    assert!(tokio_tungstenite::connect_async(ws(&leaked)).await.is_err());
+    let (status, _) = s.api(&kept, Method::GET, "/v1/conversations", None).await;
+    assert_eq!(status, 200);
+    other.send(Ws::Ping(vec![1].into())).await.unwrap();
+    let pong = tokio::time::timeout(Duration::from_secs(5), other.next()).await;
+    assert!(matches!(pong, Ok(Some(Ok(Ws::Pong(_))))), "{pong:?}");
+
+    let (status, list) = s
+        .admin(Method::GET, "/v1/admin/tenants/north/api-keys", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    let (status, body) = s.admin(Method::DELETE, &path, None).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = s
+        .admin(Method::GET, "/v1/admin/tenants/nobody/api-keys", None)
+        .await;
+    assert_eq!(status, 404);
 }

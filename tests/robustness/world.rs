@@ -84,6 +84,7 @@ impl World {
             },
             breakers: Default::default(),
             auth_throttle: Default::default(),
+            api_key_usage: Default::default(),
         };
         let app = omni_api::full_app(
             AppState {

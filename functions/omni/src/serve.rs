@@ -73,6 +73,7 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
         settings,
         breakers: Default::default(),
         auth_throttle: Default::default(),
+        api_key_usage: Default::default(),
     };
 
     let admin_token = match &config.admin_token {
@@ -238,6 +239,7 @@ mod tests {
             settings: Default::default(),
             breakers: Default::default(),
             auth_throttle: Default::default(),
+            api_key_usage: Default::default(),
         };
         AppState {
             services,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
@@ -14,6 +14,7 @@ use axum::routing::get;
 use axum::Extension;
 use futures::{SinkExt, StreamExt};
 use omni_core::domain::TenantId;
+use omni_core::model::ApiKeyOwner;
 use omni_core::ports::{Push, PushEvent, StoreError, StoreResult};
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -29,25 +30,37 @@ const CONNECTION_BUFFER: usize = 256;
 
 type Sender = mpsc::Sender<Arc<str>>;
 
+/// One connected dashboard: its id in the hub, the key that opened it, its outbox.
+struct Connection {
+    id: u64,
+    key_id: String,
+    sender: Sender,
+}
+
 /// Every connected dashboard, by tenant.
 #[derive(Default)]
 pub struct WsHub {
-    connections: RwLock<HashMap<TenantId, Vec<(u64, Sender)>>>,
+    connections: RwLock<HashMap<TenantId, Vec<Connection>>>,
     next_id: AtomicU64,
 }
 
 impl WsHub {
-    fn register(&self, tenant: &TenantId, sender: Sender) -> u64 {
+    fn register(&self, tenant: &TenantId, key_id: &str, sender: Sender) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut map = self.connections.write().unwrap_or_else(|p| p.into_inner());
-        map.entry(tenant.clone()).or_default().push((id, sender));
+        map.entry(tenant.clone()).or_default().push(Connection {
+            id,
+            key_id: key_id.to_owned(),
+            sender,
+        });
         id
     }
 
-    fn unregister(&self, tenant: &TenantId, id: u64) {
+    /// Forgets the connections `drop` picks; dropping their senders ends their sockets.
+    fn unregister_where(&self, tenant: &TenantId, drop: impl Fn(&Connection) -> bool) {
         let mut map = self.connections.write().unwrap_or_else(|p| p.into_inner());
         if let Some(list) = map.get_mut(tenant) {
-            list.retain(|(i, _)| *i != id);
+            list.retain(|c| !drop(c));
             if list.is_empty() {
                 map.remove(tenant);
             }
@@ -62,13 +75,23 @@ impl Push for WsHub {
             .map_err(|e| StoreError::Backend(e.to_string()))?
             .into();
         let map = self.connections.read().unwrap_or_else(|p| p.into_inner());
-        for (_, sender) in map.get(&event.tenant_id).into_iter().flatten() {
+        for connection in map.get(&event.tenant_id).into_iter().flatten() {
             // A full or closed connection misses this frame rather than slowing every flow.
-            let _ = sender.try_send(frame.clone());
+            let _ = connection.sender.try_send(frame.clone());
         }
         Ok(())
     }
+
+    /// Closes the key's dashboards: their outboxes end, and each socket is closed with
+    /// [`REVOKED`].
+    async fn disconnect_api_key(&self, tenant: &TenantId, key_id: &str) -> StoreResult<()> {
+        self.unregister_where(tenant, |c| c.key_id == key_id);
+        Ok(())
+    }
 }
+
+/// The close code a dashboard gets when its key is revoked (1008: policy violation).
+pub const REVOKED: u16 = 1008;
 
 /// The WebSocket route (API Gateway's WebSocket API plays this part on AWS).
 pub fn routes(state: AppState, hub: Arc<WsHub>) -> Routes {
@@ -100,23 +123,29 @@ async fn connect(
         .as_deref()
         .or_else(|| bearer(&headers))
         .unwrap_or_default();
-    let tenant = state
+    let owner = state
         .services
-        .authenticate(token, client.map(|Extension(c)| c.0))
+        .authenticate_key(token, client.map(|Extension(c)| c.0))
         .await?;
-    Ok(upgrade.on_upgrade(move |socket| serve(socket, tenant, hub)))
+    Ok(upgrade.on_upgrade(move |socket| serve(socket, owner, hub)))
 }
 
-async fn serve(socket: WebSocket, tenant: TenantId, hub: Arc<WsHub>) {
+async fn serve(socket: WebSocket, owner: ApiKeyOwner, hub: Arc<WsHub>) {
     let (tx, mut rx) = mpsc::channel(CONNECTION_BUFFER);
-    let id = hub.register(&tenant, tx);
+    let tenant = owner.tenant;
+    let id = hub.register(&tenant, &owner.key_id, tx);
     info!(tenant_id = %tenant, "dashboard connected");
     let (mut sink, mut stream) = socket.split();
     loop {
         tokio::select! {
             frame = rx.recv() => match frame {
                 Some(frame) => if sink.send(WsMessage::Text(frame.as_ref().into())).await.is_err() { break },
-                None => break,
+                // Only the hub drops the sender: the key was revoked.
+                None => {
+                    let close = CloseFrame { code: REVOKED, reason: "API key revoked".into() };
+                    let _ = sink.send(WsMessage::Close(Some(close))).await;
+                    break;
+                }
             },
             incoming = stream.next() => match incoming {
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
@@ -124,6 +153,6 @@ async fn serve(socket: WebSocket, tenant: TenantId, hub: Arc<WsHub>) {
             },
         }
     }
-    hub.unregister(&tenant, id);
+    hub.unregister_where(&tenant, |c| c.id == id);
     info!(tenant_id = %tenant, "dashboard disconnected");
 }

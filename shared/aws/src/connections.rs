@@ -23,11 +23,18 @@ fn owner_key(connection_id: &str) -> crate::item::Item {
 }
 
 impl AwsBackend {
-    /// Records a dashboard connection of `tenant` (the `$connect` route, after authentication).
-    pub async fn add_connection(&self, tenant: &TenantId, connection_id: &str) -> StoreResult<()> {
+    /// Records a dashboard connection of `tenant` opened with its key `key_id` (the
+    /// `$connect` route, after authentication): revoking the key closes it.
+    pub async fn add_connection(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+        connection_id: &str,
+    ) -> StoreResult<()> {
         let expires = (Utc::now() + CONNECTION_TTL).timestamp();
         let mut by_tenant = key(tenant_connections(tenant), connection_id);
         by_tenant.insert("ttl".into(), n(expires));
+        by_tenant.insert("key_id".into(), s(key_id));
         let mut owner = owner_key(connection_id);
         owner.extend(values([
             ("tenant", s(tenant.as_str())),
@@ -62,6 +69,24 @@ impl AwsBackend {
 
     /// The connection ids of a tenant's dashboards.
     pub async fn connections(&self, tenant: &TenantId) -> StoreResult<Vec<String>> {
+        self.connections_where(tenant, |_| true).await
+    }
+
+    /// The connection ids of a tenant's dashboards opened with its key `key_id`.
+    pub async fn key_connections(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+    ) -> StoreResult<Vec<String>> {
+        self.connections_where(tenant, |i| get_s(i, "key_id").is_ok_and(|k| k == key_id))
+            .await
+    }
+
+    async fn connections_where(
+        &self,
+        tenant: &TenantId,
+        keep: impl Fn(&crate::item::Item) -> bool,
+    ) -> StoreResult<Vec<String>> {
         let now = Utc::now().timestamp();
         Ok(self
             .query_prefix(&tenant_connections(tenant), "")
@@ -69,6 +94,7 @@ impl AwsBackend {
             .iter()
             // TTL deletion lags; an expired connection is gone already.
             .filter(|i| crate::item::get_n(i, "ttl").is_ok_and(|t| t > now))
+            .filter(|i| keep(i))
             .filter_map(|i| get_s(i, "sk").ok().map(str::to_owned))
             .collect())
     }
@@ -122,6 +148,32 @@ impl Push for ApiGatewayPush {
                     failed.get_or_insert(error);
                 }
             }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// `DeleteConnection` on every connection recorded for the key; one already gone is
+    /// forgotten like the rest.
+    async fn disconnect_api_key(&self, tenant: &TenantId, key_id: &str) -> StoreResult<()> {
+        let mut failed = None;
+        for connection in self.backend.key_connections(tenant, key_id).await? {
+            let closed = self
+                .client
+                .delete_connection()
+                .connection_id(&connection)
+                .send()
+                .await;
+            match closed {
+                Ok(_) => debug!(connection, "closed the revoked key's connection"),
+                Err(e) if error_code(&e) == Some("GoneException") => {}
+                Err(e) => {
+                    let error = sdk_error("DeleteConnection", e);
+                    warn!(connection, error = %error, "could not close a revoked key's connection");
+                    failed.get_or_insert(error);
+                    continue;
+                }
+            }
+            self.backend.remove_connection(&connection).await?;
         }
         failed.map_or(Ok(()), Err)
     }

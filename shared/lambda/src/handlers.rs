@@ -197,8 +197,8 @@ pub async fn ws_connect(
         .source_ip
         .as_deref()
         .and_then(|ip| ip.parse().ok());
-    let tenant = match omni.services.authenticate(token, client).await {
-        Ok(tenant) => tenant,
+    let owner = match omni.services.authenticate_key(token, client).await {
+        Ok(owner) => owner,
         Err(ServiceError::Unauthorized) => {
             return Ok(ws_response(
                 401,
@@ -214,10 +214,10 @@ pub async fn ws_connect(
         Err(e) => return Err(internal(e)),
     };
     omni.backend
-        .add_connection(&tenant, connection)
+        .add_connection(&owner.tenant, &owner.key_id, connection)
         .await
         .map_err(|e| internal(e.into()))?;
-    info!(tenant_id = %tenant, connection, "dashboard connected");
+    info!(tenant_id = %owner.tenant, key_id = %owner.key_id, connection, "dashboard connected");
     Ok(ws_response(200, ""))
 }
 

@@ -130,6 +130,7 @@ impl Omni {
                 .settings(config.public_url.trim().to_string()),
             breakers: Default::default(),
             auth_throttle: Default::default(),
+            api_key_usage: Default::default(),
         };
         Ok(Omni {
             services,

@@ -607,6 +607,60 @@ async fn admin_token_guesses_lock_the_source_address_out() {
     assert!(status == 200 || status == 201, "{status} {body}");
 }
 
+/// Revoking a key through the admin function deletes it from the table (every function
+/// looks keys up there on every request: no cache to outlive it) and closes the dashboards
+/// recorded for it with the management API's `DeleteConnection`.
+#[tokio::test]
+async fn revoking_a_key_stops_it_and_deletes_its_connections() {
+    use omni_core::ports::TenantStore;
+    let w = world().await;
+    Mock::given(method("DELETE"))
+        .and(path("/@connections/dash-revoked"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&w._management)
+        .await;
+    w.backend
+        .add_connection(&tenant(), "key_events", "dash-revoked")
+        .await
+        .unwrap();
+    w.backend
+        .add_connection(&tenant(), "key_other", "dash-kept")
+        .await
+        .unwrap();
+    let hash = omni_core::service::hash_api_key(API_KEY);
+    assert!(w.backend.tenant_for_api_key(&hash).await.unwrap().is_some());
+
+    let revoke = event_file("admin")
+        .replace(
+            "\"PUT /v1/admin/tenants/{tenant_id}\"",
+            "\"DELETE /v1/admin/tenants/{tenant_id}/api-keys/{id}\"",
+        )
+        .replace(
+            "\"/v1/admin/tenants/acme-dispatch\"",
+            "\"/v1/admin/tenants/acme-dispatch/api-keys/key_events\"",
+        )
+        .replace("\"method\": \"PUT\"", "\"method\": \"DELETE\"");
+    let app = omni_lambda::http_app(omni_api::admin::app(w.omni.app_state()));
+    let (status, body) = http_event(app, &revoke).await;
+    assert_eq!(status, 204, "{body}");
+
+    assert_eq!(w.backend.tenant_for_api_key(&hash).await.unwrap(), None);
+    let deleted: Vec<_> = w
+        ._management
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "DELETE")
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    assert_eq!(deleted, ["/@connections/dash-revoked"]);
+    assert_eq!(
+        w.backend.connections(&tenant()).await.unwrap(),
+        ["dash-kept"]
+    );
+}
+
 #[tokio::test]
 async fn conversation_updater() {
     let w = world().await;

@@ -13,7 +13,7 @@ use omni_aws::{AwsBackend, AwsResources, SdkConfig};
 use omni_core::domain::{
     Address, Channel, DeliveryStatus, ProviderKind, Region, SendResult, TenantId,
 };
-use omni_core::model::{NewOutbound, NumberRoute, Tenant};
+use omni_core::model::{ApiKeyInfo, NewOutbound, NumberRoute, Tenant};
 use omni_core::ports::{MessageStore, SecretStore, TenantStore};
 use omni_core::providers::BirdCredentials;
 use omni_core::providers::MessageBirdCredentials;
@@ -248,7 +248,14 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
     ] {
         b.put_credentials(&t, &credentials).await.unwrap();
     }
-    b.put_api_key(&t, "key_events", &hash_api_key(API_KEY))
+    let key = ApiKeyInfo {
+        id: "key_events".into(),
+        name: Some("events".into()),
+        prefix: Some(API_KEY[..12].into()),
+        created_at: Some(Utc::now()),
+        last_used_at: None,
+    };
+    b.put_api_key(&t, &key, &hash_api_key(API_KEY))
         .await
         .unwrap();
     // One queued for the delivery worker, one stranded for the sweeper, one sent (its

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_message_parts.sql"),
     include_str!("../migrations/0004_whatsapp_templates.sql"),
     include_str!("../migrations/0005_email_subject.sql"),
+    include_str!("../migrations/0006_api_key_listing.sql"),
 ];
 
 /// Reader connections for a file database: enough for the API and the workers to read while

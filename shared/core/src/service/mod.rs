@@ -18,6 +18,7 @@ use crate::providers::{Credentials, ProviderRegistry};
 mod breaker;
 mod delivery;
 mod inbound;
+mod keys;
 mod keywords;
 mod media;
 mod outbound;
@@ -27,6 +28,7 @@ mod updater;
 
 pub use breaker::{BreakerPolicy, CircuitBreakers};
 pub use delivery::DeliveryOutcome;
+pub use keys::{ApiKeyUsage, IssuedKey};
 pub use keywords::Keyword;
 pub use media::MediaDownload;
 pub use outbound::SendRequest;
@@ -245,6 +247,8 @@ pub struct Services {
     pub breakers: Arc<CircuitBreakers>,
     /// Authentication failures per (address, scope), shared by every clone.
     pub auth_throttle: Arc<AuthThrottle>,
+    /// When each API key's use was last recorded, shared by every clone.
+    pub api_key_usage: Arc<ApiKeyUsage>,
 }
 
 impl Services {
@@ -259,30 +263,6 @@ impl Services {
             return Ok(Some(own));
         }
         Ok(self.platform.get(kind).cloned())
-    }
-
-    /// The tenant an API key belongs to, presented by `client` (when its address is known,
-    /// repeated failures slow it down and then lock it out).
-    pub async fn authenticate(
-        &self,
-        api_key: &str,
-        client: Option<IpAddr>,
-    ) -> Result<TenantId, ServiceError> {
-        self.auth_allowed(client, &AuthScope::ApiKey)?;
-        let found = if api_key.starts_with(API_KEY_PREFIX) {
-            self.tenants
-                .tenant_for_api_key(&hash_api_key(api_key))
-                .await?
-        } else {
-            None
-        };
-        match found {
-            Some(tenant) => Ok(tenant),
-            None => {
-                self.auth_failed(client, &AuthScope::ApiKey).await;
-                Err(ServiceError::Unauthorized)
-            }
-        }
     }
 
     /// [`ServiceError::LockedOut`] while `client` is locked out of `scope`.
@@ -311,18 +291,6 @@ impl Services {
                 tokio::time::sleep(delay).await;
             }
         }
-    }
-
-    /// Issues an API key for a tenant: returns (id, key); only the hash is stored.
-    pub async fn issue_api_key(&self, tenant: &TenantId) -> Result<(String, String), ServiceError> {
-        let mut bytes = [0u8; 24];
-        rand::thread_rng().fill(&mut bytes);
-        let key = format!("{API_KEY_PREFIX}{}", hex::encode(bytes));
-        let id = format!("key_{}", uuid::Uuid::now_v7().simple());
-        self.tenants
-            .put_api_key(tenant, &id, &hash_api_key(&key))
-            .await?;
-        Ok((id, key))
     }
 }
 
