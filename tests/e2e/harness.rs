@@ -147,6 +147,11 @@ impl Server {
         }
     }
 
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The database file.
     pub fn db(&self) -> PathBuf {
         self.dir.path().join("omni.db")

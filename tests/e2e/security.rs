@@ -2,15 +2,19 @@
 //! throttled authentication, API key revocation, WebSocket limits.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use omni_core::providers::twilio;
 
-use crate::harness::{Server, ACCOUNT_SID, ADMIN, MASTER_KEY};
+use crate::harness::{signed_twilio_post, Server, ACCOUNT_SID, ADMIN, MASTER_KEY};
 
 /// Runs `omni serve` with `env` and expects it to refuse to start; its stderr.
 fn refused_start(env: &[(&str, &str)]) -> String {
@@ -266,7 +270,16 @@ async fn an_api_key_is_listed_and_revoked_closing_its_dashboards() {
     let (status, _) = s.api(&kept, Method::GET, "/v1/conversations", None).await;
     assert_eq!(status, 200);
     other.send(Ws::Ping(vec![1].into())).await.unwrap();
-    let pong = tokio::time::timeout(Duration::from_secs(5), other.next()).await;
+    let pong = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match other.next().await {
+                // The server's own pings may come first.
+                Some(Ok(Ws::Ping(_))) => continue,
+                frame => return frame,
+            }
+        }
+    })
+    .await;
     assert!(matches!(pong, Ok(Some(Ok(Ws::Pong(_))))), "{pong:?}");
 
     let (status, list) = s
@@ -280,4 +293,200 @@ async fn an_api_key_is_listed_and_revoked_closing_its_dashboards() {
         .admin(Method::GET, "/v1/admin/tenants/nobody/api-keys", None)
         .await;
     assert_eq!(status, 404);
+}
+
+/// Opens a WebSocket to `addr` by hand (so a test can then send what no client library
+/// would); the stream after the handshake, or the HTTP status that refused it.
+async fn raw_upgrade(addr: std::net::SocketAddr, key: &str) -> Result<TcpStream, u16> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /v1/ws?token={key} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+            return Err(0);
+        }
+        head.push(byte[0]);
+    }
+    let status: u16 = String::from_utf8_lossy(&head[9..12]).parse().unwrap_or(0);
+    if status == 101 {
+        Ok(stream)
+    } else {
+        Err(status)
+    }
+}
+
+/// The resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// One tenant key used to take the server down through WebSockets: 1,001 upgrades ran it
+/// out of file descriptors, and unfinished 8 MiB fragments grew it from 21 to 405 MiB. Now
+/// a key, a tenant and the server each have a cap (`429` past it), a frame larger than the
+/// protocol needs ends its socket at the header, silent sockets are closed, and a carrier's
+/// webhooks keep getting their 2xx in their usual time throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dashboards_flooding_sockets_and_fragments_leave_webhooks_answering() {
+    let s = Server::start(&[
+        ("OMNI_WS_MAX_PER_KEY", "20"),
+        ("OMNI_WS_MAX_PER_TENANT", "30"),
+        ("OMNI_WS_MAX_CONNECTIONS", "1000"),
+        ("OMNI_WS_PING_SECS", "1"),
+        ("OMNI_WS_IDLE_SECS", "3"),
+        ("OMNI_LOG", "info"),
+    ])
+    .await;
+    let token = "twilio-auth-token-flood-0001";
+    let key = s.twilio_tenant("north", token, "+15555550100").await;
+    let (_, second) = s
+        .admin(Method::POST, "/v1/admin/tenants/north/api-keys", None)
+        .await;
+    let second = second["key"].as_str().unwrap().to_string();
+
+    // Caps: 20 for the first key, the tenant's remaining 10 for the second, then 429.
+    let mut held = Vec::new();
+    let (mut refused_key, mut refused_tenant) = (0, 0);
+    for _ in 0..30 {
+        match raw_upgrade(s.direct, &key).await {
+            Ok(stream) => held.push(stream),
+            Err(429) => refused_key += 1,
+            Err(other) => panic!("upgrade answered {other}"),
+        }
+    }
+    assert_eq!((held.len(), refused_key), (20, 10));
+    for _ in 0..15 {
+        match raw_upgrade(s.direct, &second).await {
+            Ok(stream) => held.push(stream),
+            Err(429) => refused_tenant += 1,
+            Err(other) => panic!("upgrade answered {other}"),
+        }
+    }
+    assert_eq!((held.len(), refused_tenant), (30, 5));
+
+    // The usual time of a webhook, before the flood.
+    let webhook = |n: usize| {
+        let params = [
+            ("MessageSid", format!("SMflood{n:027}")),
+            ("AccountSid", ACCOUNT_SID.to_string()),
+            ("From", "+15555550123".to_string()),
+            ("To", "+15555550100".to_string()),
+            ("Body", format!("flood {n}")),
+        ];
+        let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let request = signed_twilio_post(&s.http, &s.url("/webhooks/twilio"), &params, token);
+        async move {
+            let started = std::time::Instant::now();
+            let status = request.send().await.unwrap().status().as_u16();
+            (status, started.elapsed())
+        }
+    };
+    let mut usual = Duration::ZERO;
+    for n in 0..5 {
+        let (status, took) = webhook(n).await;
+        assert_eq!(status, 200);
+        usual = usual.max(took);
+    }
+    let rss_before = rss_kib(s.pid());
+
+    // The flood: every held socket, and attackers reconnecting as fast as they are let in,
+    // send unfinished frames announcing 8 MiB.
+    let stop = Arc::new(AtomicBool::new(false));
+    // A text frame, not final, masked, announcing 8 MiB, and the first bytes of it.
+    let fragment = |sent: usize| {
+        let mut frame = vec![0x01, 0x80 | 127];
+        frame.extend_from_slice(&(8u64 << 20).to_be_bytes());
+        frame.extend_from_slice(&[1, 2, 3, 4]);
+        frame.extend(std::iter::repeat_n(0x61, sent));
+        frame
+    };
+    let mut attackers = Vec::new();
+    for mut stream in held.drain(..) {
+        let frame = fragment(64 * 1024);
+        attackers.push(tokio::spawn(async move {
+            let _ = stream.write_all(&frame).await;
+            let mut sink = [0u8; 1024];
+            // The server ends the socket; read until it does.
+            let closed = tokio::time::timeout(Duration::from_secs(5), async {
+                while stream.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+            })
+            .await;
+            closed.is_ok()
+        }));
+    }
+    let mut reconnecting = Vec::new();
+    for _ in 0..8 {
+        let (stop, key, addr) = (stop.clone(), key.clone(), s.direct);
+        reconnecting.push(tokio::spawn(async move {
+            let mut sent = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(mut stream) = raw_upgrade(addr, &key).await {
+                    if stream.write_all(&fragment(256 * 1024)).await.is_ok() {
+                        sent += 1;
+                    }
+                } else {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            sent
+        }));
+    }
+
+    let mut slowest = Duration::ZERO;
+    for n in 5..45 {
+        let (status, took) = webhook(n).await;
+        assert_eq!(status, 200, "webhook {n} during the flood");
+        slowest = slowest.max(took);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut fragments = 0;
+    for task in reconnecting {
+        fragments += task.await.unwrap();
+    }
+    for task in attackers {
+        assert!(
+            task.await.unwrap(),
+            "a socket sending an 8 MiB frame was not closed"
+        );
+    }
+    let rss_after = rss_kib(s.pid());
+    println!(
+        "usual webhook {usual:?}, slowest during the flood {slowest:?}; \
+         {fragments} oversized fragments sent; RSS {rss_before} KiB -> {rss_after} KiB"
+    );
+    assert!(
+        slowest <= Duration::from_secs(1).max(usual * 10),
+        "slowest webhook {slowest:?} (usual {usual:?})"
+    );
+    assert!(fragments > 100, "the flood ran: {fragments}");
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "RSS grew from {rss_before} to {rss_after} KiB"
+    );
+
+    // A dashboard that never answers the server's pings is closed once silent too long.
+    let mut silent = raw_upgrade(s.direct, &key).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut sink = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while silent.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    assert!(closed.is_ok(), "a silent dashboard stays open");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -55,7 +55,22 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
 
-    let hub = Arc::new(WsHub::default());
+    let mut ws_limits = config.service.ws_limits();
+    let files = raise_open_file_limit();
+    // Each dashboard holds a descriptor; half the process's stay free for carriers'
+    // webhooks, the database and carrier calls, however many dashboards connect.
+    if let Some(files) = files {
+        let room = usize::try_from(files / 2).unwrap_or(usize::MAX);
+        if ws_limits.total > room {
+            warn!(
+                configured = ws_limits.total,
+                allowed = room,
+                "OMNI_WS_MAX_CONNECTIONS lowered to half the open-file limit"
+            );
+            ws_limits.total = room;
+        }
+    }
+    let hub = Arc::new(WsHub::new(ws_limits));
     let http = http_client(Duration::from_millis(config.service.carrier_timeout_ms));
     let mut settings = config.settings();
     if config.public_url.is_none() {
@@ -189,6 +204,29 @@ async fn serve_http(listener: TcpListener, app: axum::Router, config: &ServeConf
     }
 }
 
+/// Raises the soft limit on open files to the hard limit (the usual soft limit, 1,024, is
+/// far below what a server with dashboards and carriers needs); the limit now in force.
+#[cfg(unix)]
+fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        match setrlimit(Resource::Nofile, limit) {
+            Ok(()) => {
+                info!(open_files = ?limit.current, "open-file limit raised to the hard limit")
+            }
+            Err(e) => warn!(error = %e, "could not raise the open-file limit"),
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit() -> Option<u64> {
+    None
+}
+
 fn hex_token() -> String {
     let bytes: [u8; 24] = rand::thread_rng().gen();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -245,6 +283,20 @@ mod tests {
             services,
             admin_token: Secret::new("t"),
         }
+    }
+
+    /// The usual soft limit of 1,024 open files let 1,001 WebSockets starve every webhook;
+    /// start-up raises the soft limit to the hard one.
+    #[cfg(unix)]
+    #[test]
+    fn the_open_file_soft_limit_is_raised_to_the_hard_limit() {
+        use rustix::process::{getrlimit, setrlimit, Resource};
+        let mut limit = getrlimit(Resource::Nofile);
+        let hard = limit.maximum;
+        limit.current = Some(hard.map_or(256, |h| h.min(256)));
+        setrlimit(Resource::Nofile, limit).unwrap();
+        assert_eq!(raise_open_file_limit(), hard);
+        assert_eq!(getrlimit(Resource::Nofile).current, hard);
     }
 
     /// Every route the server mounts is in the OpenAPI document, and every operation of the

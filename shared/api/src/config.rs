@@ -12,6 +12,8 @@ use omni_core::service::{
     ServiceSettings,
 };
 
+use crate::ws::WsLimits;
+
 /// Carrier endpoints, retry schedule and retention (every flag also reads its environment
 /// variable).
 #[derive(Debug, Clone, Args)]
@@ -166,9 +168,42 @@ pub struct ServiceArgs {
     /// (at most 2 s).
     #[arg(long, env = "OMNI_AUTH_FAILURE_DELAY_MS", default_value_t = 200)]
     pub auth_failure_delay_ms: u64,
+    /// Dashboard WebSockets one API key may hold open (more: `429 too_many_connections`).
+    #[arg(long, env = "OMNI_WS_MAX_PER_KEY", default_value_t = 50)]
+    pub ws_max_per_key: usize,
+    /// Dashboard WebSockets one tenant may hold open, all its keys together.
+    #[arg(long, env = "OMNI_WS_MAX_PER_TENANT", default_value_t = 200)]
+    pub ws_max_per_tenant: usize,
+    /// Dashboard WebSockets the whole process holds open (`omni serve`; on AWS, API
+    /// Gateway's quotas).
+    #[arg(long, env = "OMNI_WS_MAX_CONNECTIONS", default_value_t = 2000)]
+    pub ws_max_connections: usize,
+    /// Largest frame or message a dashboard may send, in bytes (`omni serve`; API Gateway
+    /// caps frames at 32 KiB on AWS).
+    #[arg(long, env = "OMNI_WS_MAX_MESSAGE_BYTES", default_value_t = 4096)]
+    pub ws_max_message_bytes: usize,
+    /// Seconds between the server's pings to each dashboard (`omni serve`).
+    #[arg(long, env = "OMNI_WS_PING_SECS", default_value_t = 30)]
+    pub ws_ping_secs: u64,
+    /// Seconds a dashboard may stay silent (no pong, no frame) before it is closed
+    /// (`omni serve`; API Gateway closes idle connections after 10 minutes on AWS).
+    #[arg(long, env = "OMNI_WS_IDLE_SECS", default_value_t = 75)]
+    pub ws_idle_secs: u64,
 }
 
 impl ServiceArgs {
+    /// The dashboards' caps and timers.
+    pub fn ws_limits(&self) -> WsLimits {
+        WsLimits {
+            per_key: self.ws_max_per_key,
+            per_tenant: self.ws_max_per_tenant,
+            total: self.ws_max_connections,
+            max_message_bytes: self.ws_max_message_bytes.max(125),
+            ping_every: Duration::from_secs(self.ws_ping_secs.max(1)),
+            idle_timeout: Duration::from_secs(self.ws_idle_secs.max(1)),
+        }
+    }
+
     /// The carriers' base URLs.
     pub fn endpoints(&self) -> ProviderEndpoints {
         ProviderEndpoints {

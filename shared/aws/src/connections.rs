@@ -82,6 +82,27 @@ impl AwsBackend {
             .await
     }
 
+    /// How many dashboards the tenant holds open, and how many of them its key `key_id`
+    /// opened (one query).
+    pub async fn connection_counts(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+    ) -> StoreResult<(usize, usize)> {
+        let now = Utc::now().timestamp();
+        let live: Vec<_> = self
+            .query_prefix(&tenant_connections(tenant), "")
+            .await?
+            .into_iter()
+            .filter(|i| crate::item::get_n(i, "ttl").is_ok_and(|t| t > now))
+            .collect();
+        let of_key = live
+            .iter()
+            .filter(|i| get_s(i, "key_id").is_ok_and(|k| k == key_id))
+            .count();
+        Ok((live.len(), of_key))
+    }
+
     async fn connections_where(
         &self,
         tenant: &TenantId,

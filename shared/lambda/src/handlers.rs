@@ -213,6 +213,19 @@ pub async fn ws_connect(
         }
         Err(e) => return Err(internal(e)),
     };
+    // Counted from the table: every ws-connect instance sees the same connections. Two
+    // connections racing past the last place may both get in; the next is refused.
+    let (open, of_key) = omni
+        .backend
+        .connection_counts(&owner.tenant, &owner.key_id)
+        .await
+        .map_err(|e| internal(e.into()))?;
+    if open >= omni.ws_limits.per_tenant || of_key >= omni.ws_limits.per_key {
+        return Ok(ws_response(
+            429,
+            r#"{"error":"as many dashboards are open as may be","code":"too_many_connections"}"#,
+        ));
+    }
     omni.backend
         .add_connection(&owner.tenant, &owner.key_id, connection)
         .await

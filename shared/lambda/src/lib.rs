@@ -66,6 +66,8 @@ pub struct Omni {
     pub services: Services,
     /// The backend (for the WebSocket connection table and SQS visibility).
     pub backend: AwsBackend,
+    /// Dashboard caps per key and per tenant (`ws-connect`).
+    pub ws_limits: omni_api::ws::WsLimits,
     admin_token: Secret,
 }
 
@@ -135,6 +137,7 @@ impl Omni {
         Ok(Omni {
             services,
             backend,
+            ws_limits: config.service.ws_limits(),
             admin_token,
         })
     }

@@ -56,6 +56,10 @@ async fn world() -> World {
         "3",
         "--auth-failure-delay-ms",
         "0",
+        "--ws-max-per-key",
+        "2",
+        "--ws-max-per-tenant",
+        "3",
     ]);
     let omni = Omni::new(&settings, &config, backend.resources().clone())
         .await
@@ -815,6 +819,31 @@ async fn signal_poller() {
         .await
         .unwrap();
     assert_eq!(report.received, 0, "the seeded tenant has no Signal number");
+}
+
+/// One key could open dashboards without end; `$connect` now counts the key's and the
+/// tenant's recorded connections and refuses past the caps (2 per key, 3 per tenant here).
+#[tokio::test]
+async fn ws_connect_refuses_past_the_key_and_tenant_caps() {
+    let w = world().await;
+    let attempt = |id: &str| {
+        let mut connect = payload::<ApiGatewayWebsocketProxyRequest>("ws-connect");
+        connect.payload.request_context.connection_id = Some(id.into());
+        omni_lambda::ws_connect(&w.omni, connect)
+    };
+    assert_eq!(attempt("Dash1=").await.unwrap().status_code, 200);
+    assert_eq!(attempt("Dash2=").await.unwrap().status_code, 200);
+    let refused = attempt("Dash3=").await.unwrap();
+    assert_eq!(refused.status_code, 429);
+    assert_eq!(w.backend.connections(&tenant()).await.unwrap().len(), 2);
+    // Another key of the tenant's gets the tenant's last place, and no more.
+    w.backend
+        .add_connection(&tenant(), "key_other", "Other1=")
+        .await
+        .unwrap();
+    w.backend.remove_connection("Dash2=").await.unwrap();
+    assert_eq!(attempt("Dash4=").await.unwrap().status_code, 200);
+    assert_eq!(attempt("Dash5=").await.unwrap().status_code, 429);
 }
 
 #[tokio::test]
