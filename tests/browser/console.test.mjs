@@ -4,6 +4,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createServer } from "node:http";
+import { createHmac } from "node:crypto";
 import { mkdtempSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
@@ -13,14 +14,45 @@ import { chromium } from "playwright-core";
 const here = dirname(fileURLToPath(import.meta.url));
 const BIN = process.env.OMNI_BIN || join(here, "../../target/debug/omni");
 const ARTIFACTS = join(here, "artifacts");
-const ADMIN = "browser-test-admin-token";
+const ADMIN = "browser-test-admin-token-0123456789abcdef";
 const MASTER_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const TOKEN_A = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const NUMBER_A = "+15555550100";
 const NUMBER_B = "+15555550200";
 const CONTACT = "+15555550123";
 
-let omni, base, db, browser, carrier, sent = [];
+let omni, base, db, browser, carrier, graph, sent = [], reports = [];
+
+const WA_SECRET = "west-whatsapp-app-secret-0001";
+const WA_PHONE_ID = "200000000000009";
+const NUMBER_W = "+15555550300";
+const HTML_MEDIA = "300000000000009";
+
+/** The Graph API fake: a contact's document whose bytes are an HTML page that reports the
+ * origin it runs on (by navigating to /report), were it ever opened as a page. */
+function startGraph() {
+  return new Promise((resolve) => {
+    const server = createServer((req, res) => {
+      const here = `http://127.0.0.1:${server.address().port}`;
+      const url = new URL(req.url, here);
+      if (url.pathname === `/${HTML_MEDIA}`) {
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(JSON.stringify({ url: `${here}/lookaside/${HTML_MEDIA}`, mime_type: "text/html", file_size: 200 }));
+      } else if (url.pathname === `/lookaside/${HTML_MEDIA}`) {
+        res.writeHead(200, { "content-type": "text/html" });
+        res.end(`<!doctype html><script>location.href = "${here}/report?origin=" + encodeURIComponent(location.origin) + "&opener=" + encodeURIComponent(String(!!window.opener));</script>`);
+      } else if (url.pathname === "/report") {
+        reports.push(Object.fromEntries(url.searchParams));
+        res.writeHead(200, { "content-type": "text/plain" });
+        res.end("reported");
+      } else {
+        res.writeHead(404);
+        res.end();
+      }
+    });
+    server.listen(0, "127.0.0.1", () => resolve(server));
+  });
+}
 
 /** A Twilio Messages.json fake that records what it was sent. */
 function startCarrier() {
@@ -97,11 +129,13 @@ let keyA, keyB;
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   carrier = await startCarrier();
+  graph = await startGraph();
   const dir = mkdtempSync(join(tmpdir(), "omni-console-"));
   db = join(dir, "omni.db");
   const started = await startOmni({
     OMNI_ADDR: "127.0.0.1:0", OMNI_DB: db, OMNI_ADMIN_TOKEN: ADMIN, OMNI_MASTER_KEY: MASTER_KEY,
     OMNI_TWILIO_API_URL: `http://127.0.0.1:${carrier.address().port}`,
+    OMNI_WHATSAPP_API_URL: `http://127.0.0.1:${graph.address().port}`,
   });
   omni = started.child;
   base = started.url;
@@ -117,6 +151,7 @@ after(async () => {
   await browser?.close();
   omni?.kill("SIGKILL");
   carrier?.close();
+  graph?.close();
 });
 
 test("a dispatcher sees, reads and answers a text live; another tenant sees none of it", async () => {
@@ -181,4 +216,47 @@ test("works on a phone-sized screen and with the keyboard; opted-out contacts sh
   await page.keyboard.press("Enter");
   await page.locator("#reply-error:not([hidden])").waitFor();
   assert.match(await page.locator("#reply-error").textContent(), /opted out/);
+});
+
+test("a contact's HTML attachment is a download that never runs on the console's origin; the console is served under a strict policy", async () => {
+  // The console's own headers.
+  const index = await fetch(base + "/");
+  const csp = index.headers.get("content-security-policy") || "";
+  assert.match(csp, /script-src 'self'/);
+  assert.match(csp, /frame-ancestors 'none'/);
+  assert.doesNotMatch(csp, /unsafe-inline/);
+  assert.equal(index.headers.get("x-content-type-options"), "nosniff");
+  assert.equal(index.headers.get("referrer-policy"), "no-referrer");
+
+  // A WhatsApp tenant, and a contact's document that is an HTML page.
+  await admin("PUT", "/v1/admin/tenants/west", { name: "PSAP west", default_region: "US" });
+  await admin("PUT", "/v1/admin/tenants/west/providers/whatsapp", { phone_number_id: WA_PHONE_ID, access_token: "EAAG-west-access-token", app_secret: WA_SECRET, verify_token: "west-verify-token" });
+  await admin("PUT", `/v1/admin/tenants/west/numbers/${NUMBER_W}`, { provider: "whatsapp", channels: ["whatsapp"] });
+  const keyW = (await admin("POST", "/v1/admin/tenants/west/api-keys")).key;
+  const body = JSON.stringify({ object: "whatsapp_business_account", entry: [{ id: "100000000000009", changes: [{ field: "messages", value: {
+    messaging_product: "whatsapp", metadata: { display_phone_number: NUMBER_W.slice(1), phone_number_id: WA_PHONE_ID },
+    contacts: [{ profile: { name: "Mallory" }, wa_id: CONTACT.slice(1) }],
+    messages: [{ from: CONTACT.slice(1), id: "wamid.HTMLATTACHMENT0001", timestamp: String(Math.floor(Date.now() / 1000)), type: "document",
+      document: { id: HTML_MEDIA, mime_type: "text/html", filename: "invoice.html", caption: "see attached" } }] } }] }] });
+  const signature = "sha256=" + createHmac("sha256", WA_SECRET).update(body).digest("hex");
+  const hook = await fetch(base + "/webhooks/whatsapp", { method: "POST", headers: { "content-type": "application/json", "x-hub-signature-256": signature }, body });
+  assert.equal(hook.status, 200, await hook.text());
+
+  const page = await signedInPage(keyW);
+  const opened = [];
+  page.context().on("page", (p) => opened.push(p));
+  await page.locator("#conversations li").first().click();
+  await page.locator(".msg.inbound .body", { hasText: "see attached" }).waitFor();
+  const link = page.locator(".msg.inbound a.attachment[download]");
+  await link.waitFor();
+  assert.equal(await page.locator(".msg.inbound img, .msg.inbound iframe, .msg.inbound a[target]").count(), 0, "an HTML page is neither shown nor opened");
+  assert.match(await link.getAttribute("href"), /^blob:/);
+  await page.screenshot({ path: join(ARTIFACTS, "05-html-attachment-download.png") });
+
+  const [download] = await Promise.all([page.waitForEvent("download"), link.click()]);
+  assert.equal(download.suggestedFilename(), "attachment-1");
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.equal(opened.length, 0, "no page was opened");
+  assert.equal(page.url(), base + "/", "the console stayed where it was");
+  assert.deepEqual(reports, [], "the attachment's script never ran");
 });

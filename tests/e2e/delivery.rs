@@ -419,7 +419,7 @@ async fn moving_a_number_to_voipms_sends_the_next_message_through_voipms() {
         .await;
     wait_status(&s, &key, m["id"].as_str().unwrap(), "sent").await;
 
-    let (st, b) = s.admin(Method::PUT, "/v1/admin/tenants/north/providers/voipms", Some(json!({"api_username": "ops@example.org", "api_password": "pw-secret-2", "webhook_secret": "hook-secret-2"}))).await;
+    let (st, b) = s.admin(Method::PUT, "/v1/admin/tenants/north/providers/voipms", Some(json!({"api_username": "ops@example.org", "api_password": "pw-secret-2", "webhook_secret": "hook-secret-0000002"}))).await;
     assert_eq!(st, 200, "{b}");
     let (st, b) = s
         .admin(

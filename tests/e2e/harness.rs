@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 /// The admin token every test server runs with.
-pub const ADMIN: &str = "test-admin-token-0123456789";
+pub const ADMIN: &str = "test-admin-token-0123456789abcdef0123";
 /// A fixed master key, so a restarted server reads what the first one wrote.
 pub const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -87,6 +87,8 @@ impl Server {
             .env("OMNI_RETRY_BASE_MS", "50")
             .env("OMNI_RETRY_MAX_MS", "400")
             .env("OMNI_SIGNAL_POLL_MS", "200")
+            // Tests probe wrong credentials freely from one address; the lockout has its own.
+            .env("OMNI_AUTH_FAILURE_LIMIT", "0")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in &env {
@@ -143,6 +145,11 @@ impl Server {
             http: reqwest::Client::new(),
             secrets: Arc::new(Mutex::new(known)),
         }
+    }
+
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The database file.

@@ -11,6 +11,7 @@ mod flows;
 mod harness;
 mod inteliquent;
 mod messagebird;
+mod security;
 mod ses;
 mod signal;
 mod sinch;

@@ -37,13 +37,13 @@ use crate::world::{Reply, World, PUBLIC_URL};
 
 const NUMBER: &str = "+15555550100";
 const TWILIO_TOKEN: &str = "12345abcdef67890fedcba0987654321";
-const VOIPMS_SECRET: &str = "s3cr3t-token";
+const VOIPMS_SECRET: &str = "s3cr3t-token-0001";
 const WA_APP_SECRET: &str = "0123456789abcdef0123456789abcdef";
 const WA_VERIFY_TOKEN: &str = "fuzz-verify-token";
 const BANDWIDTH_USER: &str = "fuzz-callbacks";
 const BANDWIDTH_PASSWORD: &str = "fuzz-callback-password";
 const SINCH_APP_SECRET: &str = "fuzz-sinch-app-secret";
-const VOICEMEUP_SECRET: &str = "vmu-fuzz-secret";
+const VOICEMEUP_SECRET: &str = "vmu-fuzz-secret-01";
 const VONAGE_SIGNATURE_SECRET: &str = "fuzz-vonage-signature-secret";
 const BIRD_SIGNING_KEY: &str = "fuzz-bird-signing-key";
 const INTELIQUENT_WEBHOOK_KEY: &str = "fuzz-inteliquent-webhook-key";

@@ -24,7 +24,7 @@ use omni_core::providers::twilio;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "12345abcdef67890fedcba0987654321";
-const ADMIN: &str = "bench-admin-token";
+const ADMIN: &str = "bench-admin-token-0123456789abcdef";
 const NUMBER: &str = "+15555550100";
 
 fn env_or(name: &str, default: usize) -> usize {

@@ -21,7 +21,9 @@ pub struct ServeConfig {
     /// Bearer token for /v1/admin/*; generated and printed once when unset.
     #[arg(long, env = "OMNI_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// Base URL as carriers see it (checks URL-signed webhooks); default http://{addr}.
+    /// Base URL as carriers see it (checks URL-signed webhooks); default http://{addr}. Set
+    /// but empty is refused at start: signature checks would otherwise have no base but the
+    /// client's own `Host` header.
     #[arg(long, env = "OMNI_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Milliseconds between signal-cli polls.
@@ -51,11 +53,53 @@ pub struct ServeConfig {
     pub demo: bool,
 }
 
+/// A setting `omni serve` refuses to start with.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `OMNI_PUBLIC_URL` is not an absolute http(s) URL with a host (empty included).
+    #[error(
+        "OMNI_PUBLIC_URL must be an absolute http(s) URL such as https://omni.example.org \
+         (or unset, for http://OMNI_ADDR); got {0:?}"
+    )]
+    PublicUrl(String),
+    /// `OMNI_ADMIN_TOKEN` is too short to resist guessing.
+    #[error(
+        "OMNI_ADMIN_TOKEN must be at least {} characters (unset, a random one is generated \
+         and printed)",
+        omni_api::MIN_ADMIN_TOKEN_CHARS
+    )]
+    WeakAdminToken,
+}
+
 impl ServeConfig {
-    /// The public base URL.
+    /// Refuses settings that would weaken the server: a guessable admin token, or an empty or
+    /// relative public URL, which would leave webhook signature checks to build their URL
+    /// from the client's `Host` header.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.chars().count() < omni_api::MIN_ADMIN_TOKEN_CHARS)
+        {
+            return Err(ConfigError::WeakAdminToken);
+        }
+        if let Some(raw) = &self.public_url {
+            let ok = url::Url::parse(raw.trim()).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some_and(|h| !h.is_empty())
+            });
+            if !ok {
+                return Err(ConfigError::PublicUrl(raw.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The public base URL (as validated by [`ServeConfig::validate`]).
     pub fn public_url(&self) -> String {
         self.public_url
-            .clone()
+            .as_deref()
+            .map(|u| u.trim().trim_end_matches('/').to_string())
             .unwrap_or_else(|| format!("http://{}", self.addr))
     }
 
@@ -76,5 +120,60 @@ impl ServeConfig {
     /// How long a client may take to send a request head.
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeConfig,
+    }
+
+    fn config(public_url: Option<&str>) -> ServeConfig {
+        let mut args = vec!["omni"];
+        if let Some(u) = public_url {
+            args.extend(["--public-url", u]);
+        }
+        Cli::parse_from(args).serve
+    }
+
+    /// `OMNI_PUBLIC_URL=` (set but empty) used to leave signature checks trusting the `Host`
+    /// header; it and anything else that is not an absolute http(s) URL is refused, and so is
+    /// an admin token under 32 characters (`qz` used to be accepted).
+    #[test]
+    fn an_empty_or_relative_public_url_or_a_short_admin_token_is_refused() {
+        for bad in [
+            "",
+            "  ",
+            "omni.example.org",
+            "/webhooks",
+            "ftp://omni.example",
+            "https://",
+        ] {
+            assert_eq!(
+                config(Some(bad)).validate(),
+                Err(ConfigError::PublicUrl(bad.into())),
+                "{bad:?}"
+            );
+        }
+        for good in ["https://omni.example.org", "http://127.0.0.1:8080/"] {
+            let c = config(Some(good));
+            assert_eq!(c.validate(), Ok(()), "{good}");
+            assert!(!c.public_url().ends_with('/'));
+        }
+        let unset = config(None);
+        assert_eq!(unset.validate(), Ok(()));
+        let mut weak = config(None);
+        weak.admin_token = Some("qz".into());
+        assert_eq!(weak.validate(), Err(ConfigError::WeakAdminToken));
+        weak.admin_token = Some("x".repeat(omni_api::MIN_ADMIN_TOKEN_CHARS));
+        assert_eq!(weak.validate(), Ok(()));
+        assert_eq!(unset.public_url(), "http://127.0.0.1:8080");
     }
 }

@@ -95,10 +95,11 @@ pub async fn seed(
         updated_at: now,
     };
     services.tenants.put_number(&route).await.map_err(err)?;
-    let (_, api_key) = services
-        .issue_api_key(&tenant_id)
+    let api_key = services
+        .issue_api_key(&tenant_id, Some("demo".into()))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .key;
 
     println!(
         "\n=== Omni demo ===\n\

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use omni_api::{AppState, WsHub};
+use omni_api::{AppState, ClientAddr, WsHub};
 use omni_core::providers::{http_client, ProviderRegistry, Secret};
 use omni_core::service::Services;
 use omni_local::{MasterKey, SqliteBackend};
@@ -37,6 +37,7 @@ pub fn init_tracing(format: &str) {
 /// Runs the server until SIGINT/SIGTERM.
 pub async fn run(config: ServeConfig) -> Result<(), String> {
     init_tracing(&config.log_format);
+    config.validate().map_err(|e| e.to_string())?;
     let key = MasterKey::from_env_or_file(&config.db).map_err(|e| format!("master key: {e}"))?;
     let backend = Arc::new(
         SqliteBackend::open(&config.db, key)
@@ -54,7 +55,22 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
 
-    let hub = Arc::new(WsHub::default());
+    let mut ws_limits = config.service.ws_limits();
+    let files = raise_open_file_limit();
+    // Each dashboard holds a descriptor; half the process's stay free for carriers'
+    // webhooks, the database and carrier calls, however many dashboards connect.
+    if let Some(files) = files {
+        let room = usize::try_from(files / 2).unwrap_or(usize::MAX);
+        if ws_limits.total > room {
+            warn!(
+                configured = ws_limits.total,
+                allowed = room,
+                "OMNI_WS_MAX_CONNECTIONS lowered to half the open-file limit"
+            );
+            ws_limits.total = room;
+        }
+    }
+    let hub = Arc::new(WsHub::new(ws_limits));
     let http = http_client(Duration::from_millis(config.service.carrier_timeout_ms));
     let mut settings = config.settings();
     if config.public_url.is_none() {
@@ -68,10 +84,12 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
         queue: backend.clone(),
         push: hub.clone(),
         providers: ProviderRegistry::new(http.clone(), &config.service.endpoints(), config.demo),
-        platform: platform_credentials(),
+        platform: platform_credentials()?,
         settings,
         breakers: Default::default(),
         media_store: None,
+        auth_throttle: Default::default(),
+        api_key_usage: Default::default(),
     };
 
     let admin_token = match &config.admin_token {
@@ -134,9 +152,9 @@ async fn serve_http(listener: TcpListener, app: axum::Router, config: &ServeConf
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     warn!(error = %e, "accept failed");
@@ -147,7 +165,15 @@ async fn serve_http(listener: TcpListener, app: axum::Router, config: &ServeConf
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // The peer's address is what failed authentications are counted against.
+        let service = TowerToHyperService::new(
+            tower::ServiceBuilder::new()
+                .map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ClientAddr(peer.ip()));
+                    request
+                })
+                .service(app.clone()),
+        );
         let connection = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -177,6 +203,29 @@ async fn serve_http(listener: TcpListener, app: axum::Router, config: &ServeConf
     {
         warn!("connections still open after 10 s; stopping anyway");
     }
+}
+
+/// Raises the soft limit on open files to the hard limit (the usual soft limit, 1,024, is
+/// far below what a server with dashboards and carriers needs); the limit now in force.
+#[cfg(unix)]
+fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        match setrlimit(Resource::Nofile, limit) {
+            Ok(()) => {
+                info!(open_files = ?limit.current, "open-file limit raised to the hard limit")
+            }
+            Err(e) => warn!(error = %e, "could not raise the open-file limit"),
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit() -> Option<u64> {
+    None
 }
 
 fn hex_token() -> String {
@@ -229,11 +278,27 @@ mod tests {
             settings: Default::default(),
             breakers: Default::default(),
             media_store: None,
+            auth_throttle: Default::default(),
+            api_key_usage: Default::default(),
         };
         AppState {
             services,
             admin_token: Secret::new("t"),
         }
+    }
+
+    /// The usual soft limit of 1,024 open files let 1,001 WebSockets starve every webhook;
+    /// start-up raises the soft limit to the hard one.
+    #[cfg(unix)]
+    #[test]
+    fn the_open_file_soft_limit_is_raised_to_the_hard_limit() {
+        use rustix::process::{getrlimit, setrlimit, Resource};
+        let mut limit = getrlimit(Resource::Nofile);
+        let hard = limit.maximum;
+        limit.current = Some(hard.map_or(256, |h| h.min(256)));
+        setrlimit(Resource::Nofile, limit).unwrap();
+        assert_eq!(raise_open_file_limit(), hard);
+        assert_eq!(getrlimit(Resource::Nofile).current, hard);
     }
 
     /// Every route the server mounts is in the OpenAPI document, and every operation of the

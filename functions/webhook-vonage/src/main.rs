@@ -7,5 +7,5 @@ use omni_lambda::{init_tracing, Error, Omni};
 async fn main() -> Result<(), Error> {
     init_tracing();
     let omni = Omni::from_env().await?;
-    lambda_http::run(omni_api::webhooks::app(omni.app_state())).await
+    omni_lambda::run_http(omni_api::webhooks::app(omni.app_state())).await
 }

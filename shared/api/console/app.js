@@ -193,24 +193,59 @@ function renderThread() {
   renderMessages();
 }
 
-// Carrier-kept media (WhatsApp ids) by "<message id>/<index>": a pending fetch, an object
-// URL, or "failed". Fetched once, through the API with the key, since the carrier's own
-// link needs the tenant's credentials.
+// What the console shows inline: pictures, sound and video a browser plays as such (no
+// SVG: it is a document that can carry script). Anything else, whatever a contact's carrier
+// calls it, is only offered as a download: never opened as a page of the console's origin.
+const INLINE = {
+  img: ["image/jpeg", "image/png", "image/gif", "image/webp", "image/avif", "image/bmp"],
+  audio: ["audio/mpeg", "audio/mp4", "audio/aac", "audio/ogg", "audio/opus", "audio/wav", "audio/webm", "audio/amr"],
+  video: ["video/mp4", "video/webm", "video/ogg", "video/3gpp", "video/quicktime"],
+};
+const baseType = (t) => (t || "").split(";")[0].trim().toLowerCase();
+const inlineTag = (t) => Object.keys(INLINE).find((tag) => INLINE[tag].includes(baseType(t)));
+
+/** A shown picture, sound or video; `src` is a carrier's link or a blob of the shown type. */
+function inlineMedia(tag, src) {
+  return tag === "img"
+    ? el("img", { src, alt: "attachment", loading: "lazy" })
+    : el(tag, { src, controls: true, preload: "metadata" });
+}
+
+// Carrier-kept media (WhatsApp ids) by "<message id>/<index>": a pending fetch, a shown
+// item {tag, url} or a download {download, url}, or "failed". Fetched once, through the API
+// with the key, since the carrier's own link needs the tenant's credentials.
 const mediaBlobs = new Map();
 
+/** The bytes as something the console may hold: a blob typed as the shown type when it is
+ * one, else as opaque bytes to save, which no browser renders. */
+function keep(blob, declared) {
+  const type = baseType(blob.type) || baseType(declared);
+  const tag = inlineTag(type);
+  if (tag && (!declared || inlineTag(declared) === tag)) {
+    return { tag, url: URL.createObjectURL(new Blob([blob], { type })) };
+  }
+  return { download: true, url: URL.createObjectURL(new Blob([blob], { type: "application/octet-stream" })) };
+}
+
 function mediaItem(m, x, i) {
-  const show = (href) => (x.content_type || "").startsWith("image/")
-    ? el("a", { href, target: "_blank", rel: "noopener" }, el("img", { src: href, alt: "attachment" }))
-    : el("a", { href, target: "_blank", rel: "noopener" }, "attachment");
-  if (/^https?:\/\//.test(x.url)) return show(x.url);
+  if (/^https?:\/\//.test(x.url)) {
+    // The carrier's own link: its origin, never ours.
+    const tag = inlineTag(x.content_type);
+    return tag
+      ? inlineMedia(tag, x.url)
+      : el("a", { href: x.url, target: "_blank", rel: "noopener noreferrer" }, "attachment");
+  }
   const key = `${m.id}/${i}`;
   const known = mediaBlobs.get(key);
   if (known === "failed") return el("span", { class: "attachment" }, "attachment unavailable");
-  if (typeof known === "string") return show(known);
+  if (known && known.url && known.tag) return inlineMedia(known.tag, known.url);
+  if (known && known.url) {
+    return el("a", { href: known.url, download: `attachment-${i + 1}`, class: "attachment" }, "download attachment");
+  }
   if (!known) {
     mediaBlobs.set(key, fetch(`${API_URL}/v1/messages/${m.id}/media/${i}`, { headers: { Authorization: `Bearer ${state.key}` } })
       .then((res) => (res.ok ? res.blob() : Promise.reject(new Error(`HTTP ${res.status}`))))
-      .then((blob) => mediaBlobs.set(key, URL.createObjectURL(blob)), () => mediaBlobs.set(key, "failed"))
+      .then((blob) => mediaBlobs.set(key, keep(blob, x.content_type)), () => mediaBlobs.set(key, "failed"))
       .then(() => renderMessages()));
   }
   return el("span", { class: "attachment" }, "loading attachment…");

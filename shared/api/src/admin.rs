@@ -1,17 +1,19 @@
 //! The admin API (`Authorization: Bearer $OMNI_ADMIN_TOKEN`): tenants, carrier
 //! configurations, numbers, API keys.
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, put};
 use axum::Json;
 use chrono::Utc;
 use omni_core::domain::{Address, Channel, ProviderKind, Region, TenantId};
-use omni_core::model::{NumberRoute, Routing, Tenant};
+use omni_core::model::{ApiKeyInfo, NumberRoute, Routing, Tenant};
 use omni_core::providers::Credentials;
+use omni_core::service::AuthScope;
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -20,7 +22,7 @@ use tracing::info;
 use crate::dispatch::bearer;
 use crate::error::ApiError;
 use crate::routes::Routes;
-use crate::AppState;
+use crate::{AppState, ClientAddr};
 
 /// Proof the caller holds the admin token (compared in constant time).
 pub struct AdminAuth;
@@ -32,9 +34,13 @@ impl FromRequestParts<AppState> for AdminAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        let client = ClientAddr::of(&parts.extensions);
+        let services = &state.services;
+        services.auth_allowed(client, &AuthScope::Admin)?;
+        let token = bearer(&parts.headers).unwrap_or_default();
         let expected = state.admin_token.expose().as_bytes();
         if expected.is_empty() || !bool::from(token.as_bytes().ct_eq(expected)) {
+            services.auth_failed(client, &AuthScope::Admin).await;
             return Err(ApiError::unauthorized());
         }
         Ok(AdminAuth)
@@ -80,8 +86,15 @@ pub fn routes(state: AppState) -> Routes {
         )
         .route(
             "/v1/admin/tenants/{tenant_id}/api-keys",
-            &[Method::POST],
-            post(create_api_key).with_state(state),
+            &[Method::GET, Method::POST],
+            get(list_api_keys)
+                .post(create_api_key)
+                .with_state(state.clone()),
+        )
+        .route(
+            "/v1/admin/tenants/{tenant_id}/api-keys/{id}",
+            &[Method::DELETE],
+            delete(revoke_api_key).with_state(state),
         )
 }
 
@@ -357,13 +370,77 @@ async fn get_routing(
     Ok(Json(state.services.tenants.get_routing(&tenant.id).await?))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ApiKeyBody {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// Every key has every right until keys get roles of their own.
+const KEY_ROLE: &str = "admin";
+
+/// A key as the admin API lists it: never the key, nor its hash.
+fn key_json(key: &ApiKeyInfo) -> serde_json::Value {
+    json!({
+        "id": key.id,
+        "name": key.name,
+        "role": KEY_ROLE,
+        "prefix": key.prefix,
+        "created_at": key.created_at,
+        "last_used_at": key.last_used_at,
+    })
+}
+
+/// `POST .../api-keys`, optionally `{"name": "..."}`: the key is in this answer only.
 async fn create_api_key(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let tenant = existing_tenant(&state, &raw).await?;
+    let body: ApiKeyBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ApiKeyBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(e.to_string()))?
+    };
+    let name = body.name.map(|n| n.trim().to_string());
+    if name
+        .as_ref()
+        .is_some_and(|n| n.is_empty() || n.chars().count() > 100)
+    {
+        return Err(ApiError::invalid("name must be 1 to 100 characters"));
+    }
+    let issued = state.services.issue_api_key(&tenant.id, name).await?;
+    info!(tenant_id = %tenant.id, key_id = %issued.info.id, "api key issued");
+    let mut answer = key_json(&issued.info);
+    answer["key"] = issued.key.into();
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+/// `GET .../api-keys`: the tenant's keys, oldest first.
+async fn list_api_keys(
     State(state): State<AppState>,
     _: AdminAuth,
     Path(raw): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let tenant = existing_tenant(&state, &raw).await?;
-    let (id, key) = state.services.issue_api_key(&tenant.id).await?;
-    info!(tenant_id = %tenant.id, key_id = %id, "api key issued");
-    Ok((StatusCode::CREATED, Json(json!({"id": id, "key": key}))))
+    let keys = state.services.tenants.list_api_keys(&tenant.id).await?;
+    Ok(Json(
+        json!({"items": keys.iter().map(key_json).collect::<Vec<_>>()}),
+    ))
+}
+
+/// `DELETE .../api-keys/{id}`: the key stops working at once and its dashboards are closed.
+async fn revoke_api_key(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path((raw, key_id)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let tenant = existing_tenant(&state, &raw).await?;
+    if !state.services.revoke_api_key(&tenant.id, &key_id).await? {
+        return Err(ApiError::not_found("api key"));
+    }
+    Ok(StatusCode::NO_CONTENT)
 }

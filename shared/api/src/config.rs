@@ -8,8 +8,11 @@ use omni_core::providers::{
     Credentials, ProviderEndpoints, Secret, TwilioCredentials, VoipmsCredentials,
 };
 use omni_core::service::{
-    BreakerPolicy, PlatformCredentials, RetryPolicy, SendRateLimit, ServiceSettings,
+    AuthThrottlePolicy, BreakerPolicy, PlatformCredentials, RetryPolicy, SendRateLimit,
+    ServiceSettings,
 };
+
+use crate::ws::WsLimits;
 
 /// Carrier endpoints, retry schedule and retention (every flag also reads its environment
 /// variable).
@@ -150,9 +153,57 @@ pub struct ServiceArgs {
     /// `POST /v1/messages` calls a tenant may make at once before the rate applies.
     #[arg(long, env = "OMNI_SEND_BURST", default_value_t = 100)]
     pub send_burst: u32,
+    /// Failed authentications (admin token, API key, a tenant's webhook secret) from one
+    /// address within `OMNI_AUTH_FAILURE_WINDOW_SECS` that lock it out (0: never). In memory:
+    /// per process, and per function instance on Lambda.
+    #[arg(long, env = "OMNI_AUTH_FAILURE_LIMIT", default_value_t = 10)]
+    pub auth_failure_limit: u32,
+    /// Seconds within which those failures count.
+    #[arg(long, env = "OMNI_AUTH_FAILURE_WINDOW_SECS", default_value_t = 60)]
+    pub auth_failure_window_secs: u64,
+    /// Seconds a locked-out address is refused (`429` with `Retry-After`).
+    #[arg(long, env = "OMNI_AUTH_LOCKOUT_SECS", default_value_t = 300)]
+    pub auth_lockout_secs: u64,
+    /// Milliseconds added to the answer of each failure after the first within the window
+    /// (at most 2 s).
+    #[arg(long, env = "OMNI_AUTH_FAILURE_DELAY_MS", default_value_t = 200)]
+    pub auth_failure_delay_ms: u64,
+    /// Dashboard WebSockets one API key may hold open (more: `429 too_many_connections`).
+    #[arg(long, env = "OMNI_WS_MAX_PER_KEY", default_value_t = 50)]
+    pub ws_max_per_key: usize,
+    /// Dashboard WebSockets one tenant may hold open, all its keys together.
+    #[arg(long, env = "OMNI_WS_MAX_PER_TENANT", default_value_t = 200)]
+    pub ws_max_per_tenant: usize,
+    /// Dashboard WebSockets the whole process holds open (`omni serve`; on AWS, API
+    /// Gateway's quotas).
+    #[arg(long, env = "OMNI_WS_MAX_CONNECTIONS", default_value_t = 2000)]
+    pub ws_max_connections: usize,
+    /// Largest frame or message a dashboard may send, in bytes (`omni serve`; API Gateway
+    /// caps frames at 32 KiB on AWS).
+    #[arg(long, env = "OMNI_WS_MAX_MESSAGE_BYTES", default_value_t = 4096)]
+    pub ws_max_message_bytes: usize,
+    /// Seconds between the server's pings to each dashboard (`omni serve`).
+    #[arg(long, env = "OMNI_WS_PING_SECS", default_value_t = 30)]
+    pub ws_ping_secs: u64,
+    /// Seconds a dashboard may stay silent (no pong, no frame) before it is closed
+    /// (`omni serve`; API Gateway closes idle connections after 10 minutes on AWS).
+    #[arg(long, env = "OMNI_WS_IDLE_SECS", default_value_t = 75)]
+    pub ws_idle_secs: u64,
 }
 
 impl ServiceArgs {
+    /// The dashboards' caps and timers.
+    pub fn ws_limits(&self) -> WsLimits {
+        WsLimits {
+            per_key: self.ws_max_per_key,
+            per_tenant: self.ws_max_per_tenant,
+            total: self.ws_max_connections,
+            max_message_bytes: self.ws_max_message_bytes.max(125),
+            ping_every: Duration::from_secs(self.ws_ping_secs.max(1)),
+            idle_timeout: Duration::from_secs(self.ws_idle_secs.max(1)),
+        }
+    }
+
     /// The carriers' base URLs.
     pub fn endpoints(&self) -> ProviderEndpoints {
         ProviderEndpoints {
@@ -195,12 +246,19 @@ impl ServiceArgs {
                 burst: self.send_burst.max(1),
             },
             split_message_wait: Duration::from_secs(self.voicemeup_mms_wait_secs.min(3600)),
+            auth_throttle: AuthThrottlePolicy {
+                max_failures: self.auth_failure_limit,
+                window: Duration::from_secs(self.auth_failure_window_secs),
+                lockout: Duration::from_secs(self.auth_lockout_secs),
+                delay_step: Duration::from_millis(self.auth_failure_delay_ms),
+            },
         }
     }
 }
 
-/// Platform fallback credentials from the environment (used only for tenants with none).
-pub fn platform_credentials() -> PlatformCredentials {
+/// Platform fallback credentials from the environment (used only for tenants with none);
+/// refused, naming the variable's field, when a webhook secret among them is too weak.
+pub fn platform_credentials() -> Result<PlatformCredentials, String> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let twilio = match (var("TWILIO_ACCOUNT_SID"), var("TWILIO_AUTH_TOKEN")) {
         (Some(account_sid), Some(token)) => Some(Credentials::Twilio(TwilioCredentials {
@@ -224,5 +282,10 @@ pub fn platform_credentials() -> PlatformCredentials {
         }
         _ => None,
     };
-    PlatformCredentials { twilio, voipms }
+    for credentials in twilio.iter().chain(&voipms) {
+        credentials
+            .validate()
+            .map_err(|e| format!("platform {} credentials: {e}", credentials.kind()))?;
+    }
+    Ok(PlatformCredentials { twilio, voipms })
 }

@@ -31,8 +31,9 @@ impl FromRequestParts<AppState> for TenantAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let key = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
-        Ok(TenantAuth(state.services.authenticate(key).await?))
+        let client = crate::ClientAddr::of(&parts.extensions);
+        let key = bearer(&parts.headers).unwrap_or_default();
+        Ok(TenantAuth(state.services.authenticate(key, client).await?))
     }
 }
 

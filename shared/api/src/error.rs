@@ -100,6 +100,7 @@ impl From<ServiceError> for ApiError {
             Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             MediaUnavailable(_) => (StatusCode::BAD_GATEWAY, "media_unavailable"),
             Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+            LockedOut(secs) => return ApiError::rate_limited(*secs),
             Store(source) => {
                 // The cause goes to the log only; the client gets the request id to quote.
                 tracing::error!(error = %source, "storage failure");

@@ -33,6 +33,23 @@ pub struct AppState {
     pub admin_token: Secret,
 }
 
+/// The address of the client that made a request, as the server saw it (the socket's peer on
+/// `omni serve`, API Gateway's `sourceIp` on Lambda): what repeated authentication failures
+/// are counted against. A request extension; absent, nothing is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
+impl ClientAddr {
+    /// The client address of a request, when the server recorded one.
+    pub fn of(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+        extensions.get::<ClientAddr>().map(|c| c.0)
+    }
+}
+
+/// Fewest characters of the admin token (`omni serve` and the admin function refuse to start
+/// with less): it opens every tenant.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
 /// Largest request body accepted (larger: 413).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 

@@ -2,6 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, on, post, MethodFilter};
@@ -10,7 +11,7 @@ use omni_core::providers::WebhookRequest;
 
 use crate::error::ApiError;
 use crate::routes::Routes;
-use crate::AppState;
+use crate::{AppState, ClientAddr};
 
 /// The carrier webhooks as a finished router (the webhook functions on AWS).
 pub fn app(state: AppState) -> axum::Router {
@@ -23,99 +24,85 @@ pub fn routes(state: AppState) -> Routes {
         .route(
             "/webhooks/twilio",
             &[Method::POST],
-            post(|s, m, u, h, b| accept(ProviderKind::Twilio, TWIML, s, m, u, h, b))
-                .with_state(state.clone()),
+            post(|s, p, b| accept(ProviderKind::Twilio, TWIML, s, p, b)).with_state(state.clone()),
         )
         .route(
             "/webhooks/twilio/status",
             &[Method::POST],
-            post(|s, m, u, h, b| accept(ProviderKind::Twilio, TWIML, s, m, u, h, b))
-                .with_state(state.clone()),
+            post(|s, p, b| accept(ProviderKind::Twilio, TWIML, s, p, b)).with_state(state.clone()),
         )
         .route(
             "/webhooks/voipms",
             &[Method::GET, Method::POST],
-            on(MethodFilter::GET.or(MethodFilter::POST), |s, m, u, h, b| {
-                accept(ProviderKind::Voipms, OK, s, m, u, h, b)
+            on(MethodFilter::GET.or(MethodFilter::POST), |s, p, b| {
+                accept(ProviderKind::Voipms, OK, s, p, b)
             })
             .with_state(state.clone()),
         )
         .route(
             "/webhooks/telnyx",
             &[Method::POST],
-            post(|s, m, u, h, b| accept(ProviderKind::Telnyx, OK, s, m, u, h, b))
-                .with_state(state.clone()),
+            post(|s, p, b| accept(ProviderKind::Telnyx, OK, s, p, b)).with_state(state.clone()),
         )
         .route(
             "/webhooks/telnyx/status",
             &[Method::POST],
-            post(|s, m, u, h, b| accept(ProviderKind::Telnyx, OK, s, m, u, h, b))
-                .with_state(state.clone()),
+            post(|s, p, b| accept(ProviderKind::Telnyx, OK, s, p, b)).with_state(state.clone()),
         )
         .route(
             "/webhooks/bandwidth",
             &[Method::POST],
-            post(|s, m, u, h, b| accept(ProviderKind::Bandwidth, OK, s, m, u, h, b))
-                .with_state(state.clone()),
+            post(|s, p, b| accept(ProviderKind::Bandwidth, OK, s, p, b)).with_state(state.clone()),
         )
         .route(
             "/webhooks/bandwidth/status",
             &[Method::POST],
-            post(|s, m, u, h, b| accept(ProviderKind::Bandwidth, OK, s, m, u, h, b))
-                .with_state(state.clone()),
+            post(|s, p, b| accept(ProviderKind::Bandwidth, OK, s, p, b)).with_state(state.clone()),
         )
         .route(
             "/webhooks/sinch",
             &[Method::POST],
-            post(|s, m, u, h, b| accept(ProviderKind::Sinch, OK, s, m, u, h, b))
-                .with_state(state.clone()),
+            post(|s, p, b| accept(ProviderKind::Sinch, OK, s, p, b)).with_state(state.clone()),
         )
         .route(
             "/webhooks/sinch/status",
             &[Method::POST],
-            post(|s, m, u, h, b| accept(ProviderKind::Sinch, OK, s, m, u, h, b))
-                .with_state(state.clone()),
+            post(|s, p, b| accept(ProviderKind::Sinch, OK, s, p, b)).with_state(state.clone()),
         )
         .route(
             "/webhooks/voicemeup",
             &[Method::POST],
-            post(|s, m, u, h, b| accept(ProviderKind::Voicemeup, OK, s, m, u, h, b))
-                .with_state(state.clone()),
+            post(|s, p, b| accept(ProviderKind::Voicemeup, OK, s, p, b)).with_state(state.clone()),
         )
         .route(
             "/webhooks/vonage",
             &[Method::POST],
-            post(|s, m, u, h, b| accept(ProviderKind::Vonage, OK, s, m, u, h, b))
-                .with_state(state.clone()),
+            post(|s, p, b| accept(ProviderKind::Vonage, OK, s, p, b)).with_state(state.clone()),
         )
         .route(
             "/webhooks/vonage/status",
             &[Method::POST],
-            post(|s, m, u, h, b| accept(ProviderKind::Vonage, OK, s, m, u, h, b))
-                .with_state(state.clone()),
+            post(|s, p, b| accept(ProviderKind::Vonage, OK, s, p, b)).with_state(state.clone()),
         )
         .route(
             "/webhooks/sendgrid",
             &[Method::POST],
-            post(|s, m, u, h, b| accept(ProviderKind::Sendgrid, OK, s, m, u, h, b))
-                .with_state(state.clone()),
+            post(|s, p, b| accept(ProviderKind::Sendgrid, OK, s, p, b)).with_state(state.clone()),
         )
         .route(
             "/webhooks/sendgrid/events",
             &[Method::POST],
-            post(|s, m, u, h, b| accept(ProviderKind::Sendgrid, OK, s, m, u, h, b))
-                .with_state(state.clone()),
+            post(|s, p, b| accept(ProviderKind::Sendgrid, OK, s, p, b)).with_state(state.clone()),
         )
         .route(
             "/webhooks/bird",
             &[Method::POST],
-            post(|s, m, u, h, b| accept(ProviderKind::Bird, OK, s, m, u, h, b))
-                .with_state(state.clone()),
+            post(|s, p, b| accept(ProviderKind::Bird, OK, s, p, b)).with_state(state.clone()),
         )
         .route(
             "/webhooks/inteliquent",
             &[Method::POST],
-            post(|s, m, u, h, b| accept(ProviderKind::Inteliquent, OK, s, m, u, h, b))
+            post(|s, p, b| accept(ProviderKind::Inteliquent, OK, s, p, b))
                 .with_state(state.clone()),
         )
         .route(
@@ -126,16 +113,16 @@ pub fn routes(state: AppState) -> Routes {
         .route(
             "/webhooks/messagebird",
             &[Method::GET, Method::POST],
-            on(MethodFilter::GET.or(MethodFilter::POST), |s, m, u, h, b| {
-                accept(ProviderKind::MessageBird, OK, s, m, u, h, b)
+            on(MethodFilter::GET.or(MethodFilter::POST), |s, p, b| {
+                accept(ProviderKind::MessageBird, OK, s, p, b)
             })
             .with_state(state.clone()),
         )
         .route(
             "/webhooks/messagebird/status",
             &[Method::GET, Method::POST],
-            on(MethodFilter::GET.or(MethodFilter::POST), |s, m, u, h, b| {
-                accept(ProviderKind::MessageBird, OK, s, m, u, h, b)
+            on(MethodFilter::GET.or(MethodFilter::POST), |s, p, b| {
+                accept(ProviderKind::MessageBird, OK, s, p, b)
             })
             .with_state(state.clone()),
         )
@@ -143,7 +130,7 @@ pub fn routes(state: AppState) -> Routes {
             "/webhooks/whatsapp",
             &[Method::GET, Method::POST],
             get(whatsapp_subscription)
-                .post(|s, m, u, h, b| accept(ProviderKind::Whatsapp, OK, s, m, u, h, b))
+                .post(|s, p, b| accept(ProviderKind::Whatsapp, OK, s, p, b))
                 .with_state(state),
         )
 }
@@ -208,13 +195,14 @@ async fn accept(
     kind: ProviderKind,
     reply: Reply,
     State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    parts: Parts,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let request = webhook_request(&state, &method, &uri, &headers, body);
-    state.services.handle_webhook(kind, &request).await?;
+    let request = webhook_request(&state, &parts.method, &parts.uri, &parts.headers, body);
+    state
+        .services
+        .handle_webhook(kind, &request, ClientAddr::of(&parts.extensions))
+        .await?;
     Ok(([(header::CONTENT_TYPE, reply.0)], reply.1).into_response())
 }
 

@@ -1,52 +1,168 @@
 //! The dashboard feed: `GET /v1/ws?token=<api key>` and the in-process hub that implements
 //! the [`Push`] port for `omni serve`.
+//!
+//! A dashboard only listens: it sends nothing but control frames. So the hub caps how many
+//! sockets a key, a tenant and the whole server hold ([`WsLimits`]), refuses frames and
+//! messages larger than the protocol needs, pings every socket and closes one that stays
+//! silent, so no client can hold the memory or file descriptors carriers' webhooks need.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
+use axum::Extension;
 use futures::{SinkExt, StreamExt};
 use omni_core::domain::TenantId;
+use omni_core::model::ApiKeyOwner;
 use omni_core::ports::{Push, PushEvent, StoreError, StoreResult};
 use serde::Deserialize;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::dispatch::bearer;
 use crate::error::ApiError;
 use crate::routes::Routes;
-use crate::AppState;
+use crate::{AppState, ClientAddr};
 
 /// Frames a slow dashboard may have waiting before it is dropped (it resyncs on reconnect).
 const CONNECTION_BUFFER: usize = 256;
 
+/// The close code a dashboard gets when its key is revoked (1008: policy violation).
+pub const REVOKED: u16 = 1008;
+
+/// The close code of a dashboard that stayed silent past the idle timeout (1001: going away).
+pub const IDLE: u16 = 1001;
+
 type Sender = mpsc::Sender<Arc<str>>;
+
+/// How many dashboards may connect and what they may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WsLimits {
+    /// Sockets one API key may hold open.
+    pub per_key: usize,
+    /// Sockets one tenant may hold open, all keys together.
+    pub per_tenant: usize,
+    /// Sockets the whole process holds open.
+    pub total: usize,
+    /// Largest frame and largest message a dashboard may send (it sends only pings, pongs
+    /// and close frames).
+    pub max_message_bytes: usize,
+    /// How often the server pings each dashboard.
+    pub ping_every: Duration,
+    /// A dashboard that sends nothing (not even a pong) this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for WsLimits {
+    fn default() -> Self {
+        WsLimits {
+            per_key: 50,
+            per_tenant: 200,
+            total: 2000,
+            max_message_bytes: 4096,
+            ping_every: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+        }
+    }
+}
+
+/// One connected dashboard: its id in the hub, the key that opened it, its outbox.
+struct Connection {
+    id: u64,
+    key_id: String,
+    sender: Sender,
+}
 
 /// Every connected dashboard, by tenant.
 #[derive(Default)]
 pub struct WsHub {
-    connections: RwLock<HashMap<TenantId, Vec<(u64, Sender)>>>,
+    connections: RwLock<HashMap<TenantId, Vec<Connection>>>,
     next_id: AtomicU64,
+    limits: WsLimits,
+}
+
+/// Which cap refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    Key,
+    Tenant,
+    Server,
+}
+
+/// A dashboard's place in the hub, from before the upgrade: dropped (the socket closed, or
+/// the upgrade never happened), it frees the place.
+struct Registration {
+    hub: Arc<WsHub>,
+    tenant: TenantId,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let id = self.id;
+        self.hub.unregister_where(&self.tenant, |c| c.id == id);
+    }
 }
 
 impl WsHub {
-    fn register(&self, tenant: &TenantId, sender: Sender) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut map = self.connections.write().unwrap_or_else(|p| p.into_inner());
-        map.entry(tenant.clone()).or_default().push((id, sender));
-        id
+    /// A hub enforcing `limits`.
+    pub fn new(limits: WsLimits) -> Self {
+        WsHub {
+            limits,
+            ..WsHub::default()
+        }
     }
 
-    fn unregister(&self, tenant: &TenantId, id: u64) {
+    /// The hub's limits.
+    pub fn limits(&self) -> &WsLimits {
+        &self.limits
+    }
+
+    /// Takes a place for a dashboard of `tenant` opened with `key_id`, if every cap allows.
+    fn register(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        key_id: &str,
+        sender: Sender,
+    ) -> Result<Registration, Full> {
+        let mut map = self.connections.write().unwrap_or_else(|p| p.into_inner());
+        let total: usize = map.values().map(Vec::len).sum();
+        if total >= self.limits.total {
+            return Err(Full::Server);
+        }
+        let list = map.entry(tenant.clone()).or_default();
+        if list.len() >= self.limits.per_tenant {
+            return Err(Full::Tenant);
+        }
+        if list.iter().filter(|c| c.key_id == key_id).count() >= self.limits.per_key {
+            return Err(Full::Key);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        list.push(Connection {
+            id,
+            key_id: key_id.to_owned(),
+            sender,
+        });
+        Ok(Registration {
+            hub: self.clone(),
+            tenant: tenant.clone(),
+            id,
+        })
+    }
+
+    /// Forgets the connections `drop` picks; dropping their senders ends their sockets.
+    fn unregister_where(&self, tenant: &TenantId, drop: impl Fn(&Connection) -> bool) {
         let mut map = self.connections.write().unwrap_or_else(|p| p.into_inner());
         if let Some(list) = map.get_mut(tenant) {
-            list.retain(|(i, _)| *i != id);
+            list.retain(|c| !drop(c));
             if list.is_empty() {
                 map.remove(tenant);
             }
@@ -61,10 +177,17 @@ impl Push for WsHub {
             .map_err(|e| StoreError::Backend(e.to_string()))?
             .into();
         let map = self.connections.read().unwrap_or_else(|p| p.into_inner());
-        for (_, sender) in map.get(&event.tenant_id).into_iter().flatten() {
+        for connection in map.get(&event.tenant_id).into_iter().flatten() {
             // A full or closed connection misses this frame rather than slowing every flow.
-            let _ = sender.try_send(frame.clone());
+            let _ = connection.sender.try_send(frame.clone());
         }
+        Ok(())
+    }
+
+    /// Closes the key's dashboards: their outboxes end, and each socket is closed with
+    /// [`REVOKED`].
+    async fn disconnect_api_key(&self, tenant: &TenantId, key_id: &str) -> StoreResult<()> {
+        self.unregister_where(tenant, |c| c.key_id == key_id);
         Ok(())
     }
 }
@@ -74,8 +197,8 @@ pub fn routes(state: AppState, hub: Arc<WsHub>) -> Routes {
     Routes::default().route(
         "/v1/ws",
         &[Method::GET],
-        get(move |state, query, headers, upgrade| {
-            connect(state, query, headers, upgrade, hub.clone())
+        get(move |state, query, headers, client, upgrade| {
+            connect(state, query, headers, client, upgrade, hub.clone())
         })
         .with_state(state),
     )
@@ -90,6 +213,7 @@ async fn connect(
     State(state): State<AppState>,
     Query(query): Query<WsQuery>,
     headers: HeaderMap,
+    client: Option<Extension<ClientAddr>>,
     upgrade: WebSocketUpgrade,
     hub: Arc<WsHub>,
 ) -> Result<Response, ApiError> {
@@ -97,28 +221,78 @@ async fn connect(
         .token
         .as_deref()
         .or_else(|| bearer(&headers))
-        .ok_or_else(ApiError::unauthorized)?;
-    let tenant = state.services.authenticate(token).await?;
-    Ok(upgrade.on_upgrade(move |socket| serve(socket, tenant, hub)))
+        .unwrap_or_default();
+    let owner = state
+        .services
+        .authenticate_key(token, client.map(|Extension(c)| c.0))
+        .await?;
+    let (tx, rx) = mpsc::channel(CONNECTION_BUFFER);
+    // The place is taken before the upgrade, so the caps hold however many upgrades race.
+    let registration = hub
+        .register(&owner.tenant, &owner.key_id, tx)
+        .map_err(|full| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                match full {
+                    Full::Key => "this API key has as many dashboards open as it may",
+                    Full::Tenant => "this tenant has as many dashboards open as it may",
+                    Full::Server => "the server has as many dashboards open as it may",
+                },
+            )
+        })?;
+    let limits = *hub.limits();
+    Ok(upgrade
+        .max_frame_size(limits.max_message_bytes)
+        .max_message_size(limits.max_message_bytes)
+        .on_upgrade(move |socket| serve(socket, owner, registration, rx, limits)))
 }
 
-async fn serve(socket: WebSocket, tenant: TenantId, hub: Arc<WsHub>) {
-    let (tx, mut rx) = mpsc::channel(CONNECTION_BUFFER);
-    let id = hub.register(&tenant, tx);
+async fn serve(
+    socket: WebSocket,
+    owner: ApiKeyOwner,
+    registration: Registration,
+    mut rx: mpsc::Receiver<Arc<str>>,
+    limits: WsLimits,
+) {
+    let tenant = owner.tenant;
     info!(tenant_id = %tenant, "dashboard connected");
     let (mut sink, mut stream) = socket.split();
+    let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_every, limits.ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard = Instant::now();
+    let close = |code: u16, reason: &'static str| {
+        WsMessage::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    };
     loop {
+        let silent_until = heard + limits.idle_timeout;
         tokio::select! {
             frame = rx.recv() => match frame {
                 Some(frame) => if sink.send(WsMessage::Text(frame.as_ref().into())).await.is_err() { break },
-                None => break,
+                // Only the hub drops the sender: the key was revoked.
+                None => {
+                    let _ = sink.send(close(REVOKED, "API key revoked")).await;
+                    break;
+                }
             },
             incoming = stream.next() => match incoming {
+                // Too large a frame or message ends here too, as an error.
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(other)) => debug!(kind = ?std::mem::discriminant(&other), "ignoring client frame"),
+                Some(Ok(other)) => {
+                    heard = Instant::now();
+                    debug!(kind = ?std::mem::discriminant(&other), "client frame");
+                }
             },
+            _ = ping.tick() => if sink.send(WsMessage::Ping(Default::default())).await.is_err() { break },
+            _ = tokio::time::sleep_until(silent_until) => {
+                let _ = sink.send(close(IDLE, "no pong")).await;
+                break;
+            }
         }
     }
-    hub.unregister(&tenant, id);
+    drop(registration);
     info!(tenant_id = %tenant, "dashboard disconnected");
 }

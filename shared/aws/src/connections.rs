@@ -33,11 +33,18 @@ fn owner_key(connection_id: &str) -> crate::item::Item {
 }
 
 impl AwsBackend {
-    /// Records a dashboard connection of `tenant` (the `$connect` route, after authentication).
-    pub async fn add_connection(&self, tenant: &TenantId, connection_id: &str) -> StoreResult<()> {
+    /// Records a dashboard connection of `tenant` opened with its key `key_id` (the
+    /// `$connect` route, after authentication): revoking the key closes it.
+    pub async fn add_connection(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+        connection_id: &str,
+    ) -> StoreResult<()> {
         let expires = (Utc::now() + CONNECTION_TTL).timestamp();
         let mut by_tenant = key(tenant_connections(tenant), connection_id);
         by_tenant.insert("ttl".into(), n(expires));
+        by_tenant.insert("key_id".into(), s(key_id));
         let mut owner = owner_key(connection_id);
         owner.extend(values([
             ("tenant", s(tenant.as_str())),
@@ -72,6 +79,45 @@ impl AwsBackend {
 
     /// The connection ids of a tenant's dashboards.
     pub async fn connections(&self, tenant: &TenantId) -> StoreResult<Vec<String>> {
+        self.connections_where(tenant, |_| true).await
+    }
+
+    /// The connection ids of a tenant's dashboards opened with its key `key_id`.
+    pub async fn key_connections(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+    ) -> StoreResult<Vec<String>> {
+        self.connections_where(tenant, |i| get_s(i, "key_id").is_ok_and(|k| k == key_id))
+            .await
+    }
+
+    /// How many dashboards the tenant holds open, and how many of them its key `key_id`
+    /// opened (one query).
+    pub async fn connection_counts(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+    ) -> StoreResult<(usize, usize)> {
+        let now = Utc::now().timestamp();
+        let live: Vec<_> = self
+            .query_prefix(&tenant_connections(tenant), "")
+            .await?
+            .into_iter()
+            .filter(|i| crate::item::get_n(i, "ttl").is_ok_and(|t| t > now))
+            .collect();
+        let of_key = live
+            .iter()
+            .filter(|i| get_s(i, "key_id").is_ok_and(|k| k == key_id))
+            .count();
+        Ok((live.len(), of_key))
+    }
+
+    async fn connections_where(
+        &self,
+        tenant: &TenantId,
+        keep: impl Fn(&crate::item::Item) -> bool,
+    ) -> StoreResult<Vec<String>> {
         let now = Utc::now().timestamp();
         Ok(self
             .query_prefix(&tenant_connections(tenant), "")
@@ -79,10 +125,14 @@ impl AwsBackend {
             .iter()
             // TTL deletion lags; an expired connection is gone already.
             .filter(|i| crate::item::get_n(i, "ttl").is_ok_and(|t| t > now))
+            .filter(|i| keep(i))
             .filter_map(|i| get_s(i, "sk").ok().map(str::to_owned))
             .collect())
     }
 }
+
+/// Each tenant's connection ids, and when they were read.
+type RecentConnections = HashMap<TenantId, (Instant, Vec<String>)>;
 
 /// [`Push`] to a tenant's dashboards through the API Gateway management API.
 #[derive(Debug, Clone)]
@@ -90,7 +140,7 @@ pub struct ApiGatewayPush {
     backend: AwsBackend,
     client: aws_sdk_apigatewaymanagement::Client,
     /// Each tenant's connections as last read, and when ([`CONNECTIONS_REUSE`]).
-    recent: Arc<Mutex<HashMap<TenantId, (Instant, Vec<String>)>>>,
+    recent: Arc<Mutex<RecentConnections>>,
 }
 
 impl ApiGatewayPush {
@@ -121,7 +171,7 @@ impl ApiGatewayPush {
         Ok(list)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, (Instant, Vec<String>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RecentConnections> {
         // A panic while holding it leaves the map as it was: still usable.
         self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -162,6 +212,32 @@ impl Push for ApiGatewayPush {
                     failed.get_or_insert(error);
                 }
             }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// `DeleteConnection` on every connection recorded for the key; one already gone is
+    /// forgotten like the rest.
+    async fn disconnect_api_key(&self, tenant: &TenantId, key_id: &str) -> StoreResult<()> {
+        let mut failed = None;
+        for connection in self.backend.key_connections(tenant, key_id).await? {
+            let closed = self
+                .client
+                .delete_connection()
+                .connection_id(&connection)
+                .send()
+                .await;
+            match closed {
+                Ok(_) => debug!(connection, "closed the revoked key's connection"),
+                Err(e) if error_code(&e) == Some("GoneException") => {}
+                Err(e) => {
+                    let error = sdk_error("DeleteConnection", e);
+                    warn!(connection, error = %error, "could not close a revoked key's connection");
+                    failed.get_or_insert(error);
+                    continue;
+                }
+            }
+            self.backend.remove_connection(&connection).await?;
         }
         failed.map_or(Ok(()), Err)
     }

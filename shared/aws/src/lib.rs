@@ -19,7 +19,8 @@
 //! | tenant | `T#<tenant>` | `TENANT` | | get by id |
 //! | number route | `N#<e164>` | `ROUTE` | | inbound routing by the called number |
 //! | tenant's number | `T#<tenant>` | `N#<e164>` | | a tenant's numbers (query `begins_with`) |
-//! | API key | `K#<sha256>` | `KEY` | | tenant of a key hash |
+//! | API key | `K#<sha256>` | `KEY` | | tenant and id of a key hash (read on every request: revoking is immediate) |
+//! | tenant's API key | `T#<tenant>` | `K#<key id>` | | listing (name, prefix, created, last used) and revoking by id |
 //! | carrier config | `T#<tenant>` | `P#<provider>` | gsi1: `P#<provider>` / `<tenant>` | a tenant's carriers; tenants of a carrier; names the Secrets Manager secret |
 //! | conversation | `C#<tenant>#<id>` | `C` | gsi1: `CONVS#<tenant>` / `<last at>#<id>` | get; list by recency |
 //! | thread | `TH#<tenant>#<channel>#<contact>` | `TH` | | the conversation of (channel, contact) |
@@ -29,7 +30,7 @@
 //! | raw webhook | `R#<tenant>#<dedupe key>` | `R` | gsi3 (keys only): `RAW#<expiry day>` / `<expires at>#…` | dedupe redeliveries; retention (TTL, plus an exact purge) |
 //! | opt-out | `O#<tenant>#<contact>` | `O` | | STOP / START |
 //! | split-message pair | `MP#<tenant>#<provider>#<key>` | `MP` | gsi2 (only while the sweep must look at it): `PARTS` / `<due>#<tenant>#<provider>#<key>` | merge a carrier's two halves (conditional writes); give up on a lone half when due; TTL 1 day |
-//! | WebSocket connection | `WS#<tenant>` | `<connection id>` | | a tenant's dashboards (TTL 2 h) |
+//! | WebSocket connection | `WS#<tenant>` | `<connection id>` | | a tenant's dashboards and the key that opened each (TTL 2 h; caps, revocation) |
 //! | connection owner | `WSC#<connection id>` | `WSC` | | `$disconnect` finds the tenant |
 //!
 //! A message's audit trail (every status transition with its source) lives in the message item

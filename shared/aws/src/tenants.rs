@@ -1,13 +1,15 @@
 //! [`TenantStore`] on DynamoDB: tenants, number routes (with a per-tenant mirror written in the
-//! same transaction) and API key hashes.
+//! same transaction) and API key hashes (likewise mirrored per tenant, for listing and
+//! revoking).
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
+use chrono::{DateTime, SecondsFormat, Utc};
 use omni_core::domain::{Address, TenantId};
-use omni_core::model::{NumberRoute, Routing, Tenant};
+use omni_core::model::{ApiKeyInfo, ApiKeyOwner, NumberRoute, Routing, Tenant};
 use omni_core::ports::{StoreError, StoreResult, TenantStore};
 
-use crate::item::{doc, get_s, item, json, key, s, values, Item};
+use crate::item::{doc, get_s, item, json, key, opt_s, s, values, Item};
 use crate::{error_code, sdk_error, AwsBackend};
 
 pub(crate) fn tenant_pk(tenant: &TenantId) -> String {
@@ -16,6 +18,17 @@ pub(crate) fn tenant_pk(tenant: &TenantId) -> String {
 
 fn route_key(number: &Address) -> Item {
     key(format!("N#{number}"), "ROUTE")
+}
+
+/// Resolves a key by its hash: `tenant`, `key_id`.
+fn api_key_key(key_hash: &str) -> Item {
+    key(format!("K#{key_hash}"), "KEY")
+}
+
+/// A tenant's key as listed: `key_id`, `key_hash`, `doc` ([`ApiKeyInfo`]; absent for keys
+/// issued before keys were listed) and `last_used_at`.
+fn api_key_mirror(tenant: &TenantId, key_id: &str) -> Item {
+    key(tenant_pk(tenant), format!("K#{key_id}"))
 }
 
 fn mirror_key(tenant: &TenantId, number: &Address) -> Item {
@@ -223,24 +236,116 @@ impl TenantStore for AwsBackend {
     async fn put_api_key(
         &self,
         tenant: &TenantId,
-        key_id: &str,
+        key: &ApiKeyInfo,
         key_hash: &str,
     ) -> StoreResult<()> {
-        let mut record = key(format!("K#{key_hash}"), "KEY");
-        record.extend(item([
-            ("tenant", s(tenant.as_str())),
-            ("key_id", s(key_id)),
+        let owner = s(tenant.as_str());
+        let mut record = api_key_key(key_hash);
+        record.extend(item([("tenant", owner.clone()), ("key_id", s(&key.id))]));
+        let mut mirror = api_key_mirror(tenant, &key.id);
+        mirror.extend(item([
+            ("key_id", s(&key.id)),
+            ("key_hash", s(key_hash)),
+            ("doc", json(key)?),
         ]));
-        self.put_item(record).await
+        let ops = vec![
+            self.put_op(
+                record,
+                Some("attribute_not_exists(pk) OR tenant = :t"),
+                Some(values([(":t", owner)])),
+            )?,
+            self.put_op(mirror, None, None)?,
+        ];
+        if self.transact(ops).await? {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(
+                "API key hash already belongs to another tenant".into(),
+            ))
+        }
     }
 
-    async fn tenant_for_api_key(&self, key_hash: &str) -> StoreResult<Option<TenantId>> {
-        let Some(found) = self.get_item(key(format!("K#{key_hash}"), "KEY")).await? else {
+    async fn tenant_for_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyOwner>> {
+        let Some(found) = self.get_item(api_key_key(key_hash)).await? else {
             return Ok(None);
         };
-        TenantId::parse(get_s(&found, "tenant")?)
-            .map(Some)
-            .map_err(|_| crate::item::corrupt("tenant id"))
+        Ok(Some(ApiKeyOwner {
+            tenant: TenantId::parse(get_s(&found, "tenant")?)
+                .map_err(|_| crate::item::corrupt("tenant id"))?,
+            key_id: get_s(&found, "key_id")?.to_owned(),
+        }))
+    }
+
+    async fn touch_api_key(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+        key_hash: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        // Unconditional: a key issued before keys were listed gets its listing entry (and the
+        // hash revoking it needs) on its first use.
+        self.ddb
+            .update_item()
+            .table_name(&self.resources.table)
+            .set_key(Some(api_key_mirror(tenant, key_id)))
+            .update_expression("SET last_used_at = :at, key_id = :id, key_hash = :h")
+            .set_expression_attribute_values(Some(values([
+                (":at", s(at.to_rfc3339_opts(SecondsFormat::Secs, true))),
+                (":id", s(key_id)),
+                (":h", s(key_hash)),
+            ])))
+            .send()
+            .await
+            .map_err(|e| sdk_error("UpdateItem", e))?;
+        Ok(())
+    }
+
+    async fn list_api_keys(&self, tenant: &TenantId) -> StoreResult<Vec<ApiKeyInfo>> {
+        let mut keys = self
+            .query_prefix(&tenant_pk(tenant), "K#")
+            .await?
+            .iter()
+            .map(|i| {
+                let mut info = match i.get("doc") {
+                    Some(_) => doc::<ApiKeyInfo>(i, "doc")?,
+                    None => ApiKeyInfo {
+                        id: get_s(i, "key_id")?.to_owned(),
+                        name: None,
+                        prefix: None,
+                        created_at: None,
+                        last_used_at: None,
+                    },
+                };
+                info.last_used_at = opt_s(i, "last_used_at")
+                    .map(|t| {
+                        DateTime::parse_from_rfc3339(t)
+                            .map(|t| t.with_timezone(&Utc))
+                            .map_err(|_| crate::item::corrupt("last_used_at"))
+                    })
+                    .transpose()?;
+                Ok(info)
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        // Ids are UUIDv7s: their order is their issue order, known or not.
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(keys)
+    }
+
+    async fn revoke_api_key(&self, tenant: &TenantId, key_id: &str) -> StoreResult<bool> {
+        let Some(mirror) = self.get_item(api_key_mirror(tenant, key_id)).await? else {
+            return Ok(false);
+        };
+        let hash = get_s(&mirror, "key_hash")?;
+        let ops = vec![
+            self.delete_op(
+                api_key_key(hash),
+                Some("attribute_not_exists(pk) OR tenant = :t"),
+                Some(values([(":t", s(tenant.as_str()))])),
+            )?,
+            self.delete_op(api_key_mirror(tenant, key_id), None, None)?,
+        ];
+        self.transact(ops).await
     }
 
     async fn put_routing(&self, tenant: &TenantId, routing: &Routing) -> StoreResult<()> {

@@ -17,7 +17,8 @@ use omni_core::domain::{
     ProviderKind, Region, SendResult, StatusUpdate, TenantId,
 };
 use omni_core::model::{
-    Failover, Message, NewOutbound, NumberRoute, Routing, StatusApplied, Tenant,
+    ApiKeyInfo, ApiKeyOwner, Failover, Message, NewOutbound, NumberRoute, Routing, StatusApplied,
+    Tenant,
 };
 use omni_core::ports::{
     FlushedPart, Job, MessageStore, PartOutcome, Queue, SecretStore, StoreError, TenantStore,
@@ -43,7 +44,7 @@ impl<T: TenantStore + SecretStore + MessageStore + Queue> Backend for T {}
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, numbers_route_and_conflict, api_keys_resolve_by_hash, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,6 +60,7 @@ pub async fn run_all<B: Backend>(backend: &B) {
     tenants_keep_created_at(backend).await;
     numbers_route_and_conflict(backend).await;
     api_keys_resolve_by_hash(backend).await;
+    api_keys_are_listed_and_revoked(backend).await;
     routing_round_trips_per_tenant(backend).await;
     credentials_round_trip_per_provider(backend).await;
     inbound_is_applied_once(backend).await;
@@ -327,17 +329,93 @@ pub async fn numbers_route_and_conflict<B: Backend>(b: &B) {
     assert_eq!(b.put_number(&stolen).await.unwrap(), stolen, "free again");
 }
 
-/// API keys resolve by hash only.
+fn api_key(id: &str, name: Option<&str>) -> ApiKeyInfo {
+    ApiKeyInfo {
+        id: id.into(),
+        name: name.map(Into::into),
+        prefix: Some("omk_0123abcd".into()),
+        // Stores keep microseconds at least; whole seconds compare equal everywhere.
+        created_at: Some(DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap()),
+        last_used_at: None,
+    }
+}
+
+/// API keys resolve by hash only, to their tenant and id; a hash is one tenant's.
 pub async fn api_keys_resolve_by_hash<B: Backend>(b: &B) {
     let (a, other) = (new_tenant_id("a"), new_tenant_id("b"));
     let hash_a = format!("sha256-{}", Uuid::new_v4().simple());
     let hash_b = format!("sha256-{}", Uuid::new_v4().simple());
-    b.put_api_key(&a, "key-1", &hash_a).await.unwrap();
-    b.put_api_key(&a, "key-1", &hash_a).await.unwrap();
-    b.put_api_key(&other, "key-1", &hash_b).await.unwrap();
-    assert_eq!(b.tenant_for_api_key(&hash_a).await.unwrap(), Some(a));
-    assert_eq!(b.tenant_for_api_key(&hash_b).await.unwrap(), Some(other));
+    b.put_api_key(&a, &api_key("key-1", None), &hash_a)
+        .await
+        .unwrap();
+    b.put_api_key(&a, &api_key("key-1", None), &hash_a)
+        .await
+        .unwrap();
+    b.put_api_key(&other, &api_key("key-1", None), &hash_b)
+        .await
+        .unwrap();
+    let owner = |tenant: &TenantId| ApiKeyOwner {
+        tenant: tenant.clone(),
+        key_id: "key-1".into(),
+    };
+    assert_eq!(
+        b.tenant_for_api_key(&hash_a).await.unwrap(),
+        Some(owner(&a))
+    );
+    assert_eq!(
+        b.tenant_for_api_key(&hash_b).await.unwrap(),
+        Some(owner(&other))
+    );
     assert_eq!(b.tenant_for_api_key("sha256-unknown").await.unwrap(), None);
+    assert!(matches!(
+        b.put_api_key(&other, &api_key("key-2", None), &hash_a)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        b.tenant_for_api_key(&hash_a).await.unwrap(),
+        Some(owner(&a))
+    );
+}
+
+/// A tenant's keys are listed (never their hash) with their last use, and a revoked key
+/// stops resolving at once; another tenant cannot revoke it.
+pub async fn api_keys_are_listed_and_revoked<B: Backend>(b: &B) {
+    let (a, other) = (new_tenant_id("a"), new_tenant_id("b"));
+    let (hash_1, hash_2) = (
+        format!("sha256-{}", Uuid::new_v4().simple()),
+        format!("sha256-{}", Uuid::new_v4().simple()),
+    );
+    let (first, second) = (
+        api_key("key_0001", Some("console")),
+        api_key("key_0002", None),
+    );
+    b.put_api_key(&a, &first, &hash_1).await.unwrap();
+    b.put_api_key(&a, &second, &hash_2).await.unwrap();
+    assert_eq!(
+        b.list_api_keys(&a).await.unwrap(),
+        [first.clone(), second.clone()]
+    );
+    assert!(b.list_api_keys(&other).await.unwrap().is_empty());
+
+    let used = DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
+    b.touch_api_key(&a, "key_0001", &hash_1, used)
+        .await
+        .unwrap();
+    let listed = b.list_api_keys(&a).await.unwrap();
+    assert_eq!(listed[0].last_used_at, Some(used));
+    assert_eq!(listed[1].last_used_at, None);
+
+    assert!(
+        !b.revoke_api_key(&other, "key_0001").await.unwrap(),
+        "not theirs"
+    );
+    assert!(b.tenant_for_api_key(&hash_1).await.unwrap().is_some());
+    assert!(b.revoke_api_key(&a, "key_0001").await.unwrap());
+    assert_eq!(b.tenant_for_api_key(&hash_1).await.unwrap(), None);
+    assert!(!b.revoke_api_key(&a, "key_0001").await.unwrap());
+    assert_eq!(b.list_api_keys(&a).await.unwrap(), [second]);
+    assert!(b.tenant_for_api_key(&hash_2).await.unwrap().is_some());
 }
 
 /// A tenant's carrier priorities round-trip, are replaced whole, cleared by an empty routing,

@@ -31,6 +31,32 @@ pub struct Tenant {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A tenant API key as stored and listed: never the key, only its hash (stored apart) and
+/// its first characters, so a leaked key can be recognised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyInfo {
+    /// `key_…`, the id the admin API revokes it by.
+    pub id: String,
+    /// What the operator called it.
+    pub name: Option<String>,
+    /// The key's first characters (`omk_` and 8 more); unknown for keys issued before they
+    /// were kept.
+    pub prefix: Option<String>,
+    /// When it was issued; unknown for keys the AWS backend issued before it was kept.
+    pub created_at: Option<DateTime<Utc>>,
+    /// When it last opened a request, to the minute; never, if unset.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// Who an API key opens: its tenant and its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyOwner {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The key's id.
+    pub key_id: String,
+}
+
 /// A tenant number: inbound traffic to it belongs to the tenant, and the tenant sends from it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NumberRoute {

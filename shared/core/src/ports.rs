@@ -14,8 +14,8 @@ use crate::domain::{
     TenantId, WebhookEvent,
 };
 use crate::model::{
-    Conversation, DeliveryClaim, Failover, Message, NewOutbound, NumberRoute, Page, Routing,
-    StatusApplied, Tenant,
+    ApiKeyInfo, ApiKeyOwner, Conversation, DeliveryClaim, Failover, Message, NewOutbound,
+    NumberRoute, Page, Routing, StatusApplied, Tenant,
 };
 use crate::providers::Credentials;
 
@@ -51,11 +51,29 @@ pub trait TenantStore: Send + Sync {
     async fn number_route(&self, number: &Address) -> StoreResult<Option<NumberRoute>>;
     /// A tenant's numbers.
     async fn tenant_numbers(&self, tenant: &TenantId) -> StoreResult<Vec<NumberRoute>>;
-    /// Stores an API key's hash (the key itself is never stored).
-    async fn put_api_key(&self, tenant: &TenantId, key_id: &str, key_hash: &str)
-        -> StoreResult<()>;
-    /// The tenant an API key hash belongs to.
-    async fn tenant_for_api_key(&self, key_hash: &str) -> StoreResult<Option<TenantId>>;
+    /// Stores an API key by its hash (the key itself is never stored); storing the same key
+    /// again is a no-op, and a hash another tenant holds is a [`StoreError::Conflict`].
+    async fn put_api_key(
+        &self,
+        tenant: &TenantId,
+        key: &ApiKeyInfo,
+        key_hash: &str,
+    ) -> StoreResult<()>;
+    /// Whose an API key hash is, read from the store itself (no cache), so a revoked key stops
+    /// working on every instance at once.
+    async fn tenant_for_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyOwner>>;
+    /// Records that a key of the tenant's opened a request at `at`.
+    async fn touch_api_key(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+        key_hash: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// A tenant's API keys, oldest first.
+    async fn list_api_keys(&self, tenant: &TenantId) -> StoreResult<Vec<ApiKeyInfo>>;
+    /// Deletes a tenant's API key; false if the tenant has no key of that id.
+    async fn revoke_api_key(&self, tenant: &TenantId, key_id: &str) -> StoreResult<bool>;
     /// Replaces a tenant's carrier priorities per channel (failover); an empty routing clears them.
     async fn put_routing(&self, tenant: &TenantId, routing: &Routing) -> StoreResult<()>;
     /// A tenant's carrier priorities per channel; empty when none were set.
@@ -437,4 +455,6 @@ pub trait MediaStore: Send + Sync {
 pub trait Push: Send + Sync {
     /// Sends an event to every dashboard of `event.tenant_id`, and to nobody else.
     async fn push(&self, event: &PushEvent) -> StoreResult<()>;
+    /// Closes every dashboard connection opened with the tenant's key `key_id` (revoked).
+    async fn disconnect_api_key(&self, tenant: &TenantId, key_id: &str) -> StoreResult<()>;
 }

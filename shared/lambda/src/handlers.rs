@@ -257,21 +257,45 @@ pub async fn ws_connect(
         return Ok(ws_response(200, r#"{"type":"pong"}"#));
     }
     let token = request.query_string_parameters.first("token").unwrap_or("");
-    let tenant = match omni.services.authenticate(token).await {
-        Ok(tenant) => tenant,
+    let client = context
+        .identity
+        .source_ip
+        .as_deref()
+        .and_then(|ip| ip.parse().ok());
+    let owner = match omni.services.authenticate_key(token, client).await {
+        Ok(owner) => owner,
         Err(ServiceError::Unauthorized) => {
             return Ok(ws_response(
                 401,
                 r#"{"error":"a valid API key is required"}"#,
             ))
         }
+        Err(ServiceError::LockedOut(_)) => {
+            return Ok(ws_response(
+                429,
+                r#"{"error":"too many failed authentication attempts"}"#,
+            ))
+        }
         Err(e) => return Err(internal(e)),
     };
-    omni.backend
-        .add_connection(&tenant, connection)
+    // Counted from the table: every ws-connect instance sees the same connections. Two
+    // connections racing past the last place may both get in; the next is refused.
+    let (open, of_key) = omni
+        .backend
+        .connection_counts(&owner.tenant, &owner.key_id)
         .await
         .map_err(|e| internal(e.into()))?;
-    info!(tenant_id = %tenant, connection, "dashboard connected");
+    if open >= omni.ws_limits.per_tenant || of_key >= omni.ws_limits.per_key {
+        return Ok(ws_response(
+            429,
+            r#"{"error":"as many dashboards are open as may be","code":"too_many_connections"}"#,
+        ));
+    }
+    omni.backend
+        .add_connection(&owner.tenant, &owner.key_id, connection)
+        .await
+        .map_err(|e| internal(e.into()))?;
+    info!(tenant_id = %owner.tenant, key_id = %owner.key_id, connection, "dashboard connected");
     Ok(ws_response(200, ""))
 }
 

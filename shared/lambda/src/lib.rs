@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use omni_api::config::{platform_credentials, ServiceArgs};
-use omni_api::AppState;
+use omni_api::{AppState, ClientAddr};
 use omni_aws::{ApiGatewayPush, AwsBackend, AwsResources};
 use omni_core::providers::{http_client, ProviderRegistry, Secret};
 use omni_core::service::Services;
@@ -70,6 +70,8 @@ pub struct Omni {
     pub services: Services,
     /// The backend (for the WebSocket connection table and SQS visibility).
     pub backend: AwsBackend,
+    /// Dashboard caps per key and per tenant (`ws-connect`).
+    pub ws_limits: omni_api::ws::WsLimits,
     admin_token: Secret,
     /// The carrier HTTP timeout: a queue consumer starts no carrier call that could not
     /// finish before its invocation's deadline.
@@ -107,7 +109,18 @@ impl Omni {
             &config.ws_endpoint,
         ));
         let admin_token = match &config.admin_token_secret {
-            Some(id) => backend.platform_secret(id).await?,
+            Some(id) => {
+                let token = backend.platform_secret(id).await?;
+                // The template generates 48 characters; a hand-set one must not be guessable.
+                if token.expose().chars().count() < omni_api::MIN_ADMIN_TOKEN_CHARS {
+                    return Err(format!(
+                        "the admin token secret must be at least {} characters",
+                        omni_api::MIN_ADMIN_TOKEN_CHARS
+                    )
+                    .into());
+                }
+                token
+            }
             // Functions that do not serve /v1/admin get a token nobody knows.
             None => Secret::new(hex::encode(rand::thread_rng().gen::<[u8; 32]>())),
         };
@@ -120,9 +133,14 @@ impl Omni {
             queue: Arc::new(backend.clone()),
             push,
             providers: ProviderRegistry::new(http.clone(), &config.service.endpoints(), false),
-            platform: platform_credentials(),
-            settings: config.service.settings(config.public_url.clone()),
+            platform: platform_credentials()?,
+            // Whitespace alone is unset, never a base URL of its own.
+            settings: config
+                .service
+                .settings(config.public_url.trim().to_string()),
             breakers: Default::default(),
+            auth_throttle: Default::default(),
+            api_key_usage: Default::default(),
             media_store: match &config.media_bucket {
                 Some(bucket) => Some(Arc::new(
                     omni_aws::S3MediaStore::new(sdk, http.clone(), bucket)
@@ -134,6 +152,7 @@ impl Omni {
         Ok(Omni {
             services,
             backend,
+            ws_limits: config.service.ws_limits(),
             admin_token,
             carrier_timeout,
         })
@@ -146,6 +165,30 @@ impl Omni {
             admin_token: self.admin_token.clone(),
         }
     }
+}
+
+/// Serves an HTTP router under `lambda_http` (an HTTP API function's `main`) as [`http_app`].
+pub async fn run_http(router: axum::Router) -> Result<(), Error> {
+    lambda_http::run(http_app(router)).await
+}
+
+/// `router` with API Gateway's `sourceIp` given to each request as its [`ClientAddr`]: what
+/// repeated authentication failures are counted against.
+pub fn http_app(router: axum::Router) -> axum::Router {
+    router.layer(axum::middleware::map_request(with_client_addr))
+}
+
+async fn with_client_addr(mut request: axum::extract::Request) -> axum::extract::Request {
+    use lambda_http::request::RequestContext;
+    use lambda_http::RequestExt;
+    let source = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.http.source_ip.clone(),
+        _ => None,
+    };
+    if let Some(ip) = source.and_then(|s| s.parse().ok()) {
+        request.extensions_mut().insert(ClientAddr(ip));
+    }
+    request
 }
 
 /// Logs as JSON lines on stdout (CloudWatch) at the level `OMNI_LOG` names (default `info`).

@@ -208,7 +208,7 @@ async fn a_record_running_into_the_deadline_is_reported_failed() {
     .await
     .unwrap();
     w.backend
-        .add_connection(&tenant(), "Dashboard1=")
+        .add_connection(&tenant(), "key_consumers", "Dashboard1=")
         .await
         .unwrap();
     twilio_messages()

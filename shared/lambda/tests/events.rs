@@ -52,6 +52,14 @@ async fn world() -> World {
         &carrier.uri(),
         "--sns-cert-url-prefix",
         &carrier.uri(),
+        "--auth-failure-limit",
+        "3",
+        "--auth-failure-delay-ms",
+        "0",
+        "--ws-max-per-key",
+        "2",
+        "--ws-max-per-tenant",
+        "3",
     ]);
     let omni = Omni::new(&settings, &config, backend.resources().clone())
         .await
@@ -585,6 +593,78 @@ async fn admin() {
     assert_eq!(body["id"], TENANT);
 }
 
+/// Guesses at the admin token from one address lock that address out on Lambda too (the
+/// function counts them against API Gateway's `sourceIp`); another address is not affected.
+#[tokio::test]
+async fn admin_token_guesses_lock_the_source_address_out() {
+    let w = world().await;
+    let app = omni_lambda::http_app(omni_api::admin::app(w.omni.app_state()));
+    let event = event_file("admin");
+    let guess = event.replace("oat_events0admin0token0for0the0tests", "oat_guess");
+    for _ in 0..3 {
+        assert_eq!(http_event(app.clone(), &guess).await.0, 401);
+    }
+    let (status, body) = http_event(app.clone(), &event).await;
+    assert_eq!(status, 429, "{body}");
+    let elsewhere = event.replace("54.172.60.1", "54.172.60.2");
+    let (status, body) = http_event(app, &elsewhere).await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+}
+
+/// Revoking a key through the admin function deletes it from the table (every function
+/// looks keys up there on every request: no cache to outlive it) and closes the dashboards
+/// recorded for it with the management API's `DeleteConnection`.
+#[tokio::test]
+async fn revoking_a_key_stops_it_and_deletes_its_connections() {
+    use omni_core::ports::TenantStore;
+    let w = world().await;
+    Mock::given(method("DELETE"))
+        .and(path("/@connections/dash-revoked"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&w._management)
+        .await;
+    w.backend
+        .add_connection(&tenant(), "key_events", "dash-revoked")
+        .await
+        .unwrap();
+    w.backend
+        .add_connection(&tenant(), "key_other", "dash-kept")
+        .await
+        .unwrap();
+    let hash = omni_core::service::hash_api_key(API_KEY);
+    assert!(w.backend.tenant_for_api_key(&hash).await.unwrap().is_some());
+
+    let revoke = event_file("admin")
+        .replace(
+            "\"PUT /v1/admin/tenants/{tenant_id}\"",
+            "\"DELETE /v1/admin/tenants/{tenant_id}/api-keys/{id}\"",
+        )
+        .replace(
+            "\"/v1/admin/tenants/acme-dispatch\"",
+            "\"/v1/admin/tenants/acme-dispatch/api-keys/key_events\"",
+        )
+        .replace("\"method\": \"PUT\"", "\"method\": \"DELETE\"");
+    let app = omni_lambda::http_app(omni_api::admin::app(w.omni.app_state()));
+    let (status, body) = http_event(app, &revoke).await;
+    assert_eq!(status, 204, "{body}");
+
+    assert_eq!(w.backend.tenant_for_api_key(&hash).await.unwrap(), None);
+    let deleted: Vec<_> = w
+        ._management
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "DELETE")
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    assert_eq!(deleted, ["/@connections/dash-revoked"]);
+    assert_eq!(
+        w.backend.connections(&tenant()).await.unwrap(),
+        ["dash-kept"]
+    );
+}
+
 #[tokio::test]
 async fn conversation_updater() {
     let w = world().await;
@@ -739,6 +819,31 @@ async fn signal_poller() {
         .await
         .unwrap();
     assert_eq!(report.received, 0, "the seeded tenant has no Signal number");
+}
+
+/// One key could open dashboards without end; `$connect` now counts the key's and the
+/// tenant's recorded connections and refuses past the caps (2 per key, 3 per tenant here).
+#[tokio::test]
+async fn ws_connect_refuses_past_the_key_and_tenant_caps() {
+    let w = world().await;
+    let attempt = |id: &str| {
+        let mut connect = payload::<ApiGatewayWebsocketProxyRequest>("ws-connect");
+        connect.payload.request_context.connection_id = Some(id.into());
+        omni_lambda::ws_connect(&w.omni, connect)
+    };
+    assert_eq!(attempt("Dash1=").await.unwrap().status_code, 200);
+    assert_eq!(attempt("Dash2=").await.unwrap().status_code, 200);
+    let refused = attempt("Dash3=").await.unwrap();
+    assert_eq!(refused.status_code, 429);
+    assert_eq!(w.backend.connections(&tenant()).await.unwrap().len(), 2);
+    // Another key of the tenant's gets the tenant's last place, and no more.
+    w.backend
+        .add_connection(&tenant(), "key_other", "Other1=")
+        .await
+        .unwrap();
+    w.backend.remove_connection("Dash2=").await.unwrap();
+    assert_eq!(attempt("Dash4=").await.unwrap().status_code, 200);
+    assert_eq!(attempt("Dash5=").await.unwrap().status_code, 429);
 }
 
 #[tokio::test]

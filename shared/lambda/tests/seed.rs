@@ -13,7 +13,7 @@ use omni_aws::{AwsBackend, AwsResources, SdkConfig};
 use omni_core::domain::{
     Address, Channel, DeliveryStatus, ProviderKind, Region, SendResult, TenantId,
 };
-use omni_core::model::{NewOutbound, NumberRoute, Tenant};
+use omni_core::model::{ApiKeyInfo, NewOutbound, NumberRoute, Tenant};
 use omni_core::ports::{MessageStore, SecretStore, TenantStore};
 use omni_core::providers::BirdCredentials;
 use omni_core::providers::MessageBirdCredentials;
@@ -68,7 +68,7 @@ pub const BIRD_SIGNING_KEY: &str = "events-bird-signing-key";
 pub const INTELIQUENT_WEBHOOK_KEY: &str = "events-inteliquent-webhook-key";
 pub const MESSAGEBIRD_SIGNING_KEY: &str = "events-messagebird-signing-key";
 pub const API_KEY: &str = "omk_events0demo0key000000000000000000";
-pub const ADMIN_TOKEN: &str = "oat_events0admin0token";
+pub const ADMIN_TOKEN: &str = "oat_events0admin0token0for0the0tests";
 pub const PUBLIC_URL: &str = "https://omni.example.test";
 pub const QUEUED_MESSAGE: &str = "0193c9a0-0000-7000-8000-000000000001";
 pub const SENT_CARRIER_ID: &str = "SMfedcba9876543210fedcba9876543210";
@@ -248,7 +248,14 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
     ] {
         b.put_credentials(&t, &credentials).await.unwrap();
     }
-    b.put_api_key(&t, "key_events", &hash_api_key(API_KEY))
+    let key = ApiKeyInfo {
+        id: "key_events".into(),
+        name: Some("events".into()),
+        prefix: Some(API_KEY[..12].into()),
+        created_at: Some(Utc::now()),
+        last_used_at: None,
+    };
+    b.put_api_key(&t, &key, &hash_api_key(API_KEY))
         .await
         .unwrap();
     // One queued for the delivery worker, one stranded for the sweeper, one sent (its

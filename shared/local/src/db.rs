@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_whatsapp_templates.sql"),
     include_str!("../migrations/0005_email_subject.sql"),
     include_str!("../migrations/0006_retry_at.sql"),
+    include_str!("../migrations/0007_api_key_listing.sql"),
 ];
 
 /// Reader connections for a file database: enough for the API and the workers to read while
@@ -96,6 +97,7 @@ pub(crate) struct Pool {
 impl Pool {
     /// Opens (creating if needed) and migrates the database file.
     pub(crate) fn open(path: &Path) -> StoreResult<Self> {
+        owner_only(path)?;
         let mut writer = Connection::open(path).map_err(db)?;
         configure(&writer)?;
         // WAL lets readers work during a write. The promise to carriers is "a 2xx means it
@@ -290,6 +292,40 @@ fn write_loop(conn: &Mutex<Connection>, queue: &mpsc::Receiver<Work>) {
 /// was rolled back when the guard dropped. So a poisoned lock is taken over, not propagated.
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Makes the database file (and a WAL and shared-memory file left by an earlier process)
+/// readable by the owner only, creating it so if it does not exist: contacts' numbers and
+/// texts are in it. SQLite gives the `-wal` and `-shm` files it creates the mode of the
+/// database file, so they follow.
+fn owner_only(path: &Path) -> StoreResult<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let io = |e: std::io::Error| StoreError::Backend(format!("{}: {e}", path.display()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let file = Path::new(&name);
+            match std::fs::metadata(file) {
+                Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
+                        .map_err(io)?;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn configure(conn: &Connection) -> StoreResult<()> {

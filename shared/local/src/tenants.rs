@@ -1,9 +1,9 @@
 //! [`TenantStore`] and [`SecretStore`] on SQLite.
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use omni_core::domain::{Address, Channel, ProviderKind, TenantId};
-use omni_core::model::{NumberRoute, Routing, Tenant};
+use omni_core::model::{ApiKeyInfo, ApiKeyOwner, NumberRoute, Routing, Tenant};
 use omni_core::ports::{SecretStore, StoreError, StoreResult, TenantStore};
 use omni_core::providers::Credentials;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -178,10 +178,10 @@ impl TenantStore for SqliteBackend {
     async fn put_api_key(
         &self,
         tenant: &TenantId,
-        key_id: &str,
+        key: &ApiKeyInfo,
         key_hash: &str,
     ) -> StoreResult<()> {
-        let (tenant, key_id, key_hash) = (tenant.clone(), key_id.to_owned(), key_hash.to_owned());
+        let (tenant, key, key_hash) = (tenant.clone(), key.clone(), key_hash.to_owned());
         self.write(move |tx| {
             // Storing the same key again is a no-op; the same hash for another tenant would
             // let one key open two tenants, so it is refused.
@@ -200,9 +200,16 @@ impl TenantStore for SqliteBackend {
                 Some(_) => Ok(()),
                 None => {
                     tx.exec(
-                        "INSERT INTO api_keys (key_hash, tenant_id, key_id, created_at)
-                         VALUES (?1, ?2, ?3, ?4)",
-                        params![key_hash, tenant.as_str(), key_id, ts(Utc::now())],
+                        "INSERT INTO api_keys (key_hash, tenant_id, key_id, created_at, name, prefix)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![
+                            key_hash,
+                            tenant.as_str(),
+                            key.id,
+                            ts(key.created_at.unwrap_or_else(Utc::now)),
+                            key.name,
+                            key.prefix
+                        ],
                     )
                     .map_err(db)?;
                     Ok(())
@@ -212,20 +219,86 @@ impl TenantStore for SqliteBackend {
         .await
     }
 
-    async fn tenant_for_api_key(&self, key_hash: &str) -> StoreResult<Option<TenantId>> {
+    async fn tenant_for_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyOwner>> {
         let key_hash = key_hash.to_owned();
         self.read(move |conn| {
-            let owner: Option<String> = conn
+            let owner: Option<(String, String)> = conn
                 .row(
-                    "SELECT tenant_id FROM api_keys WHERE key_hash = ?1",
+                    "SELECT tenant_id, key_id FROM api_keys WHERE key_hash = ?1",
                     [&key_hash],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()
                 .map_err(db)?;
             owner
-                .map(|t| TenantId::parse(&t).map_err(|_| corrupt("tenant id")))
+                .map(|(t, key_id)| {
+                    Ok(ApiKeyOwner {
+                        tenant: TenantId::parse(&t).map_err(|_| corrupt("tenant id"))?,
+                        key_id,
+                    })
+                })
                 .transpose()
+        })
+        .await
+    }
+
+    async fn touch_api_key(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+        key_hash: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (tenant, key_id, key_hash) = (tenant.clone(), key_id.to_owned(), key_hash.to_owned());
+        self.write(move |tx| {
+            tx.exec(
+                "UPDATE api_keys SET last_used_at = ?1
+                 WHERE key_hash = ?2 AND tenant_id = ?3 AND key_id = ?4",
+                params![ts(at), key_hash, tenant.as_str(), key_id],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_api_keys(&self, tenant: &TenantId) -> StoreResult<Vec<ApiKeyInfo>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT key_id, name, prefix, created_at, last_used_at FROM api_keys
+                     WHERE tenant_id = ?1 ORDER BY created_at, key_id",
+                )
+                .map_err(db)?;
+            let mut rows = stmt.query([tenant.as_str()]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                let created: String = row.get(3).map_err(db)?;
+                let used: Option<String> = row.get(4).map_err(db)?;
+                out.push(ApiKeyInfo {
+                    id: row.get(0).map_err(db)?,
+                    name: row.get(1).map_err(db)?,
+                    prefix: row.get(2).map_err(db)?,
+                    created_at: Some(parse_ts(&created)?),
+                    last_used_at: used.as_deref().map(parse_ts).transpose()?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn revoke_api_key(&self, tenant: &TenantId, key_id: &str) -> StoreResult<bool> {
+        let (tenant, key_id) = (tenant.clone(), key_id.to_owned());
+        self.write(move |tx| {
+            let deleted = tx
+                .exec(
+                    "DELETE FROM api_keys WHERE tenant_id = ?1 AND key_id = ?2",
+                    params![tenant.as_str(), key_id],
+                )
+                .map_err(db)?;
+            Ok(deleted > 0)
         })
         .await
     }

@@ -438,3 +438,39 @@ async fn a_restart_releases_leased_jobs_but_keeps_backoff_delays() {
     assert_eq!(again[0].job, held);
     assert_eq!(again[0].attempts, 2);
 }
+
+/// The database, its WAL and its shared-memory file hold contacts' numbers and texts: owner
+/// only, whatever the umask (they used to be 0644 under umask 022), and files an earlier
+/// version left readable are tightened at open.
+#[cfg(unix)]
+#[tokio::test]
+async fn database_files_are_readable_by_the_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("omni.db");
+    let mode = |suffix: &str| {
+        std::fs::metadata(format!("{}{suffix}", path.display()))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    {
+        let backend = SqliteBackend::open(&path, MasterKey::generate()).unwrap();
+        let tenant = Tenant {
+            id: new_tenant_id("t"),
+            name: "PSAP".into(),
+            default_region: Region::default(),
+            help_text: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        };
+        backend.put_tenant(&tenant).await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            assert_eq!(mode(suffix), 0o600, "omni.db{suffix}");
+        }
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _backend = SqliteBackend::open(&path, MasterKey::generate()).unwrap();
+    assert_eq!(mode(""), 0o600);
+}

@@ -352,12 +352,26 @@ impl Credentials {
         Ok(creds)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Checks the configuration's shape and the strength of its webhook secrets; the error
+    /// names the field.
+    pub fn validate(&self) -> Result<(), String> {
         let require = |ok: bool, what: &str| {
             if ok {
                 Ok(())
             } else {
                 Err(format!("{what} must not be empty"))
+            }
+        };
+        // A secret that alone authenticates a carrier's webhooks (a URL secret, Basic
+        // credentials, a signing key) must resist guessing.
+        let strong = |secret: &Secret, field: &str| {
+            if secret.expose().chars().count() >= MIN_WEBHOOK_SECRET_CHARS {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{field} must be at least {MIN_WEBHOOK_SECRET_CHARS} characters \
+                     (it authenticates the carrier's webhooks)"
+                ))
             }
         };
         match self {
@@ -367,15 +381,15 @@ impl Credentials {
                     && c.account_sid.starts_with("AC")
                     && c.account_sid[2..].bytes().all(|b| b.is_ascii_hexdigit());
                 require(sid_ok, "account_sid (AC + 32 hex)")?;
-                require(!c.auth_token.expose().is_empty(), "auth_token")
+                strong(&c.auth_token, "auth_token")?;
+                c.webhook_keys
+                    .values()
+                    .try_for_each(|k| strong(k, "webhook_keys"))
             }
             Credentials::Voipms(c) => {
                 require(!c.api_username.is_empty(), "api_username")?;
                 require(!c.api_password.expose().is_empty(), "api_password")?;
-                require(
-                    c.webhook_secret.expose().len() >= 8,
-                    "webhook_secret (8+ characters)",
-                )
+                strong(&c.webhook_secret, "webhook_secret")
             }
             Credentials::Signal(c) => {
                 let url =
@@ -391,7 +405,7 @@ impl Credentials {
                     && c.phone_number_id.bytes().all(|b| b.is_ascii_digit());
                 require(id_ok, "phone_number_id (digits)")?;
                 require(!c.access_token.expose().is_empty(), "access_token")?;
-                require(!c.app_secret.expose().is_empty(), "app_secret")?;
+                strong(&c.app_secret, "app_secret")?;
                 require(!c.verify_token.expose().is_empty(), "verify_token")
             }
             Credentials::Telnyx(c) => {
@@ -414,10 +428,7 @@ impl Credentials {
                     !c.webhook_username.is_empty() && !c.webhook_username.contains(':'),
                     "webhook_username (no colon)",
                 )?;
-                require(
-                    c.webhook_password.expose().len() >= 8,
-                    "webhook_password (8+ characters)",
-                )
+                strong(&c.webhook_password, "webhook_password")
             }
             Credentials::Sinch(c) => {
                 // The plan id goes into the API path: letters and digits keep it one segment.
@@ -425,12 +436,12 @@ impl Credentials {
                     && c.service_plan_id.bytes().all(|b| b.is_ascii_alphanumeric());
                 require(id_ok, "service_plan_id (letters and digits)")?;
                 require(!c.api_token.expose().is_empty(), "api_token")?;
-                require(!c.app_secret.expose().is_empty(), "app_secret")
+                strong(&c.app_secret, "app_secret")
             }
             Credentials::Voicemeup(c) => {
                 require(!c.username.is_empty(), "username")?;
                 require(!c.auth_token.expose().is_empty(), "auth_token")?;
-                require(!c.webhook_secret.expose().is_empty(), "webhook_secret")
+                strong(&c.webhook_secret, "webhook_secret")
             }
             Credentials::Vonage(c) => {
                 require(
@@ -443,17 +454,11 @@ impl Credentials {
                     vonage::application_jwt(&c.application_id, &c.private_key, 0).is_some(),
                     "private_key (an RSA private key in PEM)",
                 )?;
-                require(
-                    c.signature_secret.expose().len() >= 8,
-                    "signature_secret (8+ characters)",
-                )
+                strong(&c.signature_secret, "signature_secret")
             }
             Credentials::Sendgrid(c) => {
                 require(!c.api_key.expose().is_empty(), "api_key")?;
-                require(
-                    c.webhook_secret.expose().len() >= 8,
-                    "webhook_secret (8+ characters)",
-                )?;
+                strong(&c.webhook_secret, "webhook_secret")?;
                 require(
                     sendgrid::event_public_key(&c.event_public_key).is_some(),
                     "event_public_key (base64 DER of an ECDSA P-256 public key)",
@@ -490,17 +495,11 @@ impl Credentials {
                     "channel_id (a UUID)",
                 )?;
                 require(!c.access_key.expose().is_empty(), "access_key")?;
-                require(
-                    c.signing_key.expose().len() >= 8,
-                    "signing_key (8+ characters)",
-                )
+                strong(&c.signing_key, "signing_key")
             }
             Credentials::Inteliquent(c) => {
                 require(!c.api_key.expose().is_empty(), "api_key")?;
-                require(
-                    c.webhook_key.expose().len() >= 8,
-                    "webhook_key (8+ characters)",
-                )
+                strong(&c.webhook_key, "webhook_key")
             }
             Credentials::MessageBird(c) => {
                 // It goes into a header value.
@@ -509,10 +508,7 @@ impl Credentials {
                         && c.access_key.expose().bytes().all(|b| b.is_ascii_graphic()),
                     "access_key",
                 )?;
-                require(
-                    c.signing_key.expose().len() >= 8,
-                    "signing_key (8+ characters)",
-                )
+                strong(&c.signing_key, "signing_key")
             }
             Credentials::Simulator => Ok(()),
         }
@@ -578,6 +574,11 @@ impl Credentials {
         }
     }
 }
+
+/// Fewest characters of a secret that alone authenticates a carrier's webhooks: URL secrets
+/// (VoIP.ms, VoiceMeUp, SendGrid Inbound Parse), Basic credentials (Bandwidth) and signing
+/// keys. The carriers' own generated secrets are all longer.
+pub const MIN_WEBHOOK_SECRET_CHARS: usize = 16;
 
 /// Why a webhook was not accepted as authentic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -1291,7 +1292,7 @@ mod tests {
     #[test]
     fn whatsapp_admin_json_is_validated() {
         let ok = serde_json::json!({"phone_number_id": "106540352242922", "access_token": "t",
-            "app_secret": "s", "verify_token": "v"});
+            "app_secret": "meta-app-secret-0001", "verify_token": "v"});
         assert_eq!(
             Credentials::from_admin_json(ProviderKind::Whatsapp, ok)
                 .unwrap()
@@ -1575,7 +1576,7 @@ mod tests {
 
     #[test]
     fn admin_json_is_validated_per_provider() {
-        let ok = serde_json::json!({"account_sid": "AC0123456789abcdef0123456789abcdef", "auth_token": "t"});
+        let ok = serde_json::json!({"account_sid": "AC0123456789abcdef0123456789abcdef", "auth_token": "twilio-auth-token-0001"});
         assert!(Credentials::from_admin_json(ProviderKind::Twilio, ok).is_ok());
         let bad = serde_json::json!({"account_sid": "nope", "auth_token": "t"});
         assert!(Credentials::from_admin_json(ProviderKind::Twilio, bad).is_err());
@@ -1590,5 +1591,46 @@ mod tests {
         let not_hex =
             serde_json::json!({"account_sid": format!("AC{}", "z".repeat(32)), "auth_token": "t"});
         assert!(Credentials::from_admin_json(ProviderKind::Twilio, not_hex).is_err());
+    }
+
+    /// A one-character VoiceMeUp `webhook_secret` used to be accepted (and guessed in 34
+    /// tries); every secret that alone authenticates webhooks needs 16 characters, and the
+    /// refusal names the field and the minimum.
+    #[test]
+    fn weak_webhook_secrets_are_refused_naming_the_field_and_the_minimum() {
+        let cases = [
+            (
+                ProviderKind::Voicemeup,
+                serde_json::json!({"username": "u", "auth_token": "t", "webhook_secret": "x"}),
+                "webhook_secret",
+            ),
+            (
+                ProviderKind::Voipms,
+                serde_json::json!({"api_username": "u", "api_password": "p",
+                    "webhook_secret": "eight-ch"}),
+                "webhook_secret",
+            ),
+            (
+                ProviderKind::Twilio,
+                serde_json::json!({"account_sid": "AC0123456789abcdef0123456789abcdef",
+                    "auth_token": "short-token"}),
+                "auth_token",
+            ),
+            (
+                ProviderKind::Inteliquent,
+                serde_json::json!({"api_key": "k", "webhook_key": "fifteen-chars!!"}),
+                "webhook_key",
+            ),
+        ];
+        for (kind, body, field) in cases {
+            let error = Credentials::from_admin_json(kind, body.clone()).unwrap_err();
+            assert!(
+                error.contains(field) && error.contains("16"),
+                "{kind}: {error}"
+            );
+            let mut strong = body;
+            strong[field] = "sixteen-chars-ok".into();
+            assert!(Credentials::from_admin_json(kind, strong).is_ok(), "{kind}");
+        }
     }
 }

@@ -2,10 +2,12 @@
 //! credentials, keep the raw payload, queue the events. Nothing is stored before the
 //! signature checks out.
 
+use std::net::IpAddr;
+
 use chrono::Utc;
 use tracing::{info, instrument, warn};
 
-use super::{ServiceError, Services};
+use super::{AuthScope, ServiceError, Services};
 use crate::domain::{InboundMessage, ProviderKind, TenantId, WebhookEvent};
 use crate::ports::{FlushedPart, Job, PartOutcome};
 use crate::providers::WebhookRequest;
@@ -22,6 +24,7 @@ impl Services {
         &self,
         kind: ProviderKind,
         request: &WebhookRequest,
+        client: Option<IpAddr>,
     ) -> Result<(), ServiceError> {
         let adapter = self
             .providers
@@ -43,6 +46,8 @@ impl Services {
             .ok_or(ServiceError::NotFound("number"))?;
         let tenant = route.tenant_id;
         tracing::Span::current().record("tenant_id", tenant.as_str());
+        let scope = AuthScope::Webhook(kind, tenant.clone());
+        self.auth_allowed(client, &scope)?;
 
         // A number moved to another carrier may still get late callbacks from the old one, so
         // verify with the tenant's credentials for the carrier that called, not the route's.
@@ -52,6 +57,7 @@ impl Services {
         };
         if adapter.verify_inbound(request, &credentials).is_err() {
             warn!("webhook signature rejected");
+            self.auth_failed(client, &scope).await;
             return Err(ServiceError::InvalidSignature);
         }
         // Some carriers (Bandwidth) batch several events into one callback, possibly for

@@ -4,6 +4,7 @@
 //! Each entry point (an axum handler, a Lambda function, the local job runner) calls into
 //! [`Services`]; none of them holds business rules of its own.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,17 +18,21 @@ use crate::providers::{Credentials, ProviderRegistry};
 mod breaker;
 mod delivery;
 mod inbound;
+mod keys;
 mod keywords;
 mod media;
 mod outbound;
 mod ses_sns;
+mod throttle;
 mod updater;
 
 pub use breaker::{BreakerPolicy, CircuitBreakers};
 pub use delivery::DeliveryOutcome;
+pub use keys::{ApiKeyUsage, IssuedKey};
 pub use keywords::Keyword;
 pub use media::MediaDownload;
 pub use outbound::SendRequest;
+pub use throttle::{AuthScope, AuthThrottle, AuthThrottlePolicy};
 pub use updater::JobError;
 
 /// A failure the caller should hear about, mapped to HTTP in one place (the API crate).
@@ -67,6 +72,10 @@ pub enum ServiceError {
     /// Storage failed; details go to logs only.
     #[error("internal error")]
     Store(#[source] StoreError),
+    /// This address failed to authenticate too often: refused, whatever it presents, for
+    /// this many more seconds.
+    #[error("too many failed authentication attempts; retry after {0} s")]
+    LockedOut(u64),
 }
 
 impl From<StoreError> for ServiceError {
@@ -174,6 +183,8 @@ pub struct ServiceSettings {
     /// How long one half of a split message (VoiceMeUp's MMS) waits for its other half
     /// before it is delivered on its own by the next sweep.
     pub split_message_wait: Duration,
+    /// How repeated authentication failures from one address are slowed and locked out.
+    pub auth_throttle: AuthThrottlePolicy,
 }
 
 /// A per-tenant token bucket on `POST /v1/messages`: `burst` sends at once, refilled at
@@ -208,6 +219,7 @@ impl Default for ServiceSettings {
             breaker: BreakerPolicy::default(),
             send_rate: SendRateLimit::default(),
             split_message_wait: Duration::from_secs(10),
+            auth_throttle: AuthThrottlePolicy::default(),
         }
     }
 }
@@ -236,6 +248,10 @@ pub struct Services {
     /// Where media too large for a response are published (Lambda); none: served in the
     /// response whatever their size (`omni serve`).
     pub media_store: Option<Arc<dyn MediaStore>>,
+    /// Authentication failures per (address, scope), shared by every clone.
+    pub auth_throttle: Arc<AuthThrottle>,
+    /// When each API key's use was last recorded, shared by every clone.
+    pub api_key_usage: Arc<ApiKeyUsage>,
 }
 
 impl Services {
@@ -252,27 +268,32 @@ impl Services {
         Ok(self.platform.get(kind).cloned())
     }
 
-    /// The tenant an API key belongs to.
-    pub async fn authenticate(&self, api_key: &str) -> Result<TenantId, ServiceError> {
-        if !api_key.starts_with(API_KEY_PREFIX) {
-            return Err(ServiceError::Unauthorized);
+    /// [`ServiceError::LockedOut`] while `client` is locked out of `scope`.
+    pub fn auth_allowed(
+        &self,
+        client: Option<IpAddr>,
+        scope: &AuthScope,
+    ) -> Result<(), ServiceError> {
+        match client {
+            Some(ip) => self
+                .auth_throttle
+                .check(&self.settings.auth_throttle, ip, scope)
+                .map_err(ServiceError::LockedOut),
+            None => Ok(()),
         }
-        self.tenants
-            .tenant_for_api_key(&hash_api_key(api_key))
-            .await?
-            .ok_or(ServiceError::Unauthorized)
     }
 
-    /// Issues an API key for a tenant: returns (id, key); only the hash is stored.
-    pub async fn issue_api_key(&self, tenant: &TenantId) -> Result<(String, String), ServiceError> {
-        let mut bytes = [0u8; 24];
-        rand::thread_rng().fill(&mut bytes);
-        let key = format!("{API_KEY_PREFIX}{}", hex::encode(bytes));
-        let id = format!("key_{}", uuid::Uuid::now_v7().simple());
-        self.tenants
-            .put_api_key(tenant, &id, &hash_api_key(&key))
-            .await?;
-        Ok((id, key))
+    /// Counts a failed authentication of `client` on `scope` and holds the caller for the
+    /// delay it has earned.
+    pub async fn auth_failed(&self, client: Option<IpAddr>, scope: &AuthScope) {
+        if let Some(ip) = client {
+            let delay = self
+                .auth_throttle
+                .failed(&self.settings.auth_throttle, ip, scope);
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+        }
     }
 }
 
