@@ -57,8 +57,17 @@ impl FromStr for Region {
     type Err = DomainError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         rlibphonenumber::enums::Region::from_str(&s.trim().to_ascii_uppercase())
+            .ok()
+            // Any two letters parse; a region is one libphonenumber has numbering data for
+            // (not ZZ, its "unknown region", nor 001, the non-geographic numbers).
+            .filter(|r| {
+                *r != rlibphonenumber::enums::Region::World
+                    && rlibphonenumber::PHONE_NUMBER_UTIL
+                        .get_country_code_for_region(*r)
+                        .is_some()
+            })
             .map(Region)
-            .map_err(|_| DomainError::InvalidRegion(s.to_string()))
+            .ok_or_else(|| DomainError::InvalidRegion(s.to_string()))
     }
 }
 
@@ -929,6 +938,14 @@ mod tests {
 
     fn us() -> Region {
         Region::default()
+    }
+
+    #[test]
+    fn regions_are_two_letter_places_only() {
+        assert_eq!(" ca ".parse::<Region>().unwrap().code(), "CA");
+        for bad in ["ZZ", "zz", "XX", "USA", "", "001"] {
+            assert!(bad.parse::<Region>().is_err(), "{bad}");
+        }
     }
 
     #[test]
