@@ -2,10 +2,6 @@
 //! the table (with a TTL, as API Gateway drops a connection after two hours), and [`Push`]
 //! through `PostToConnection`, forgetting connections that answer 410 Gone.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
 use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 use omni_core::domain::TenantId;
@@ -17,12 +13,6 @@ use crate::{error_code, sdk_error, AwsBackend};
 
 /// API Gateway closes a WebSocket connection after two hours at most.
 const CONNECTION_TTL: TimeDelta = TimeDelta::hours(2);
-
-/// How long a tenant's connection list is reused between pushes. One flow pushes two or three
-/// events in a row (the message, its conversation); reading the list once for them saves a
-/// DynamoDB query per event. A dashboard that connects within this window misses at most the
-/// events of that window, which its first listing after connecting shows anyway.
-const CONNECTIONS_REUSE: Duration = Duration::from_secs(1);
 
 fn tenant_connections(tenant: &TenantId) -> String {
     format!("WS#{tenant}")
@@ -131,16 +121,11 @@ impl AwsBackend {
     }
 }
 
-/// Each tenant's connection ids, and when they were read.
-type RecentConnections = HashMap<TenantId, (Instant, Vec<String>)>;
-
 /// [`Push`] to a tenant's dashboards through the API Gateway management API.
 #[derive(Debug, Clone)]
 pub struct ApiGatewayPush {
     backend: AwsBackend,
     client: aws_sdk_apigatewaymanagement::Client,
-    /// Each tenant's connections as last read, and when ([`CONNECTIONS_REUSE`]).
-    recent: Arc<Mutex<RecentConnections>>,
 }
 
 impl ApiGatewayPush {
@@ -153,33 +138,6 @@ impl ApiGatewayPush {
         ApiGatewayPush {
             backend,
             client: aws_sdk_apigatewaymanagement::Client::from_conf(conf),
-            recent: Arc::default(),
-        }
-    }
-
-    /// The tenant's connections: the list read less than [`CONNECTIONS_REUSE`] ago, or a
-    /// fresh read.
-    async fn connections(&self, tenant: &TenantId) -> StoreResult<Vec<String>> {
-        if let Some((at, list)) = self.lock().get(tenant) {
-            if at.elapsed() < CONNECTIONS_REUSE {
-                return Ok(list.clone());
-            }
-        }
-        let list = self.backend.connections(tenant).await?;
-        self.lock()
-            .insert(tenant.clone(), (Instant::now(), list.clone()));
-        Ok(list)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, RecentConnections> {
-        // A panic while holding it leaves the map as it was: still usable.
-        self.recent.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Drops a gone connection from the reused list too.
-    fn forget(&self, tenant: &TenantId, connection: &str) {
-        if let Some((_, list)) = self.lock().get_mut(tenant) {
-            list.retain(|c| c != connection);
         }
     }
 }
@@ -187,31 +145,46 @@ impl ApiGatewayPush {
 #[async_trait]
 impl Push for ApiGatewayPush {
     async fn push(&self, event: &PushEvent) -> StoreResult<()> {
-        let frame = serde_json::to_vec(event).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.push_all(std::slice::from_ref(event)).await
+    }
+
+    /// The tenant's connections are read once for all the events (one flow's, one tenant's).
+    async fn push_all(&self, events: &[PushEvent]) -> StoreResult<()> {
+        let Some(tenant) = events.first().map(|e| e.tenant_id.clone()) else {
+            return Ok(());
+        };
+        debug_assert!(events.iter().all(|e| e.tenant_id == tenant));
+        let mut connections = self.backend.connections(&tenant).await?;
         let mut failed = None;
-        for connection in self.connections(&event.tenant_id).await? {
-            let sent = self
-                .client
-                .post_to_connection()
-                .connection_id(&connection)
-                .data(frame.clone().into())
-                .send()
-                .await;
-            match sent {
-                Ok(_) => debug!(connection, "pushed"),
-                Err(e) if error_code(&e) == Some("GoneException") => {
-                    debug!(connection, "connection gone, forgetting it");
-                    self.forget(&event.tenant_id, &connection);
-                    self.backend.remove_connection(&connection).await?;
-                }
-                // One broken dashboard must not keep the others from hearing: try them all,
-                // then report the failure.
-                Err(e) => {
-                    let error = sdk_error("PostToConnection", e);
-                    warn!(connection, error = %error, "push failed");
-                    failed.get_or_insert(error);
+        for event in events {
+            let frame =
+                serde_json::to_vec(event).map_err(|e| StoreError::Backend(e.to_string()))?;
+            let mut gone = Vec::new();
+            for connection in &connections {
+                let sent = self
+                    .client
+                    .post_to_connection()
+                    .connection_id(connection)
+                    .data(frame.clone().into())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(_) => debug!(connection, "pushed"),
+                    Err(e) if error_code(&e) == Some("GoneException") => {
+                        debug!(connection, "connection gone, forgetting it");
+                        self.backend.remove_connection(connection).await?;
+                        gone.push(connection.clone());
+                    }
+                    // One broken dashboard must not keep the others from hearing: try them
+                    // all, then report the failure.
+                    Err(e) => {
+                        let error = sdk_error("PostToConnection", e);
+                        warn!(connection, error = %error, "push failed");
+                        failed.get_or_insert(error);
+                    }
                 }
             }
+            connections.retain(|c| !gone.contains(c));
         }
         failed.map_or(Ok(()), Err)
     }

@@ -455,6 +455,19 @@ pub trait MediaStore: Send + Sync {
 pub trait Push: Send + Sync {
     /// Sends an event to every dashboard of `event.tenant_id`, and to nobody else.
     async fn push(&self, event: &PushEvent) -> StoreResult<()>;
+
+    /// Sends one flow's events, in order, all of one tenant (a backend that must look the
+    /// dashboards up does it once). Every event is tried; the first failure is reported.
+    async fn push_all(&self, events: &[PushEvent]) -> StoreResult<()> {
+        let mut failed = None;
+        for event in events {
+            if let Err(e) = self.push(event).await {
+                failed.get_or_insert(e);
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
     /// Closes every dashboard connection opened with the tenant's key `key_id` (revoked).
     async fn disconnect_api_key(&self, tenant: &TenantId, key_id: &str) -> StoreResult<()>;
 }

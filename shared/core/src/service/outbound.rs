@@ -165,8 +165,8 @@ impl Services {
             if let Err(e) = self.queue.enqueue(&job, std::time::Duration::ZERO).await {
                 warn!(error = %e, "enqueue failed; the sweeper will pick the message up");
             }
-            self.push_message(tenant, "message.status", &message).await;
-            self.push_conversation(tenant, &conversation).await;
+            self.push_message_and_conversation(tenant, "message.status", &message, &conversation)
+                .await;
         }
         Ok((message, created))
     }

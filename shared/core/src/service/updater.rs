@@ -90,8 +90,8 @@ impl Services {
         else {
             return Ok(()); // applied before: a redelivery
         };
-        self.push_message(tenant, "message.received", &stored).await;
-        self.push_conversation(tenant, &conversation).await;
+        self.push_message_and_conversation(tenant, "message.received", &stored, &conversation)
+            .await;
         info!(conversation_id = %conversation.id, "inbound message applied");
 
         match Keyword::detect(message.body.as_deref()) {
@@ -163,31 +163,57 @@ impl Services {
 
     /// Pushes a message event; a push failure never fails the flow (dashboards resync).
     pub(super) async fn push_message(&self, tenant: &TenantId, kind: &str, message: &Message) {
-        let event = PushEvent {
-            kind: kind.into(),
-            tenant_id: tenant.clone(),
-            conversation_id: message.conversation_id,
-            message: Some(message.clone()),
-            conversation: None,
-            at: Utc::now(),
-        };
-        if let Err(e) = self.push.push(&event).await {
-            warn!(error = %e, "push failed");
-        }
+        self.push_events(&[message_event(tenant, kind, message)])
+            .await;
     }
 
     /// Pushes `conversation.updated`.
     pub async fn push_conversation(&self, tenant: &TenantId, conversation: &Conversation) {
-        let event = PushEvent {
-            kind: "conversation.updated".into(),
-            tenant_id: tenant.clone(),
-            conversation_id: conversation.id,
-            message: None,
-            conversation: Some(conversation.clone()),
-            at: Utc::now(),
-        };
-        if let Err(e) = self.push.push(&event).await {
+        self.push_events(&[conversation_event(tenant, conversation)])
+            .await;
+    }
+
+    /// Pushes a message event and then its conversation's `conversation.updated`, as one
+    /// flow's events (the dashboards are looked up once).
+    pub(super) async fn push_message_and_conversation(
+        &self,
+        tenant: &TenantId,
+        kind: &str,
+        message: &Message,
+        conversation: &Conversation,
+    ) {
+        self.push_events(&[
+            message_event(tenant, kind, message),
+            conversation_event(tenant, conversation),
+        ])
+        .await;
+    }
+
+    async fn push_events(&self, events: &[PushEvent]) {
+        if let Err(e) = self.push.push_all(events).await {
             warn!(error = %e, "push failed");
         }
+    }
+}
+
+fn message_event(tenant: &TenantId, kind: &str, message: &Message) -> PushEvent {
+    PushEvent {
+        kind: kind.into(),
+        tenant_id: tenant.clone(),
+        conversation_id: message.conversation_id,
+        message: Some(message.clone()),
+        conversation: None,
+        at: Utc::now(),
+    }
+}
+
+fn conversation_event(tenant: &TenantId, conversation: &Conversation) -> PushEvent {
+    PushEvent {
+        kind: "conversation.updated".into(),
+        tenant_id: tenant.clone(),
+        conversation_id: conversation.id,
+        message: None,
+        conversation: Some(conversation.clone()),
+        at: Utc::now(),
     }
 }
