@@ -16,13 +16,12 @@ from test_flows import ACCOUNT_SID, NUMBER, Dashboard, inbound, north, twilio_po
 MESSAGES = 10
 CONTACT = "+15555550150"
 
-# DynamoDB read requests plus items written per message, at most: a regression guard over
-# the measured counts (BENCHMARKS.md: 3.2 + 4 per inbound message, 7.4 + 5 per send, 3.2 + 2
-# per status callback; issue 15 found 7 + 4 and 13 + 6 before the cuts). The margin is the
-# connection-list reads, which vary with timing by a few tenths.
-MAX_INBOUND = 7.6
-MAX_SEND = 13.0
-MAX_CALLBACK = 5.6
+# DynamoDB read requests plus items written per message, at most: what this code does
+# (BENCHMARKS.md: 3 + 4 per inbound message, 7 + 5 per send, 4 + 2 per status callback),
+# against 7 + 4 and 13 + 6 that issue 15 counted before the cuts. A regression fails here.
+MAX_INBOUND = 7
+MAX_SEND = 12
+MAX_CALLBACK = 6
 
 
 def measure(stack: Stack, run: Callable[[], None]) -> dict[str, Any]:

@@ -66,6 +66,25 @@ fn thread_key(tenant: &TenantId, channel: Channel, contact: &Address) -> Item {
     key(format!("TH#{tenant}#{}#{contact}", channel.thread()), "TH")
 }
 
+/// Conversation ids are derived from what a conversation is, (tenant, thread channel,
+/// contact), so a writer finds the conversation without reading a pointer to it first. Those
+/// made before keep their random id, found through their thread item.
+fn conversation_id_of(tenant: &TenantId, channel: Channel, contact: &Address) -> Uuid {
+    const NAMESPACE: Uuid = Uuid::from_u128(0x6f6d_6e69_2d63_6f6e_7665_7273_6174_696f);
+    Uuid::new_v5(
+        &NAMESPACE,
+        format!("{tenant}\n{}\n{contact}", channel.thread()).as_bytes(),
+    )
+}
+
+/// What [`AwsBackend::conversation_lookup`] found.
+#[derive(Default)]
+struct ConversationLookup {
+    conversation: Option<Item>,
+    thread: Option<Item>,
+    opted_out: bool,
+}
+
 fn carrier_id_key(tenant: &TenantId, provider: ProviderKind, carrier_id: &str) -> Item {
     key(format!("PM#{tenant}#{provider}#{carrier_id}"), "PM")
 }
@@ -249,24 +268,27 @@ impl AwsBackend {
         Ok(self.get_item(opt_out_key(tenant, contact)).await?.is_some())
     }
 
-    /// A conversation's item and whether `contact` opted out of the tenant, in one
-    /// strongly consistent `BatchGetItem`.
-    async fn conversation_and_opt_out(
+    /// The conversation at `id`, the `thread` pointer and whether `contact` opted out of the
+    /// tenant, in one strongly consistent `BatchGetItem`.
+    async fn conversation_lookup(
         &self,
         tenant: &TenantId,
         id: Uuid,
+        thread: &Item,
         contact: &str,
-    ) -> StoreResult<(Option<Item>, bool)> {
+    ) -> StoreResult<ConversationLookup> {
         let conversation = conversation_key(tenant, id);
+        let opt_out = opt_out_key(tenant, contact);
         let mut pending = Some(
             KeysAndAttributes::builder()
                 .consistent_read(true)
                 .keys(conversation.clone())
-                .keys(opt_out_key(tenant, contact))
+                .keys(thread.clone())
+                .keys(opt_out.clone())
                 .build()
                 .map_err(|e| sdk_error("BatchGetItem", e))?,
         );
-        let (mut found, mut opted_out) = (None, false);
+        let mut found = ConversationLookup::default();
         while let Some(keys) = pending.take() {
             let out = self
                 .ddb
@@ -281,9 +303,11 @@ impl AwsBackend {
                 .unwrap_or_default()
             {
                 if item.get("pk") == conversation.get("pk") {
-                    found = Some(item);
-                } else {
-                    opted_out = true;
+                    found.conversation = Some(item);
+                } else if item.get("pk") == thread.get("pk") {
+                    found.thread = Some(item);
+                } else if item.get("pk") == opt_out.get("pk") {
+                    found.opted_out = true;
                 }
             }
             pending = out
@@ -291,7 +315,7 @@ impl AwsBackend {
                 .and_then(|mut u| u.remove(&self.resources.table))
                 .filter(|k| !k.keys.is_empty());
         }
-        Ok((found, opted_out))
+        Ok(found)
     }
 
     /// Which of `contacts` opted out of this tenant (batched reads).
@@ -376,7 +400,8 @@ impl AwsBackend {
     /// (thread lookup, `unread` added, last message moved only forward) and puts `guard` (the
     /// carrier id or idempotency item) unless it exists. With `reload`, also returns the
     /// conversation as the write left it: computed, not read back (every conversation write
-    /// moves `ver`, and this one was conditional on it), plus the contact's opt-out (one read).
+    /// moves `ver`, and this one was conditional on it); the contact's opt-out comes with the
+    /// conversation's lookup.
     async fn write_new_message(
         &self,
         tenant: &TenantId,
@@ -387,6 +412,7 @@ impl AwsBackend {
         reload: bool,
     ) -> StoreResult<Written> {
         let thread = thread_key(tenant, message.channel, contact);
+        let derived = conversation_id_of(tenant, message.channel, contact);
         let new_key = order_key(message.created_at, message.id);
         for attempt in 0..WRITE_ATTEMPTS {
             if attempt > 0 {
@@ -396,10 +422,30 @@ impl AwsBackend {
             // The conversation as this write leaves it: its versioned write succeeding means
             // nobody changed it in between, so it need not be read again.
             let after: Item;
-            let mut opted_out = None;
-            let conversation_id = match self.get_item(thread.clone()).await? {
+            // One read: the conversation at its derived id, the thread pointer a conversation
+            // made before ids were derived has instead, and the contact's opt-out.
+            let found = self
+                .conversation_lookup(tenant, derived, &thread, contact.as_str())
+                .await?;
+            let opted_out = found.opted_out;
+            let existing = match (found.conversation, found.thread) {
+                (Some(conv), _) => Some((derived, conv)),
+                (None, Some(th)) => {
+                    let id = get_uuid(&th, "conversation_id")?;
+                    if id == derived {
+                        return Err(corrupt("thread without conversation"));
+                    }
+                    let conv = self
+                        .get_item(conversation_key(tenant, id))
+                        .await?
+                        .ok_or_else(|| corrupt("thread without conversation"))?;
+                    Some((id, conv))
+                }
+                (None, None) => None,
+            };
+            let conversation_id = match existing {
                 None => {
-                    let id = Uuid::now_v7();
+                    let id = derived;
                     let mut th = thread.clone();
                     th.insert("conversation_id".into(), s(id.to_string()));
                     ops.push(self.put_op(th, Some("attribute_not_exists(pk)"), None)?);
@@ -430,19 +476,7 @@ impl AwsBackend {
                     ops.push(self.put_op(conv, Some("attribute_not_exists(pk)"), None)?);
                     id
                 }
-                Some(th) => {
-                    let id = get_uuid(&th, "conversation_id")?;
-                    let conv = if reload {
-                        // The contact's opt-out, for the conversation returned, in the same read.
-                        let (conv, opted) = self
-                            .conversation_and_opt_out(tenant, id, contact.as_str())
-                            .await?;
-                        opted_out = Some(opted);
-                        conv
-                    } else {
-                        self.get_item(conversation_key(tenant, id)).await?
-                    }
-                    .ok_or_else(|| corrupt("thread without conversation"))?;
+                Some((id, conv)) => {
                     let ver = get_n(&conv, "ver")?;
                     let mut next = conv.clone();
                     next.insert(
@@ -528,10 +562,6 @@ impl AwsBackend {
             }
             if self.transact(ops).await? {
                 let conversation = if reload {
-                    let opted_out = match opted_out {
-                        Some(known) => known,
-                        None => self.is_opted_out_str(tenant, contact.as_str()).await?,
-                    };
                     Some(conversation_from(&after, opted_out)?)
                 } else {
                     None

@@ -225,6 +225,24 @@ impl TenantStore for AwsBackend {
             .transpose()
     }
 
+    /// One query of the tenant's partition, which holds its record and its numbers.
+    async fn tenant_with_numbers(
+        &self,
+        tenant: &TenantId,
+    ) -> StoreResult<Option<(Tenant, Vec<NumberRoute>)>> {
+        let items = self.query_prefix(&tenant_pk(tenant), "").await?;
+        let mut record = None;
+        let mut numbers = Vec::new();
+        for item in &items {
+            match get_s(item, "sk")? {
+                "TENANT" => record = Some(doc(item, "doc")?),
+                sk if sk.starts_with("N#") => numbers.push(doc(item, "doc")?),
+                _ => {}
+            }
+        }
+        Ok(record.map(|r| (r, numbers)))
+    }
+
     async fn tenant_numbers(&self, tenant: &TenantId) -> StoreResult<Vec<NumberRoute>> {
         self.query_prefix(&tenant_pk(tenant), "N#")
             .await?

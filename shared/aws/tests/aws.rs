@@ -336,3 +336,92 @@ async fn raw_webhook_bodies_are_not_copied_into_any_index() {
     assert_eq!(listed, 1, "the raw item is listed once, for the purge");
     assert_eq!(b.purge_expired(Utc::now()).await.unwrap(), 1);
 }
+
+/// A conversation made before conversation ids were derived (a random id, found through its
+/// thread item) keeps receiving its contact's messages.
+#[tokio::test]
+async fn a_conversation_with_a_random_id_is_still_found_through_its_thread() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let (config, b) = fresh().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&config);
+    let table = b.resources().table.clone();
+    let tenant = new_tenant_id("legacy");
+    let (contact, ours) = (new_number(), new_number());
+    let message = |i: u32| InboundMessage {
+        id: Uuid::now_v7(),
+        provider: ProviderKind::Twilio,
+        provider_message_id: format!("SMlegacy{i}"),
+        channel: Channel::Sms,
+        from: contact.clone(),
+        to: ours.clone(),
+        body: Some(format!("m{i}")),
+        media: vec![],
+        profile_name: None,
+        received_at: Utc::now(),
+    };
+    let (_, first) = b
+        .apply_inbound(&tenant, &message(1))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Move the conversation to a random id, as one made before ids were derived has.
+    let legacy = Uuid::now_v7();
+    let key = |id: Uuid| {
+        [
+            (
+                "pk".to_owned(),
+                AttributeValue::S(format!("C#{tenant}#{id}")),
+            ),
+            ("sk".to_owned(), AttributeValue::S("C".into())),
+        ]
+        .into_iter()
+        .collect::<std::collections::HashMap<_, _>>()
+    };
+    let mut item = ddb
+        .get_item()
+        .table_name(&table)
+        .set_key(Some(key(first.id)))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    item.extend(key(legacy));
+    item.insert("id".into(), AttributeValue::S(legacy.to_string()));
+    ddb.put_item()
+        .table_name(&table)
+        .set_item(Some(item))
+        .send()
+        .await
+        .unwrap();
+    ddb.delete_item()
+        .table_name(&table)
+        .set_key(Some(key(first.id)))
+        .send()
+        .await
+        .unwrap();
+    let thread = format!("TH#{tenant}#sms#{contact}");
+    ddb.update_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S(thread))
+        .key("sk", AttributeValue::S("TH".into()))
+        .update_expression("SET conversation_id = :id")
+        .expression_attribute_values(":id", AttributeValue::S(legacy.to_string()))
+        .send()
+        .await
+        .unwrap();
+
+    let (_, second) = b
+        .apply_inbound(&tenant, &message(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.id, legacy);
+    assert_eq!(second.unread_count, 2);
+    assert_eq!(
+        b.get_conversation(&tenant, legacy).await.unwrap(),
+        Some(second)
+    );
+    assert_eq!(b.get_conversation(&tenant, first.id).await.unwrap(), None);
+}

@@ -44,7 +44,7 @@ impl<T: TenantStore + SecretStore + MessageStore + Queue> Backend for T {}
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,6 +58,7 @@ macro_rules! conformance_tests {
 /// Runs every check against one backend.
 pub async fn run_all<B: Backend>(backend: &B) {
     tenants_keep_created_at(backend).await;
+    tenant_with_numbers_reads_both(backend).await;
     numbers_route_and_conflict(backend).await;
     api_keys_resolve_by_hash(backend).await;
     api_keys_are_listed_and_revoked(backend).await;
@@ -274,6 +275,46 @@ pub async fn tenants_keep_created_at<B: Backend>(b: &B) {
     assert_eq!(stored.updated_at, tenant.updated_at);
     assert_eq!(b.get_tenant(&tenant.id).await.unwrap(), Some(stored));
     assert_eq!(b.get_tenant(&new_tenant_id("none")).await.unwrap(), None);
+}
+
+/// A tenant and its numbers read together are the tenant and the numbers read apart; other
+/// items of the tenant (carriers, keys) are not numbers; an unknown tenant is none.
+pub async fn tenant_with_numbers_reads_both<B: Backend>(b: &B) {
+    let at = base_time();
+    let tenant = Tenant {
+        id: new_tenant_id("tn"),
+        name: "North".into(),
+        default_region: Region::default(),
+        help_text: None,
+        created_at: at,
+        updated_at: at,
+    };
+    b.put_tenant(&tenant).await.unwrap();
+    assert_eq!(
+        b.tenant_with_numbers(&tenant.id).await.unwrap(),
+        Some((tenant.clone(), vec![]))
+    );
+    for n in 0..2 {
+        b.put_number(&NumberRoute {
+            number: new_number(),
+            tenant_id: tenant.id.clone(),
+            provider: ProviderKind::Twilio,
+            channels: vec![Channel::Sms],
+            updated_at: secs(at, n),
+        })
+        .await
+        .unwrap();
+    }
+    let (record, mut numbers) = b.tenant_with_numbers(&tenant.id).await.unwrap().unwrap();
+    let mut apart = b.tenant_numbers(&tenant.id).await.unwrap();
+    numbers.sort_by(|x, y| x.number.cmp(&y.number));
+    apart.sort_by(|x, y| x.number.cmp(&y.number));
+    assert_eq!((record, numbers.len()), (tenant.clone(), 2));
+    assert_eq!(numbers, apart);
+    assert_eq!(
+        b.tenant_with_numbers(&new_tenant_id("none")).await.unwrap(),
+        None
+    );
 }
 
 /// A number routes to one tenant; another tenant claiming it is a conflict.

@@ -51,6 +51,17 @@ pub trait TenantStore: Send + Sync {
     async fn number_route(&self, number: &Address) -> StoreResult<Option<NumberRoute>>;
     /// A tenant's numbers.
     async fn tenant_numbers(&self, tenant: &TenantId) -> StoreResult<Vec<NumberRoute>>;
+    /// A tenant and its numbers together (a send needs both). A store that keeps them side
+    /// by side overrides this to read them at once.
+    async fn tenant_with_numbers(
+        &self,
+        tenant: &TenantId,
+    ) -> StoreResult<Option<(Tenant, Vec<NumberRoute>)>> {
+        let Some(record) = self.get_tenant(tenant).await? else {
+            return Ok(None);
+        };
+        Ok(Some((record, self.tenant_numbers(tenant).await?)))
+    }
     /// Stores an API key by its hash (the key itself is never stored); storing the same key
     /// again is a no-op, and a hash another tenant holds is a [`StoreError::Conflict`].
     async fn put_api_key(

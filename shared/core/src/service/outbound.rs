@@ -55,9 +55,9 @@ impl Services {
         tenant: &TenantId,
         request: SendRequest,
     ) -> Result<(Message, bool), ServiceError> {
-        let tenant_record = self
+        let (tenant_record, numbers) = self
             .tenants
-            .get_tenant(tenant)
+            .tenant_with_numbers(tenant)
             .await?
             .ok_or(ServiceError::NotFound("tenant"))?;
         let region = tenant_record.default_region;
@@ -120,9 +120,7 @@ impl Services {
             request.channel
         };
 
-        let route = self
-            .sender_route(tenant, channel, request.from.as_deref(), region)
-            .await?;
+        let route = self.sender_route(numbers, channel, request.from.as_deref(), region)?;
         let provider = self.ensure_sendable(tenant, &route, channel).await?;
         if request.template.is_some()
             && !self
@@ -172,14 +170,13 @@ impl Services {
     }
 
     /// The tenant number to send from: the one asked for, or the first that carries the channel.
-    async fn sender_route(
+    fn sender_route(
         &self,
-        tenant: &TenantId,
+        numbers: Vec<NumberRoute>,
         channel: Channel,
         from: Option<&str>,
         region: crate::domain::Region,
     ) -> Result<NumberRoute, ServiceError> {
-        let numbers = self.tenants.tenant_numbers(tenant).await?;
         let carries = |r: &NumberRoute| {
             r.channels.contains(&channel)
                 || (channel == Channel::Mms && r.channels.contains(&Channel::Sms))
