@@ -22,8 +22,8 @@
 //! | API key | `K#<sha256>` | `KEY` | | tenant and id of a key hash (read on every request: revoking is immediate) |
 //! | tenant's API key | `T#<tenant>` | `K#<key id>` | | listing (name, prefix, created, last used) and revoking by id |
 //! | carrier config | `T#<tenant>` | `P#<provider>` | gsi1: `P#<provider>` / `<tenant>` | a tenant's carriers; tenants of a carrier; names the Secrets Manager secret |
-//! | conversation | `C#<tenant>#<id>` | `C` | gsi1: `CONVS#<tenant>` / `<last at>#<id>` | get; list by recency |
-//! | thread | `TH#<tenant>#<channel>#<contact>` | `TH` | | the conversation of (channel, contact) |
+//! | conversation | `C#<tenant>#<id>` (id: UUID v5 of tenant, thread channel and contact) | `C` | gsi1: `CONVS#<tenant>` / `<last at>#<id>` | get; list by recency; a writer finds it by its derived id |
+//! | thread | `TH#<tenant>#<channel>#<contact>` | `TH` | | the conversation of (channel, contact) when its id was not derived (made before ids were), read in the same `BatchGetItem` |
 //! | message | `M#<tenant>#<id>` | `M` | gsi1: `MSGS#<tenant>#<conversation>` / `<created>#<id>`; gsi2 (only while queued): `OUTBOX` / `<due>#<tenant>#<id>` (its last change, or its retry when later) | get; list a conversation; the sweeper's stranded outbox |
 //! | carrier message id | `PM#<tenant>#<provider>#<carrier id>` | `PM` | | dedupe inbound; find a message for a status callback |
 //! | idempotency key | `I#<tenant>#<key>` | `I` | | replay `POST /v1/messages`; TTL 24 h |

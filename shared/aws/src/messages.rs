@@ -428,6 +428,11 @@ impl AwsBackend {
                 .conversation_lookup(tenant, derived, &thread, contact.as_str())
                 .await?;
             let opted_out = found.opted_out;
+            // A send (the outbound write that wants its conversation) to a contact who opted
+            // out is refused, its replays too, as `create_outbound_with_conversation` says.
+            if reload && opted_out && message.direction == Direction::Outbound {
+                return Err(StoreError::RecipientOptedOut);
+            }
             let existing = match (found.conversation, found.thread) {
                 (Some(conv), _) => Some((derived, conv)),
                 (None, Some(th)) => {

@@ -1336,7 +1336,8 @@ pub async fn create_outbound_is_idempotent<B: Backend>(b: &B) {
 }
 
 /// The conversation a write returns (for dashboards) is the one a fresh read gives, after
-/// reads, stars and opt-outs in between: a store may compute it instead of reading it again.
+/// reads and stars in between: a store may compute it instead of reading it again. A send to
+/// a contact who opted out is refused, nothing stored.
 pub async fn written_conversations_match_a_fresh_read<B: Backend>(b: &B) {
     let tenant = new_tenant_id("w");
     let (contact, ours) = (new_number(), new_number());
@@ -1369,13 +1370,19 @@ pub async fn written_conversations_match_a_fresh_read<B: Backend>(b: &B) {
     b.set_opt_out(&tenant, &contact, true).await.unwrap();
     let mut reply = outbound(&ours, &contact, "three", secs(t0, 3));
     reply.idempotency_key = Some("w-1".into());
+    assert!(matches!(
+        b.create_outbound_with_conversation(&tenant, &reply).await,
+        Err(StoreError::RecipientOptedOut)
+    ));
+    assert_eq!(b.get_message(&tenant, reply.id).await.unwrap(), None);
+    b.set_opt_out(&tenant, &contact, false).await.unwrap();
     let (m3, c3) = b
         .create_outbound_with_conversation(&tenant, &reply)
         .await
         .unwrap();
     let c3 = c3.expect("a created message has its conversation");
     assert_eq!(c3.last_message.as_ref().map(|l| l.id), Some(m3.id));
-    assert!(c3.opted_out, "{c3:?}");
+    assert!(!c3.opted_out, "{c3:?}");
     assert_eq!(Some(c3), b.get_conversation(&tenant, c1.id).await.unwrap());
     let again = NewOutbound {
         id: Uuid::now_v7(),

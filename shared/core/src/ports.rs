@@ -28,6 +28,9 @@ pub enum StoreError {
     /// A cursor that this store did not issue.
     #[error("invalid cursor")]
     InvalidCursor,
+    /// The recipient opted out of the tenant's messages (a send is refused).
+    #[error("the recipient opted out")]
+    RecipientOptedOut,
     /// The backend failed; the message is for logs only.
     #[error("storage backend error: {0}")]
     Backend(String),
@@ -157,14 +160,18 @@ pub trait MessageStore: Send + Sync {
         message: &NewOutbound,
     ) -> StoreResult<(Message, bool)>;
 
-    /// [`create_outbound`](Self::create_outbound), and when the message was created, its
-    /// conversation as the write left it (what dashboards are pushed). A store that can tell
-    /// it without reading the conversation again overrides this.
+    /// [`create_outbound`](Self::create_outbound) of a send, refused with
+    /// [`StoreError::RecipientOptedOut`] when the recipient opted out; when the message was
+    /// created, also its conversation as the write left it (what dashboards are pushed). A
+    /// store that can tell both from the reads its write makes anyway overrides this.
     async fn create_outbound_with_conversation(
         &self,
         tenant: &TenantId,
         message: &NewOutbound,
     ) -> StoreResult<(Message, Option<Conversation>)> {
+        if self.is_opted_out(tenant, &message.to).await? {
+            return Err(StoreError::RecipientOptedOut);
+        }
         let (message, created) = self.create_outbound(tenant, message).await?;
         let conversation = if created {
             self.get_conversation(tenant, message.conversation_id)

@@ -83,6 +83,7 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::Conflict(m) => ServiceError::Conflict(m),
             StoreError::InvalidCursor => ServiceError::InvalidRequest("invalid cursor".into()),
+            StoreError::RecipientOptedOut => ServiceError::RecipientOptedOut,
             other => ServiceError::Store(other),
         }
     }

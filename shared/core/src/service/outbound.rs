@@ -133,9 +133,6 @@ impl Services {
                 route.number
             )));
         }
-        if self.messages.is_opted_out(tenant, &to).await? {
-            return Err(ServiceError::RecipientOptedOut);
-        }
 
         let new = crate::model::NewOutbound {
             id: Uuid::now_v7(),
@@ -149,6 +146,8 @@ impl Services {
             idempotency_key: request.idempotency_key,
             at: Utc::now(),
         };
+        // Refused there when the recipient opted out (the store reads the opt-out with the
+        // conversation).
         let (message, conversation) = self
             .messages
             .create_outbound_with_conversation(tenant, &new)
