@@ -268,6 +268,38 @@ impl AwsBackend {
         Ok(self.get_item(opt_out_key(tenant, contact)).await?.is_some())
     }
 
+    /// The items of `keys` that exist, by one strongly consistent `BatchGetItem` (and more
+    /// for any keys DynamoDB leaves unprocessed).
+    async fn batch_get(&self, keys: Vec<Item>) -> StoreResult<Vec<Item>> {
+        let mut found = Vec::new();
+        let mut pending = Some(
+            KeysAndAttributes::builder()
+                .consistent_read(true)
+                .set_keys(Some(keys))
+                .build()
+                .map_err(|e| sdk_error("BatchGetItem", e))?,
+        );
+        while let Some(keys) = pending.take() {
+            let out = self
+                .ddb
+                .batch_get_item()
+                .request_items(&self.resources.table, keys)
+                .send()
+                .await
+                .map_err(|e| sdk_error("BatchGetItem", e))?;
+            found.extend(
+                out.responses
+                    .and_then(|mut r| r.remove(&self.resources.table))
+                    .unwrap_or_default(),
+            );
+            pending = out
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.resources.table))
+                .filter(|k| !k.keys.is_empty());
+        }
+        Ok(found)
+    }
+
     /// The conversation at `id`, the `thread` pointer and whether `contact` opted out of the
     /// tenant, in one strongly consistent `BatchGetItem`.
     async fn conversation_lookup(
@@ -279,41 +311,18 @@ impl AwsBackend {
     ) -> StoreResult<ConversationLookup> {
         let conversation = conversation_key(tenant, id);
         let opt_out = opt_out_key(tenant, contact);
-        let mut pending = Some(
-            KeysAndAttributes::builder()
-                .consistent_read(true)
-                .keys(conversation.clone())
-                .keys(thread.clone())
-                .keys(opt_out.clone())
-                .build()
-                .map_err(|e| sdk_error("BatchGetItem", e))?,
-        );
         let mut found = ConversationLookup::default();
-        while let Some(keys) = pending.take() {
-            let out = self
-                .ddb
-                .batch_get_item()
-                .request_items(&self.resources.table, keys)
-                .send()
-                .await
-                .map_err(|e| sdk_error("BatchGetItem", e))?;
-            for item in out
-                .responses
-                .and_then(|mut r| r.remove(&self.resources.table))
-                .unwrap_or_default()
-            {
-                if item.get("pk") == conversation.get("pk") {
-                    found.conversation = Some(item);
-                } else if item.get("pk") == thread.get("pk") {
-                    found.thread = Some(item);
-                } else if item.get("pk") == opt_out.get("pk") {
-                    found.opted_out = true;
-                }
+        for item in self
+            .batch_get(vec![conversation.clone(), thread.clone(), opt_out.clone()])
+            .await?
+        {
+            if item.get("pk") == conversation.get("pk") {
+                found.conversation = Some(item);
+            } else if item.get("pk") == thread.get("pk") {
+                found.thread = Some(item);
+            } else if item.get("pk") == opt_out.get("pk") {
+                found.opted_out = true;
             }
-            pending = out
-                .unprocessed_keys
-                .and_then(|mut u| u.remove(&self.resources.table))
-                .filter(|k| !k.keys.is_empty());
         }
         Ok(found)
     }
@@ -331,33 +340,12 @@ impl AwsBackend {
             .into_iter()
             .collect();
         for chunk in unique.chunks(100) {
-            let mut request = KeysAndAttributes::builder().consistent_read(true);
-            for contact in chunk {
-                request = request.keys(opt_out_key(tenant, contact));
-            }
-            let mut pending = Some(request.build().map_err(|e| sdk_error("BatchGetItem", e))?);
-            while let Some(keys) = pending.take() {
-                let out = self
-                    .ddb
-                    .batch_get_item()
-                    .request_items(&self.resources.table, keys)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("BatchGetItem", e))?;
-                for item in out
-                    .responses
-                    .and_then(|mut r| r.remove(&self.resources.table))
-                    .unwrap_or_default()
-                {
-                    let pk = get_s(&item, "pk")?;
-                    if let Some(contact) = pk.rsplit('#').next() {
-                        found.insert(contact.to_owned());
-                    }
+            let keys = chunk.iter().map(|c| opt_out_key(tenant, c)).collect();
+            for item in self.batch_get(keys).await? {
+                let pk = get_s(&item, "pk")?;
+                if let Some(contact) = pk.rsplit('#').next() {
+                    found.insert(contact.to_owned());
                 }
-                pending = out
-                    .unprocessed_keys
-                    .and_then(|mut u| u.remove(&self.resources.table))
-                    .filter(|k| !k.keys.is_empty());
             }
         }
         Ok(found)
