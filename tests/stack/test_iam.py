@@ -120,7 +120,7 @@ def internet_facing(stack: Stack) -> set[str]:
 
 def statements_of(stack: Stack, function: str) -> list[dict[str, Any]]:
     out = []
-    for document in stack.role_documents[stack.functions[function].role_logical]:  # type: ignore[attr-defined]
+    for document in stack.role_documents[stack.functions[function].role_logical]:
         sts = document.get("Statement", [])
         out.extend([sts] if isinstance(sts, dict) else sts)
     return out
@@ -133,7 +133,7 @@ def listify(v: Any) -> list[str]:
 def can(stack: Stack, function: str, action: str, resource: str) -> bool:
     from omni_stack.policies import allowed
 
-    return allowed(stack.role_documents[stack.functions[function].role_logical], action, resource)  # type: ignore[attr-defined]
+    return allowed(stack.role_documents[stack.functions[function].role_logical], action, resource)
 
 
 def test_only_the_admin_api_can_read_the_admin_token(stack: Stack) -> None:

@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from . import emulator
@@ -187,7 +187,6 @@ class WebSocketApi:
 
     def __init__(self, api_id: str, stage: str, routes: dict[str, Function], selection: str, route_responses: set[str]) -> None:
         import websockets.asyncio.server as ws_server
-        from websockets.http11 import Response  # noqa: F401
 
         self.api_id = api_id
         self.stage = stage
@@ -306,7 +305,3 @@ class WebSocketApi:
         self.loop.call_soon_threadsafe(self._server.close)
         self._thread.join(10)
 
-
-def function_for(integration_uri: Any, functions: dict[str, Function], resolve_logical: Callable[[Any], str | None]) -> Function | None:
-    logical = resolve_logical(integration_uri)
-    return functions.get(logical) if logical else None

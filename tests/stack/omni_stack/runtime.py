@@ -179,6 +179,7 @@ class Function:
     def __init__(
         self,
         logical_id: str,
+        role_logical: str,
         binary: Path,
         env: dict[str, str],
         timeout: float,
@@ -187,6 +188,8 @@ class Function:
         log_dir: Path,
     ) -> None:
         self.logical_id = logical_id
+        # The logical id of its execution role (whose policies the resource check reads).
+        self.role_logical = role_logical
         self.binary = binary
         self.env = env
         self.timeout = timeout

@@ -278,6 +278,7 @@ class Stack:
             reserved = props.get("ReservedConcurrentExecutions")
             self.functions[logical] = Function(
                 logical_id=logical,
+                role_logical=role_logical,
                 binary=binary,
                 env=env,
                 timeout=float(resolve(props.get("Timeout", 3))),
@@ -285,7 +286,6 @@ class Stack:
                 reserved_concurrency=int(resolve(reserved)) if reserved is not None else None,
                 log_dir=self.log_dir,
             )
-            self.functions[logical].role_logical = role_logical  # type: ignore[attr-defined]
 
     def _local_url(self, value: str) -> str:
         """AWS endpoints of the stack's APIs, as the functions reach them here: the WebSocket
@@ -560,7 +560,7 @@ class Stack:
             function = keys.get(str(request["key"]))
             if function is None:
                 continue
-            documents = self.role_documents[self.functions[function].role_logical]  # type: ignore[attr-defined]
+            documents = self.role_documents[self.functions[function].role_logical]
             for action, resource in resources_of(request, ws_api, stage):
                 if not allowed(documents, action, resource):
                     entry = f"{action} on {resource}"
