@@ -201,11 +201,7 @@ fn media_response(content: MediaContent) -> Response {
         .as_deref()
         .and_then(|t| HeaderValue::from_str(t).ok())
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    let disposition = if content.shown_inline() {
-        "inline"
-    } else {
-        "attachment"
-    };
+    let disposition = content.disposition();
     (
         [
             (header::CONTENT_TYPE, content_type),

@@ -115,11 +115,7 @@ impl MediaStore for S3MediaStore {
             .content_type
             .as_deref()
             .unwrap_or("application/octet-stream");
-        let disposition = if content.shown_inline() {
-            "inline"
-        } else {
-            "attachment"
-        };
+        let disposition = content.disposition();
         let headers = [
             ("content-type", content_type),
             ("content-disposition", disposition),

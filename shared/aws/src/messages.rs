@@ -386,10 +386,11 @@ impl AwsBackend {
 
     /// Stores a new message and, in the same transaction, creates or updates its conversation
     /// (thread lookup, `unread` added, last message moved only forward) and puts `guard` (the
-    /// carrier id or idempotency item) unless it exists. With `reload`, also returns the
-    /// conversation as the write left it: computed, not read back (every conversation write
-    /// moves `ver`, and this one was conditional on it); the contact's opt-out comes with the
-    /// conversation's lookup.
+    /// carrier id or idempotency item) unless it exists. With `with_conversation`, also
+    /// returns the conversation as the write left it: computed, not read back (every
+    /// conversation write moves `ver`, and this one was conditional on it); the contact's
+    /// opt-out comes with the conversation's lookup, and an outbound message (a send) to a
+    /// contact who opted out is refused with [`StoreError::RecipientOptedOut`].
     async fn write_new_message(
         &self,
         tenant: &TenantId,
@@ -397,7 +398,7 @@ impl AwsBackend {
         contact: &Address,
         unread: i64,
         guard: Option<Item>,
-        reload: bool,
+        with_conversation: bool,
     ) -> StoreResult<Written> {
         let thread = thread_key(tenant, message.channel, contact);
         let derived = conversation_id_of(tenant, message.channel, contact);
@@ -418,7 +419,7 @@ impl AwsBackend {
             let opted_out = found.opted_out;
             // A send (the outbound write that wants its conversation) to a contact who opted
             // out is refused, its replays too, as `create_outbound_with_conversation` says.
-            if reload && opted_out && message.direction == Direction::Outbound {
+            if with_conversation && opted_out && message.direction == Direction::Outbound {
                 return Err(StoreError::RecipientOptedOut);
             }
             let existing = match (found.conversation, found.thread) {
@@ -554,7 +555,7 @@ impl AwsBackend {
                 ops.push(self.put_op(g, Some("attribute_not_exists(pk)"), None)?);
             }
             if self.transact(ops).await? {
-                let conversation = if reload {
+                let conversation = if with_conversation {
                     Some(conversation_from(&after, opted_out)?)
                 } else {
                     None

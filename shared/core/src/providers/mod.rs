@@ -692,6 +692,16 @@ impl MediaContent {
                 && !t.starts_with("image/svg")
         })
     }
+
+    /// The `Content-Disposition` it is served with: `inline` when [shown in
+    /// place](Self::shown_inline), else `attachment`.
+    pub fn disposition(&self) -> &'static str {
+        if self.shown_inline() {
+            "inline"
+        } else {
+            "attachment"
+        }
+    }
 }
 
 /// Why a carrier's media item could not be fetched.
