@@ -10,9 +10,10 @@ import json
 import re
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
+
+from .loopback import LoopbackServer
 
 
 @dataclass
@@ -40,38 +41,15 @@ class CarrierFake:
         self.requests: list[Request] = []
         self._routes: list[tuple[str, re.Pattern[str], Responder]] = []
         self._lock = threading.Lock()
-        fake = self
+        self._http = LoopbackServer(self._answer)
+        self.url = self._http.url
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                url = urlsplit(self.path)
-                req = Request(
-                    self.command,
-                    url.path,
-                    dict(parse_qsl(url.query, keep_blank_values=True)),
-                    {k.lower(): v for k, v in self.headers.items()},
-                    self.rfile.read(length) if length else b"",
-                )
-                status, body = fake.answer(req)
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_DELETE = _handle
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, method: str, target: str, headers: Any, body: bytes, _client: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        url = urlsplit(target)
+        req = Request(method, url.path, dict(parse_qsl(url.query, keep_blank_values=True)), {k.lower(): v for k, v in headers.items()}, body)
+        status, answer = self.answer(req)
+        data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+        return status, [("Content-Type", "application/json")], data
 
     def on(self, method: str, path: str, responder: Responder) -> None:
         """Answers `method` requests whose path matches the regular expression `path`
@@ -93,7 +71,7 @@ class CarrierFake:
             return [r for r in self.requests if re.search(path, r.path)]
 
     def stop(self) -> None:
-        self.server.shutdown()
+        self._http.stop()
 
 
 def twilio_signature(auth_token: str, url: str, params: dict[str, str]) -> str:

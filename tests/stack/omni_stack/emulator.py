@@ -44,7 +44,6 @@ class GoneException(JsonRESTError):
 # connection id -> callable(bytes) that delivers to the client; set by the WebSocket gateway.
 _connections: dict[str, Callable[[bytes], None]] = {}
 _connections_lock = threading.Lock()
-_deleted: list[str] = []
 # Every request moto authorised while enforcing: what the resource check reads.
 authorised: list[dict[str, object]] = []
 
@@ -70,7 +69,6 @@ def _post_to_connection(self, data: bytes, connection_id: str) -> None:  # noqa:
 def _delete_connection(self, connection_id: str) -> None:  # noqa: ANN001
     with _connections_lock:
         send = _connections.pop(connection_id, None)
-    _deleted.append(connection_id)
     if send is not None:
         send(None)
 
@@ -130,7 +128,7 @@ def _patch_moto() -> None:
 
     def presigned(self, bucket_name=None, key_name=None) -> None:  # noqa: ANN001
         query = dict(parse_qsl(urlparse(self.uri).query))
-        if "Authorization" in self.headers or "X-Amz-Signature" not in query or not settings.INITIAL_NO_AUTH_ACTION_COUNT == 0:
+        if "Authorization" in self.headers or "X-Amz-Signature" not in query or settings.INITIAL_NO_AUTH_ACTION_COUNT != 0:
             return s3_auth(self, bucket_name, key_name)
         signed = datetime.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
         if datetime.now(timezone.utc) > signed + timedelta(seconds=int(query["X-Amz-Expires"])):
@@ -242,11 +240,3 @@ class Emulator:
             "aws_secret_access_key": creds["SecretAccessKey"],
             "aws_session_token": creds["SessionToken"],
         }
-
-    def deleted_connections(self) -> list[str]:
-        return list(_deleted)
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        # Back to moto's default for anything else in this process.
-        settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")

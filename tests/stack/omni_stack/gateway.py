@@ -12,11 +12,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from . import emulator
+from .loopback import LoopbackServer
 from .runtime import Function
 
 # HTTP APIs pass these as text; anything else arrives base64-encoded.
@@ -70,31 +70,8 @@ class HttpApi:
         self.api_id = api_id
         self.routes = routes
         self.log: list[dict[str, Any]] = []
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                status, headers, payload = api.handle(self.command, self.path, self.headers, body, self.client_address[0])
-                self.send_response(status)
-                for k, v in headers:
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _handle
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._http = LoopbackServer(self.handle)
+        self.url = self._http.url
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         for route in self.routes:
@@ -176,7 +153,7 @@ class HttpApi:
         return int(resp["statusCode"]), out_headers, data
 
     def stop(self) -> None:
-        self.server.shutdown()
+        self._http.stop()
 
 
 class WebSocketApi:

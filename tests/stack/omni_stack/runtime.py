@@ -12,9 +12,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from .loopback import Headers, LoopbackServer
 
 # Lambda's synchronous invocation response limit.
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024
@@ -51,83 +52,10 @@ class _Instance:
         self.function = function
         self.invocations: "queue.Queue[Invocation | None]" = queue.Queue()
         self.current: Invocation | None = None
-        self.busy = False
-        instance = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _reply(self, status: int, body: bytes = b"{}", headers: dict[str, str] | None = None) -> None:
-                try:
-                    self.send_response(status)
-                    for k, v in (headers or {}).items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the process was killed while it waited for an event
-
-            def do_GET(self) -> None:
-                if not self.path.endswith("/runtime/invocation/next"):
-                    return self._reply(404)
-                inv = instance.invocations.get()
-                if inv is None:
-                    return self._reply(500, b'{"errorMessage":"shutting down"}')
-                instance.current = inv
-                self._reply(
-                    200,
-                    inv.payload,
-                    {
-                        "Lambda-Runtime-Aws-Request-Id": inv.request_id,
-                        "Lambda-Runtime-Deadline-Ms": str(inv.deadline_ms),
-                        "Lambda-Runtime-Invoked-Function-Arn": function.arn,
-                        "Lambda-Runtime-Trace-Id": f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0",
-                    },
-                )
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                parts = self.path.split("/")
-                inv = instance.current
-                if self.path.endswith("/init/error"):
-                    instance.init_error = body.decode(errors="replace")
-                    self._reply(202)
-                    return
-                if inv is None or parts[-2] != inv.request_id:
-                    return self._reply(400, b'{"errorMessage":"unknown request id"}')
-                if parts[-1] == "response":
-                    if len(body) > MAX_RESPONSE_BYTES:
-                        inv.error = {
-                            "errorType": "Function.ResponseSizeTooLarge",
-                            "errorMessage": f"Response payload size ({len(body)} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).",
-                        }
-                        self._reply(413, b'{"errorMessage":"response too large"}')
-                    else:
-                        inv.response = json.loads(body) if body else None
-                        self._reply(202)
-                elif parts[-1] == "error":
-                    try:
-                        inv.error = json.loads(body)
-                    except ValueError:
-                        inv.error = {"errorType": "Unknown", "errorMessage": body.decode(errors="replace")}
-                    self._reply(202)
-                else:
-                    return self._reply(404)
-                instance.current = None
-                inv.done.set()
-
         self.init_error: str | None = None
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.api = LoopbackServer(self._answer)
         env = dict(function.env)
-        env["AWS_LAMBDA_RUNTIME_API"] = f"127.0.0.1:{self.server.server_port}"
+        env["AWS_LAMBDA_RUNTIME_API"] = f"127.0.0.1:{self.api.port}"
         env["AWS_LAMBDA_LOG_STREAM_NAME"] = f"stack-test/{uuid.uuid4().hex[:8]}"
         self.process = subprocess.Popen(
             [str(function.binary)],
@@ -136,6 +64,51 @@ class _Instance:
             stderr=subprocess.STDOUT,
         )
         threading.Thread(target=self._read_logs, daemon=True).start()
+
+    def _answer(self, method: str, target: str, headers: Any, body: bytes, _client: str) -> tuple[int, Headers, bytes]:
+        """The Runtime API: `next` waits for an invocation; `response` and `error` end it."""
+        json_type = [("Content-Type", "application/json")]
+        if method == "GET":
+            if not target.endswith("/runtime/invocation/next"):
+                return 404, json_type, b"{}"
+            inv = self.invocations.get()
+            if inv is None:
+                return 500, json_type, b'{"errorMessage":"shutting down"}'
+            self.current = inv
+            return 200, json_type + [
+                ("Lambda-Runtime-Aws-Request-Id", inv.request_id),
+                ("Lambda-Runtime-Deadline-Ms", str(inv.deadline_ms)),
+                ("Lambda-Runtime-Invoked-Function-Arn", self.function.arn),
+                ("Lambda-Runtime-Trace-Id", f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0"),
+            ], inv.payload
+        if target.endswith("/init/error"):
+            self.init_error = body.decode(errors="replace")
+            return 202, json_type, b"{}"
+        parts = target.split("/")
+        inv = self.current
+        if inv is None or parts[-2] != inv.request_id:
+            return 400, json_type, b'{"errorMessage":"unknown request id"}'
+        if parts[-1] == "response":
+            if len(body) > MAX_RESPONSE_BYTES:
+                inv.error = {
+                    "errorType": "Function.ResponseSizeTooLarge",
+                    "errorMessage": f"Response payload size ({len(body)} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).",
+                }
+                reply = (413, json_type, b'{"errorMessage":"response too large"}')
+            else:
+                inv.response = json.loads(body) if body else None
+                reply = (202, json_type, b"{}")
+        elif parts[-1] == "error":
+            try:
+                inv.error = json.loads(body)
+            except ValueError:
+                inv.error = {"errorType": "Unknown", "errorMessage": body.decode(errors="replace")}
+            reply = (202, json_type, b"{}")
+        else:
+            return 404, json_type, b"{}"
+        self.current = None
+        inv.done.set()
+        return reply
 
     def _read_logs(self) -> None:
         assert self.process.stdout is not None
@@ -169,7 +142,7 @@ class _Instance:
             self.process.kill()
             self.process.wait()
         self.invocations.put(None)
-        self.server.shutdown()
+        self.api.stop()
 
 
 class Function:
