@@ -8,8 +8,9 @@ use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use omni_api::{AppState, WsHub};
+use omni_core::domain::ProviderKind;
 use omni_core::ports::Job;
-use omni_core::providers::{http_client, ProviderEndpoints, ProviderRegistry, Secret};
+use omni_core::providers::{http_client, ProviderEndpoints, ProviderRegistry, Secret, CARRIERS};
 use omni_core::service::{JobError, SendRateLimit, ServiceSettings, Services};
 use omni_local::{MasterKey, SqliteBackend};
 use serde_json::Value;
@@ -46,22 +47,18 @@ impl World {
     pub fn new(carrier_url: &str) -> World {
         let backend = Arc::new(SqliteBackend::open_in_memory(MasterKey::generate()).unwrap());
         let hub = Arc::new(WsHub::default());
-        let endpoints = ProviderEndpoints {
-            twilio: carrier_url.into(),
-            voipms: format!("{carrier_url}/voipms"),
-            whatsapp: format!("{carrier_url}/graph"),
-            telnyx: carrier_url.into(),
-            bandwidth: carrier_url.into(),
-            sinch: carrier_url.into(),
-            voicemeup: format!("{carrier_url}/voicemeup"),
-            vonage: carrier_url.into(),
-            sendgrid: carrier_url.into(),
-            ses: carrier_url.into(),
-            bird: carrier_url.into(),
-            inteliquent: carrier_url.into(),
-            sns_cert_url_prefix: carrier_url.into(),
-            messagebird: carrier_url.into(),
-        };
+        // Every carrier at the fake; those whose paths would collide under their own
+        // prefix.
+        let mut endpoints = CARRIERS.iter().fold(ProviderEndpoints::default(), |e, c| {
+            let url = match c.kind {
+                ProviderKind::Voipms => format!("{carrier_url}/voipms"),
+                ProviderKind::Whatsapp => format!("{carrier_url}/graph"),
+                ProviderKind::Voicemeup => format!("{carrier_url}/voicemeup"),
+                _ => carrier_url.to_string(),
+            };
+            e.with(c.kind, url)
+        });
+        endpoints.sns_cert_url_prefix = carrier_url.into();
         let services = Services {
             tenants: backend.clone(),
             secrets: backend.clone(),

@@ -315,7 +315,7 @@ mod tests {
             .map(|(m, p)| (m.as_str().to_lowercase(), p.to_string()))
             .collect();
 
-        let doc: serde_json::Value = serde_json::from_str(omni_api::OPENAPI_JSON).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(omni_api::openapi::document()).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
         let mut documented = BTreeSet::new();
         for (path, ops) in doc["paths"].as_object().unwrap() {

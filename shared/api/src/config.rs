@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use clap::Args;
-use omni_core::providers::{
-    Credentials, ProviderEndpoints, Secret, TwilioCredentials, VoipmsCredentials,
-};
+use std::collections::BTreeMap;
+
+use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
+use omni_core::domain::ProviderKind;
+use omni_core::providers::{ProviderEndpoints, CARRIERS};
 use omni_core::service::{
     AuthThrottlePolicy, BreakerPolicy, PlatformCredentials, RetryPolicy, SendRateLimit,
     ServiceSettings,
@@ -18,106 +19,19 @@ use crate::ws::WsLimits;
 /// variable).
 #[derive(Debug, Clone, Args)]
 pub struct ServiceArgs {
-    /// Twilio API base URL.
-    #[arg(
-        long,
-        env = "OMNI_TWILIO_API_URL",
-        default_value = "https://api.twilio.com"
-    )]
-    pub twilio_api_url: String,
-    /// VoIP.ms REST endpoint.
-    #[arg(
-        long,
-        env = "OMNI_VOIPMS_API_URL",
-        default_value = "https://voip.ms/api/v1/rest.php"
-    )]
-    pub voipms_api_url: String,
-    /// WhatsApp Cloud API (Graph) base URL, version included.
-    #[arg(
-        long,
-        env = "OMNI_WHATSAPP_API_URL",
-        default_value = "https://graph.facebook.com/v21.0"
-    )]
-    pub whatsapp_api_url: String,
-    /// Telnyx API base URL (`/v2/messages` is appended).
-    #[arg(
-        long,
-        env = "OMNI_TELNYX_API_URL",
-        default_value = "https://api.telnyx.com"
-    )]
-    pub telnyx_api_url: String,
-    /// Bandwidth Messaging API base URL (`/api/v2/users/{accountId}/messages` is appended).
-    #[arg(
-        long,
-        env = "OMNI_BANDWIDTH_API_URL",
-        default_value = "https://messaging.bandwidth.com"
-    )]
-    pub bandwidth_api_url: String,
-    /// Sinch SMS API base URL of the platform's region (`/xms/v1/{service_plan_id}/batches`
-    /// is appended).
-    #[arg(
-        long,
-        env = "OMNI_SINCH_API_URL",
-        default_value = "https://us.sms.api.sinch.com"
-    )]
-    pub sinch_api_url: String,
-    /// VoiceMeUp API base URL (`/queue_sms` is appended).
-    #[arg(
-        long,
-        env = "OMNI_VOICEMEUP_API_URL",
-        default_value = "https://clients.voicemeup.com/api/v1.1/json"
-    )]
-    pub voicemeup_api_url: String,
+    /// Each carrier's API base URL (`--<carrier>-api-url`, `OMNI_<CARRIER>_API_URL`).
+    #[command(flatten)]
+    pub carrier_api_urls: CarrierApiUrls,
     /// Seconds (at most 3600) one half of a VoiceMeUp split MMS waits for the other before it
     /// is delivered on its own (by the next sweep: within a minute more on AWS, within 10 s
     /// locally).
     #[arg(long, env = "OMNI_VOICEMEUP_MMS_WAIT_SECS", default_value_t = 10)]
     pub voicemeup_mms_wait_secs: u64,
-    /// Vonage Messages API base URL (`/v1/messages` is appended).
-    #[arg(
-        long,
-        env = "OMNI_VONAGE_API_URL",
-        default_value = "https://api.nexmo.com"
-    )]
-    pub vonage_api_url: String,
-    /// SendGrid API base URL (`/v3/mail/send` is appended).
-    #[arg(
-        long,
-        env = "OMNI_SENDGRID_API_URL",
-        default_value = "https://api.sendgrid.com"
-    )]
-    pub sendgrid_api_url: String,
-    /// Amazon SES v2 base URL; empty for each tenant region's own
-    /// (`https://email.{region}.amazonaws.com`).
-    #[arg(long, env = "OMNI_SES_API_URL", default_value = "")]
-    pub ses_api_url: String,
-    /// Bird Channels API base URL (`/workspaces/{workspace}/channels/{channel}/messages` is
-    /// appended).
-    #[arg(
-        long,
-        env = "OMNI_BIRD_API_URL",
-        default_value = "https://api.bird.com"
-    )]
-    pub bird_api_url: String,
-    /// Inteliquent Message Broker base URL (`/publishMessages` is appended).
-    #[arg(
-        long,
-        env = "OMNI_INTELIQUENT_API_URL",
-        default_value = "https://messagebroker.inteliquent.com/msgbroker/rest"
-    )]
-    pub inteliquent_api_url: String,
     /// Amazon SNS (SES over SNS, `/webhooks/ses`): empty trusts signing certificates and
     /// subscription URLs only on `https://sns.<region>.amazonaws.com`; otherwise only URLs
     /// starting with this prefix (tests and emulators, e.g. `http://127.0.0.1:9000/`).
     #[arg(long, env = "OMNI_SNS_CERT_URL_PREFIX", default_value = "")]
     pub sns_cert_url_prefix: String,
-    /// MessageBird legacy REST API base URL (`/messages` and `/mms` are appended).
-    #[arg(
-        long,
-        env = "OMNI_MESSAGEBIRD_API_URL",
-        default_value = "https://rest.messagebird.com"
-    )]
-    pub messagebird_api_url: String,
     /// Attempts per outbound message before it is dead-lettered.
     #[arg(long, env = "OMNI_RETRY_MAX_ATTEMPTS", default_value_t = 6)]
     pub retry_max_attempts: u32,
@@ -206,22 +120,12 @@ impl ServiceArgs {
 
     /// The carriers' base URLs.
     pub fn endpoints(&self) -> ProviderEndpoints {
-        ProviderEndpoints {
-            twilio: self.twilio_api_url.clone(),
-            voipms: self.voipms_api_url.clone(),
-            whatsapp: self.whatsapp_api_url.clone(),
-            telnyx: self.telnyx_api_url.clone(),
-            bandwidth: self.bandwidth_api_url.clone(),
-            sinch: self.sinch_api_url.clone(),
-            voicemeup: self.voicemeup_api_url.clone(),
-            vonage: self.vonage_api_url.clone(),
-            sendgrid: self.sendgrid_api_url.clone(),
-            ses: self.ses_api_url.clone(),
-            bird: self.bird_api_url.clone(),
-            inteliquent: self.inteliquent_api_url.clone(),
-            sns_cert_url_prefix: self.sns_cert_url_prefix.clone(),
-            messagebird: self.messagebird_api_url.clone(),
-        }
+        let mut endpoints = ProviderEndpoints::default();
+        endpoints.sns_cert_url_prefix = self.sns_cert_url_prefix.clone();
+        self.carrier_api_urls
+            .0
+            .iter()
+            .fold(endpoints, |e, (kind, url)| e.with(*kind, url.clone()))
     }
 
     /// The services' settings, with carriers calling us at `public_url`.
@@ -256,36 +160,104 @@ impl ServiceArgs {
     }
 }
 
-/// Platform fallback credentials from the environment (used only for tenants with none);
-/// refused, naming the variable's field, when a webhook secret among them is too weak.
+/// Each carrier's API base URL, one flag and variable per carrier with a
+/// [`ApiUrlSetting`](omni_core::providers::ApiUrlSetting), as its module declares it.
+#[derive(Debug, Clone, Default)]
+pub struct CarrierApiUrls(BTreeMap<ProviderKind, String>);
+
+impl FromArgMatches for CarrierApiUrls {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let urls = CARRIERS
+            .iter()
+            .filter_map(|c| {
+                let setting = c.api_url?;
+                let url = matches.get_one::<String>(setting.env)?;
+                Some((c.kind, url.clone()))
+            })
+            .collect();
+        Ok(CarrierApiUrls(urls))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for CarrierApiUrls {
+    fn augment_args(command: Command) -> Command {
+        CARRIERS
+            .iter()
+            .filter_map(|c| c.api_url)
+            .fold(command, |command, setting| {
+                command.arg(
+                    Arg::new(setting.env)
+                        .long(setting.flag())
+                        .env(setting.env)
+                        .default_value(setting.default)
+                        .value_name("URL")
+                        .help(setting.help),
+                )
+            })
+    }
+
+    fn augment_args_for_update(command: Command) -> Command {
+        Self::augment_args(command)
+    }
+}
+
+/// Platform fallback credentials from the environment (used only for tenants with none):
+/// each carrier that declares a platform configuration reads its own variables. Refused,
+/// naming the carrier and the field, when a webhook secret among them is too weak.
 pub fn platform_credentials() -> Result<PlatformCredentials, String> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let twilio = match (var("TWILIO_ACCOUNT_SID"), var("TWILIO_AUTH_TOKEN")) {
-        (Some(account_sid), Some(token)) => Some(Credentials::Twilio(TwilioCredentials {
-            account_sid,
-            auth_token: Secret::new(token),
-            webhook_keys: Default::default(),
-        })),
-        _ => None,
-    };
-    let voipms = match (
-        var("VOIPMS_API_USERNAME"),
-        var("VOIPMS_API_PASSWORD"),
-        var("VOIPMS_WEBHOOK_SECRET"),
-    ) {
-        (Some(api_username), Some(password), Some(secret)) => {
-            Some(Credentials::Voipms(VoipmsCredentials {
-                api_username,
-                api_password: Secret::new(password),
-                webhook_secret: Secret::new(secret),
-            }))
-        }
-        _ => None,
-    };
-    for credentials in twilio.iter().chain(&voipms) {
+    let mut platform = PlatformCredentials::default();
+    for carrier in CARRIERS {
+        let Some(credentials) = carrier.platform_config.and_then(|read| read(&var)) else {
+            continue;
+        };
         credentials
             .validate()
-            .map_err(|e| format!("platform {} credentials: {e}", credentials.kind()))?;
+            .map_err(|e| format!("platform {} credentials: {e}", carrier.kind))?;
+        platform.insert(credentials);
     }
-    Ok(PlatformCredentials { twilio, voipms })
+    Ok(platform)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        service: ServiceArgs,
+    }
+
+    #[test]
+    fn each_carrier_has_its_api_url_flag_with_its_default() {
+        let flags =
+            Flags::try_parse_from(["omni", "--twilio-api-url", "http://127.0.0.1:9/"]).unwrap();
+        let endpoints = flags.service.endpoints();
+        assert_eq!(
+            endpoints.api_url(ProviderKind::Twilio),
+            "http://127.0.0.1:9/"
+        );
+        assert_eq!(
+            endpoints.api_url(ProviderKind::Telnyx),
+            "https://api.telnyx.com"
+        );
+        assert_eq!(endpoints.api_url(ProviderKind::Signal), "");
+        for carrier in CARRIERS {
+            if let Some(setting) = carrier.api_url {
+                assert_eq!(setting.flag(), format!("{}-api-url", carrier.name()));
+                assert_eq!(
+                    endpoints.api_url(carrier.kind) == setting.default,
+                    carrier.kind != ProviderKind::Twilio
+                );
+            }
+        }
+    }
 }

@@ -10,6 +10,7 @@ pub mod console;
 pub mod dispatch;
 pub mod error;
 pub mod limits;
+pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
 pub mod webhooks;
@@ -52,9 +53,6 @@ pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
 
 /// Largest request body accepted (larger: 413).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// The OpenAPI 3.1 description of the contract, kept in the repository.
-pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
 /// Every HTTP route of the contract in one router (the local server's shape), with the
 /// WebSocket endpoint served by `hub`.

@@ -12,7 +12,7 @@ use axum::{Json, Router};
 
 use crate::error::{ApiError, RequestId, REQUEST_ID};
 use crate::limits::HttpLimits;
-use crate::{MAX_BODY_BYTES, OPENAPI_JSON};
+use crate::MAX_BODY_BYTES;
 
 /// A router plus the list of (method, path) it serves.
 #[derive(Default)]
@@ -58,7 +58,12 @@ pub fn meta_routes() -> Routes {
         .route(
             "/openapi.json",
             &[Method::GET],
-            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON) }),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    crate::openapi::document(),
+                )
+            }),
         )
 }
 

@@ -5,9 +5,11 @@ use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, on, post, MethodFilter};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use omni_core::domain::ProviderKind;
-use omni_core::providers::WebhookRequest;
+use omni_core::providers::{
+    WebhookHandler, WebhookMethod, WebhookReply, WebhookRequest, WebhookRoute, CARRIERS,
+};
 
 use crate::error::ApiError;
 use crate::routes::Routes;
@@ -18,121 +20,48 @@ pub fn app(state: AppState) -> axum::Router {
     crate::routes::finish(routes(state).into_router())
 }
 
-/// The webhook routes (the `webhook-*` functions on AWS).
+/// The webhook routes (the `webhook-*` functions on AWS): every route each carrier of
+/// [`CARRIERS`] declares, the methods of one path on one route.
 pub fn routes(state: AppState) -> Routes {
-    Routes::default()
-        .route(
-            "/webhooks/twilio",
-            &[Method::POST],
-            post(|s, p, b| accept(ProviderKind::Twilio, TWIML, s, p, b)).with_state(state.clone()),
-        )
-        .route(
-            "/webhooks/twilio/status",
-            &[Method::POST],
-            post(|s, p, b| accept(ProviderKind::Twilio, TWIML, s, p, b)).with_state(state.clone()),
-        )
-        .route(
-            "/webhooks/voipms",
-            &[Method::GET, Method::POST],
-            on(MethodFilter::GET.or(MethodFilter::POST), |s, p, b| {
-                accept(ProviderKind::Voipms, OK, s, p, b)
-            })
-            .with_state(state.clone()),
-        )
-        .route(
-            "/webhooks/telnyx",
-            &[Method::POST],
-            post(|s, p, b| accept(ProviderKind::Telnyx, OK, s, p, b)).with_state(state.clone()),
-        )
-        .route(
-            "/webhooks/telnyx/status",
-            &[Method::POST],
-            post(|s, p, b| accept(ProviderKind::Telnyx, OK, s, p, b)).with_state(state.clone()),
-        )
-        .route(
-            "/webhooks/bandwidth",
-            &[Method::POST],
-            post(|s, p, b| accept(ProviderKind::Bandwidth, OK, s, p, b)).with_state(state.clone()),
-        )
-        .route(
-            "/webhooks/bandwidth/status",
-            &[Method::POST],
-            post(|s, p, b| accept(ProviderKind::Bandwidth, OK, s, p, b)).with_state(state.clone()),
-        )
-        .route(
-            "/webhooks/sinch",
-            &[Method::POST],
-            post(|s, p, b| accept(ProviderKind::Sinch, OK, s, p, b)).with_state(state.clone()),
-        )
-        .route(
-            "/webhooks/sinch/status",
-            &[Method::POST],
-            post(|s, p, b| accept(ProviderKind::Sinch, OK, s, p, b)).with_state(state.clone()),
-        )
-        .route(
-            "/webhooks/voicemeup",
-            &[Method::POST],
-            post(|s, p, b| accept(ProviderKind::Voicemeup, OK, s, p, b)).with_state(state.clone()),
-        )
-        .route(
-            "/webhooks/vonage",
-            &[Method::POST],
-            post(|s, p, b| accept(ProviderKind::Vonage, OK, s, p, b)).with_state(state.clone()),
-        )
-        .route(
-            "/webhooks/vonage/status",
-            &[Method::POST],
-            post(|s, p, b| accept(ProviderKind::Vonage, OK, s, p, b)).with_state(state.clone()),
-        )
-        .route(
-            "/webhooks/sendgrid",
-            &[Method::POST],
-            post(|s, p, b| accept(ProviderKind::Sendgrid, OK, s, p, b)).with_state(state.clone()),
-        )
-        .route(
-            "/webhooks/sendgrid/events",
-            &[Method::POST],
-            post(|s, p, b| accept(ProviderKind::Sendgrid, OK, s, p, b)).with_state(state.clone()),
-        )
-        .route(
-            "/webhooks/bird",
-            &[Method::POST],
-            post(|s, p, b| accept(ProviderKind::Bird, OK, s, p, b)).with_state(state.clone()),
-        )
-        .route(
-            "/webhooks/inteliquent",
-            &[Method::POST],
-            post(|s, p, b| accept(ProviderKind::Inteliquent, OK, s, p, b))
-                .with_state(state.clone()),
-        )
-        .route(
-            "/webhooks/ses",
-            &[Method::POST],
-            post(ses_sns).with_state(state.clone()),
-        )
-        .route(
-            "/webhooks/messagebird",
-            &[Method::GET, Method::POST],
-            on(MethodFilter::GET.or(MethodFilter::POST), |s, p, b| {
-                accept(ProviderKind::MessageBird, OK, s, p, b)
-            })
-            .with_state(state.clone()),
-        )
-        .route(
-            "/webhooks/messagebird/status",
-            &[Method::GET, Method::POST],
-            on(MethodFilter::GET.or(MethodFilter::POST), |s, p, b| {
-                accept(ProviderKind::MessageBird, OK, s, p, b)
-            })
-            .with_state(state.clone()),
-        )
-        .route(
-            "/webhooks/whatsapp",
-            &[Method::GET, Method::POST],
-            get(whatsapp_subscription)
-                .post(|s, p, b| accept(ProviderKind::Whatsapp, OK, s, p, b))
-                .with_state(state),
-        )
+    let mut routes = Routes::default();
+    let mut paths: Vec<&'static str> = Vec::new();
+    for carrier in CARRIERS {
+        for route in carrier.webhooks {
+            if !paths.contains(&route.path) {
+                paths.push(route.path);
+            }
+        }
+    }
+    for path in paths {
+        let mut methods = Vec::new();
+        let mut handler = MethodRouter::new();
+        for carrier in CARRIERS {
+            for route in carrier.webhooks.iter().filter(|r| r.path == path) {
+                let method = match route.method {
+                    WebhookMethod::Get => Method::GET,
+                    WebhookMethod::Post => Method::POST,
+                };
+                handler = handler.merge(webhook_handler(carrier.kind, route));
+                methods.push(method);
+            }
+        }
+        routes = routes.route(path, &methods, handler.with_state(state.clone()));
+    }
+    routes
+}
+
+/// The handler serving one declared route, for its method only.
+fn webhook_handler(kind: ProviderKind, route: &WebhookRoute) -> MethodRouter<AppState> {
+    let filter = match route.method {
+        WebhookMethod::Get => MethodFilter::GET,
+        WebhookMethod::Post => MethodFilter::POST,
+    };
+    let reply = route.reply.content();
+    match route.handler {
+        WebhookHandler::Adapter => on(filter, move |s, p, b| accept(kind, reply, s, p, b)),
+        WebhookHandler::MetaHandshake => on(filter, whatsapp_subscription),
+        WebhookHandler::AmazonSns => on(filter, ses_sns),
+    }
 }
 
 /// The request as the carrier made it, with the URL it called as our public URL says: behind
@@ -179,16 +108,6 @@ fn webhook_request(
 
 /// What a carrier expects back: (content type, body).
 type Reply = (&'static str, &'static str);
-/// Twilio: empty TwiML, acknowledged with no auto-reply.
-const TWIML: Reply = (
-    "text/xml",
-    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>",
-);
-/// VoIP.ms retries until the body is exactly `ok`; Meta, Telnyx, Bandwidth, Sinch and VoiceMeUp only
-/// need a 2xx.
-/// VoIP.ms retries until the body is exactly `ok`; Meta, Telnyx, Bandwidth, Sinch and Vonage
-/// only need a 2xx.
-const OK: Reply = ("text/plain", "ok");
 
 /// Accepts one carrier webhook and answers in the carrier's form once it is committed.
 async fn accept(
@@ -229,5 +148,6 @@ async fn whatsapp_subscription(
 /// a 2xx; it redelivers on anything else.
 async fn ses_sns(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     state.services.handle_ses_sns(&body).await?;
-    Ok(([(header::CONTENT_TYPE, OK.0)], OK.1).into_response())
+    let (content_type, body) = WebhookReply::Ok.content();
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }

@@ -23,13 +23,7 @@ use omni_core::model::{
 use omni_core::ports::{
     FlushedPart, Job, MessageStore, PartOutcome, Queue, SecretStore, StoreError, TenantStore,
 };
-use omni_core::providers::BirdCredentials;
-use omni_core::providers::MessageBirdCredentials;
-use omni_core::providers::{
-    BandwidthCredentials, Credentials, InteliquentCredentials, Secret, SendgridCredentials,
-    SesCredentials, SignalConfig, SinchCredentials, TelnyxCredentials, TwilioCredentials,
-    VoicemeupCredentials, VoipmsCredentials, VonageCredentials, WhatsappCredentials,
-};
+use omni_core::providers::{Credentials, Secret, TwilioCredentials};
 use omni_core::template::{ButtonSubType, Component, Currency, MediaLink, Parameter, Template};
 use uuid::Uuid;
 
@@ -514,82 +508,11 @@ fn route(tenant: &TenantId, number: &Address, provider: ProviderKind) -> NumberR
     }
 }
 
+/// One configuration per carrier, as its module makes an example, and the simulator's.
 fn sample_credentials() -> Vec<Credentials> {
-    vec![
-        Credentials::Twilio(TwilioCredentials {
-            account_sid: format!("AC{}", Uuid::new_v4().simple()),
-            auth_token: Secret::new("tw-auth-token-secret"),
-            webhook_keys: BTreeMap::from([("k1".into(), Secret::new("tw-shared-key-secret"))]),
-        }),
-        Credentials::Voipms(VoipmsCredentials {
-            api_username: "ops@example.org".into(),
-            api_password: Secret::new("voipms-api-password"),
-            webhook_secret: Secret::new("voipms-webhook-secret"),
-        }),
-        Credentials::Signal(SignalConfig {
-            rpc_url: "http://127.0.0.1:8080/api/v1/rpc".into(),
-            account: Some("+15550001111".into()),
-        }),
-        Credentials::Whatsapp(WhatsappCredentials {
-            phone_number_id: "106540352242922".into(),
-            access_token: Secret::new("wa-access-token-secret"),
-            app_secret: Secret::new("wa-app-secret"),
-            verify_token: Secret::new("wa-verify-token-secret"),
-        }),
-        Credentials::Telnyx(TelnyxCredentials {
-            api_key: Secret::new("telnyx-api-key-secret"),
-            public_key: "H1DCBogd1myv/s9jVKJLikB0GpWKvr2y6bZiwSGrJ0M=".into(),
-        }),
-        Credentials::Bandwidth(BandwidthCredentials {
-            account_id: "9900000".into(),
-            application_id: "93de2206-9669-4e07-948d-329f4b722ee2".into(),
-            api_username: "bw-api-user".into(),
-            api_password: Secret::new("bw-api-password-secret"),
-            webhook_username: "bw-callbacks".into(),
-            webhook_password: Secret::new("bw-webhook-password-secret"),
-        }),
-        Credentials::Sinch(SinchCredentials {
-            service_plan_id: "a1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
-            api_token: Secret::new("sinch-api-token-secret"),
-            app_secret: Secret::new("sinch-app-secret-secret"),
-        }),
-        Credentials::Voicemeup(VoicemeupCredentials {
-            username: "dispatch".into(),
-            auth_token: Secret::new("vmu-auth-token-secret"),
-            webhook_secret: Secret::new("vmu-webhook-secret"),
-        }),
-        Credentials::Vonage(VonageCredentials {
-            application_id: "aaaaaaaa-0000-4000-8000-0000000000a1".into(),
-            private_key: Secret::new("vonage-private-key-secret"),
-            signature_secret: Secret::new("vonage-signature-secret-secret"),
-        }),
-        Credentials::Sendgrid(SendgridCredentials {
-            api_key: Secret::new("sendgrid-api-key-secret"),
-            webhook_secret: Secret::new("sendgrid-webhook-secret"),
-            event_public_key: "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEH3+aj/qEATycUbqgPpiYP3Ggxs/jlarOe27T5pQiIlTlQgO+TD80efjJxCQVyJzR0ULDAngVQzMjpm13KYcTkQ==".into(),
-        }),
-        Credentials::Ses(SesCredentials {
-            access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
-            secret_access_key: Secret::new("ses-secret-access-key-secret"),
-            region: "us-east-1".into(),
-            sns_topic_arns: Vec::new(),
-        }),
-        Credentials::Bird(BirdCredentials {
-            workspace_id: "5f3e9a1c-0000-4000-8000-00000000b1d0".into(),
-            channel_id: "614208aa-b153-4d5d-9989-2fddfc0ce4c3".into(),
-            access_key: Secret::new("bird-access-key-secret"),
-            signing_key: Secret::new("bird-signing-key-secret"),
-        }),
-        Credentials::Inteliquent(InteliquentCredentials {
-            api_key: Secret::new("iq-api-key-secret"),
-            webhook_key: Secret::new("iq-webhook-key-secret"),
-        }),
-        Credentials::MessageBird(MessageBirdCredentials {
-            access_key: Secret::new("mb-access-key-secret"),
-            signing_key: Secret::new("mb-signing-key-secret"),
-        }),
-        Credentials::Simulator,
-    ]
+    let mut all = Credentials::examples();
+    all.push(Credentials::Simulator);
+    all
 }
 
 // ---- split messages ---------------------------------------------------------------------

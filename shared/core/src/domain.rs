@@ -505,32 +505,36 @@ macro_rules! string_enum {
             }
         }
 
-        impl FromStr for $name {
-            type Err = DomainError;
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::domain::DomainError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 match s {
                     $($text => Ok($name::$variant),)+
-                    other => Err(DomainError::UnknownValue { kind: $kind, value: other.chars().take(40).collect() }),
+                    other => Err($crate::domain::DomainError::UnknownValue { kind: $kind, value: other.chars().take(40).collect() }),
                 }
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result { f.write_str(self.as_str()) }
         }
 
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> { s.serialize_str(self.as_str()) }
+        impl ::serde::Serialize for $name {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> { s.serialize_str(self.as_str()) }
         }
 
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as ::serde::Deserialize>::deserialize(d)?;
                 s.parse().map_err(serde::de::Error::custom)
             }
         }
     };
 }
+pub(crate) use string_enum;
+
+/// Carriers are declared, one line each, with their modules.
+pub use crate::providers::ProviderKind;
 
 string_enum!(
     /// A messaging channel as the contact experiences it.
@@ -547,42 +551,6 @@ string_enum!(
         Signal => "signal",
         /// Email, to and from an email address.
         Email => "email",
-    }
-);
-
-string_enum!(
-    /// A carrier (or carrier-like gateway) Omni can send and receive through.
-    ProviderKind, "provider" {
-        /// Twilio Programmable Messaging.
-        Twilio => "twilio",
-        /// VoIP.ms REST API and SMS URL callback.
-        Voipms => "voipms",
-        /// A signal-cli daemon in HTTP JSON-RPC mode.
-        Signal => "signal",
-        /// The WhatsApp Cloud API (Meta's Graph API) as a carrier in its own right.
-        Whatsapp => "whatsapp",
-        /// Telnyx Messaging v2.
-        Telnyx => "telnyx",
-        /// Bandwidth Messaging v2.
-        Bandwidth => "bandwidth",
-        /// Sinch SMS (the REST "xms" API).
-        Sinch => "sinch",
-        /// VoiceMeUp (`queue_sms` REST API and SMS webhook).
-        Voicemeup => "voicemeup",
-        /// Vonage Messages API.
-        Vonage => "vonage",
-        /// SendGrid (Twilio SendGrid) email.
-        Sendgrid => "sendgrid",
-        /// Amazon SES v2 email.
-        Ses => "ses",
-        /// Bird Channels API (SMS channels).
-        Bird => "bird",
-        /// Inteliquent Message Broker (`publishMessages` and the inbound-messaging webhook).
-        Inteliquent => "inteliquent",
-        /// MessageBird's legacy REST API (`rest.messagebird.com`), SMS and MMS.
-        MessageBird => "messagebird",
-        /// The built-in demo carrier; only available in demo mode.
-        Simulator => "simulator",
     }
 );
 

@@ -27,8 +27,7 @@ fn template_routes_match_the_openapi_document() {
         routed.insert((field("Path:"), field("Method:").to_uppercase()));
     }
 
-    let openapi: serde_json::Value =
-        serde_json::from_str(&root("shared/api/openapi.json")).unwrap();
+    let openapi: serde_json::Value = serde_json::from_str(omni_api::openapi::document()).unwrap();
     let local_only = ["/", "/v1/ws"];
     let mut documented = BTreeSet::new();
     for (path, item) in openapi["paths"].as_object().unwrap() {

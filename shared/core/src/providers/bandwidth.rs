@@ -17,10 +17,15 @@ use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::carrier::{
+    random_digits, require, strong, ApiUrlSetting, Carrier, CarrierConfig, Receives, SigningKey,
+    TestInbound, TestWebhook, WebhookRoute,
+};
+use super::Secret;
 use super::{
     carries, code_text, ct_eq, named_failure, network_error, retry_after, Credentials,
     MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
@@ -29,6 +34,7 @@ use crate::domain::{
     Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
+use std::sync::Arc;
 
 /// Bandwidth Messaging v2 adapter.
 #[derive(Clone)]
@@ -303,6 +309,133 @@ impl MessagingProviderAdapter for BandwidthAdapter {
         normalize(request)
     }
 }
+
+/// Bandwidth Messaging v2 credentials: the API user sends, the callback credentials set on
+/// the Bandwidth application authenticate its webhooks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BandwidthCredentials {
+    /// Account id (digits, not secret); it goes into the send path.
+    pub account_id: String,
+    /// The messaging application's id (not secret), sent as `applicationId`.
+    pub application_id: String,
+    /// API user name (Basic auth user of sends).
+    pub api_username: String,
+    /// API user password.
+    pub api_password: Secret,
+    /// Callback user name configured on the Bandwidth application.
+    pub webhook_username: String,
+    /// Callback password configured on the Bandwidth application.
+    pub webhook_password: Secret,
+}
+
+impl CarrierConfig for BandwidthCredentials {
+    const SECRET_FIELDS: &'static [&'static str] = &["api_password", "webhook_password"];
+
+    fn validate(&self) -> Result<(), String> {
+        // The account id goes into the API path: digits keep it one path segment.
+        let id_ok =
+            !self.account_id.is_empty() && self.account_id.bytes().all(|b| b.is_ascii_digit());
+        require(id_ok, "account_id (digits)")?;
+        require(!self.application_id.is_empty(), "application_id")?;
+        require(!self.api_username.is_empty(), "api_username")?;
+        require(!self.api_password.expose().is_empty(), "api_password")?;
+        // Basic auth: a colon in the user name would make the pair ambiguous.
+        require(
+            !self.webhook_username.is_empty() && !self.webhook_username.contains(':'),
+            "webhook_username (no colon)",
+        )?;
+        strong(&self.webhook_password, "webhook_password")
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        vec![self.api_password.expose(), self.webhook_password.expose()]
+    }
+
+    fn example() -> Self {
+        BandwidthCredentials {
+            account_id: "9900000".into(),
+            application_id: "93de2206-9669-4e07-948d-329f4b722ee2".into(),
+            api_username: "bw-api-user".into(),
+            api_password: Secret::new("bw-api-password-secret"),
+            webhook_username: "bw-callbacks".into(),
+            webhook_password: Secret::new("bw-webhook-password-secret"),
+        }
+    }
+}
+
+/// The Omni declaration of Bandwidth.
+pub const CARRIER: Carrier = Carrier {
+    kind: ProviderKind::Bandwidth,
+    api_url: Some(ApiUrlSetting {
+        env: "OMNI_BANDWIDTH_API_URL",
+        default: "https://messaging.bandwidth.com",
+        help:
+            "Bandwidth Messaging API base URL (`/api/v2/users/{accountId}/messages` is appended).",
+    }),
+    webhooks: &[
+        WebhookRoute::post("/webhooks/bandwidth", Receives::Both),
+        WebhookRoute::post("/webhooks/bandwidth/status", Receives::Status),
+    ],
+    adapter: |http, base_url| Arc::new(BandwidthAdapter::new(http, base_url)),
+    platform_config: None,
+    test_webhook: TestWebhook::Signer {
+        help: "JSON array POST with the application's HTTP Basic callback credentials; \
+               --secret: the callback user:password",
+        sign: sign_test_webhook,
+    },
+    openapi: OPENAPI,
+};
+
+/// A `message-received` callback as Bandwidth posts it (an array of one event), with the
+/// application's Basic callback credentials.
+fn sign_test_webhook(
+    message: &TestInbound,
+    key: SigningKey<'_>,
+) -> Result<Vec<WebhookRequest>, String> {
+    message.unsplit("Bandwidth")?;
+    let (from, to) = message.numbers()?;
+    let (user, password) = match key {
+        SigningKey::Given(pair) => pair
+            .split_once(':')
+            .map(|(u, p)| (u.to_string(), p.to_string()))
+            .ok_or("for Bandwidth, --secret is the callback user:password")?,
+        SigningKey::Stored(Credentials::Bandwidth(c)) => (
+            c.webhook_username.clone(),
+            c.webhook_password.expose().to_string(),
+        ),
+        SigningKey::Stored(_) => return Err("stored configuration is not Bandwidth's".into()),
+    };
+    let id = message.id_or(|| format!("{}{}", random_digits(), Uuid::new_v4().simple()));
+    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let body = serde_json::json!([{
+    "type": "message-received",
+    "time": now,
+    "description": "Incoming message received",
+    "to": to.as_str(),
+    "message": {
+        "id": id,
+        "owner": to.as_str(),
+        "time": now,
+        "segmentCount": 1,
+        "direction": "in",
+        "to": [to.as_str()],
+        "from": from.as_str(),
+        "text": message.body,
+        "media": message.media,
+    }}]);
+    Ok(vec![message.post(
+        "/webhooks/bandwidth",
+        "application/json",
+        vec![("authorization".into(), authorization(&user, &password))],
+        body.to_string().into_bytes(),
+    )])
+}
+
+/// The webhook routes' part of the OpenAPI document.
+const OPENAPI: &str = r##"{"paths": {
+"/webhooks/bandwidth": {"post": {"summary": "Bandwidth Messaging v2 callbacks (message-received; message-sending, -sent, -delivered, -failed, -read), authenticated by the application's HTTP Basic callback credentials; routed by the called number (inbound) or our sending number (statuses)", "parameters": [{"name": "Authorization", "in": "header", "required": true, "schema": {"type": "string"}, "description": "HTTP Basic with the callback user name and password set on the tenant's Bandwidth application (webhook_username, webhook_password); missing or wrong is refused (401)"}], "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object", "required": ["type", "message"], "properties": {"type": {"type": "string", "description": "message-received, or message-sending | message-sent | message-delivered | message-failed | message-read"}, "to": {"type": "string"}, "description": {"type": "string"}, "errorCode": {"type": "integer"}, "message": {"type": "object"}}}, "description": "Bandwidth posts a JSON array of one or more events; one callback may name several of the tenant's numbers, never another tenant's"}}}}, "responses": {"200": {"description": "accepted", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}}}},
+"/webhooks/bandwidth/status": {"post": {"summary": "Bandwidth status callbacks (the application's status callback URL); same handling as /webhooks/bandwidth", "parameters": [{"name": "Authorization", "in": "header", "required": true, "schema": {"type": "string"}, "description": "HTTP Basic with the callback user name and password set on the tenant's Bandwidth application (webhook_username, webhook_password); missing or wrong is refused (401)"}], "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object", "required": ["type", "message"], "properties": {"type": {"type": "string", "description": "message-received, or message-sending | message-sent | message-delivered | message-failed | message-read"}, "to": {"type": "string"}, "description": {"type": "string"}, "errorCode": {"type": "integer"}, "message": {"type": "object"}}}, "description": "Bandwidth posts a JSON array of one or more events; one callback may name several of the tenant's numbers, never another tenant's"}}}}, "responses": {"200": {"description": "accepted", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}}}}
+}, "schemas": {}}"##;
 
 #[cfg(test)]
 mod tests {
@@ -705,6 +838,41 @@ mod tests {
                         "media": [text]}}]);
                 let _ = normalize(&request(body.to_string().as_bytes(), None));
             }
+        }
+    }
+
+    #[test]
+    fn bandwidth_admin_json_is_validated_and_redacted() {
+        let ok = serde_json::json!({"account_id": "9900000", "application_id": "app-1",
+            "api_username": "api-user", "api_password": "bw-api-very-secret",
+            "webhook_username": "hooks", "webhook_password": "bw-hook-very-secret"});
+        let creds = Credentials::from_admin_json(ProviderKind::Bandwidth, ok.clone()).unwrap();
+        assert_eq!(creds.kind(), ProviderKind::Bandwidth);
+        let shown = format!("{creds:?} {}", creds.redacted());
+        for secret in ["bw-api-very-secret", "bw-hook-very-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(
+            shown.contains("9900000") && shown.contains("hooks"),
+            "{shown}"
+        );
+        assert_eq!(creds.redacted()["provider"], "bandwidth");
+        assert_eq!(
+            creds.secrets(),
+            vec!["bw-api-very-secret", "bw-hook-very-secret"]
+        );
+        for (field, bad) in [
+            ("account_id", "99/00"),
+            ("account_id", ""),
+            ("application_id", ""),
+            ("api_username", ""),
+            ("api_password", ""),
+            ("webhook_username", "a:b"),
+            ("webhook_password", "short"),
+        ] {
+            let mut body = ok.clone();
+            body[field] = bad.into();
+            assert!(Credentials::from_admin_json(ProviderKind::Bandwidth, body).is_err());
         }
     }
 }

@@ -37,11 +37,16 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chrono::Utc;
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::carrier::{
+    guess_content_type, require, strong, ApiUrlSetting, Carrier, CarrierConfig, Receives,
+    SigningKey, TestInbound, TestWebhook, WebhookRoute,
+};
+use super::Secret;
 use super::{
     carries, ct_eq, named_failure, network_error, retry_after, Credentials,
     MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
@@ -50,6 +55,7 @@ use crate::domain::{
     Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
+use std::sync::Arc;
 
 /// The signature header: base64 HMAC-SHA256.
 pub const SIGNATURE_HEADER: &str = "messagebird-signature";
@@ -419,6 +425,122 @@ impl MessagingProviderAdapter for BirdAdapter {
         normalize(request)
     }
 }
+
+/// Bird Channels API credentials: the access key sends through the tenant's SMS channel, the
+/// webhook subscription's signing key checks notifications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BirdCredentials {
+    /// The workspace id (a UUID, not secret); it goes into the send path.
+    pub workspace_id: String,
+    /// The SMS channel's id (a UUID, not secret), bound to the tenant's number.
+    pub channel_id: String,
+    /// Access key, sent as `Authorization: AccessKey <key>`.
+    pub access_key: Secret,
+    /// The signing key given to Bird's webhook subscription (HMAC-SHA256 key).
+    pub signing_key: Secret,
+}
+
+impl CarrierConfig for BirdCredentials {
+    const SECRET_FIELDS: &'static [&'static str] = &["access_key", "signing_key"];
+
+    fn validate(&self) -> Result<(), String> {
+        // Both ids go into the API path: UUIDs keep them single path segments.
+        require(
+            uuid::Uuid::parse_str(&self.workspace_id).is_ok(),
+            "workspace_id (a UUID)",
+        )?;
+        require(
+            uuid::Uuid::parse_str(&self.channel_id).is_ok(),
+            "channel_id (a UUID)",
+        )?;
+        require(!self.access_key.expose().is_empty(), "access_key")?;
+        strong(&self.signing_key, "signing_key")
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        vec![self.access_key.expose(), self.signing_key.expose()]
+    }
+
+    fn example() -> Self {
+        BirdCredentials {
+            workspace_id: "5f3e9a1c-0000-4000-8000-00000000b1d0".into(),
+            channel_id: "614208aa-b153-4d5d-9989-2fddfc0ce4c3".into(),
+            access_key: Secret::new("bird-access-key-secret"),
+            signing_key: Secret::new("bird-signing-key-secret"),
+        }
+    }
+}
+
+/// The Omni declaration of Bird.
+pub const CARRIER: Carrier = Carrier {
+    kind: ProviderKind::Bird,
+    api_url: Some(ApiUrlSetting {
+        env: "OMNI_BIRD_API_URL",
+        default: "https://api.bird.com",
+        help: "Bird Channels API base URL (`/workspaces/{workspace}/channels/{channel}/messages` is appended).",
+    }),
+    webhooks: &[
+        WebhookRoute::post("/webhooks/bird", Receives::Both),
+    ],
+    adapter: |http, base_url| Arc::new(BirdAdapter::new(http, base_url)),
+    platform_config: None,
+    test_webhook: TestWebhook::Signer {
+        help: "`sms.inbound` notification, HMAC-SHA256-signed over the timestamp, the URL and the \
+               body's SHA-256; --secret: the signing key",
+        sign: sign_test_webhook,
+    },
+    openapi: OPENAPI,
+};
+
+/// An `sms.inbound` notification as Bird posts it (a text body, or with media an image body
+/// whose text is the message), signed with the signing key.
+fn sign_test_webhook(
+    message: &TestInbound,
+    key: SigningKey<'_>,
+) -> Result<Vec<WebhookRequest>, String> {
+    message.unsplit("Bird")?;
+    let (from, to) = message.numbers()?;
+    let key = key.secret(|c| BirdCredentials::of(c).map(|c| &c.signing_key))?;
+    let id = message.id_or(|| Uuid::new_v4().to_string());
+    let content = match message.media.as_slice() {
+        [] => serde_json::json!({"type": "text", "text": {"text": message.body}}),
+        media if media.len() > MAX_IMAGES => {
+            return Err(format!("Bird carries at most {MAX_IMAGES} images"))
+        }
+        media => {
+            let images: Vec<_> = media
+                .iter()
+                .map(|url| serde_json::json!({"mediaUrl": url, "contentType": guess_content_type(url)}))
+                .collect();
+            serde_json::json!({"type": "image", "image": {"text": message.body, "images": images}})
+        }
+    };
+    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let body = serde_json::json!({"service": "channels", "event": "sms.inbound", "payload": {
+        "id": id,
+        "sender": {"contact": {"identifierKey": "phonenumber", "identifierValue": from.as_str()}},
+        "receiver": {"connector": {"identifierValue": to.as_str()}},
+        "body": content, "status": "delivered", "direction": "incoming",
+        "createdAt": now, "updatedAt": now}})
+    .to_string();
+    let url = format!("{}/webhooks/bird", message.base_url);
+    let timestamp = Utc::now().timestamp().to_string();
+    let signature = signature(&key, &timestamp, &url, body.as_bytes());
+    Ok(vec![message.post(
+        "/webhooks/bird",
+        "application/json",
+        vec![
+            (SIGNATURE_HEADER.into(), signature),
+            (TIMESTAMP_HEADER.into(), timestamp),
+        ],
+        body.into_bytes(),
+    )])
+}
+
+/// The webhook routes' part of the OpenAPI document.
+const OPENAPI: &str = r##"{"paths": {
+"/webhooks/bird": {"post": {"summary": "Bird Channels API notifications of a webhook subscription (service channels): sms.inbound messages (text, or MMS images/files), routed by the receiving connector's number; sms.outbound status changes of our messages (accepted, processing, scheduled, sent, sending_failed, delivered, delivery_failed, skipped, deleted), routed by the sender connector's number or the reference we set (our number)", "parameters": [{"name": "messagebird-signature", "in": "header", "required": true, "schema": {"type": "string"}, "description": "base64 HMAC-SHA256, under the tenant's Bird signing key, of `timestamp \\n URL \\n SHA-256(raw body)` (the URL Bird called, the raw 32-byte digest)"}, {"name": "messagebird-request-timestamp", "in": "header", "required": true, "schema": {"type": "string"}, "description": "Unix seconds, signed; more than 300 s from the server's clock, either way, is refused (401)"}], "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}}, "responses": {"200": {"description": "accepted", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}}}}
+}, "schemas": {}}"##;
 
 #[cfg(test)]
 mod tests {

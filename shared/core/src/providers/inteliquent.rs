@@ -53,11 +53,16 @@
 use async_trait::async_trait;
 use chrono::Utc;
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::carrier::{
+    require, strong, ApiUrlSetting, Carrier, CarrierConfig, Receives, SigningKey, TestInbound,
+    TestWebhook, WebhookRoute,
+};
+use super::Secret;
 use super::{
     carries, code_text, ct_eq, named_failure, network_error, phones, retry_after, Credentials,
     MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
@@ -66,6 +71,7 @@ use crate::domain::{
     Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
+use std::sync::Arc;
 
 /// The header carrying the random token Inteliquent authenticates.
 pub const MESSAGE_ID_HEADER: &str = "messageid";
@@ -465,6 +471,88 @@ impl MessagingProviderAdapter for InteliquentAdapter {
         normalize(request)
     }
 }
+
+/// Inteliquent Message Broker credentials: the API key sends, the key configured on the
+/// inbound webhook authenticates it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InteliquentCredentials {
+    /// A message broker API key from the portal, sent as a Bearer token.
+    pub api_key: Secret,
+    /// The `apiKey` given to `configureAuthorization` for our webhook: the key of each
+    /// callback's `verificationToken`.
+    pub webhook_key: Secret,
+}
+
+impl CarrierConfig for InteliquentCredentials {
+    const SECRET_FIELDS: &'static [&'static str] = &["api_key", "webhook_key"];
+
+    fn validate(&self) -> Result<(), String> {
+        require(!self.api_key.expose().is_empty(), "api_key")?;
+        strong(&self.webhook_key, "webhook_key")
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        vec![self.api_key.expose(), self.webhook_key.expose()]
+    }
+
+    fn example() -> Self {
+        InteliquentCredentials {
+            api_key: Secret::new("iq-api-key-secret"),
+            webhook_key: Secret::new("iq-webhook-key-secret"),
+        }
+    }
+}
+
+/// The Omni declaration of Inteliquent.
+pub const CARRIER: Carrier = Carrier {
+    kind: ProviderKind::Inteliquent,
+    api_url: Some(ApiUrlSetting {
+        env: "OMNI_INTELIQUENT_API_URL",
+        default: "https://messagebroker.inteliquent.com/msgbroker/rest",
+        help: "Inteliquent Message Broker base URL (`/publishMessages` is appended).",
+    }),
+    webhooks: &[WebhookRoute::post("/webhooks/inteliquent", Receives::Both)],
+    adapter: |http, base_url| Arc::new(InteliquentAdapter::new(http, base_url)),
+    platform_config: None,
+    test_webhook: TestWebhook::Signer {
+        help: "JSON POST; `verificationToken` = hex HMAC-SHA256 of a random `messageID` under \
+               the webhook key; several --media make one MMS; --secret: the webhook key",
+        sign: sign_test_webhook,
+    },
+    openapi: OPENAPI,
+};
+
+/// An inbound message as Inteliquent posts it (numbers as digits without `+`), with the
+/// verification token of a random message id under the webhook key.
+fn sign_test_webhook(
+    message: &TestInbound,
+    key: SigningKey<'_>,
+) -> Result<Vec<WebhookRequest>, String> {
+    message.unsplit("Inteliquent")?;
+    let (from, to) = message.numbers()?;
+    let key = key.secret(|c| InteliquentCredentials::of(c).map(|c| &c.webhook_key))?;
+    let id = message.id_or(|| Uuid::new_v4().simple().to_string());
+    let mut body = serde_json::json!({"referenceId": id, "from": from.digits(),
+        "to": [to.digits()], "text": message.body, "deliveryReceipt": false});
+    if !message.media.is_empty() {
+        body["mediaUrls"] = message.media.clone().into();
+    }
+    let message_id = Uuid::new_v4().to_string();
+    Ok(vec![message.post(
+        "/webhooks/inteliquent",
+        "application/json",
+        vec![
+            (TOKEN_HEADER.into(), verification_token(&key, &message_id)),
+            (MESSAGE_ID_HEADER.into(), message_id),
+        ],
+        body.to_string().into_bytes(),
+    )])
+}
+
+/// The webhook routes' part of the OpenAPI document.
+const OPENAPI: &str = r##"{"paths": {
+"/webhooks/inteliquent": {"post": {"summary": "Inteliquent Message Broker inbound messages (SMS, MMS with every attachment in `mediaUrls`) and delivery receipts (`deliveryReceipt: true`, matched by `referenceId`), one webhook; routed by the called number (`to[0]`)", "parameters": [{"name": "messageid", "in": "header", "required": true, "schema": {"type": "string"}, "description": "the random token Inteliquent sends with each request"}, {"name": "verificationtoken", "in": "header", "required": true, "schema": {"type": "string"}, "description": "hex HMAC-SHA256 of `messageid` under the tenant's Inteliquent webhook key (the `apiKey` given to `configureAuthorization`); the hex SHA-256 of key followed by `messageid` is accepted too. Wrong or missing: 401"}], "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}}, "responses": {"200": {"description": "accepted", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}}}}
+}, "schemas": {}}"##;
 
 #[cfg(test)]
 mod tests {
@@ -938,6 +1026,31 @@ mod tests {
             let callback = json!({"referenceId": text, "from": number, "to": [number, text],
                 "text": text, "mediaUrls": [text], "deliveryReceipt": receipt});
             let _ = normalize(&request(callback.to_string().as_bytes(), &[]));
+        }
+    }
+
+    #[test]
+    fn inteliquent_admin_json_is_validated_and_redacted() {
+        let ok = serde_json::json!({"api_key": "iq-api-very-secret",
+            "webhook_key": "iq-webhook-very-secret"});
+        let creds = Credentials::from_admin_json(ProviderKind::Inteliquent, ok.clone()).unwrap();
+        assert_eq!(creds.kind(), ProviderKind::Inteliquent);
+        let shown = format!("{creds:?} {}", creds.redacted());
+        for secret in ["iq-api-very-secret", "iq-webhook-very-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert_eq!(creds.redacted()["provider"], "inteliquent");
+        assert_eq!(
+            creds.secrets(),
+            vec!["iq-api-very-secret", "iq-webhook-very-secret"]
+        );
+        for (field, bad) in [("api_key", ""), ("webhook_key", "short")] {
+            let mut body = ok.clone();
+            body[field] = bad.into();
+            assert!(
+                Credentials::from_admin_json(ProviderKind::Inteliquent, body).is_err(),
+                "{field}"
+            );
         }
     }
 }

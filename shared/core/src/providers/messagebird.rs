@@ -53,6 +53,11 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::carrier::{
+    require, strong, ApiUrlSetting, Carrier, CarrierConfig, Receives, SigningKey, TestInbound,
+    TestWebhook, WebhookRoute,
+};
+use super::Secret;
 use super::{
     carries, code_text, ct_eq, named_failure, network_error, phones, retry_after, Credentials,
     MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
@@ -61,6 +66,7 @@ use crate::domain::{
     Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
+use std::sync::Arc;
 
 /// The header carrying the signed JWT.
 pub const SIGNATURE_HEADER: &str = "messagebird-signature-jwt";
@@ -478,6 +484,109 @@ impl MessagingProviderAdapter for MessageBirdAdapter {
         normalize(request)
     }
 }
+
+/// MessageBird legacy REST API credentials: the access key sends, the account's signing key
+/// checks the JWT on every request MessageBird makes to us.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageBirdCredentials {
+    /// Live access key, sent as `Authorization: AccessKey <key>`.
+    pub access_key: Secret,
+    /// The signing key of the dashboard's developer settings (HS256/384/512 JWT key).
+    pub signing_key: Secret,
+}
+
+impl CarrierConfig for MessageBirdCredentials {
+    const SECRET_FIELDS: &'static [&'static str] = &["access_key", "signing_key"];
+
+    fn validate(&self) -> Result<(), String> {
+        // It goes into a header value.
+        require(
+            !self.access_key.expose().is_empty()
+                && self
+                    .access_key
+                    .expose()
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic()),
+            "access_key",
+        )?;
+        strong(&self.signing_key, "signing_key")
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        vec![self.access_key.expose(), self.signing_key.expose()]
+    }
+
+    fn example() -> Self {
+        MessageBirdCredentials {
+            access_key: Secret::new("mb-access-key-secret"),
+            signing_key: Secret::new("mb-signing-key-secret"),
+        }
+    }
+}
+
+/// The Omni declaration of MessageBird.
+pub const CARRIER: Carrier = Carrier {
+    kind: ProviderKind::MessageBird,
+    api_url: Some(ApiUrlSetting {
+        env: "OMNI_MESSAGEBIRD_API_URL",
+        default: "https://rest.messagebird.com",
+        help: "MessageBird legacy REST API base URL (`/messages` and `/mms` are appended).",
+    }),
+    webhooks: &[
+        WebhookRoute::get("/webhooks/messagebird", Receives::Inbound),
+        WebhookRoute::post("/webhooks/messagebird", Receives::Inbound),
+        WebhookRoute::get("/webhooks/messagebird/status", Receives::Status),
+        WebhookRoute::post("/webhooks/messagebird/status", Receives::Status),
+    ],
+    adapter: |http, base_url| Arc::new(MessageBirdAdapter::new(http, base_url)),
+    platform_config: None,
+    test_webhook: TestWebhook::Signer {
+        help: "an inbound SMS forwarded as a GET with the fields in the query, \
+               `MessageBird-Signature-JWT` signed with the signing key; --media makes it an MMS; \
+               --secret: the signing key",
+        sign: sign_test_webhook,
+    },
+    openapi: OPENAPI,
+};
+
+/// An inbound SMS (MMS with media) as MessageBird forwards it: a GET with the fields in the
+/// query (numbers as MSISDNs, digits without `+`), with a JWT under the signing key.
+fn sign_test_webhook(
+    message: &TestInbound,
+    key: SigningKey<'_>,
+) -> Result<Vec<WebhookRequest>, String> {
+    message.unsplit("MessageBird")?;
+    let (from, to) = message.numbers()?;
+    let key = key.secret(|c| MessageBirdCredentials::of(c).map(|c| &c.signing_key))?;
+    let id = message.id_or(|| Uuid::new_v4().simple().to_string());
+    let mut fields = vec![
+        ("id", id),
+        ("recipient", to.digits().to_string()),
+        ("originator", from.digits().to_string()),
+        ("body", message.body.clone()),
+        ("createdDatetime", Utc::now().to_rfc3339()),
+    ];
+    fields.extend(message.media.iter().map(|url| ("mediaUrls[]", url.clone())));
+    let url = url::Url::parse_with_params(
+        &format!("{}/webhooks/messagebird", message.base_url),
+        &fields,
+    )
+    .map_err(|e| format!("bad server URL: {e}"))?
+    .to_string();
+    let token = signature_jwt(&key, &url, b"", Utc::now().timestamp());
+    Ok(vec![WebhookRequest {
+        method: "GET".into(),
+        url,
+        headers: vec![(SIGNATURE_HEADER.into(), token)],
+        body: Vec::new(),
+    }])
+}
+
+/// The webhook routes' part of the OpenAPI document.
+const OPENAPI: &str = r##"{"paths": {
+"/webhooks/messagebird": {"get": {"summary": "MessageBird legacy REST API: an inbound SMS (MMS with `mediaUrls`) forwarded to this URL, fields in the query (GET) or a form / JSON body (POST); routed by `recipient`", "parameters": [{"name": "messagebird-signature-jwt", "in": "header", "required": true, "schema": {"type": "string"}, "description": "JWT (HS256, HS384 or HS512) under the tenant's MessageBird signing key: `iss` MessageBird, `nbf`/`exp` (one second of leeway), `url_hash` = hex SHA-256 of the URL called (query included), `payload_hash` = hex SHA-256 of the body, present only with a body. Wrong, expired or missing (the deprecated `MessageBird-Signature` alone): 401"}, {"name": "id", "in": "query", "required": false, "schema": {"type": "string"}, "description": "MessageBird's id of the message (required, here or in a POST body)"}, {"name": "originator", "in": "query", "required": false, "schema": {"type": "string"}, "description": "the contact's number (MSISDN or E.164)"}, {"name": "recipient", "in": "query", "required": false, "schema": {"type": "string"}, "description": "the tenant's number, which routes the message"}, {"name": "body", "in": "query", "required": false, "schema": {"type": "string"}, "description": "the text (older accounts: `message`)"}, {"name": "createdDatetime", "in": "query", "required": false, "schema": {"type": "string"}, "description": "when MessageBird received it"}], "responses": {"200": {"description": "accepted", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}}}, "post": {"summary": "MessageBird legacy REST API: an inbound SMS (MMS with `mediaUrls`) forwarded to this URL, fields in the query (GET) or a form / JSON body (POST); routed by `recipient`", "parameters": [{"name": "messagebird-signature-jwt", "in": "header", "required": true, "schema": {"type": "string"}, "description": "JWT (HS256, HS384 or HS512) under the tenant's MessageBird signing key: `iss` MessageBird, `nbf`/`exp` (one second of leeway), `url_hash` = hex SHA-256 of the URL called (query included), `payload_hash` = hex SHA-256 of the body, present only with a body. Wrong, expired or missing (the deprecated `MessageBird-Signature` alone): 401"}, {"name": "id", "in": "query", "required": false, "schema": {"type": "string"}, "description": "MessageBird's id of the message (required, here or in a POST body)"}, {"name": "originator", "in": "query", "required": false, "schema": {"type": "string"}, "description": "the contact's number (MSISDN or E.164)"}, {"name": "recipient", "in": "query", "required": false, "schema": {"type": "string"}, "description": "the tenant's number, which routes the message"}, {"name": "body", "in": "query", "required": false, "schema": {"type": "string"}, "description": "the text (older accounts: `message`)"}, {"name": "createdDatetime", "in": "query", "required": false, "schema": {"type": "string"}, "description": "when MessageBird received it"}], "requestBody": {"required": false, "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}, "application/json": {"schema": {"type": "object"}}}}, "responses": {"200": {"description": "accepted", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}}}},
+"/webhooks/messagebird/status": {"get": {"summary": "MessageBird legacy REST API: a status report for a message Omni sent (its `reportUrl`), fields in the query (GET) or a form / JSON body (POST); matched by `id`", "parameters": [{"name": "messagebird-signature-jwt", "in": "header", "required": true, "schema": {"type": "string"}, "description": "JWT (HS256, HS384 or HS512) under the tenant's MessageBird signing key: `iss` MessageBird, `nbf`/`exp` (one second of leeway), `url_hash` = hex SHA-256 of the URL called (query included), `payload_hash` = hex SHA-256 of the body, present only with a body. Wrong, expired or missing (the deprecated `MessageBird-Signature` alone): 401"}, {"name": "omni_from", "in": "query", "required": false, "schema": {"type": "string"}, "description": "the tenant's number, which Omni puts in the `reportUrl` it sends (routes the report; `originator` is read when absent)"}, {"name": "id", "in": "query", "required": false, "schema": {"type": "string"}, "description": "MessageBird's id of our message, as the send answered (required, here or in a POST body)"}, {"name": "reference", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Omni's message id"}, {"name": "recipient", "in": "query", "required": false, "schema": {"type": "string"}, "description": "the contact's number"}, {"name": "status", "in": "query", "required": false, "schema": {"type": "string"}, "description": "scheduled | sent | buffered | delivered | expired | delivery_failed (other words are acknowledged and ignored)"}, {"name": "statusDatetime", "in": "query", "required": false, "schema": {"type": "string"}, "description": "when the status changed"}, {"name": "statusReason", "in": "query", "required": false, "schema": {"type": "string"}, "description": "why, on failures"}, {"name": "statusErrorCode", "in": "query", "required": false, "schema": {"type": "string"}, "description": "MessageBird's error code, on failures"}], "responses": {"200": {"description": "accepted", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}}}, "post": {"summary": "MessageBird legacy REST API: a status report for a message Omni sent (its `reportUrl`), fields in the query (GET) or a form / JSON body (POST); matched by `id`", "parameters": [{"name": "messagebird-signature-jwt", "in": "header", "required": true, "schema": {"type": "string"}, "description": "JWT (HS256, HS384 or HS512) under the tenant's MessageBird signing key: `iss` MessageBird, `nbf`/`exp` (one second of leeway), `url_hash` = hex SHA-256 of the URL called (query included), `payload_hash` = hex SHA-256 of the body, present only with a body. Wrong, expired or missing (the deprecated `MessageBird-Signature` alone): 401"}, {"name": "omni_from", "in": "query", "required": false, "schema": {"type": "string"}, "description": "the tenant's number, which Omni puts in the `reportUrl` it sends (routes the report; `originator` is read when absent)"}, {"name": "id", "in": "query", "required": false, "schema": {"type": "string"}, "description": "MessageBird's id of our message, as the send answered (required, here or in a POST body)"}, {"name": "reference", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Omni's message id"}, {"name": "recipient", "in": "query", "required": false, "schema": {"type": "string"}, "description": "the contact's number"}, {"name": "status", "in": "query", "required": false, "schema": {"type": "string"}, "description": "scheduled | sent | buffered | delivered | expired | delivery_failed (other words are acknowledged and ignored)"}, {"name": "statusDatetime", "in": "query", "required": false, "schema": {"type": "string"}, "description": "when the status changed"}, {"name": "statusReason", "in": "query", "required": false, "schema": {"type": "string"}, "description": "why, on failures"}, {"name": "statusErrorCode", "in": "query", "required": false, "schema": {"type": "string"}, "description": "MessageBird's error code, on failures"}], "requestBody": {"required": false, "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}, "application/json": {"schema": {"type": "object"}}}}, "responses": {"200": {"description": "accepted", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}}}}
+}, "schemas": {}}"##;
 
 #[cfg(test)]
 mod tests {
@@ -1096,6 +1205,35 @@ mod tests {
             r.body = body;
             let _ = verify_at(&r, &creds(SIGNING_KEY), NOW);
             let _ = normalize(&r);
+        }
+    }
+
+    #[test]
+    fn messagebird_admin_json_is_validated_and_redacted() {
+        let ok = serde_json::json!({"access_key": "mb-live-access-secret",
+            "signing_key": "mb-signing-very-secret"});
+        let creds = Credentials::from_admin_json(ProviderKind::MessageBird, ok.clone()).unwrap();
+        assert_eq!(creds.kind(), ProviderKind::MessageBird);
+        let shown = format!("{creds:?} {}", creds.redacted());
+        for secret in ["mb-live-access-secret", "mb-signing-very-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert_eq!(creds.redacted()["provider"], "messagebird");
+        assert_eq!(
+            creds.secrets(),
+            vec!["mb-live-access-secret", "mb-signing-very-secret"]
+        );
+        for (field, bad) in [
+            ("access_key", ""),
+            ("access_key", "two words"),
+            ("signing_key", "short"),
+        ] {
+            let mut body = ok.clone();
+            body[field] = bad.into();
+            assert!(
+                Credentials::from_admin_json(ProviderKind::MessageBird, body).is_err(),
+                "{field}"
+            );
         }
     }
 }

@@ -12,12 +12,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{
-    Channel, OutboundMessage, ProviderKind, SendError, SendResult, WebhookEvent, E164,
-};
+use crate::domain::{Channel, OutboundMessage, SendError, SendResult, WebhookEvent, E164};
 
 pub mod bandwidth;
 pub mod bird;
+pub mod carrier;
 pub mod inteliquent;
 pub mod messagebird;
 pub mod sendgrid;
@@ -31,6 +30,11 @@ pub mod voicemeup;
 pub mod voipms;
 pub mod vonage;
 pub mod whatsapp;
+
+pub use carrier::{
+    ApiUrlSetting, Carrier, CarrierConfig, Receives, SigningKey, TestInbound, TestWebhook,
+    WebhookHandler, WebhookMethod, WebhookReply, WebhookRoute, MIN_WEBHOOK_SECRET_CHARS,
+};
 
 /// An HTTP request as a carrier made it, before anything is trusted.
 #[derive(Debug, Clone, Default)]
@@ -91,494 +95,160 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Twilio account credentials.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TwilioCredentials {
-    /// `AC…` account SID (not secret).
-    pub account_sid: String,
-    /// Auth token: Basic auth password and webhook HMAC-SHA1 key.
-    pub auth_token: Secret,
-    /// SharedKey id → secret, for HMAC-SHA256 webhook signing.
-    #[serde(default)]
-    pub webhook_keys: BTreeMap<String, Secret>,
+/// Declares the carriers: the [`ProviderKind`] vocabulary, the [`Credentials`] a tenant
+/// configures for each, and [`CARRIERS`], every carrier module's [`Carrier`] declaration.
+macro_rules! carriers {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal, $module:ident :: $config:ident;)+) => {
+        crate::domain::string_enum!(
+            /// A carrier (or carrier-like gateway) Omni can send and receive through.
+            ProviderKind, "provider" {
+                $($(#[$doc])* $variant => $name,)+
+                /// The built-in demo carrier; only available in demo mode.
+                Simulator => "simulator",
+            }
+        );
+
+        /// A tenant's configuration for one carrier, secrets included.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(tag = "provider")]
+        pub enum Credentials {
+            $($(#[$doc])* #[serde(rename = $name)] $variant($module::$config),)+
+            /// The demo carrier (no secrets).
+            #[serde(rename = "simulator")]
+            Simulator,
+        }
+
+        $(pub use $module::$config;)+
+
+        $(impl $module::$config {
+            /// This carrier's configuration, if `credentials` are this carrier's.
+            pub fn of(credentials: &Credentials) -> Option<&Self> {
+                match credentials {
+                    Credentials::$variant(c) => Some(c),
+                    _ => None,
+                }
+            }
+        })+
+
+        /// Every carrier's declaration, in the list's order (the simulator is not one).
+        pub static CARRIERS: &[&Carrier] = &[$(&$module::CARRIER),+];
+
+        impl Credentials {
+            /// Which carrier these are for.
+            pub fn kind(&self) -> ProviderKind {
+                match self {
+                    $(Credentials::$variant(_) => ProviderKind::$variant,)+
+                    Credentials::Simulator => ProviderKind::Simulator,
+                }
+            }
+
+            /// Reads a carrier's admin JSON (`{"account_sid": …}` for twilio, …).
+            fn parse(kind: ProviderKind, body: serde_json::Value) -> Result<Self, String> {
+                let parsed = match kind {
+                    $(ProviderKind::$variant => serde_json::from_value(body).map(Credentials::$variant),)+
+                    ProviderKind::Simulator => {
+                        return Err("the simulator is configured only in demo mode".into())
+                    }
+                };
+                parsed.map_err(|e| format!("invalid {kind} configuration: {e}"))
+            }
+
+            /// Checks the configuration's shape and the strength of its webhook secrets; the
+            /// error names the field.
+            pub fn validate(&self) -> Result<(), String> {
+                match self {
+                    $(Credentials::$variant(c) => c.validate(),)+
+                    Credentials::Simulator => Ok(()),
+                }
+            }
+
+            /// Every secret value in this configuration (for log scrubbing tests and
+            /// redaction).
+            pub fn secrets(&self) -> Vec<&str> {
+                match self {
+                    $(Credentials::$variant(c) => c.secrets(),)+
+                    Credentials::Simulator => Vec::new(),
+                }
+            }
+
+            /// The JSON fields holding secrets.
+            fn secret_fields(&self) -> &'static [&'static str] {
+                match self {
+                    $(Credentials::$variant(_) => <$module::$config as CarrierConfig>::SECRET_FIELDS,)+
+                    Credentials::Simulator => &[],
+                }
+            }
+
+            /// One made-up configuration per carrier (storage round trips).
+            pub fn examples() -> Vec<Credentials> {
+                vec![$(Credentials::$variant(<$module::$config as CarrierConfig>::example()),)+]
+            }
+        }
+    };
 }
 
-/// VoIP.ms API credentials and the secret placed in the callback URL.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VoipmsCredentials {
-    /// Portal login e-mail (not secret).
-    pub api_username: String,
-    /// API password.
-    pub api_password: Secret,
-    /// The `secret=` query value VoIP.ms must send back on callbacks.
-    pub webhook_secret: Secret,
-}
-
-/// Where a tenant's signal-cli daemon listens, and which account it sends as.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignalConfig {
-    /// The JSON-RPC endpoint, e.g. `http://127.0.0.1:8080/api/v1/rpc`.
-    pub rpc_url: String,
-    /// The account (E.164) when the daemon serves several.
-    #[serde(default)]
-    pub account: Option<String>,
-}
-
-/// WhatsApp Cloud API credentials for one business phone number.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WhatsappCredentials {
-    /// The Graph API phone number id (digits, not secret); it goes into the send path.
-    pub phone_number_id: String,
-    /// System-user (or user) access token, sent as a Bearer token.
-    pub access_token: Secret,
-    /// The Meta app secret: HMAC-SHA256 key of `X-Hub-Signature-256`.
-    pub app_secret: Secret,
-    /// The token Meta echoes in the `hub.verify_token` subscription handshake.
-    pub verify_token: Secret,
-}
-
-/// Telnyx Messaging v2 credentials: the API key sends, the account's public key checks
-/// webhooks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TelnyxCredentials {
-    /// API key (`KEY…`), sent as a Bearer token.
-    pub api_key: Secret,
-    /// The account's Ed25519 public key, base64 (32 bytes), as the Telnyx portal shows it
-    /// (not secret): webhooks are signed with its private half.
-    pub public_key: String,
-}
-
-/// Bandwidth Messaging v2 credentials: the API user sends, the callback credentials set on
-/// the Bandwidth application authenticate its webhooks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BandwidthCredentials {
-    /// Account id (digits, not secret); it goes into the send path.
-    pub account_id: String,
-    /// The messaging application's id (not secret), sent as `applicationId`.
-    pub application_id: String,
-    /// API user name (Basic auth user of sends).
-    pub api_username: String,
-    /// API user password.
-    pub api_password: Secret,
-    /// Callback user name configured on the Bandwidth application.
-    pub webhook_username: String,
-    /// Callback password configured on the Bandwidth application.
-    pub webhook_password: Secret,
-}
-
-/// Sinch SMS credentials: the service plan's API token sends, the app secret checks
-/// callback signatures.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SinchCredentials {
-    /// Service plan id (letters and digits, not secret); it goes into the send path.
-    pub service_plan_id: String,
-    /// The service plan's API token, sent as a Bearer token.
-    pub api_token: Secret,
-    /// The secret Sinch signs callbacks with (HMAC-SHA256).
-    pub app_secret: Secret,
-}
-
-/// VoiceMeUp API credentials and the secret placed in the callback URL.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VoicemeupCredentials {
-    /// API username (not secret).
-    pub username: String,
-    /// API auth token.
-    pub auth_token: Secret,
-    /// The `secret=` query value the callback URL configured at VoiceMeUp carries
-    /// (VoiceMeUp signs nothing).
-    pub webhook_secret: Secret,
-}
-
-/// Vonage Messages API credentials: the application's private key signs the JWTs that send,
-/// the account's signature secret checks the JWTs callbacks carry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VonageCredentials {
-    /// The Vonage application's id (a UUID, not secret), claimed in every send JWT.
-    pub application_id: String,
-    /// The application's RSA private key (PEM), signing send JWTs (RS256).
-    pub private_key: Secret,
-    /// The account's signature secret, the HS256 key of callback JWTs.
-    pub signature_secret: Secret,
-}
-
-/// SendGrid credentials: the API key sends, the secret in the Inbound Parse URL authenticates
-/// received email, the account's verification key checks the signed Event Webhook.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SendgridCredentials {
-    /// API key with Mail Send access (`SG.…`), sent as a Bearer token.
-    pub api_key: Secret,
-    /// The `secret=` query value of the Inbound Parse URL configured at SendGrid (SendGrid
-    /// signs nothing there).
-    pub webhook_secret: Secret,
-    /// The Event Webhook's verification key as the SendGrid console shows it: base64 DER
-    /// (SPKI) of an ECDSA P-256 public key (not secret).
-    pub event_public_key: String,
-}
-
-/// Amazon SES credentials: an IAM access key allowed `ses:SendEmail`, and the region whose SES
-/// the tenant's sending identity is verified in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SesCredentials {
-    /// Access key id (`AKIA…`, not secret).
-    pub access_key_id: String,
-    /// Secret access key (signs each request, SigV4).
-    pub secret_access_key: Secret,
-    /// AWS region, e.g. `us-east-1`; it names the endpoint host.
-    pub region: String,
-    /// The Amazon SNS topics (ARNs, not secret) whose messages to `/webhooks/ses` are this
-    /// tenant's: received email and SES events published to them. A message on a topic no
-    /// tenant lists is refused.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sns_topic_arns: Vec<String>,
-}
-
-/// Bird Channels API credentials: the access key sends through the tenant's SMS channel, the
-/// webhook subscription's signing key checks notifications.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BirdCredentials {
-    /// The workspace id (a UUID, not secret); it goes into the send path.
-    pub workspace_id: String,
-    /// The SMS channel's id (a UUID, not secret), bound to the tenant's number.
-    pub channel_id: String,
-    /// Access key, sent as `Authorization: AccessKey <key>`.
-    pub access_key: Secret,
-    /// The signing key given to Bird's webhook subscription (HMAC-SHA256 key).
-    pub signing_key: Secret,
-}
-
-/// MessageBird legacy REST API credentials: the access key sends, the account's signing key
-/// checks the JWT on every request MessageBird makes to us.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MessageBirdCredentials {
-    /// Live access key, sent as `Authorization: AccessKey <key>`.
-    pub access_key: Secret,
-    /// The signing key of the dashboard's developer settings (HS256/384/512 JWT key).
-    pub signing_key: Secret,
-}
-
-/// Inteliquent Message Broker credentials: the API key sends, the key configured on the
-/// inbound webhook authenticates it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InteliquentCredentials {
-    /// A message broker API key from the portal, sent as a Bearer token.
-    pub api_key: Secret,
-    /// The `apiKey` given to `configureAuthorization` for our webhook: the key of each
-    /// callback's `verificationToken`.
-    pub webhook_key: Secret,
-}
-
-/// A tenant's configuration for one carrier, secrets included.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "provider", rename_all = "lowercase")]
-pub enum Credentials {
-    /// Twilio.
-    Twilio(TwilioCredentials),
-    /// VoIP.ms.
-    Voipms(VoipmsCredentials),
-    /// signal-cli.
-    Signal(SignalConfig),
-    /// WhatsApp Cloud API.
-    Whatsapp(WhatsappCredentials),
+carriers! {
+    /// Twilio Programmable Messaging.
+    Twilio => "twilio", twilio::TwilioCredentials;
+    /// VoIP.ms REST API and SMS URL callback.
+    Voipms => "voipms", voipms::VoipmsCredentials;
+    /// A signal-cli daemon in HTTP JSON-RPC mode.
+    Signal => "signal", signal::SignalConfig;
+    /// The WhatsApp Cloud API (Meta's Graph API) as a carrier in its own right.
+    Whatsapp => "whatsapp", whatsapp::WhatsappCredentials;
     /// Telnyx Messaging v2.
-    Telnyx(TelnyxCredentials),
+    Telnyx => "telnyx", telnyx::TelnyxCredentials;
     /// Bandwidth Messaging v2.
-    Bandwidth(BandwidthCredentials),
-    /// Sinch SMS.
-    Sinch(SinchCredentials),
-    /// VoiceMeUp.
-    Voicemeup(VoicemeupCredentials),
+    Bandwidth => "bandwidth", bandwidth::BandwidthCredentials;
+    /// Sinch SMS (the REST "xms" API).
+    Sinch => "sinch", sinch::SinchCredentials;
+    /// VoiceMeUp (`queue_sms` REST API and SMS webhook).
+    Voicemeup => "voicemeup", voicemeup::VoicemeupCredentials;
     /// Vonage Messages API.
-    Vonage(VonageCredentials),
-    /// SendGrid email.
-    Sendgrid(SendgridCredentials),
+    Vonage => "vonage", vonage::VonageCredentials;
+    /// SendGrid (Twilio SendGrid) email.
+    Sendgrid => "sendgrid", sendgrid::SendgridCredentials;
     /// Amazon SES v2 email.
-    Ses(SesCredentials),
-    /// Bird Channels API.
-    Bird(BirdCredentials),
-    /// Inteliquent Message Broker.
-    Inteliquent(InteliquentCredentials),
-    /// MessageBird legacy REST API.
-    MessageBird(MessageBirdCredentials),
-    /// The demo carrier (no secrets).
-    Simulator,
+    Ses => "ses", ses::SesCredentials;
+    /// Bird Channels API (SMS channels).
+    Bird => "bird", bird::BirdCredentials;
+    /// Inteliquent Message Broker (`publishMessages` and the inbound-messaging webhook).
+    Inteliquent => "inteliquent", inteliquent::InteliquentCredentials;
+    /// MessageBird's legacy REST API (`rest.messagebird.com`), SMS and MMS.
+    MessageBird => "messagebird", messagebird::MessageBirdCredentials;
 }
 
 impl Credentials {
-    /// Which carrier these are for.
-    pub fn kind(&self) -> ProviderKind {
-        match self {
-            Credentials::Twilio(_) => ProviderKind::Twilio,
-            Credentials::Voipms(_) => ProviderKind::Voipms,
-            Credentials::Signal(_) => ProviderKind::Signal,
-            Credentials::Whatsapp(_) => ProviderKind::Whatsapp,
-            Credentials::Telnyx(_) => ProviderKind::Telnyx,
-            Credentials::Bandwidth(_) => ProviderKind::Bandwidth,
-            Credentials::Sinch(_) => ProviderKind::Sinch,
-            Credentials::Voicemeup(_) => ProviderKind::Voicemeup,
-            Credentials::Vonage(_) => ProviderKind::Vonage,
-            Credentials::Sendgrid(_) => ProviderKind::Sendgrid,
-            Credentials::Ses(_) => ProviderKind::Ses,
-            Credentials::Bird(_) => ProviderKind::Bird,
-            Credentials::Inteliquent(_) => ProviderKind::Inteliquent,
-            Credentials::MessageBird(_) => ProviderKind::MessageBird,
-            Credentials::Simulator => ProviderKind::Simulator,
-        }
-    }
-
-    /// Parses a provider config body from the admin API (`{"account_sid": …}` for twilio, …).
+    /// Parses and validates a carrier configuration from the admin API.
     pub fn from_admin_json(kind: ProviderKind, body: serde_json::Value) -> Result<Self, String> {
-        let parsed = match kind {
-            ProviderKind::Twilio => serde_json::from_value(body).map(Credentials::Twilio),
-            ProviderKind::Voipms => serde_json::from_value(body).map(Credentials::Voipms),
-            ProviderKind::Signal => serde_json::from_value(body).map(Credentials::Signal),
-            ProviderKind::Whatsapp => serde_json::from_value(body).map(Credentials::Whatsapp),
-            ProviderKind::Telnyx => serde_json::from_value(body).map(Credentials::Telnyx),
-            ProviderKind::Bandwidth => serde_json::from_value(body).map(Credentials::Bandwidth),
-            ProviderKind::Sinch => serde_json::from_value(body).map(Credentials::Sinch),
-            ProviderKind::Voicemeup => serde_json::from_value(body).map(Credentials::Voicemeup),
-            ProviderKind::Vonage => serde_json::from_value(body).map(Credentials::Vonage),
-            ProviderKind::Sendgrid => serde_json::from_value(body).map(Credentials::Sendgrid),
-            ProviderKind::Ses => serde_json::from_value(body).map(Credentials::Ses),
-            ProviderKind::Bird => serde_json::from_value(body).map(Credentials::Bird),
-            ProviderKind::Inteliquent => serde_json::from_value(body).map(Credentials::Inteliquent),
-            ProviderKind::MessageBird => serde_json::from_value(body).map(Credentials::MessageBird),
-            ProviderKind::Simulator => {
-                return Err("the simulator is configured only in demo mode".into())
-            }
-        };
-        let creds = parsed.map_err(|e| format!("invalid {kind} configuration: {e}"))?;
+        let creds = Credentials::parse(kind, body)?;
         creds.validate()?;
         Ok(creds)
-    }
-
-    /// Checks the configuration's shape and the strength of its webhook secrets; the error
-    /// names the field.
-    pub fn validate(&self) -> Result<(), String> {
-        let require = |ok: bool, what: &str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(format!("{what} must not be empty"))
-            }
-        };
-        // A secret that alone authenticates a carrier's webhooks (a URL secret, Basic
-        // credentials, a signing key) must resist guessing.
-        let strong = |secret: &Secret, field: &str| {
-            if secret.expose().chars().count() >= MIN_WEBHOOK_SECRET_CHARS {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{field} must be at least {MIN_WEBHOOK_SECRET_CHARS} characters \
-                     (it authenticates the carrier's webhooks)"
-                ))
-            }
-        };
-        match self {
-            Credentials::Twilio(c) => {
-                // The SID goes into the API path: only the documented shape is accepted.
-                let sid_ok = c.account_sid.len() == 34
-                    && c.account_sid.starts_with("AC")
-                    && c.account_sid[2..].bytes().all(|b| b.is_ascii_hexdigit());
-                require(sid_ok, "account_sid (AC + 32 hex)")?;
-                strong(&c.auth_token, "auth_token")?;
-                c.webhook_keys
-                    .values()
-                    .try_for_each(|k| strong(k, "webhook_keys"))
-            }
-            Credentials::Voipms(c) => {
-                require(!c.api_username.is_empty(), "api_username")?;
-                require(!c.api_password.expose().is_empty(), "api_password")?;
-                strong(&c.webhook_secret, "webhook_secret")
-            }
-            Credentials::Signal(c) => {
-                let url =
-                    url::Url::parse(&c.rpc_url).map_err(|_| "rpc_url must be a URL".to_string())?;
-                require(
-                    matches!(url.scheme(), "http" | "https"),
-                    "rpc_url (http or https)",
-                )
-            }
-            Credentials::Whatsapp(c) => {
-                // The id goes into the API path: digits only keep it a single path segment.
-                let id_ok = !c.phone_number_id.is_empty()
-                    && c.phone_number_id.bytes().all(|b| b.is_ascii_digit());
-                require(id_ok, "phone_number_id (digits)")?;
-                require(!c.access_token.expose().is_empty(), "access_token")?;
-                strong(&c.app_secret, "app_secret")?;
-                require(!c.verify_token.expose().is_empty(), "verify_token")
-            }
-            Credentials::Telnyx(c) => {
-                require(!c.api_key.expose().is_empty(), "api_key")?;
-                require(
-                    telnyx::public_key(&c.public_key).is_some(),
-                    "public_key (base64 Ed25519 public key, 32 bytes)",
-                )
-            }
-            Credentials::Bandwidth(c) => {
-                // The account id goes into the API path: digits keep it one path segment.
-                let id_ok =
-                    !c.account_id.is_empty() && c.account_id.bytes().all(|b| b.is_ascii_digit());
-                require(id_ok, "account_id (digits)")?;
-                require(!c.application_id.is_empty(), "application_id")?;
-                require(!c.api_username.is_empty(), "api_username")?;
-                require(!c.api_password.expose().is_empty(), "api_password")?;
-                // Basic auth: a colon in the user name would make the pair ambiguous.
-                require(
-                    !c.webhook_username.is_empty() && !c.webhook_username.contains(':'),
-                    "webhook_username (no colon)",
-                )?;
-                strong(&c.webhook_password, "webhook_password")
-            }
-            Credentials::Sinch(c) => {
-                // The plan id goes into the API path: letters and digits keep it one segment.
-                let id_ok = !c.service_plan_id.is_empty()
-                    && c.service_plan_id.bytes().all(|b| b.is_ascii_alphanumeric());
-                require(id_ok, "service_plan_id (letters and digits)")?;
-                require(!c.api_token.expose().is_empty(), "api_token")?;
-                strong(&c.app_secret, "app_secret")
-            }
-            Credentials::Voicemeup(c) => {
-                require(!c.username.is_empty(), "username")?;
-                require(!c.auth_token.expose().is_empty(), "auth_token")?;
-                strong(&c.webhook_secret, "webhook_secret")
-            }
-            Credentials::Vonage(c) => {
-                require(
-                    uuid::Uuid::parse_str(&c.application_id).is_ok(),
-                    "application_id (a UUID)",
-                )?;
-                // Signed with now, so a bad key is refused at configuration, not at the first
-                // send.
-                require(
-                    vonage::application_jwt(&c.application_id, &c.private_key, 0).is_some(),
-                    "private_key (an RSA private key in PEM)",
-                )?;
-                strong(&c.signature_secret, "signature_secret")
-            }
-            Credentials::Sendgrid(c) => {
-                require(!c.api_key.expose().is_empty(), "api_key")?;
-                strong(&c.webhook_secret, "webhook_secret")?;
-                require(
-                    sendgrid::event_public_key(&c.event_public_key).is_some(),
-                    "event_public_key (base64 DER of an ECDSA P-256 public key)",
-                )
-            }
-            Credentials::Ses(c) => {
-                // It goes into the Authorization header's credential: no separators.
-                require(
-                    !c.access_key_id.is_empty()
-                        && c.access_key_id.bytes().all(|b| b.is_ascii_alphanumeric()),
-                    "access_key_id (letters and digits)",
-                )?;
-                require(
-                    !c.secret_access_key.expose().is_empty(),
-                    "secret_access_key",
-                )?;
-                require(ses::valid_region(&c.region), "region (e.g. us-east-1)")?;
-                require(
-                    c.sns_topic_arns.len() <= 32
-                        && c.sns_topic_arns
-                            .iter()
-                            .all(|a| ses::sns::valid_topic_arn(a)),
-                    "sns_topic_arns (at most 32 SNS topic ARNs)",
-                )
-            }
-            Credentials::Bird(c) => {
-                // Both ids go into the API path: UUIDs keep them single path segments.
-                require(
-                    uuid::Uuid::parse_str(&c.workspace_id).is_ok(),
-                    "workspace_id (a UUID)",
-                )?;
-                require(
-                    uuid::Uuid::parse_str(&c.channel_id).is_ok(),
-                    "channel_id (a UUID)",
-                )?;
-                require(!c.access_key.expose().is_empty(), "access_key")?;
-                strong(&c.signing_key, "signing_key")
-            }
-            Credentials::Inteliquent(c) => {
-                require(!c.api_key.expose().is_empty(), "api_key")?;
-                strong(&c.webhook_key, "webhook_key")
-            }
-            Credentials::MessageBird(c) => {
-                // It goes into a header value.
-                require(
-                    !c.access_key.expose().is_empty()
-                        && c.access_key.expose().bytes().all(|b| b.is_ascii_graphic()),
-                    "access_key",
-                )?;
-                strong(&c.signing_key, "signing_key")
-            }
-            Credentials::Simulator => Ok(()),
-        }
     }
 
     /// The configuration with every secret replaced, safe to return from the API.
     pub fn redacted(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(obj) = v.as_object_mut() {
-            for key in [
-                "auth_token",
-                "api_password",
-                "webhook_secret",
-                "access_token",
-                "app_secret",
-                "verify_token",
-                "api_key",
-                "webhook_password",
-                "api_token",
-                "private_key",
-                "signature_secret",
-                "secret_access_key",
-                "access_key",
-                "signing_key",
-                "webhook_key",
-            ] {
-                if obj.contains_key(key) {
-                    obj.insert(key.into(), "***".into());
-                }
-            }
-            if let Some(keys) = obj.get_mut("webhook_keys").and_then(|k| k.as_object_mut()) {
-                for value in keys.values_mut() {
-                    *value = "***".into();
+            for field in self.secret_fields() {
+                match obj.get_mut(*field) {
+                    // A map of secrets (Twilio's webhook_keys): the names stay visible.
+                    Some(serde_json::Value::Object(secrets)) => {
+                        secrets.values_mut().for_each(|s| *s = "***".into())
+                    }
+                    Some(value) => *value = "***".into(),
+                    None => {}
                 }
             }
         }
         v
     }
-
-    /// Every secret value in this configuration (for log scrubbing tests and redaction).
-    pub fn secrets(&self) -> Vec<&str> {
-        match self {
-            Credentials::Twilio(c) => std::iter::once(c.auth_token.expose())
-                .chain(c.webhook_keys.values().map(Secret::expose))
-                .collect(),
-            Credentials::Voipms(c) => vec![c.api_password.expose(), c.webhook_secret.expose()],
-            Credentials::Whatsapp(c) => vec![
-                c.access_token.expose(),
-                c.app_secret.expose(),
-                c.verify_token.expose(),
-            ],
-            Credentials::Telnyx(c) => vec![c.api_key.expose()],
-            Credentials::Bandwidth(c) => vec![c.api_password.expose(), c.webhook_password.expose()],
-            Credentials::Sinch(c) => vec![c.api_token.expose(), c.app_secret.expose()],
-            Credentials::Voicemeup(c) => vec![c.auth_token.expose(), c.webhook_secret.expose()],
-            Credentials::Vonage(c) => vec![c.private_key.expose(), c.signature_secret.expose()],
-            Credentials::Sendgrid(c) => vec![c.api_key.expose(), c.webhook_secret.expose()],
-            Credentials::Ses(c) => vec![c.secret_access_key.expose()],
-            Credentials::Bird(c) => vec![c.access_key.expose(), c.signing_key.expose()],
-            Credentials::Inteliquent(c) => vec![c.api_key.expose(), c.webhook_key.expose()],
-            Credentials::MessageBird(c) => vec![c.access_key.expose(), c.signing_key.expose()],
-            Credentials::Signal(_) | Credentials::Simulator => vec![],
-        }
-    }
 }
 
-/// Fewest characters of a secret that alone authenticates a carrier's webhooks: URL secrets
-/// (VoIP.ms, VoiceMeUp, SendGrid Inbound Parse), Basic credentials (Bandwidth) and signing
-/// keys. The carriers' own generated secrets are all longer.
-pub const MIN_WEBHOOK_SECRET_CHARS: usize = 16;
+/// The declaration of a carrier (`None` for the simulator).
+pub fn carrier(kind: ProviderKind) -> Option<&'static Carrier> {
+    CARRIERS.iter().copied().find(|c| c.kind == kind)
+}
 
 /// Why a webhook was not accepted as authentic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -751,62 +421,37 @@ pub(crate) async fn read_media_body(
 /// Carrier API base URLs (platform configuration only, never request data).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderEndpoints {
-    /// Twilio REST API, default `https://api.twilio.com`.
-    pub twilio: String,
-    /// VoIP.ms REST endpoint, default `https://voip.ms/api/v1/rest.php`.
-    pub voipms: String,
-    /// WhatsApp Cloud API (Graph API, versioned), default `https://graph.facebook.com/v21.0`.
-    pub whatsapp: String,
-    /// Telnyx API, default `https://api.telnyx.com` (`/v2/messages` is appended).
-    pub telnyx: String,
-    /// Bandwidth Messaging API, default `https://messaging.bandwidth.com`
-    /// (`/api/v2/users/{accountId}/messages` is appended).
-    pub bandwidth: String,
-    /// Sinch SMS API of the platform's region, default `https://us.sms.api.sinch.com`
-    /// (`/xms/v1/{service_plan_id}/batches` is appended).
-    pub sinch: String,
-    /// VoiceMeUp API, default `https://clients.voicemeup.com/api/v1.1/json` (`/queue_sms` is
-    /// appended).
-    pub voicemeup: String,
-    /// Vonage Messages API, default `https://api.nexmo.com` (`/v1/messages` is appended).
-    pub vonage: String,
-    /// SendGrid API, default `https://api.sendgrid.com` (`/v3/mail/send` is appended).
-    pub sendgrid: String,
-    /// Amazon SES v2; empty (the default) for `https://email.{region}.amazonaws.com` of each
-    /// tenant's region (`/v2/email/outbound-emails` is appended).
-    pub ses: String,
-    /// Bird Channels API, default `https://api.bird.com`
-    /// (`/workspaces/{workspace}/channels/{channel}/messages` is appended).
-    pub bird: String,
-    /// Inteliquent Message Broker, default
-    /// `https://messagebroker.inteliquent.com/msgbroker/rest` (`/publishMessages` is appended).
-    pub inteliquent: String,
-    /// Amazon SNS: empty (the default) trusts signing certificates and subscription URLs only
-    /// on `https://sns.<region>.amazonaws.com`; otherwise only URLs starting with this (tests,
-    /// emulators).
+    /// Each carrier's base URL, where it differs from its declared default.
+    api_urls: BTreeMap<ProviderKind, String>,
+    /// Amazon SNS (SES over SNS): empty trusts signing certificates only on
+    /// `https://sns.<region>.amazonaws.com`; otherwise only URLs starting with this prefix.
     pub sns_cert_url_prefix: String,
-    /// MessageBird legacy REST API, default `https://rest.messagebird.com` (`/messages` and
-    /// `/mms` are appended).
-    pub messagebird: String,
 }
 
 impl Default for ProviderEndpoints {
+    /// Every carrier at its production URL.
     fn default() -> Self {
         ProviderEndpoints {
-            twilio: "https://api.twilio.com".into(),
-            voipms: "https://voip.ms/api/v1/rest.php".into(),
-            whatsapp: "https://graph.facebook.com/v21.0".into(),
-            telnyx: "https://api.telnyx.com".into(),
-            bandwidth: "https://messaging.bandwidth.com".into(),
-            sinch: "https://us.sms.api.sinch.com".into(),
-            voicemeup: "https://clients.voicemeup.com/api/v1.1/json".into(),
-            vonage: "https://api.nexmo.com".into(),
-            sendgrid: "https://api.sendgrid.com".into(),
-            ses: String::new(),
-            bird: "https://api.bird.com".into(),
-            inteliquent: "https://messagebroker.inteliquent.com/msgbroker/rest".into(),
+            api_urls: BTreeMap::new(),
             sns_cert_url_prefix: String::new(),
-            messagebird: "https://rest.messagebird.com".into(),
+        }
+    }
+}
+
+impl ProviderEndpoints {
+    /// Calls `kind` at `url` instead of its default.
+    pub fn with(mut self, kind: ProviderKind, url: impl Into<String>) -> Self {
+        self.api_urls.insert(kind, url.into());
+        self
+    }
+
+    /// The base URL `kind` is called at (empty for a carrier without one).
+    pub fn api_url(&self, kind: ProviderKind) -> &str {
+        match self.api_urls.get(&kind) {
+            Some(url) => url,
+            None => carrier(kind)
+                .and_then(|c| c.api_url)
+                .map_or("", |setting| setting.default),
         }
     }
 }
@@ -830,94 +475,22 @@ pub struct ProviderRegistry {
 }
 
 impl ProviderRegistry {
-    /// The production carriers; the simulator only when `demo` is set.
+    /// Every carrier of [`CARRIERS`]; the simulator only when `demo` is set.
     pub fn new(http: reqwest::Client, endpoints: &ProviderEndpoints, demo: bool) -> Self {
-        let mut adapters: BTreeMap<ProviderKind, Arc<dyn MessagingProviderAdapter>> =
-            BTreeMap::new();
-        adapters.insert(
-            ProviderKind::Twilio,
-            Arc::new(twilio::TwilioAdapter::new(http.clone(), &endpoints.twilio)),
-        );
-        adapters.insert(
-            ProviderKind::Voipms,
-            Arc::new(voipms::VoipmsAdapter::new(http.clone(), &endpoints.voipms)),
-        );
-        adapters.insert(
-            ProviderKind::Whatsapp,
-            Arc::new(whatsapp::WhatsappAdapter::new(
-                http.clone(),
-                &endpoints.whatsapp,
-            )),
-        );
-        adapters.insert(
-            ProviderKind::Telnyx,
-            Arc::new(telnyx::TelnyxAdapter::new(http.clone(), &endpoints.telnyx)),
-        );
-        adapters.insert(
-            ProviderKind::Bandwidth,
-            Arc::new(bandwidth::BandwidthAdapter::new(
-                http.clone(),
-                &endpoints.bandwidth,
-            )),
-        );
-        adapters.insert(
-            ProviderKind::Sinch,
-            Arc::new(sinch::SinchAdapter::new(http.clone(), &endpoints.sinch)),
-        );
-        adapters.insert(
-            ProviderKind::Voicemeup,
-            Arc::new(voicemeup::VoicemeupAdapter::new(
-                http.clone(),
-                &endpoints.voicemeup,
-            )),
-        );
-        adapters.insert(
-            ProviderKind::Vonage,
-            Arc::new(vonage::VonageAdapter::new(http.clone(), &endpoints.vonage)),
-        );
-        adapters.insert(
-            ProviderKind::Sendgrid,
-            Arc::new(sendgrid::SendgridAdapter::new(
-                http.clone(),
-                &endpoints.sendgrid,
-            )),
-        );
-        adapters.insert(
-            ProviderKind::Ses,
-            Arc::new(ses::SesAdapter::new(http.clone(), &endpoints.ses)),
-        );
-        adapters.insert(
-            ProviderKind::Bird,
-            Arc::new(bird::BirdAdapter::new(http.clone(), &endpoints.bird)),
-        );
-        adapters.insert(
-            ProviderKind::Inteliquent,
-            Arc::new(inteliquent::InteliquentAdapter::new(
-                http.clone(),
-                &endpoints.inteliquent,
-            )),
-        );
-        let sns = Arc::new(ses::sns::SnsVerifier::new(
-            http.clone(),
-            ses::sns::UrlRule::new(&endpoints.sns_cert_url_prefix),
-        ));
-        adapters.insert(
-            ProviderKind::MessageBird,
-            Arc::new(messagebird::MessageBirdAdapter::new(
-                http.clone(),
-                &endpoints.messagebird,
-            )),
-        );
-        adapters.insert(
-            ProviderKind::Signal,
-            Arc::new(signal::SignalAdapter::new(http)),
-        );
+        let mut adapters: BTreeMap<ProviderKind, Arc<dyn MessagingProviderAdapter>> = CARRIERS
+            .iter()
+            .map(|c| (c.kind, (c.adapter)(http.clone(), endpoints.api_url(c.kind))))
+            .collect();
         if demo {
             adapters.insert(
                 ProviderKind::Simulator,
                 Arc::new(simulator::SimulatorAdapter),
             );
         }
+        let sns = Arc::new(ses::sns::SnsVerifier::new(
+            http,
+            ses::sns::UrlRule::new(&endpoints.sns_cert_url_prefix),
+        ));
         ProviderRegistry { adapters, sns }
     }
 
@@ -1233,6 +806,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_carriers_declared_secrets_are_redacted() {
+        for credentials in Credentials::examples() {
+            let kind = credentials.kind();
+            let shown = credentials.redacted().to_string();
+            assert!(
+                shown.contains(&format!("\"provider\":\"{kind}\"")),
+                "{shown}"
+            );
+            for secret in credentials.secrets() {
+                assert!(!shown.contains(secret), "{kind} shows a secret: {shown}");
+            }
+            let stored = serde_json::to_value(&credentials).unwrap();
+            for field in credentials.secret_fields() {
+                assert!(stored.get(*field).is_some(), "{kind} has no field {field}");
+            }
+            assert_eq!(carrier(kind).map(|c| c.kind), Some(kind));
+        }
+        assert_eq!(Credentials::examples().len(), CARRIERS.len());
+        assert!(carrier(ProviderKind::Simulator).is_none());
+    }
+
+    #[test]
     fn only_pictures_sound_and_video_are_shown_inline() {
         let of = |t: Option<&str>| MediaContent {
             content_type: t.map(str::to_owned),
@@ -1269,73 +864,6 @@ mod tests {
             creds.secrets(),
             vec!["tok-very-secret", "shared-very-secret"]
         );
-    }
-
-    #[test]
-    fn whatsapp_secrets_are_redacted() {
-        let creds = Credentials::Whatsapp(WhatsappCredentials {
-            phone_number_id: "106540352242922".into(),
-            access_token: Secret::new("EAAG-access-secret"),
-            app_secret: Secret::new("app-very-secret"),
-            verify_token: Secret::new("verify-very-secret"),
-        });
-        let shown = format!("{creds:?} {}", creds.redacted());
-        for secret in [
-            "EAAG-access-secret",
-            "app-very-secret",
-            "verify-very-secret",
-        ] {
-            assert!(!shown.contains(secret), "{shown}");
-        }
-        assert!(shown.contains("106540352242922"));
-        assert_eq!(creds.redacted()["provider"], "whatsapp");
-        assert_eq!(
-            creds.secrets(),
-            vec![
-                "EAAG-access-secret",
-                "app-very-secret",
-                "verify-very-secret"
-            ]
-        );
-    }
-
-    #[test]
-    fn whatsapp_admin_json_is_validated() {
-        let ok = serde_json::json!({"phone_number_id": "106540352242922", "access_token": "t",
-            "app_secret": "meta-app-secret-0001", "verify_token": "v"});
-        assert_eq!(
-            Credentials::from_admin_json(ProviderKind::Whatsapp, ok)
-                .unwrap()
-                .kind(),
-            ProviderKind::Whatsapp
-        );
-        let traversal = serde_json::json!({"phone_number_id": "1/../me", "access_token": "t",
-            "app_secret": "s", "verify_token": "v"});
-        assert!(Credentials::from_admin_json(ProviderKind::Whatsapp, traversal).is_err());
-        let empty = serde_json::json!({"phone_number_id": "1", "access_token": "t",
-            "app_secret": "", "verify_token": "v"});
-        assert!(Credentials::from_admin_json(ProviderKind::Whatsapp, empty).is_err());
-    }
-
-    #[test]
-    fn telnyx_admin_json_is_validated_and_redacted() {
-        let key = "H1DCBogd1myv/s9jVKJLikB0GpWKvr2y6bZiwSGrJ0M=";
-        let ok = serde_json::json!({"api_key": "KEY-telnyx-very-secret", "public_key": key});
-        let creds = Credentials::from_admin_json(ProviderKind::Telnyx, ok).unwrap();
-        assert_eq!(creds.kind(), ProviderKind::Telnyx);
-        let shown = format!("{creds:?} {}", creds.redacted());
-        assert!(!shown.contains("KEY-telnyx-very-secret"), "{shown}");
-        assert!(shown.contains(key), "the public key is not secret: {shown}");
-        assert_eq!(creds.redacted()["provider"], "telnyx");
-        assert_eq!(creds.secrets(), vec!["KEY-telnyx-very-secret"]);
-        for bad in [
-            serde_json::json!({"api_key": "", "public_key": key}),
-            serde_json::json!({"api_key": "k", "public_key": "c2hvcnQ="}),
-            serde_json::json!({"api_key": "k", "public_key": "not base64"}),
-            serde_json::json!({"api_key": "k"}),
-        ] {
-            assert!(Credentials::from_admin_json(ProviderKind::Telnyx, bad).is_err());
-        }
     }
 
     #[tokio::test]
@@ -1377,135 +905,6 @@ mod tests {
     }
 
     #[test]
-    fn voicemeup_admin_json_is_validated_and_redacted() {
-        let ok = serde_json::json!({"username": "dispatch", "auth_token": "vmu-token-very-secret",
-            "webhook_secret": "vmu-hook-very-secret"});
-        let creds = Credentials::from_admin_json(ProviderKind::Voicemeup, ok).unwrap();
-        assert_eq!(creds.kind(), ProviderKind::Voicemeup);
-        let shown = format!("{creds:?} {}", creds.redacted());
-        for secret in ["vmu-token-very-secret", "vmu-hook-very-secret"] {
-            assert!(!shown.contains(secret), "{shown}");
-        }
-        assert!(shown.contains("dispatch"));
-        assert_eq!(creds.redacted()["provider"], "voicemeup");
-        assert_eq!(
-            creds.secrets(),
-            vec!["vmu-token-very-secret", "vmu-hook-very-secret"]
-        );
-        for bad in [
-            serde_json::json!({"username": "", "auth_token": "t", "webhook_secret": "s"}),
-            serde_json::json!({"username": "u", "auth_token": "t", "webhook_secret": ""}),
-            serde_json::json!({"username": "u", "auth_token": "t"}),
-        ] {
-            assert!(Credentials::from_admin_json(ProviderKind::Voicemeup, bad).is_err());
-        }
-    }
-
-    #[test]
-    fn bandwidth_admin_json_is_validated_and_redacted() {
-        let ok = serde_json::json!({"account_id": "9900000", "application_id": "app-1",
-            "api_username": "api-user", "api_password": "bw-api-very-secret",
-            "webhook_username": "hooks", "webhook_password": "bw-hook-very-secret"});
-        let creds = Credentials::from_admin_json(ProviderKind::Bandwidth, ok.clone()).unwrap();
-        assert_eq!(creds.kind(), ProviderKind::Bandwidth);
-        let shown = format!("{creds:?} {}", creds.redacted());
-        for secret in ["bw-api-very-secret", "bw-hook-very-secret"] {
-            assert!(!shown.contains(secret), "{shown}");
-        }
-        assert!(
-            shown.contains("9900000") && shown.contains("hooks"),
-            "{shown}"
-        );
-        assert_eq!(creds.redacted()["provider"], "bandwidth");
-        assert_eq!(
-            creds.secrets(),
-            vec!["bw-api-very-secret", "bw-hook-very-secret"]
-        );
-        for (field, bad) in [
-            ("account_id", "99/00"),
-            ("account_id", ""),
-            ("application_id", ""),
-            ("api_username", ""),
-            ("api_password", ""),
-            ("webhook_username", "a:b"),
-            ("webhook_password", "short"),
-        ] {
-            let mut body = ok.clone();
-            body[field] = bad.into();
-            assert!(Credentials::from_admin_json(ProviderKind::Bandwidth, body).is_err());
-        }
-    }
-
-    #[test]
-    fn sinch_admin_json_is_validated_and_redacted() {
-        let ok = serde_json::json!({"service_plan_id": "a1b2c3d4e5f6", "api_token": "sinch-token-very-secret",
-            "app_secret": "sinch-app-very-secret"});
-        let creds = Credentials::from_admin_json(ProviderKind::Sinch, ok.clone()).unwrap();
-        assert_eq!(creds.kind(), ProviderKind::Sinch);
-        let shown = format!("{creds:?} {}", creds.redacted());
-        for secret in ["sinch-token-very-secret", "sinch-app-very-secret"] {
-            assert!(!shown.contains(secret), "{shown}");
-        }
-        assert!(shown.contains("a1b2c3d4e5f6"), "{shown}");
-        assert_eq!(creds.redacted()["provider"], "sinch");
-        assert_eq!(
-            creds.secrets(),
-            vec!["sinch-token-very-secret", "sinch-app-very-secret"]
-        );
-        for (field, bad) in [
-            ("service_plan_id", "../x"),
-            ("service_plan_id", ""),
-            ("api_token", ""),
-            ("app_secret", ""),
-        ] {
-            let mut body = ok.clone();
-            body[field] = bad.into();
-            assert!(Credentials::from_admin_json(ProviderKind::Sinch, body).is_err());
-        }
-    }
-
-    #[test]
-    fn vonage_admin_json_is_validated_and_redacted() {
-        let pem = std::fs::read_to_string(format!(
-            "{}/../../tests/fixtures/keys/vonage-test-private.pem",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
-        let ok = serde_json::json!({"application_id": "aaaaaaaa-0000-4000-8000-0000000000a1",
-            "private_key": pem, "signature_secret": "vonage-signature-very-secret"});
-        let creds = Credentials::from_admin_json(ProviderKind::Vonage, ok.clone()).unwrap();
-        assert_eq!(creds.kind(), ProviderKind::Vonage);
-        let shown = format!("{creds:?} {}", creds.redacted());
-        for secret in ["PRIVATE KEY", "vonage-signature-very-secret"] {
-            assert!(!shown.contains(secret), "{shown}");
-        }
-        assert!(
-            shown.contains("aaaaaaaa-0000-4000-8000-0000000000a1"),
-            "{shown}"
-        );
-        assert_eq!(
-            creds.secrets(),
-            vec![pem.as_str(), "vonage-signature-very-secret"]
-        );
-        for (field, bad) in [
-            ("application_id", "not-a-uuid"),
-            (
-                "private_key",
-                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-            ),
-            ("private_key", ""),
-            ("signature_secret", "short"),
-        ] {
-            let mut body = ok.clone();
-            body[field] = bad.into();
-            assert!(
-                Credentials::from_admin_json(ProviderKind::Vonage, body).is_err(),
-                "{field}"
-            );
-        }
-    }
-
-    #[test]
     fn a_phone_channel_goes_between_numbers_and_email_between_email_addresses() {
         let sms = test_support::nanp_outbound("hi", &[]);
         assert!(carries("Twilio", &[Channel::Sms], &sms).is_ok());
@@ -1528,60 +927,6 @@ mod tests {
         assert!(carries("SendGrid", &[Channel::Email], &email).is_err());
         email.from = crate::domain::Address::from_stored("dispatch@example.org").unwrap();
         assert!(carries("SendGrid", &[Channel::Email], &email).is_ok());
-    }
-
-    #[test]
-    fn inteliquent_admin_json_is_validated_and_redacted() {
-        let ok = serde_json::json!({"api_key": "iq-api-very-secret",
-            "webhook_key": "iq-webhook-very-secret"});
-        let creds = Credentials::from_admin_json(ProviderKind::Inteliquent, ok.clone()).unwrap();
-        assert_eq!(creds.kind(), ProviderKind::Inteliquent);
-        let shown = format!("{creds:?} {}", creds.redacted());
-        for secret in ["iq-api-very-secret", "iq-webhook-very-secret"] {
-            assert!(!shown.contains(secret), "{shown}");
-        }
-        assert_eq!(creds.redacted()["provider"], "inteliquent");
-        assert_eq!(
-            creds.secrets(),
-            vec!["iq-api-very-secret", "iq-webhook-very-secret"]
-        );
-        for (field, bad) in [("api_key", ""), ("webhook_key", "short")] {
-            let mut body = ok.clone();
-            body[field] = bad.into();
-            assert!(
-                Credentials::from_admin_json(ProviderKind::Inteliquent, body).is_err(),
-                "{field}"
-            );
-        }
-    }
-
-    #[test]
-    fn messagebird_admin_json_is_validated_and_redacted() {
-        let ok = serde_json::json!({"access_key": "mb-live-access-secret",
-            "signing_key": "mb-signing-very-secret"});
-        let creds = Credentials::from_admin_json(ProviderKind::MessageBird, ok.clone()).unwrap();
-        assert_eq!(creds.kind(), ProviderKind::MessageBird);
-        let shown = format!("{creds:?} {}", creds.redacted());
-        for secret in ["mb-live-access-secret", "mb-signing-very-secret"] {
-            assert!(!shown.contains(secret), "{shown}");
-        }
-        assert_eq!(creds.redacted()["provider"], "messagebird");
-        assert_eq!(
-            creds.secrets(),
-            vec!["mb-live-access-secret", "mb-signing-very-secret"]
-        );
-        for (field, bad) in [
-            ("access_key", ""),
-            ("access_key", "two words"),
-            ("signing_key", "short"),
-        ] {
-            let mut body = ok.clone();
-            body[field] = bad.into();
-            assert!(
-                Credentials::from_admin_json(ProviderKind::MessageBird, body).is_err(),
-                "{field}"
-            );
-        }
     }
 
     #[test]

@@ -36,11 +36,16 @@ use chrono::Utc;
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{DerSignature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::carrier::{
+    require, strong, ApiUrlSetting, Carrier, CarrierConfig, Receives, SigningKey, TestInbound,
+    TestWebhook, WebhookRoute,
+};
+use super::Secret;
 use super::{
     carries, check_url_secret, email_text, inbound_email_text, named_failure, network_error,
     retry_after, Credentials, MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
@@ -49,6 +54,7 @@ use crate::domain::{
     Address, Channel, DeliveryStatus, EmailAddress, InboundMessage, OutboundMessage, ProviderKind,
     SendError, SendResult, StatusUpdate, WebhookEvent,
 };
+use std::sync::Arc;
 
 /// The Event Webhook's signature header.
 pub const SIGNATURE_HEADER: &str = "x-twilio-email-event-webhook-signature";
@@ -525,6 +531,119 @@ fn inbound_email(request: &WebhookRequest) -> Result<InboundMessage, ParseError>
     })
 }
 
+/// SendGrid credentials: the API key sends, the secret in the Inbound Parse URL authenticates
+/// received email, the account's verification key checks the signed Event Webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendgridCredentials {
+    /// API key with Mail Send access (`SG.…`), sent as a Bearer token.
+    pub api_key: Secret,
+    /// The `secret=` query value of the Inbound Parse URL configured at SendGrid (SendGrid
+    /// signs nothing there).
+    pub webhook_secret: Secret,
+    /// The Event Webhook's verification key as the SendGrid console shows it: base64 DER
+    /// (SPKI) of an ECDSA P-256 public key (not secret).
+    pub event_public_key: String,
+}
+
+impl CarrierConfig for SendgridCredentials {
+    const SECRET_FIELDS: &'static [&'static str] = &["api_key", "webhook_secret"];
+
+    fn validate(&self) -> Result<(), String> {
+        require(!self.api_key.expose().is_empty(), "api_key")?;
+        strong(&self.webhook_secret, "webhook_secret")?;
+        require(
+            event_public_key(&self.event_public_key).is_some(),
+            "event_public_key (base64 DER of an ECDSA P-256 public key)",
+        )
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        vec![self.api_key.expose(), self.webhook_secret.expose()]
+    }
+
+    fn example() -> Self {
+        SendgridCredentials {
+            api_key: Secret::new("sendgrid-api-key-secret"),
+            webhook_secret: Secret::new("sendgrid-webhook-secret"),
+            event_public_key: "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEH3+aj/qEATycUbqgPpiYP3Ggxs/jlarOe27T5pQiIlTlQgO+TD80efjJxCQVyJzR0ULDAngVQzMjpm13KYcTkQ==".into(),
+        }
+    }
+}
+
+/// The Omni declaration of Sendgrid.
+pub const CARRIER: Carrier = Carrier {
+    kind: ProviderKind::Sendgrid,
+    api_url: Some(ApiUrlSetting {
+        env: "OMNI_SENDGRID_API_URL",
+        default: "https://api.sendgrid.com",
+        help: "SendGrid API base URL (`/v3/mail/send` is appended).",
+    }),
+    webhooks: &[
+        WebhookRoute::post("/webhooks/sendgrid", Receives::Inbound),
+        WebhookRoute::post("/webhooks/sendgrid/events", Receives::Status),
+    ],
+    adapter: |http, base_url| Arc::new(SendgridAdapter::new(http, base_url)),
+    platform_config: None,
+    test_webhook: TestWebhook::Signer {
+        help: "Inbound Parse: an email as a multipart POST with the tenant's secret in the URL; \
+               --from and --to are email addresses; --secret: the webhook secret",
+        sign: sign_test_webhook,
+    },
+    openapi: OPENAPI,
+};
+
+/// An Inbound Parse post as SendGrid makes it: the email's fields as multipart/form-data,
+/// the tenant's secret in the URL.
+fn sign_test_webhook(
+    message: &TestInbound,
+    key: SigningKey<'_>,
+) -> Result<Vec<WebhookRequest>, String> {
+    message.unsplit("SendGrid")?;
+    if !message.media.is_empty() {
+        return Err("SendGrid posts attachments as files, which this command does not send".into());
+    }
+    let (from, to) = message.addresses()?;
+    let secret = key.secret(|c| SendgridCredentials::of(c).map(|c| &c.webhook_secret))?;
+    let query =
+        serde_urlencoded::to_string([("secret", secret.as_str())]).map_err(|e| e.to_string())?;
+    let id = message.id_or(|| format!("<{}@omni-webhook-send>", Uuid::new_v4().simple()));
+    let boundary = format!("omni{}", Uuid::new_v4().simple());
+    let envelope = serde_json::json!({"to": [to.as_str()], "from": from.as_str()}).to_string();
+    let fields = [
+        (
+            "headers",
+            format!("Message-ID: {id}\nSubject: omni webhook send\n"),
+        ),
+        ("from", from.to_string()),
+        ("to", to.to_string()),
+        ("subject", "omni webhook send".to_string()),
+        ("text", message.body.clone()),
+        ("envelope", envelope),
+        ("attachments", "0".to_string()),
+    ];
+    let mut body = String::new();
+    for (name, value) in fields {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    Ok(vec![message.post(
+        &format!("/webhooks/sendgrid?{query}"),
+        &format!("multipart/form-data; boundary={boundary}"),
+        Vec::new(),
+        body.into_bytes(),
+    )])
+}
+
+/// The webhook routes' part of the OpenAPI document.
+const OPENAPI: &str = r##"{"paths": {
+"/webhooks/sendgrid": {"post": {"summary": "SendGrid Inbound Parse: an email to a tenant's registered address (multipart/form-data: from, to, subject, text, headers, envelope, charsets, attachments). SendGrid signs nothing: the Parse URL carries the tenant's webhook_secret. Routed by the envelope's first recipient (the `to` header without an envelope); the sender's address is the conversation's contact. Attachments are named in the text, not kept", "parameters": [{"name": "secret", "in": "query", "required": true, "schema": {"type": "string"}, "description": "the tenant's SendGrid webhook_secret, compared in constant time"}], "requestBody": {"required": true, "content": {"multipart/form-data": {"schema": {"$ref": "#/components/schemas/SendgridInbound"}}}}, "responses": {"200": {"description": "accepted", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}}}},
+"/webhooks/sendgrid/events": {"post": {"summary": "SendGrid Event Webhook (a JSON array: processed, deferred, delivered, open, bounce, blocked, dropped; others are acknowledged and ignored), signed with ECDSA P-256 over timestamp + body; routed by the custom argument omni_from (the tenant address a message was sent from); events without it concern mail Omni did not send and are ignored", "parameters": [{"name": "X-Twilio-Email-Event-Webhook-Signature", "in": "header", "required": true, "schema": {"type": "string"}, "description": "base64 DER ECDSA P-256 / SHA-256 signature of the timestamp header followed by the raw body, checked with the tenant's event_public_key"}, {"name": "X-Twilio-Email-Event-Webhook-Timestamp", "in": "header", "required": true, "schema": {"type": "string"}, "description": "the signed timestamp (Unix seconds)"}], "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object", "required": ["event"], "properties": {"event": {"type": "string"}, "sg_message_id": {"type": "string", "description": "X-Message-Id of the send, then `.` and SendGrid's suffix"}, "email": {"type": "string"}, "reason": {"type": "string"}, "status": {"type": "string"}, "response": {"type": "string"}, "omni_from": {"type": "string", "description": "custom argument Omni sets on every send"}, "omni_message_id": {"type": "string", "description": "custom argument Omni sets on every send"}}}}}}}, "responses": {"200": {"description": "accepted", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}}}}
+}, "schemas": {
+"SendgridInbound": {"type": "object", "required": ["from", "to"], "properties": {"from": {"type": "string", "description": "the From header (`Name <address>`)"}, "to": {"type": "string", "description": "the To header"}, "subject": {"type": "string"}, "text": {"type": "string", "description": "the plain-text body; the subject stands in when it is empty"}, "html": {"type": "string", "description": "not read"}, "headers": {"type": "string", "description": "the raw header block; its Message-ID deduplicates redeliveries"}, "envelope": {"type": "string", "description": "JSON {\"to\": [...], \"from\": \"...\"}, the SMTP envelope; preferred to the headers"}, "charsets": {"type": "string", "description": "JSON field → charset; UTF-8 and ISO-8859-1 are read"}, "attachments": {"type": "string", "description": "how many file parts follow (attachment1…N)"}}}
+}}"##;
+
 #[cfg(test)]
 mod tests {
     //! The Event Webhook vector was made with OpenSSL, with the test key
@@ -534,7 +653,7 @@ mod tests {
     //! openssl ecparam -name prime256v1 -genkey -noout -out key.pem
     //! openssl pkcs8 -topk8 -nocrypt -in key.pem -out sendgrid-test-private.pem
     //! openssl ec -in key.pem -pubout -outform DER | base64 -w0          # PUBLIC_KEY
-    //! printf '%s' "$BODY" > body.json; printf '1764500000' | cat - body.json > signed
+    //! tests/fixtures/sendgrid_event_delivered.json is body.json; printf '1764500000' | cat - body.json > signed
     //! openssl dgst -sha256 -sign key.pem signed | base64 -w0           # SIGNATURE
     //! ```
 
@@ -546,7 +665,13 @@ mod tests {
 
     const PUBLIC_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEH3+aj/qEATycUbqgPpiYP3Ggxs/jlarOe27T5pQiIlTlQgO+TD80efjJxCQVyJzR0ULDAngVQzMjpm13KYcTkQ==";
     const TIMESTAMP: &str = "1764500000";
-    const BODY: &str = r#"[{"email":"jane@example.org","timestamp":1764500000,"event":"delivered","sg_event_id":"ZGVsaXZlcmVkLTAtMTIzNDU2","sg_message_id":"W4Qx1yLkTgyd5rM2bGQx8w.filterdrecv-5645d9c87f-7mz4q-1-69A1B2C3-4.0","response":"250 OK","omni_message_id":"0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","omni_from":"dispatch@north.example"}]"#;
+    /// The signed Event Webhook body (`BODY` above), exactly as signed: no trailing newline.
+    fn body() -> String {
+        String::from_utf8(crate::providers::test_support::fixture(
+            "sendgrid_event_delivered.json",
+        ))
+        .unwrap()
+    }
     const SIGNATURE: &str = "MEUCICEC+Xjoxq9hbSRu0zO9BASzScjAlIJW+GYKn4F5/iPcAiEAzw0r4tUbRSObVIBuLLi7Yncb4fJJwD814DA+SLLlAcA=";
     /// Another P-256 public key (`openssl ecparam … -genkey`, its private half discarded).
     const OTHER_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE4/pWkHP9/W898rAFFRk5TwFYZMvnGldlQRTEUo8mlGmjCjnz5sLoJrgJUratGdliuogVKEIaBo3ASOfmlR8FPQ==";
@@ -730,16 +855,16 @@ mod tests {
     #[test]
     fn the_openssl_event_vector_verifies_and_nothing_else_does() {
         let a = adapter("http://unused");
-        let good = events_request(Some(SIGNATURE), Some(TIMESTAMP), BODY);
+        let good = events_request(Some(SIGNATURE), Some(TIMESTAMP), &body());
         assert_eq!(a.verify_inbound(&good, &creds(PUBLIC_KEY)), Ok(()));
-        let tampered = BODY.replace("delivered", "bounce");
+        let tampered = body().replace("delivered", "bounce");
         for (request, key) in [
             (
-                events_request(Some(SIGNATURE), Some(TIMESTAMP), BODY),
+                events_request(Some(SIGNATURE), Some(TIMESTAMP), &body()),
                 OTHER_KEY,
             ),
             (
-                events_request(Some(SIGNATURE), Some("1764500001"), BODY),
+                events_request(Some(SIGNATURE), Some("1764500001"), &body()),
                 PUBLIC_KEY,
             ),
             (
@@ -747,11 +872,11 @@ mod tests {
                 PUBLIC_KEY,
             ),
             (
-                events_request(Some("bm90IGEgc2lnbmF0dXJl"), Some(TIMESTAMP), BODY),
+                events_request(Some("bm90IGEgc2lnbmF0dXJl"), Some(TIMESTAMP), &body()),
                 PUBLIC_KEY,
             ),
             (
-                events_request(Some("%%%"), Some(TIMESTAMP), BODY),
+                events_request(Some("%%%"), Some(TIMESTAMP), &body()),
                 PUBLIC_KEY,
             ),
         ] {
@@ -761,8 +886,8 @@ mod tests {
             );
         }
         for request in [
-            events_request(None, Some(TIMESTAMP), BODY),
-            events_request(Some(SIGNATURE), None, BODY),
+            events_request(None, Some(TIMESTAMP), &body()),
+            events_request(Some(SIGNATURE), None, &body()),
         ] {
             assert_eq!(
                 a.verify_inbound(&request, &creds(PUBLIC_KEY)),

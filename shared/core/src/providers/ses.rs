@@ -36,6 +36,11 @@ use sha2::{Digest, Sha256};
 
 pub mod sns;
 
+use super::carrier::{
+    require, ApiUrlSetting, Carrier, CarrierConfig, Receives, TestWebhook, WebhookHandler,
+    WebhookRoute,
+};
+use super::Secret;
 use super::{
     carries, email_text, inbound_email_text, named_failure, network_error, retry_after,
     Credentials, MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
@@ -44,6 +49,8 @@ use crate::domain::{
     Address, Channel, DeliveryStatus, EmailAddress, InboundMessage, OutboundMessage, ProviderKind,
     SendError, SendResult, StatusUpdate, WebhookEvent,
 };
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The SigV4 service name of SES (v1 and v2 alike).
 const SERVICE: &str = "ses";
@@ -612,6 +619,89 @@ fn received_email(value: &Value) -> Result<SesNotification, ParseError> {
         },
     }))
 }
+
+/// Amazon SES credentials: an IAM access key allowed `ses:SendEmail`, and the region whose SES
+/// the tenant's sending identity is verified in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SesCredentials {
+    /// Access key id (`AKIA…`, not secret).
+    pub access_key_id: String,
+    /// Secret access key (signs each request, SigV4).
+    pub secret_access_key: Secret,
+    /// AWS region, e.g. `us-east-1`; it names the endpoint host.
+    pub region: String,
+    /// The Amazon SNS topics (ARNs, not secret) whose messages to `/webhooks/ses` are this
+    /// tenant's: received email and SES events published to them. A message on a topic no
+    /// tenant lists is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sns_topic_arns: Vec<String>,
+}
+
+impl CarrierConfig for SesCredentials {
+    const SECRET_FIELDS: &'static [&'static str] = &["secret_access_key"];
+
+    fn validate(&self) -> Result<(), String> {
+        // It goes into the Authorization header's credential: no separators.
+        require(
+            !self.access_key_id.is_empty()
+                && self
+                    .access_key_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric()),
+            "access_key_id (letters and digits)",
+        )?;
+        require(
+            !self.secret_access_key.expose().is_empty(),
+            "secret_access_key",
+        )?;
+        require(valid_region(&self.region), "region (e.g. us-east-1)")?;
+        require(
+            self.sns_topic_arns.len() <= 32
+                && self.sns_topic_arns.iter().all(|a| sns::valid_topic_arn(a)),
+            "sns_topic_arns (at most 32 SNS topic ARNs)",
+        )
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        vec![self.secret_access_key.expose()]
+    }
+
+    fn example() -> Self {
+        SesCredentials {
+            access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+            secret_access_key: Secret::new("ses-secret-access-key-secret"),
+            region: "us-east-1".into(),
+            sns_topic_arns: Vec::new(),
+        }
+    }
+}
+
+/// The Omni declaration of Ses.
+pub const CARRIER: Carrier = Carrier {
+    kind: ProviderKind::Ses,
+    api_url: Some(ApiUrlSetting {
+        env: "OMNI_SES_API_URL",
+        default: "",
+        help: "Amazon SES v2 base URL; empty for each tenant region's own (`https://email.{region}.amazonaws.com`).",
+    }),
+    webhooks: &[WebhookRoute::post("/webhooks/ses", Receives::Both).served_by(WebhookHandler::AmazonSns)],
+    adapter: |http, base_url| Arc::new(SesAdapter::new(http, base_url)),
+    platform_config: None,
+    test_webhook: TestWebhook::Unsupported(
+        "SES reaches Omni through Amazon SNS, signed with AWS's own key: `omni webhook send` \
+         cannot sign as AWS. Send a real email to an address of an SES receipt rule with an SNS \
+         action (see README, Amazon SES), or run the e2e tests, which serve a test certificate \
+         through OMNI_SNS_CERT_URL_PREFIX",
+    ),
+    openapi: OPENAPI,
+};
+
+/// The webhook routes' part of the OpenAPI document.
+const OPENAPI: &str = r##"{"paths": {
+"/webhooks/ses": {"post": {"summary": "Amazon SES over Amazon SNS (an HTTPS subscription to the tenant's SNS topics): SubscriptionConfirmation (confirmed by calling its SubscribeURL when the topic is in some tenant's SES sns_topic_arns), Notification (an SES receipt notification from a receipt rule's SNS action: the email's raw MIME in content, UTF8 or BASE64, routed by the first receipt recipient that is a tenant's address; or an SES event-publishing record from a configuration set's SNS destination, moving the status of an email Omni sent) and UnsubscribeConfirmation (acknowledged). Every message must carry a valid SNS signature (SignatureVersion 1 or 2) under the certificate at its SigningCertURL (https://sns.<region>.amazonaws.com/…pem, or OMNI_SNS_CERT_URL_PREFIX), and its TopicArn must be one the routed tenant lists. Spam or virus verdicts of FAIL, receipts without content (S3 action), SES feedback notifications and events about mail Omni did not send are acknowledged and dropped", "requestBody": {"required": true, "content": {"text/plain": {"schema": {"$ref": "#/components/schemas/SnsMessage"}}, "application/json": {"schema": {"$ref": "#/components/schemas/SnsMessage"}}}}, "responses": {"200": {"description": "accepted (stored, confirmed, or verified and dropped)", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}, "502": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}}}
+}, "schemas": {
+"SnsMessage": {"type": "object", "description": "An Amazon SNS HTTP(S) message (JSON, sent as text/plain)", "required": ["Type", "MessageId", "TopicArn", "Message", "Timestamp", "SignatureVersion", "Signature", "SigningCertURL"], "properties": {"Type": {"type": "string", "enum": ["SubscriptionConfirmation", "Notification", "UnsubscribeConfirmation"]}, "MessageId": {"type": "string"}, "TopicArn": {"type": "string", "description": "must be listed in the tenant's SES sns_topic_arns"}, "Subject": {"type": "string"}, "Message": {"type": "string", "description": "for SES: a JSON receipt notification or event record, as a string"}, "Timestamp": {"type": "string"}, "SignatureVersion": {"type": "string", "enum": ["1", "2"], "description": "1: RSA PKCS#1 v1.5 over SHA-1; 2: over SHA-256"}, "Signature": {"type": "string", "description": "base64"}, "SigningCertURL": {"type": "string", "format": "uri"}, "SubscribeURL": {"type": "string", "format": "uri", "description": "confirmations only"}, "Token": {"type": "string", "description": "confirmations only"}, "UnsubscribeURL": {"type": "string", "format": "uri"}}}
+}}"##;
 
 #[cfg(test)]
 mod tests {

@@ -13,14 +13,17 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use super::carrier::{require, Carrier, CarrierConfig, TestWebhook};
 use super::{
-    http_failure, network_error, Credentials, MessagingProviderAdapter, ParseError, SignalConfig,
-    VerifyError, WebhookRequest,
+    http_failure, network_error, Credentials, MessagingProviderAdapter, ParseError, VerifyError,
+    WebhookRequest,
 };
 use crate::domain::{
     Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, SendError,
     SendResult, StatusUpdate, WebhookEvent, E164,
 };
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// How long one `receive` call waits for messages, in seconds: short, the poller loops.
 const RECEIVE_TIMEOUT_SECS: u64 = 1;
@@ -529,6 +532,54 @@ impl MessagingProviderAdapter for SignalAdapter {
         Ok(events)
     }
 }
+
+/// Where a tenant's signal-cli daemon listens, and which account it sends as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalConfig {
+    /// The JSON-RPC endpoint, e.g. `http://127.0.0.1:8080/api/v1/rpc`.
+    pub rpc_url: String,
+    /// The account (E.164) when the daemon serves several.
+    #[serde(default)]
+    pub account: Option<String>,
+}
+
+impl CarrierConfig for SignalConfig {
+    const SECRET_FIELDS: &'static [&'static str] = &[];
+
+    fn validate(&self) -> Result<(), String> {
+        let url =
+            url::Url::parse(&self.rpc_url).map_err(|_| "rpc_url must be a URL".to_string())?;
+        require(
+            matches!(url.scheme(), "http" | "https"),
+            "rpc_url (http or https)",
+        )
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        Vec::new()
+    }
+
+    fn example() -> Self {
+        SignalConfig {
+            rpc_url: "http://127.0.0.1:8080/api/v1/rpc".into(),
+            account: Some("+15550001111".into()),
+        }
+    }
+}
+
+/// The Omni declaration of signal-cli: no webhooks (Omni polls the daemon) and no platform
+/// URL (each tenant names its daemon).
+pub const CARRIER: Carrier = Carrier {
+    kind: ProviderKind::Signal,
+    api_url: None,
+    webhooks: &[],
+    adapter: |http, _| Arc::new(SignalAdapter::new(http)),
+    platform_config: None,
+    test_webhook: TestWebhook::Unsupported(
+        "signal-cli does not call Omni: the signal poller receives from the tenant's daemon",
+    ),
+    openapi: r#"{"paths": {}, "schemas": {}}"#,
+};
 
 #[cfg(test)]
 mod tests {

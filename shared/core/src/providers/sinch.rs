@@ -20,11 +20,16 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chrono::Utc;
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::Sha256;
 use uuid::Uuid;
 
+use super::carrier::{
+    guess_content_type, require, strong, ApiUrlSetting, Carrier, CarrierConfig, Receives,
+    SigningKey, TestInbound, TestWebhook, WebhookRoute,
+};
+use super::Secret;
 use super::{
     carries, code_text, ct_eq, named_failure, network_error, retry_after, Credentials,
     MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
@@ -33,6 +38,7 @@ use crate::domain::{
     Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
+use std::sync::Arc;
 
 /// The signature header: base64 HMAC-SHA256.
 pub const SIGNATURE_HEADER: &str = "x-sinch-webhook-signature";
@@ -365,6 +371,118 @@ impl MessagingProviderAdapter for SinchAdapter {
         normalize(request)
     }
 }
+
+/// Sinch SMS credentials: the service plan's API token sends, the app secret checks
+/// callback signatures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinchCredentials {
+    /// Service plan id (letters and digits, not secret); it goes into the send path.
+    pub service_plan_id: String,
+    /// The service plan's API token, sent as a Bearer token.
+    pub api_token: Secret,
+    /// The secret Sinch signs callbacks with (HMAC-SHA256).
+    pub app_secret: Secret,
+}
+
+impl CarrierConfig for SinchCredentials {
+    const SECRET_FIELDS: &'static [&'static str] = &["api_token", "app_secret"];
+
+    fn validate(&self) -> Result<(), String> {
+        // The plan id goes into the API path: letters and digits keep it one segment.
+        let id_ok = !self.service_plan_id.is_empty()
+            && self
+                .service_plan_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric());
+        require(id_ok, "service_plan_id (letters and digits)")?;
+        require(!self.api_token.expose().is_empty(), "api_token")?;
+        strong(&self.app_secret, "app_secret")
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        vec![self.api_token.expose(), self.app_secret.expose()]
+    }
+
+    fn example() -> Self {
+        SinchCredentials {
+            service_plan_id: "a1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
+            api_token: Secret::new("sinch-api-token-secret"),
+            app_secret: Secret::new("sinch-app-secret-secret"),
+        }
+    }
+}
+
+/// The Omni declaration of Sinch.
+pub const CARRIER: Carrier = Carrier {
+    kind: ProviderKind::Sinch,
+    api_url: Some(ApiUrlSetting {
+        env: "OMNI_SINCH_API_URL",
+        default: "https://us.sms.api.sinch.com",
+        help: "Sinch SMS API base URL of the platform's region (`/xms/v1/{service_plan_id}/batches` is appended).",
+    }),
+    webhooks: &[
+        WebhookRoute::post("/webhooks/sinch", Receives::Inbound),
+        WebhookRoute::post("/webhooks/sinch/status", Receives::Status),
+    ],
+    adapter: |http, base_url| Arc::new(SinchAdapter::new(http, base_url)),
+    platform_config: None,
+    test_webhook: TestWebhook::Signer {
+        help: "JSON POST, HMAC-SHA256-signed; --secret: the app secret",
+        sign: sign_test_webhook,
+    },
+    openapi: OPENAPI,
+};
+
+/// An `mo_text` (with media, `mo_media`) callback as Sinch posts it, numbers without `+`,
+/// signed with the app secret.
+fn sign_test_webhook(
+    message: &TestInbound,
+    key: SigningKey<'_>,
+) -> Result<Vec<WebhookRequest>, String> {
+    message.unsplit("Sinch")?;
+    let (from, to) = message.numbers()?;
+    let secret = key.secret(|c| SinchCredentials::of(c).map(|c| &c.app_secret))?;
+    let id = message.id_or(|| Uuid::new_v4().simple().to_string().to_uppercase());
+    let (kind, text) = if message.media.is_empty() {
+        ("mo_text", serde_json::json!(message.body))
+    } else {
+        let items: Vec<_> = message
+            .media
+            .iter()
+            .map(|url| {
+                serde_json::json!({"url": url, "content_type": guess_content_type(url),
+                "status": "Uploaded", "code": 0})
+            })
+            .collect();
+        (
+            "mo_media",
+            serde_json::json!({"message": message.body, "media": items}),
+        )
+    };
+    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let body = serde_json::json!({"id": id, "type": kind, "from": from.digits(),
+        "to": to.digits(), "body": text, "received_at": now})
+    .to_string();
+    let nonce = Uuid::new_v4().simple().to_string();
+    let timestamp = Utc::now().timestamp().to_string();
+    let signature = signature(&secret, body.as_bytes(), &nonce, &timestamp);
+    Ok(vec![message.post(
+        "/webhooks/sinch",
+        "application/json",
+        vec![
+            (SIGNATURE_HEADER.into(), signature),
+            (NONCE_HEADER.into(), nonce),
+            (TIMESTAMP_HEADER.into(), timestamp),
+        ],
+        body.into_bytes(),
+    )])
+}
+
+/// The webhook routes' part of the OpenAPI document.
+const OPENAPI: &str = r##"{"paths": {
+"/webhooks/sinch": {"post": {"summary": "Sinch SMS inbound callbacks (mo_text, mo_media), HMAC-signed; routed by the called number", "parameters": [{"name": "x-sinch-webhook-signature", "in": "header", "required": true, "schema": {"type": "string"}, "description": "base64 HMAC-SHA256 of `{raw body}.{nonce}.{timestamp}` under the tenant's Sinch app secret"}, {"name": "x-sinch-webhook-signature-nonce", "in": "header", "required": true, "schema": {"type": "string"}, "description": "the nonce, part of what is signed"}, {"name": "x-sinch-webhook-signature-timestamp", "in": "header", "required": true, "schema": {"type": "string"}, "description": "Unix seconds, part of what is signed; more than 300 s from the server's clock, either way, is refused (401)"}], "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}}, "responses": {"200": {"description": "accepted", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}}}},
+"/webhooks/sinch/status": {"post": {"summary": "Sinch recipient delivery reports (recipient_delivery_report_sms/_mms) requested per batch (callback_url); routed by the batch's client_reference, our sending number", "parameters": [{"name": "x-sinch-webhook-signature", "in": "header", "required": true, "schema": {"type": "string"}, "description": "base64 HMAC-SHA256 of `{raw body}.{nonce}.{timestamp}` under the tenant's Sinch app secret"}, {"name": "x-sinch-webhook-signature-nonce", "in": "header", "required": true, "schema": {"type": "string"}, "description": "the nonce, part of what is signed"}, {"name": "x-sinch-webhook-signature-timestamp", "in": "header", "required": true, "schema": {"type": "string"}, "description": "Unix seconds, part of what is signed; more than 300 s from the server's clock, either way, is refused (401)"}], "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}}, "responses": {"200": {"description": "accepted", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}}}}
+}, "schemas": {}}"##;
 
 #[cfg(test)]
 mod tests {
@@ -759,6 +877,34 @@ mod tests {
                     let _ = normalize(&request(callback.to_string().as_bytes(), &[]));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn sinch_admin_json_is_validated_and_redacted() {
+        let ok = serde_json::json!({"service_plan_id": "a1b2c3d4e5f6", "api_token": "sinch-token-very-secret",
+            "app_secret": "sinch-app-very-secret"});
+        let creds = Credentials::from_admin_json(ProviderKind::Sinch, ok.clone()).unwrap();
+        assert_eq!(creds.kind(), ProviderKind::Sinch);
+        let shown = format!("{creds:?} {}", creds.redacted());
+        for secret in ["sinch-token-very-secret", "sinch-app-very-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("a1b2c3d4e5f6"), "{shown}");
+        assert_eq!(creds.redacted()["provider"], "sinch");
+        assert_eq!(
+            creds.secrets(),
+            vec!["sinch-token-very-secret", "sinch-app-very-secret"]
+        );
+        for (field, bad) in [
+            ("service_plan_id", "../x"),
+            ("service_plan_id", ""),
+            ("api_token", ""),
+            ("app_secret", ""),
+        ] {
+            let mut body = ok.clone();
+            body[field] = bad.into();
+            assert!(Credentials::from_admin_json(ProviderKind::Sinch, body).is_err());
         }
     }
 }

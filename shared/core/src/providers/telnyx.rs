@@ -17,10 +17,15 @@ use base64::Engine;
 use chrono::Utc;
 pub use ed25519_dalek::SigningKey;
 use ed25519_dalek::{Signature, Signer, VerifyingKey};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::carrier::{
+    guess_content_type, require, ApiUrlSetting, Carrier, CarrierConfig, Receives,
+    SigningKey as TestKey, TestInbound, TestWebhook, WebhookRoute,
+};
+use super::Secret;
 use super::{
     carries, code_text, coded_failure, network_error, retry_after, Credentials,
     MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
@@ -29,6 +34,7 @@ use crate::domain::{
     Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
+use std::sync::Arc;
 
 /// The signature header: base64 of a 64-byte Ed25519 signature.
 pub const SIGNATURE_HEADER: &str = "telnyx-signature-ed25519";
@@ -418,6 +424,117 @@ impl MessagingProviderAdapter for TelnyxAdapter {
         normalize(request)
     }
 }
+
+/// Telnyx Messaging v2 credentials: the API key sends, the account's public key checks
+/// webhooks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TelnyxCredentials {
+    /// API key (`KEY…`), sent as a Bearer token.
+    pub api_key: Secret,
+    /// The account's Ed25519 public key, base64 (32 bytes), as the Telnyx portal shows it
+    /// (not secret): webhooks are signed with its private half.
+    pub public_key: String,
+}
+
+impl CarrierConfig for TelnyxCredentials {
+    const SECRET_FIELDS: &'static [&'static str] = &["api_key"];
+
+    fn validate(&self) -> Result<(), String> {
+        require(!self.api_key.expose().is_empty(), "api_key")?;
+        require(
+            public_key(&self.public_key).is_some(),
+            "public_key (base64 Ed25519 public key, 32 bytes)",
+        )
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        vec![self.api_key.expose()]
+    }
+
+    fn example() -> Self {
+        TelnyxCredentials {
+            api_key: Secret::new("telnyx-api-key-secret"),
+            public_key: "H1DCBogd1myv/s9jVKJLikB0GpWKvr2y6bZiwSGrJ0M=".into(),
+        }
+    }
+}
+
+/// The Omni declaration of Telnyx.
+pub const CARRIER: Carrier = Carrier {
+    kind: ProviderKind::Telnyx,
+    api_url: Some(ApiUrlSetting {
+        env: "OMNI_TELNYX_API_URL",
+        default: "https://api.telnyx.com",
+        help: "Telnyx API base URL (`/v2/messages` is appended).",
+    }),
+    webhooks: &[
+        WebhookRoute::post("/webhooks/telnyx", Receives::Both),
+        WebhookRoute::post("/webhooks/telnyx/status", Receives::Status),
+    ],
+    adapter: |http, base_url| Arc::new(TelnyxAdapter::new(http, base_url)),
+    platform_config: None,
+    test_webhook: TestWebhook::Signer {
+        help:
+            "JSON POST, Ed25519-signed; --secret (required): the base64 32-byte seed of the \
+               private key whose public half the tenant configured (Telnyx never hands its own out)",
+        sign: sign_test_webhook,
+    },
+    openapi: OPENAPI,
+};
+
+/// A `message.received` event as Telnyx posts it, signed with the seed given as `--secret`.
+fn sign_test_webhook(
+    message: &TestInbound,
+    key: TestKey<'_>,
+) -> Result<Vec<WebhookRequest>, String> {
+    message.unsplit("Telnyx")?;
+    let (from, to) = message.numbers()?;
+    let TestKey::Given(seed) = key else {
+        return Err(
+            "Telnyx webhooks are signed with a private key: pass --secret <base64 Ed25519 seed>"
+                .into(),
+        );
+    };
+    let key = signing_key(seed).ok_or("--secret must be a base64 32-byte Ed25519 seed")?;
+    let id = message.id_or(|| Uuid::new_v4().to_string());
+    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let body = serde_json::json!({"data": {
+        "event_type": "message.received",
+        "id": Uuid::new_v4().to_string(),
+        "occurred_at": now,
+        "record_type": "event",
+        "payload": {
+            "direction": "inbound",
+            "id": id,
+            "record_type": "message",
+            "type": if message.media.is_empty() { "SMS" } else { "MMS" },
+            "from": {"phone_number": from.as_str()},
+            "to": [{"phone_number": to.as_str(), "status": "webhook_delivered"}],
+            "text": message.body,
+            "media": message.media.iter().map(|url| serde_json::json!({
+                "url": url, "content_type": guess_content_type(url)})).collect::<Vec<_>>(),
+            "received_at": now,
+        }},
+        "meta": {"attempt": 1}})
+    .to_string();
+    let timestamp = Utc::now().timestamp().to_string();
+    let signature = signature(&key, &timestamp, body.as_bytes());
+    Ok(vec![message.post(
+        "/webhooks/telnyx",
+        "application/json",
+        vec![
+            (TIMESTAMP_HEADER.into(), timestamp),
+            (SIGNATURE_HEADER.into(), signature),
+        ],
+        body.into_bytes(),
+    )])
+}
+
+/// The webhook routes' part of the OpenAPI document.
+const OPENAPI: &str = r##"{"paths": {
+"/webhooks/telnyx": {"post": {"summary": "Telnyx Messaging v2 webhooks (message.received, message.sent, message.finalized, message.read), Ed25519-signed; routed by the called number (inbound) or the sender (statuses)", "parameters": [{"name": "telnyx-signature-ed25519", "in": "header", "required": true, "schema": {"type": "string"}, "description": "base64 Ed25519 signature of `{telnyx-timestamp}|{raw body}` under the tenant's Telnyx public key"}, {"name": "telnyx-timestamp", "in": "header", "required": true, "schema": {"type": "string"}, "description": "Unix seconds; more than 300 s from the server's clock, either way, is refused (401)"}], "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}}, "responses": {"200": {"description": "accepted", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}}}},
+"/webhooks/telnyx/status": {"post": {"summary": "Telnyx status webhooks requested per message (webhook_url); same handling as /webhooks/telnyx", "parameters": [{"name": "telnyx-signature-ed25519", "in": "header", "required": true, "schema": {"type": "string"}, "description": "base64 Ed25519 signature of `{telnyx-timestamp}|{raw body}` under the tenant's Telnyx public key"}, {"name": "telnyx-timestamp", "in": "header", "required": true, "schema": {"type": "string"}, "description": "Unix seconds; more than 300 s from the server's clock, either way, is refused (401)"}], "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}}, "responses": {"200": {"description": "accepted", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}}}}
+}, "schemas": {}}"##;
 
 #[cfg(test)]
 mod tests {
@@ -927,6 +1044,27 @@ mod tests {
                     "media": [{"url": text}], "errors": [{"code": 1}]}));
                 let _ = normalize(&signed(&body, None, None));
             }
+        }
+    }
+
+    #[test]
+    fn telnyx_admin_json_is_validated_and_redacted() {
+        let key = "H1DCBogd1myv/s9jVKJLikB0GpWKvr2y6bZiwSGrJ0M=";
+        let ok = serde_json::json!({"api_key": "KEY-telnyx-very-secret", "public_key": key});
+        let creds = Credentials::from_admin_json(ProviderKind::Telnyx, ok).unwrap();
+        assert_eq!(creds.kind(), ProviderKind::Telnyx);
+        let shown = format!("{creds:?} {}", creds.redacted());
+        assert!(!shown.contains("KEY-telnyx-very-secret"), "{shown}");
+        assert!(shown.contains(key), "the public key is not secret: {shown}");
+        assert_eq!(creds.redacted()["provider"], "telnyx");
+        assert_eq!(creds.secrets(), vec!["KEY-telnyx-very-secret"]);
+        for bad in [
+            serde_json::json!({"api_key": "", "public_key": key}),
+            serde_json::json!({"api_key": "k", "public_key": "c2hvcnQ="}),
+            serde_json::json!({"api_key": "k", "public_key": "not base64"}),
+            serde_json::json!({"api_key": "k"}),
+        ] {
+            assert!(Credentials::from_admin_json(ProviderKind::Telnyx, bad).is_err());
         }
     }
 }

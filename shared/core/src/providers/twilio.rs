@@ -5,17 +5,23 @@
 //! official SDKs check them (see [`signature`]).
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use chrono::Utc;
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::carrier::{
+    guess_content_type, require, strong, ApiUrlSetting, Carrier, CarrierConfig, EnvLookup,
+    Receives, SigningKey, TestInbound, TestWebhook, WebhookReply, WebhookRoute,
+};
+use super::Secret;
 use super::{
     carries, coded_failure, ct_eq, network_error, retry_after, Credentials,
     MessagingProviderAdapter, ParseError, VerifyError, WebhookRequest,
@@ -24,6 +30,7 @@ use crate::domain::{
     Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
+use std::sync::Arc;
 
 /// Twilio error codes that are worth retrying: 20429 (too many requests), 30003 (handset
 /// unreachable; Twilio itself advises retrying later) and 30008 (unknown error). Every other
@@ -439,6 +446,175 @@ impl MessagingProviderAdapter for TwilioAdapter {
         normalize(request)
     }
 }
+
+/// Twilio account credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TwilioCredentials {
+    /// `AC…` account SID (not secret).
+    pub account_sid: String,
+    /// Auth token: Basic auth password and webhook HMAC-SHA1 key.
+    pub auth_token: Secret,
+    /// SharedKey id → secret, for HMAC-SHA256 webhook signing.
+    #[serde(default)]
+    pub webhook_keys: BTreeMap<String, Secret>,
+}
+
+impl CarrierConfig for TwilioCredentials {
+    const SECRET_FIELDS: &'static [&'static str] = &["auth_token", "webhook_keys"];
+
+    fn validate(&self) -> Result<(), String> {
+        // The SID goes into the API path: only the documented shape is accepted.
+        let sid_ok = self.account_sid.len() == 34
+            && self.account_sid.starts_with("AC")
+            && self.account_sid[2..].bytes().all(|b| b.is_ascii_hexdigit());
+        require(sid_ok, "account_sid (AC + 32 hex)")?;
+        strong(&self.auth_token, "auth_token")?;
+        self.webhook_keys
+            .values()
+            .try_for_each(|k| strong(k, "webhook_keys"))
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        std::iter::once(self.auth_token.expose())
+            .chain(self.webhook_keys.values().map(Secret::expose))
+            .collect()
+    }
+
+    fn example() -> Self {
+        TwilioCredentials {
+            account_sid: format!("AC{}", Uuid::new_v4().simple()),
+            auth_token: Secret::new("tw-auth-token-secret"),
+            webhook_keys: BTreeMap::from([("k1".into(), Secret::new("tw-shared-key-secret"))]),
+        }
+    }
+}
+
+/// The Omni declaration of Twilio.
+pub const CARRIER: Carrier = Carrier {
+    kind: ProviderKind::Twilio,
+    api_url: Some(ApiUrlSetting {
+        env: "OMNI_TWILIO_API_URL",
+        default: "https://api.twilio.com",
+        help: "Twilio API base URL.",
+    }),
+    webhooks: &[
+        WebhookRoute::post("/webhooks/twilio", Receives::Inbound)
+            .replying(WebhookReply::EmptyTwiml),
+        WebhookRoute::post("/webhooks/twilio/status", Receives::Status)
+            .replying(WebhookReply::EmptyTwiml),
+    ],
+    adapter: |http, base_url| Arc::new(TwilioAdapter::new(http, base_url)),
+    platform_config: Some(platform_config),
+    test_webhook: TestWebhook::Signer {
+        help: "form POST signed with X-Twilio-Signature; --secret: the auth token",
+        sign: sign_test_webhook,
+    },
+    openapi: OPENAPI,
+};
+
+/// `TWILIO_ACCOUNT_SID` + `TWILIO_AUTH_TOKEN`: the platform's account, for tenants with none.
+fn platform_config(var: &EnvLookup) -> Option<Credentials> {
+    Some(Credentials::Twilio(TwilioCredentials {
+        account_sid: var("TWILIO_ACCOUNT_SID")?,
+        auth_token: Secret::new(var("TWILIO_AUTH_TOKEN")?),
+        webhook_keys: Default::default(),
+    }))
+}
+
+/// An inbound message as Twilio posts it, signed with the auth token.
+fn sign_test_webhook(
+    message: &TestInbound,
+    key: SigningKey<'_>,
+) -> Result<Vec<WebhookRequest>, String> {
+    message.unsplit("Twilio")?;
+    let (from, to) = message.numbers()?;
+    let sid = message.id_or(|| format!("SM{}", Uuid::new_v4().simple()));
+    let mut params = vec![
+        ("MessageSid".to_string(), sid.clone()),
+        ("SmsMessageSid".into(), sid.clone()),
+        ("SmsSid".into(), sid),
+        ("AccountSid".into(), TEST_ACCOUNT_SID.into()),
+        ("From".into(), from.to_string()),
+        ("To".into(), to.to_string()),
+        ("Body".into(), message.body.clone()),
+        ("NumMedia".into(), message.media.len().to_string()),
+        ("NumSegments".into(), "1".into()),
+        ("SmsStatus".into(), "received".into()),
+        ("ApiVersion".into(), "2010-04-01".into()),
+    ];
+    for (i, url) in message.media.iter().enumerate() {
+        params.push((format!("MediaUrl{i}"), url.clone()));
+        params.push((
+            format!("MediaContentType{i}"),
+            guess_content_type(url).into(),
+        ));
+    }
+    let token = key.secret(|c| TwilioCredentials::of(c).map(|c| &c.auth_token))?;
+    Ok(vec![signed_form(
+        message,
+        "/webhooks/twilio",
+        &params,
+        &token,
+    )?])
+}
+
+/// The account SID test webhooks name (Twilio checks nothing of it on our side).
+const TEST_ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
+
+/// A status callback as Twilio posts it for a message we sent (`omni webhook status`).
+pub fn test_status_callback(
+    base_url: &str,
+    sid: &str,
+    status: &str,
+    (from, to): (&E164, &E164),
+    error_code: Option<&str>,
+    auth_token: &str,
+) -> Result<WebhookRequest, String> {
+    let mut params = vec![
+        ("MessageSid".to_string(), sid.to_string()),
+        ("SmsSid".into(), sid.to_string()),
+        ("MessageStatus".into(), status.to_string()),
+        ("SmsStatus".into(), status.to_string()),
+        ("AccountSid".into(), TEST_ACCOUNT_SID.into()),
+        ("From".into(), from.to_string()),
+        ("To".into(), to.to_string()),
+        ("ApiVersion".into(), "2010-04-01".into()),
+    ];
+    if let Some(code) = error_code {
+        params.push(("ErrorCode".into(), code.to_string()));
+    }
+    let target = TestInbound {
+        base_url: base_url.to_string(),
+        ..TestInbound::default()
+    };
+    signed_form(&target, "/webhooks/twilio/status", &params, auth_token)
+}
+
+/// A form POST to `path` signed as Twilio signs it.
+fn signed_form(
+    target: &TestInbound,
+    path: &str,
+    params: &[(String, String)],
+    auth_token: &str,
+) -> Result<WebhookRequest, String> {
+    let url = format!("{}{path}", target.base_url);
+    let signature = signature(&url, params, auth_token);
+    let body = serde_urlencoded::to_string(params).map_err(|e| e.to_string())?;
+    Ok(target.post(
+        path,
+        "application/x-www-form-urlencoded",
+        vec![("x-twilio-signature".into(), signature)],
+        body.into_bytes(),
+    ))
+}
+
+/// The webhook routes' part of the OpenAPI document.
+const OPENAPI: &str = r##"{"paths": {
+"/webhooks/twilio": {"post": {"summary": "Twilio inbound message webhook", "responses": {"200": {"description": "accepted; empty TwiML", "content": {"text/xml": {"schema": {"type": "string", "example": "<Response/>"}}}}}, "requestBody": {"required": true, "content": {"application/x-www-form-urlencoded": {"schema": {"$ref": "#/components/schemas/TwilioForm"}}}}, "parameters": [{"name": "X-Twilio-Signature", "in": "header", "required": true, "schema": {"type": "string"}}]}},
+"/webhooks/twilio/status": {"post": {"summary": "Twilio status callback", "responses": {"200": {"description": "accepted; empty TwiML", "content": {"text/xml": {"schema": {"type": "string", "example": "<Response/>"}}}}}, "requestBody": {"required": true, "content": {"application/x-www-form-urlencoded": {"schema": {"$ref": "#/components/schemas/TwilioForm"}}}}, "parameters": [{"name": "X-Twilio-Signature", "in": "header", "required": true, "schema": {"type": "string"}}]}}
+}, "schemas": {
+"TwilioForm": {"type": "object", "description": "application/x-www-form-urlencoded fields as Twilio sends them (MessageSid, From, To, Body, NumMedia, MediaUrlN, MessageStatus, ErrorCode, ...)", "additionalProperties": {"type": "string"}}
+}}"##;
 
 #[cfg(test)]
 mod tests {

@@ -30,14 +30,21 @@ use chrono::Utc;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::carrier::{
+    guess_content_type, require, strong, ApiUrlSetting, Carrier, CarrierConfig, Receives,
+    SigningKey, TestInbound, TestWebhook, WebhookRoute,
+};
+use super::Secret;
 use super::{
     check_url_secret, post_form_for_json, Credentials, MessagingProviderAdapter, ParseError,
-    VerifyError, VoicemeupCredentials, WebhookRequest,
+    VerifyError, WebhookRequest,
 };
 use crate::domain::{
     Channel, DeliveryStatus, InboundMessage, Media, MessagePart, OutboundMessage, PartRole,
     ProviderKind, SendError, SendResult, WebhookEvent, E164,
 };
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// VoiceMeUp's longest message (roomkit splits longer text at this many characters).
 pub const MAX_MESSAGE_CHARS: usize = 1000;
@@ -354,6 +361,126 @@ impl MessagingProviderAdapter for VoicemeupAdapter {
     }
 }
 
+/// VoiceMeUp API credentials and the secret placed in the callback URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoicemeupCredentials {
+    /// API username (not secret).
+    pub username: String,
+    /// API auth token.
+    pub auth_token: Secret,
+    /// The `secret=` query value the callback URL configured at VoiceMeUp carries
+    /// (VoiceMeUp signs nothing).
+    pub webhook_secret: Secret,
+}
+
+impl CarrierConfig for VoicemeupCredentials {
+    const SECRET_FIELDS: &'static [&'static str] = &["auth_token", "webhook_secret"];
+
+    fn validate(&self) -> Result<(), String> {
+        require(!self.username.is_empty(), "username")?;
+        require(!self.auth_token.expose().is_empty(), "auth_token")?;
+        strong(&self.webhook_secret, "webhook_secret")
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        vec![self.auth_token.expose(), self.webhook_secret.expose()]
+    }
+
+    fn example() -> Self {
+        VoicemeupCredentials {
+            username: "dispatch".into(),
+            auth_token: Secret::new("vmu-auth-token-secret"),
+            webhook_secret: Secret::new("vmu-webhook-secret"),
+        }
+    }
+}
+
+/// The Omni declaration of Voicemeup.
+pub const CARRIER: Carrier = Carrier {
+    kind: ProviderKind::Voicemeup,
+    api_url: Some(ApiUrlSetting {
+        env: "OMNI_VOICEMEUP_API_URL",
+        default: "https://clients.voicemeup.com/api/v1.1/json",
+        help: "VoiceMeUp API base URL (`/queue_sms` is appended).",
+    }),
+    webhooks: &[WebhookRoute::post("/webhooks/voicemeup", Receives::Inbound)],
+    adapter: |http, base_url| Arc::new(VoicemeupAdapter::new(http, base_url)),
+    platform_config: None,
+    test_webhook: TestWebhook::Signer {
+        help: "JSON POST with the tenant's secret in the URL; --secret: the webhook secret; \
+               --split posts an MMS as VoiceMeUp does, in two halves",
+        sign: sign_test_webhook,
+    },
+    openapi: OPENAPI,
+};
+
+/// An inbound message as VoiceMeUp posts it, the secret in the URL; with `split`, an MMS as
+/// VoiceMeUp splits it: the text with an `.mms.html` wrapper, then the media alone (its id
+/// the text's with `-media` appended).
+fn sign_test_webhook(
+    message: &TestInbound,
+    key: SigningKey<'_>,
+) -> Result<Vec<WebhookRequest>, String> {
+    let (from, to) = message.numbers()?;
+    let secret = key.secret(|c| VoicemeupCredentials::of(c).map(|c| &c.webhook_secret))?;
+    let id = message.id_or(|| Uuid::new_v4().simple().to_string());
+    let sent_at = Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
+    let post = |hash: &str, text: &str, attachment: Option<(&str, &str)>| {
+        let mut body = serde_json::json!({
+            "sms_hash": hash,
+            "source_number": from.digits(),
+            "destination_number": to.digits(),
+            "datetime_transmission": sent_at,
+            "direction": "inbound",
+            "message": text,
+        });
+        if let Some((url, mime)) = attachment {
+            body["attachment"] = url.into();
+            body["attachment_mime_type"] = mime.into();
+        }
+        let query = serde_urlencoded::to_string([("secret", secret.as_str())])
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(message.post(
+            &format!("/webhooks/voicemeup?{query}"),
+            "application/json",
+            Vec::new(),
+            body.to_string().into_bytes(),
+        ))
+    };
+    let Some(media_first) = message.split else {
+        if message.media.len() > 1 {
+            return Err("VoiceMeUp carries one attachment per message".into());
+        }
+        let media = message
+            .media
+            .first()
+            .map(|m| (m.as_str(), guess_content_type(m)));
+        return Ok(vec![post(&id, &message.body, media)?]);
+    };
+    let [media] = message.media.as_slice() else {
+        return Err("--split needs exactly one --media".into());
+    };
+    let wrapper = format!("https://clients.voicemeup.com/files/{id}.mms.html");
+    let text = post(&id, &message.body, Some((&wrapper, "text/html")))?;
+    let media = post(
+        &format!("{id}-media"),
+        "",
+        Some((media, guess_content_type(media))),
+    )?;
+    Ok(if media_first {
+        vec![media, text]
+    } else {
+        vec![text, media]
+    })
+}
+
+/// The webhook routes' part of the OpenAPI document.
+const OPENAPI: &str = r##"{"paths": {
+"/webhooks/voicemeup": {"post": {"summary": "VoiceMeUp SMS/MMS webhook (JSON or form). VoiceMeUp signs nothing: the callback URL configured at VoiceMeUp carries the tenant's webhook_secret. An MMS arrives as two posts (text with a `.mms.html` wrapper, then the media) that are merged into one message, in either order; a half whose partner does not come within OMNI_VOICEMEUP_MMS_WAIT_SECS is delivered alone by the next sweep", "parameters": [{"name": "secret", "in": "query", "required": true, "schema": {"type": "string"}, "description": "the tenant's VoiceMeUp webhook_secret, compared in constant time"}], "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/VoicemeupInbound"}}, "application/x-www-form-urlencoded": {"schema": {"$ref": "#/components/schemas/VoicemeupInbound"}}}}, "responses": {"200": {"description": "accepted", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}}}}
+}, "schemas": {
+"VoicemeupInbound": {"type": "object", "required": ["sms_hash", "source_number", "destination_number"], "properties": {"sms_hash": {"type": "string", "description": "VoiceMeUp's message id"}, "source_number": {"type": ["string", "integer"], "description": "the contact, digits without +"}, "destination_number": {"type": ["string", "integer"], "description": "the tenant number, digits without +"}, "datetime_transmission": {"type": "string", "description": "pairs the two halves of a split MMS (with both numbers)"}, "direction": {"type": "string", "description": "only `inbound` is read; anything else is acknowledged and ignored"}, "message": {"type": "string"}, "attachment": {"type": "string", "description": "one URL; `….mms.html` (or text/html with `.mms.` in the URL) is the text half's wrapper, not media"}, "attachment_url": {"type": "string", "description": "alternative name of attachment"}, "attachment_mime_type": {"type": "string"}, "attachment_type": {"type": "string", "description": "alternative name of attachment_mime_type"}}}
+}}"##;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -666,6 +793,31 @@ mod tests {
             let a = adapter("http://x");
             let _ = a.verify_inbound(&req, &creds());
             let _ = a.normalize_inbound(&req);
+        }
+    }
+
+    #[test]
+    fn voicemeup_admin_json_is_validated_and_redacted() {
+        let ok = serde_json::json!({"username": "dispatch", "auth_token": "vmu-token-very-secret",
+            "webhook_secret": "vmu-hook-very-secret"});
+        let creds = Credentials::from_admin_json(ProviderKind::Voicemeup, ok).unwrap();
+        assert_eq!(creds.kind(), ProviderKind::Voicemeup);
+        let shown = format!("{creds:?} {}", creds.redacted());
+        for secret in ["vmu-token-very-secret", "vmu-hook-very-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("dispatch"));
+        assert_eq!(creds.redacted()["provider"], "voicemeup");
+        assert_eq!(
+            creds.secrets(),
+            vec!["vmu-token-very-secret", "vmu-hook-very-secret"]
+        );
+        for bad in [
+            serde_json::json!({"username": "", "auth_token": "t", "webhook_secret": "s"}),
+            serde_json::json!({"username": "u", "auth_token": "t", "webhook_secret": ""}),
+            serde_json::json!({"username": "u", "auth_token": "t"}),
+        ] {
+            assert!(Credentials::from_admin_json(ProviderKind::Voicemeup, bad).is_err());
         }
     }
 }

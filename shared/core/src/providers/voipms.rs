@@ -13,14 +13,21 @@ use chrono::Utc;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::carrier::{
+    random_digits, require, strong, ApiUrlSetting, Carrier, CarrierConfig, EnvLookup, Receives,
+    SigningKey, TestInbound, TestWebhook, WebhookRoute,
+};
+use super::Secret;
 use super::{
     check_url_secret, phones, post_form_for_json, Credentials, MessagingProviderAdapter,
-    ParseError, VerifyError, VoipmsCredentials, WebhookRequest,
+    ParseError, VerifyError, WebhookRequest,
 };
 use crate::domain::{
     Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind, SendError,
     SendResult, WebhookEvent, E164,
 };
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// `sendSMS` rejects bodies longer than this many UTF-8 bytes with `sms_toolong`.
 const SMS_MAX_BYTES: usize = 160;
@@ -310,6 +317,107 @@ impl MessagingProviderAdapter for VoipmsAdapter {
         })])
     }
 }
+
+/// VoIP.ms API credentials and the secret placed in the callback URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoipmsCredentials {
+    /// Portal login e-mail (not secret).
+    pub api_username: String,
+    /// API password.
+    pub api_password: Secret,
+    /// The `secret=` query value VoIP.ms must send back on callbacks.
+    pub webhook_secret: Secret,
+}
+
+impl CarrierConfig for VoipmsCredentials {
+    const SECRET_FIELDS: &'static [&'static str] = &["api_password", "webhook_secret"];
+
+    fn validate(&self) -> Result<(), String> {
+        require(!self.api_username.is_empty(), "api_username")?;
+        require(!self.api_password.expose().is_empty(), "api_password")?;
+        strong(&self.webhook_secret, "webhook_secret")
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        vec![self.api_password.expose(), self.webhook_secret.expose()]
+    }
+
+    fn example() -> Self {
+        VoipmsCredentials {
+            api_username: "ops@example.org".into(),
+            api_password: Secret::new("voipms-api-password"),
+            webhook_secret: Secret::new("voipms-webhook-secret"),
+        }
+    }
+}
+
+/// The Omni declaration of Voipms.
+pub const CARRIER: Carrier = Carrier {
+    kind: ProviderKind::Voipms,
+    api_url: Some(ApiUrlSetting {
+        env: "OMNI_VOIPMS_API_URL",
+        default: "https://voip.ms/api/v1/rest.php",
+        help: "VoIP.ms REST endpoint.",
+    }),
+    webhooks: &[
+        WebhookRoute::get("/webhooks/voipms", Receives::Inbound),
+        WebhookRoute::post("/webhooks/voipms", Receives::Inbound),
+    ],
+    adapter: |http, base_url| Arc::new(VoipmsAdapter::new(http, base_url)),
+    platform_config: Some(platform_config),
+    test_webhook: TestWebhook::Signer {
+        help: "URL callback (GET) with the tenant's secret; --secret: the webhook secret",
+        sign: sign_test_webhook,
+    },
+    openapi: OPENAPI,
+};
+
+/// `VOIPMS_API_USERNAME` + `VOIPMS_API_PASSWORD` + `VOIPMS_WEBHOOK_SECRET`: the platform's
+/// account, for tenants with none.
+fn platform_config(var: &EnvLookup) -> Option<Credentials> {
+    Some(Credentials::Voipms(VoipmsCredentials {
+        api_username: var("VOIPMS_API_USERNAME")?,
+        api_password: Secret::new(var("VOIPMS_API_PASSWORD")?),
+        webhook_secret: Secret::new(var("VOIPMS_WEBHOOK_SECRET")?),
+    }))
+}
+
+/// An inbound message as VoIP.ms calls its URL callback: a GET, the secret in the query.
+fn sign_test_webhook(
+    message: &TestInbound,
+    key: SigningKey<'_>,
+) -> Result<Vec<WebhookRequest>, String> {
+    message.unsplit("VoIP.ms")?;
+    let (from, to) = message.numbers()?;
+    let secret = key.secret(|c| VoipmsCredentials::of(c).map(|c| &c.webhook_secret))?;
+    let nanp = |n: &E164| {
+        n.nanp_national()
+            .map(str::to_owned)
+            .ok_or("VoIP.ms numbers are NANP (+1) only".to_string())
+    };
+    let id = message.id_or(|| (random_digits() % 1_000_000_000).to_string());
+    let query = serde_urlencoded::to_string([
+        ("secret", secret.as_str()),
+        ("id", id.as_str()),
+        ("date", &Utc::now().format("%Y-%m-%d %H:%M:%S").to_string()),
+        ("from", &nanp(&from)?),
+        ("to", &nanp(&to)?),
+        ("message", message.body.as_str()),
+        ("media", &message.media.join(",")),
+    ])
+    .map_err(|e| e.to_string())?;
+    Ok(vec![WebhookRequest {
+        method: "GET".into(),
+        url: format!("{}/webhooks/voipms?{query}", message.base_url),
+        headers: Vec::new(),
+        body: Vec::new(),
+    }])
+}
+
+/// The webhook routes' part of the OpenAPI document.
+const OPENAPI: &str = r##"{"paths": {
+"/webhooks/voipms": {"get": {"summary": "VoIP.ms SMS/MMS URL callback", "responses": {"200": {"description": "accepted", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}}, "parameters": [{"name": "secret", "in": "query", "schema": {"type": "string"}, "required": true}, {"name": "id", "in": "query", "schema": {"type": "string"}, "required": false}, {"name": "date", "in": "query", "schema": {"type": "string"}, "required": false}, {"name": "from", "in": "query", "schema": {"type": "string"}, "required": false}, {"name": "to", "in": "query", "schema": {"type": "string"}, "required": false}, {"name": "message", "in": "query", "schema": {"type": "string"}, "required": false}, {"name": "media", "in": "query", "schema": {"type": "string"}, "required": false}]}, "post": {"summary": "VoIP.ms SMS/MMS URL callback (form body)", "responses": {"200": {"description": "accepted", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}}, "parameters": [{"name": "secret", "in": "query", "schema": {"type": "string"}, "required": true}]}}
+}, "schemas": {}}"##;
 
 #[cfg(test)]
 mod tests {

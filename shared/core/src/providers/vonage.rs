@@ -27,6 +27,10 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::carrier::{
+    require, strong, ApiUrlSetting, Carrier, CarrierConfig, Receives, SigningKey, TestInbound,
+    TestWebhook, WebhookRoute,
+};
 use super::{
     code_text, ct_eq, named_failure, network_error, retry_after, Credentials,
     MessagingProviderAdapter, ParseError, Secret, VerifyError, WebhookRequest,
@@ -35,6 +39,7 @@ use crate::domain::{
     Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
+use std::sync::Arc;
 
 /// How far a callback token's `iat` may be from now, either way.
 pub const REPLAY_WINDOW: Duration = Duration::from_secs(300);
@@ -453,6 +458,111 @@ impl MessagingProviderAdapter for VonageAdapter {
         normalize(request)
     }
 }
+
+/// Vonage Messages API credentials: the application's private key signs the JWTs that send,
+/// the account's signature secret checks the JWTs callbacks carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VonageCredentials {
+    /// The Vonage application's id (a UUID, not secret), claimed in every send JWT.
+    pub application_id: String,
+    /// The application's RSA private key (PEM), signing send JWTs (RS256).
+    pub private_key: Secret,
+    /// The account's signature secret, the HS256 key of callback JWTs.
+    pub signature_secret: Secret,
+}
+
+impl CarrierConfig for VonageCredentials {
+    const SECRET_FIELDS: &'static [&'static str] = &["private_key", "signature_secret"];
+
+    fn validate(&self) -> Result<(), String> {
+        require(
+            uuid::Uuid::parse_str(&self.application_id).is_ok(),
+            "application_id (a UUID)",
+        )?;
+        // Signed with now, so a bad key is refused at configuration, not at the first send.
+        require(
+            application_jwt(&self.application_id, &self.private_key, 0).is_some(),
+            "private_key (an RSA private key in PEM)",
+        )?;
+        strong(&self.signature_secret, "signature_secret")
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        vec![self.private_key.expose(), self.signature_secret.expose()]
+    }
+
+    fn example() -> Self {
+        VonageCredentials {
+            application_id: "aaaaaaaa-0000-4000-8000-0000000000a1".into(),
+            private_key: Secret::new("vonage-private-key-secret"),
+            signature_secret: Secret::new("vonage-signature-secret-secret"),
+        }
+    }
+}
+
+/// The Omni declaration of Vonage.
+pub const CARRIER: Carrier = Carrier {
+    kind: ProviderKind::Vonage,
+    api_url: Some(ApiUrlSetting {
+        env: "OMNI_VONAGE_API_URL",
+        default: "https://api.nexmo.com",
+        help: "Vonage Messages API base URL (`/v1/messages` is appended).",
+    }),
+    webhooks: &[
+        WebhookRoute::post("/webhooks/vonage", Receives::Inbound),
+        WebhookRoute::post("/webhooks/vonage/status", Receives::Status),
+    ],
+    adapter: |http, base_url| Arc::new(VonageAdapter::new(http, base_url)),
+    platform_config: None,
+    test_webhook: TestWebhook::Signer {
+        help: "JSON POST with a JWT signed HS256; --secret: the signature secret",
+        sign: sign_test_webhook,
+    },
+    openapi: OPENAPI,
+};
+
+/// An inbound message as Vonage posts it (SMS text, or with media an MMS image captioned with
+/// the text; numbers without `+`), with a JWT under the signature secret.
+fn sign_test_webhook(
+    message: &TestInbound,
+    key: SigningKey<'_>,
+) -> Result<Vec<WebhookRequest>, String> {
+    message.unsplit("Vonage")?;
+    let (from, to) = message.numbers()?;
+    let secret = key.secret(|c| VonageCredentials::of(c).map(|c| &c.signature_secret))?;
+    let id = message.id_or(|| Uuid::new_v4().to_string());
+    let mut body = serde_json::json!({"message_uuid": id, "from": from.digits(),
+        "to": to.digits(),
+        "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)});
+    match message.media.as_slice() {
+        [] => {
+            body["channel"] = "sms".into();
+            body["message_type"] = "text".into();
+            body["text"] = message.body.clone().into();
+        }
+        [url] => {
+            body["channel"] = "mms".into();
+            body["message_type"] = "image".into();
+            body["image"] = serde_json::json!({"url": url, "caption": message.body});
+        }
+        _ => return Err("Vonage carries one image per message".into()),
+    }
+    let body = body.to_string();
+    let authorization = callback_authorization(&secret, body.as_bytes(), Utc::now().timestamp())
+        .ok_or("the Vonage signature secret must not be empty")?;
+    Ok(vec![message.post(
+        "/webhooks/vonage",
+        "application/json",
+        vec![("authorization".into(), authorization)],
+        body.into_bytes(),
+    )])
+}
+
+/// The webhook routes' part of the OpenAPI document.
+const OPENAPI: &str = r##"{"paths": {
+"/webhooks/vonage": {"post": {"summary": "Vonage Messages inbound messages (SMS, MMS, WhatsApp: text, image, video, audio, file), signed with a JWT; routed by the called number", "parameters": [{"name": "authorization", "in": "header", "required": true, "schema": {"type": "string"}, "description": "`Bearer <JWT>` signed HS256 with the tenant's Vonage signature secret; its `payload_hash` claim must be the hex SHA-256 of the raw body, and an `iat` more than 300 s from the server's clock, either way, is refused (401)"}], "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}}, "responses": {"200": {"description": "accepted", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}}}},
+"/webhooks/vonage/status": {"post": {"summary": "Vonage Messages message statuses (submitted, delivered, read, rejected, undeliverable), requested per message (webhook_url); routed by `from`, our sending number", "parameters": [{"name": "authorization", "in": "header", "required": true, "schema": {"type": "string"}, "description": "`Bearer <JWT>` signed HS256 with the tenant's Vonage signature secret; its `payload_hash` claim must be the hex SHA-256 of the raw body, and an `iat` more than 300 s from the server's clock, either way, is refused (401)"}], "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}}, "responses": {"200": {"description": "accepted", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}}}}
+}, "schemas": {}}"##;
 
 #[cfg(test)]
 mod tests {
@@ -956,6 +1066,47 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn vonage_admin_json_is_validated_and_redacted() {
+        let pem = std::fs::read_to_string(format!(
+            "{}/../../tests/fixtures/keys/vonage-test-private.pem",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let ok = serde_json::json!({"application_id": "aaaaaaaa-0000-4000-8000-0000000000a1",
+            "private_key": pem, "signature_secret": "vonage-signature-very-secret"});
+        let creds = Credentials::from_admin_json(ProviderKind::Vonage, ok.clone()).unwrap();
+        assert_eq!(creds.kind(), ProviderKind::Vonage);
+        let shown = format!("{creds:?} {}", creds.redacted());
+        for secret in ["PRIVATE KEY", "vonage-signature-very-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(
+            shown.contains("aaaaaaaa-0000-4000-8000-0000000000a1"),
+            "{shown}"
+        );
+        assert_eq!(
+            creds.secrets(),
+            vec![pem.as_str(), "vonage-signature-very-secret"]
+        );
+        for (field, bad) in [
+            ("application_id", "not-a-uuid"),
+            (
+                "private_key",
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            ),
+            ("private_key", ""),
+            ("signature_secret", "short"),
+        ] {
+            let mut body = ok.clone();
+            body[field] = bad.into();
+            assert!(
+                Credentials::from_admin_json(ProviderKind::Vonage, body).is_err(),
+                "{field}"
+            );
         }
     }
 }

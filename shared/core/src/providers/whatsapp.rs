@@ -9,11 +9,16 @@
 use async_trait::async_trait;
 use chrono::Utc;
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::Sha256;
 use uuid::Uuid;
 
+use super::carrier::{
+    require, strong, ApiUrlSetting, Carrier, CarrierConfig, Receives, TestWebhook, WebhookHandler,
+    WebhookRoute,
+};
+use super::Secret;
 use super::{
     carries, coded_failure, ct_eq, network_error, phones, read_media_body, retry_after,
     Credentials, MediaContent, MediaError, MessagingProviderAdapter, ParseError, VerifyError,
@@ -23,6 +28,7 @@ use crate::domain::{
     Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
+use std::sync::Arc;
 
 /// Graph error codes worth retrying: 4 (app rate limit), 80007 (WABA rate limit), 130429
 /// (throughput), 131048 (spam rate limit), 131056 (pair rate limit), 131016 (service
@@ -632,6 +638,77 @@ impl MessagingProviderAdapter for WhatsappAdapter {
         self.download(creds.access_token.expose(), id).await
     }
 }
+
+/// WhatsApp Cloud API credentials for one business phone number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhatsappCredentials {
+    /// The Graph API phone number id (digits, not secret); it goes into the send path.
+    pub phone_number_id: String,
+    /// System-user (or user) access token, sent as a Bearer token.
+    pub access_token: Secret,
+    /// The Meta app secret: HMAC-SHA256 key of `X-Hub-Signature-256`.
+    pub app_secret: Secret,
+    /// The token Meta echoes in the `hub.verify_token` subscription handshake.
+    pub verify_token: Secret,
+}
+
+impl CarrierConfig for WhatsappCredentials {
+    const SECRET_FIELDS: &'static [&'static str] = &["access_token", "app_secret", "verify_token"];
+
+    fn validate(&self) -> Result<(), String> {
+        // The id goes into the API path: digits only keep it a single path segment.
+        let id_ok = !self.phone_number_id.is_empty()
+            && self.phone_number_id.bytes().all(|b| b.is_ascii_digit());
+        require(id_ok, "phone_number_id (digits)")?;
+        require(!self.access_token.expose().is_empty(), "access_token")?;
+        strong(&self.app_secret, "app_secret")?;
+        require(!self.verify_token.expose().is_empty(), "verify_token")
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        vec![
+            self.access_token.expose(),
+            self.app_secret.expose(),
+            self.verify_token.expose(),
+        ]
+    }
+
+    fn example() -> Self {
+        WhatsappCredentials {
+            phone_number_id: "106540352242922".into(),
+            access_token: Secret::new("wa-access-token-secret"),
+            app_secret: Secret::new("wa-app-secret"),
+            verify_token: Secret::new("wa-verify-token-secret"),
+        }
+    }
+}
+
+/// The Omni declaration of Whatsapp.
+pub const CARRIER: Carrier = Carrier {
+    kind: ProviderKind::Whatsapp,
+    api_url: Some(ApiUrlSetting {
+        env: "OMNI_WHATSAPP_API_URL",
+        default: "https://graph.facebook.com/v21.0",
+        help: "WhatsApp Cloud API (Graph) base URL, version included.",
+    }),
+    webhooks: &[
+        WebhookRoute::get("/webhooks/whatsapp", Receives::Handshake)
+            .served_by(WebhookHandler::MetaHandshake),
+        WebhookRoute::post("/webhooks/whatsapp", Receives::Both),
+    ],
+    adapter: |http, base_url| Arc::new(WhatsappAdapter::new(http, base_url)),
+    platform_config: None,
+    test_webhook: TestWebhook::Unsupported(
+        "not impersonated: post a Cloud API payload signed with X-Hub-Signature-256 \
+         (events/webhook-whatsapp.json is one)",
+    ),
+    openapi: OPENAPI,
+};
+
+/// The webhook routes' part of the OpenAPI document.
+const OPENAPI: &str = r##"{"paths": {
+"/webhooks/whatsapp": {"get": {"summary": "WhatsApp Cloud API webhook subscription handshake", "parameters": [{"name": "hub.mode", "in": "query", "required": true, "schema": {"type": "string"}}, {"name": "hub.verify_token", "in": "query", "required": true, "schema": {"type": "string"}}, {"name": "hub.challenge", "in": "query", "required": true, "schema": {"type": "string"}}], "responses": {"200": {"description": "the hub.challenge, echoed", "content": {"text/plain": {"schema": {"type": "string"}}}}, "403": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}}, "post": {"summary": "WhatsApp Cloud API messages and statuses (X-Hub-Signature-256); routed by the business number, which must match the tenant's phone_number_id", "parameters": [{"name": "X-Hub-Signature-256", "in": "header", "required": true, "schema": {"type": "string"}}], "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}}, "responses": {"200": {"description": "accepted", "content": {"text/plain": {"schema": {"type": "string", "const": "ok"}}}}}}}
+}, "schemas": {}}"##;
 
 #[cfg(test)]
 mod tests {
@@ -1307,5 +1384,51 @@ mod tests {
             "http://127.0.0.1:9/v21.0",
             "http://127.0.0.1:9/x"
         ));
+    }
+
+    #[test]
+    fn whatsapp_secrets_are_redacted() {
+        let creds = Credentials::Whatsapp(WhatsappCredentials {
+            phone_number_id: "106540352242922".into(),
+            access_token: Secret::new("EAAG-access-secret"),
+            app_secret: Secret::new("app-very-secret"),
+            verify_token: Secret::new("verify-very-secret"),
+        });
+        let shown = format!("{creds:?} {}", creds.redacted());
+        for secret in [
+            "EAAG-access-secret",
+            "app-very-secret",
+            "verify-very-secret",
+        ] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("106540352242922"));
+        assert_eq!(creds.redacted()["provider"], "whatsapp");
+        assert_eq!(
+            creds.secrets(),
+            vec![
+                "EAAG-access-secret",
+                "app-very-secret",
+                "verify-very-secret"
+            ]
+        );
+    }
+
+    #[test]
+    fn whatsapp_admin_json_is_validated() {
+        let ok = serde_json::json!({"phone_number_id": "106540352242922", "access_token": "t",
+            "app_secret": "meta-app-secret-0001", "verify_token": "v"});
+        assert_eq!(
+            Credentials::from_admin_json(ProviderKind::Whatsapp, ok)
+                .unwrap()
+                .kind(),
+            ProviderKind::Whatsapp
+        );
+        let traversal = serde_json::json!({"phone_number_id": "1/../me", "access_token": "t",
+            "app_secret": "s", "verify_token": "v"});
+        assert!(Credentials::from_admin_json(ProviderKind::Whatsapp, traversal).is_err());
+        let empty = serde_json::json!({"phone_number_id": "1", "access_token": "t",
+            "app_secret": "", "verify_token": "v"});
+        assert!(Credentials::from_admin_json(ProviderKind::Whatsapp, empty).is_err());
     }
 }

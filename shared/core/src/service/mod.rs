@@ -4,6 +4,7 @@
 //! Each entry point (an axum handler, a Lambda function, the local job runner) calls into
 //! [`Services`]; none of them holds business rules of its own.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,32 +101,16 @@ impl From<DomainError> for ServiceError {
 
 /// Platform credentials from the environment: used only for a tenant with none of its own.
 #[derive(Debug, Clone, Default)]
-pub struct PlatformCredentials {
-    /// `TWILIO_ACCOUNT_SID` + `TWILIO_AUTH_TOKEN`.
-    pub twilio: Option<Credentials>,
-    /// `VOIPMS_API_USERNAME` + `VOIPMS_API_PASSWORD` + `VOIPMS_WEBHOOK_SECRET`.
-    pub voipms: Option<Credentials>,
-}
+pub struct PlatformCredentials(BTreeMap<ProviderKind, Credentials>);
 
 impl PlatformCredentials {
+    /// Adds (or replaces) the platform's configuration for its carrier.
+    pub fn insert(&mut self, credentials: Credentials) {
+        self.0.insert(credentials.kind(), credentials);
+    }
+
     fn get(&self, kind: ProviderKind) -> Option<&Credentials> {
-        match kind {
-            ProviderKind::Twilio => self.twilio.as_ref(),
-            ProviderKind::Voipms => self.voipms.as_ref(),
-            ProviderKind::Signal
-            | ProviderKind::Whatsapp
-            | ProviderKind::Telnyx
-            | ProviderKind::Bandwidth
-            | ProviderKind::Sinch
-            | ProviderKind::Voicemeup
-            | ProviderKind::Vonage
-            | ProviderKind::Sendgrid
-            | ProviderKind::Ses
-            | ProviderKind::Bird
-            | ProviderKind::Inteliquent
-            | ProviderKind::MessageBird
-            | ProviderKind::Simulator => None,
-        }
+        self.0.get(&kind)
     }
 }
 
