@@ -64,6 +64,7 @@ impl World {
         };
         let services = Services {
             tenants: backend.clone(),
+            team: backend.clone(),
             secrets: backend.clone(),
             messages: backend.clone(),
             queue: backend.clone(),
@@ -85,6 +86,7 @@ impl World {
             breakers: Default::default(),
             media_store: None,
             auth_throttle: Default::default(),
+            login_throttle: Default::default(),
             api_key_usage: Default::default(),
         };
         let app = omni_api::full_app(

@@ -7,6 +7,7 @@ use omni_core::domain::{Address, Channel, ProviderKind, Region, TenantId};
 use omni_core::model::{NumberRoute, Tenant};
 use omni_core::providers::{Credentials, Secret, TwilioCredentials, VoipmsCredentials};
 use omni_core::service::Services;
+use omni_core::team::Role;
 use rand::Rng;
 
 /// The demo tenant's id.
@@ -96,7 +97,7 @@ pub async fn seed(
     };
     services.tenants.put_number(&route).await.map_err(err)?;
     let api_key = services
-        .issue_api_key(&tenant_id, Some("demo".into()))
+        .issue_api_key(&tenant_id, Some("demo".into()), Role::Admin)
         .await
         .map_err(|e| e.to_string())?
         .key;

@@ -79,6 +79,7 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
     }
     let services = Services {
         tenants: backend.clone(),
+        team: backend.clone(),
         secrets: backend.clone(),
         messages: backend.clone(),
         queue: backend.clone(),
@@ -89,6 +90,7 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
         breakers: Default::default(),
         media_store: None,
         auth_throttle: Default::default(),
+        login_throttle: Default::default(),
         api_key_usage: Default::default(),
     };
 
@@ -265,6 +267,7 @@ mod tests {
     fn app_state(backend: Arc<SqliteBackend>, hub: Arc<WsHub>) -> AppState {
         let services = Services {
             tenants: backend.clone(),
+            team: backend.clone(),
             secrets: backend.clone(),
             messages: backend.clone(),
             queue: backend,
@@ -279,6 +282,7 @@ mod tests {
             breakers: Default::default(),
             media_store: None,
             auth_throttle: Default::default(),
+            login_throttle: Default::default(),
             api_key_usage: Default::default(),
         };
         AppState {

@@ -3,8 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, put};
@@ -13,39 +12,15 @@ use chrono::Utc;
 use omni_core::domain::{Address, Channel, ProviderKind, Region, TenantId};
 use omni_core::model::{ApiKeyInfo, NumberRoute, Routing, Tenant};
 use omni_core::providers::Credentials;
-use omni_core::service::AuthScope;
+use omni_core::team::Role;
 use serde::Deserialize;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 use tracing::info;
 
-use crate::dispatch::bearer;
+use crate::access::AdminAuth;
 use crate::error::ApiError;
 use crate::routes::Routes;
-use crate::{AppState, ClientAddr};
-
-/// Proof the caller holds the admin token (compared in constant time).
-pub struct AdminAuth;
-
-impl FromRequestParts<AppState> for AdminAuth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let client = ClientAddr::of(&parts.extensions);
-        let services = &state.services;
-        services.auth_allowed(client, &AuthScope::Admin)?;
-        let token = bearer(&parts.headers).unwrap_or_default();
-        let expected = state.admin_token.expose().as_bytes();
-        if expected.is_empty() || !bool::from(token.as_bytes().ct_eq(expected)) {
-            services.auth_failed(client, &AuthScope::Admin).await;
-            return Err(ApiError::unauthorized());
-        }
-        Ok(AdminAuth)
-    }
-}
+use crate::AppState;
 
 /// The admin API as a finished router (the `admin` function on AWS).
 pub fn app(state: AppState) -> axum::Router {
@@ -94,7 +69,12 @@ pub fn routes(state: AppState) -> Routes {
         .route(
             "/v1/admin/tenants/{tenant_id}/api-keys/{id}",
             &[Method::DELETE],
-            delete(revoke_api_key).with_state(state),
+            delete(revoke_api_key).with_state(state.clone()),
+        )
+        .route(
+            "/v1/admin/tenants/{tenant_id}/users",
+            &[Method::POST],
+            axum::routing::post(create_user).with_state(state),
         )
 }
 
@@ -375,17 +355,17 @@ async fn get_routing(
 struct ApiKeyBody {
     #[serde(default)]
     name: Option<String>,
+    /// `admin` unless given.
+    #[serde(default)]
+    role: Option<Role>,
 }
-
-/// Every key has every right until keys get roles of their own.
-const KEY_ROLE: &str = "admin";
 
 /// A key as the admin API lists it: never the key, nor its hash.
 fn key_json(key: &ApiKeyInfo) -> serde_json::Value {
     json!({
         "id": key.id,
         "name": key.name,
-        "role": KEY_ROLE,
+        "role": key.role,
         "prefix": key.prefix,
         "created_at": key.created_at,
         "last_used_at": key.last_used_at,
@@ -412,7 +392,8 @@ async fn create_api_key(
     {
         return Err(ApiError::invalid("name must be 1 to 100 characters"));
     }
-    let issued = state.services.issue_api_key(&tenant.id, name).await?;
+    let role = body.role.unwrap_or(Role::Admin);
+    let issued = state.services.issue_api_key(&tenant.id, name, role).await?;
     info!(tenant_id = %tenant.id, key_id = %issued.info.id, "api key issued");
     let mut answer = key_json(&issued.info);
     answer["key"] = issued.key.into();
@@ -443,4 +424,16 @@ async fn revoke_api_key(
         return Err(ApiError::not_found("api key"));
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST .../users`: the platform operator invites a tenant's first admin (or anyone); the
+/// tenant's admins may too.
+async fn create_user(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+    body: Result<Json<crate::team::NewUser>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let tenant = existing_tenant(&state, &raw).await?;
+    crate::team::invite(&state, &tenant.id, json_body(body)?).await
 }

@@ -252,6 +252,7 @@ impl ServiceArgs {
                 lockout: Duration::from_secs(self.auth_lockout_secs),
                 delay_step: Duration::from_millis(self.auth_failure_delay_ms),
             },
+            login_throttle: omni_core::service::default_login_throttle(),
         }
     }
 }

@@ -3,39 +3,23 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json};
-use omni_core::domain::TenantId;
+use omni_core::model::Message;
 use omni_core::providers::MediaContent;
-use omni_core::service::{MediaDownload, SendRequest};
+use omni_core::service::{Caller, MediaDownload, SendRequest};
+use omni_core::team::Permission;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::access::Auth;
 use crate::error::ApiError;
 use crate::ratelimit::SendLimiter;
 use crate::routes::Routes;
 use crate::AppState;
-
-/// The tenant resolved from `Authorization: Bearer <api key>`; every tenant-scoped read and
-/// write is keyed by it, never by request data.
-pub struct TenantAuth(pub TenantId);
-
-impl FromRequestParts<AppState> for TenantAuth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let client = crate::ClientAddr::of(&parts.extensions);
-        let key = bearer(&parts.headers).unwrap_or_default();
-        Ok(TenantAuth(state.services.authenticate(key, client).await?))
-    }
-}
 
 /// The token of an `Authorization: Bearer` header.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -61,12 +45,13 @@ pub fn send_app(state: AppState) -> axum::Router {
     crate::routes::finish(send_routes(state).into_router())
 }
 
-/// Conversations, messages, read and star as a finished router (the `conversations`
-/// function on AWS), which also answers `/healthz` and `/openapi.json` there: the contract
-/// serves them at the same paths on both deployments.
+/// Conversations, messages, read and star, users and sign-in as a finished router (the
+/// `conversations` function on AWS), which also answers `/healthz` and `/openapi.json` there:
+/// the contract serves them at the same paths on both deployments.
 pub fn conversations_app(state: AppState) -> axum::Router {
     crate::routes::finish(
-        conversation_routes(state)
+        conversation_routes(state.clone())
+            .merge(crate::team::routes(state))
             .merge(crate::routes::meta_routes())
             .into_router(),
     )
@@ -127,10 +112,11 @@ pub fn conversation_routes(state: AppState) -> Routes {
 async fn send(
     State(state): State<AppState>,
     Extension(limiter): Extension<Arc<SendLimiter>>,
-    TenantAuth(tenant): TenantAuth,
+    Auth(caller): Auth,
     headers: HeaderMap,
     body: Result<Json<SendRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let tenant = caller.tenant.clone();
     // Before anything is read or stored: a refused send leaves no trace.
     limiter.check(&tenant)?;
     let Json(mut request) = body?;
@@ -147,7 +133,10 @@ async fn send(
             _ => request.idempotency_key = Some(header_key.to_string()),
         }
     }
-    let (message, _created) = state.services.send_message(&tenant, request).await?;
+    let (message, _created) = state
+        .services
+        .send_message(&tenant, request, caller.actor)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(message)))
 }
 
@@ -158,38 +147,59 @@ fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
 
 async fn get_message(
     State(state): State<AppState>,
-    TenantAuth(tenant): TenantAuth,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id(&id, "message")?;
-    let message = state.services.messages.get_message(&tenant, id).await?;
-    message
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("message"))
+    Ok(Json(readable_message(&state, &caller, id).await?))
+}
+
+/// A message the caller may read: any of the tenant's, or for a role that cannot read
+/// conversations (a dispatch system's `sender` key), only the ones it sent.
+async fn readable_message(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<Message, ApiError> {
+    let message = state
+        .services
+        .messages
+        .get_message(&caller.tenant, id)
+        .await?
+        .filter(|m| {
+            caller.role.allows(Permission::ConversationsRead)
+                || m.sent_by
+                    .as_ref()
+                    .is_some_and(|by| by.kind == caller.actor.kind && by.id == caller.actor.id)
+        });
+    message.ok_or_else(|| ApiError::not_found("message"))
 }
 
 /// `GET /v1/messages/{id}/media/{index}`: a redirect to a plain link, or the bytes the
 /// carrier keeps behind its own authentication (WhatsApp media ids).
 async fn get_media(
     State(state): State<AppState>,
-    TenantAuth(tenant): TenantAuth,
+    Auth(caller): Auth,
     Path((id, index)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id, "message")?;
     let index = index
         .parse::<usize>()
         .map_err(|_| ApiError::not_found("media"))?;
-    Ok(match state.services.media(&tenant, id, index).await? {
-        MediaDownload::Link(url) => match HeaderValue::from_str(&url) {
-            Ok(location) => (
-                StatusCode::TEMPORARY_REDIRECT,
-                [(header::LOCATION, location)],
-            )
-                .into_response(),
-            Err(_) => return Err(ApiError::not_found("media")),
+    readable_message(&state, &caller, id).await?;
+    Ok(
+        match state.services.media(&caller.tenant, id, index).await? {
+            MediaDownload::Link(url) => match HeaderValue::from_str(&url) {
+                Ok(location) => (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [(header::LOCATION, location)],
+                )
+                    .into_response(),
+                Err(_) => return Err(ApiError::not_found("media")),
+            },
+            MediaDownload::Content(content) => media_response(content),
         },
-        MediaDownload::Content(content) => media_response(content),
-    })
+    )
 }
 
 /// The carrier's bytes under our origin: the type the carrier named (or octet-stream), never
@@ -253,58 +263,62 @@ fn page_query(
 
 async fn list_conversations(
     State(state): State<AppState>,
-    TenantAuth(tenant): TenantAuth,
+    Auth(caller): Auth,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let q = page_query(query)?;
     let page = state
         .services
         .messages
-        .list_conversations(&tenant, q.limit()?, q.cursor.as_deref())
+        .list_conversations(&caller.tenant, q.limit()?, q.cursor.as_deref())
         .await?;
     Ok(Json(page))
 }
 
 async fn list_messages(
     State(state): State<AppState>,
-    TenantAuth(tenant): TenantAuth,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id(&id, "conversation")?;
     let q = page_query(query)?;
     let messages = &state.services.messages;
-    if messages.get_conversation(&tenant, id).await?.is_none() {
+    if messages
+        .get_conversation(&caller.tenant, id)
+        .await?
+        .is_none()
+    {
         return Err(ApiError::not_found("conversation"));
     }
     let page = messages
-        .list_messages(&tenant, id, q.limit()?, q.cursor.as_deref())
+        .list_messages(&caller.tenant, id, q.limit()?, q.cursor.as_deref())
         .await?;
     Ok(Json(page))
 }
 
 async fn mark_read(
     State(state): State<AppState>,
-    TenantAuth(tenant): TenantAuth,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id(&id, "conversation")?;
     let conversation = state
         .services
         .messages
-        .mark_read(&tenant, id)
+        .mark_read(&caller.tenant, id)
         .await?
         .ok_or_else(|| ApiError::not_found("conversation"))?;
     state
         .services
-        .push_conversation(&tenant, &conversation)
+        .push_conversation(&caller.tenant, &conversation)
         .await;
     Ok(Json(conversation))
 }
 
 async fn star(
     state: State<AppState>,
-    auth: TenantAuth,
+    auth: Auth,
     id: Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     set_star(state, auth, id, true).await
@@ -312,7 +326,7 @@ async fn star(
 
 async fn unstar(
     state: State<AppState>,
-    auth: TenantAuth,
+    auth: Auth,
     id: Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     set_star(state, auth, id, false).await
@@ -320,7 +334,7 @@ async fn unstar(
 
 async fn set_star(
     State(state): State<AppState>,
-    TenantAuth(tenant): TenantAuth,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     starred: bool,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -328,12 +342,12 @@ async fn set_star(
     let (message, conversation) = state
         .services
         .messages
-        .set_starred(&tenant, id, starred)
+        .set_starred(&caller.tenant, id, starred)
         .await?
         .ok_or_else(|| ApiError::not_found("message"))?;
     state
         .services
-        .push_conversation(&tenant, &conversation)
+        .push_conversation(&caller.tenant, &conversation)
         .await;
     Ok(Json(message))
 }

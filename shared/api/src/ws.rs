@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -20,8 +21,8 @@ use axum::routing::get;
 use axum::Extension;
 use futures::{SinkExt, StreamExt};
 use omni_core::domain::TenantId;
-use omni_core::model::ApiKeyOwner;
 use omni_core::ports::{Push, PushEvent, StoreError, StoreResult};
+use omni_core::team::Permission;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -214,7 +215,7 @@ async fn connect(
     Query(query): Query<WsQuery>,
     headers: HeaderMap,
     client: Option<Extension<ClientAddr>>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     hub: Arc<WsHub>,
 ) -> Result<Response, ApiError> {
     let token = query
@@ -222,40 +223,42 @@ async fn connect(
         .as_deref()
         .or_else(|| bearer(&headers))
         .unwrap_or_default();
-    let owner = state
+    // Who it is before what it sent: a caller without the right hears 401 or 403 first.
+    let caller = state
         .services
-        .authenticate_key(token, client.map(|Extension(c)| c.0))
+        .authenticate_caller(token, client.map(|Extension(c)| c.0))
         .await?;
+    caller.require(Permission::ConversationsRead)?;
+    let upgrade =
+        upgrade.map_err(|e| ApiError::new(e.status(), "invalid_request", e.body_text()))?;
+    let owner = caller.connection_owner();
     let (tx, rx) = mpsc::channel(CONNECTION_BUFFER);
     // The place is taken before the upgrade, so the caps hold however many upgrades race.
-    let registration = hub
-        .register(&owner.tenant, &owner.key_id, tx)
-        .map_err(|full| {
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_connections",
-                match full {
-                    Full::Key => "this API key has as many dashboards open as it may",
-                    Full::Tenant => "this tenant has as many dashboards open as it may",
-                    Full::Server => "the server has as many dashboards open as it may",
-                },
-            )
-        })?;
+    let registration = hub.register(&caller.tenant, &owner, tx).map_err(|full| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            match full {
+                Full::Key => "this API key or user has as many dashboards open as it may",
+                Full::Tenant => "this tenant has as many dashboards open as it may",
+                Full::Server => "the server has as many dashboards open as it may",
+            },
+        )
+    })?;
     let limits = *hub.limits();
     Ok(upgrade
         .max_frame_size(limits.max_message_bytes)
         .max_message_size(limits.max_message_bytes)
-        .on_upgrade(move |socket| serve(socket, owner, registration, rx, limits)))
+        .on_upgrade(move |socket| serve(socket, caller.tenant, registration, rx, limits)))
 }
 
 async fn serve(
     socket: WebSocket,
-    owner: ApiKeyOwner,
+    tenant: TenantId,
     registration: Registration,
     mut rx: mpsc::Receiver<Arc<str>>,
     limits: WsLimits,
 ) {
-    let tenant = owner.tenant;
     info!(tenant_id = %tenant, "dashboard connected");
     let (mut sink, mut stream) = socket.split();
     let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_every, limits.ping_every);

@@ -21,7 +21,8 @@ use omni_core::model::{
     Tenant,
 };
 use omni_core::ports::{
-    FlushedPart, Job, MessageStore, PartOutcome, Queue, SecretStore, StoreError, TenantStore,
+    FlushedPart, Job, MessageStore, PartOutcome, Queue, SecretStore, StoreError, TeamStore,
+    TenantStore,
 };
 use omni_core::providers::BirdCredentials;
 use omni_core::providers::MessageBirdCredentials;
@@ -30,13 +31,14 @@ use omni_core::providers::{
     SesCredentials, SignalConfig, SinchCredentials, TelnyxCredentials, TwilioCredentials,
     VoicemeupCredentials, VoipmsCredentials, VonageCredentials, WhatsappCredentials,
 };
+use omni_core::team::{Actor, ActorType, Invite, Role, Session, User, UserRecord};
 use omni_core::template::{ButtonSubType, Component, Currency, MediaLink, Parameter, Template};
 use uuid::Uuid;
 
 /// Everything a full Omni storage backend implements.
-pub trait Backend: TenantStore + SecretStore + MessageStore + Queue {}
+pub trait Backend: TenantStore + TeamStore + SecretStore + MessageStore + Queue {}
 
-impl<T: TenantStore + SecretStore + MessageStore + Queue> Backend for T {}
+impl<T: TenantStore + TeamStore + SecretStore + MessageStore + Queue> Backend for T {}
 
 /// Declares one `#[tokio::test]` per check, each on a fresh backend, so a backend's test file
 /// lists no checks itself: `conformance_tests!(backend = fresh().await; &backend);` binds the
@@ -44,7 +46,7 @@ impl<T: TenantStore + SecretStore + MessageStore + Queue> Backend for T {}
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,6 +89,9 @@ pub async fn run_all<B: Backend>(backend: &B) {
     lone_halves_are_flushed_and_late_halves_go_alone(backend).await;
     tenants_are_isolated(backend).await;
     queue_accepts_jobs(backend).await;
+    users_are_unique_per_tenant_and_updated(backend).await;
+    invites_are_taken_once(backend).await;
+    sessions_are_kept_touched_and_ended(backend).await;
 }
 
 // ---- fixtures --------------------------------------------------------------------------
@@ -147,6 +152,11 @@ fn outbound(from: &Address, to: &Address, body: &str, at: DateTime<Utc>) -> NewO
         subject: None,
         idempotency_key: None,
         at,
+        sent_by: Some(Actor {
+            kind: ActorType::User,
+            id: "0190a7d0-0000-7000-8000-000000000001".into(),
+            name: "Alex".into(),
+        }),
     }
 }
 
@@ -378,6 +388,7 @@ fn api_key(id: &str, name: Option<&str>) -> ApiKeyInfo {
         // Stores keep microseconds at least; whole seconds compare equal everywhere.
         created_at: Some(DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap()),
         last_used_at: None,
+        role: Role::Admin,
     }
 }
 
@@ -392,12 +403,16 @@ pub async fn api_keys_resolve_by_hash<B: Backend>(b: &B) {
     b.put_api_key(&a, &api_key("key-1", None), &hash_a)
         .await
         .unwrap();
-    b.put_api_key(&other, &api_key("key-1", None), &hash_b)
-        .await
-        .unwrap();
+    let sender = ApiKeyInfo {
+        role: Role::Sender,
+        ..api_key("key-1", Some("CAD"))
+    };
+    b.put_api_key(&other, &sender, &hash_b).await.unwrap();
     let owner = |tenant: &TenantId| ApiKeyOwner {
         tenant: tenant.clone(),
         key_id: "key-1".into(),
+        name: None,
+        role: Role::Admin,
     };
     assert_eq!(
         b.tenant_for_api_key(&hash_a).await.unwrap(),
@@ -405,8 +420,14 @@ pub async fn api_keys_resolve_by_hash<B: Backend>(b: &B) {
     );
     assert_eq!(
         b.tenant_for_api_key(&hash_b).await.unwrap(),
-        Some(owner(&other))
+        Some(ApiKeyOwner {
+            name: Some("CAD".into()),
+            role: Role::Sender,
+            ..owner(&other)
+        }),
+        "a key's name and role come with it"
     );
+    assert_eq!(b.list_api_keys(&other).await.unwrap(), [sender]);
     assert_eq!(b.tenant_for_api_key("sha256-unknown").await.unwrap(), None);
     assert!(matches!(
         b.put_api_key(&other, &api_key("key-2", None), &hash_a)
@@ -2033,4 +2054,134 @@ pub async fn queue_accepts_jobs<B: Backend>(b: &B) {
     b.dead_letter(&deliver, "retry budget exhausted")
         .await
         .unwrap();
+}
+
+// ---- the team ----------------------------------------------------------------------------
+
+fn user_record(tenant: &TenantId, email: &str, role: Role) -> UserRecord {
+    let at = DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
+    UserRecord {
+        user: User {
+            id: Uuid::now_v7(),
+            tenant_id: Some(tenant.clone()),
+            email: email.into(),
+            name: format!("{email} name"),
+            role,
+            disabled: false,
+            active: false,
+            created_at: at,
+            updated_at: at,
+        },
+        password_hash: None,
+        generation: 0,
+    }
+}
+
+/// Users are found by id and e-mail within their tenant only; an e-mail is unique per
+/// tenant; an update keeps the e-mail and replaces the rest, password hash included.
+pub async fn users_are_unique_per_tenant_and_updated<B: Backend>(b: &B) {
+    let (a, other) = (new_tenant_id("a"), new_tenant_id("b"));
+    let alex = user_record(&a, "alex@example.org", Role::Dispatcher);
+    let sam = user_record(&a, "sam@example.org", Role::Admin);
+    b.create_user(&alex).await.unwrap();
+    b.create_user(&sam).await.unwrap();
+    assert!(matches!(
+        b.create_user(&user_record(&a, "alex@example.org", Role::Admin))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    b.create_user(&user_record(&other, "alex@example.org", Role::Admin))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.get_user(&a, alex.user.id).await.unwrap(),
+        Some(alex.clone())
+    );
+    assert_eq!(b.get_user(&other, alex.user.id).await.unwrap(), None);
+    assert_eq!(
+        b.user_by_email(&a, "alex@example.org").await.unwrap(),
+        Some(alex.clone())
+    );
+    assert_eq!(
+        b.user_by_email(&a, "nobody@example.org").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        b.list_users(&a).await.unwrap(),
+        [alex.user.clone(), sam.user.clone()]
+    );
+
+    let mut changed = alex.clone();
+    changed.user.name = "Alex R.".into();
+    changed.user.role = Role::Supervisor;
+    changed.user.disabled = true;
+    changed.user.active = true;
+    changed.password_hash = Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into());
+    changed.generation = 3;
+    b.update_user(&changed).await.unwrap();
+    assert_eq!(
+        b.get_user(&a, alex.user.id).await.unwrap(),
+        Some(changed.clone())
+    );
+    assert_eq!(
+        b.user_by_email(&a, "alex@example.org").await.unwrap(),
+        Some(changed)
+    );
+}
+
+/// An invite is taken once, whoever races for it, and only by its token's hash.
+pub async fn invites_are_taken_once<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("a");
+    let invite = Invite {
+        token_hash: format!("sha256-{}", Uuid::new_v4().simple()),
+        tenant_id: tenant.clone(),
+        user_id: Uuid::now_v7(),
+        expires_at: DateTime::from_timestamp(Utc::now().timestamp() + 3600, 0).unwrap(),
+    };
+    b.put_invite(&invite).await.unwrap();
+    assert_eq!(b.take_invite("sha256-unknown").await.unwrap(), None);
+    let (first, second) = tokio::join!(
+        b.take_invite(&invite.token_hash),
+        b.take_invite(&invite.token_hash)
+    );
+    let taken: Vec<_> = [first.unwrap(), second.unwrap()]
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(taken, [invite]);
+}
+
+/// A session is found by its token's hash, keeps its generation, moves its expiry when
+/// touched, and is gone once deleted (a touch after that does not bring it back).
+pub async fn sessions_are_kept_touched_and_ended<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("a");
+    let expires = DateTime::from_timestamp(Utc::now().timestamp() + 3600, 0).unwrap();
+    let session = Session {
+        token_hash: format!("sha256-{}", Uuid::new_v4().simple()),
+        tenant_id: tenant,
+        user_id: Uuid::now_v7(),
+        generation: 2,
+        expires_at: expires,
+    };
+    b.put_session(&session).await.unwrap();
+    assert_eq!(
+        b.get_session(&session.token_hash).await.unwrap(),
+        Some(session.clone())
+    );
+    assert_eq!(b.get_session("sha256-unknown").await.unwrap(), None);
+    let later = secs(expires, 600);
+    b.touch_session(&session.token_hash, later).await.unwrap();
+    assert_eq!(
+        b.get_session(&session.token_hash).await.unwrap(),
+        Some(Session {
+            expires_at: later,
+            ..session.clone()
+        })
+    );
+    b.delete_session(&session.token_hash).await.unwrap();
+    assert_eq!(b.get_session(&session.token_hash).await.unwrap(), None);
+    b.touch_session(&session.token_hash, secs(later, 60))
+        .await
+        .unwrap();
+    assert_eq!(b.get_session(&session.token_hash).await.unwrap(), None);
 }

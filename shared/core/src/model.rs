@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::team::{Actor, ActorType, Role};
 use crate::template::Template;
 
 use crate::domain::{
@@ -46,15 +47,37 @@ pub struct ApiKeyInfo {
     pub created_at: Option<DateTime<Utc>>,
     /// When it last opened a request, to the minute; never, if unset.
     pub last_used_at: Option<DateTime<Utc>>,
+    /// What it may do; keys issued before keys had roles are admins.
+    #[serde(default = "admin_role")]
+    pub role: Role,
 }
 
-/// Who an API key opens: its tenant and its id.
+fn admin_role() -> Role {
+    Role::Admin
+}
+
+/// Who an API key opens: its tenant, its id, name and role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyOwner {
     /// The tenant.
     pub tenant: TenantId,
     /// The key's id.
     pub key_id: String,
+    /// The key's name, if it has one.
+    pub name: Option<String>,
+    /// What it may do.
+    pub role: Role,
+}
+
+impl ApiKeyOwner {
+    /// The key as an actor (named by its id when it has no name).
+    pub fn actor(&self) -> Actor {
+        Actor {
+            kind: ActorType::ApiKey,
+            id: self.key_id.clone(),
+            name: self.name.clone().unwrap_or_else(|| self.key_id.clone()),
+        }
+    }
 }
 
 /// A tenant number: inbound traffic to it belongs to the tenant, and the tenant sends from it.
@@ -159,6 +182,9 @@ pub struct Message {
     pub updated_at: DateTime<Utc>,
     /// Every status transition, oldest first.
     pub events: Vec<StatusEvent>,
+    /// Who sent it (outbound only; none for messages sent before this was recorded).
+    #[serde(default)]
+    pub sent_by: Option<Actor>,
 }
 
 /// Who records the transitions a store makes on its own behalf.
@@ -196,6 +222,7 @@ impl Message {
                 source: m.provider.as_str().to_owned(),
                 note: None,
             }],
+            sent_by: None,
         }
     }
 
@@ -227,6 +254,7 @@ impl Message {
                 source: SOURCE_API.to_owned(),
                 note: None,
             }],
+            sent_by: m.sent_by.clone(),
         }
     }
 
@@ -415,6 +443,8 @@ pub struct NewOutbound {
     pub idempotency_key: Option<String>,
     /// When it was accepted.
     pub at: DateTime<Utc>,
+    /// Who sent it.
+    pub sent_by: Option<Actor>,
 }
 
 /// What the store did with a status update.
@@ -457,6 +487,7 @@ mod tests {
             subject: None,
             idempotency_key: None,
             at,
+            sent_by: None,
         };
         let tenant = TenantId::parse("north").unwrap();
         let mut m = Message::queued(&tenant, &new, Uuid::now_v7());

@@ -18,6 +18,7 @@ use crate::model::{
     NumberRoute, Page, Routing, StatusApplied, Tenant,
 };
 use crate::providers::Credentials;
+use crate::team::{Invite, Session, User, UserRecord};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +93,40 @@ pub trait TenantStore: Send + Sync {
     async fn put_routing(&self, tenant: &TenantId, routing: &Routing) -> StoreResult<()>;
     /// A tenant's carrier priorities per channel; empty when none were set.
     async fn get_routing(&self, tenant: &TenantId) -> StoreResult<Routing>;
+}
+
+/// A tenant's users and their sign-in records: invites and sessions, kept by the hash of
+/// their tokens only.
+#[async_trait]
+pub trait TeamStore: Send + Sync {
+    /// Adds a user; [`StoreError::Conflict`] when the tenant has a user with that e-mail.
+    async fn create_user(&self, user: &UserRecord) -> StoreResult<()>;
+    /// A user of the tenant's, by id.
+    async fn get_user(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<UserRecord>>;
+    /// A user of the tenant's, by (lower-case) e-mail.
+    async fn user_by_email(
+        &self,
+        tenant: &TenantId,
+        email: &str,
+    ) -> StoreResult<Option<UserRecord>>;
+    /// The tenant's users, oldest first.
+    async fn list_users(&self, tenant: &TenantId) -> StoreResult<Vec<User>>;
+    /// Replaces a user's name, role, disabled flag, password hash and generation (the
+    /// e-mail never changes).
+    async fn update_user(&self, user: &UserRecord) -> StoreResult<()>;
+    /// Stores an invite.
+    async fn put_invite(&self, invite: &Invite) -> StoreResult<()>;
+    /// Removes and returns the invite of that token hash: of two concurrent takers, one
+    /// gets it.
+    async fn take_invite(&self, token_hash: &str) -> StoreResult<Option<Invite>>;
+    /// Stores a session (the store may forget it once it expired).
+    async fn put_session(&self, session: &Session) -> StoreResult<()>;
+    /// The session of that token hash, expired or not.
+    async fn get_session(&self, token_hash: &str) -> StoreResult<Option<Session>>;
+    /// Moves a session's expiry (it was used).
+    async fn touch_session(&self, token_hash: &str, expires_at: DateTime<Utc>) -> StoreResult<()>;
+    /// Ends a session.
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
 }
 
 /// Tenant carrier credentials (encrypted at rest / Secrets Manager).

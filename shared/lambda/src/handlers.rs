@@ -14,6 +14,7 @@ use lambda_runtime::{Context, LambdaEvent};
 use omni_core::ports::Job;
 use omni_core::providers::signal::SignalAdapter;
 use omni_core::service::{JobError, ServiceError};
+use omni_core::team::Permission;
 use serde::Serialize;
 use tracing::{error, info, warn};
 
@@ -262,8 +263,8 @@ pub async fn ws_connect(
         .source_ip
         .as_deref()
         .and_then(|ip| ip.parse().ok());
-    let owner = match omni.services.authenticate_key(token, client).await {
-        Ok(owner) => owner,
+    let caller = match omni.services.authenticate_caller(token, client).await {
+        Ok(caller) => caller,
         Err(ServiceError::Unauthorized) => {
             return Ok(ws_response(
                 401,
@@ -278,11 +279,18 @@ pub async fn ws_connect(
         }
         Err(e) => return Err(internal(e)),
     };
+    if caller.require(Permission::ConversationsRead).is_err() {
+        return Ok(ws_response(
+            403,
+            r#"{"error":"forbidden: this needs the conversations.read permission","code":"forbidden"}"#,
+        ));
+    }
+    let (tenant, owner) = (&caller.tenant, caller.connection_owner());
     // Counted from the table: every ws-connect instance sees the same connections. Two
     // connections racing past the last place may both get in; the next is refused.
     let (open, of_key) = omni
         .backend
-        .connection_counts(&owner.tenant, &owner.key_id)
+        .connection_counts(tenant, &owner)
         .await
         .map_err(|e| internal(e.into()))?;
     if open >= omni.ws_limits.per_tenant || of_key >= omni.ws_limits.per_key {
@@ -292,10 +300,10 @@ pub async fn ws_connect(
         ));
     }
     omni.backend
-        .add_connection(&owner.tenant, &owner.key_id, connection)
+        .add_connection(tenant, &owner, connection)
         .await
         .map_err(|e| internal(e.into()))?;
-    info!(tenant_id = %owner.tenant, key_id = %owner.key_id, connection, "dashboard connected");
+    info!(tenant_id = %tenant, owner, connection, "dashboard connected");
     Ok(ws_response(200, ""))
 }
 

@@ -128,6 +128,7 @@ impl Omni {
         let http = http_client(carrier_timeout);
         let services = Services {
             tenants: Arc::new(backend.clone()),
+            team: Arc::new(backend.clone()),
             secrets: Arc::new(backend.clone()),
             messages: Arc::new(backend.clone()),
             queue: Arc::new(backend.clone()),
@@ -140,6 +141,7 @@ impl Omni {
                 .settings(config.public_url.trim().to_string()),
             breakers: Default::default(),
             auth_throttle: Default::default(),
+            login_throttle: Default::default(),
             api_key_usage: Default::default(),
             media_store: match &config.media_bucket {
                 Some(bucket) => Some(Arc::new(

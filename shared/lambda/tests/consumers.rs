@@ -83,6 +83,7 @@ async fn queue_message(w: &World) -> Uuid {
         subject: None,
         idempotency_key: None,
         at: Utc::now(),
+        sent_by: None,
     };
     w.backend
         .create_outbound(&tenant(), &message)

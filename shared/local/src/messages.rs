@@ -21,7 +21,7 @@ use crate::SqliteBackend;
 
 const MESSAGE_COLS: &str = "id, tenant_id, conversation_id, direction, channel, from_number, \
     to_number, body, media, status, provider, provider_message_id, error_code, error_message, \
-    starred, created_at, updated_at, events, template, subject";
+    starred, created_at, updated_at, events, template, subject, sent_by";
 
 /// The opt-out list is joined in so every conversation read reports it.
 const CONVERSATION_SELECT: &str = "SELECT c.id, c.tenant_id, c.channel, c.contact, \
@@ -79,6 +79,9 @@ fn message_row(row: &Row) -> StoreResult<Message> {
         created_at: parse_ts(&text(15)?)?,
         updated_at: parse_ts(&text(16)?)?,
         events,
+        sent_by: opt(20)?
+            .map(|a| serde_json::from_str(&a).map_err(|_| corrupt("sent_by")))
+            .transpose()?,
     })
 }
 
@@ -226,9 +229,9 @@ fn insert_message(
         "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, from_number,
              to_number, body, media, status, provider, provider_message_id, error_code,
              error_message, starred, created_at, updated_at, events, idempotency_key, template,
-             subject)
+             subject, sent_by)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-             ?18, ?19, ?20, ?21)",
+             ?18, ?19, ?20, ?21, ?22)",
         params![
             message.id.to_string(),
             tenant.as_str(),
@@ -251,6 +254,7 @@ fn insert_message(
             idempotency_key,
             message.template.as_ref().map(json).transpose()?,
             message.subject,
+            message.sent_by.as_ref().map(json).transpose()?,
         ],
     )
     .map_err(db)?;

@@ -12,8 +12,11 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 
 use crate::domain::{DomainError, ProviderKind, TenantId};
-use crate::ports::{MediaStore, MessageStore, Push, Queue, SecretStore, StoreError, TenantStore};
+use crate::ports::{
+    MediaStore, MessageStore, Push, Queue, SecretStore, StoreError, TeamStore, TenantStore,
+};
 use crate::providers::{Credentials, ProviderRegistry};
+use crate::team::Permission;
 
 mod breaker;
 mod delivery;
@@ -23,6 +26,7 @@ mod keywords;
 mod media;
 mod outbound;
 mod ses_sns;
+mod team;
 mod throttle;
 mod updater;
 
@@ -32,6 +36,10 @@ pub use keys::{ApiKeyUsage, IssuedKey};
 pub use keywords::Keyword;
 pub use media::MediaDownload;
 pub use outbound::SendRequest;
+pub use team::{
+    default_login_throttle, normalize_email, Caller, Credential, SignedIn, UserChange,
+    INVITE_PREFIX, INVITE_TTL, MIN_PASSWORD_CHARS, SESSION_IDLE, SESSION_PREFIX,
+};
 pub use throttle::{AuthScope, AuthThrottle, AuthThrottlePolicy};
 pub use updater::JobError;
 
@@ -53,6 +61,12 @@ pub enum ServiceError {
     /// No valid credential.
     #[error("a valid API key or token is required")]
     Unauthorized,
+    /// A sign-in with an unknown e-mail or a wrong password (the same answer for both).
+    #[error("the e-mail or password is wrong")]
+    InvalidCredentials,
+    /// The caller's role lacks the permission.
+    #[error("forbidden: this needs the {0} permission")]
+    Forbidden(Permission),
     /// The webhook's signature or secret does not match.
     #[error("webhook signature is invalid")]
     InvalidSignature,
@@ -186,6 +200,8 @@ pub struct ServiceSettings {
     pub split_message_wait: Duration,
     /// How repeated authentication failures from one address are slowed and locked out.
     pub auth_throttle: AuthThrottlePolicy,
+    /// How failed sign-ins lock an account or an address out.
+    pub login_throttle: AuthThrottlePolicy,
 }
 
 /// A per-tenant token bucket on `POST /v1/messages`: `burst` sends at once, refilled at
@@ -221,6 +237,7 @@ impl Default for ServiceSettings {
             send_rate: SendRateLimit::default(),
             split_message_wait: Duration::from_secs(10),
             auth_throttle: AuthThrottlePolicy::default(),
+            login_throttle: default_login_throttle(),
         }
     }
 }
@@ -230,6 +247,8 @@ impl Default for ServiceSettings {
 pub struct Services {
     /// Tenants, numbers, API keys.
     pub tenants: Arc<dyn TenantStore>,
+    /// Users, invites, sessions.
+    pub team: Arc<dyn TeamStore>,
     /// Carrier credentials.
     pub secrets: Arc<dyn SecretStore>,
     /// Messages and conversations.
@@ -251,6 +270,8 @@ pub struct Services {
     pub media_store: Option<Arc<dyn MediaStore>>,
     /// Authentication failures per (address, scope), shared by every clone.
     pub auth_throttle: Arc<AuthThrottle>,
+    /// Failed sign-ins per address and per account, shared by every clone.
+    pub login_throttle: Arc<AuthThrottle>,
     /// When each API key's use was last recorded, shared by every clone.
     pub api_key_usage: Arc<ApiKeyUsage>,
 }

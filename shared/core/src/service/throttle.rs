@@ -49,8 +49,12 @@ const MAX_TRACKED: usize = 65_536;
 pub enum AuthScope {
     /// `/v1/admin/*`.
     Admin,
-    /// A tenant API key (the API and the WebSocket).
+    /// A tenant API key or session token (the API and the WebSocket).
     ApiKey,
+    /// Signing in with a password, counted per address.
+    Login,
+    /// Signing in to one account (tenant, e-mail), counted across every address.
+    Account(String, String),
     /// A webhook of this carrier for this tenant.
     Webhook(ProviderKind, TenantId),
 }

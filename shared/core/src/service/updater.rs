@@ -12,6 +12,7 @@ use super::{ServiceError, Services};
 use crate::domain::{InboundMessage, StatusUpdate, TenantId, WebhookEvent};
 use crate::model::{Conversation, Message, StatusApplied};
 use crate::ports::{Job, PushEvent};
+use crate::team::{Actor, ActorType};
 
 /// Why a job did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +118,12 @@ impl Services {
                     // One help reply per inbound message, however often it is redelivered.
                     idempotency_key: Some(format!("help:{}", message.provider_message_id)),
                 };
-                if let Err(e) = self.send_message(tenant, reply).await {
+                let by = Actor {
+                    kind: ActorType::AutoReply,
+                    id: "help".into(),
+                    name: "HELP reply".into(),
+                };
+                if let Err(e) = self.send_message(tenant, reply, by).await {
                     warn!(error = %e, "help reply not sent");
                 }
             }
