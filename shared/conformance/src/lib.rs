@@ -17,7 +17,8 @@ use omni_core::domain::{
     ProviderKind, Region, SendResult, StatusUpdate, TenantId,
 };
 use omni_core::model::{
-    ApiKeyInfo, ApiKeyOwner, Failover, Message, NewOutbound, NumberRoute, Routing, StatusApplied,
+    ApiKeyInfo, ApiKeyOwner, Assignee, AuditEntry, AuditQuery, ConversationFilter,
+    ConversationStatus, Failover, Message, NewOutbound, Note, NumberRoute, Routing, StatusApplied,
     Tenant,
 };
 use omni_core::ports::{
@@ -46,7 +47,7 @@ impl<T: TenantStore + TeamStore + SecretStore + MessageStore + Queue> Backend fo
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,6 +93,10 @@ pub async fn run_all<B: Backend>(backend: &B) {
     users_are_unique_per_tenant_and_updated(backend).await;
     invites_are_taken_once(backend).await;
     sessions_are_kept_touched_and_ended(backend).await;
+    conversations_are_assigned_resolved_and_reopened(backend).await;
+    conversations_are_filtered(backend).await;
+    notes_are_listed_by_time(backend).await;
+    audit_entries_are_filtered_and_paged(backend).await;
 }
 
 // ---- fixtures --------------------------------------------------------------------------
@@ -2184,4 +2189,300 @@ pub async fn sessions_are_kept_touched_and_ended<B: Backend>(b: &B) {
         .await
         .unwrap();
     assert_eq!(b.get_session(&session.token_hash).await.unwrap(), None);
+}
+
+// ---- assignment, notes, audit ------------------------------------------------------------
+
+fn alex() -> Actor {
+    Actor {
+        kind: ActorType::User,
+        id: "0190a7d0-0000-7000-8000-000000000001".into(),
+        name: "Alex".into(),
+    }
+}
+
+/// A conversation starts open and unassigned; it is assigned, unassigned, resolved, and a
+/// new inbound message opens it again (keeping its assignee); another tenant cannot touch it.
+pub async fn conversations_are_assigned_resolved_and_reopened<B: Backend>(b: &B) {
+    let (tenant, other) = (new_tenant_id("t"), new_tenant_id("o"));
+    let (ours, contact) = (new_number(), new_number());
+    let t0 = base_time();
+    let (_, c) = b
+        .apply_inbound(&tenant, &inbound(Channel::Sms, &contact, &ours, "hi", t0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (c.status, c.assignee.clone()),
+        (ConversationStatus::Open, None)
+    );
+    let assignee = Assignee {
+        id: Uuid::now_v7(),
+        name: "Alex".into(),
+    };
+    let assigned = b
+        .update_conversation(&tenant, c.id, None, Some(Some(assignee.clone())))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(assigned.assignee, Some(assignee.clone()));
+    assert_eq!(
+        b.get_conversation(&tenant, c.id).await.unwrap(),
+        Some(assigned.clone())
+    );
+    let resolved = b
+        .update_conversation(&tenant, c.id, Some(ConversationStatus::Resolved), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resolved.status, ConversationStatus::Resolved);
+    assert_eq!(resolved.assignee, Some(assignee.clone()), "kept");
+    assert_eq!(
+        b.update_conversation(&other, c.id, Some(ConversationStatus::Open), Some(None))
+            .await
+            .unwrap(),
+        None
+    );
+    // An outbound reply leaves it resolved; the contact writing again opens it.
+    b.create_outbound(&tenant, &outbound(&ours, &contact, "done", secs(t0, 5)))
+        .await
+        .unwrap();
+    let after_reply = b.get_conversation(&tenant, c.id).await.unwrap().unwrap();
+    assert_eq!(after_reply.status, ConversationStatus::Resolved);
+    let (_, reopened) = b
+        .apply_inbound(
+            &tenant,
+            &inbound(Channel::Sms, &contact, &ours, "again", secs(t0, 10)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reopened.status, ConversationStatus::Open);
+    assert_eq!(reopened.assignee, Some(assignee));
+    let unassigned = b
+        .update_conversation(&tenant, c.id, None, Some(None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(unassigned.assignee, None);
+    assert_eq!(
+        b.get_conversation(&tenant, c.id).await.unwrap(),
+        Some(unassigned)
+    );
+}
+
+/// Listings keep the conversations that pass every field of the filter, in pages.
+pub async fn conversations_are_filtered<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let ours = new_number();
+    let t0 = base_time();
+    let user = Uuid::now_v7();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let body = if i == 2 {
+            "Smoke on 5th Street"
+        } else {
+            "hello"
+        };
+        let (_, c) = b
+            .apply_inbound(
+                &tenant,
+                &inbound(Channel::Sms, &new_number(), &ours, body, secs(t0, i)),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        ids.push(c.id);
+    }
+    // 0 and 1 are the user's, 1 and 3 resolved.
+    for id in &ids[..2] {
+        let a = Assignee {
+            id: user,
+            name: "Alex".into(),
+        };
+        b.update_conversation(&tenant, *id, None, Some(Some(a)))
+            .await
+            .unwrap();
+    }
+    for id in [ids[1], ids[3]] {
+        b.update_conversation(&tenant, id, Some(ConversationStatus::Resolved), None)
+            .await
+            .unwrap();
+    }
+    let t = &tenant;
+    let found = |filter: ConversationFilter| async move {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = b
+                .find_conversations(t, &filter, 2, cursor.as_deref())
+                .await
+                .unwrap();
+            out.extend(page.items.iter().map(|c| c.id));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return out,
+            }
+        }
+    };
+    let newest_first = |picked: &[usize]| picked.iter().rev().map(|i| ids[*i]).collect::<Vec<_>>();
+    let open = ConversationFilter {
+        status: Some(ConversationStatus::Open),
+        ..Default::default()
+    };
+    assert_eq!(found(open.clone()).await, newest_first(&[0, 2, 4, 5]));
+    let mine = ConversationFilter {
+        assignee: Some(Some(user)),
+        ..Default::default()
+    };
+    assert_eq!(found(mine).await, newest_first(&[0, 1]));
+    let open_unassigned = ConversationFilter {
+        assignee: Some(None),
+        ..open
+    };
+    assert_eq!(found(open_unassigned).await, newest_first(&[2, 4, 5]));
+    let text = ConversationFilter {
+        q: Some("5TH street".into()),
+        ..Default::default()
+    };
+    assert_eq!(found(text).await, newest_first(&[2]));
+    let all = b.list_conversations(&tenant, 50, None).await.unwrap();
+    let contact = all
+        .items
+        .iter()
+        .find(|c| c.id == ids[4])
+        .unwrap()
+        .contact
+        .clone();
+    let by_number = ConversationFilter {
+        q: Some(contact.as_str()[2..].to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(found(by_number).await, newest_first(&[4]));
+    let whatsapp = ConversationFilter {
+        channel: Some(Channel::Whatsapp),
+        ..Default::default()
+    };
+    assert!(found(whatsapp).await.is_empty());
+    let sms = ConversationFilter {
+        channel: Some(Channel::Mms),
+        ..Default::default()
+    };
+    assert_eq!(found(sms).await.len(), 6, "MMS threads with SMS");
+}
+
+/// Notes are kept per conversation and listed newest first within a time range.
+pub async fn notes_are_listed_by_time<B: Backend>(b: &B) {
+    let (tenant, other) = (new_tenant_id("t"), new_tenant_id("o"));
+    let conversation = Uuid::now_v7();
+    let t0 = base_time();
+    let notes: Vec<Note> = (0..3)
+        .map(|i| Note {
+            id: Uuid::now_v7(),
+            conversation_id: conversation,
+            body: format!("note {i}"),
+            author: alex(),
+            created_at: secs(t0, i * 10),
+        })
+        .collect();
+    for note in &notes {
+        b.add_note(&tenant, note).await.unwrap();
+    }
+    let all = b
+        .list_notes(&tenant, conversation, None, None)
+        .await
+        .unwrap();
+    assert_eq!(all, [notes[2].clone(), notes[1].clone(), notes[0].clone()]);
+    let middle = b
+        .list_notes(&tenant, conversation, Some(t0), Some(secs(t0, 10)))
+        .await
+        .unwrap();
+    assert_eq!(
+        middle,
+        [notes[1].clone()],
+        "after is exclusive, until inclusive"
+    );
+    assert!(b
+        .list_notes(&other, conversation, None, None)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Audit entries list newest first, filtered by time, actor and action, in pages; another
+/// tenant's are never seen.
+pub async fn audit_entries_are_filtered_and_paged<B: Backend>(b: &B) {
+    let (tenant, other) = (new_tenant_id("t"), new_tenant_id("o"));
+    let t0 = base_time();
+    let sam = Actor {
+        id: "key_0001".into(),
+        kind: ActorType::ApiKey,
+        name: "CAD".into(),
+    };
+    let entries: Vec<AuditEntry> = (0..7)
+        .map(|i| AuditEntry {
+            id: Uuid::now_v7(),
+            at: secs(t0, i),
+            actor: if i % 2 == 0 { alex() } else { sam.clone() },
+            action: if i < 4 {
+                "message.send"
+            } else {
+                "conversation.assign"
+            }
+            .into(),
+            target: Some(format!("conversation:{i}")),
+            details: format!("{{\"i\": {i}}}").parse().unwrap(),
+        })
+        .collect();
+    let expires = secs(t0, 3600 * 24);
+    for e in &entries {
+        b.append_audit(&tenant, e, expires).await.unwrap();
+    }
+    let t = &tenant;
+    let listed = |query: AuditQuery| async move {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = b.list_audit(t, &query, 2, cursor.as_deref()).await.unwrap();
+            out.extend(page.items);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return out,
+            }
+        }
+    };
+    let newest_first = |picked: &[usize]| {
+        picked
+            .iter()
+            .rev()
+            .map(|i| entries[*i].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        listed(AuditQuery::default()).await,
+        newest_first(&[0, 1, 2, 3, 4, 5, 6])
+    );
+    let alexs = AuditQuery {
+        actor: Some(alex().id),
+        ..Default::default()
+    };
+    assert_eq!(listed(alexs).await, newest_first(&[0, 2, 4, 6]));
+    let window = AuditQuery {
+        since: Some(secs(t0, 2)),
+        until: Some(secs(t0, 5)),
+        action: Some("message.send".into()),
+        ..Default::default()
+    };
+    assert_eq!(listed(window).await, newest_first(&[2, 3]));
+    assert!(b
+        .list_audit(&other, &AuditQuery::default(), 10, None)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(matches!(
+        b.list_audit(&tenant, &AuditQuery::default(), 2, Some("not a cursor!"))
+            .await,
+        Err(StoreError::InvalidCursor)
+    ));
 }

@@ -14,8 +14,9 @@ use crate::domain::{
     TenantId, WebhookEvent,
 };
 use crate::model::{
-    ApiKeyInfo, ApiKeyOwner, Conversation, DeliveryClaim, Failover, Message, NewOutbound,
-    NumberRoute, Page, Routing, StatusApplied, Tenant,
+    ApiKeyInfo, ApiKeyOwner, Assignee, AuditEntry, AuditQuery, Conversation, ConversationFilter,
+    ConversationStatus, DeliveryClaim, Failover, Message, NewOutbound, Note, NumberRoute, Page,
+    Routing, StatusApplied, Tenant,
 };
 use crate::providers::Credentials;
 use crate::team::{Invite, Session, User, UserRecord};
@@ -274,7 +275,59 @@ pub trait MessageStore: Send + Sync {
         tenant: &TenantId,
         limit: usize,
         cursor: Option<&str>,
+    ) -> StoreResult<Page<Conversation>> {
+        self.find_conversations(tenant, &ConversationFilter::default(), limit, cursor)
+            .await
+    }
+
+    /// The tenant's conversations that pass `filter`, newest activity first.
+    async fn find_conversations(
+        &self,
+        tenant: &TenantId,
+        filter: &ConversationFilter,
+        limit: usize,
+        cursor: Option<&str>,
     ) -> StoreResult<Page<Conversation>>;
+
+    /// Sets a conversation's status and, when `assignee` is given, its assignee (`Some(None)`
+    /// unassigns); `None` when the tenant has no such conversation.
+    async fn update_conversation(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        status: Option<ConversationStatus>,
+        assignee: Option<Option<Assignee>>,
+    ) -> StoreResult<Option<Conversation>>;
+
+    /// Adds a private note to a conversation's timeline.
+    async fn add_note(&self, tenant: &TenantId, note: &Note) -> StoreResult<()>;
+
+    /// A conversation's notes written after `after` and at or before `until` (either
+    /// unbounded when unset), newest first.
+    async fn list_notes(
+        &self,
+        tenant: &TenantId,
+        conversation: Uuid,
+        after: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> StoreResult<Vec<Note>>;
+
+    /// Appends an entry to the tenant's audit log, kept until `expires_at`.
+    async fn append_audit(
+        &self,
+        tenant: &TenantId,
+        entry: &AuditEntry,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// The tenant's audit entries that pass `query`, newest first.
+    async fn list_audit(
+        &self,
+        tenant: &TenantId,
+        query: &AuditQuery,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<AuditEntry>>;
 
     /// A conversation of the tenant's.
     async fn get_conversation(

@@ -32,3 +32,33 @@ CREATE TABLE sessions (
     expires_at TEXT NOT NULL
 ) STRICT;
 CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+
+-- Conversations get a status (a new inbound message opens them again) and an assignee,
+-- whose name is kept as it was when assigned.
+ALTER TABLE conversations ADD COLUMN status TEXT NOT NULL DEFAULT 'open';
+ALTER TABLE conversations ADD COLUMN assignee_id TEXT;
+ALTER TABLE conversations ADD COLUMN assignee_name TEXT;
+
+-- Private notes in a conversation's timeline (never sent).
+CREATE TABLE notes (
+    id              TEXT PRIMARY KEY,
+    tenant_id       TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    author          TEXT NOT NULL, -- JSON {type, id, name}
+    created_at      TEXT NOT NULL
+) STRICT;
+CREATE INDEX notes_by_conversation ON notes (tenant_id, conversation_id, created_at);
+
+-- The audit log: append-only (nothing updates it), purged after its retention.
+CREATE TABLE audit_log (
+    id         TEXT PRIMARY KEY,
+    tenant_id  TEXT NOT NULL,
+    at         TEXT NOT NULL,
+    actor_id   TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    entry      TEXT NOT NULL, -- JSON of the whole entry
+    expires_at TEXT NOT NULL
+) STRICT;
+CREATE INDEX audit_by_tenant ON audit_log (tenant_id, at DESC, id DESC);
+CREATE INDEX audit_by_expiry ON audit_log (expires_at);
