@@ -8,11 +8,14 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json};
-use omni_core::model::Message;
+use chrono::{DateTime, Utc};
+use omni_core::domain::Channel;
+use omni_core::model::{ConversationFilter, ConversationStatus, Message};
 use omni_core::providers::MediaContent;
 use omni_core::service::{Caller, MediaDownload, SendRequest};
 use omni_core::team::Permission;
 use serde::Deserialize;
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::access::Auth;
@@ -98,6 +101,26 @@ pub fn conversation_routes(state: AppState) -> Routes {
             post(mark_read).with_state(state.clone()),
         )
         .route(
+            "/v1/conversations/{id}/assign",
+            &[Method::POST],
+            post(assign).with_state(state.clone()),
+        )
+        .route(
+            "/v1/conversations/{id}/resolve",
+            &[Method::POST],
+            post(resolve).with_state(state.clone()),
+        )
+        .route(
+            "/v1/conversations/{id}/reopen",
+            &[Method::POST],
+            post(reopen).with_state(state.clone()),
+        )
+        .route(
+            "/v1/conversations/{id}/notes",
+            &[Method::POST],
+            post(add_note).with_state(state.clone()),
+        )
+        .route(
             "/v1/messages/{id}/star",
             &[Method::PUT, Method::DELETE],
             put(star).delete(unstar).with_state(state.clone()),
@@ -133,10 +156,18 @@ async fn send(
             _ => request.idempotency_key = Some(header_key.to_string()),
         }
     }
-    let (message, _created) = state
+    let (message, created) = state
         .services
-        .send_message(&tenant, request, caller.actor)
+        .send_message(&tenant, request, caller.actor.clone())
         .await?;
+    if created {
+        let details = json!({"channel": message.channel, "to": message.to});
+        let target = Some(format!("message:{}", message.id));
+        state
+            .services
+            .audit(&tenant, &caller.actor, "message.send", target, details)
+            .await;
+    }
     Ok((StatusCode::ACCEPTED, Json(message)))
 }
 
@@ -244,37 +275,89 @@ struct PageQuery {
     cursor: Option<String>,
 }
 
-impl PageQuery {
-    fn limit(&self) -> Result<usize, ApiError> {
-        match self.limit {
-            None => Ok(50),
-            Some(n) if (1..=200).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::invalid("limit must be between 1 and 200")),
-        }
+/// A listing's page size: 50 unless asked, 1 to 200.
+pub(crate) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(50),
+        Some(n) if (1..=200).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid("limit must be between 1 and 200")),
     }
 }
 
-fn page_query(
-    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<PageQuery, ApiError> {
+/// A listing's query string, or 400 naming what is wrong with it.
+pub(crate) fn page_query<T>(
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
     q.map(|Query(q)| q)
         .map_err(|e| ApiError::invalid(e.body_text()))
+}
+
+/// `GET /v1/conversations?status=&assignee=me|none|<user id>&channel=&q=&limit=&cursor=`.
+#[derive(Debug, Deserialize)]
+struct ConversationQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+    status: Option<ConversationStatus>,
+    assignee: Option<String>,
+    channel: Option<Channel>,
+    q: Option<String>,
 }
 
 async fn list_conversations(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<ConversationQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let q = page_query(query)?;
+    let assignee = match q.assignee.as_deref() {
+        None => None,
+        Some("none") => Some(None),
+        Some("me") => Some(Some(caller.user_id().ok_or_else(|| {
+            ApiError::invalid("assignee=me needs a signed-in user, not an API key")
+        })?)),
+        Some(id) => Some(Some(Uuid::parse_str(id).map_err(|_| {
+            ApiError::invalid("assignee must be me, none or a user id")
+        })?)),
+    };
+    let filter = ConversationFilter {
+        status: q.status,
+        assignee,
+        channel: q.channel,
+        q: q.q.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()),
+    };
     let page = state
         .services
         .messages
-        .list_conversations(&caller.tenant, q.limit()?, q.cursor.as_deref())
+        .find_conversations(
+            &caller.tenant,
+            &filter,
+            page_limit(q.limit)?,
+            q.cursor.as_deref(),
+        )
         .await?;
     Ok(Json(page))
 }
 
+/// A timeline cursor: the store's cursor of the messages, and the time of the oldest message
+/// the previous page showed (the notes of this page are those at or before it).
+fn timeline_cursor(store: &str, until: DateTime<Utc>) -> String {
+    format!("{store}~{}", until.timestamp_micros())
+}
+
+fn read_timeline_cursor(cursor: &str) -> Result<(&str, DateTime<Utc>), ApiError> {
+    let invalid = || ApiError::invalid("invalid cursor");
+    let (store, until) = cursor.rsplit_once('~').ok_or_else(invalid)?;
+    let until = until
+        .parse()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(invalid)?;
+    Ok((store, until))
+}
+
+/// `GET /v1/conversations/{id}/messages`: the timeline, newest first: messages
+/// (`"kind": "message"`) and private notes (`"kind": "note"`) among them by time. A page's
+/// notes are those after its oldest message (or all older ones on the last page).
 async fn list_messages(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -283,6 +366,13 @@ async fn list_messages(
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id(&id, "conversation")?;
     let q = page_query(query)?;
+    let (store_cursor, until) = match q.cursor.as_deref() {
+        Some(c) => {
+            let (store, until) = read_timeline_cursor(c)?;
+            (Some(store), Some(until))
+        }
+        None => (None, None),
+    };
     let messages = &state.services.messages;
     if messages
         .get_conversation(&caller.tenant, id)
@@ -292,9 +382,100 @@ async fn list_messages(
         return Err(ApiError::not_found("conversation"));
     }
     let page = messages
-        .list_messages(&caller.tenant, id, q.limit()?, q.cursor.as_deref())
+        .list_messages(&caller.tenant, id, page_limit(q.limit)?, store_cursor)
         .await?;
-    Ok(Json(page))
+    let oldest = page.items.last().map(|m| m.created_at);
+    let after = page.next_cursor.as_ref().and(oldest);
+    let notes = messages
+        .list_notes(&caller.tenant, id, after, until)
+        .await?;
+    let mut items: Vec<(DateTime<Utc>, serde_json::Value)> = Vec::new();
+    for m in &page.items {
+        items.push((m.created_at, timeline_item("message", m)?));
+    }
+    for n in &notes {
+        items.push((n.created_at, timeline_item("note", n)?));
+    }
+    // Stable: a note written at a message's instant stays after it (newer).
+    items.sort_by(|a, b| b.0.cmp(&a.0));
+    let next_cursor = match (&page.next_cursor, oldest) {
+        (Some(next), Some(oldest)) => Some(timeline_cursor(next, oldest)),
+        _ => None,
+    };
+    Ok(Json(json!({
+        "items": items.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
+    })))
+}
+
+/// A record as a timeline item: its JSON with `kind`.
+fn timeline_item<T: serde::Serialize>(
+    kind: &str,
+    record: &T,
+) -> Result<serde_json::Value, ApiError> {
+    let mut value = serde_json::to_value(record)
+        .map_err(|e| ApiError::from(omni_core::service::ServiceError::Upstream(e.to_string())))?;
+    value["kind"] = kind.into();
+    Ok(value)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Assignment {
+    user_id: Option<Uuid>,
+}
+
+/// `POST /v1/conversations/{id}/assign {"user_id"}` (`null` unassigns).
+async fn assign(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    body: Result<Json<Assignment>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id, "conversation")?;
+    let Json(body) = body?;
+    Ok(Json(
+        state.services.assign(&caller, id, body.user_id).await?,
+    ))
+}
+
+async fn resolve(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id, "conversation")?;
+    let status = ConversationStatus::Resolved;
+    Ok(Json(state.services.set_status(&caller, id, status).await?))
+}
+
+async fn reopen(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id, "conversation")?;
+    let status = ConversationStatus::Open;
+    Ok(Json(state.services.set_status(&caller, id, status).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewNote {
+    body: String,
+}
+
+/// `POST /v1/conversations/{id}/notes {"body"}` → 201 the note (as a timeline item).
+async fn add_note(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    body: Result<Json<NewNote>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id, "conversation")?;
+    let Json(body) = body?;
+    let note = state.services.add_note(&caller, id, &body.body).await?;
+    Ok((StatusCode::CREATED, Json(timeline_item("note", &note)?)))
 }
 
 async fn mark_read(
@@ -348,6 +529,16 @@ async fn set_star(
     state
         .services
         .push_conversation(&caller.tenant, &conversation)
+        .await;
+    let action = if starred {
+        "message.star"
+    } else {
+        "message.unstar"
+    };
+    let target = Some(format!("message:{id}"));
+    state
+        .services
+        .audit(&caller.tenant, &caller.actor, action, target, json!(null))
         .await;
     Ok(Json(message))
 }

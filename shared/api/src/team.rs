@@ -1,19 +1,23 @@
 //! A tenant's team: users (invite, list, change), signing in and out, and who the caller is.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, patch, post};
 use axum::Json;
+use chrono::{DateTime, Utc};
 use omni_core::domain::TenantId;
+use omni_core::model::AuditQuery;
 use omni_core::service::UserChange;
-use omni_core::team::Role;
+use omni_core::team::{Actor, Role};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::access::Auth;
+use crate::dispatch::{page_limit, page_query};
 use crate::error::ApiError;
 use crate::routes::Routes;
 use crate::{AppState, ClientAddr};
@@ -46,7 +50,8 @@ pub fn routes(state: AppState) -> Routes {
             &[Method::POST],
             post(logout).with_state(state.clone()),
         )
-        .route("/v1/me", &[Method::GET], get(me).with_state(state))
+        .route("/v1/me", &[Method::GET], get(me).with_state(state.clone()))
+        .route("/v1/audit", &[Method::GET], get(audit).with_state(state))
 }
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
@@ -68,10 +73,11 @@ pub async fn invite(
     state: &AppState,
     tenant: &TenantId,
     body: NewUser,
+    by: &Actor,
 ) -> Result<impl IntoResponse, ApiError> {
     let (user, token) = state
         .services
-        .invite_user(tenant, &body.email, &body.name, body.role)
+        .invite_user(tenant, &body.email, &body.name, body.role, by)
         .await?;
     let base = state.services.settings.public_url.trim_end_matches('/');
     Ok((
@@ -89,7 +95,7 @@ async fn create_user(
     Auth(caller): Auth,
     body: Result<Json<NewUser>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    invite(&state, &caller.tenant, json_body(body)?).await
+    invite(&state, &caller.tenant, json_body(body)?, &caller.actor).await
 }
 
 async fn list_users(
@@ -126,6 +132,7 @@ async fn change_user(
                 role: body.role,
                 disabled: body.disabled,
             },
+            &caller.actor,
         )
         .await?;
     Ok(Json(user))
@@ -200,4 +207,41 @@ async fn me(
         "actor": caller.actor,
         "user": user,
     })))
+}
+
+/// `GET /v1/audit?since=&until=&actor=&action=&limit=&cursor=`.
+#[derive(Debug, Deserialize)]
+struct AuditParams {
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    actor: Option<String>,
+    action: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// The tenant's audit log, newest first.
+async fn audit(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    query: Result<Query<AuditParams>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let q = page_query(query)?;
+    let filter = AuditQuery {
+        since: q.since,
+        until: q.until,
+        actor: q.actor,
+        action: q.action,
+    };
+    let page = state
+        .services
+        .messages
+        .list_audit(
+            &caller.tenant,
+            &filter,
+            page_limit(q.limit)?,
+            q.cursor.as_deref(),
+        )
+        .await?;
+    Ok(Json(page))
 }

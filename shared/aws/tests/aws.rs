@@ -117,14 +117,7 @@ async fn a_job_received_too_often_is_redriven_to_the_dead_letter_queue() {
 }
 
 fn event(tenant: &omni_core::domain::TenantId) -> PushEvent {
-    PushEvent {
-        kind: "conversation.updated".into(),
-        tenant_id: tenant.clone(),
-        conversation_id: Uuid::now_v7(),
-        message: None,
-        conversation: None,
-        at: Utc::now(),
-    }
+    PushEvent::about("conversation.updated", tenant, Uuid::now_v7())
 }
 
 #[tokio::test]

@@ -524,7 +524,9 @@ pub trait Queue: Send + Sync {
 /// What dashboards are told, as the contract's WebSocket frames.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushEvent {
-    /// `message.received`, `message.status` or `conversation.updated`.
+    /// `message.received`, `message.status`, `conversation.updated`,
+    /// `conversation.assigned`, `conversation.status`, `note.created`, or presence
+    /// (`conversation.viewing`, `conversation.typing`).
     #[serde(rename = "type")]
     pub kind: String,
     /// The tenant.
@@ -534,11 +536,42 @@ pub struct PushEvent {
     /// The message, for message events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<Message>,
-    /// The conversation, for `conversation.updated`.
+    /// The conversation, for conversation events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conversation: Option<Conversation>,
+    /// The note, for `note.created`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<Note>,
+    /// Who is viewing or typing, for presence events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<PresenceUser>,
     /// When.
     pub at: DateTime<Utc>,
+}
+
+/// A dashboard's user as presence events name them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceUser {
+    /// The user's (or API key's) id.
+    pub id: String,
+    /// Their name.
+    pub name: String,
+}
+
+impl PushEvent {
+    /// An event of `kind` about a conversation, with nothing attached yet.
+    pub fn about(kind: &str, tenant: &TenantId, conversation_id: Uuid) -> PushEvent {
+        PushEvent {
+            kind: kind.into(),
+            tenant_id: tenant.clone(),
+            conversation_id,
+            message: None,
+            conversation: None,
+            note: None,
+            user: None,
+            at: chrono::Utc::now(),
+        }
+    }
 }
 
 /// Objects handed out through short-lived signed URLs: media too large to pass through a

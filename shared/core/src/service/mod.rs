@@ -20,6 +20,7 @@ use crate::team::Permission;
 
 mod breaker;
 mod delivery;
+mod desk;
 mod inbound;
 mod keys;
 mod keywords;
@@ -202,6 +203,8 @@ pub struct ServiceSettings {
     pub auth_throttle: AuthThrottlePolicy,
     /// How failed sign-ins lock an account or an address out.
     pub login_throttle: AuthThrottlePolicy,
+    /// How long audit entries are kept.
+    pub audit_retention: Duration,
 }
 
 /// A per-tenant token bucket on `POST /v1/messages`: `burst` sends at once, refilled at
@@ -238,6 +241,7 @@ impl Default for ServiceSettings {
             split_message_wait: Duration::from_secs(10),
             auth_throttle: AuthThrottlePolicy::default(),
             login_throttle: default_login_throttle(),
+            audit_retention: Duration::from_secs(365 * 24 * 3600),
         }
     }
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{hash_api_key, AuthScope, ServiceError, Services};
 use crate::domain::TenantId;
-use crate::team::{Actor, Invite, Permission, Role, Session, User, UserRecord};
+use crate::team::{Actor, ActorType, Invite, Permission, Role, Session, User, UserRecord};
 
 /// Every session token starts with this.
 pub const SESSION_PREFIX: &str = "oms_";
@@ -291,6 +291,7 @@ impl Services {
         email: &str,
         name: &str,
         role: Role,
+        by: &Actor,
     ) -> Result<(User, String), ServiceError> {
         if !role.is_for_users() {
             return Err(ServiceError::InvalidRequest(
@@ -326,6 +327,14 @@ impl Services {
             })
             .await?;
         info!(tenant_id = %tenant, user_id = %user.id, "user invited");
+        self.audit(
+            tenant,
+            by,
+            "user.invite",
+            Some(format!("user:{}", user.id)),
+            serde_json::json!({"email": user.email, "role": user.role}),
+        )
+        .await;
         Ok((user, token))
     }
 
@@ -354,6 +363,14 @@ impl Services {
         record.user.updated_at = Utc::now();
         self.team.update_user(&record).await?;
         info!(tenant_id = %invite.tenant_id, user_id = %record.user.id, "invite accepted");
+        self.audit(
+            &invite.tenant_id,
+            &record.user.actor(),
+            "user.invite_accepted",
+            Some(format!("user:{}", record.user.id)),
+            serde_json::Value::Null,
+        )
+        .await;
         Ok(record.user)
     }
 
@@ -379,9 +396,13 @@ impl Services {
         throttle
             .check(policy, ANY_ADDRESS, &account)
             .map_err(ServiceError::LockedOut)?;
-        let record = match TenantId::parse(tenant) {
-            Ok(tenant) => self.team.user_by_email(&tenant, &email).await?,
+        let tenant = match TenantId::parse(tenant) {
+            Ok(id) => self.tenants.get_tenant(&id).await?.map(|t| t.id),
             Err(_) => None,
+        };
+        let record = match &tenant {
+            Some(tenant) => self.team.user_by_email(tenant, &email).await?,
+            None => None,
         };
         let hash = match record.as_ref().and_then(|r| r.password_hash.clone()) {
             Some(hash) => hash,
@@ -395,6 +416,20 @@ impl Services {
                     throttle.failed(policy, ip, &AuthScope::Login);
                 }
                 throttle.failed(policy, ANY_ADDRESS, &account);
+                // Only a tenant that exists gets an entry: a guesser cannot fill the store.
+                if let Some(tenant) = &tenant {
+                    let actor = match &record {
+                        Some(r) => r.user.actor(),
+                        None => Actor {
+                            kind: ActorType::User,
+                            id: "unknown".into(),
+                            name: email.clone(),
+                        },
+                    };
+                    let details = serde_json::json!({"email": email, "address": client});
+                    self.audit(tenant, &actor, "auth.login_failed", None, details)
+                        .await;
+                }
                 return Err(ServiceError::InvalidCredentials);
             }
         };
@@ -414,6 +449,11 @@ impl Services {
             })
             .await?;
         info!(user_id = %record.user.id, "signed in");
+        if let Some(tenant) = &tenant {
+            let details = serde_json::json!({"address": client});
+            self.audit(tenant, &record.user.actor(), "auth.login", None, details)
+                .await;
+        }
         Ok(SignedIn {
             token,
             expires_at,
@@ -435,6 +475,7 @@ impl Services {
         tenant: &TenantId,
         id: Uuid,
         change: UserChange,
+        by: &Actor,
     ) -> Result<User, ServiceError> {
         let mut record = self
             .team
@@ -461,6 +502,19 @@ impl Services {
         record.user.updated_at = Utc::now();
         self.team.update_user(&record).await?;
         info!(tenant_id = %tenant, user_id = %id, "user changed");
+        let details = serde_json::json!({
+            "name": change.name.is_some(),
+            "role": change.role,
+            "disabled": change.disabled,
+        });
+        self.audit(
+            tenant,
+            by,
+            "user.change",
+            Some(format!("user:{id}")),
+            details,
+        )
+        .await;
         Ok(record.user)
     }
 
