@@ -1,8 +1,9 @@
-//! The dashboard feed: `GET /v1/ws?token=<api key>` and the in-process hub that implements
+//! The dashboard feed: `GET /v1/ws?token=<api key or session token>` and the in-process hub that implements
 //! the [`Push`] port for `omni serve`.
 //!
-//! A dashboard only listens: it sends nothing but control frames. So the hub caps how many
-//! sockets a key, a tenant and the whole server hold ([`WsLimits`]), refuses frames and
+//! A dashboard mostly listens: besides control frames it sends only small presence frames
+//! (`conversation.viewing`, `conversation.typing`), relayed to its tenant's other dashboards.
+//! So the hub caps how many sockets a key, a tenant and the whole server hold ([`WsLimits`]), refuses frames and
 //! messages larger than the protocol needs, pings every socket and closes one that stays
 //! silent, so no client can hold the memory or file descriptors carriers' webhooks need.
 
@@ -21,7 +22,8 @@ use axum::routing::get;
 use axum::Extension;
 use futures::{SinkExt, StreamExt};
 use omni_core::domain::TenantId;
-use omni_core::ports::{Push, PushEvent, StoreError, StoreResult};
+use omni_core::ports::{PresenceUser, Push, PushEvent, StoreError, StoreResult};
+use omni_core::service::Caller;
 use omni_core::team::Permission;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -159,6 +161,20 @@ impl WsHub {
         })
     }
 
+    /// Relays a dashboard's presence to its tenant's other dashboards.
+    fn relay(&self, from: &Registration, event: &PushEvent) {
+        let Ok(frame) = serde_json::to_string(event) else {
+            return;
+        };
+        let frame: Arc<str> = frame.into();
+        let map = self.connections.read().unwrap_or_else(|p| p.into_inner());
+        for connection in map.get(&from.tenant).into_iter().flatten() {
+            if connection.id != from.id {
+                let _ = connection.sender.try_send(frame.clone());
+            }
+        }
+    }
+
     /// Forgets the connections `drop` picks; dropping their senders ends their sockets.
     fn unregister_where(&self, tenant: &TenantId, drop: impl Fn(&Connection) -> bool) {
         let mut map = self.connections.write().unwrap_or_else(|p| p.into_inner());
@@ -192,6 +208,30 @@ impl Push for WsHub {
         Ok(())
     }
 }
+
+/// What a dashboard may say: it is viewing or typing in a conversation.
+#[derive(Deserialize)]
+struct PresenceFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    conversation_id: uuid::Uuid,
+}
+
+/// The event a dashboard's presence frame becomes for the tenant's other dashboards, with
+/// who it is and when; `None` for anything else (ignored).
+pub fn presence(text: &str, tenant: &TenantId, user: &PresenceUser) -> Option<PushEvent> {
+    let frame: PresenceFrame = serde_json::from_str(text).ok()?;
+    if !PRESENCE_TYPES.contains(&frame.kind.as_str()) {
+        return None;
+    }
+    Some(PushEvent {
+        user: Some(user.clone()),
+        ..PushEvent::about(&frame.kind, tenant, frame.conversation_id)
+    })
+}
+
+/// The presence frames a dashboard may send.
+pub const PRESENCE_TYPES: [&str; 2] = ["conversation.viewing", "conversation.typing"];
 
 /// The WebSocket route (API Gateway's WebSocket API plays this part on AWS).
 pub fn routes(state: AppState, hub: Arc<WsHub>) -> Routes {
@@ -249,16 +289,21 @@ async fn connect(
     Ok(upgrade
         .max_frame_size(limits.max_message_bytes)
         .max_message_size(limits.max_message_bytes)
-        .on_upgrade(move |socket| serve(socket, caller.tenant, registration, rx, limits)))
+        .on_upgrade(move |socket| serve(socket, caller, registration, rx, limits)))
 }
 
 async fn serve(
     socket: WebSocket,
-    tenant: TenantId,
+    caller: Caller,
     registration: Registration,
     mut rx: mpsc::Receiver<Arc<str>>,
     limits: WsLimits,
 ) {
+    let tenant = caller.tenant.clone();
+    let user = PresenceUser {
+        id: caller.actor.id.clone(),
+        name: caller.actor.name.clone(),
+    };
     info!(tenant_id = %tenant, "dashboard connected");
     let (mut sink, mut stream) = socket.split();
     let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_every, limits.ping_every);
@@ -284,6 +329,12 @@ async fn serve(
             incoming = stream.next() => match incoming {
                 // Too large a frame or message ends here too, as an error.
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(WsMessage::Text(text))) => {
+                    heard = Instant::now();
+                    if let Some(event) = presence(&text, &tenant, &user) {
+                        registration.hub.relay(&registration, &event);
+                    }
+                }
                 Some(Ok(other)) => {
                     heard = Instant::now();
                     debug!(kind = ?std::mem::discriminant(&other), "client frame");

@@ -209,7 +209,15 @@ async fn a_record_running_into_the_deadline_is_reported_failed() {
     .await
     .unwrap();
     w.backend
-        .add_connection(&tenant(), "key_consumers", "Dashboard1=")
+        .add_connection(
+            &tenant(),
+            "key_consumers",
+            &omni_core::ports::PresenceUser {
+                id: "key_consumers".into(),
+                name: "Dashboard".into(),
+            },
+            "Dashboard1=",
+        )
         .await
         .unwrap();
     twilio_messages()

@@ -142,7 +142,15 @@ async fn dynamodb_requests_per_inbound_message_and_per_send() {
         .unwrap();
     // A dashboard is connected, as in production: pushes read the connection list.
     backend
-        .add_connection(&tenant(), "key_events", "dash1")
+        .add_connection(
+            &tenant(),
+            "key_events",
+            &omni_core::ports::PresenceUser {
+                id: "key_events".into(),
+                name: "Dashboard".into(),
+            },
+            "dash1",
+        )
         .await
         .unwrap();
     let res = backend.resources().clone();
