@@ -78,6 +78,27 @@ pub const TABLE: &[(Method, &str, Access)] = {
             "/v1/conversations/{id}/read",
             Tenant(ConversationsWrite),
         ),
+        (
+            Method::POST,
+            "/v1/conversations/{id}/assign",
+            Tenant(ConversationsWrite),
+        ),
+        (
+            Method::POST,
+            "/v1/conversations/{id}/resolve",
+            Tenant(ConversationsWrite),
+        ),
+        (
+            Method::POST,
+            "/v1/conversations/{id}/reopen",
+            Tenant(ConversationsWrite),
+        ),
+        (
+            Method::POST,
+            "/v1/conversations/{id}/notes",
+            Tenant(NotesWrite),
+        ),
+        (Method::GET, "/v1/audit", Tenant(AuditRead)),
         (Method::GET, "/v1/ws", Tenant(ConversationsRead)),
         (Method::GET, "/v1/me", Signed),
         (Method::POST, "/v1/auth/logout", Signed),
