@@ -42,8 +42,8 @@ impl Services {
         }
     }
 
-    /// Assigns a conversation to `user` (none: unassigns). Anyone may take a conversation
-    /// or let go of their own; giving it to, or taking it from, someone else needs
+    /// Assigns a conversation to `user` (none: unassigns). Anyone may take an unassigned
+    /// conversation or let go of their own; giving it to, or taking it from, someone else needs
     /// [`Permission::ConversationsAssignOthers`].
     pub async fn assign(
         &self,
@@ -58,10 +58,10 @@ impl Services {
             .await?
             .ok_or(ServiceError::NotFound("conversation"))?;
         let me = caller.user_id();
-        let taking = user.is_some() && user == me;
-        let letting_go = user.is_none()
-            && (current.assignee.is_none() || current.assignee.as_ref().map(|a| a.id) == me);
-        if !(taking || letting_go) {
+        // Nobody else's: unassigned, or the caller's own.
+        let free = current.assignee.as_ref().is_none_or(|a| Some(a.id) == me);
+        let own_move = free && (user.is_none() || user == me);
+        if !own_move {
             caller.require(Permission::ConversationsAssignOthers)?;
         }
         let assignee = match user {
