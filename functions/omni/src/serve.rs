@@ -359,9 +359,13 @@ mod tests {
         }
     }
 
-    /// The README's roles table, as (method, path, needs) rows and (permission, role
-    /// columns) rows.
-    fn readme_access() -> (Vec<(String, String, String)>, Vec<(String, Vec<bool>)>) {
+    /// A README route row: method, path, what it needs.
+    type RouteRow = (String, String, String);
+    /// A README permission row: the permission, and whether each role holds it.
+    type PermissionRow = (String, Vec<bool>);
+
+    /// The README's roles tables.
+    fn readme_access() -> (Vec<RouteRow>, Vec<PermissionRow>) {
         let readme = include_str!("../../../README.md");
         let section = readme
             .split("#### Roles and permissions")
@@ -395,7 +399,7 @@ mod tests {
     #[tokio::test]
     async fn every_route_answers_every_role_as_the_readme_table_says() {
         use omni_api::access::{access, Access, TABLE};
-        use omni_core::team::{Permission, Role, ROLES};
+        use omni_core::team::{Role, PERMISSIONS, ROLES};
 
         let (readme_routes, readme_permissions) = readme_access();
         let table: Vec<_> = TABLE
@@ -403,14 +407,14 @@ mod tests {
             .map(|(m, p, a)| (m.to_string(), p.to_string(), a.name()))
             .collect();
         assert_eq!(readme_routes, table, "README and access.rs differ");
+        assert_eq!(
+            readme_permissions.len(),
+            PERMISSIONS.len(),
+            "README permissions"
+        );
         for (permission, columns) in &readme_permissions {
-            let p = TABLE
-                .iter()
-                .filter_map(|(_, _, a)| match a {
-                    Access::Tenant(p) | Access::PlatformOr(p) => Some(*p),
-                    _ => None,
-                })
-                .chain([Permission::ConversationsAssignOthers])
+            let p = PERMISSIONS
+                .into_iter()
                 .find(|p| p.as_str() == permission)
                 .unwrap_or_else(|| panic!("{permission} is no permission"));
             let held: Vec<bool> = ROLES.iter().map(|r| r.allows(p)).collect();

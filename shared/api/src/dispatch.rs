@@ -397,7 +397,7 @@ async fn list_messages(
         items.push((n.created_at, timeline_item("note", n)?));
     }
     // Stable: a note written at a message's instant stays after it (newer).
-    items.sort_by(|a, b| b.0.cmp(&a.0));
+    items.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
     let next_cursor = match (&page.next_cursor, oldest) {
         (Some(next), Some(oldest)) => Some(timeline_cursor(next, oldest)),
         _ => None,

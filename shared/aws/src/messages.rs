@@ -649,6 +649,41 @@ impl AwsBackend {
         )))
     }
 
+    /// Updates an existing conversation (`None` when the tenant has none of that id) and
+    /// returns it as the update left it. The expression must move its version: every write of
+    /// a conversation does, so a writer that read it can tell, from its own conditional write
+    /// succeeding, what the item now holds.
+    async fn update_conversation_item(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        expression: String,
+        vals: Item,
+    ) -> StoreResult<Option<Conversation>> {
+        let out = self
+            .ddb
+            .update_item()
+            .table_name(&self.resources.table)
+            .set_key(Some(conversation_key(tenant, id)))
+            .update_expression(expression)
+            .condition_expression("attribute_exists(pk)")
+            .set_expression_attribute_values(Some(vals))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match out {
+            Ok(out) => {
+                let item = out.attributes.ok_or_else(|| corrupt("conversation"))?;
+                let opted_out = self
+                    .is_opted_out_str(tenant, get_s(&item, "contact")?)
+                    .await?;
+                conversation_from(&item, opted_out).map(Some)
+            }
+            Err(e) if is_condition_failure(&e) => Ok(None),
+            Err(e) => Err(sdk_error("UpdateItem", e)),
+        }
+    }
+
     /// Whether a conversation's index row passes `filter`; `q` not found in its contact is
     /// looked for in its messages' text.
     async fn conversation_passes(
@@ -1102,29 +1137,8 @@ impl MessageStore for AwsBackend {
         if !remove.is_empty() {
             expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
-        // Every write of a conversation moves its version (see `mark_read`).
-        let out = self
-            .ddb
-            .update_item()
-            .table_name(&self.resources.table)
-            .set_key(Some(conversation_key(tenant, id)))
-            .update_expression(expression)
-            .condition_expression("attribute_exists(pk)")
-            .set_expression_attribute_values(Some(vals))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match out {
-            Ok(out) => {
-                let item = out.attributes.ok_or_else(|| corrupt("conversation"))?;
-                let opted_out = self
-                    .is_opted_out_str(tenant, get_s(&item, "contact")?)
-                    .await?;
-                conversation_from(&item, opted_out).map(Some)
-            }
-            Err(e) if is_condition_failure(&e) => Ok(None),
-            Err(e) => Err(sdk_error("UpdateItem", e)),
-        }
+        self.update_conversation_item(tenant, id, expression, vals)
+            .await
     }
 
     async fn add_note(&self, tenant: &TenantId, note: &Note) -> StoreResult<()> {
@@ -1289,30 +1303,14 @@ impl MessageStore for AwsBackend {
         tenant: &TenantId,
         conversation: Uuid,
     ) -> StoreResult<Option<Conversation>> {
-        let out = self
-            .ddb
-            .update_item()
-            .table_name(&self.resources.table)
-            .set_key(Some(conversation_key(tenant, conversation)))
-            // Every write of a conversation moves its version, so a writer that read it can
-            // tell, from its own conditional write succeeding, what the item now holds.
-            .update_expression("SET unread = :zero ADD ver :one")
-            .condition_expression("attribute_exists(pk)")
-            .set_expression_attribute_values(Some(values([(":zero", n(0)), (":one", n(1))])))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match out {
-            Ok(out) => {
-                let item = out.attributes.ok_or_else(|| corrupt("conversation"))?;
-                let opted_out = self
-                    .is_opted_out_str(tenant, get_s(&item, "contact")?)
-                    .await?;
-                conversation_from(&item, opted_out).map(Some)
-            }
-            Err(e) if is_condition_failure(&e) => Ok(None),
-            Err(e) => Err(sdk_error("UpdateItem", e)),
-        }
+        let vals = values([(":zero", n(0)), (":one", n(1))]);
+        self.update_conversation_item(
+            tenant,
+            conversation,
+            "SET unread = :zero ADD ver :one".into(),
+            vals,
+        )
+        .await
     }
 
     async fn set_starred(

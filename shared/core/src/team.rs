@@ -110,6 +110,20 @@ pub enum Permission {
     TenantManage,
 }
 
+/// Every permission.
+pub const PERMISSIONS: [Permission; 10] = [
+    Permission::MessagesSend,
+    Permission::MessagesRead,
+    Permission::ConversationsRead,
+    Permission::ConversationsWrite,
+    Permission::ConversationsAssignOthers,
+    Permission::NotesWrite,
+    Permission::AuditRead,
+    Permission::UsersManage,
+    Permission::ApiKeysManage,
+    Permission::TenantManage,
+];
+
 impl Permission {
     /// The permission's name, as a refusal and the README name it.
     pub fn as_str(self) -> &'static str {
@@ -257,18 +271,7 @@ mod tests {
         }
         assert!("root".parse::<Role>().is_err());
         use Permission::*;
-        for p in [
-            MessagesSend,
-            MessagesRead,
-            ConversationsRead,
-            ConversationsWrite,
-            ConversationsAssignOthers,
-            NotesWrite,
-            AuditRead,
-            UsersManage,
-            ApiKeysManage,
-            TenantManage,
-        ] {
+        for p in PERMISSIONS {
             // Each role holds what the one below it holds.
             assert!(!Role::Sender.allows(p) || Role::Dispatcher.allows(p), "{p}");
             assert!(

@@ -442,7 +442,7 @@ impl Services {
                     .user
                     .tenant_id
                     .clone()
-                    .ok_or_else(|| ServiceError::NotFound("user"))?,
+                    .ok_or(ServiceError::NotFound("user"))?,
                 user_id: record.user.id,
                 generation: record.generation,
                 expires_at,
