@@ -607,6 +607,7 @@ pub trait Push: Send + Sync {
         failed.map_or(Ok(()), Err)
     }
 
-    /// Closes every dashboard connection opened with the tenant's key `key_id` (revoked).
+    /// Closes every dashboard connection opened with the tenant's key `key_id` (revoked), or
+    /// by a user when `key_id` is `user:<id>` (disabled).
     async fn disconnect_api_key(&self, tenant: &TenantId, key_id: &str) -> StoreResult<()>;
 }

@@ -469,7 +469,8 @@ impl Services {
         Ok(())
     }
 
-    /// Changes a user's name, role or disabled flag; disabling ends their sessions.
+    /// Changes a user's name, role or disabled flag; disabling ends their sessions and closes
+    /// their dashboards.
     pub async fn change_user(
         &self,
         tenant: &TenantId,
@@ -493,14 +494,22 @@ impl Services {
             }
             record.user.role = role;
         }
+        let disabling = change.disabled == Some(true) && !record.user.disabled;
+        if disabling {
+            record.generation += 1;
+        }
         if let Some(disabled) = change.disabled {
-            if disabled && !record.user.disabled {
-                record.generation += 1;
-            }
             record.user.disabled = disabled;
         }
         record.user.updated_at = Utc::now();
         self.team.update_user(&record).await?;
+        if disabling {
+            // Their sessions are over; so are the dashboards those opened.
+            let owner = format!("user:{id}");
+            if let Err(e) = self.push.disconnect_api_key(tenant, &owner).await {
+                warn!(error = %e, user_id = %id, "could not close a disabled user's dashboards");
+            }
+        }
         info!(tenant_id = %tenant, user_id = %id, "user changed");
         let details = serde_json::json!({
             "name": change.name.is_some(),
