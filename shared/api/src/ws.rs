@@ -230,6 +230,9 @@ pub fn presence(text: &str, tenant: &TenantId, user: &PresenceUser) -> Option<Pu
     })
 }
 
+/// Least time between two presence frames of one dashboard that are relayed.
+const PRESENCE_EVERY: Duration = Duration::from_millis(250);
+
 /// The presence frames a dashboard may send.
 pub const PRESENCE_TYPES: [&str; 2] = ["conversation.viewing", "conversation.typing"];
 
@@ -309,6 +312,7 @@ async fn serve(
     let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_every, limits.ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heard = Instant::now();
+    let mut last_presence = heard - PRESENCE_EVERY;
     let close = |code: u16, reason: &'static str| {
         WsMessage::Close(Some(CloseFrame {
             code,
@@ -331,8 +335,13 @@ async fn serve(
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(WsMessage::Text(text))) => {
                     heard = Instant::now();
-                    if let Some(event) = presence(&text, &tenant, &user) {
-                        registration.hub.relay(&registration, &event);
+                    // A console says it at most every few seconds; more is dropped, so one
+                    // dashboard cannot flood its tenant's others.
+                    if heard.duration_since(last_presence) >= PRESENCE_EVERY {
+                        if let Some(event) = presence(&text, &tenant, &user) {
+                            last_presence = heard;
+                            registration.hub.relay(&registration, &event);
+                        }
                     }
                 }
                 Some(Ok(other)) => {

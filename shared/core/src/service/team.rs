@@ -461,10 +461,16 @@ impl Services {
         })
     }
 
-    /// Ends the caller's session (an API key has none to end).
+    /// Ends the caller's session (an API key has none to end) and closes the user's
+    /// dashboards: one opened with this token must not outlive it (the user's other signed-in
+    /// consoles reconnect with their own).
     pub async fn logout(&self, caller: &Caller) -> Result<(), ServiceError> {
         if let Credential::Session { token_hash, .. } = &caller.credential {
             self.team.delete_session(token_hash).await?;
+            let owner = caller.connection_owner();
+            if let Err(e) = self.push.disconnect_api_key(&caller.tenant, &owner).await {
+                warn!(error = %e, "could not close a signed-out user's dashboards");
+            }
         }
         Ok(())
     }
