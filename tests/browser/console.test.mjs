@@ -307,9 +307,10 @@ test("two dispatchers: one takes a conversation and the other sees it move; each
   assert.equal(await a.locator("#nav-audit").isVisible(), false);
   const token = await a.evaluate(() => sessionStorage.getItem("omni.apiKey"));
   assert.match(token, /^oms_/);
-  const refused = await fetch(base + "/v1/users", { headers: { Authorization: `Bearer ${token}` } });
+  const refused = await fetch(base + "/v1/users", { method: "POST", headers: { Authorization: `Bearer ${token}`, "content-type": "application/json" }, body: JSON.stringify({ email: "x@north.example", name: "X", role: "admin" }) });
   assert.equal(refused.status, 403, "and the API refuses it");
   assert.match((await refused.json()).error, /users\.manage/);
+  assert.equal((await fetch(base + "/v1/users", { headers: { Authorization: `Bearer ${token}` } })).status, 403);
 
   await cli(["send", "twilio", "--tenant", "north", "--from", contact, "--to", NUMBER_A, "--body", "Car on fire, highway 9"]);
   await k.click("#f-unassigned");
@@ -355,9 +356,14 @@ test("two dispatchers: one takes a conversation and the other sees it move; each
   assert.equal(alex.role, "dispatcher");
 });
 
-test("an admin has a Users page (invite, role, disable) and an Audit page", async () => {
+test("an admin assigns to anyone, has a Users page (invite, role, disable) and an Audit page", async () => {
   await user("sam@north.example", "Sam", "admin");
   const page = await signedInAs("sam@north.example");
+  // An admin (or supervisor) may give a conversation to anyone (this one was resolved).
+  await page.click("#f-resolved");
+  await page.locator("#conversations li", { hasText: "(555) 555-0177" }).click();
+  await page.selectOption("#assign-to", { label: "Kim" });
+  await page.locator("#assignee", { hasText: "Assigned to Kim" }).waitFor();
   await page.click("#nav-users");
   await page.locator("#users tr", { hasText: "Kim" }).waitFor();
   await page.fill("#new-email", "pat@north.example");
@@ -371,7 +377,7 @@ test("an admin has a Users page (invite, role, disable) and an Audit page", asyn
   await kim.locator("td", { hasText: "disabled" }).waitFor();
   await page.screenshot({ path: join(ARTIFACTS, "08-users.png") });
   await page.click("#nav-audit");
-  await page.locator("#audit tr", { hasText: "conversation.assign" }).waitFor();
+  await page.locator("#audit tr", { hasText: "conversation.assign" }).first().waitFor();
   assert.ok(await page.locator("#audit tr", { hasText: "user.change" }).count() > 0);
   await page.screenshot({ path: join(ARTIFACTS, "09-audit.png") });
 });

@@ -328,7 +328,7 @@ def test_a_team_signs_in_assigns_writes_notes_sees_presence_and_is_audited(stack
     wrong = api.call("POST", "/v1/auth/login", json={"tenant": "north", "email": "alex@north.example", "password": "not the password"})
     assert (wrong.status_code, wrong.json()["code"]) == (401, "invalid_credentials")
     assert api.call("GET", "/v1/me", alex).json()["user"]["name"] == "Alex"
-    refused = api.call("GET", "/v1/users", alex)
+    refused = api.call("POST", "/v1/users", alex, json={"email": "x@north.example", "name": "X", "role": "admin"})
     assert refused.status_code == 403 and "users.manage" in refused.json()["error"], refused.text
     # A tenant admin's session opens the tenant's admin routes (the admin function).
     sender = api.call("POST", "/v1/admin/tenants/north/api-keys", admin, json={"name": "CAD", "role": "sender"})

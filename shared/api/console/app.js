@@ -9,6 +9,8 @@ const state = {
   filter: { assignee: "", status: "open" },
   // conversation id → Map(user id → {name, viewing, typing}) (times until which each shows)
   presence: new Map(),
+  // Whom a supervisor or admin may assign conversations to (active users).
+  assignable: [],
 };
 const VIEWING_MS = 30000;
 const TYPING_MS = 5000;
@@ -67,6 +69,8 @@ async function signIn(key) {
   $("nav-audit").hidden = role !== "admin" && role !== "supervisor";
   $("f-mine").hidden = !state.me.user;
   showPage(null);
+  state.assignable = ["admin", "supervisor"].includes(role)
+    ? (await api("GET", "/v1/users")).items.filter((u) => u.active && !u.disabled) : [];
   await resync();
   connect();
 }
@@ -285,6 +289,10 @@ function renderThreadHead() {
   $("assignee").textContent = c.assignee ? `Assigned to ${c.assignee.name}` : "Unassigned";
   $("take").hidden = !state.me?.user || mine || (!!c.assignee && !["admin", "supervisor"].includes(state.me.role));
   $("unassign").hidden = !c.assignee || (!mine && !["admin", "supervisor"].includes(state.me?.role));
+  const picker = $("assign-to");
+  picker.hidden = state.assignable.length === 0;
+  picker.replaceChildren(el("option", { value: "" }, "Assign to…"),
+    ...state.assignable.map((u) => el("option", { value: u.id, selected: c.assignee?.id === u.id }, u.name)));
   $("resolve").hidden = c.status === "resolved";
   $("reopen").hidden = c.status !== "resolved";
   $("presence").textContent = presenceText(c.id);
@@ -475,6 +483,7 @@ $("invite-form").addEventListener("submit", (e) => acceptInvite(e).catch(() => {
 $("note").addEventListener("submit", (e) => addNote(e).catch(() => {}));
 $("take").addEventListener("click", () => act("assign", { user_id: state.me.user.id }).catch(() => {}));
 $("unassign").addEventListener("click", () => act("assign", { user_id: null }).catch(() => {}));
+$("assign-to").addEventListener("change", (e) => { if (e.target.value) act("assign", { user_id: e.target.value }).catch(() => {}); });
 $("resolve").addEventListener("click", () => act("resolve").catch(() => {}));
 $("reopen").addEventListener("click", () => act("reopen").catch(() => {}));
 for (const b of document.querySelectorAll(".f-assignee")) b.addEventListener("click", () => setFilter("assignee", b.dataset.value));
