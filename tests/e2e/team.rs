@@ -145,7 +145,10 @@ async fn a_team_signs_in_assigns_notes_sees_each_other_and_is_audited() {
     let (st, b) = s.api(&alex, Method::GET, "/v1/users", None).await;
     assert_eq!(st, 403);
     assert_eq!(b["code"], "forbidden");
-    assert!(b["error"].as_str().unwrap().contains("conversations.assign_others"));
+    assert!(b["error"]
+        .as_str()
+        .unwrap()
+        .contains("conversations.assign_others"));
     let invite = json!({"email": "x@north.example", "name": "X", "role": "admin"});
     let (st, b) = s.api(&alex, Method::POST, "/v1/users", Some(invite)).await;
     assert_eq!(st, 403);

@@ -86,7 +86,6 @@ impl World {
             breakers: Default::default(),
             media_store: None,
             auth_throttle: Default::default(),
-            login_throttle: Default::default(),
             api_key_usage: Default::default(),
         };
         let app = omni_api::full_app(

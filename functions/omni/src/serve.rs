@@ -90,7 +90,6 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
         breakers: Default::default(),
         media_store: None,
         auth_throttle: Default::default(),
-        login_throttle: Default::default(),
         api_key_usage: Default::default(),
     };
 
@@ -282,7 +281,6 @@ mod tests {
             breakers: Default::default(),
             media_store: None,
             auth_throttle: Default::default(),
-            login_throttle: Default::default(),
             api_key_usage: Default::default(),
         };
         AppState {

@@ -103,11 +103,7 @@ pub const TABLE: &[(Method, &str, Access)] = {
         (Method::GET, "/v1/me", Signed),
         (Method::POST, "/v1/auth/logout", Signed),
         // Listing names whom to assign: supervisors too.
-        (
-            Method::GET,
-            "/v1/users",
-            Tenant(ConversationsAssignOthers),
-        ),
+        (Method::GET, "/v1/users", Tenant(ConversationsAssignOthers)),
         (Method::POST, "/v1/users", Tenant(UsersManage)),
         (Method::PATCH, "/v1/users/{id}", Tenant(UsersManage)),
         (Method::PUT, "/v1/admin/tenants/{tenant_id}", Platform),

@@ -255,7 +255,7 @@ impl ServiceArgs {
                 lockout: Duration::from_secs(self.auth_lockout_secs),
                 delay_step: Duration::from_millis(self.auth_failure_delay_ms),
             },
-            login_throttle: omni_core::service::default_login_throttle(),
+            login_lockout: Default::default(),
             audit_retention: Duration::from_secs(self.audit_retention_days.max(1) * 24 * 3600),
         }
     }

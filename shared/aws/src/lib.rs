@@ -34,6 +34,7 @@
 //! | user e-mail | `U#<tenant>` | `E#<email>` | | sign-in by e-mail; keeps e-mails unique per tenant (conditional put) |
 //! | invite | `INV#<sha256>` | `INV` | | accept once (delete returning it); TTL 72 h |
 //! | session | `SES#<sha256>` | `SES` | | read on every signed-in request; TTL at its inactivity expiry, moved on use |
+//! | failed sign-ins | `LF#account:<tenant>:<email>` or `LF#address:<ip>` | `LF` | | the sign-in lockout's window and count; TTL at the window's end |
 //! | WebSocket connection | `WS#<tenant>` | `<connection id>` | | a tenant's dashboards and the key that opened each (TTL 2 h; caps, revocation) |
 //! | connection owner | `WSC#<connection id>` | `WSC` | | `$disconnect` finds the tenant |
 //!

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::ReturnValue;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use omni_core::domain::TenantId;
 use omni_core::ports::{StoreError, StoreResult, TeamStore};
 use omni_core::team::{Invite, Session, User, UserRecord};
@@ -218,4 +218,68 @@ impl TeamStore for AwsBackend {
             .map_err(|e| sdk_error("DeleteItem", e))?;
         Ok(())
     }
+
+    async fn count_login_failure(
+        &self,
+        subject: &str,
+        now: DateTime<Utc>,
+        window: TimeDelta,
+    ) -> StoreResult<(u32, DateTime<Utc>)> {
+        // One more in the open window; none open: a new window. Two first failures racing
+        // may both start one and count one failure less, which a lockout can afford.
+        let counted = self
+            .ddb
+            .update_item()
+            .table_name(&self.resources.table)
+            .set_key(Some(failures_key(subject)))
+            .update_expression("ADD cnt :one")
+            .condition_expression("since > :cutoff")
+            .set_expression_attribute_values(Some(values([
+                (":one", n(1)),
+                (":cutoff", s(ts(now - window))),
+            ])))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match counted {
+            Ok(out) => {
+                let item = out.attributes.ok_or_else(|| corrupt("login failures"))?;
+                failures_from(&item)
+            }
+            Err(e) if crate::tenants::is_condition_failure(&e) => {
+                let mut item = failures_key(subject);
+                item.extend(values([
+                    ("since", s(ts(now))),
+                    ("cnt", n(1)),
+                    ("ttl", n((now + window).timestamp())),
+                ]));
+                self.put_item(item).await?;
+                Ok((1, now))
+            }
+            Err(e) => Err(sdk_error("UpdateItem", e)),
+        }
+    }
+
+    async fn login_failures(
+        &self,
+        subject: &str,
+        now: DateTime<Utc>,
+        window: TimeDelta,
+    ) -> StoreResult<Option<(u32, DateTime<Utc>)>> {
+        let Some(item) = self.get_item(failures_key(subject)).await? else {
+            return Ok(None);
+        };
+        let (failures, since) = failures_from(&item)?;
+        Ok((since > now - window).then_some((failures, since)))
+    }
+}
+
+/// Failed sign-ins of an account or an address: `since` (the window's start), `cnt`.
+fn failures_key(subject: &str) -> Item {
+    key(format!("LF#{subject}"), "LF")
+}
+
+fn failures_from(item: &Item) -> StoreResult<(u32, DateTime<Utc>)> {
+    let failures = u32::try_from(get_n(item, "cnt")?).map_err(|_| corrupt("cnt"))?;
+    Ok((failures, parse_ts(get_s(item, "since")?)?))
 }

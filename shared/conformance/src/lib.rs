@@ -47,7 +47,7 @@ impl<T: TenantStore + TeamStore + SecretStore + MessageStore + Queue> Backend fo
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,6 +97,7 @@ pub async fn run_all<B: Backend>(backend: &B) {
     conversations_are_filtered(backend).await;
     notes_are_listed_by_time(backend).await;
     audit_entries_are_filtered_and_paged(backend).await;
+    login_failures_count_in_windows(backend).await;
 }
 
 // ---- fixtures --------------------------------------------------------------------------
@@ -2485,4 +2486,40 @@ pub async fn audit_entries_are_filtered_and_paged<B: Backend>(b: &B) {
             .await,
         Err(StoreError::InvalidCursor)
     ));
+}
+
+/// Failed sign-ins count per subject within a window from the first; after it a new window
+/// starts.
+pub async fn login_failures_count_in_windows<B: Backend>(b: &B) {
+    let subject = format!("account:{}:alex@example.org", new_tenant_id("t"));
+    let other = format!("address:{}", Uuid::new_v4());
+    let window = TimeDelta::minutes(15);
+    let t0 = base_time();
+    assert_eq!(b.login_failures(&subject, t0, window).await.unwrap(), None);
+    for n in 1..=3 {
+        let at = secs(t0, i64::from(n) * 60);
+        assert_eq!(
+            b.count_login_failure(&subject, at, window).await.unwrap(),
+            (n, secs(t0, 60))
+        );
+    }
+    assert_eq!(
+        b.login_failures(&subject, secs(t0, 600), window)
+            .await
+            .unwrap(),
+        Some((3, secs(t0, 60)))
+    );
+    assert_eq!(b.login_failures(&other, t0, window).await.unwrap(), None);
+    let later = secs(t0, 60 + 15 * 60 + 1);
+    assert_eq!(
+        b.login_failures(&subject, later, window).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        b.count_login_failure(&subject, later, window)
+            .await
+            .unwrap(),
+        (1, later),
+        "a new window"
+    );
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -128,6 +128,23 @@ pub trait TeamStore: Send + Sync {
     async fn touch_session(&self, token_hash: &str, expires_at: DateTime<Utc>) -> StoreResult<()>;
     /// Ends a session.
     async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+    /// Counts a failed sign-in against `subject` (an account or an address): within `window`
+    /// of the window's first failure the count grows, after it a new window starts at `now`.
+    /// The failures in the window and when it started.
+    async fn count_login_failure(
+        &self,
+        subject: &str,
+        now: DateTime<Utc>,
+        window: TimeDelta,
+    ) -> StoreResult<(u32, DateTime<Utc>)>;
+    /// The failed sign-ins against `subject` in its window still open at `now`, and when it
+    /// started; none when no window is open.
+    async fn login_failures(
+        &self,
+        subject: &str,
+        now: DateTime<Utc>,
+        window: TimeDelta,
+    ) -> StoreResult<Option<(u32, DateTime<Utc>)>>;
 }
 
 /// Tenant carrier credentials (encrypted at rest / Secrets Manager).

@@ -143,7 +143,6 @@ impl Omni {
                 .settings(config.public_url.trim().to_string()),
             breakers: Default::default(),
             auth_throttle: Default::default(),
-            login_throttle: Default::default(),
             api_key_usage: Default::default(),
             media_store: match &config.media_bucket {
                 Some(bucket) => Some(Arc::new(

@@ -33,6 +33,13 @@ CREATE TABLE sessions (
 ) STRICT;
 CREATE INDEX sessions_by_expiry ON sessions (expires_at);
 
+-- Failed sign-ins per account or address, in windows (the lockout).
+CREATE TABLE login_failures (
+    subject      TEXT PRIMARY KEY, -- account:<tenant>:<email> or address:<ip>
+    window_start TEXT NOT NULL,
+    failures     INTEGER NOT NULL
+) STRICT;
+
 -- Conversations get a status (a new inbound message opens them again) and an assignee,
 -- whose name is kept as it was when assigned.
 ALTER TABLE conversations ADD COLUMN status TEXT NOT NULL DEFAULT 'open';

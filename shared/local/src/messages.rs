@@ -1000,6 +1000,12 @@ impl MessageStore for SqliteBackend {
             // So do audit entries past the audit retention.
             tx.execute("DELETE FROM audit_log WHERE expires_at <= ?1", [ts(now)])
                 .map_err(db)?;
+            // And failed sign-ins a day old: no lockout window is that long.
+            tx.execute(
+                "DELETE FROM login_failures WHERE window_start <= ?1",
+                [ts(now - chrono::TimeDelta::days(1))],
+            )
+            .map_err(db)?;
             Ok(n as u64)
         })
         .await

@@ -1,7 +1,7 @@
 //! [`TeamStore`] on SQLite: users, invites and sessions.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use omni_core::domain::TenantId;
 use omni_core::ports::{StoreError, StoreResult, TeamStore};
 use omni_core::team::{Invite, Session, User, UserRecord};
@@ -286,6 +286,55 @@ impl TeamStore for SqliteBackend {
             tx.exec("DELETE FROM sessions WHERE token_hash = ?1", [&token_hash])
                 .map_err(db)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn count_login_failure(
+        &self,
+        subject: &str,
+        now: DateTime<Utc>,
+        window: TimeDelta,
+    ) -> StoreResult<(u32, DateTime<Utc>)> {
+        let subject = subject.to_owned();
+        self.write(move |tx| {
+            let (failures, since): (u32, String) = tx
+                .row(
+                    "INSERT INTO login_failures (subject, window_start, failures)
+                     VALUES (?1, ?2, 1)
+                     ON CONFLICT (subject) DO UPDATE SET
+                         failures = CASE WHEN window_start > ?3 THEN failures + 1 ELSE 1 END,
+                         window_start = CASE WHEN window_start > ?3 THEN window_start ELSE ?2 END
+                     RETURNING failures, window_start",
+                    params![subject, ts(now), ts(now - window)],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(db)?;
+            Ok((failures, parse_ts(&since)?))
+        })
+        .await
+    }
+
+    async fn login_failures(
+        &self,
+        subject: &str,
+        now: DateTime<Utc>,
+        window: TimeDelta,
+    ) -> StoreResult<Option<(u32, DateTime<Utc>)>> {
+        let subject = subject.to_owned();
+        self.read(move |conn| {
+            let found: Option<(u32, String)> = conn
+                .row(
+                    "SELECT failures, window_start FROM login_failures
+                     WHERE subject = ?1 AND window_start > ?2",
+                    params![subject, ts(now - window)],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            found
+                .map(|(failures, since)| Ok((failures, parse_ts(&since)?)))
+                .transpose()
         })
         .await
     }

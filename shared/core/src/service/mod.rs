@@ -38,8 +38,8 @@ pub use keywords::Keyword;
 pub use media::MediaDownload;
 pub use outbound::SendRequest;
 pub use team::{
-    default_login_throttle, normalize_email, Caller, Credential, SignedIn, UserChange,
-    INVITE_PREFIX, INVITE_TTL, MIN_PASSWORD_CHARS, SESSION_IDLE, SESSION_PREFIX,
+    normalize_email, Caller, Credential, LoginLockout, SignedIn, UserChange, INVITE_PREFIX,
+    INVITE_TTL, MIN_PASSWORD_CHARS, SESSION_IDLE, SESSION_PREFIX,
 };
 pub use throttle::{AuthScope, AuthThrottle, AuthThrottlePolicy};
 pub use updater::JobError;
@@ -202,7 +202,7 @@ pub struct ServiceSettings {
     /// How repeated authentication failures from one address are slowed and locked out.
     pub auth_throttle: AuthThrottlePolicy,
     /// How failed sign-ins lock an account or an address out.
-    pub login_throttle: AuthThrottlePolicy,
+    pub login_lockout: LoginLockout,
     /// How long audit entries are kept.
     pub audit_retention: Duration,
 }
@@ -240,7 +240,7 @@ impl Default for ServiceSettings {
             send_rate: SendRateLimit::default(),
             split_message_wait: Duration::from_secs(10),
             auth_throttle: AuthThrottlePolicy::default(),
-            login_throttle: default_login_throttle(),
+            login_lockout: LoginLockout::default(),
             audit_retention: Duration::from_secs(365 * 24 * 3600),
         }
     }
@@ -274,8 +274,6 @@ pub struct Services {
     pub media_store: Option<Arc<dyn MediaStore>>,
     /// Authentication failures per (address, scope), shared by every clone.
     pub auth_throttle: Arc<AuthThrottle>,
-    /// Failed sign-ins per address and per account, shared by every clone.
-    pub login_throttle: Arc<AuthThrottle>,
     /// When each API key's use was last recorded, shared by every clone.
     pub api_key_usage: Arc<ApiKeyUsage>,
 }

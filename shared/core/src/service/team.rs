@@ -1,9 +1,8 @@
 //! Who is calling: API keys and signed-in users, their roles, and the sign-in flows (invites,
 //! passwords, sessions, lockout).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -41,10 +40,6 @@ const MAX_PASSWORD_CHARS: usize = 256;
 
 /// Passwords refused however long they are: the common ones of 12 characters or more.
 const COMMON_PASSWORDS: &str = include_str!("common_passwords.txt");
-
-/// Stands for "any address" in the login throttle: an account's failures count whichever
-/// address they came from.
-const ANY_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
 /// How a caller proved who they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -385,17 +380,23 @@ impl Services {
         client: Option<IpAddr>,
     ) -> Result<SignedIn, ServiceError> {
         let email = email.trim().to_lowercase();
-        let account = AuthScope::Account(tenant.to_owned(), email.clone());
-        let policy = &self.settings.login_throttle;
-        let throttle = &self.login_throttle;
-        if let Some(ip) = client {
-            throttle
-                .check(policy, ip, &AuthScope::Login)
-                .map_err(ServiceError::LockedOut)?;
+        // Counted in the store, so the lockout holds across processes and Lambda instances.
+        let mut subjects = vec![format!("account:{tenant}:{email}")];
+        subjects.extend(client.map(|ip| format!("address:{ip}")));
+        let policy = self.settings.login_lockout;
+        let now = Utc::now();
+        for subject in &subjects {
+            if let Some((failures, since)) = self
+                .team
+                .login_failures(subject, now, policy.window)
+                .await?
+            {
+                if policy.max_failures > 0 && failures >= policy.max_failures {
+                    let left = (since + policy.window - now).num_seconds().max(1);
+                    return Err(ServiceError::LockedOut(left.unsigned_abs()));
+                }
+            }
         }
-        throttle
-            .check(policy, ANY_ADDRESS, &account)
-            .map_err(ServiceError::LockedOut)?;
         let tenant = match TenantId::parse(tenant) {
             Ok(id) => self.tenants.get_tenant(&id).await?.map(|t| t.id),
             Err(_) => None,
@@ -412,10 +413,11 @@ impl Services {
         let record = match record {
             Some(record) if matches && !record.user.disabled => record,
             _ => {
-                if let Some(ip) = client {
-                    throttle.failed(policy, ip, &AuthScope::Login);
+                for subject in &subjects {
+                    self.team
+                        .count_login_failure(subject, now, policy.window)
+                        .await?;
                 }
-                throttle.failed(policy, ANY_ADDRESS, &account);
                 // Only a tenant that exists gets an entry: a guesser cannot fill the store.
                 if let Some(tenant) = &tenant {
                     let actor = match &record {
@@ -543,14 +545,23 @@ impl Services {
     }
 }
 
-/// The login throttle's default: 5 failures in 15 minutes lock the account or address out
-/// for 15 minutes.
-pub fn default_login_throttle() -> super::AuthThrottlePolicy {
-    super::AuthThrottlePolicy {
-        max_failures: 5,
-        window: Duration::from_secs(15 * 60),
-        lockout: Duration::from_secs(15 * 60),
-        delay_step: Duration::ZERO,
+/// When failed sign-ins lock an account or an address out: `max_failures` within `window`
+/// refuse it until the window ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginLockout {
+    /// Failures that lock out (0: never).
+    pub max_failures: u32,
+    /// How long failures count, from the first.
+    pub window: TimeDelta,
+}
+
+impl Default for LoginLockout {
+    /// 5 failures in 15 minutes.
+    fn default() -> Self {
+        LoginLockout {
+            max_failures: 5,
+            window: TimeDelta::minutes(15),
+        }
     }
 }
 

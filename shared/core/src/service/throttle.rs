@@ -51,10 +51,6 @@ pub enum AuthScope {
     Admin,
     /// A tenant API key or session token (the API and the WebSocket).
     ApiKey,
-    /// Signing in with a password, counted per address.
-    Login,
-    /// Signing in to one account (tenant, e-mail), counted across every address.
-    Account(String, String),
     /// A webhook of this carrier for this tenant.
     Webhook(ProviderKind, TenantId),
 }
