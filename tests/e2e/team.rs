@@ -140,8 +140,29 @@ async fn a_team_signs_in_assigns_notes_sees_each_other_and_is_audited() {
     assert_eq!(me["user"]["name"], "Sam");
     assert_eq!(me["actor"]["type"], "user");
 
+    // Inviting again someone who never set a password gives a new invite; once they have,
+    // the address is taken.
+    let lee = json!({"email": "lee@north.example", "name": "Lee", "role": "dispatcher"});
+    let (_, first) = s
+        .api(&admin, Method::POST, "/v1/users", Some(lee.clone()))
+        .await;
+    let (st, again) = s
+        .api(&admin, Method::POST, "/v1/users", Some(lee.clone()))
+        .await;
+    assert_eq!(st, 201, "{again}");
+    assert_eq!(again["user"]["id"], first["user"]["id"]);
+    assert_ne!(again["invite_token"], first["invite_token"]);
     let (alex, alex_user) = member(&s, &admin, "alex@north.example", "Alex", "dispatcher").await;
     let (kim, kim_user) = member(&s, &admin, "kim@north.example", "Kim", "dispatcher").await;
+    let (st, _) = s
+        .api(
+            &admin,
+            Method::POST,
+            "/v1/users",
+            Some(json!({"email": "alex@north.example", "name": "A", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(st, 409, "an address in use");
     let (st, b) = s.api(&alex, Method::GET, "/v1/users", None).await;
     assert_eq!(st, 403);
     assert_eq!(b["code"], "forbidden");

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::{hash_api_key, AuthScope, ServiceError, Services};
 use crate::domain::TenantId;
+use crate::ports::StoreError;
 use crate::team::{Actor, ActorType, Invite, Permission, Role, Session, User, UserRecord};
 
 /// Every session token starts with this.
@@ -279,7 +280,8 @@ impl Services {
     }
 
     /// Invites a person: a user without a password, and a one-time token (valid
-    /// [`INVITE_TTL`]) that sets it.
+    /// [`INVITE_TTL`]) that sets it. An address already invited that never set a password gets
+    /// a new token; one in use is a [`ServiceError::Conflict`].
     pub async fn invite_user(
         &self,
         tenant: &TenantId,
@@ -305,13 +307,24 @@ impl Services {
             created_at: now,
             updated_at: now,
         };
-        self.team
-            .create_user(&UserRecord {
-                user: user.clone(),
-                password_hash: None,
-                generation: 0,
-            })
-            .await?;
+        let record = UserRecord {
+            user: user.clone(),
+            password_hash: None,
+            generation: 0,
+        };
+        let user = match self.team.create_user(&record).await {
+            Ok(()) => user,
+            // Someone invited before who never set a password (the invite may have expired)
+            // is invited again, as they are.
+            Err(StoreError::Conflict(conflict)) => self
+                .team
+                .user_by_email(tenant, &user.email)
+                .await?
+                .filter(|r| r.password_hash.is_none() && !r.user.disabled)
+                .map(|r| r.user)
+                .ok_or(ServiceError::Conflict(conflict))?,
+            Err(e) => return Err(e.into()),
+        };
         let token = new_token(INVITE_PREFIX);
         self.team
             .put_invite(&Invite {
