@@ -260,3 +260,124 @@ test("a contact's HTML attachment is a download that never runs on the console's
   assert.equal(page.url(), base + "/", "the console stayed where it was");
   assert.deepEqual(reports, [], "the attachment's script never ran");
 });
+
+const PASSWORD = "correct horse battery staple";
+
+/** A user of tenant `north` with a password, invited by the platform operator. */
+async function user(email, name, role) {
+  const invited = await admin("POST", "/v1/admin/tenants/north/users", { email, name, role });
+  const res = await fetch(base + "/v1/auth/invite", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ token: invited.invite_token, password: PASSWORD }) });
+  assert.equal(res.status, 200, await res.text());
+  return invited.user;
+}
+
+/** A browser context of its own signed in with e-mail and password through the console. */
+async function signedInAs(email) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  const page = await context.newPage();
+  await page.goto(base + "/");
+  await page.fill("#login-tenant", "north");
+  await page.fill("#login-email", email);
+  await page.fill("#login-password", PASSWORD);
+  await page.click("#login-submit");
+  await page.waitForSelector("#app:not([hidden])");
+  await page.waitForSelector(".conn.live");
+  return page;
+}
+
+test("two dispatchers: one takes a conversation and the other sees it move; each sees the other on it; notes and who replied; no Users page for dispatchers", async () => {
+  const alex = await user("alex@north.example", "Alex", "dispatcher");
+  await user("kim@north.example", "Kim", "dispatcher");
+  const contact = "+15555550177";
+
+  // An invite link opens the set-password form (a third person, never used after).
+  const invited = await admin("POST", "/v1/admin/tenants/north/users", { email: "lee@north.example", name: "Lee", role: "dispatcher" });
+  const invitePage = await (await browser.newContext()).newPage();
+  await invitePage.goto(invited.invite_url);
+  await invitePage.locator("#invite-form:not([hidden])").waitFor();
+  await invitePage.fill("#invite-password", PASSWORD);
+  await invitePage.click("#invite-submit");
+  await invitePage.locator("#login-error", { hasText: "Password set" }).waitFor();
+  assert.equal(await invitePage.inputValue("#login-email"), "lee@north.example");
+
+  const a = await signedInAs("alex@north.example");
+  const k = await signedInAs("kim@north.example");
+  assert.match(await a.locator("#whoami").textContent(), /Alex · dispatcher/);
+  assert.equal(await a.locator("#nav-users").isVisible(), false, "a dispatcher sees no Users page");
+  assert.equal(await a.locator("#nav-audit").isVisible(), false);
+  const token = await a.evaluate(() => sessionStorage.getItem("omni.apiKey"));
+  assert.match(token, /^oms_/);
+  const refused = await fetch(base + "/v1/users", { method: "POST", headers: { Authorization: `Bearer ${token}`, "content-type": "application/json" }, body: JSON.stringify({ email: "x@north.example", name: "X", role: "admin" }) });
+  assert.equal(refused.status, 403, "and the API refuses it");
+  assert.match((await refused.json()).error, /users\.manage/);
+  assert.equal((await fetch(base + "/v1/users", { headers: { Authorization: `Bearer ${token}` } })).status, 403);
+
+  await cli(["send", "twilio", "--tenant", "north", "--from", contact, "--to", NUMBER_A, "--body", "Car on fire, highway 9"]);
+  await k.click("#f-unassigned");
+  const kimItem = k.locator("#conversations li", { hasText: "(555) 555-0177" });
+  await kimItem.waitFor();
+
+  // Alex takes it: it leaves Kim's Unassigned list live, and shows as Alex's under All.
+  const alexItem = a.locator("#conversations li", { hasText: "(555) 555-0177" });
+  await alexItem.click();
+  await a.click("#take");
+  await a.locator("#assignee", { hasText: "Assigned to Alex" }).waitFor();
+  await kimItem.waitFor({ state: "detached" });
+  await k.click("#f-all");
+  await kimItem.locator(".tag", { hasText: "Alex" }).waitFor();
+  await a.click("#f-mine");
+  await alexItem.waitFor();
+  await k.screenshot({ path: join(ARTIFACTS, "06-kim-sees-alex-assigned.png") });
+
+  // Both open it: each sees the other; Alex typing shows as replying.
+  await kimItem.click();
+  await k.locator("#presence", { hasText: "Alex is viewing" }).waitFor();
+  await a.locator("#presence", { hasText: "Kim is viewing" }).waitFor();
+  await a.fill("#reply-body", "Units are on the way");
+  await a.type("#reply-body", "!");
+  await k.locator("#presence", { hasText: "Alex is replying" }).waitFor();
+  await a.keyboard.press("Enter");
+  await k.locator(".msg.outbound .by", { hasText: "Alex" }).waitFor();
+  await k.screenshot({ path: join(ARTIFACTS, "07-kim-sees-alex-replying.png") });
+
+  // A note stays apart from the messages, and is never sent to the contact.
+  await k.fill("#note-body", "Second caller on this incident");
+  await k.click("#note button[type=submit]");
+  await a.locator(".msg.note", { hasText: "Second caller on this incident" }).waitFor();
+  assert.match(await a.locator(".msg.note .by").textContent(), /Note · Kim/);
+  assert.equal(sent.filter((s) => s.form.Body === "Second caller on this incident").length, 0);
+
+  // Resolve from one console; the other sees it leave Open.
+  await a.click("#resolve");
+  await k.locator("#reopen:not([hidden])").waitFor();
+  await k.click("#f-all");
+  await k.click("#f-resolved");
+  await kimItem.waitFor();
+  assert.equal(alex.role, "dispatcher");
+});
+
+test("an admin assigns to anyone, has a Users page (invite, role, disable) and an Audit page", async () => {
+  await user("sam@north.example", "Sam", "admin");
+  const page = await signedInAs("sam@north.example");
+  // An admin (or supervisor) may give a conversation to anyone (this one was resolved).
+  await page.click("#f-resolved");
+  await page.locator("#conversations li", { hasText: "(555) 555-0177" }).click();
+  await page.selectOption("#assign-to", { label: "Kim" });
+  await page.locator("#assignee", { hasText: "Assigned to Kim" }).waitFor();
+  await page.click("#nav-users");
+  await page.locator("#users tr", { hasText: "Kim" }).waitFor();
+  await page.fill("#new-email", "pat@north.example");
+  await page.fill("#new-name", "Pat");
+  await page.selectOption("#new-role", "supervisor");
+  await page.click("#invite-user button[type=submit]");
+  await page.locator("#invite-link", { hasText: "/#invite=omi_" }).waitFor();
+  const kim = page.locator("#users tr", { hasText: "Kim" });
+  await kim.locator("select").selectOption("supervisor");
+  await kim.locator("button", { hasText: "Disable" }).click();
+  await kim.locator("td", { hasText: "disabled" }).waitFor();
+  await page.screenshot({ path: join(ARTIFACTS, "08-users.png") });
+  await page.click("#nav-audit");
+  await page.locator("#audit tr", { hasText: "conversation.assign" }).first().waitFor();
+  assert.ok(await page.locator("#audit tr", { hasText: "user.change" }).count() > 0);
+  await page.screenshot({ path: join(ARTIFACTS, "09-audit.png") });
+});

@@ -587,6 +587,7 @@ async fn the_sweeper_sends_a_message_that_was_stored_but_never_queued() {
         subject: None,
         idempotency_key: None,
         at: chrono::Utc::now(),
+        sent_by: None,
     };
     let (stored, created) = db.create_outbound(&tenant, &new).await.unwrap();
     assert!(created);

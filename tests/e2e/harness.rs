@@ -626,6 +626,17 @@ pub struct Feed {
 }
 
 impl Feed {
+    /// Sends a JSON frame as the dashboard (presence).
+    pub async fn say(&mut self, frame: Value) {
+        use futures::SinkExt;
+        self.stream
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                frame.to_string().into(),
+            ))
+            .await
+            .expect("ws send");
+    }
+
     /// The next frame of `kind`, skipping others; None if none arrives within `secs`.
     pub async fn next_of(&mut self, kind: &str, secs: u64) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);

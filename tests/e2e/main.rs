@@ -17,6 +17,7 @@ mod signal;
 mod sinch;
 mod smoke;
 mod sns_signer;
+mod team;
 mod telnyx;
 mod voicemeup;
 mod vonage;

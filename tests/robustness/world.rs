@@ -61,6 +61,7 @@ impl World {
         endpoints.sns_cert_url_prefix = carrier_url.into();
         let services = Services {
             tenants: backend.clone(),
+            team: backend.clone(),
             secrets: backend.clone(),
             messages: backend.clone(),
             queue: backend.clone(),

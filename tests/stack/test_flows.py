@@ -297,3 +297,83 @@ def test_whatsapp_media_over_lambdas_response_limit_come_through_a_signed_link(s
     assert fetched.content == photo
     assert fetched.headers["Content-Type"] == "image/jpeg"
     no_access_denied(stack)
+
+
+PASSWORD = "correct horse battery staple"
+
+
+def signed_in(api: Api, by: str | None, email: str, name: str, role: str) -> tuple[str, dict[str, Any]]:
+    """Invites a user (through the platform's route when `by` is None), accepts the invite and
+    signs in; the session token and the user."""
+    body = {"email": email, "name": name, "role": role}
+    if by is None:
+        invited = api.admin("POST", "/v1/admin/tenants/north/users", body)
+    else:
+        resp = api.call("POST", "/v1/users", by, json=body)
+        assert resp.status_code == 201, resp.text
+        invited = resp.json()
+    assert invited["invite_url"].endswith(f"/#invite={invited['invite_token']}")
+    resp = api.call("POST", "/v1/auth/invite", json={"token": invited["invite_token"], "password": PASSWORD})
+    assert resp.status_code == 200, resp.text
+    resp = api.call("POST", "/v1/auth/login", json={"tenant": "north", "email": email, "password": PASSWORD})
+    assert resp.status_code == 200, resp.text
+    return resp.json()["token"], resp.json()["user"]
+
+
+def test_a_team_signs_in_assigns_writes_notes_sees_presence_and_is_audited(stack: Stack, api: Api, north: str) -> None:
+    contact = "+15555550130"
+    admin, _ = signed_in(api, None, "sam@north.example", "Sam", "admin")
+    alex, alex_user = signed_in(api, admin, "alex@north.example", "Alex", "dispatcher")
+    kim, _ = signed_in(api, admin, "kim@north.example", "Kim", "dispatcher")
+    wrong = api.call("POST", "/v1/auth/login", json={"tenant": "north", "email": "alex@north.example", "password": "not the password"})
+    assert (wrong.status_code, wrong.json()["code"]) == (401, "invalid_credentials")
+    assert api.call("GET", "/v1/me", alex).json()["user"]["name"] == "Alex"
+    refused = api.call("POST", "/v1/users", alex, json={"email": "x@north.example", "name": "X", "role": "admin"})
+    assert refused.status_code == 403 and "users.manage" in refused.json()["error"], refused.text
+    # A tenant admin's session opens the tenant's admin routes (the admin function).
+    sender = api.call("POST", "/v1/admin/tenants/north/api-keys", admin, json={"name": "CAD", "role": "sender"})
+    assert sender.status_code == 201 and sender.json()["role"] == "sender", sender.text
+    assert api.call("GET", "/v1/admin/tenants/south/api-keys", admin).status_code == 403
+
+    alex_board, kim_board = Dashboard(stack, alex), Dashboard(stack, kim)
+    try:
+        inbound(api, "SM" + "t" * 32, "Fire alarm going off", contact)
+        conversation = wait_for(
+            "the conversation",
+            lambda: next((c for c in api.call("GET", "/v1/conversations", alex).json()["items"] if c["contact"] == contact), None),
+        )
+        cid = conversation["id"]
+        assigned = api.call("POST", f"/v1/conversations/{cid}/assign", alex, json={"user_id": alex_user["id"]})
+        assert assigned.status_code == 200 and assigned.json()["assignee"]["name"] == "Alex", assigned.text
+        kim_board.wait("conversation.assigned", lambda e: e.get("type") == "conversation.assigned" and e["conversation_id"] == cid)
+        mine = api.call("GET", "/v1/conversations?assignee=me&status=open", alex).json()["items"]
+        assert [c["id"] for c in mine] == [cid]
+
+        alex_board.ws.send(json.dumps({"type": "conversation.viewing", "conversation_id": cid}))
+        seen = kim_board.wait("Alex viewing", lambda e: e.get("type") == "conversation.viewing")
+        assert seen["user"]["name"] == "Alex" and seen["conversation_id"] == cid
+
+        note = api.call("POST", f"/v1/conversations/{cid}/notes", kim, json={"body": "second call from this number"})
+        assert note.status_code == 201, note.text
+        alex_board.wait("note.created", lambda e: e.get("type") == "note.created")
+        timeline = api.call("GET", f"/v1/conversations/{cid}/messages", alex).json()["items"]
+        assert [i["kind"] for i in timeline] == ["note", "message"], timeline
+
+        resolved = api.call("POST", f"/v1/conversations/{cid}/resolve", alex)
+        assert resolved.json()["status"] == "resolved", resolved.text
+        kim_board.wait("conversation.status", lambda e: e.get("type") == "conversation.status")
+        inbound(api, "SM" + "u" * 32, "still ringing", contact)
+        wait_for("reopened by the contact", lambda: api.call("GET", f"/v1/conversations?status=open&q={contact[2:]}", kim).json()["items"])
+    finally:
+        alex_board.close()
+        kim_board.close()
+
+    assert api.call("GET", "/v1/audit", alex).status_code == 403
+    audit = api.call("GET", "/v1/audit?limit=200", admin).json()["items"]
+    actions = {e["action"] for e in audit}
+    for action in ("auth.login", "auth.login_failed", "user.invite_accepted", "conversation.assign", "note.create", "conversation.resolve", "api_key.create"):
+        assert action in actions, (action, actions)
+    assert "second call from this number" not in json.dumps(audit)
+    assert api.call("POST", "/v1/auth/logout", alex).status_code == 204
+    assert api.call("GET", "/v1/me", alex).status_code == 401
+    no_access_denied(stack)

@@ -7,10 +7,13 @@ use omni_core::domain::{Address, Channel, ProviderKind, Region, TenantId};
 use omni_core::model::{NumberRoute, Tenant};
 use omni_core::providers::{Credentials, Secret, TwilioCredentials, VoipmsCredentials};
 use omni_core::service::Services;
+use omni_core::team::Role;
 use rand::Rng;
 
 /// The demo tenant's id.
 pub const DEMO_TENANT: &str = "demo";
+/// The demo tenant's admin user.
+const DEMO_EMAIL: &str = "admin@demo.example";
 /// The demo tenant's number (NANP test range).
 pub const DEMO_NUMBER: &str = "+15555550100";
 
@@ -96,15 +99,17 @@ pub async fn seed(
     };
     services.tenants.put_number(&route).await.map_err(err)?;
     let api_key = services
-        .issue_api_key(&tenant_id, Some("demo".into()))
+        .issue_api_key(&tenant_id, Some("demo".into()), Role::Admin)
         .await
         .map_err(|e| e.to_string())?
         .key;
+    let console_user = demo_user(services).await?;
 
     println!(
         "\n=== Omni demo ===\n\
          tenant: {DEMO_TENANT}   number: {DEMO_NUMBER} (simulator carrier)\n\
-         demo API key (shown once): {api_key}\n\n\
+         demo API key (shown once): {api_key}\n\
+         console: {public_url}/  {console_user}\n\n\
          Send a message:\n  curl -s -X POST {public_url}/v1/messages -H 'Authorization: Bearer {api_key}' \\\n    -H 'Content-Type: application/json' -d '{{\"channel\":\"sms\",\"to\":\"+15555550123\",\"body\":\"Units are on the way\"}}'\n\n\
          Receive one (signed as Twilio would sign it):\n  cargo run -q -p omni -- webhook send twilio --tenant {DEMO_TENANT} --from +15555550123 --to {DEMO_NUMBER} --body 'Smoke on 5th street' \\\n    --url {public_url} --db {db}\n\n\
          List conversations:\n  curl -s {public_url}/v1/conversations -H 'Authorization: Bearer {api_key}'\n\n\
@@ -114,4 +119,35 @@ pub async fn seed(
         db = db.display(),
     );
     Ok(())
+}
+
+/// The demo's admin user, with a random password shown once when it is created; how to sign
+/// in to the console with it.
+async fn demo_user(services: &Services) -> Result<String, String> {
+    let tenant = TenantId::parse(DEMO_TENANT).map_err(|e| e.to_string())?;
+    let err = |e: omni_core::service::ServiceError| e.to_string();
+    if services
+        .team
+        .user_by_email(&tenant, DEMO_EMAIL)
+        .await
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        return Ok(format!(
+            "sign in as {DEMO_EMAIL} (its password was shown when it was created)"
+        ));
+    }
+    let by = omni_core::team::Actor::platform();
+    let (_, invite) = services
+        .invite_user(&tenant, DEMO_EMAIL, "Demo admin", Role::Admin, &by)
+        .await
+        .map_err(err)?;
+    let password = random_hex(16);
+    services
+        .accept_invite(&invite, &password)
+        .await
+        .map_err(err)?;
+    Ok(format!(
+        "tenant {DEMO_TENANT}, {DEMO_EMAIL}, password (shown once) {password}"
+    ))
 }

@@ -79,6 +79,7 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
     }
     let services = Services {
         tenants: backend.clone(),
+        team: backend.clone(),
         secrets: backend.clone(),
         messages: backend.clone(),
         queue: backend.clone(),
@@ -265,6 +266,7 @@ mod tests {
     fn app_state(backend: Arc<SqliteBackend>, hub: Arc<WsHub>) -> AppState {
         let services = Services {
             tenants: backend.clone(),
+            team: backend.clone(),
             secrets: backend.clone(),
             messages: backend.clone(),
             queue: backend,
@@ -351,6 +353,183 @@ mod tests {
                     !String::from_utf8_lossy(&body).contains("route not found"),
                     "{method} {path} is not mounted"
                 );
+            }
+        }
+    }
+
+    /// A README route row: method, path, what it needs.
+    type RouteRow = (String, String, String);
+    /// A README permission row: the permission, and whether each role holds it.
+    type PermissionRow = (String, Vec<bool>);
+
+    /// The README's roles tables.
+    fn readme_access() -> (Vec<RouteRow>, Vec<PermissionRow>) {
+        let readme = include_str!("../../../README.md");
+        let section = readme
+            .split("#### Roles and permissions")
+            .nth(1)
+            .expect("the README has a roles table");
+        let (mut routes, mut permissions) = (Vec::new(), Vec::new());
+        for line in section.lines().take_while(|l| !l.starts_with("###")) {
+            let cells: Vec<&str> = line
+                .trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().trim_matches('`'))
+                .collect();
+            match cells.as_slice() {
+                [method, path, needs] if path.starts_with('/') => {
+                    routes.push((method.to_string(), path.to_string(), needs.to_string()))
+                }
+                [permission, roles @ ..] if roles.len() == 4 && permission.contains('.') => {
+                    permissions.push((
+                        permission.to_string(),
+                        roles.iter().map(|r| r.starts_with("yes")).collect(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        (routes, permissions)
+    }
+
+    /// The README's table is the server's table, and every route answers every role as the
+    /// table says: `403 forbidden` naming the permission exactly when the role lacks it.
+    #[tokio::test]
+    async fn every_route_answers_every_role_as_the_readme_table_says() {
+        use omni_api::access::{access, Access, TABLE};
+        use omni_core::team::{Role, PERMISSIONS, ROLES};
+
+        let (readme_routes, readme_permissions) = readme_access();
+        let table: Vec<_> = TABLE
+            .iter()
+            .map(|(m, p, a)| (m.to_string(), p.to_string(), a.name()))
+            .collect();
+        assert_eq!(readme_routes, table, "README and access.rs differ");
+        assert_eq!(
+            readme_permissions.len(),
+            PERMISSIONS.len(),
+            "README permissions"
+        );
+        for (permission, columns) in &readme_permissions {
+            let p = PERMISSIONS
+                .into_iter()
+                .find(|p| p.as_str() == permission)
+                .unwrap_or_else(|| panic!("{permission} is no permission"));
+            let held: Vec<bool> = ROLES.iter().map(|r| r.allows(p)).collect();
+            assert_eq!(&held, columns, "{permission}");
+        }
+
+        let backend = Arc::new(SqliteBackend::open_in_memory(MasterKey::generate()).unwrap());
+        let hub = Arc::new(WsHub::default());
+        let state = app_state(backend, hub.clone());
+        let services = state.services.clone();
+        let tenant = omni_core::domain::TenantId::parse("north").unwrap();
+        let now = chrono::Utc::now();
+        services
+            .tenants
+            .put_tenant(&omni_core::model::Tenant {
+                id: tenant.clone(),
+                name: "North".into(),
+                default_region: Default::default(),
+                help_text: None,
+                created_at: now,
+                updated_at: now,
+            })
+            .await
+            .unwrap();
+        let by = omni_core::team::Actor::platform();
+        let mut tokens = Vec::new();
+        for role in ROLES {
+            let token = if role == Role::Sender {
+                services
+                    .issue_api_key(&tenant, None, role)
+                    .await
+                    .unwrap()
+                    .key
+            } else {
+                let email = format!("{role}@north.example");
+                let (_, invite) = services
+                    .invite_user(&tenant, &email, role.as_str(), role, &by)
+                    .await
+                    .unwrap();
+                let password = "correct horse battery staple";
+                services.accept_invite(&invite, password).await.unwrap();
+                services
+                    .login("north", &email, password, None)
+                    .await
+                    .unwrap()
+                    .token
+            };
+            tokens.push((role, token));
+        }
+
+        let app = omni_api::full_app(state.clone(), hub.clone());
+        let mut routes: Vec<_> = omni_api::all_routes(state, hub)
+            .table()
+            .iter()
+            .map(|(m, p)| (m.clone(), *p))
+            .collect();
+        // Signing out ends the session the other routes use: last.
+        routes.sort_by_key(|(_, p)| *p == "/v1/auth/logout");
+        for (method, path) in routes {
+            let uri = path
+                .replace("{tenant_id}", "north")
+                .replace("{provider}", "twilio")
+                .replace("{number}", "+15555550100")
+                .replace("{index}", "0")
+                .replace("{id}", "0190a0a0-0000-7000-8000-000000000000");
+            let needs = access(&method, path);
+            for (role, token) in &tokens {
+                let request = Request::builder()
+                    .method(method.clone())
+                    .uri(&uri)
+                    .header("authorization", format!("Bearer {token}"))
+                    .header("content-type", "application/json")
+                    .body(Body::from("{}"))
+                    .unwrap();
+                let response = app.clone().oneshot(request).await.unwrap();
+                let status = response.status();
+                let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                let body = String::from_utf8_lossy(&body);
+                let refused_for = match needs {
+                    Access::Public | Access::Signed => None,
+                    Access::Platform => Some("platform admin token".to_owned()),
+                    Access::Tenant(p) | Access::PlatformOr(p) => {
+                        (!role.allows(p)).then(|| p.as_str().to_owned())
+                    }
+                };
+                match refused_for {
+                    Some(permission) => {
+                        assert_eq!(
+                            status,
+                            StatusCode::FORBIDDEN,
+                            "{role} {method} {path}: {body}"
+                        );
+                        assert!(
+                            body.contains("\"forbidden\"") && body.contains(&permission),
+                            "{role} {method} {path}: {body}"
+                        );
+                    }
+                    // A public route may refuse for its own reasons (a carrier's verify
+                    // token), never for a role.
+                    None if needs == Access::Public => {
+                        assert!(
+                            !body.contains("permission"),
+                            "{role} {method} {path}: {body}"
+                        )
+                    }
+                    None => {
+                        for refused in [
+                            StatusCode::FORBIDDEN,
+                            StatusCode::UNAUTHORIZED,
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                        ] {
+                            assert_ne!(status, refused, "{role} {method} {path}: {body}");
+                        }
+                    }
+                }
             }
         }
     }

@@ -1,9 +1,19 @@
-// Omni dispatcher console: conversations, threads and replies, live over /v1/ws.
+// Omni dispatcher console: conversations, threads, replies, assignment, notes and who else
+// is on a conversation, live over /v1/ws; users and the audit log for those allowed.
 // Plain browser JavaScript, no dependencies (the console must work with no internet).
 "use strict";
 
 const KEY_STORE = "omni.apiKey";
-const state = { key: null, conversations: new Map(), selected: null, messages: new Map(), ws: null, retry: 0, stopped: false };
+const state = {
+  key: null, me: null, conversations: new Map(), selected: null, messages: new Map(), ws: null, retry: 0, stopped: false,
+  filter: { assignee: "", status: "open" },
+  // conversation id → Map(user id → {name, viewing, typing}) (times until which each shows)
+  presence: new Map(),
+  // Whom a supervisor or admin may assign conversations to (active users).
+  assignable: [],
+};
+const VIEWING_MS = 30000;
+const TYPING_MS = 5000;
 const $ = (id) => document.getElementById(id);
 const setting = (name) => (document.querySelector(`meta[name="${name}"]`)?.content || "").replace(/\/$/, "");
 const API_URL = setting("omni-api-url"); // empty: same origin
@@ -37,29 +47,69 @@ async function api(method, path, body) {
     body: body ? JSON.stringify(body) : undefined,
   });
   const data = await res.json().catch(() => ({}));
-  if (res.status === 401) { signOut("Your API key was not accepted."); throw new Error("unauthorized"); }
+  if (res.status === 401) { signOut("Your session has ended; sign in again."); throw new Error("unauthorized"); }
   if (!res.ok) throw Object.assign(new Error(data.error || `HTTP ${res.status}`), { code: data.code });
   return data;
 }
 
 // ---- sign in / out ----
+/** Signs in with a bearer token: an API key (wall displays) or a session from the login form. */
 async function signIn(key) {
   state.key = key;
-  const res = await fetch(`${API_URL}/v1/conversations?limit=1`, { headers: { Authorization: `Bearer ${key}` } });
+  const res = await fetch(`${API_URL}/v1/me`, { headers: { Authorization: `Bearer ${key}` } });
   if (!res.ok) { state.key = null; throw new Error(res.status === 401 ? "That API key was not accepted." : `Sign-in failed (HTTP ${res.status}).`); }
+  state.me = await res.json();
   sessionStorage.setItem(KEY_STORE, key);
   $("signin").hidden = true;
   $("app").hidden = false;
   state.stopped = false;
+  const role = state.me.role;
+  $("whoami").textContent = `${state.me.actor.name} · ${role}`;
+  $("nav-users").hidden = role !== "admin";
+  $("nav-audit").hidden = role !== "admin" && role !== "supervisor";
+  $("f-mine").hidden = !state.me.user;
+  showPage(null);
+  state.assignable = ["admin", "supervisor"].includes(role)
+    ? (await api("GET", "/v1/users")).items.filter((u) => u.active && !u.disabled) : [];
   await resync();
   connect();
 }
 
+async function login(e) {
+  e.preventDefault();
+  const body = { tenant: $("login-tenant").value.trim(), email: $("login-email").value.trim(), password: $("login-password").value };
+  const res = await fetch(`${API_URL}/v1/auth/login`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  const data = await res.json().catch(() => ({}));
+  $("login-password").value = "";
+  if (!res.ok) {
+    $("login-error").hidden = false;
+    $("login-error").textContent = res.status === 429 ? "Too many failed attempts; try again later." : (data.error || `Sign-in failed (HTTP ${res.status}).`);
+    return;
+  }
+  $("login-error").hidden = true;
+  await signIn(data.token);
+}
+
+async function acceptInvite(e) {
+  e.preventDefault();
+  const token = location.hash.slice("#invite=".length);
+  const res = await fetch(`${API_URL}/v1/auth/invite`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token, password: $("invite-password").value }) });
+  const data = await res.json().catch(() => ({}));
+  if (!res.ok) { $("invite-error").hidden = false; $("invite-error").textContent = data.error || `HTTP ${res.status}`; return; }
+  history.replaceState(null, "", location.pathname);
+  $("invite-form").hidden = true;
+  $("login-email").value = data.user.email;
+  $("login-error").hidden = false;
+  $("login-error").textContent = "Password set: sign in.";
+}
+
 function signOut(message) {
+  const token = state.key;
+  if (token && token.startsWith("oms_")) fetch(`${API_URL}/v1/auth/logout`, { method: "POST", headers: { Authorization: `Bearer ${token}` } }).catch(() => {});
   sessionStorage.removeItem(KEY_STORE);
   state.stopped = true;
   if (state.ws) state.ws.close();
-  state.key = null; state.conversations.clear(); state.messages.clear(); state.selected = null;
+  state.key = null; state.me = null; state.conversations.clear(); state.messages.clear(); state.selected = null; state.presence.clear();
   $("app").hidden = true;
   $("signin").hidden = false;
   $("api-key").value = "";
@@ -73,7 +123,9 @@ async function resync() {
   const items = [];
   let cursor = null;
   for (let page = 0; page < 10; page++) {
-    const data = await api("GET", `/v1/conversations?limit=200${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+    const f = state.filter;
+    const query = `limit=200${f.status ? `&status=${f.status}` : ""}${f.assignee ? `&assignee=${f.assignee}` : ""}`;
+    const data = await api("GET", `/v1/conversations?${query}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
     items.push(...data.items);
     cursor = data.next_cursor;
     if (!cursor) break;
@@ -91,7 +143,9 @@ async function loadThread(id) {
 }
 
 async function open(id) {
+  showPage(null);
   state.selected = id;
+  say("conversation.viewing", id);
   $("app").classList.add("open");
   renderList();
   renderThread();
@@ -122,6 +176,7 @@ function connect() {
     const wasDown = state.retry > 0;
     state.retry = 0;
     setConn("live", "live");
+    say("conversation.viewing", state.selected);
     if (wasDown) await resync().catch(() => {}); // catch up on what happened while we were away
   };
   ws.onmessage = (e) => { try { onEvent(JSON.parse(e.data)); } catch (_) { /* ignore malformed frames */ } };
@@ -134,11 +189,29 @@ function connect() {
   };
 }
 
+/** Tells the tenant's other dashboards this one is viewing or typing in a conversation. */
+function say(type, conversationId) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN && conversationId) state.ws.send(JSON.stringify({ type, conversation_id: conversationId }));
+}
+
 function setConn(cls, text) { const c = $("conn"); c.className = `conn ${cls}`; c.textContent = text; }
 
 function onEvent(ev) {
-  if (ev.type === "conversation.updated" && ev.conversation) {
+  if (ev.conversation && ["conversation.updated", "conversation.assigned", "conversation.status"].includes(ev.type)) {
     upsertConversation(ev.conversation);
+  } else if (ev.type === "note.created" && ev.note) {
+    if (ev.conversation_id === state.selected) { state.messages.set(ev.note.id, { ...ev.note, kind: "note" }); renderMessages(); }
+  } else if ((ev.type === "conversation.viewing" || ev.type === "conversation.typing") && ev.user) {
+    const people = state.presence.get(ev.conversation_id) || new Map();
+    const seen = people.get(ev.user.id) || { name: ev.user.name, viewing: 0, typing: 0 };
+    seen.name = ev.user.name;
+    seen.viewing = Date.now() + VIEWING_MS;
+    if (ev.type === "conversation.typing") seen.typing = Date.now() + TYPING_MS;
+    // Viewing one conversation is leaving the others.
+    for (const [id, others] of state.presence) if (id !== ev.conversation_id) others.delete(ev.user.id);
+    people.set(ev.user.id, seen);
+    state.presence.set(ev.conversation_id, people);
+    renderPresence();
   } else if ((ev.type === "message.received" || ev.type === "message.status") && ev.message) {
     if (ev.conversation_id === state.selected) {
       state.messages.set(ev.message.id, ev.message);
@@ -150,9 +223,34 @@ function onEvent(ev) {
 }
 
 // ---- rendering ----
+/** Whether a conversation belongs in the list under the chosen filters (events move it). */
+function shown(c) {
+  const f = state.filter;
+  if (f.status && (c.status || "open") !== f.status) return false;
+  if (f.assignee === "none") return !c.assignee;
+  if (f.assignee === "me") return !!(c.assignee && state.me?.user && c.assignee.id === state.me.user.id);
+  return true;
+}
+
+/** Who else is on a conversation now: "Alex is replying", "Kim is viewing". */
+function presenceText(id) {
+  const now = Date.now();
+  const people = [...(state.presence.get(id) || new Map()).entries()]
+    .filter(([uid, p]) => p.viewing > now && uid !== state.me?.actor.id);
+  return people.map(([, p]) => `${p.name} is ${p.typing > now ? "replying" : "viewing"}`).join(", ");
+}
+
+function renderPresence() {
+  if (state.selected) $("presence").textContent = presenceText(state.selected);
+  for (const li of $("conversations").children) {
+    const tag = li.querySelector(".who-else");
+    if (tag) tag.textContent = presenceText(li.dataset.id);
+  }
+}
+
 function renderList() {
   const list = $("conversations");
-  const items = [...state.conversations.values()].sort((a, b) => (b.last_message_at || "").localeCompare(a.last_message_at || ""));
+  const items = [...state.conversations.values()].filter(shown).sort((a, b) => (b.last_message_at || "").localeCompare(a.last_message_at || ""));
   $("empty").hidden = items.length > 0;
   list.replaceChildren(...items.map((c) => {
     const [icon, label] = CHANNELS[c.channel] || ["•", c.channel];
@@ -165,7 +263,9 @@ function renderList() {
       el("span", { class: "who" }, human(c.contact)),
       el("span", {}, c.unread_count > 0 ? el("span", { class: "badge", "aria-label": `${c.unread_count} unread` }, String(c.unread_count)) : null,
         c.starred_count > 0 ? el("span", { class: "stars", "aria-label": `${c.starred_count} starred` }, ` ★${c.starred_count}`) : null),
-      el("span", { class: "preview" }, c.last_message ? `${c.last_message.direction === "outbound" ? "You: " : ""}${c.last_message.body || "(media)"}` : ""));
+      el("span", { class: "preview" }, c.last_message ? `${c.last_message.direction === "outbound" ? "Sent: " : ""}${c.last_message.body || "(media)"}` : ""),
+      el("span", { class: "tag" }, c.assignee ? `→ ${c.assignee.name}` : "unassigned", c.status === "resolved" ? " · resolved" : "",
+        el("span", { class: "who-else presence" }, presenceText(c.id))));
     return li;
   }));
 }
@@ -185,6 +285,17 @@ function renderThreadHead() {
   $("thread-title").textContent = human(c.contact);
   $("thread-sub").textContent = `${label} · via ${human(c.tenant_number)}`;
   $("optout").hidden = !c.opted_out;
+  const mine = !!(c.assignee && state.me?.user && c.assignee.id === state.me.user.id);
+  $("assignee").textContent = c.assignee ? `Assigned to ${c.assignee.name}` : "Unassigned";
+  $("take").hidden = !state.me?.user || mine || (!!c.assignee && !["admin", "supervisor"].includes(state.me.role));
+  $("unassign").hidden = !c.assignee || (!mine && !["admin", "supervisor"].includes(state.me?.role));
+  const picker = $("assign-to");
+  picker.hidden = state.assignable.length === 0;
+  picker.replaceChildren(el("option", { value: "" }, "Assign to…"),
+    ...state.assignable.map((u) => el("option", { value: u.id, selected: c.assignee?.id === u.id }, u.name)));
+  $("resolve").hidden = c.status === "resolved";
+  $("reopen").hidden = c.status !== "resolved";
+  $("presence").textContent = presenceText(c.id);
 }
 
 function renderThread() {
@@ -256,6 +367,11 @@ function renderMessages() {
   const msgs = [...state.messages.values()].sort((a, b) => a.created_at.localeCompare(b.created_at) || a.id.localeCompare(b.id));
   ol.replaceChildren(...msgs.map((m) => {
     const time = new Date(m.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    if (m.kind === "note") {
+      return el("li", { class: "msg note", "data-id": m.id },
+        el("div", { class: "body" }, m.body),
+        el("div", { class: "meta" }, el("span", { class: "by" }, `Note · ${m.author.name}`), el("time", { datetime: m.created_at }, time)));
+    }
     const media = (m.media || []).map((x, i) => mediaItem(m, x, i));
     const tick = m.direction === "outbound"
       ? el("span", { class: `tick ${m.status}`, "data-status": m.status, title: m.error_message || m.status },
@@ -264,7 +380,7 @@ function renderMessages() {
     const star = el("button", { class: "star", type: "button", "aria-pressed": String(!!m.starred), "aria-label": m.starred ? "Unstar" : "Star", onclick: () => toggleStar(m) }, m.starred ? "★" : "☆");
     return el("li", { class: `msg ${m.direction}`, "data-id": m.id },
       m.body ? el("div", { class: "body" }, m.body) : null, ...media,
-      el("div", { class: "meta" }, el("time", { datetime: m.created_at }, time), tick, star));
+      el("div", { class: "meta" }, m.sent_by ? el("span", { class: "by" }, m.sent_by.name) : null, el("time", { datetime: m.created_at }, time), tick, star));
   }));
   ol.scrollTop = ol.scrollHeight;
 }
@@ -293,6 +409,68 @@ async function sendReply(e) {
   }
 }
 
+async function addNote(e) {
+  e.preventDefault();
+  const box = $("note-body");
+  const body = box.value.trim();
+  if (!state.selected || !body) return;
+  const note = await api("POST", `/v1/conversations/${state.selected}/notes`, { body });
+  box.value = "";
+  state.messages.set(note.id, note);
+  renderMessages();
+}
+
+async function act(path, body) {
+  if (!state.selected) return;
+  upsertConversation(await api("POST", `/v1/conversations/${state.selected}/${path}`, body));
+}
+
+function setFilter(kind, value) {
+  state.filter[kind] = value;
+  for (const b of document.querySelectorAll(`.f-${kind}`)) b.setAttribute("aria-pressed", String(b.dataset.value === value));
+  resync().catch(() => {});
+}
+
+// ---- users (admins) and the audit log (supervisors, admins) ----
+function showPage(name) {
+  $("users-page").hidden = name !== "users";
+  $("audit-page").hidden = name !== "audit";
+  if (name) { $("thread").hidden = true; state.selected = null; $("app").classList.add("open"); }
+  if (name === "users") loadUsers().catch(() => {});
+  if (name === "audit") loadAudit().catch(() => {});
+}
+
+async function loadUsers() {
+  const { items } = await api("GET", "/v1/users");
+  $("users").replaceChildren(...items.map((u) => el("tr", { "data-id": u.id },
+    el("td", {}, u.name), el("td", {}, u.email),
+    el("td", {}, el("select", { "aria-label": `Role of ${u.name}`, onchange: (e) => changeUser(u.id, { role: e.target.value }) },
+      ...["dispatcher", "supervisor", "admin"].map((r) => el("option", { selected: r === u.role }, r)))),
+    el("td", {}, u.disabled ? "disabled" : u.active ? "active" : "invited"),
+    el("td", {}, el("button", { type: "button", onclick: () => changeUser(u.id, { disabled: !u.disabled }) }, u.disabled ? "Enable" : "Disable")))));
+}
+
+async function changeUser(id, change) {
+  await api("PATCH", `/v1/users/${id}`, change);
+  await loadUsers();
+}
+
+async function inviteUser(e) {
+  e.preventDefault();
+  const invited = await api("POST", "/v1/users", { email: $("new-email").value.trim(), name: $("new-name").value.trim(), role: $("new-role").value });
+  $("invite-link").hidden = false;
+  $("invite-link").textContent = `Send ${invited.user.name} this link (valid 72 hours): ${invited.invite_url}`;
+  $("new-email").value = ""; $("new-name").value = "";
+  await loadUsers();
+}
+
+async function loadAudit() {
+  const { items } = await api("GET", "/v1/audit?limit=200");
+  $("audit").replaceChildren(...items.map((a) => el("tr", {},
+    el("td", {}, el("time", { datetime: a.at }, new Date(a.at).toLocaleString())), el("td", {}, a.actor.name),
+    el("td", {}, a.action), el("td", {}, a.target || ""))));
+}
+
 // ---- wiring ----
 $("signin-form").addEventListener("submit", async (e) => {
   e.preventDefault();
@@ -300,9 +478,33 @@ $("signin-form").addEventListener("submit", async (e) => {
   catch (err) { $("signin-error").hidden = false; $("signin-error").textContent = err.message; }
 });
 $("signout").addEventListener("click", () => signOut());
+$("login-form").addEventListener("submit", (e) => login(e).catch((err) => { $("login-error").hidden = false; $("login-error").textContent = err.message; }));
+$("invite-form").addEventListener("submit", (e) => acceptInvite(e).catch(() => {}));
+$("note").addEventListener("submit", (e) => addNote(e).catch(() => {}));
+$("take").addEventListener("click", () => act("assign", { user_id: state.me.user.id }).catch(() => {}));
+$("unassign").addEventListener("click", () => act("assign", { user_id: null }).catch(() => {}));
+$("assign-to").addEventListener("change", (e) => { if (e.target.value) act("assign", { user_id: e.target.value }).catch(() => {}); });
+$("resolve").addEventListener("click", () => act("resolve").catch(() => {}));
+$("reopen").addEventListener("click", () => act("reopen").catch(() => {}));
+for (const b of document.querySelectorAll(".f-assignee")) b.addEventListener("click", () => setFilter("assignee", b.dataset.value));
+for (const b of document.querySelectorAll(".f-status")) b.addEventListener("click", () => setFilter("status", b.dataset.value));
+$("nav-users").addEventListener("click", () => showPage("users"));
+$("nav-audit").addEventListener("click", () => showPage("audit"));
+$("invite-user").addEventListener("submit", (e) => inviteUser(e).catch((err) => { $("invite-link").hidden = false; $("invite-link").textContent = err.message; }));
+let lastTyping = 0;
+$("reply-body").addEventListener("input", () => {
+  if (Date.now() - lastTyping < 2000) return;
+  lastTyping = Date.now();
+  say("conversation.typing", state.selected);
+});
+// Viewing lasts 30 s on the other dashboards: say it again while the conversation is open,
+// and let what others said expire.
+setInterval(() => say("conversation.viewing", state.selected), 20000);
+setInterval(() => { if (state.presence.size) renderPresence(); }, 1000);
 $("reply").addEventListener("submit", sendReply);
 $("reply-body").addEventListener("keydown", (e) => { if (e.key === "Enter" && !e.shiftKey) sendReply(e); });
 $("back").addEventListener("click", () => { state.selected = null; $("app").classList.remove("open"); renderList(); $("thread").hidden = true; });
 
 const saved = sessionStorage.getItem(KEY_STORE);
-if (saved) signIn(saved).catch(() => signOut()); else signOut();
+if (location.hash.startsWith("#invite=")) { signOut(); $("invite-form").hidden = false; $("invite-password").focus(); }
+else if (saved) signIn(saved).catch(() => signOut()); else signOut();

@@ -3,8 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, put};
@@ -13,39 +12,15 @@ use chrono::Utc;
 use omni_core::domain::{Address, Channel, ProviderKind, Region, TenantId};
 use omni_core::model::{ApiKeyInfo, NumberRoute, Routing, Tenant};
 use omni_core::providers::Credentials;
-use omni_core::service::AuthScope;
+use omni_core::team::{Actor, Role};
 use serde::Deserialize;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 use tracing::info;
 
-use crate::dispatch::bearer;
+use crate::access::AdminAuth;
 use crate::error::ApiError;
 use crate::routes::Routes;
-use crate::{AppState, ClientAddr};
-
-/// Proof the caller holds the admin token (compared in constant time).
-pub struct AdminAuth;
-
-impl FromRequestParts<AppState> for AdminAuth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let client = ClientAddr::of(&parts.extensions);
-        let services = &state.services;
-        services.auth_allowed(client, &AuthScope::Admin)?;
-        let token = bearer(&parts.headers).unwrap_or_default();
-        let expected = state.admin_token.expose().as_bytes();
-        if expected.is_empty() || !bool::from(token.as_bytes().ct_eq(expected)) {
-            services.auth_failed(client, &AuthScope::Admin).await;
-            return Err(ApiError::unauthorized());
-        }
-        Ok(AdminAuth)
-    }
-}
+use crate::AppState;
 
 /// The admin API as a finished router (the `admin` function on AWS).
 pub fn app(state: AppState) -> axum::Router {
@@ -94,8 +69,29 @@ pub fn routes(state: AppState) -> Routes {
         .route(
             "/v1/admin/tenants/{tenant_id}/api-keys/{id}",
             &[Method::DELETE],
-            delete(revoke_api_key).with_state(state),
+            delete(revoke_api_key).with_state(state.clone()),
         )
+        .route(
+            "/v1/admin/tenants/{tenant_id}/users",
+            &[Method::POST],
+            axum::routing::post(create_user).with_state(state),
+        )
+}
+
+/// Records an admin change in the tenant's audit log (never a secret: credentials are not
+/// in `details`).
+async fn audit(
+    state: &AppState,
+    tenant: &TenantId,
+    actor: &Actor,
+    action: &str,
+    target: &str,
+    details: serde_json::Value,
+) {
+    state
+        .services
+        .audit(tenant, actor, action, Some(target.to_owned()), details)
+        .await;
 }
 
 fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
@@ -129,7 +125,7 @@ struct TenantBody {
 
 async fn put_tenant(
     State(state): State<AppState>,
-    _: AdminAuth,
+    AdminAuth(actor): AdminAuth,
     Path(raw): Path<String>,
     body: Result<Json<TenantBody>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -158,6 +154,8 @@ async fn put_tenant(
     };
     let stored = state.services.tenants.put_tenant(&tenant).await?;
     info!(tenant_id = %stored.id, "tenant saved");
+    let details = json!({"name": stored.name, "default_region": stored.default_region});
+    audit(&state, &stored.id, &actor, "tenant.put", "tenant", details).await;
     Ok(Json(stored))
 }
 
@@ -167,7 +165,7 @@ fn provider(raw: &str) -> Result<ProviderKind, ApiError> {
 
 async fn put_provider(
     State(state): State<AppState>,
-    _: AdminAuth,
+    AdminAuth(actor): AdminAuth,
     Path((raw_tenant, raw_provider)): Path<(String, String)>,
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -181,6 +179,16 @@ async fn put_provider(
         .put_credentials(&tenant.id, &credentials)
         .await?;
     info!(tenant_id = %tenant.id, provider = %kind, "provider configured");
+    let target = format!("provider:{kind}");
+    audit(
+        &state,
+        &tenant.id,
+        &actor,
+        "provider.put",
+        &target,
+        json!(null),
+    )
+    .await;
     Ok(Json(json!({"provider": kind, "configured": true})))
 }
 
@@ -211,7 +219,7 @@ async fn list_providers(
 
 async fn delete_provider(
     State(state): State<AppState>,
-    _: AdminAuth,
+    AdminAuth(actor): AdminAuth,
     Path((raw_tenant, raw_provider)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let tenant = existing_tenant(&state, &raw_tenant).await?;
@@ -225,6 +233,16 @@ async fn delete_provider(
         return Err(ApiError::not_found("provider configuration"));
     }
     info!(tenant_id = %tenant.id, provider = %kind, "provider removed");
+    let target = format!("provider:{kind}");
+    audit(
+        &state,
+        &tenant.id,
+        &actor,
+        "provider.delete",
+        &target,
+        json!(null),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -237,7 +255,7 @@ struct NumberBody {
 
 async fn put_number(
     State(state): State<AppState>,
-    _: AdminAuth,
+    AdminAuth(actor): AdminAuth,
     Path((raw_tenant, raw_number)): Path<(String, String)>,
     body: Result<Json<NumberBody>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -292,12 +310,15 @@ async fn put_number(
     };
     let stored = state.services.tenants.put_number(&route).await?;
     info!(tenant_id = %tenant.id, provider = %stored.provider, "number routed");
+    let target = format!("number:{}", stored.number);
+    let details = json!({"provider": stored.provider, "channels": stored.channels});
+    audit(&state, &tenant.id, &actor, "number.put", &target, details).await;
     Ok(Json(stored))
 }
 
 async fn delete_number(
     State(state): State<AppState>,
-    _: AdminAuth,
+    AdminAuth(actor): AdminAuth,
     Path((raw_tenant, raw_number)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let tenant = existing_tenant(&state, &raw_tenant).await?;
@@ -311,6 +332,16 @@ async fn delete_number(
     {
         return Err(ApiError::not_found("number"));
     }
+    let target = format!("number:{number}");
+    audit(
+        &state,
+        &tenant.id,
+        &actor,
+        "number.delete",
+        &target,
+        json!(null),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -322,7 +353,7 @@ const MAX_FALLBACKS: usize = 5;
 /// priority order (failover). Replaces the whole routing; `{}` removes every fallback.
 async fn put_routing(
     State(state): State<AppState>,
-    _: AdminAuth,
+    AdminAuth(actor): AdminAuth,
     Path(raw): Path<String>,
     body: Result<Json<Routing>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -358,6 +389,16 @@ async fn put_routing(
         .put_routing(&tenant.id, &routing)
         .await?;
     info!(tenant_id = %tenant.id, channels = routing.0.len(), "routing saved");
+    let details = serde_json::to_value(&routing).unwrap_or_default();
+    audit(
+        &state,
+        &tenant.id,
+        &actor,
+        "routing.put",
+        "routing",
+        details,
+    )
+    .await;
     Ok(Json(routing))
 }
 
@@ -375,17 +416,17 @@ async fn get_routing(
 struct ApiKeyBody {
     #[serde(default)]
     name: Option<String>,
+    /// `admin` unless given.
+    #[serde(default)]
+    role: Option<Role>,
 }
-
-/// Every key has every right until keys get roles of their own.
-const KEY_ROLE: &str = "admin";
 
 /// A key as the admin API lists it: never the key, nor its hash.
 fn key_json(key: &ApiKeyInfo) -> serde_json::Value {
     json!({
         "id": key.id,
         "name": key.name,
-        "role": KEY_ROLE,
+        "role": key.role,
         "prefix": key.prefix,
         "created_at": key.created_at,
         "last_used_at": key.last_used_at,
@@ -395,7 +436,7 @@ fn key_json(key: &ApiKeyInfo) -> serde_json::Value {
 /// `POST .../api-keys`, optionally `{"name": "..."}`: the key is in this answer only.
 async fn create_api_key(
     State(state): State<AppState>,
-    _: AdminAuth,
+    AdminAuth(actor): AdminAuth,
     Path(raw): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -412,8 +453,20 @@ async fn create_api_key(
     {
         return Err(ApiError::invalid("name must be 1 to 100 characters"));
     }
-    let issued = state.services.issue_api_key(&tenant.id, name).await?;
+    let role = body.role.unwrap_or(Role::Admin);
+    let issued = state.services.issue_api_key(&tenant.id, name, role).await?;
     info!(tenant_id = %tenant.id, key_id = %issued.info.id, "api key issued");
+    let target = format!("api_key:{}", issued.info.id);
+    let details = json!({"name": issued.info.name, "role": issued.info.role});
+    audit(
+        &state,
+        &tenant.id,
+        &actor,
+        "api_key.create",
+        &target,
+        details,
+    )
+    .await;
     let mut answer = key_json(&issued.info);
     answer["key"] = issued.key.into();
     Ok((StatusCode::CREATED, Json(answer)))
@@ -435,12 +488,34 @@ async fn list_api_keys(
 /// `DELETE .../api-keys/{id}`: the key stops working at once and its dashboards are closed.
 async fn revoke_api_key(
     State(state): State<AppState>,
-    _: AdminAuth,
+    AdminAuth(actor): AdminAuth,
     Path((raw, key_id)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let tenant = existing_tenant(&state, &raw).await?;
     if !state.services.revoke_api_key(&tenant.id, &key_id).await? {
         return Err(ApiError::not_found("api key"));
     }
+    let target = format!("api_key:{key_id}");
+    audit(
+        &state,
+        &tenant.id,
+        &actor,
+        "api_key.revoke",
+        &target,
+        json!(null),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST .../users`: the platform operator invites a tenant's first admin (or anyone); the
+/// tenant's admins may too.
+async fn create_user(
+    State(state): State<AppState>,
+    AdminAuth(actor): AdminAuth,
+    Path(raw): Path<String>,
+    body: Result<Json<crate::team::NewUser>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let tenant = existing_tenant(&state, &raw).await?;
+    crate::team::invite(&state, &tenant.id, json_body(body)?, &actor).await
 }

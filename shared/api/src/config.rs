@@ -82,6 +82,9 @@ pub struct ServiceArgs {
     /// (at most 2 s).
     #[arg(long, env = "OMNI_AUTH_FAILURE_DELAY_MS", default_value_t = 200)]
     pub auth_failure_delay_ms: u64,
+    /// Days audit log entries are kept.
+    #[arg(long, env = "OMNI_AUDIT_RETENTION_DAYS", default_value_t = 365)]
+    pub audit_retention_days: u64,
     /// Dashboard WebSockets one API key may hold open (more: `429 too_many_connections`).
     #[arg(long, env = "OMNI_WS_MAX_PER_KEY", default_value_t = 50)]
     pub ws_max_per_key: usize,
@@ -156,6 +159,8 @@ impl ServiceArgs {
                 lockout: Duration::from_secs(self.auth_lockout_secs),
                 delay_step: Duration::from_millis(self.auth_failure_delay_ms),
             },
+            login_lockout: Default::default(),
+            audit_retention: Duration::from_secs(self.audit_retention_days.max(1) * 24 * 3600),
         }
     }
 }

@@ -3,39 +3,26 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json};
-use omni_core::domain::TenantId;
+use chrono::{DateTime, Utc};
+use omni_core::domain::Channel;
+use omni_core::model::{ConversationFilter, ConversationStatus, Message};
 use omni_core::providers::MediaContent;
-use omni_core::service::{MediaDownload, SendRequest};
+use omni_core::service::{Caller, MediaDownload, SendRequest};
+use omni_core::team::Permission;
 use serde::Deserialize;
+use serde_json::json;
 use uuid::Uuid;
 
+use crate::access::Auth;
 use crate::error::ApiError;
 use crate::ratelimit::SendLimiter;
 use crate::routes::Routes;
 use crate::AppState;
-
-/// The tenant resolved from `Authorization: Bearer <api key>`; every tenant-scoped read and
-/// write is keyed by it, never by request data.
-pub struct TenantAuth(pub TenantId);
-
-impl FromRequestParts<AppState> for TenantAuth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let client = crate::ClientAddr::of(&parts.extensions);
-        let key = bearer(&parts.headers).unwrap_or_default();
-        Ok(TenantAuth(state.services.authenticate(key, client).await?))
-    }
-}
 
 /// The token of an `Authorization: Bearer` header.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -61,12 +48,13 @@ pub fn send_app(state: AppState) -> axum::Router {
     crate::routes::finish(send_routes(state).into_router())
 }
 
-/// Conversations, messages, read and star as a finished router (the `conversations`
-/// function on AWS), which also answers `/healthz` and `/openapi.json` there: the contract
-/// serves them at the same paths on both deployments.
+/// Conversations, messages, read and star, users and sign-in as a finished router (the
+/// `conversations` function on AWS), which also answers `/healthz` and `/openapi.json` there:
+/// the contract serves them at the same paths on both deployments.
 pub fn conversations_app(state: AppState) -> axum::Router {
     crate::routes::finish(
-        conversation_routes(state)
+        conversation_routes(state.clone())
+            .merge(crate::team::routes(state))
             .merge(crate::routes::meta_routes())
             .into_router(),
     )
@@ -113,6 +101,26 @@ pub fn conversation_routes(state: AppState) -> Routes {
             post(mark_read).with_state(state.clone()),
         )
         .route(
+            "/v1/conversations/{id}/assign",
+            &[Method::POST],
+            post(assign).with_state(state.clone()),
+        )
+        .route(
+            "/v1/conversations/{id}/resolve",
+            &[Method::POST],
+            post(resolve).with_state(state.clone()),
+        )
+        .route(
+            "/v1/conversations/{id}/reopen",
+            &[Method::POST],
+            post(reopen).with_state(state.clone()),
+        )
+        .route(
+            "/v1/conversations/{id}/notes",
+            &[Method::POST],
+            post(add_note).with_state(state.clone()),
+        )
+        .route(
             "/v1/messages/{id}/star",
             &[Method::PUT, Method::DELETE],
             put(star).delete(unstar).with_state(state.clone()),
@@ -127,10 +135,11 @@ pub fn conversation_routes(state: AppState) -> Routes {
 async fn send(
     State(state): State<AppState>,
     Extension(limiter): Extension<Arc<SendLimiter>>,
-    TenantAuth(tenant): TenantAuth,
+    Auth(caller): Auth,
     headers: HeaderMap,
     body: Result<Json<SendRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let tenant = caller.tenant.clone();
     // Before anything is read or stored: a refused send leaves no trace.
     limiter.check(&tenant)?;
     let Json(mut request) = body?;
@@ -147,7 +156,18 @@ async fn send(
             _ => request.idempotency_key = Some(header_key.to_string()),
         }
     }
-    let (message, _created) = state.services.send_message(&tenant, request).await?;
+    let (message, created) = state
+        .services
+        .send_message(&tenant, request, caller.actor.clone())
+        .await?;
+    if created {
+        let details = json!({"channel": message.channel, "to": message.to});
+        let target = Some(format!("message:{}", message.id));
+        state
+            .services
+            .audit(&tenant, &caller.actor, "message.send", target, details)
+            .await;
+    }
     Ok((StatusCode::ACCEPTED, Json(message)))
 }
 
@@ -158,38 +178,59 @@ fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
 
 async fn get_message(
     State(state): State<AppState>,
-    TenantAuth(tenant): TenantAuth,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id(&id, "message")?;
-    let message = state.services.messages.get_message(&tenant, id).await?;
-    message
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("message"))
+    Ok(Json(readable_message(&state, &caller, id).await?))
+}
+
+/// A message the caller may read: any of the tenant's, or for a role that cannot read
+/// conversations (a dispatch system's `sender` key), only the ones it sent.
+async fn readable_message(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<Message, ApiError> {
+    let message = state
+        .services
+        .messages
+        .get_message(&caller.tenant, id)
+        .await?
+        .filter(|m| {
+            caller.role.allows(Permission::ConversationsRead)
+                || m.sent_by
+                    .as_ref()
+                    .is_some_and(|by| by.kind == caller.actor.kind && by.id == caller.actor.id)
+        });
+    message.ok_or_else(|| ApiError::not_found("message"))
 }
 
 /// `GET /v1/messages/{id}/media/{index}`: a redirect to a plain link, or the bytes the
 /// carrier keeps behind its own authentication (WhatsApp media ids).
 async fn get_media(
     State(state): State<AppState>,
-    TenantAuth(tenant): TenantAuth,
+    Auth(caller): Auth,
     Path((id, index)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id, "message")?;
     let index = index
         .parse::<usize>()
         .map_err(|_| ApiError::not_found("media"))?;
-    Ok(match state.services.media(&tenant, id, index).await? {
-        MediaDownload::Link(url) => match HeaderValue::from_str(&url) {
-            Ok(location) => (
-                StatusCode::TEMPORARY_REDIRECT,
-                [(header::LOCATION, location)],
-            )
-                .into_response(),
-            Err(_) => return Err(ApiError::not_found("media")),
+    readable_message(&state, &caller, id).await?;
+    Ok(
+        match state.services.media(&caller.tenant, id, index).await? {
+            MediaDownload::Link(url) => match HeaderValue::from_str(&url) {
+                Ok(location) => (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [(header::LOCATION, location)],
+                )
+                    .into_response(),
+                Err(_) => return Err(ApiError::not_found("media")),
+            },
+            MediaDownload::Content(content) => media_response(content),
         },
-        MediaDownload::Content(content) => media_response(content),
-    })
+    )
 }
 
 /// The carrier's bytes under our origin: the type the carrier named (or octet-stream), never
@@ -234,77 +275,231 @@ struct PageQuery {
     cursor: Option<String>,
 }
 
-impl PageQuery {
-    fn limit(&self) -> Result<usize, ApiError> {
-        match self.limit {
-            None => Ok(50),
-            Some(n) if (1..=200).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::invalid("limit must be between 1 and 200")),
-        }
+/// A listing's page size: 50 unless asked, 1 to 200.
+pub(crate) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(50),
+        Some(n) if (1..=200).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid("limit must be between 1 and 200")),
     }
 }
 
-fn page_query(
-    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<PageQuery, ApiError> {
+/// A listing's query string, or 400 naming what is wrong with it.
+pub(crate) fn page_query<T>(
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
     q.map(|Query(q)| q)
         .map_err(|e| ApiError::invalid(e.body_text()))
 }
 
+/// `GET /v1/conversations?status=&assignee=me|none|<user id>&channel=&q=&limit=&cursor=`.
+#[derive(Debug, Deserialize)]
+struct ConversationQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+    status: Option<ConversationStatus>,
+    assignee: Option<String>,
+    channel: Option<Channel>,
+    q: Option<String>,
+}
+
 async fn list_conversations(
     State(state): State<AppState>,
-    TenantAuth(tenant): TenantAuth,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    Auth(caller): Auth,
+    query: Result<Query<ConversationQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let q = page_query(query)?;
+    let assignee = match q.assignee.as_deref() {
+        None => None,
+        Some("none") => Some(None),
+        Some("me") => Some(Some(caller.user_id().ok_or_else(|| {
+            ApiError::invalid("assignee=me needs a signed-in user, not an API key")
+        })?)),
+        Some(id) => Some(Some(Uuid::parse_str(id).map_err(|_| {
+            ApiError::invalid("assignee must be me, none or a user id")
+        })?)),
+    };
+    let filter = ConversationFilter {
+        status: q.status,
+        assignee,
+        channel: q.channel,
+        q: q.q.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()),
+    };
     let page = state
         .services
         .messages
-        .list_conversations(&tenant, q.limit()?, q.cursor.as_deref())
+        .find_conversations(
+            &caller.tenant,
+            &filter,
+            page_limit(q.limit)?,
+            q.cursor.as_deref(),
+        )
         .await?;
     Ok(Json(page))
 }
 
+/// A timeline cursor: the store's cursor of the messages, and the time of the oldest message
+/// the previous page showed (the notes of this page are those at or before it).
+fn timeline_cursor(store: &str, until: DateTime<Utc>) -> String {
+    format!("{store}~{}", until.timestamp_micros())
+}
+
+fn read_timeline_cursor(cursor: &str) -> Result<(&str, DateTime<Utc>), ApiError> {
+    let invalid = || ApiError::invalid("invalid cursor");
+    let (store, until) = cursor.rsplit_once('~').ok_or_else(invalid)?;
+    let until = until
+        .parse()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(invalid)?;
+    Ok((store, until))
+}
+
+/// `GET /v1/conversations/{id}/messages`: the timeline, newest first: messages
+/// (`"kind": "message"`) and private notes (`"kind": "note"`) among them by time. A page's
+/// notes are those after its oldest message (or all older ones on the last page).
 async fn list_messages(
     State(state): State<AppState>,
-    TenantAuth(tenant): TenantAuth,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id(&id, "conversation")?;
     let q = page_query(query)?;
+    let (store_cursor, until) = match q.cursor.as_deref() {
+        Some(c) => {
+            let (store, until) = read_timeline_cursor(c)?;
+            (Some(store), Some(until))
+        }
+        None => (None, None),
+    };
     let messages = &state.services.messages;
-    if messages.get_conversation(&tenant, id).await?.is_none() {
+    if messages
+        .get_conversation(&caller.tenant, id)
+        .await?
+        .is_none()
+    {
         return Err(ApiError::not_found("conversation"));
     }
     let page = messages
-        .list_messages(&tenant, id, q.limit()?, q.cursor.as_deref())
+        .list_messages(&caller.tenant, id, page_limit(q.limit)?, store_cursor)
         .await?;
-    Ok(Json(page))
+    let oldest = page.items.last().map(|m| m.created_at);
+    let after = page.next_cursor.as_ref().and(oldest);
+    let notes = messages
+        .list_notes(&caller.tenant, id, after, until)
+        .await?;
+    let mut items: Vec<(DateTime<Utc>, serde_json::Value)> = Vec::new();
+    for m in &page.items {
+        items.push((m.created_at, timeline_item("message", m)?));
+    }
+    for n in &notes {
+        items.push((n.created_at, timeline_item("note", n)?));
+    }
+    // Stable: a note written at a message's instant stays after it (newer).
+    items.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    let next_cursor = match (&page.next_cursor, oldest) {
+        (Some(next), Some(oldest)) => Some(timeline_cursor(next, oldest)),
+        _ => None,
+    };
+    Ok(Json(json!({
+        "items": items.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
+    })))
+}
+
+/// A record as a timeline item: its JSON with `kind`.
+fn timeline_item<T: serde::Serialize>(
+    kind: &str,
+    record: &T,
+) -> Result<serde_json::Value, ApiError> {
+    let mut value = serde_json::to_value(record)
+        .map_err(|e| ApiError::from(omni_core::service::ServiceError::Upstream(e.to_string())))?;
+    value["kind"] = kind.into();
+    Ok(value)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Assignment {
+    user_id: Option<Uuid>,
+}
+
+/// `POST /v1/conversations/{id}/assign {"user_id"}` (`null` unassigns).
+async fn assign(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    body: Result<Json<Assignment>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id, "conversation")?;
+    let Json(body) = body?;
+    Ok(Json(
+        state.services.assign(&caller, id, body.user_id).await?,
+    ))
+}
+
+async fn resolve(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id, "conversation")?;
+    let status = ConversationStatus::Resolved;
+    Ok(Json(state.services.set_status(&caller, id, status).await?))
+}
+
+async fn reopen(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id, "conversation")?;
+    let status = ConversationStatus::Open;
+    Ok(Json(state.services.set_status(&caller, id, status).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewNote {
+    body: String,
+}
+
+/// `POST /v1/conversations/{id}/notes {"body"}` → 201 the note (as a timeline item).
+async fn add_note(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    body: Result<Json<NewNote>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id, "conversation")?;
+    let Json(body) = body?;
+    let note = state.services.add_note(&caller, id, &body.body).await?;
+    Ok((StatusCode::CREATED, Json(timeline_item("note", &note)?)))
 }
 
 async fn mark_read(
     State(state): State<AppState>,
-    TenantAuth(tenant): TenantAuth,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id(&id, "conversation")?;
     let conversation = state
         .services
         .messages
-        .mark_read(&tenant, id)
+        .mark_read(&caller.tenant, id)
         .await?
         .ok_or_else(|| ApiError::not_found("conversation"))?;
     state
         .services
-        .push_conversation(&tenant, &conversation)
+        .push_conversation(&caller.tenant, &conversation)
         .await;
     Ok(Json(conversation))
 }
 
 async fn star(
     state: State<AppState>,
-    auth: TenantAuth,
+    auth: Auth,
     id: Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     set_star(state, auth, id, true).await
@@ -312,7 +507,7 @@ async fn star(
 
 async fn unstar(
     state: State<AppState>,
-    auth: TenantAuth,
+    auth: Auth,
     id: Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     set_star(state, auth, id, false).await
@@ -320,7 +515,7 @@ async fn unstar(
 
 async fn set_star(
     State(state): State<AppState>,
-    TenantAuth(tenant): TenantAuth,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     starred: bool,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -328,12 +523,22 @@ async fn set_star(
     let (message, conversation) = state
         .services
         .messages
-        .set_starred(&tenant, id, starred)
+        .set_starred(&caller.tenant, id, starred)
         .await?
         .ok_or_else(|| ApiError::not_found("message"))?;
     state
         .services
-        .push_conversation(&tenant, &conversation)
+        .push_conversation(&caller.tenant, &conversation)
+        .await;
+    let action = if starred {
+        "message.star"
+    } else {
+        "message.unstar"
+    };
+    let target = Some(format!("message:{id}"));
+    state
+        .services
+        .audit(&caller.tenant, &caller.actor, action, target, json!(null))
         .await;
     Ok(Json(message))
 }

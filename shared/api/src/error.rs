@@ -95,6 +95,8 @@ impl From<ServiceError> for ApiError {
             ChannelNotConfigured(_) => (StatusCode::UNPROCESSABLE_ENTITY, "channel_not_configured"),
             RecipientOptedOut => (StatusCode::UNPROCESSABLE_ENTITY, "recipient_opted_out"),
             Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
+            Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             InvalidSignature => (StatusCode::UNAUTHORIZED, "invalid_signature"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Conflict(_) => (StatusCode::CONFLICT, "conflict"),

@@ -4,6 +4,7 @@
 //! by `omni serve` into one server. Errors become the contract's JSON shape in one place
 //! ([`error`]).
 
+pub mod access;
 pub mod admin;
 pub mod config;
 pub mod console;
@@ -13,6 +14,7 @@ pub mod limits;
 pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
+pub mod team;
 pub mod webhooks;
 pub mod ws;
 
@@ -72,6 +74,7 @@ pub fn all_routes(state: AppState, hub: Arc<WsHub>) -> routes::Routes {
         .merge(webhooks::routes(state.clone()))
         .merge(dispatch::routes(state.clone()))
         .merge(admin::routes(state.clone()))
+        .merge(team::routes(state.clone()))
         .merge(ws::routes(state, hub))
         .merge(routes::meta_routes())
         .merge(console::routes())

@@ -1,8 +1,9 @@
-//! The dashboard feed: `GET /v1/ws?token=<api key>` and the in-process hub that implements
+//! The dashboard feed: `GET /v1/ws?token=<api key or session token>` and the in-process hub that implements
 //! the [`Push`] port for `omni serve`.
 //!
-//! A dashboard only listens: it sends nothing but control frames. So the hub caps how many
-//! sockets a key, a tenant and the whole server hold ([`WsLimits`]), refuses frames and
+//! A dashboard mostly listens: besides control frames it sends only small presence frames
+//! (`conversation.viewing`, `conversation.typing`), relayed to its tenant's other dashboards.
+//! So the hub caps how many sockets a key, a tenant and the whole server hold ([`WsLimits`]), refuses frames and
 //! messages larger than the protocol needs, pings every socket and closes one that stays
 //! silent, so no client can hold the memory or file descriptors carriers' webhooks need.
 
@@ -12,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -20,8 +22,9 @@ use axum::routing::get;
 use axum::Extension;
 use futures::{SinkExt, StreamExt};
 use omni_core::domain::TenantId;
-use omni_core::model::ApiKeyOwner;
-use omni_core::ports::{Push, PushEvent, StoreError, StoreResult};
+use omni_core::ports::{PresenceUser, Push, PushEvent, StoreError, StoreResult};
+use omni_core::service::Caller;
+use omni_core::team::Permission;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -158,6 +161,20 @@ impl WsHub {
         })
     }
 
+    /// Relays a dashboard's presence to its tenant's other dashboards.
+    fn relay(&self, from: &Registration, event: &PushEvent) {
+        let Ok(frame) = serde_json::to_string(event) else {
+            return;
+        };
+        let frame: Arc<str> = frame.into();
+        let map = self.connections.read().unwrap_or_else(|p| p.into_inner());
+        for connection in map.get(&from.tenant).into_iter().flatten() {
+            if connection.id != from.id {
+                let _ = connection.sender.try_send(frame.clone());
+            }
+        }
+    }
+
     /// Forgets the connections `drop` picks; dropping their senders ends their sockets.
     fn unregister_where(&self, tenant: &TenantId, drop: impl Fn(&Connection) -> bool) {
         let mut map = self.connections.write().unwrap_or_else(|p| p.into_inner());
@@ -192,6 +209,33 @@ impl Push for WsHub {
     }
 }
 
+/// What a dashboard may say: it is viewing or typing in a conversation.
+#[derive(Deserialize)]
+struct PresenceFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    conversation_id: uuid::Uuid,
+}
+
+/// The event a dashboard's presence frame becomes for the tenant's other dashboards, with
+/// who it is and when; `None` for anything else (ignored).
+pub fn presence(text: &str, tenant: &TenantId, user: &PresenceUser) -> Option<PushEvent> {
+    let frame: PresenceFrame = serde_json::from_str(text).ok()?;
+    if !PRESENCE_TYPES.contains(&frame.kind.as_str()) {
+        return None;
+    }
+    Some(PushEvent {
+        user: Some(user.clone()),
+        ..PushEvent::about(&frame.kind, tenant, frame.conversation_id)
+    })
+}
+
+/// Least time between two presence frames of one dashboard that are relayed.
+const PRESENCE_EVERY: Duration = Duration::from_millis(250);
+
+/// The presence frames a dashboard may send.
+pub const PRESENCE_TYPES: [&str; 2] = ["conversation.viewing", "conversation.typing"];
+
 /// The WebSocket route (API Gateway's WebSocket API plays this part on AWS).
 pub fn routes(state: AppState, hub: Arc<WsHub>) -> Routes {
     Routes::default().route(
@@ -214,7 +258,7 @@ async fn connect(
     Query(query): Query<WsQuery>,
     headers: HeaderMap,
     client: Option<Extension<ClientAddr>>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     hub: Arc<WsHub>,
 ) -> Result<Response, ApiError> {
     let token = query
@@ -222,45 +266,53 @@ async fn connect(
         .as_deref()
         .or_else(|| bearer(&headers))
         .unwrap_or_default();
-    let owner = state
+    // Who it is before what it sent: a caller without the right hears 401 or 403 first.
+    let caller = state
         .services
-        .authenticate_key(token, client.map(|Extension(c)| c.0))
+        .authenticate_caller(token, client.map(|Extension(c)| c.0))
         .await?;
+    caller.require(Permission::ConversationsRead)?;
+    let upgrade =
+        upgrade.map_err(|e| ApiError::new(e.status(), "invalid_request", e.body_text()))?;
+    let owner = caller.connection_owner();
     let (tx, rx) = mpsc::channel(CONNECTION_BUFFER);
     // The place is taken before the upgrade, so the caps hold however many upgrades race.
-    let registration = hub
-        .register(&owner.tenant, &owner.key_id, tx)
-        .map_err(|full| {
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_connections",
-                match full {
-                    Full::Key => "this API key has as many dashboards open as it may",
-                    Full::Tenant => "this tenant has as many dashboards open as it may",
-                    Full::Server => "the server has as many dashboards open as it may",
-                },
-            )
-        })?;
+    let registration = hub.register(&caller.tenant, &owner, tx).map_err(|full| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            match full {
+                Full::Key => "this API key or user has as many dashboards open as it may",
+                Full::Tenant => "this tenant has as many dashboards open as it may",
+                Full::Server => "the server has as many dashboards open as it may",
+            },
+        )
+    })?;
     let limits = *hub.limits();
     Ok(upgrade
         .max_frame_size(limits.max_message_bytes)
         .max_message_size(limits.max_message_bytes)
-        .on_upgrade(move |socket| serve(socket, owner, registration, rx, limits)))
+        .on_upgrade(move |socket| serve(socket, caller, registration, rx, limits)))
 }
 
 async fn serve(
     socket: WebSocket,
-    owner: ApiKeyOwner,
+    caller: Caller,
     registration: Registration,
     mut rx: mpsc::Receiver<Arc<str>>,
     limits: WsLimits,
 ) {
-    let tenant = owner.tenant;
+    let tenant = caller.tenant.clone();
+    let user = PresenceUser {
+        id: caller.actor.id.clone(),
+        name: caller.actor.name.clone(),
+    };
     info!(tenant_id = %tenant, "dashboard connected");
     let (mut sink, mut stream) = socket.split();
     let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_every, limits.ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heard = Instant::now();
+    let mut last_presence = heard - PRESENCE_EVERY;
     let close = |code: u16, reason: &'static str| {
         WsMessage::Close(Some(CloseFrame {
             code,
@@ -281,6 +333,17 @@ async fn serve(
             incoming = stream.next() => match incoming {
                 // Too large a frame or message ends here too, as an error.
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(WsMessage::Text(text))) => {
+                    heard = Instant::now();
+                    // A console says it at most every few seconds; more is dropped, so one
+                    // dashboard cannot flood its tenant's others.
+                    if heard.duration_since(last_presence) >= PRESENCE_EVERY {
+                        if let Some(event) = presence(&text, &tenant, &user) {
+                            last_presence = heard;
+                            registration.hub.relay(&registration, &event);
+                        }
+                    }
+                }
                 Some(Ok(other)) => {
                     heard = Instant::now();
                     debug!(kind = ?std::mem::discriminant(&other), "client frame");

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 use omni_core::domain::TenantId;
-use omni_core::ports::{Push, PushEvent, StoreError, StoreResult};
+use omni_core::ports::{PresenceUser, Push, PushEvent, StoreError, StoreResult};
 use tracing::{debug, warn};
 
 use crate::item::{get_s, key, n, s, values};
@@ -23,12 +23,14 @@ fn owner_key(connection_id: &str) -> crate::item::Item {
 }
 
 impl AwsBackend {
-    /// Records a dashboard connection of `tenant` opened with its key `key_id` (the
-    /// `$connect` route, after authentication): revoking the key closes it.
+    /// Records a dashboard connection of `tenant` opened with its key `key_id` (or by a user,
+    /// `user:<id>`), named `user` in its presence events (the `$connect` route, after
+    /// authentication): revoking the key closes it.
     pub async fn add_connection(
         &self,
         tenant: &TenantId,
         key_id: &str,
+        user: &PresenceUser,
         connection_id: &str,
     ) -> StoreResult<()> {
         let expires = (Utc::now() + CONNECTION_TTL).timestamp();
@@ -39,6 +41,8 @@ impl AwsBackend {
         owner.extend(values([
             ("tenant", s(tenant.as_str())),
             ("ttl", n(expires)),
+            ("user_id", s(&user.id)),
+            ("user_name", s(&user.name)),
         ]));
         let ops = vec![
             self.put_op(by_tenant, None, None)?,
@@ -65,6 +69,23 @@ impl AwsBackend {
         ];
         self.transact(ops).await?;
         Ok(Some(tenant))
+    }
+
+    /// The tenant of a connection and who opened it, for its presence frames.
+    pub async fn connection_user(
+        &self,
+        connection_id: &str,
+    ) -> StoreResult<Option<(TenantId, PresenceUser)>> {
+        let Some(owner) = self.get_item(owner_key(connection_id)).await? else {
+            return Ok(None);
+        };
+        let tenant = TenantId::parse(get_s(&owner, "tenant")?)
+            .map_err(|_| crate::item::corrupt("tenant id"))?;
+        let user = PresenceUser {
+            id: get_s(&owner, "user_id")?.to_owned(),
+            name: get_s(&owner, "user_name")?.to_owned(),
+        };
+        Ok(Some((tenant, user)))
     }
 
     /// The connection ids of a tenant's dashboards.
@@ -150,11 +171,51 @@ impl Push for ApiGatewayPush {
 
     /// The tenant's connections are read once for all the events (one flow's, one tenant's).
     async fn push_all(&self, events: &[PushEvent]) -> StoreResult<()> {
+        self.push_except(events, None).await
+    }
+
+    /// `DeleteConnection` on every connection recorded for the key; one already gone is
+    /// forgotten like the rest.
+    async fn disconnect_api_key(&self, tenant: &TenantId, key_id: &str) -> StoreResult<()> {
+        let mut failed = None;
+        for connection in self.backend.key_connections(tenant, key_id).await? {
+            let closed = self
+                .client
+                .delete_connection()
+                .connection_id(&connection)
+                .send()
+                .await;
+            match closed {
+                Ok(_) => debug!(connection, "closed the revoked key's connection"),
+                Err(e) if error_code(&e) == Some("GoneException") => {}
+                Err(e) => {
+                    let error = sdk_error("DeleteConnection", e);
+                    warn!(connection, error = %error, "could not close a revoked key's connection");
+                    failed.get_or_insert(error);
+                    continue;
+                }
+            }
+            self.backend.remove_connection(&connection).await?;
+        }
+        failed.map_or(Ok(()), Err)
+    }
+}
+
+impl ApiGatewayPush {
+    /// Relays a dashboard's presence event to its tenant's other dashboards.
+    pub async fn relay(&self, from_connection: &str, event: &PushEvent) -> StoreResult<()> {
+        self.push_except(std::slice::from_ref(event), Some(from_connection))
+            .await
+    }
+
+    /// Pushes one tenant's events to its dashboards but `except`, reading them once.
+    async fn push_except(&self, events: &[PushEvent], except: Option<&str>) -> StoreResult<()> {
         let Some(tenant) = events.first().map(|e| e.tenant_id.clone()) else {
             return Ok(());
         };
         debug_assert!(events.iter().all(|e| e.tenant_id == tenant));
         let mut connections = self.backend.connections(&tenant).await?;
+        connections.retain(|c| Some(c.as_str()) != except);
         let mut failed = None;
         for event in events {
             let frame =
@@ -185,32 +246,6 @@ impl Push for ApiGatewayPush {
                 }
             }
             connections.retain(|c| !gone.contains(c));
-        }
-        failed.map_or(Ok(()), Err)
-    }
-
-    /// `DeleteConnection` on every connection recorded for the key; one already gone is
-    /// forgotten like the rest.
-    async fn disconnect_api_key(&self, tenant: &TenantId, key_id: &str) -> StoreResult<()> {
-        let mut failed = None;
-        for connection in self.backend.key_connections(tenant, key_id).await? {
-            let closed = self
-                .client
-                .delete_connection()
-                .connection_id(&connection)
-                .send()
-                .await;
-            match closed {
-                Ok(_) => debug!(connection, "closed the revoked key's connection"),
-                Err(e) if error_code(&e) == Some("GoneException") => {}
-                Err(e) => {
-                    let error = sdk_error("DeleteConnection", e);
-                    warn!(connection, error = %error, "could not close a revoked key's connection");
-                    failed.get_or_insert(error);
-                    continue;
-                }
-            }
-            self.backend.remove_connection(&connection).await?;
         }
         failed.map_or(Ok(()), Err)
     }

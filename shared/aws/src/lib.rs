@@ -30,6 +30,11 @@
 //! | raw webhook | `R#<tenant>#<dedupe key>` | `R` | gsi3 (keys only): `RAW#<expiry day>` / `<expires at>#…` | dedupe redeliveries; retention (TTL, plus an exact purge) |
 //! | opt-out | `O#<tenant>#<contact>` | `O` | | STOP / START |
 //! | split-message pair | `MP#<tenant>#<provider>#<key>` | `MP` | gsi2 (only while the sweep must look at it): `PARTS` / `<due>#<tenant>#<provider>#<key>` | merge a carrier's two halves (conditional writes); give up on a lone half when due; TTL 1 day |
+//! | user | `U#<tenant>` | `U#<user id>` | | get; a tenant's users (query `begins_with`); password hash and session generation beside the document |
+//! | user e-mail | `U#<tenant>` | `E#<email>` | | sign-in by e-mail; keeps e-mails unique per tenant (conditional put) |
+//! | invite | `INV#<sha256>` | `INV` | | accept once (delete returning it); TTL 72 h |
+//! | session | `SES#<sha256>` | `SES` | | read on every signed-in request; TTL at its inactivity expiry, moved on use |
+//! | failed sign-ins | `LF#account:<tenant>:<email>` or `LF#address:<ip>` | `LF` | | the sign-in lockout's window and count; TTL at the window's end |
 //! | WebSocket connection | `WS#<tenant>` | `<connection id>` | | a tenant's dashboards and the key that opened each (TTL 2 h; caps, revocation) |
 //! | connection owner | `WSC#<connection id>` | `WSC` | | `$disconnect` finds the tenant |
 //!
@@ -51,6 +56,7 @@ mod messages;
 mod parts;
 mod queue;
 mod secrets;
+mod team;
 mod tenants;
 
 pub mod provision;

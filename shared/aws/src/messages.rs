@@ -14,7 +14,8 @@ use omni_core::domain::{
     SendResult, StatusUpdate, TenantId,
 };
 use omni_core::model::{
-    Conversation, DeliveryClaim, Failover, LastMessage, Message, NewOutbound, Page, StatusApplied,
+    Assignee, AuditEntry, AuditQuery, Conversation, ConversationFilter, ConversationStatus,
+    DeliveryClaim, Failover, LastMessage, Message, NewOutbound, Note, Page, StatusApplied,
 };
 use omni_core::ports::{FlushedPart, MessageStore, PartOutcome, StoreError, StoreResult};
 use rand::Rng;
@@ -101,6 +102,16 @@ fn conversations_index(tenant: &TenantId) -> String {
     format!("CONVS#{tenant}")
 }
 
+/// A conversation's private notes: one partition, sorted by time.
+fn notes_pk(tenant: &TenantId, conversation: Uuid) -> String {
+    format!("NOTE#{tenant}#{conversation}")
+}
+
+/// A tenant's audit log: one partition, sorted by time.
+fn audit_pk(tenant: &TenantId) -> String {
+    format!("AUD#{tenant}")
+}
+
 fn raw_bucket(at: DateTime<Utc>) -> String {
     format!("RAW#{}", at.format("%Y-%m-%d"))
 }
@@ -142,6 +153,18 @@ fn conversation_from(item: &Item, opted_out: bool) -> StoreResult<Conversation> 
         last_message,
         last_message_at: last_at,
         opted_out,
+        // Absent on conversations written before conversations had a status: open.
+        status: opt_s(item, "cst")
+            .map(|st| st.parse().map_err(|_| corrupt("cst")))
+            .transpose()?
+            .unwrap_or_default(),
+        assignee: match (opt_s(item, "asg_id"), opt_s(item, "asg_name")) {
+            (Some(id), Some(name)) => Some(Assignee {
+                id: Uuid::parse_str(id).map_err(|_| corrupt("asg_id"))?,
+                name: name.to_owned(),
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -490,6 +513,12 @@ impl AwsBackend {
                     ]);
                     let mut set = vec!["tenant_number = :tn", "ver = :next"];
                     let mut remove = Vec::new();
+                    // A new message from the contact opens a resolved conversation again.
+                    if message.direction == Direction::Inbound {
+                        set.push("cst = :open");
+                        vals.insert(":open".into(), s(ConversationStatus::Open.as_str()));
+                        next.insert("cst".into(), s(ConversationStatus::Open.as_str()));
+                    }
                     // A late redelivery must not hide newer traffic; ties on time go to the
                     // larger (later v7) id.
                     if opt_s(&conv, "last_key").is_none_or(|k| k < new_key.as_str()) {
@@ -618,6 +647,79 @@ impl AwsBackend {
         Err(StoreError::Backend(format!(
             "message {id}: gave up after repeated write conflicts"
         )))
+    }
+
+    /// Updates an existing conversation (`None` when the tenant has none of that id) and
+    /// returns it as the update left it. The expression must move its version: every write of
+    /// a conversation does, so a writer that read it can tell, from its own conditional write
+    /// succeeding, what the item now holds.
+    async fn update_conversation_item(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        expression: String,
+        vals: Item,
+    ) -> StoreResult<Option<Conversation>> {
+        let out = self
+            .ddb
+            .update_item()
+            .table_name(&self.resources.table)
+            .set_key(Some(conversation_key(tenant, id)))
+            .update_expression(expression)
+            .condition_expression("attribute_exists(pk)")
+            .set_expression_attribute_values(Some(vals))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match out {
+            Ok(out) => {
+                let item = out.attributes.ok_or_else(|| corrupt("conversation"))?;
+                let opted_out = self
+                    .is_opted_out_str(tenant, get_s(&item, "contact")?)
+                    .await?;
+                conversation_from(&item, opted_out).map(Some)
+            }
+            Err(e) if is_condition_failure(&e) => Ok(None),
+            Err(e) => Err(sdk_error("UpdateItem", e)),
+        }
+    }
+
+    /// Whether a conversation's index row passes `filter`; `q` not found in its contact is
+    /// looked for in its messages' text.
+    async fn conversation_passes(
+        &self,
+        tenant: &TenantId,
+        filter: &ConversationFilter,
+        item: &Item,
+    ) -> StoreResult<bool> {
+        let conversation = conversation_from(item, false)?;
+        match (filter.matches_without_text(&conversation), &filter.q) {
+            (None, _) => Ok(false),
+            (Some(true), _) | (Some(false), None) => Ok(true),
+            (Some(false), Some(q)) => {
+                let q = q.to_lowercase();
+                let mut after = None;
+                loop {
+                    let (items, more) = self
+                        .list_index(
+                            messages_index(tenant, conversation.id),
+                            MAX_PAGE,
+                            after.as_deref(),
+                        )
+                        .await?;
+                    for item in &items {
+                        let body = message_from(item)?.body.unwrap_or_default();
+                        if body.to_lowercase().contains(&q) {
+                            return Ok(true);
+                        }
+                    }
+                    if !more {
+                        return Ok(false);
+                    }
+                    after = next_cursor(true, items.last())?;
+                }
+            }
+        }
     }
 
     /// Index rows of one listing, newest first, after the cursor's key.
@@ -961,29 +1063,213 @@ impl MessageStore for AwsBackend {
         Ok(self.load_message(tenant, id).await?.map(|(m, _)| m))
     }
 
-    async fn list_conversations(
+    async fn find_conversations(
         &self,
         tenant: &TenantId,
+        filter: &ConversationFilter,
         limit: usize,
         cursor: Option<&str>,
     ) -> StoreResult<Page<Conversation>> {
         let limit = page_size(limit);
-        let (items, more) = self
-            .list_index(conversations_index(tenant), limit, cursor)
-            .await?;
-        let contacts = items
+        // The index holds every conversation by recency; a filter is applied as its pages are
+        // read, until a page's worth (and one more, which says there is more) is kept.
+        let mut kept = Vec::new();
+        let mut after = cursor.map(str::to_owned);
+        loop {
+            let (items, more) = self
+                .list_index(conversations_index(tenant), limit + 1, after.as_deref())
+                .await?;
+            for item in &items {
+                if kept.len() > limit {
+                    break;
+                }
+                if self.conversation_passes(tenant, filter, item).await? {
+                    kept.push(item.clone());
+                }
+            }
+            if kept.len() > limit || !more {
+                break;
+            }
+            after = next_cursor(true, items.last())?;
+        }
+        let more = kept.len() > limit;
+        kept.truncate(limit);
+        let contacts = kept
             .iter()
             .map(|i| get_s(i, "contact").map(str::to_owned))
             .collect::<StoreResult<Vec<_>>>()?;
         let opted_out = self.opted_out_among(tenant, &contacts).await?;
-        let conversations = items
+        let conversations = kept
             .iter()
             .zip(&contacts)
             .map(|(item, contact)| conversation_from(item, opted_out.contains(contact)))
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(Page {
             items: conversations,
-            next_cursor: next_cursor(more, items.last())?,
+            next_cursor: next_cursor(more, kept.last())?,
+        })
+    }
+
+    async fn update_conversation(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        status: Option<ConversationStatus>,
+        assignee: Option<Option<Assignee>>,
+    ) -> StoreResult<Option<Conversation>> {
+        let mut set = vec!["ver = ver + :one"];
+        let mut remove = Vec::new();
+        let mut vals = values([(":one", n(1))]);
+        if let Some(status) = status {
+            set.push("cst = :cst");
+            vals.insert(":cst".into(), s(status.as_str()));
+        }
+        match assignee {
+            Some(Some(a)) => {
+                set.extend(["asg_id = :aid", "asg_name = :aname"]);
+                vals.insert(":aid".into(), s(a.id.to_string()));
+                vals.insert(":aname".into(), s(a.name));
+            }
+            Some(None) => remove.extend(["asg_id", "asg_name"]),
+            None => {}
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        self.update_conversation_item(tenant, id, expression, vals)
+            .await
+    }
+
+    async fn add_note(&self, tenant: &TenantId, note: &Note) -> StoreResult<()> {
+        let mut item = key(
+            notes_pk(tenant, note.conversation_id),
+            order_key(note.created_at, note.id),
+        );
+        item.insert("doc".into(), json(note)?);
+        self.put_item(item).await
+    }
+
+    async fn list_notes(
+        &self,
+        tenant: &TenantId,
+        conversation: Uuid,
+        after: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> StoreResult<Vec<Note>> {
+        // A conversation's notes are few: one query of its partition, filtered here.
+        let mut notes = self
+            .query_prefix(&notes_pk(tenant, conversation), "")
+            .await?
+            .iter()
+            .map(|i| doc::<Note>(i, "doc"))
+            .filter(|n| {
+                n.as_ref().map_or(true, |n| {
+                    after.is_none_or(|a| n.created_at > a)
+                        && until.is_none_or(|u| n.created_at <= u)
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        notes.reverse();
+        Ok(notes)
+    }
+
+    async fn append_audit(
+        &self,
+        tenant: &TenantId,
+        entry: &AuditEntry,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut item = key(audit_pk(tenant), order_key(entry.at, entry.id));
+        item.extend(values([
+            ("doc", json(entry)?),
+            ("ttl", n(expires_at.timestamp())),
+        ]));
+        // Append-only: an entry is never written over.
+        self.ddb
+            .put_item()
+            .table_name(&self.resources.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn list_audit(
+        &self,
+        tenant: &TenantId,
+        query: &AuditQuery,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<AuditEntry>> {
+        let limit = page_size(limit);
+        let after = cursor.map(decode_cursor).transpose()?;
+        // The sort key is `<at>#<id>`: `until` and the cursor bound it from above, `since`
+        // from below; actor and action are filtered here.
+        let upper = match (after, query.until) {
+            (Some(a), Some(u)) => Some(a.min(ts(u))),
+            (a, u) => a.or(u.map(ts)),
+        };
+        let mut vals = values([(":p", s(audit_pk(tenant)))]);
+        let mut condition = "pk = :p".to_owned();
+        match (&upper, query.since) {
+            (Some(upper), Some(since)) => {
+                condition.push_str(" AND sk BETWEEN :lo AND :hi");
+                vals.insert(":lo".into(), s(ts(since)));
+                vals.insert(":hi".into(), s(upper));
+            }
+            (Some(upper), None) => {
+                condition.push_str(" AND sk < :hi");
+                vals.insert(":hi".into(), s(upper));
+            }
+            (None, Some(since)) => {
+                condition.push_str(" AND sk >= :lo");
+                vals.insert(":lo".into(), s(ts(since)));
+            }
+            (None, None) => {}
+        }
+        let mut kept: Vec<(String, AuditEntry)> = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .ddb
+                .query()
+                .table_name(&self.resources.table)
+                .key_condition_expression(&condition)
+                .set_expression_attribute_values(Some(vals.clone()))
+                .scan_index_forward(false)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query", e))?;
+            for item in page.items.unwrap_or_default() {
+                let sk = get_s(&item, "sk")?.to_owned();
+                // BETWEEN includes its upper end, which the cursor's own entry sits on.
+                if upper.as_ref().is_some_and(|u| sk >= *u) {
+                    continue;
+                }
+                let entry: AuditEntry = doc(&item, "doc")?;
+                if query.keeps(&entry) {
+                    kept.push((sk, entry));
+                }
+            }
+            start = page.last_evaluated_key;
+            if kept.len() > limit || start.is_none() {
+                break;
+            }
+        }
+        let more = kept.len() > limit;
+        kept.truncate(limit);
+        let next_cursor = match (more, kept.last()) {
+            (true, Some((sk, _))) => Some(encode_cursor(sk)),
+            _ => None,
+        };
+        Ok(Page {
+            items: kept.into_iter().map(|(_, e)| e).collect(),
+            next_cursor,
         })
     }
 
@@ -1017,30 +1303,14 @@ impl MessageStore for AwsBackend {
         tenant: &TenantId,
         conversation: Uuid,
     ) -> StoreResult<Option<Conversation>> {
-        let out = self
-            .ddb
-            .update_item()
-            .table_name(&self.resources.table)
-            .set_key(Some(conversation_key(tenant, conversation)))
-            // Every write of a conversation moves its version, so a writer that read it can
-            // tell, from its own conditional write succeeding, what the item now holds.
-            .update_expression("SET unread = :zero ADD ver :one")
-            .condition_expression("attribute_exists(pk)")
-            .set_expression_attribute_values(Some(values([(":zero", n(0)), (":one", n(1))])))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match out {
-            Ok(out) => {
-                let item = out.attributes.ok_or_else(|| corrupt("conversation"))?;
-                let opted_out = self
-                    .is_opted_out_str(tenant, get_s(&item, "contact")?)
-                    .await?;
-                conversation_from(&item, opted_out).map(Some)
-            }
-            Err(e) if is_condition_failure(&e) => Ok(None),
-            Err(e) => Err(sdk_error("UpdateItem", e)),
-        }
+        let vals = values([(":zero", n(0)), (":one", n(1))]);
+        self.update_conversation_item(
+            tenant,
+            conversation,
+            "SET unread = :zero ADD ver :one".into(),
+            vals,
+        )
+        .await
     }
 
     async fn set_starred(

@@ -8,6 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use omni_core::domain::{Address, TenantId};
 use omni_core::model::{ApiKeyInfo, ApiKeyOwner, NumberRoute, Routing, Tenant};
 use omni_core::ports::{StoreError, StoreResult, TenantStore};
+use omni_core::team::Role;
 
 use crate::item::{doc, get_s, item, json, key, opt_s, s, values, Item};
 use crate::{error_code, sdk_error, AwsBackend};
@@ -259,7 +260,14 @@ impl TenantStore for AwsBackend {
     ) -> StoreResult<()> {
         let owner = s(tenant.as_str());
         let mut record = api_key_key(key_hash);
-        record.extend(item([("tenant", owner.clone()), ("key_id", s(&key.id))]));
+        record.extend(item([
+            ("tenant", owner.clone()),
+            ("key_id", s(&key.id)),
+            ("role", s(key.role.as_str())),
+        ]));
+        if let Some(name) = &key.name {
+            record.insert("name".into(), s(name));
+        }
         let mut mirror = api_key_mirror(tenant, &key.id);
         mirror.extend(item([
             ("key_id", s(&key.id)),
@@ -291,6 +299,12 @@ impl TenantStore for AwsBackend {
             tenant: TenantId::parse(get_s(&found, "tenant")?)
                 .map_err(|_| crate::item::corrupt("tenant id"))?,
             key_id: get_s(&found, "key_id")?.to_owned(),
+            name: opt_s(&found, "name").map(str::to_owned),
+            // Keys stored before keys had roles are admins.
+            role: match opt_s(&found, "role") {
+                Some(role) => role.parse().map_err(|_| crate::item::corrupt("role"))?,
+                None => Role::Admin,
+            },
         }))
     }
 
@@ -333,6 +347,7 @@ impl TenantStore for AwsBackend {
                         prefix: None,
                         created_at: None,
                         last_used_at: None,
+                        role: Role::Admin,
                     },
                 };
                 info.last_used_at = opt_s(i, "last_used_at")

@@ -117,14 +117,7 @@ async fn a_job_received_too_often_is_redriven_to_the_dead_letter_queue() {
 }
 
 fn event(tenant: &omni_core::domain::TenantId) -> PushEvent {
-    PushEvent {
-        kind: "conversation.updated".into(),
-        tenant_id: tenant.clone(),
-        conversation_id: Uuid::now_v7(),
-        message: None,
-        conversation: None,
-        at: Utc::now(),
-    }
+    PushEvent::about("conversation.updated", tenant, Uuid::now_v7())
 }
 
 #[tokio::test]
@@ -146,7 +139,17 @@ async fn pushes_reach_only_the_tenants_dashboards_and_gone_ones_are_forgotten() 
         .await;
     let (a, other) = (new_tenant_id("a"), new_tenant_id("b"));
     for (tenant, connection) in [(&a, "alive1"), (&a, "gone1"), (&other, "theirs1")] {
-        b.add_connection(tenant, "key_1", connection).await.unwrap();
+        b.add_connection(
+            tenant,
+            "key_1",
+            &omni_core::ports::PresenceUser {
+                id: "key_1".into(),
+                name: "Dashboard".into(),
+            },
+            connection,
+        )
+        .await
+        .unwrap();
     }
     let push = ApiGatewayPush::new(&config, b.clone(), &management.uri());
     let sent = event(&a);
@@ -179,7 +182,17 @@ async fn pushes_reach_only_the_tenants_dashboards_and_gone_ones_are_forgotten() 
 async fn post_to_connection_works_against_the_emulator_and_failures_are_reported() {
     let (config, b) = fresh().await;
     let tenant = new_tenant_id("e");
-    b.add_connection(&tenant, "key_1", "conn1").await.unwrap();
+    b.add_connection(
+        &tenant,
+        "key_1",
+        &omni_core::ports::PresenceUser {
+            id: "key_1".into(),
+            name: "Dashboard".into(),
+        },
+        "conn1",
+    )
+    .await
+    .unwrap();
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
     ApiGatewayPush::new(&config, b.clone(), &endpoint)
         .push(&event(&tenant))

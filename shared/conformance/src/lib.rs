@@ -17,20 +17,23 @@ use omni_core::domain::{
     ProviderKind, Region, SendResult, StatusUpdate, TenantId,
 };
 use omni_core::model::{
-    ApiKeyInfo, ApiKeyOwner, Failover, Message, NewOutbound, NumberRoute, Routing, StatusApplied,
+    ApiKeyInfo, ApiKeyOwner, Assignee, AuditEntry, AuditQuery, ConversationFilter,
+    ConversationStatus, Failover, Message, NewOutbound, Note, NumberRoute, Routing, StatusApplied,
     Tenant,
 };
 use omni_core::ports::{
-    FlushedPart, Job, MessageStore, PartOutcome, Queue, SecretStore, StoreError, TenantStore,
+    FlushedPart, Job, MessageStore, PartOutcome, Queue, SecretStore, StoreError, TeamStore,
+    TenantStore,
 };
 use omni_core::providers::{Credentials, Secret, TwilioCredentials};
+use omni_core::team::{Actor, ActorType, Invite, Role, Session, User, UserRecord};
 use omni_core::template::{ButtonSubType, Component, Currency, MediaLink, Parameter, Template};
 use uuid::Uuid;
 
 /// Everything a full Omni storage backend implements.
-pub trait Backend: TenantStore + SecretStore + MessageStore + Queue {}
+pub trait Backend: TenantStore + TeamStore + SecretStore + MessageStore + Queue {}
 
-impl<T: TenantStore + SecretStore + MessageStore + Queue> Backend for T {}
+impl<T: TenantStore + TeamStore + SecretStore + MessageStore + Queue> Backend for T {}
 
 /// Declares one `#[tokio::test]` per check, each on a fresh backend, so a backend's test file
 /// lists no checks itself: `conformance_tests!(backend = fresh().await; &backend);` binds the
@@ -38,7 +41,7 @@ impl<T: TenantStore + SecretStore + MessageStore + Queue> Backend for T {}
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,6 +84,14 @@ pub async fn run_all<B: Backend>(backend: &B) {
     lone_halves_are_flushed_and_late_halves_go_alone(backend).await;
     tenants_are_isolated(backend).await;
     queue_accepts_jobs(backend).await;
+    users_are_unique_per_tenant_and_updated(backend).await;
+    invites_are_taken_once(backend).await;
+    sessions_are_kept_touched_and_ended(backend).await;
+    conversations_are_assigned_resolved_and_reopened(backend).await;
+    conversations_are_filtered(backend).await;
+    notes_are_listed_by_time(backend).await;
+    audit_entries_are_filtered_and_paged(backend).await;
+    login_failures_count_in_windows(backend).await;
 }
 
 // ---- fixtures --------------------------------------------------------------------------
@@ -141,6 +152,11 @@ fn outbound(from: &Address, to: &Address, body: &str, at: DateTime<Utc>) -> NewO
         subject: None,
         idempotency_key: None,
         at,
+        sent_by: Some(Actor {
+            kind: ActorType::User,
+            id: "0190a7d0-0000-7000-8000-000000000001".into(),
+            name: "Alex".into(),
+        }),
     }
 }
 
@@ -372,6 +388,7 @@ fn api_key(id: &str, name: Option<&str>) -> ApiKeyInfo {
         // Stores keep microseconds at least; whole seconds compare equal everywhere.
         created_at: Some(DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap()),
         last_used_at: None,
+        role: Role::Admin,
     }
 }
 
@@ -386,12 +403,16 @@ pub async fn api_keys_resolve_by_hash<B: Backend>(b: &B) {
     b.put_api_key(&a, &api_key("key-1", None), &hash_a)
         .await
         .unwrap();
-    b.put_api_key(&other, &api_key("key-1", None), &hash_b)
-        .await
-        .unwrap();
+    let sender = ApiKeyInfo {
+        role: Role::Sender,
+        ..api_key("key-1", Some("CAD"))
+    };
+    b.put_api_key(&other, &sender, &hash_b).await.unwrap();
     let owner = |tenant: &TenantId| ApiKeyOwner {
         tenant: tenant.clone(),
         key_id: "key-1".into(),
+        name: None,
+        role: Role::Admin,
     };
     assert_eq!(
         b.tenant_for_api_key(&hash_a).await.unwrap(),
@@ -399,8 +420,14 @@ pub async fn api_keys_resolve_by_hash<B: Backend>(b: &B) {
     );
     assert_eq!(
         b.tenant_for_api_key(&hash_b).await.unwrap(),
-        Some(owner(&other))
+        Some(ApiKeyOwner {
+            name: Some("CAD".into()),
+            role: Role::Sender,
+            ..owner(&other)
+        }),
+        "a key's name and role come with it"
     );
+    assert_eq!(b.list_api_keys(&other).await.unwrap(), [sender]);
     assert_eq!(b.tenant_for_api_key("sha256-unknown").await.unwrap(), None);
     assert!(matches!(
         b.put_api_key(&other, &api_key("key-2", None), &hash_a)
@@ -1956,4 +1983,466 @@ pub async fn queue_accepts_jobs<B: Backend>(b: &B) {
     b.dead_letter(&deliver, "retry budget exhausted")
         .await
         .unwrap();
+}
+
+// ---- the team ----------------------------------------------------------------------------
+
+fn user_record(tenant: &TenantId, email: &str, role: Role) -> UserRecord {
+    let at = DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
+    UserRecord {
+        user: User {
+            id: Uuid::now_v7(),
+            tenant_id: Some(tenant.clone()),
+            email: email.into(),
+            name: format!("{email} name"),
+            role,
+            disabled: false,
+            active: false,
+            created_at: at,
+            updated_at: at,
+        },
+        password_hash: None,
+        generation: 0,
+    }
+}
+
+/// Users are found by id and e-mail within their tenant only; an e-mail is unique per
+/// tenant; an update keeps the e-mail and replaces the rest, password hash included.
+pub async fn users_are_unique_per_tenant_and_updated<B: Backend>(b: &B) {
+    let (a, other) = (new_tenant_id("a"), new_tenant_id("b"));
+    let alex = user_record(&a, "alex@example.org", Role::Dispatcher);
+    let sam = user_record(&a, "sam@example.org", Role::Admin);
+    b.create_user(&alex).await.unwrap();
+    b.create_user(&sam).await.unwrap();
+    assert!(matches!(
+        b.create_user(&user_record(&a, "alex@example.org", Role::Admin))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    b.create_user(&user_record(&other, "alex@example.org", Role::Admin))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.get_user(&a, alex.user.id).await.unwrap(),
+        Some(alex.clone())
+    );
+    assert_eq!(b.get_user(&other, alex.user.id).await.unwrap(), None);
+    assert_eq!(
+        b.user_by_email(&a, "alex@example.org").await.unwrap(),
+        Some(alex.clone())
+    );
+    assert_eq!(
+        b.user_by_email(&a, "nobody@example.org").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        b.list_users(&a).await.unwrap(),
+        [alex.user.clone(), sam.user.clone()]
+    );
+
+    let mut changed = alex.clone();
+    changed.user.name = "Alex R.".into();
+    changed.user.role = Role::Supervisor;
+    changed.user.disabled = true;
+    changed.user.active = true;
+    changed.password_hash = Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into());
+    changed.generation = 3;
+    b.update_user(&changed).await.unwrap();
+    assert_eq!(
+        b.get_user(&a, alex.user.id).await.unwrap(),
+        Some(changed.clone())
+    );
+    assert_eq!(
+        b.user_by_email(&a, "alex@example.org").await.unwrap(),
+        Some(changed)
+    );
+}
+
+/// An invite is taken once, whoever races for it, and only by its token's hash.
+pub async fn invites_are_taken_once<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("a");
+    let invite = Invite {
+        token_hash: format!("sha256-{}", Uuid::new_v4().simple()),
+        tenant_id: tenant.clone(),
+        user_id: Uuid::now_v7(),
+        expires_at: DateTime::from_timestamp(Utc::now().timestamp() + 3600, 0).unwrap(),
+    };
+    b.put_invite(&invite).await.unwrap();
+    assert_eq!(b.take_invite("sha256-unknown").await.unwrap(), None);
+    let (first, second) = tokio::join!(
+        b.take_invite(&invite.token_hash),
+        b.take_invite(&invite.token_hash)
+    );
+    let taken: Vec<_> = [first.unwrap(), second.unwrap()]
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(taken, [invite]);
+}
+
+/// A session is found by its token's hash, keeps its generation, moves its expiry when
+/// touched, and is gone once deleted (a touch after that does not bring it back).
+pub async fn sessions_are_kept_touched_and_ended<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("a");
+    let expires = DateTime::from_timestamp(Utc::now().timestamp() + 3600, 0).unwrap();
+    let session = Session {
+        token_hash: format!("sha256-{}", Uuid::new_v4().simple()),
+        tenant_id: tenant,
+        user_id: Uuid::now_v7(),
+        generation: 2,
+        expires_at: expires,
+    };
+    b.put_session(&session).await.unwrap();
+    assert_eq!(
+        b.get_session(&session.token_hash).await.unwrap(),
+        Some(session.clone())
+    );
+    assert_eq!(b.get_session("sha256-unknown").await.unwrap(), None);
+    let later = secs(expires, 600);
+    b.touch_session(&session.token_hash, later).await.unwrap();
+    assert_eq!(
+        b.get_session(&session.token_hash).await.unwrap(),
+        Some(Session {
+            expires_at: later,
+            ..session.clone()
+        })
+    );
+    b.delete_session(&session.token_hash).await.unwrap();
+    assert_eq!(b.get_session(&session.token_hash).await.unwrap(), None);
+    b.touch_session(&session.token_hash, secs(later, 60))
+        .await
+        .unwrap();
+    assert_eq!(b.get_session(&session.token_hash).await.unwrap(), None);
+}
+
+// ---- assignment, notes, audit ------------------------------------------------------------
+
+fn alex() -> Actor {
+    Actor {
+        kind: ActorType::User,
+        id: "0190a7d0-0000-7000-8000-000000000001".into(),
+        name: "Alex".into(),
+    }
+}
+
+/// A conversation starts open and unassigned; it is assigned, unassigned, resolved, and a
+/// new inbound message opens it again (keeping its assignee); another tenant cannot touch it.
+pub async fn conversations_are_assigned_resolved_and_reopened<B: Backend>(b: &B) {
+    let (tenant, other) = (new_tenant_id("t"), new_tenant_id("o"));
+    let (ours, contact) = (new_number(), new_number());
+    let t0 = base_time();
+    let (_, c) = b
+        .apply_inbound(&tenant, &inbound(Channel::Sms, &contact, &ours, "hi", t0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (c.status, c.assignee.clone()),
+        (ConversationStatus::Open, None)
+    );
+    let assignee = Assignee {
+        id: Uuid::now_v7(),
+        name: "Alex".into(),
+    };
+    let assigned = b
+        .update_conversation(&tenant, c.id, None, Some(Some(assignee.clone())))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(assigned.assignee, Some(assignee.clone()));
+    assert_eq!(
+        b.get_conversation(&tenant, c.id).await.unwrap(),
+        Some(assigned.clone())
+    );
+    let resolved = b
+        .update_conversation(&tenant, c.id, Some(ConversationStatus::Resolved), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resolved.status, ConversationStatus::Resolved);
+    assert_eq!(resolved.assignee, Some(assignee.clone()), "kept");
+    assert_eq!(
+        b.update_conversation(&other, c.id, Some(ConversationStatus::Open), Some(None))
+            .await
+            .unwrap(),
+        None
+    );
+    // An outbound reply leaves it resolved; the contact writing again opens it.
+    b.create_outbound(&tenant, &outbound(&ours, &contact, "done", secs(t0, 5)))
+        .await
+        .unwrap();
+    let after_reply = b.get_conversation(&tenant, c.id).await.unwrap().unwrap();
+    assert_eq!(after_reply.status, ConversationStatus::Resolved);
+    let (_, reopened) = b
+        .apply_inbound(
+            &tenant,
+            &inbound(Channel::Sms, &contact, &ours, "again", secs(t0, 10)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reopened.status, ConversationStatus::Open);
+    assert_eq!(reopened.assignee, Some(assignee));
+    let unassigned = b
+        .update_conversation(&tenant, c.id, None, Some(None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(unassigned.assignee, None);
+    assert_eq!(
+        b.get_conversation(&tenant, c.id).await.unwrap(),
+        Some(unassigned)
+    );
+}
+
+/// Listings keep the conversations that pass every field of the filter, in pages.
+pub async fn conversations_are_filtered<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let ours = new_number();
+    let t0 = base_time();
+    let user = Uuid::now_v7();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let body = if i == 2 {
+            "Smoke on 5th Street"
+        } else {
+            "hello"
+        };
+        let (_, c) = b
+            .apply_inbound(
+                &tenant,
+                &inbound(Channel::Sms, &new_number(), &ours, body, secs(t0, i)),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        ids.push(c.id);
+    }
+    // 0 and 1 are the user's, 1 and 3 resolved.
+    for id in &ids[..2] {
+        let a = Assignee {
+            id: user,
+            name: "Alex".into(),
+        };
+        b.update_conversation(&tenant, *id, None, Some(Some(a)))
+            .await
+            .unwrap();
+    }
+    for id in [ids[1], ids[3]] {
+        b.update_conversation(&tenant, id, Some(ConversationStatus::Resolved), None)
+            .await
+            .unwrap();
+    }
+    let t = &tenant;
+    let found = |filter: ConversationFilter| async move {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = b
+                .find_conversations(t, &filter, 2, cursor.as_deref())
+                .await
+                .unwrap();
+            out.extend(page.items.iter().map(|c| c.id));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return out,
+            }
+        }
+    };
+    let newest_first = |picked: &[usize]| picked.iter().rev().map(|i| ids[*i]).collect::<Vec<_>>();
+    let open = ConversationFilter {
+        status: Some(ConversationStatus::Open),
+        ..Default::default()
+    };
+    assert_eq!(found(open.clone()).await, newest_first(&[0, 2, 4, 5]));
+    let mine = ConversationFilter {
+        assignee: Some(Some(user)),
+        ..Default::default()
+    };
+    assert_eq!(found(mine).await, newest_first(&[0, 1]));
+    let open_unassigned = ConversationFilter {
+        assignee: Some(None),
+        ..open
+    };
+    assert_eq!(found(open_unassigned).await, newest_first(&[2, 4, 5]));
+    let text = ConversationFilter {
+        q: Some("5TH street".into()),
+        ..Default::default()
+    };
+    assert_eq!(found(text).await, newest_first(&[2]));
+    let all = b.list_conversations(&tenant, 50, None).await.unwrap();
+    let contact = all
+        .items
+        .iter()
+        .find(|c| c.id == ids[4])
+        .unwrap()
+        .contact
+        .clone();
+    let by_number = ConversationFilter {
+        q: Some(contact.as_str()[2..].to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(found(by_number).await, newest_first(&[4]));
+    let whatsapp = ConversationFilter {
+        channel: Some(Channel::Whatsapp),
+        ..Default::default()
+    };
+    assert!(found(whatsapp).await.is_empty());
+    let sms = ConversationFilter {
+        channel: Some(Channel::Mms),
+        ..Default::default()
+    };
+    assert_eq!(found(sms).await.len(), 6, "MMS threads with SMS");
+}
+
+/// Notes are kept per conversation and listed newest first within a time range.
+pub async fn notes_are_listed_by_time<B: Backend>(b: &B) {
+    let (tenant, other) = (new_tenant_id("t"), new_tenant_id("o"));
+    let conversation = Uuid::now_v7();
+    let t0 = base_time();
+    let notes: Vec<Note> = (0..3)
+        .map(|i| Note {
+            id: Uuid::now_v7(),
+            conversation_id: conversation,
+            body: format!("note {i}"),
+            author: alex(),
+            created_at: secs(t0, i * 10),
+        })
+        .collect();
+    for note in &notes {
+        b.add_note(&tenant, note).await.unwrap();
+    }
+    let all = b
+        .list_notes(&tenant, conversation, None, None)
+        .await
+        .unwrap();
+    assert_eq!(all, [notes[2].clone(), notes[1].clone(), notes[0].clone()]);
+    let middle = b
+        .list_notes(&tenant, conversation, Some(t0), Some(secs(t0, 10)))
+        .await
+        .unwrap();
+    assert_eq!(
+        middle,
+        [notes[1].clone()],
+        "after is exclusive, until inclusive"
+    );
+    assert!(b
+        .list_notes(&other, conversation, None, None)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Audit entries list newest first, filtered by time, actor and action, in pages; another
+/// tenant's are never seen.
+pub async fn audit_entries_are_filtered_and_paged<B: Backend>(b: &B) {
+    let (tenant, other) = (new_tenant_id("t"), new_tenant_id("o"));
+    let t0 = base_time();
+    let sam = Actor {
+        id: "key_0001".into(),
+        kind: ActorType::ApiKey,
+        name: "CAD".into(),
+    };
+    let entries: Vec<AuditEntry> = (0..7)
+        .map(|i| AuditEntry {
+            id: Uuid::now_v7(),
+            at: secs(t0, i),
+            actor: if i % 2 == 0 { alex() } else { sam.clone() },
+            action: if i < 4 {
+                "message.send"
+            } else {
+                "conversation.assign"
+            }
+            .into(),
+            target: Some(format!("conversation:{i}")),
+            details: format!("{{\"i\": {i}}}").parse().unwrap(),
+        })
+        .collect();
+    let expires = secs(t0, 3600 * 24);
+    for e in &entries {
+        b.append_audit(&tenant, e, expires).await.unwrap();
+    }
+    let t = &tenant;
+    let listed = |query: AuditQuery| async move {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = b.list_audit(t, &query, 2, cursor.as_deref()).await.unwrap();
+            out.extend(page.items);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return out,
+            }
+        }
+    };
+    let newest_first = |picked: &[usize]| {
+        picked
+            .iter()
+            .rev()
+            .map(|i| entries[*i].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        listed(AuditQuery::default()).await,
+        newest_first(&[0, 1, 2, 3, 4, 5, 6])
+    );
+    let alexs = AuditQuery {
+        actor: Some(alex().id),
+        ..Default::default()
+    };
+    assert_eq!(listed(alexs).await, newest_first(&[0, 2, 4, 6]));
+    let window = AuditQuery {
+        since: Some(secs(t0, 2)),
+        until: Some(secs(t0, 5)),
+        action: Some("message.send".into()),
+        ..Default::default()
+    };
+    assert_eq!(listed(window).await, newest_first(&[2, 3]));
+    assert!(b
+        .list_audit(&other, &AuditQuery::default(), 10, None)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(matches!(
+        b.list_audit(&tenant, &AuditQuery::default(), 2, Some("not a cursor!"))
+            .await,
+        Err(StoreError::InvalidCursor)
+    ));
+}
+
+/// Failed sign-ins count per subject within a window from the first; after it a new window
+/// starts.
+pub async fn login_failures_count_in_windows<B: Backend>(b: &B) {
+    let subject = format!("account:{}:alex@example.org", new_tenant_id("t"));
+    let other = format!("address:{}", Uuid::new_v4());
+    let window = TimeDelta::minutes(15);
+    let t0 = base_time();
+    assert_eq!(b.login_failures(&subject, t0, window).await.unwrap(), None);
+    for n in 1..=3 {
+        let at = secs(t0, i64::from(n) * 60);
+        assert_eq!(
+            b.count_login_failure(&subject, at, window).await.unwrap(),
+            (n, secs(t0, 60))
+        );
+    }
+    assert_eq!(
+        b.login_failures(&subject, secs(t0, 600), window)
+            .await
+            .unwrap(),
+        Some((3, secs(t0, 60)))
+    );
+    assert_eq!(b.login_failures(&other, t0, window).await.unwrap(), None);
+    let later = secs(t0, 60 + 15 * 60 + 1);
+    assert_eq!(
+        b.login_failures(&subject, later, window).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        b.count_login_failure(&subject, later, window)
+            .await
+            .unwrap(),
+        (1, later),
+        "a new window"
+    );
 }

@@ -9,4 +9,5 @@ pub mod model;
 pub mod ports;
 pub mod providers;
 pub mod service;
+pub mod team;
 pub mod template;

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::team::{Actor, ActorType, Role};
 use crate::template::Template;
 
 use crate::domain::{
@@ -46,15 +47,37 @@ pub struct ApiKeyInfo {
     pub created_at: Option<DateTime<Utc>>,
     /// When it last opened a request, to the minute; never, if unset.
     pub last_used_at: Option<DateTime<Utc>>,
+    /// What it may do; keys issued before keys had roles are admins.
+    #[serde(default = "admin_role")]
+    pub role: Role,
 }
 
-/// Who an API key opens: its tenant and its id.
+fn admin_role() -> Role {
+    Role::Admin
+}
+
+/// Who an API key opens: its tenant, its id, name and role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyOwner {
     /// The tenant.
     pub tenant: TenantId,
     /// The key's id.
     pub key_id: String,
+    /// The key's name, if it has one.
+    pub name: Option<String>,
+    /// What it may do.
+    pub role: Role,
+}
+
+impl ApiKeyOwner {
+    /// The key as an actor (named by its id when it has no name).
+    pub fn actor(&self) -> Actor {
+        Actor {
+            kind: ActorType::ApiKey,
+            id: self.key_id.clone(),
+            name: self.name.clone().unwrap_or_else(|| self.key_id.clone()),
+        }
+    }
 }
 
 /// A tenant number: inbound traffic to it belongs to the tenant, and the tenant sends from it.
@@ -159,6 +182,9 @@ pub struct Message {
     pub updated_at: DateTime<Utc>,
     /// Every status transition, oldest first.
     pub events: Vec<StatusEvent>,
+    /// Who sent it (outbound only; none for messages sent before this was recorded).
+    #[serde(default)]
+    pub sent_by: Option<Actor>,
 }
 
 /// Who records the transitions a store makes on its own behalf.
@@ -196,6 +222,7 @@ impl Message {
                 source: m.provider.as_str().to_owned(),
                 note: None,
             }],
+            sent_by: None,
         }
     }
 
@@ -227,6 +254,7 @@ impl Message {
                 source: SOURCE_API.to_owned(),
                 note: None,
             }],
+            sent_by: m.sent_by.clone(),
         }
     }
 
@@ -371,6 +399,146 @@ pub struct Conversation {
     /// Whether the contact has opted out of this tenant's messages.
     #[serde(default)]
     pub opted_out: bool,
+    /// Open until resolved; a new inbound message opens it again.
+    #[serde(default)]
+    pub status: ConversationStatus,
+    /// The user it is assigned to, if any.
+    #[serde(default)]
+    pub assignee: Option<Assignee>,
+}
+
+/// Whether a conversation still needs someone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationStatus {
+    /// Needs attention (every conversation starts open).
+    #[default]
+    Open,
+    /// Dealt with.
+    Resolved,
+}
+
+impl ConversationStatus {
+    /// The status's name in the API and the stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationStatus::Open => "open",
+            ConversationStatus::Resolved => "resolved",
+        }
+    }
+}
+
+impl std::str::FromStr for ConversationStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(ConversationStatus::Open),
+            "resolved" => Ok(ConversationStatus::Resolved),
+            other => Err(format!("unknown status {other:?} (open or resolved)")),
+        }
+    }
+}
+
+/// The user a conversation is assigned to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignee {
+    /// The user's id.
+    pub id: Uuid,
+    /// Their name when assigned.
+    pub name: String,
+}
+
+/// Which conversations a listing keeps (every field unset: all of them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConversationFilter {
+    /// Only this status.
+    pub status: Option<ConversationStatus>,
+    /// Only unassigned ones (`Some(None)`) or those of one user (`Some(Some(id))`).
+    pub assignee: Option<Option<Uuid>>,
+    /// Only this thread channel.
+    pub channel: Option<Channel>,
+    /// Only those whose contact, or one of whose messages' text, contains this
+    /// (case-insensitively).
+    pub q: Option<String>,
+}
+
+impl ConversationFilter {
+    /// Whether a conversation passes every field but `q`'s message-text search (which needs
+    /// the messages): `Some(true)` when `q` already matches the contact (or there is none).
+    pub fn matches_without_text(&self, c: &Conversation) -> Option<bool> {
+        if self.status.is_some_and(|s| s != c.status)
+            || self.channel.is_some_and(|ch| ch.thread() != c.channel)
+            || self
+                .assignee
+                .is_some_and(|want| want != c.assignee.as_ref().map(|a| a.id))
+        {
+            return None;
+        }
+        Some(match &self.q {
+            None => true,
+            Some(q) => c
+                .contact
+                .as_str()
+                .to_lowercase()
+                .contains(&q.to_lowercase()),
+        })
+    }
+}
+
+/// A private note in a conversation's timeline: never sent to the contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    /// UUID v7.
+    pub id: Uuid,
+    /// The conversation.
+    pub conversation_id: Uuid,
+    /// The text.
+    pub body: String,
+    /// Who wrote it.
+    pub author: Actor,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One entry of a tenant's audit log: who did what to what, never a secret or a message's
+/// text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// UUID v7.
+    pub id: Uuid,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub actor: Actor,
+    /// What, e.g. `conversation.assign`.
+    pub action: String,
+    /// What it was done to, e.g. `conversation:<id>`.
+    pub target: Option<String>,
+    /// Anything else worth keeping (never a secret or message text).
+    pub details: serde_json::Value,
+}
+
+/// Which audit entries a listing keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// At or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Before.
+    pub until: Option<DateTime<Utc>>,
+    /// Only this actor's (by id).
+    pub actor: Option<String>,
+    /// Only this action.
+    pub action: Option<String>,
+}
+
+impl AuditQuery {
+    /// Whether an entry passes the actor and action fields (the time range is the
+    /// store's key range).
+    pub fn keeps(&self, e: &AuditEntry) -> bool {
+        self.actor.as_ref().is_none_or(|a| *a == e.actor.id)
+            && self.action.as_ref().is_none_or(|a| *a == e.action)
+    }
 }
 
 impl Channel {
@@ -415,6 +583,8 @@ pub struct NewOutbound {
     pub idempotency_key: Option<String>,
     /// When it was accepted.
     pub at: DateTime<Utc>,
+    /// Who sent it.
+    pub sent_by: Option<Actor>,
 }
 
 /// What the store did with a status update.
@@ -457,6 +627,7 @@ mod tests {
             subject: None,
             idempotency_key: None,
             at,
+            sent_by: None,
         };
         let tenant = TenantId::parse("north").unwrap();
         let mut m = Message::queued(&tenant, &new, Uuid::now_v7());

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -14,10 +14,12 @@ use crate::domain::{
     TenantId, WebhookEvent,
 };
 use crate::model::{
-    ApiKeyInfo, ApiKeyOwner, Conversation, DeliveryClaim, Failover, Message, NewOutbound,
-    NumberRoute, Page, Routing, StatusApplied, Tenant,
+    ApiKeyInfo, ApiKeyOwner, Assignee, AuditEntry, AuditQuery, Conversation, ConversationFilter,
+    ConversationStatus, DeliveryClaim, Failover, Message, NewOutbound, Note, NumberRoute, Page,
+    Routing, StatusApplied, Tenant,
 };
 use crate::providers::Credentials;
+use crate::team::{Invite, Session, User, UserRecord};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +94,57 @@ pub trait TenantStore: Send + Sync {
     async fn put_routing(&self, tenant: &TenantId, routing: &Routing) -> StoreResult<()>;
     /// A tenant's carrier priorities per channel; empty when none were set.
     async fn get_routing(&self, tenant: &TenantId) -> StoreResult<Routing>;
+}
+
+/// A tenant's users and their sign-in records: invites and sessions, kept by the hash of
+/// their tokens only.
+#[async_trait]
+pub trait TeamStore: Send + Sync {
+    /// Adds a user; [`StoreError::Conflict`] when the tenant has a user with that e-mail.
+    async fn create_user(&self, user: &UserRecord) -> StoreResult<()>;
+    /// A user of the tenant's, by id.
+    async fn get_user(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<UserRecord>>;
+    /// A user of the tenant's, by (lower-case) e-mail.
+    async fn user_by_email(
+        &self,
+        tenant: &TenantId,
+        email: &str,
+    ) -> StoreResult<Option<UserRecord>>;
+    /// The tenant's users, oldest first.
+    async fn list_users(&self, tenant: &TenantId) -> StoreResult<Vec<User>>;
+    /// Replaces a user's name, role, disabled flag, password hash and generation (the
+    /// e-mail never changes).
+    async fn update_user(&self, user: &UserRecord) -> StoreResult<()>;
+    /// Stores an invite.
+    async fn put_invite(&self, invite: &Invite) -> StoreResult<()>;
+    /// Removes and returns the invite of that token hash: of two concurrent takers, one
+    /// gets it.
+    async fn take_invite(&self, token_hash: &str) -> StoreResult<Option<Invite>>;
+    /// Stores a session (the store may forget it once it expired).
+    async fn put_session(&self, session: &Session) -> StoreResult<()>;
+    /// The session of that token hash, expired or not.
+    async fn get_session(&self, token_hash: &str) -> StoreResult<Option<Session>>;
+    /// Moves a session's expiry (it was used).
+    async fn touch_session(&self, token_hash: &str, expires_at: DateTime<Utc>) -> StoreResult<()>;
+    /// Ends a session.
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+    /// Counts a failed sign-in against `subject` (an account or an address): within `window`
+    /// of the window's first failure the count grows, after it a new window starts at `now`.
+    /// The failures in the window and when it started.
+    async fn count_login_failure(
+        &self,
+        subject: &str,
+        now: DateTime<Utc>,
+        window: TimeDelta,
+    ) -> StoreResult<(u32, DateTime<Utc>)>;
+    /// The failed sign-ins against `subject` in its window still open at `now`, and when it
+    /// started; none when no window is open.
+    async fn login_failures(
+        &self,
+        subject: &str,
+        now: DateTime<Utc>,
+        window: TimeDelta,
+    ) -> StoreResult<Option<(u32, DateTime<Utc>)>>;
 }
 
 /// Tenant carrier credentials (encrypted at rest / Secrets Manager).
@@ -239,7 +292,59 @@ pub trait MessageStore: Send + Sync {
         tenant: &TenantId,
         limit: usize,
         cursor: Option<&str>,
+    ) -> StoreResult<Page<Conversation>> {
+        self.find_conversations(tenant, &ConversationFilter::default(), limit, cursor)
+            .await
+    }
+
+    /// The tenant's conversations that pass `filter`, newest activity first.
+    async fn find_conversations(
+        &self,
+        tenant: &TenantId,
+        filter: &ConversationFilter,
+        limit: usize,
+        cursor: Option<&str>,
     ) -> StoreResult<Page<Conversation>>;
+
+    /// Sets a conversation's status and, when `assignee` is given, its assignee (`Some(None)`
+    /// unassigns); `None` when the tenant has no such conversation.
+    async fn update_conversation(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        status: Option<ConversationStatus>,
+        assignee: Option<Option<Assignee>>,
+    ) -> StoreResult<Option<Conversation>>;
+
+    /// Adds a private note to a conversation's timeline.
+    async fn add_note(&self, tenant: &TenantId, note: &Note) -> StoreResult<()>;
+
+    /// A conversation's notes written after `after` and at or before `until` (either
+    /// unbounded when unset), newest first.
+    async fn list_notes(
+        &self,
+        tenant: &TenantId,
+        conversation: Uuid,
+        after: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> StoreResult<Vec<Note>>;
+
+    /// Appends an entry to the tenant's audit log, kept until `expires_at`.
+    async fn append_audit(
+        &self,
+        tenant: &TenantId,
+        entry: &AuditEntry,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// The tenant's audit entries that pass `query`, newest first.
+    async fn list_audit(
+        &self,
+        tenant: &TenantId,
+        query: &AuditQuery,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<AuditEntry>>;
 
     /// A conversation of the tenant's.
     async fn get_conversation(
@@ -436,7 +541,9 @@ pub trait Queue: Send + Sync {
 /// What dashboards are told, as the contract's WebSocket frames.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushEvent {
-    /// `message.received`, `message.status` or `conversation.updated`.
+    /// `message.received`, `message.status`, `conversation.updated`,
+    /// `conversation.assigned`, `conversation.status`, `note.created`, or presence
+    /// (`conversation.viewing`, `conversation.typing`).
     #[serde(rename = "type")]
     pub kind: String,
     /// The tenant.
@@ -446,11 +553,42 @@ pub struct PushEvent {
     /// The message, for message events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<Message>,
-    /// The conversation, for `conversation.updated`.
+    /// The conversation, for conversation events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conversation: Option<Conversation>,
+    /// The note, for `note.created`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<Note>,
+    /// Who is viewing or typing, for presence events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<PresenceUser>,
     /// When.
     pub at: DateTime<Utc>,
+}
+
+/// A dashboard's user as presence events name them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceUser {
+    /// The user's (or API key's) id.
+    pub id: String,
+    /// Their name.
+    pub name: String,
+}
+
+impl PushEvent {
+    /// An event of `kind` about a conversation, with nothing attached yet.
+    pub fn about(kind: &str, tenant: &TenantId, conversation_id: Uuid) -> PushEvent {
+        PushEvent {
+            kind: kind.into(),
+            tenant_id: tenant.clone(),
+            conversation_id,
+            message: None,
+            conversation: None,
+            note: None,
+            user: None,
+            at: chrono::Utc::now(),
+        }
+    }
 }
 
 /// Objects handed out through short-lived signed URLs: media too large to pass through a
@@ -486,6 +624,7 @@ pub trait Push: Send + Sync {
         failed.map_or(Ok(()), Err)
     }
 
-    /// Closes every dashboard connection opened with the tenant's key `key_id` (revoked).
+    /// Closes every dashboard connection opened with the tenant's key `key_id` (revoked), or
+    /// by a user when `key_id` is `user:<id>` (disabled).
     async fn disconnect_api_key(&self, tenant: &TenantId, key_id: &str) -> StoreResult<()>;
 }

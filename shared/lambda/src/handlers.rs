@@ -11,9 +11,10 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMe
 use chrono::Utc;
 use futures::future::join_all;
 use lambda_runtime::{Context, LambdaEvent};
-use omni_core::ports::Job;
+use omni_core::ports::{Job, PresenceUser};
 use omni_core::providers::signal::SignalAdapter;
 use omni_core::service::{JobError, ServiceError};
+use omni_core::team::Permission;
 use serde::Serialize;
 use tracing::{error, info, warn};
 
@@ -235,6 +236,33 @@ fn internal(e: ServiceError) -> Error {
     "internal error".into()
 }
 
+/// A dashboard's frame (`$default`): presence is relayed to the tenant's other dashboards;
+/// anything else is a ping, answered `{"type":"pong"}`.
+async fn ws_message(
+    omni: &Omni,
+    connection: &str,
+    body: &str,
+) -> Result<ApiGatewayProxyResponse, Error> {
+    let Some((tenant, user)) = omni
+        .backend
+        .connection_user(connection)
+        .await
+        .map_err(|e| internal(e.into()))?
+    else {
+        return Ok(ws_response(200, r#"{"type":"pong"}"#));
+    };
+    match omni_api::ws::presence(body, &tenant, &user) {
+        Some(event) => {
+            omni.presence
+                .relay(connection, &event)
+                .await
+                .map_err(|e| internal(e.into()))?;
+            Ok(ws_response(200, ""))
+        }
+        None => Ok(ws_response(200, r#"{"type":"pong"}"#)),
+    }
+}
+
 fn ws_response(status: i64, body: &str) -> ApiGatewayProxyResponse {
     let mut response = ApiGatewayProxyResponse::default();
     response.status_code = status;
@@ -254,7 +282,7 @@ pub async fn ws_connect(
         return Ok(ws_response(400, r#"{"error":"no connection id"}"#));
     };
     if context.route_key.as_deref() != Some("$connect") {
-        return Ok(ws_response(200, r#"{"type":"pong"}"#));
+        return ws_message(omni, connection, request.body.as_deref().unwrap_or("")).await;
     }
     let token = request.query_string_parameters.first("token").unwrap_or("");
     let client = context
@@ -262,8 +290,8 @@ pub async fn ws_connect(
         .source_ip
         .as_deref()
         .and_then(|ip| ip.parse().ok());
-    let owner = match omni.services.authenticate_key(token, client).await {
-        Ok(owner) => owner,
+    let caller = match omni.services.authenticate_caller(token, client).await {
+        Ok(caller) => caller,
         Err(ServiceError::Unauthorized) => {
             return Ok(ws_response(
                 401,
@@ -278,11 +306,22 @@ pub async fn ws_connect(
         }
         Err(e) => return Err(internal(e)),
     };
+    if caller.require(Permission::ConversationsRead).is_err() {
+        return Ok(ws_response(
+            403,
+            r#"{"error":"forbidden: this needs the conversations.read permission","code":"forbidden"}"#,
+        ));
+    }
+    let (tenant, owner) = (&caller.tenant, caller.connection_owner());
+    let user = PresenceUser {
+        id: caller.actor.id.clone(),
+        name: caller.actor.name.clone(),
+    };
     // Counted from the table: every ws-connect instance sees the same connections. Two
     // connections racing past the last place may both get in; the next is refused.
     let (open, of_key) = omni
         .backend
-        .connection_counts(&owner.tenant, &owner.key_id)
+        .connection_counts(tenant, &owner)
         .await
         .map_err(|e| internal(e.into()))?;
     if open >= omni.ws_limits.per_tenant || of_key >= omni.ws_limits.per_key {
@@ -292,10 +331,10 @@ pub async fn ws_connect(
         ));
     }
     omni.backend
-        .add_connection(&owner.tenant, &owner.key_id, connection)
+        .add_connection(tenant, &owner, &user, connection)
         .await
         .map_err(|e| internal(e.into()))?;
-    info!(tenant_id = %owner.tenant, key_id = %owner.key_id, connection, "dashboard connected");
+    info!(tenant_id = %tenant, owner, connection, "dashboard connected");
     Ok(ws_response(200, ""))
 }
 

@@ -72,6 +72,8 @@ pub struct Omni {
     pub backend: AwsBackend,
     /// Dashboard caps per key and per tenant (`ws-connect`).
     pub ws_limits: omni_api::ws::WsLimits,
+    /// The push that relays dashboards' presence to each other (`ws-connect`'s `$default`).
+    pub presence: Arc<ApiGatewayPush>,
     admin_token: Secret,
     /// The carrier HTTP timeout: a queue consumer starts no carrier call that could not
     /// finish before its invocation's deadline.
@@ -128,10 +130,11 @@ impl Omni {
         let http = http_client(carrier_timeout);
         let services = Services {
             tenants: Arc::new(backend.clone()),
+            team: Arc::new(backend.clone()),
             secrets: Arc::new(backend.clone()),
             messages: Arc::new(backend.clone()),
             queue: Arc::new(backend.clone()),
-            push,
+            push: push.clone(),
             providers: ProviderRegistry::new(http.clone(), &config.service.endpoints(), false),
             platform: platform_credentials()?,
             // Whitespace alone is unset, never a base URL of its own.
@@ -153,6 +156,7 @@ impl Omni {
             services,
             backend,
             ws_limits: config.service.ws_limits(),
+            presence: push,
             admin_token,
             carrier_timeout,
         })

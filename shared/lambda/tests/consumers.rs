@@ -83,6 +83,7 @@ async fn queue_message(w: &World) -> Uuid {
         subject: None,
         idempotency_key: None,
         at: Utc::now(),
+        sent_by: None,
     };
     w.backend
         .create_outbound(&tenant(), &message)
@@ -208,7 +209,15 @@ async fn a_record_running_into_the_deadline_is_reported_failed() {
     .await
     .unwrap();
     w.backend
-        .add_connection(&tenant(), "key_consumers", "Dashboard1=")
+        .add_connection(
+            &tenant(),
+            "key_consumers",
+            &omni_core::ports::PresenceUser {
+                id: "key_consumers".into(),
+                name: "Dashboard".into(),
+            },
+            "Dashboard1=",
+        )
         .await
         .unwrap();
     twilio_messages()

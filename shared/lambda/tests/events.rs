@@ -624,11 +624,27 @@ async fn revoking_a_key_stops_it_and_deletes_its_connections() {
         .mount(&w._management)
         .await;
     w.backend
-        .add_connection(&tenant(), "key_events", "dash-revoked")
+        .add_connection(
+            &tenant(),
+            "key_events",
+            &omni_core::ports::PresenceUser {
+                id: "key_events".into(),
+                name: "Dashboard".into(),
+            },
+            "dash-revoked",
+        )
         .await
         .unwrap();
     w.backend
-        .add_connection(&tenant(), "key_other", "dash-kept")
+        .add_connection(
+            &tenant(),
+            "key_other",
+            &omni_core::ports::PresenceUser {
+                id: "key_other".into(),
+                name: "Dashboard".into(),
+            },
+            "dash-kept",
+        )
         .await
         .unwrap();
     let hash = omni_core::service::hash_api_key(API_KEY);
@@ -838,7 +854,15 @@ async fn ws_connect_refuses_past_the_key_and_tenant_caps() {
     assert_eq!(w.backend.connections(&tenant()).await.unwrap().len(), 2);
     // Another key of the tenant's gets the tenant's last place, and no more.
     w.backend
-        .add_connection(&tenant(), "key_other", "Other1=")
+        .add_connection(
+            &tenant(),
+            "key_other",
+            &omni_core::ports::PresenceUser {
+                id: "key_other".into(),
+                name: "Dashboard".into(),
+            },
+            "Other1=",
+        )
         .await
         .unwrap();
     w.backend.remove_connection("Dash2=").await.unwrap();

@@ -254,6 +254,7 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
         prefix: Some(API_KEY[..12].into()),
         created_at: Some(Utc::now()),
         last_used_at: None,
+        role: omni_core::team::Role::Admin,
     };
     b.put_api_key(&t, &key, &hash_api_key(API_KEY))
         .await
@@ -271,6 +272,7 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
         subject: None,
         idempotency_key: None,
         at,
+        sent_by: None,
     };
     b.create_outbound(&t, &outbound(Uuid::parse_str(QUEUED_MESSAGE).unwrap(), now))
         .await

@@ -25,6 +25,7 @@ mod key;
 mod messages;
 mod parts;
 mod queue;
+mod team;
 mod tenants;
 
 pub use key::{MasterKey, MASTER_KEY_ENV};

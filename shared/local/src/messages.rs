@@ -9,7 +9,8 @@ use omni_core::domain::{
     TenantId,
 };
 use omni_core::model::{
-    Conversation, DeliveryClaim, Failover, LastMessage, Message, NewOutbound, Page, StatusApplied,
+    Assignee, AuditEntry, AuditQuery, Conversation, ConversationFilter, ConversationStatus,
+    DeliveryClaim, Failover, LastMessage, Message, NewOutbound, Note, Page, StatusApplied,
     StatusEvent,
 };
 use omni_core::ports::{FlushedPart, MessageStore, PartOutcome, StoreError, StoreResult};
@@ -21,12 +22,13 @@ use crate::SqliteBackend;
 
 const MESSAGE_COLS: &str = "id, tenant_id, conversation_id, direction, channel, from_number, \
     to_number, body, media, status, provider, provider_message_id, error_code, error_message, \
-    starred, created_at, updated_at, events, template, subject";
+    starred, created_at, updated_at, events, template, subject, sent_by";
 
 /// The opt-out list is joined in so every conversation read reports it.
 const CONVERSATION_SELECT: &str = "SELECT c.id, c.tenant_id, c.channel, c.contact, \
     c.tenant_number, c.unread_count, c.starred_count, c.last_message_id, c.last_message_body, \
-    c.last_message_direction, c.last_message_at, o.contact IS NOT NULL \
+    c.last_message_direction, c.last_message_at, o.contact IS NOT NULL, c.status, \
+    c.assignee_id, c.assignee_name \
     FROM conversations c \
     LEFT JOIN opt_outs o ON o.tenant_id = c.tenant_id AND o.contact = c.contact";
 
@@ -79,6 +81,9 @@ fn message_row(row: &Row) -> StoreResult<Message> {
         created_at: parse_ts(&text(15)?)?,
         updated_at: parse_ts(&text(16)?)?,
         events,
+        sent_by: opt(20)?
+            .map(|a| serde_json::from_str(&a).map_err(|_| corrupt("sent_by")))
+            .transpose()?,
     })
 }
 
@@ -106,6 +111,14 @@ fn conversation_row(row: &Row) -> StoreResult<Conversation> {
         last_message,
         last_message_at: last_at,
         opted_out: row.get(11).map_err(db)?,
+        status: parse(&text(12)?, "status")?,
+        assignee: match (opt(13)?, opt(14)?) {
+            (Some(id), Some(name)) => Some(Assignee {
+                id: uuid(&id)?,
+                name,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -226,9 +239,9 @@ fn insert_message(
         "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, from_number,
              to_number, body, media, status, provider, provider_message_id, error_code,
              error_message, starred, created_at, updated_at, events, idempotency_key, template,
-             subject)
+             subject, sent_by)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-             ?18, ?19, ?20, ?21)",
+             ?18, ?19, ?20, ?21, ?22)",
         params![
             message.id.to_string(),
             tenant.as_str(),
@@ -251,6 +264,7 @@ fn insert_message(
             idempotency_key,
             message.template.as_ref().map(json).transpose()?,
             message.subject,
+            message.sent_by.as_ref().map(json).transpose()?,
         ],
     )
     .map_err(db)?;
@@ -363,8 +377,10 @@ impl MessageStore for SqliteBackend {
             let conversation = upsert_conversation(tx, &tenant, m.channel, &m.from, &m.to)?;
             let message = Message::received(&tenant, &m, conversation);
             insert_message(tx, &message, None)?;
+            // A new message from the contact opens a resolved conversation again.
             tx.exec(
-                "UPDATE conversations SET unread_count = unread_count + 1 WHERE id = ?1",
+                "UPDATE conversations SET unread_count = unread_count + 1, status = 'open'
+                 WHERE id = ?1",
                 [conversation.to_string()],
             )
             .map_err(db)?;
@@ -581,44 +597,241 @@ impl MessageStore for SqliteBackend {
         self.read(move |conn| get_message(conn, &tenant, id)).await
     }
 
-    async fn list_conversations(
+    async fn find_conversations(
         &self,
         tenant: &TenantId,
+        filter: &ConversationFilter,
         limit: usize,
         cursor: Option<&str>,
     ) -> StoreResult<Page<Conversation>> {
-        let tenant = tenant.clone();
+        let (tenant, filter) = (tenant.clone(), filter.clone());
         let after_key = cursor.map(decode_cursor).transpose()?;
         let limit = page_size(limit);
         self.read(move |conn| {
             // A conversation always has a message, but the column is nullable: sort missing
             // times as the oldest so paging stays total.
             let order_key = "COALESCE(c.last_message_at, '')";
-            let fetch = (limit + 1) as i64;
-            let items = match after_key {
-                None => collect(
-                    conn,
-                    &format!(
-                        "{CONVERSATION_SELECT} WHERE c.tenant_id = ?1
-                         ORDER BY {order_key} DESC, c.id DESC LIMIT ?2"
-                    ),
-                    &[&tenant.as_str(), &fetch],
-                    conversation_row,
-                )?,
-                Some((key, id)) => collect(
-                    conn,
-                    &format!(
-                        "{CONVERSATION_SELECT} WHERE c.tenant_id = ?1
-                             AND ({order_key} < ?2 OR ({order_key} = ?2 AND c.id < ?3))
-                         ORDER BY {order_key} DESC, c.id DESC LIMIT ?4"
-                    ),
-                    &[&tenant.as_str(), &key, &id.to_string(), &fetch],
-                    conversation_row,
-                )?,
-            };
+            let mut sql = format!("{CONVERSATION_SELECT} WHERE c.tenant_id = :tenant");
+            let mut args: Vec<(&str, Box<dyn ToSql>)> =
+                vec![(":tenant", Box::new(tenant.as_str().to_owned()))];
+            if let Some(status) = filter.status {
+                sql.push_str(" AND c.status = :status");
+                args.push((":status", Box::new(status.as_str())));
+            }
+            match filter.assignee {
+                Some(Some(user)) => {
+                    sql.push_str(" AND c.assignee_id = :assignee");
+                    args.push((":assignee", Box::new(user.to_string())));
+                }
+                Some(None) => sql.push_str(" AND c.assignee_id IS NULL"),
+                None => {}
+            }
+            if let Some(channel) = filter.channel {
+                sql.push_str(" AND c.channel = :channel");
+                args.push((":channel", Box::new(channel.thread().as_str())));
+            }
+            if let Some(q) = &filter.q {
+                let escaped = q
+                    .to_lowercase()
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_");
+                sql.push_str(
+                    " AND (lower(c.contact) LIKE :q ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m
+                         WHERE m.tenant_id = c.tenant_id AND m.conversation_id = c.id
+                         AND lower(m.body) LIKE :q ESCAPE '\\'))",
+                );
+                args.push((":q", Box::new(format!("%{escaped}%"))));
+            }
+            if let Some((key, id)) = after_key {
+                sql.push_str(&format!(
+                    " AND ({order_key} < :after OR ({order_key} = :after AND c.id < :after_id))"
+                ));
+                args.push((":after", Box::new(key)));
+                args.push((":after_id", Box::new(id.to_string())));
+            }
+            sql.push_str(&format!(
+                " ORDER BY {order_key} DESC, c.id DESC LIMIT :limit"
+            ));
+            args.push((":limit", Box::new((limit + 1) as i64)));
+            let named: Vec<(&str, &dyn ToSql)> =
+                args.iter().map(|(name, v)| (*name, v.as_ref())).collect();
+            let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+            let mut rows = stmt.query(named.as_slice()).map_err(db)?;
+            let mut items = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                items.push(conversation_row(row)?);
+            }
             Ok(page(items, limit, |c| {
                 (c.last_message_at.map(ts).unwrap_or_default(), c.id)
             }))
+        })
+        .await
+    }
+
+    async fn update_conversation(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        status: Option<ConversationStatus>,
+        assignee: Option<Option<Assignee>>,
+    ) -> StoreResult<Option<Conversation>> {
+        let tenant = tenant.clone();
+        self.write(move |tx| {
+            if let Some(status) = status {
+                tx.exec(
+                    "UPDATE conversations SET status = ?3 WHERE tenant_id = ?1 AND id = ?2",
+                    params![tenant.as_str(), id.to_string(), status.as_str()],
+                )
+                .map_err(db)?;
+            }
+            if let Some(assignee) = assignee {
+                tx.exec(
+                    "UPDATE conversations SET assignee_id = ?3, assignee_name = ?4
+                     WHERE tenant_id = ?1 AND id = ?2",
+                    params![
+                        tenant.as_str(),
+                        id.to_string(),
+                        assignee.as_ref().map(|a| a.id.to_string()),
+                        assignee.as_ref().map(|a| a.name.clone())
+                    ],
+                )
+                .map_err(db)?;
+            }
+            get_conversation(tx, &tenant, id)
+        })
+        .await
+    }
+
+    async fn add_note(&self, tenant: &TenantId, note: &Note) -> StoreResult<()> {
+        let (tenant, note) = (tenant.clone(), note.clone());
+        self.write(move |tx| {
+            tx.exec(
+                "INSERT INTO notes (id, tenant_id, conversation_id, body, author, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    note.id.to_string(),
+                    tenant.as_str(),
+                    note.conversation_id.to_string(),
+                    note.body,
+                    json(&note.author)?,
+                    ts(note.created_at)
+                ],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_notes(
+        &self,
+        tenant: &TenantId,
+        conversation: Uuid,
+        after: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> StoreResult<Vec<Note>> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, body, author, created_at FROM notes
+                     WHERE tenant_id = ?1 AND conversation_id = ?2
+                         AND (?3 IS NULL OR created_at > ?3) AND (?4 IS NULL OR created_at <= ?4)
+                     ORDER BY created_at DESC, id DESC",
+                )
+                .map_err(db)?;
+            let mut rows = stmt
+                .query(params![
+                    tenant.as_str(),
+                    conversation.to_string(),
+                    after.map(ts),
+                    until.map(ts)
+                ])
+                .map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                let text = |i| row.get::<_, String>(i).map_err(db);
+                out.push(Note {
+                    id: uuid(&text(0)?)?,
+                    conversation_id: conversation,
+                    body: text(1)?,
+                    author: serde_json::from_str(&text(2)?).map_err(|_| corrupt("author"))?,
+                    created_at: parse_ts(&text(3)?)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn append_audit(
+        &self,
+        tenant: &TenantId,
+        entry: &AuditEntry,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (tenant, entry) = (tenant.clone(), entry.clone());
+        self.write(move |tx| {
+            tx.exec(
+                "INSERT INTO audit_log (id, tenant_id, at, actor_id, action, entry, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    entry.id.to_string(),
+                    tenant.as_str(),
+                    ts(entry.at),
+                    entry.actor.id,
+                    entry.action,
+                    json(&entry)?,
+                    ts(expires_at)
+                ],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_audit(
+        &self,
+        tenant: &TenantId,
+        query: &AuditQuery,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<AuditEntry>> {
+        let (tenant, query) = (tenant.clone(), query.clone());
+        let after_key = cursor.map(decode_cursor).transpose()?;
+        let limit = page_size(limit);
+        self.read(move |conn| {
+            let (after_at, after_id) = after_key.unzip();
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT entry FROM audit_log
+                     WHERE tenant_id = ?1
+                         AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3)
+                         AND (?4 IS NULL OR actor_id = ?4) AND (?5 IS NULL OR action = ?5)
+                         AND (?6 IS NULL OR at < ?6 OR (at = ?6 AND id < ?7))
+                     ORDER BY at DESC, id DESC LIMIT ?8",
+                )
+                .map_err(db)?;
+            let mut rows = stmt
+                .query(params![
+                    tenant.as_str(),
+                    query.since.map(ts),
+                    query.until.map(ts),
+                    query.actor,
+                    query.action,
+                    after_at,
+                    after_id.map(|id| id.to_string()),
+                    (limit + 1) as i64
+                ])
+                .map_err(db)?;
+            let mut items = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                let entry: String = row.get(0).map_err(db)?;
+                items.push(serde_json::from_str(&entry).map_err(|_| corrupt("audit entry"))?);
+            }
+            Ok(page(items, limit, |e: &AuditEntry| (ts(e.at), e.id)))
         })
         .await
     }
@@ -782,6 +995,15 @@ impl MessageStore for SqliteBackend {
             tx.execute(
                 "DELETE FROM message_parts WHERE expires_at <= ?1",
                 [ts(now)],
+            )
+            .map_err(db)?;
+            // So do audit entries past the audit retention.
+            tx.execute("DELETE FROM audit_log WHERE expires_at <= ?1", [ts(now)])
+                .map_err(db)?;
+            // And failed sign-ins a day old: no lockout window is that long.
+            tx.execute(
+                "DELETE FROM login_failures WHERE window_start <= ?1",
+                [ts(now - chrono::TimeDelta::days(1))],
             )
             .map_err(db)?;
             Ok(n as u64)

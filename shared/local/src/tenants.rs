@@ -200,15 +200,17 @@ impl TenantStore for SqliteBackend {
                 Some(_) => Ok(()),
                 None => {
                     tx.exec(
-                        "INSERT INTO api_keys (key_hash, tenant_id, key_id, created_at, name, prefix)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        "INSERT INTO api_keys (key_hash, tenant_id, key_id, created_at, name, prefix,
+                             role)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                         params![
                             key_hash,
                             tenant.as_str(),
                             key.id,
                             ts(key.created_at.unwrap_or_else(Utc::now)),
                             key.name,
-                            key.prefix
+                            key.prefix,
+                            key.role.as_str()
                         ],
                     )
                     .map_err(db)?;
@@ -222,19 +224,21 @@ impl TenantStore for SqliteBackend {
     async fn tenant_for_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyOwner>> {
         let key_hash = key_hash.to_owned();
         self.read(move |conn| {
-            let owner: Option<(String, String)> = conn
+            let owner: Option<(String, String, Option<String>, String)> = conn
                 .row(
-                    "SELECT tenant_id, key_id FROM api_keys WHERE key_hash = ?1",
+                    "SELECT tenant_id, key_id, name, role FROM api_keys WHERE key_hash = ?1",
                     [&key_hash],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()
                 .map_err(db)?;
             owner
-                .map(|(t, key_id)| {
+                .map(|(t, key_id, name, role)| {
                     Ok(ApiKeyOwner {
                         tenant: TenantId::parse(&t).map_err(|_| corrupt("tenant id"))?,
                         key_id,
+                        name,
+                        role: parse(&role, "role")?,
                     })
                 })
                 .transpose()
@@ -267,7 +271,7 @@ impl TenantStore for SqliteBackend {
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT key_id, name, prefix, created_at, last_used_at FROM api_keys
+                    "SELECT key_id, name, prefix, created_at, last_used_at, role FROM api_keys
                      WHERE tenant_id = ?1 ORDER BY created_at, key_id",
                 )
                 .map_err(db)?;
@@ -282,6 +286,7 @@ impl TenantStore for SqliteBackend {
                     prefix: row.get(2).map_err(db)?,
                     created_at: Some(parse_ts(&created)?),
                     last_used_at: used.as_deref().map(parse_ts).transpose()?,
+                    role: parse(&row.get::<_, String>(5).map_err(db)?, "role")?,
                 });
             }
             Ok(out)

@@ -116,6 +116,7 @@ async fn data_survives_reopening_the_file() {
         subject: None,
         idempotency_key: Some("k".into()),
         at: Utc::now(),
+        sent_by: None,
     };
     let message = {
         let b = SqliteBackend::open(&path, key.clone()).unwrap();
@@ -331,6 +332,7 @@ async fn a_message_with_a_pending_deliver_job_is_not_stranded() {
                 subject: None,
                 idempotency_key: None,
                 at: old,
+                sent_by: None,
             },
         )
         .await

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use super::{hash_api_key, AuthScope, ServiceError, Services, API_KEY_PREFIX};
 use crate::domain::TenantId;
 use crate::model::{ApiKeyInfo, ApiKeyOwner};
+use crate::team::Role;
 
 /// Characters of a key kept and listed: `omk_` and 8 hex digits (32 of its 192 random bits)
 /// recognise a leaked key without helping anyone guess it.
@@ -100,11 +101,12 @@ impl Services {
         Ok(owner)
     }
 
-    /// Issues an API key for a tenant; only its hash and prefix are stored.
+    /// Issues an API key with `role` for a tenant; only its hash and prefix are stored.
     pub async fn issue_api_key(
         &self,
         tenant: &TenantId,
         name: Option<String>,
+        role: Role,
     ) -> Result<IssuedKey, ServiceError> {
         let mut bytes = [0u8; 24];
         rand::thread_rng().fill(&mut bytes);
@@ -115,6 +117,7 @@ impl Services {
             prefix: Some(key[..PREFIX_CHARS].to_string()),
             created_at: Some(Utc::now()),
             last_used_at: None,
+            role,
         };
         self.tenants
             .put_api_key(tenant, &info, &hash_api_key(&key))

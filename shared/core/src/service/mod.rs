@@ -13,17 +13,22 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 
 use crate::domain::{DomainError, ProviderKind, TenantId};
-use crate::ports::{MediaStore, MessageStore, Push, Queue, SecretStore, StoreError, TenantStore};
+use crate::ports::{
+    MediaStore, MessageStore, Push, Queue, SecretStore, StoreError, TeamStore, TenantStore,
+};
 use crate::providers::{Credentials, ProviderRegistry};
+use crate::team::Permission;
 
 mod breaker;
 mod delivery;
+mod desk;
 mod inbound;
 mod keys;
 mod keywords;
 mod media;
 mod outbound;
 mod ses_sns;
+mod team;
 mod throttle;
 mod updater;
 
@@ -33,6 +38,10 @@ pub use keys::{ApiKeyUsage, IssuedKey};
 pub use keywords::Keyword;
 pub use media::MediaDownload;
 pub use outbound::SendRequest;
+pub use team::{
+    normalize_email, Caller, Credential, LoginLockout, SignedIn, UserChange, INVITE_PREFIX,
+    INVITE_TTL, MIN_PASSWORD_CHARS, SESSION_IDLE, SESSION_PREFIX,
+};
 pub use throttle::{AuthScope, AuthThrottle, AuthThrottlePolicy};
 pub use updater::JobError;
 
@@ -54,6 +63,12 @@ pub enum ServiceError {
     /// No valid credential.
     #[error("a valid API key or token is required")]
     Unauthorized,
+    /// A sign-in with an unknown e-mail or a wrong password (the same answer for both).
+    #[error("the e-mail or password is wrong")]
+    InvalidCredentials,
+    /// The caller's role lacks the permission.
+    #[error("forbidden: this needs the {0} permission")]
+    Forbidden(Permission),
     /// The webhook's signature or secret does not match.
     #[error("webhook signature is invalid")]
     InvalidSignature,
@@ -171,6 +186,10 @@ pub struct ServiceSettings {
     pub split_message_wait: Duration,
     /// How repeated authentication failures from one address are slowed and locked out.
     pub auth_throttle: AuthThrottlePolicy,
+    /// How failed sign-ins lock an account or an address out.
+    pub login_lockout: LoginLockout,
+    /// How long audit entries are kept.
+    pub audit_retention: Duration,
 }
 
 /// A per-tenant token bucket on `POST /v1/messages`: `burst` sends at once, refilled at
@@ -206,6 +225,8 @@ impl Default for ServiceSettings {
             send_rate: SendRateLimit::default(),
             split_message_wait: Duration::from_secs(10),
             auth_throttle: AuthThrottlePolicy::default(),
+            login_lockout: LoginLockout::default(),
+            audit_retention: Duration::from_secs(365 * 24 * 3600),
         }
     }
 }
@@ -215,6 +236,8 @@ impl Default for ServiceSettings {
 pub struct Services {
     /// Tenants, numbers, API keys.
     pub tenants: Arc<dyn TenantStore>,
+    /// Users, invites, sessions.
+    pub team: Arc<dyn TeamStore>,
     /// Carrier credentials.
     pub secrets: Arc<dyn SecretStore>,
     /// Messages and conversations.

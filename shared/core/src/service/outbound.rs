@@ -10,6 +10,7 @@ use super::{ServiceError, Services};
 use crate::domain::{Address, Channel, EmailAddress, Media, ProviderKind, TenantId, E164};
 use crate::model::{Message, NumberRoute};
 use crate::ports::Job;
+use crate::team::Actor;
 use crate::template::Template;
 
 /// Longest text accepted (Twilio's limit; longer texts are refused, not truncated).
@@ -48,12 +49,14 @@ pub struct SendRequest {
 }
 
 impl Services {
-    /// Validates and queues an outbound message; returns it and whether it is new.
+    /// Validates and queues an outbound message sent by `sent_by`; returns it and whether it
+    /// is new.
     #[instrument(skip_all, fields(tenant_id = %tenant, channel = %request.channel))]
     pub async fn send_message(
         &self,
         tenant: &TenantId,
         request: SendRequest,
+        sent_by: Actor,
     ) -> Result<(Message, bool), ServiceError> {
         let (tenant_record, numbers) = self
             .tenants
@@ -145,6 +148,7 @@ impl Services {
             subject,
             idempotency_key: request.idempotency_key,
             at: Utc::now(),
+            sent_by: Some(sent_by),
         };
         // Refused there when the recipient opted out (the store reads the opt-out with the
         // conversation).

@@ -49,7 +49,7 @@ const MAX_TRACKED: usize = 65_536;
 pub enum AuthScope {
     /// `/v1/admin/*`.
     Admin,
-    /// A tenant API key (the API and the WebSocket).
+    /// A tenant API key or session token (the API and the WebSocket).
     ApiKey,
     /// A webhook of this carrier for this tenant.
     Webhook(ProviderKind, TenantId),

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use tracing::{info, instrument, warn};
 
 use super::keywords::Keyword;
@@ -12,6 +11,7 @@ use super::{ServiceError, Services};
 use crate::domain::{InboundMessage, StatusUpdate, TenantId, WebhookEvent};
 use crate::model::{Conversation, Message, StatusApplied};
 use crate::ports::{Job, PushEvent};
+use crate::team::{Actor, ActorType};
 
 /// Why a job did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +117,12 @@ impl Services {
                     // One help reply per inbound message, however often it is redelivered.
                     idempotency_key: Some(format!("help:{}", message.provider_message_id)),
                 };
-                if let Err(e) = self.send_message(tenant, reply).await {
+                let by = Actor {
+                    kind: ActorType::AutoReply,
+                    id: "help".into(),
+                    name: "HELP reply".into(),
+                };
+                if let Err(e) = self.send_message(tenant, reply, by).await {
                     warn!(error = %e, "help reply not sent");
                 }
             }
@@ -169,8 +174,12 @@ impl Services {
 
     /// Pushes `conversation.updated`.
     pub async fn push_conversation(&self, tenant: &TenantId, conversation: &Conversation) {
-        self.push_events(&[conversation_event(tenant, conversation)])
-            .await;
+        self.push_events(&[conversation_event(
+            tenant,
+            "conversation.updated",
+            conversation,
+        )])
+        .await;
     }
 
     /// Pushes a message event and then its conversation's `conversation.updated`, as one
@@ -184,12 +193,12 @@ impl Services {
     ) {
         self.push_events(&[
             message_event(tenant, kind, message),
-            conversation_event(tenant, conversation),
+            conversation_event(tenant, "conversation.updated", conversation),
         ])
         .await;
     }
 
-    async fn push_events(&self, events: &[PushEvent]) {
+    pub(super) async fn push_events(&self, events: &[PushEvent]) {
         if let Err(e) = self.push.push_all(events).await {
             warn!(error = %e, "push failed");
         }
@@ -198,22 +207,19 @@ impl Services {
 
 fn message_event(tenant: &TenantId, kind: &str, message: &Message) -> PushEvent {
     PushEvent {
-        kind: kind.into(),
-        tenant_id: tenant.clone(),
-        conversation_id: message.conversation_id,
         message: Some(message.clone()),
-        conversation: None,
-        at: Utc::now(),
+        ..PushEvent::about(kind, tenant, message.conversation_id)
     }
 }
 
-fn conversation_event(tenant: &TenantId, conversation: &Conversation) -> PushEvent {
+/// A conversation event of `kind` (`conversation.updated`, `.assigned`, `.status`).
+pub(super) fn conversation_event(
+    tenant: &TenantId,
+    kind: &str,
+    conversation: &Conversation,
+) -> PushEvent {
     PushEvent {
-        kind: "conversation.updated".into(),
-        tenant_id: tenant.clone(),
-        conversation_id: conversation.id,
-        message: None,
         conversation: Some(conversation.clone()),
-        at: Utc::now(),
+        ..PushEvent::about(kind, tenant, conversation.id)
     }
 }
