@@ -207,6 +207,7 @@ macro_rules! newer_than_last {
 /// The conversation of an inbound message, created if new, with one more unread message and
 /// that message as its last unless a newer one already is (`newer_than_last!`). Every
 /// right-hand side reads the row as it was, so the condition holds for the four columns alike.
+/// It returns the conversation as it leaves it, in [`CONVERSATION_SELECT`]'s columns.
 const UPSERT_INBOUND_CONVERSATION: &str = concat!(
     "INSERT INTO conversations (id, tenant_id, channel, contact, tenant_number, unread_count,
          last_message_id, last_message_body, last_message_direction, last_message_at)
@@ -226,13 +227,16 @@ const UPSERT_INBOUND_CONVERSATION: &str = concat!(
          last_message_at = CASE WHEN ",
     newer_than_last!(),
     " THEN excluded.last_message_at ELSE last_message_at END
-     RETURNING id"
+     RETURNING id, tenant_id, channel, contact, tenant_number, unread_count, starred_count,
+         last_message_id, last_message_body, last_message_direction, last_message_at,
+         EXISTS (SELECT 1 FROM opt_outs o
+                 WHERE o.tenant_id = conversations.tenant_id AND o.contact = conversations.contact)"
 );
 
 /// [`MessageStore::apply_inbound`] within the caller's transaction: upserts the conversation
-/// with its unread count and last message in one statement, appends the message, and reads
-/// the conversation back as dashboards are pushed it. `None` when the carrier message was
-/// applied before. Four statements: the updater runs this for every inbound message.
+/// with its unread count and last message in one statement, which returns it as dashboards
+/// are pushed it, and appends the message. `None` when the carrier message was applied
+/// before. Three statements: the updater runs this for every inbound message.
 pub(crate) fn apply_inbound(
     conn: &Connection,
     tenant: &TenantId,
@@ -251,7 +255,7 @@ pub(crate) fn apply_inbound(
         return Ok(None);
     }
     let mut message = Message::received(tenant, m, Uuid::nil());
-    let conversation: String = conn
+    let conversation = conn
         .row(
             UPSERT_INBOUND_CONVERSATION,
             params![
@@ -265,13 +269,12 @@ pub(crate) fn apply_inbound(
                 message.direction.as_str(),
                 ts(message.created_at)
             ],
-            |r| r.get(0),
+            |r| Ok(conversation_row(r)),
         )
-        .map_err(db)?;
-    message.conversation_id = uuid(&conversation)?;
+        .map_err(db)??;
+    message.conversation_id = conversation.id;
     // Stored exactly as built, so it needs no reading back.
     insert_message(conn, &message, None)?;
-    let conversation = reload_conversation(conn, tenant, message.conversation_id)?;
     Ok(Some((message, conversation)))
 }
 

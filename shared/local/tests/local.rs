@@ -488,6 +488,15 @@ async fn take_jobs_applies_plain_inbound_messages_and_leases_the_rest() {
         messages.items[0], taken.applied[1].message,
         "pushed as stored"
     );
+    assert!(!conversation.opted_out);
+
+    // The conversation returned by the apply says whether the contact opted out.
+    b.set_opt_out(&tenant, &contact, true).await.unwrap();
+    let later = inbound_job(&tenant, "SM4", &contact, &ours, "still there?");
+    b.enqueue(&later, Duration::ZERO).await.unwrap();
+    let taken = b.take_jobs(10, visibility, plain).await.unwrap();
+    assert!(taken.applied[0].conversation.opted_out);
+    assert_eq!(taken.applied[0].conversation.unread_count, 3);
 }
 
 /// A group that fails anywhere leaves the queue as it was, so the runner can lease the same
