@@ -5,13 +5,15 @@
 //! environment: `BENCH_REQUESTS` (default 20000), `BENCH_CONCURRENCY` (default 64).
 //! Requests are signed before the clock starts; the load generator shares the machine.
 //!
-//! Side by side: `BENCH_PEERS=python,node` then drives the same stream (same contacts,
-//! bodies and auth token, signed for each server's URL) through the peers of
+//! Side by side: `BENCH_PEERS=python,node,node-durable` then drives the same stream (same
+//! contacts, bodies and auth token, signed for each server's URL) through the peers of
 //! `bench/peers/` in turn, one process each as `omni serve` is, and prints a table with
-//! Omni's ratio to each. `BENCH_PYTHON` is the interpreter with the Python peer's packages
+//! Omni's ratio to each, by acknowledged webhooks/s and by the server's CPU time per webhook
+//! (user + system, from `/proc/<pid>/stat`). `BENCH_PYTHON` is the interpreter with the Python peer's packages
 //! (default `bench/peers/.venv/bin/python`), `BENCH_NODE` the Node.js binary (default
 //! `node`, with `bench/peers/node/node_modules` installed); `scripts/bench peers` sets all
-//! of it up. A peer that cannot start is reported and skipped; the others still run.
+//! of it up. `BENCH_OMNI` runs another `omni` binary than this build's (a profiling build,
+//! or another commit's for an A/B comparison). A peer that cannot start is reported and skipped; the others still run.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -47,6 +49,31 @@ fn max_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// CPU time (user + system, all threads) a process has used so far, from `/proc/<pid>/stat`
+/// (Linux); `None` once it is gone.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces: the
+    // state is field 3, utime and stime are fields 14 and 15, in clock ticks.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_secs_f64(ticks as f64 / clock_ticks_per_s()))
+}
+
+/// `sysconf(_SC_CLK_TCK)`, as `getconf` reports it (100 on Linux nearly everywhere).
+fn clock_ticks_per_s() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
 /// One server's figures for the stream.
 struct Figures {
     server: String,
@@ -54,8 +81,21 @@ struct Figures {
     p50: Duration,
     p99: Duration,
     rss_kib: Option<u64>,
-    /// For a peer, the issue's target for Omni's acknowledged/s divided by the peer's.
-    target_ratio: Option<f64>,
+    /// The server's CPU time per webhook, from the first request until all its work for the
+    /// stream was done (for Omni: applied and pushed; for a peer: acknowledged).
+    cpu_per_webhook: Option<Duration>,
+    /// Omni only: webhooks per second until the last was applied to its conversation and pushed.
+    applied_per_s: Option<f64>,
+    /// For a peer, the issue's targets: Omni's acknowledged/s divided by the peer's, and the
+    /// peer's CPU time per webhook divided by Omni's.
+    targets: Targets,
+}
+
+/// The issue's targets against one peer (none for a reference row).
+#[derive(Clone, Copy, Default)]
+struct Targets {
+    acked_ratio: Option<f64>,
+    cpu_ratio: Option<f64>,
 }
 
 /// The stream every server gets: `requests` distinct inbound SMS webhooks from 1,000
@@ -153,7 +193,9 @@ impl Figures {
             p50: percentile(latencies, 0.50),
             p99: percentile(latencies, 0.99),
             rss_kib: None,
-            target_ratio: None,
+            cpu_per_webhook: None,
+            applied_per_s: None,
+            targets: Targets::default(),
         }
     }
 }
@@ -197,6 +239,11 @@ impl Server {
     /// Peak resident memory so far (`VmHWM`), read while the process is still alive.
     fn max_rss_kib(&self) -> Option<u64> {
         max_rss_kib(self.0.id())
+    }
+
+    /// CPU time used so far (user + system, every thread).
+    fn cpu_time(&self) -> Option<Duration> {
+        cpu_time(self.0.id())
     }
 }
 
@@ -242,7 +289,11 @@ async fn main() {
 /// WebSocket, acknowledged and applied rates.
 async fn bench_omni(requests: usize, concurrency: usize) -> Figures {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_omni"));
+    // Another build of `omni` (a profiling build, or the main branch's for an A/B) may be
+    // named by BENCH_OMNI.
+    let mut command = Command::new(
+        std::env::var_os("BENCH_OMNI").unwrap_or_else(|| env!("CARGO_BIN_EXE_omni").into()),
+    );
     command
         .args(["serve"])
         .env("OMNI_ADDR", "127.0.0.1:0")
@@ -328,14 +379,17 @@ async fn bench_omni(requests: usize, concurrency: usize) -> Figures {
 
     let url = format!("{base}/webhooks/twilio");
     let signed = signed_stream(&url, requests);
+    let cpu_before = server.cpu_time();
     let started = Instant::now();
     let (acked_in, latencies, timeline) = drive(&http, &url, signed, concurrency).await;
+    let cpu_acked = server.cpu_time();
 
     let applied_at = tokio::time::timeout(Duration::from_secs(300), applied_rx)
         .await
         .expect("every message applied within 5 minutes")
         .expect("the dashboard saw every message");
     let applied_in = applied_at - started;
+    let cpu_applied = server.cpu_time();
     // Checked once, off the clock: every message is in a conversation, unread.
     assert_eq!(unread_total(&http, &base, &key).await, requests as u64);
     let rss = server.max_rss_kib();
@@ -364,12 +418,18 @@ async fn bench_omni(requests: usize, concurrency: usize) -> Figures {
         p99_by_tenth(&timeline)
     );
     println!("  WebSocket frames received: {pushed}");
+    let per_webhook = |until: Option<Duration>| Some((until? - cpu_before?) / requests as u32);
+    let (cpu_acked, cpu_applied) = (per_webhook(cpu_acked), per_webhook(cpu_applied));
     println!(
-        "  omni serve max RSS: {} MiB",
-        rss.map_or("n/a".into(), |k| format!("{:.1}", k as f64 / 1024.0))
+        "  omni serve CPU per webhook: {} until acknowledged, {} until applied",
+        micros(cpu_acked),
+        micros(cpu_applied)
     );
+    println!("  omni serve max RSS: {}", mib(rss));
     Figures {
         rss_kib: rss,
+        cpu_per_webhook: cpu_applied,
+        applied_per_s: Some(requests as f64 / applied_in.as_secs_f64()),
         ..Figures::new("omni serve", requests, acked_in, &latencies)
     }
 }
@@ -409,38 +469,61 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// A peer of `bench/peers/`: its label, how to start it, and the issue's target for Omni's
-/// acknowledged/s divided by the peer's.
-fn peer(name: &str) -> Result<(&'static str, Command, f64), String> {
+fn micros(d: Option<Duration>) -> String {
+    d.map_or("n/a".into(), |d| format!("{:.1} µs", d.as_secs_f64() * 1e6))
+}
+
+/// A peer of `bench/peers/`: its label, how to start it, and the issue's targets against it.
+fn peer(name: &str, dir: &Path) -> Result<(&'static str, Command, Targets), String> {
     let peers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/peers");
     let program =
         |var: &str, default: PathBuf| std::env::var_os(var).map_or(default, PathBuf::from);
-    let (label, program, script, target) = match name {
+    let node = || program("BENCH_NODE", "node".into());
+    let (label, program, script, targets) = match name {
         "python" => (
-            "python: twilio RequestValidator + RoomKit",
+            "python: twilio RequestValidator + RoomKit (in memory)",
             program("BENCH_PYTHON", peers.join(".venv/bin/python")),
             "python/server.py",
-            20.0,
+            Targets {
+                acked_ratio: Some(20.0),
+                cpu_ratio: Some(10.0),
+            },
         ),
         "node" => (
-            "node: twilio validateRequest + Map",
-            program("BENCH_NODE", "node".into()),
+            "node: twilio validateRequest + Map (in memory, reference)",
+            node(),
             "node/server.js",
-            5.0,
+            Targets::default(),
         ),
-        other => return Err(format!("unknown peer {other:?} (known: python, node)")),
+        "node-durable" => (
+            "node-durable: twilio validateRequest + better-sqlite3 commit (synchronous=FULL)",
+            node(),
+            "node/durable.js",
+            Targets {
+                acked_ratio: Some(5.0),
+                cpu_ratio: Some(3.0),
+            },
+        ),
+        other => {
+            return Err(format!(
+                "unknown peer {other:?} (known: python, node, node-durable)"
+            ))
+        }
     };
     let mut command = Command::new(program);
     command
         .arg(peers.join(script))
-        .env("BENCH_TWILIO_AUTH_TOKEN", TOKEN);
-    Ok((label, command, target))
+        .env("BENCH_TWILIO_AUTH_TOKEN", TOKEN)
+        .env("BENCH_PEER_DB", dir.join("peer.db"));
+    Ok((label, command, targets))
 }
 
 /// A peer's run: the same stream, signed for its URL, then a check through its `/stats`
 /// that every message landed in a conversation.
 async fn bench_peer(name: &str, requests: usize, concurrency: usize) -> Result<Figures, String> {
-    let (label, command, target) = peer(name)?;
+    // On the same disk as Omni's database (a durable peer commits there).
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let (label, command, targets) = peer(name, dir.path())?;
     let (server, base) = Server::start(command, "peer listening on ")?;
     println!("{label} at {base}");
     let http = reqwest::Client::builder()
@@ -449,7 +532,9 @@ async fn bench_peer(name: &str, requests: usize, concurrency: usize) -> Result<F
         .unwrap();
     let url = format!("{base}/webhooks/twilio");
     let signed = signed_stream(&url, requests);
+    let cpu_before = server.cpu_time();
     let (acked_in, latencies, timeline) = drive(&http, &url, signed, concurrency).await;
+    let cpu_after = server.cpu_time();
     let rss = server.max_rss_kib();
     let stats: Value = http
         .get(format!("{base}/stats"))
@@ -465,7 +550,10 @@ async fn bench_peer(name: &str, requests: usize, concurrency: usize) -> Result<F
     }
     let f = Figures {
         rss_kib: rss,
-        target_ratio: Some(target),
+        cpu_per_webhook: cpu_before
+            .zip(cpu_after)
+            .map(|(before, after)| (after - before) / requests as u32),
+        targets,
         ..Figures::new(label, requests, acked_in, &latencies)
     };
     println!("  stored: {stats}");
@@ -484,6 +572,7 @@ async fn bench_peer(name: &str, requests: usize, concurrency: usize) -> Result<F
         "  p99 by tenth of the run (ms): {}",
         p99_by_tenth(&timeline)
     );
+    println!("  CPU per webhook: {}", micros(f.cpu_per_webhook));
     println!("  max RSS: {}", mib(f.rss_kib));
     Ok(f)
 }
@@ -494,26 +583,64 @@ fn mib(kib: Option<u64>) -> String {
 
 /// The side-by-side table; `table[0]` is Omni.
 fn print_table(table: &[Figures], requests: usize, concurrency: usize) {
-    let omni_rate = table[0].acked_per_s;
+    let omni = &table[0];
     println!(
         "\nside by side: the same {requests} signed Twilio webhooks (1,000 contacts), \
          concurrency {concurrency}, one process per server\n"
     );
-    println!("| server | acknowledged/s | p50 | p99 | peak RSS | Omni's ratio (acknowledged/s) |");
-    println!("|---|---:|---:|---:|---:|---|");
+    println!(
+        "| server | acknowledged/s | p50 | p99 | CPU per webhook | peak RSS | \
+         Omni's acknowledged/s ratio | peer's CPU per webhook ÷ Omni's |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---|---|");
     for f in table {
-        let ratio = f.target_ratio.map_or(String::new(), |target| {
-            let ratio = omni_rate / f.acked_per_s;
-            let verdict = if ratio >= target { "met" } else { "NOT met" };
-            format!("{ratio:.1}x (target >= {target:.0}x: {verdict})")
-        });
+        let verdict = |ratio: f64, target: Option<f64>| match target {
+            Some(t) if ratio >= t => format!("{ratio:.1}x (target >= {t:.0}x: met)"),
+            Some(t) => format!("{ratio:.1}x (target >= {t:.0}x: NOT met)"),
+            None => format!("{ratio:.1}x"),
+        };
+        let (acked, cpu) = if std::ptr::eq(f, omni) {
+            (String::new(), String::new())
+        } else {
+            let cpu =
+                f.cpu_per_webhook
+                    .zip(omni.cpu_per_webhook)
+                    .map_or("n/a".into(), |(peer, omni)| {
+                        verdict(peer.as_secs_f64() / omni.as_secs_f64(), f.targets.cpu_ratio)
+                    });
+            (
+                verdict(omni.acked_per_s / f.acked_per_s, f.targets.acked_ratio),
+                cpu,
+            )
+        };
         println!(
-            "| {} | {:.0}/s | {:.2} ms | {:.2} ms | {} | {ratio} |",
+            "| {} | {:.0}/s | {:.2} ms | {:.2} ms | {} | {} | {acked} | {cpu} |",
             f.server,
             f.acked_per_s,
             ms(f.p50),
             ms(f.p99),
+            micros(f.cpu_per_webhook),
             mib(f.rss_kib)
         );
     }
+    let p99_target = Duration::from_millis(10);
+    if let Some(applied) = omni.applied_per_s {
+        let verdict = if applied >= 10_000.0 {
+            "met"
+        } else {
+            "NOT met"
+        };
+        println!(
+            "\nOmni applied (committed and pushed): {applied:.0}/s (target >= 10,000/s: {verdict})"
+        );
+    }
+    println!(
+        "Omni p99 at concurrency {concurrency}: {:.2} ms (target < 10 ms at concurrency 32: {})",
+        ms(omni.p99),
+        match (concurrency, omni.p99 < p99_target) {
+            (32, true) => "met",
+            (32, false) => "NOT met",
+            _ => "measured at concurrency 32 only",
+        }
+    );
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::stream::{FuturesUnordered, StreamExt};
 use omni_core::providers::signal::SignalAdapter;
 use omni_core::service::{JobError, Services};
-use omni_local::{LeasedJob, SqliteBackend};
+use omni_local::{LeasedJob, SqliteBackend, TakenJobs};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
@@ -96,9 +96,11 @@ where
     }
 }
 
-/// Keeps up to [`IN_FLIGHT`] jobs running and leases more as soon as half of them are done,
+/// Keeps up to [`IN_FLIGHT`] jobs running and takes more as soon as half of them are done,
 /// instead of waiting for a whole batch: the updater's writes then share every group commit
-/// with the webhooks arriving meanwhile.
+/// with the webhooks arriving meanwhile. Inbound messages that need nothing but their apply
+/// are applied in the transaction that takes them off the queue, as one group
+/// ([`SqliteBackend::take_jobs`]), and pushed once it commits; every other job runs alone.
 async fn run_jobs(
     backend: Arc<SqliteBackend>,
     services: Services,
@@ -113,20 +115,22 @@ async fn run_jobs(
             return;
         }
         if running.len() <= IN_FLIGHT / 2 {
-            match backend
-                .lease_jobs(IN_FLIGHT - running.len(), VISIBILITY)
-                .await
-            {
-                Ok(jobs) => {
-                    for leased in jobs {
-                        running.push(run_job(backend.clone(), services.clone(), leased));
-                    }
-                }
-                Err(e) => {
-                    error!(error = %e, "cannot lease jobs");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
+            let room = IN_FLIGHT - running.len();
+            let Some(taken) = take_jobs(&backend, room).await else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            let full = taken.applied.len() + taken.leased.len() == room;
+            for applied in taken.applied {
+                services
+                    .inbound_applied(&applied.tenant_id, &applied.message, &applied.conversation)
+                    .await;
+            }
+            for leased in taken.leased {
+                running.push(run_job(backend.clone(), services.clone(), leased));
+            }
+            if full && running.len() <= IN_FLIGHT / 2 {
+                continue; // more may be waiting: take them before sleeping
             }
         }
         if running.is_empty() {
@@ -144,6 +148,30 @@ async fn run_jobs(
             _ = running.next() => {}
             _ = notify.notified(), if room => {}
             _ = tokio::time::sleep(Duration::from_millis(100)), if room => {}
+        }
+    }
+}
+
+/// Up to `max` jobs off the queue, the plain inbound messages among them applied
+/// ([`SqliteBackend::take_jobs`]). Should that group fail, the jobs are leased one by one
+/// instead, so that each fails, is retried or is dead-lettered alone; `None` when even that
+/// fails.
+async fn take_jobs(backend: &SqliteBackend, max: usize) -> Option<TakenJobs> {
+    match backend
+        .take_jobs(max, VISIBILITY, Services::applies_alone)
+        .await
+    {
+        Ok(taken) => return Some(taken),
+        Err(e) => warn!(error = %e, "applying a group of jobs failed; running them one by one"),
+    }
+    match backend.lease_jobs(max, VISIBILITY).await {
+        Ok(leased) => Some(TakenJobs {
+            applied: Vec::new(),
+            leased,
+        }),
+        Err(e) => {
+            error!(error = %e, "cannot lease jobs");
+            None
         }
     }
 }

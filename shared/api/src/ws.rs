@@ -236,6 +236,22 @@ const PRESENCE_EVERY: Duration = Duration::from_millis(250);
 /// The presence frames a dashboard may send.
 pub const PRESENCE_TYPES: [&str; 2] = ["conversation.viewing", "conversation.typing"];
 
+/// Sends `first` and the frames already waiting behind it with one flush: a burst of events
+/// (a group of messages applied together pushes two each) is one write to the socket, not one
+/// per frame. The outbox holds at most [`CONNECTION_BUFFER`] frames, so the burst is bounded.
+async fn send_waiting(
+    sink: &mut futures::stream::SplitSink<WebSocket, WsMessage>,
+    rx: &mut mpsc::Receiver<Arc<str>>,
+    first: Arc<str>,
+) -> Result<(), axum::Error> {
+    let text = |frame: Arc<str>| WsMessage::Text(frame.as_ref().into());
+    sink.feed(text(first)).await?;
+    while let Ok(frame) = rx.try_recv() {
+        sink.feed(text(frame)).await?;
+    }
+    sink.flush().await
+}
+
 /// The WebSocket route (API Gateway's WebSocket API plays this part on AWS).
 pub fn routes(state: AppState, hub: Arc<WsHub>) -> Routes {
     Routes::default().route(
@@ -323,7 +339,7 @@ async fn serve(
         let silent_until = heard + limits.idle_timeout;
         tokio::select! {
             frame = rx.recv() => match frame {
-                Some(frame) => if sink.send(WsMessage::Text(frame.as_ref().into())).await.is_err() { break },
+                Some(frame) => if send_waiting(&mut sink, &mut rx, frame).await.is_err() { break },
                 // Only the hub drops the sender: the key was revoked.
                 None => {
                     let _ = sink.send(close(REVOKED, "API key revoked")).await;

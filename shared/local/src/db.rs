@@ -43,6 +43,11 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// Bytes of WAL file kept after a checkpoint resets it (the rest is truncated).
 const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
+/// The writer's page cache, in KiB (SQLite's default is 2 MiB). The updater touches pages
+/// all over the conversations and the messages-by-conversation index; with the default cache
+/// a busy database's working set no longer fits, and every miss is a read of the file.
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
+
 /// Prepared statements kept per connection: more than the distinct statements Omni runs, so
 /// none is parsed twice.
 const STATEMENT_CACHE: usize = 128;
@@ -127,6 +132,9 @@ impl Pool {
         writer
             .pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
             .map_err(db)?;
+        writer
+            .pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+            .map_err(db)?;
         migrate(&mut writer)?;
         let readers = (0..READERS)
             .map(|_| {
@@ -190,9 +198,34 @@ impl Pool {
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
         T: Send + 'static,
     {
+        self.submit_to_writer(f, true)
+    }
+
+    /// [`submit`](Self::submit) for a write that is a single statement: it runs without a
+    /// savepoint of its own, since SQLite undoes a failing statement by itself, and a
+    /// savepoint copies every page the write touches (the intake's two writes per webhook
+    /// are such statements). `f` may fail only before or in that statement, never after a
+    /// change: an `Err` must leave nothing written.
+    pub(crate) fn submit_statement<T, F>(&self, f: F) -> oneshot::Receiver<StoreResult<T>>
+    where
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit_to_writer(f, false)
+    }
+
+    fn submit_to_writer<T, F>(&self, f: F, savepoint: bool) -> oneshot::Receiver<StoreResult<T>>
+    where
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
         let (reply, received) = oneshot::channel();
         let work: Work = Box::new(move |conn: &Connection| {
-            let result = in_savepoint(conn, f);
+            let result = if savepoint {
+                in_savepoint(conn, f)
+            } else {
+                caught(conn, f)
+            };
             Box::new(move |committed: Result<(), &StoreError>| {
                 let _ = reply.send(match committed {
                     Ok(()) => result,
@@ -256,13 +289,18 @@ fn in_savepoint<T>(
     f: impl FnOnce(&Connection) -> StoreResult<T>,
 ) -> StoreResult<T> {
     conn.exec("SAVEPOINT omni_write", []).map_err(db)?;
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)))
-        .unwrap_or_else(|_| Err(StoreError::Backend("a write panicked".into())));
+    let result = caught(conn, f);
     if result.is_err() {
         conn.exec("ROLLBACK TO omni_write", []).map_err(db)?;
     }
     conn.exec("RELEASE omni_write", []).map_err(db)?;
     result
+}
+
+/// Runs `f`, turning a panic (which must not take the writer thread down) into an error.
+fn caught<T>(conn: &Connection, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)))
+        .unwrap_or_else(|_| Err(StoreError::Backend("a write panicked".into())))
 }
 
 /// The writer thread: takes every write waiting (up to [`MAX_BATCH`]), runs them in one
@@ -333,6 +371,11 @@ fn configure(conn: &Connection) -> StoreResult<()> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.pragma_update(None, "foreign_keys", true).map_err(db)?;
+    // Savepoints (one per write, see `Pool::submit`) copy the pages they change into a
+    // statement journal, which by default spills to a temporary file past 64 KiB: a file
+    // created, written and deleted for every large group. Kept in memory, it is a copy.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(db)?;
     Ok(())
 }
 
@@ -434,18 +477,35 @@ pub(crate) fn decode_cursor(cursor: &str) -> StoreResult<(String, Uuid)> {
 mod tests {
     use super::*;
 
+    /// A pool on a new in-memory database with one table, created by `schema`.
+    async fn pool_with(schema: &'static str) -> Pool {
+        let pool = Pool::open_in_memory().unwrap();
+        pool.submit(move |c| c.execute_batch(schema).map_err(db))
+            .await
+            .unwrap()
+            .unwrap();
+        pool
+    }
+
+    /// Every row `sql` selects, as `T`.
+    fn rows<T>(
+        pool: &Pool,
+        sql: &str,
+        row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Vec<T> {
+        pool.read(|c| {
+            let mut stmt = c.prepare(sql).map_err(db)?;
+            let rows = stmt.query_map([], row).map_err(db)?;
+            rows.collect::<Result<_, _>>().map_err(db)
+        })
+        .unwrap()
+    }
+
     /// Writes queued together commit together, but each fails alone: a failed or panicking
     /// write rolls back only its own changes, and the writer goes on.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn group_commit_isolates_each_write() {
-        let pool = Arc::new(Pool::open_in_memory().unwrap());
-        pool.submit(|c| {
-            c.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
-                .map_err(db)
-        })
-        .await
-        .unwrap()
-        .unwrap();
+        let pool = Arc::new(pool_with("CREATE TABLE t (n INTEGER PRIMARY KEY)").await);
         let writes = (0..200).map(|n: i64| {
             let pool = pool.clone();
             tokio::spawn(async move {
@@ -470,15 +530,31 @@ mod tests {
                 "write {n}: {result:?}"
             );
         }
-        let stored: Vec<i64> = pool
-            .read(|c| {
-                let mut stmt = c.prepare("SELECT n FROM t ORDER BY n").map_err(db)?;
-                let rows = stmt.query_map([], |r| r.get(0)).map_err(db)?;
-                rows.collect::<Result<_, _>>().map_err(db)
-            })
-            .unwrap();
+        let stored = rows(&pool, "SELECT n FROM t ORDER BY n", |r| r.get::<_, i64>(0));
         let expected: Vec<i64> = (0..200).filter(|n| n % 10 != 3 && n % 10 != 7).collect();
         assert_eq!(stored, expected);
+    }
+
+    /// A single-statement write has no savepoint of its own: one that fails still leaves
+    /// nothing behind, and the writes of its group commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_statement_fails_alone_without_a_savepoint() {
+        let pool = pool_with("CREATE TABLE t (n INTEGER PRIMARY KEY, m INTEGER UNIQUE)").await;
+        let insert = |n: i64, m: i64| {
+            pool.submit_statement(move |c| {
+                c.exec("INSERT INTO t (n, m) VALUES (?1, ?2)", [n, m])
+                    .map_err(db)
+            })
+        };
+        // The second passes the primary key and fails on the unique column.
+        let (first, clash, last) = (insert(1, 10), insert(2, 10), insert(3, 30));
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert!(matches!(clash.await.unwrap(), Err(StoreError::Conflict(_))));
+        assert_eq!(last.await.unwrap().unwrap(), 1);
+        let stored = rows(&pool, "SELECT n, m FROM t ORDER BY n", |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        });
+        assert_eq!(stored, vec![(1, 10), (3, 30)]);
     }
 
     async fn join_in_order<T>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {

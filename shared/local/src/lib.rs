@@ -29,7 +29,7 @@ mod team;
 mod tenants;
 
 pub use key::{MasterKey, MASTER_KEY_ENV};
-pub use queue::LeasedJob;
+pub use queue::{AppliedInbound, LeasedJob, TakenJobs};
 
 /// The SQLite backend. Cheap to clone: clones share the connections.
 #[derive(Clone)]
@@ -80,10 +80,17 @@ impl SqliteBackend {
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
         T: Send + 'static,
     {
-        self.pool
-            .submit(f)
-            .await
-            .map_err(|_| StoreError::Backend("the write was not committed".into()))?
+        committed(self.pool.submit(f)).await
+    }
+
+    /// [`write`](Self::write) of a single statement, without a savepoint of its own (see
+    /// [`db::Pool::submit_statement`]): `f` must fail only before or in that statement.
+    async fn write_statement<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        committed(self.pool.submit_statement(f)).await
     }
 
     /// Runs `f` in a read transaction on the blocking pool.
@@ -97,6 +104,13 @@ impl SqliteBackend {
             .await
             .map_err(task_failed)?
     }
+}
+
+/// A submitted write's outcome, once its group has committed (or failed).
+async fn committed<T>(reply: tokio::sync::oneshot::Receiver<StoreResult<T>>) -> StoreResult<T> {
+    reply
+        .await
+        .map_err(|_| StoreError::Backend("the write was not committed".into()))?
 }
 
 fn task_failed(e: tokio::task::JoinError) -> StoreError {

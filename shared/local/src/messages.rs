@@ -206,6 +206,93 @@ fn upsert_conversation(
     uuid(&id)
 }
 
+/// Whether the conversation's stored last message is older than the one being upserted
+/// (`excluded`): a late redelivery must not hide newer traffic; ties on time go to the larger
+/// (later v7) id.
+macro_rules! newer_than_last {
+    () => {
+        "(last_message_at IS NULL OR last_message_at < excluded.last_message_at
+            OR (last_message_at = excluded.last_message_at
+                AND last_message_id < excluded.last_message_id))"
+    };
+}
+
+/// The conversation of an inbound message, created if new or opened again if resolved, with
+/// one more unread message and that message as its last unless a newer one already is (`newer_than_last!`). Every
+/// right-hand side reads the row as it was, so the condition holds for the four columns alike.
+/// It returns the conversation as it leaves it, in [`CONVERSATION_SELECT`]'s columns.
+const UPSERT_INBOUND_CONVERSATION: &str = concat!(
+    "INSERT INTO conversations (id, tenant_id, channel, contact, tenant_number, unread_count,
+         last_message_id, last_message_body, last_message_direction, last_message_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?9)
+     ON CONFLICT (tenant_id, channel, contact) DO UPDATE SET
+         tenant_number = excluded.tenant_number,
+         unread_count = unread_count + 1,
+         status = 'open',
+         last_message_id = CASE WHEN ",
+    newer_than_last!(),
+    " THEN excluded.last_message_id ELSE last_message_id END,
+         last_message_body = CASE WHEN ",
+    newer_than_last!(),
+    " THEN excluded.last_message_body ELSE last_message_body END,
+         last_message_direction = CASE WHEN ",
+    newer_than_last!(),
+    " THEN excluded.last_message_direction ELSE last_message_direction END,
+         last_message_at = CASE WHEN ",
+    newer_than_last!(),
+    " THEN excluded.last_message_at ELSE last_message_at END
+     RETURNING id, tenant_id, channel, contact, tenant_number, unread_count, starred_count,
+         last_message_id, last_message_body, last_message_direction, last_message_at,
+         EXISTS (SELECT 1 FROM opt_outs o
+                 WHERE o.tenant_id = conversations.tenant_id AND o.contact = conversations.contact),
+         status, assignee_id, assignee_name"
+);
+
+/// [`MessageStore::apply_inbound`] within the caller's transaction: upserts the conversation
+/// with its unread count and last message in one statement, which returns it as dashboards
+/// are pushed it, and appends the message. `None` when the carrier message was applied
+/// before. Three statements: the updater runs this for every inbound message.
+pub(crate) fn apply_inbound(
+    conn: &Connection,
+    tenant: &TenantId,
+    m: &InboundMessage,
+) -> StoreResult<Option<(Message, Conversation)>> {
+    let seen = conn
+        .row(
+            "SELECT 1 FROM messages
+             WHERE tenant_id = ?1 AND provider = ?2 AND provider_message_id = ?3",
+            params![tenant.as_str(), m.provider.as_str(), m.provider_message_id],
+            |_| Ok(()),
+        )
+        .optional()
+        .map_err(db)?;
+    if seen.is_some() {
+        return Ok(None);
+    }
+    let mut message = Message::received(tenant, m, Uuid::nil());
+    let conversation = conn
+        .row(
+            UPSERT_INBOUND_CONVERSATION,
+            params![
+                Uuid::now_v7().to_string(),
+                tenant.as_str(),
+                m.channel.thread().as_str(),
+                m.from.as_str(),
+                m.to.as_str(),
+                message.id.to_string(),
+                message.body,
+                message.direction.as_str(),
+                ts(message.created_at)
+            ],
+            |r| Ok(conversation_row(r)),
+        )
+        .map_err(db)??;
+    message.conversation_id = conversation.id;
+    // Stored exactly as built, so it needs no reading back.
+    insert_message(conn, &message, None)?;
+    Ok(Some((message, conversation)))
+}
+
 /// Makes `message` the conversation's last message unless a newer one already is (a late
 /// redelivery must not hide newer traffic); ties on time go to the larger (later v7) id.
 fn set_last_message(conn: &Connection, conversation: Uuid, message: &Message) -> StoreResult<()> {
@@ -333,7 +420,7 @@ impl MessageStore for SqliteBackend {
         expires_at: DateTime<Utc>,
     ) -> StoreResult<bool> {
         let (tenant, key, body) = (tenant.clone(), dedupe_key.to_owned(), body.to_vec());
-        self.write(move |tx| {
+        self.write_statement(move |tx| {
             let n = tx
                 .exec(
                     "INSERT INTO raw_webhooks
@@ -361,35 +448,7 @@ impl MessageStore for SqliteBackend {
         message: &InboundMessage,
     ) -> StoreResult<Option<(Message, Conversation)>> {
         let (tenant, m) = (tenant.clone(), message.clone());
-        self.write(move |tx| {
-            let seen: Option<String> = tx
-                .row(
-                    "SELECT id FROM messages
-                     WHERE tenant_id = ?1 AND provider = ?2 AND provider_message_id = ?3",
-                    params![tenant.as_str(), m.provider.as_str(), m.provider_message_id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(db)?;
-            if seen.is_some() {
-                return Ok(None);
-            }
-            let conversation = upsert_conversation(tx, &tenant, m.channel, &m.from, &m.to)?;
-            let message = Message::received(&tenant, &m, conversation);
-            insert_message(tx, &message, None)?;
-            // A new message from the contact opens a resolved conversation again.
-            tx.exec(
-                "UPDATE conversations SET unread_count = unread_count + 1, status = 'open'
-                 WHERE id = ?1",
-                [conversation.to_string()],
-            )
-            .map_err(db)?;
-            set_last_message(tx, conversation, &message)?;
-            let message = reload_message(tx, &tenant, message.id)?;
-            let conversation = reload_conversation(tx, &tenant, conversation)?;
-            Ok(Some((message, conversation)))
-        })
-        .await
+        self.write(move |tx| apply_inbound(tx, &tenant, &m)).await
     }
 
     async fn apply_status(

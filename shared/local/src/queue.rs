@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use omni_core::domain::{InboundMessage, TenantId, WebhookEvent};
+use omni_core::model::{Conversation, Message};
 use omni_core::ports::{Job, Queue, StoreError, StoreResult};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -23,6 +25,28 @@ pub struct LeasedJob {
     pub job: Job,
     /// Deliveries so far, this one included.
     pub attempts: u32,
+}
+
+/// An inbound message applied to its conversation in the transaction that took its job off
+/// the queue ([`SqliteBackend::take_jobs`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedInbound {
+    /// Whose message it is.
+    pub tenant_id: TenantId,
+    /// The message as stored.
+    pub message: Message,
+    /// Its conversation as the apply left it.
+    pub conversation: Conversation,
+}
+
+/// What one [`SqliteBackend::take_jobs`] took off the queue.
+#[derive(Debug, Default)]
+pub struct TakenJobs {
+    /// Inbound messages applied, their jobs done and gone (a redelivery of a message applied
+    /// before is gone too, with nothing here).
+    pub applied: Vec<AppliedInbound>,
+    /// The other jobs, leased as [`SqliteBackend::lease_jobs`] leases them.
+    pub leased: Vec<LeasedJob>,
 }
 
 fn encode(job: &Job) -> StoreResult<String> {
@@ -57,7 +81,7 @@ impl Queue for SqliteBackend {
     async fn enqueue(&self, job: &Job, delay: Duration) -> StoreResult<()> {
         let payload = encode(job)?;
         let message = message_of(job);
-        self.write(move |tx| {
+        self.write_statement(move |tx| {
             let now = Utc::now();
             tx.exec(
                 "INSERT INTO jobs (payload, message_id, visible_at_ms, created_at)
@@ -92,6 +116,23 @@ impl SqliteBackend {
         max: usize,
         visibility: Duration,
     ) -> StoreResult<Vec<LeasedJob>> {
+        let taken = self.take_jobs(max, visibility, |_| false).await?;
+        Ok(taken.leased)
+    }
+
+    /// [`lease_jobs`](Self::lease_jobs), except that an inbound message for which
+    /// `apply_alone` holds (applying it to its conversation is all its job asks) is applied
+    /// ([`MessageStore::apply_inbound`](omni_core::ports::MessageStore::apply_inbound)) and
+    /// its job removed, in the same transaction. A group of messages then costs one write
+    /// instead of a lease, an apply and an acknowledgement each. Any failure rolls the whole
+    /// group back, leaving the queue as it was: the caller then leases the jobs one by one,
+    /// where each fails, is retried or is dead-lettered alone.
+    pub async fn take_jobs(
+        &self,
+        max: usize,
+        visibility: Duration,
+        apply_alone: impl Fn(&InboundMessage) -> bool + Send + 'static,
+    ) -> StoreResult<TakenJobs> {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         self.write(move |tx| {
             let now = Utc::now();
@@ -110,9 +151,25 @@ impl SqliteBackend {
                 rows.collect::<Result<_, _>>().map_err(db)?
             };
             let hidden_until = ms(after(now, visibility));
-            let mut leased = Vec::with_capacity(rows.len());
+            let mut taken = TakenJobs::default();
             for (id, payload, attempts) in rows {
                 match serde_json::from_str::<Job>(&payload) {
+                    Ok(Job::Inbound {
+                        tenant_id,
+                        event: WebhookEvent::Message(m),
+                    }) if apply_alone(&m) => {
+                        if let Some((message, conversation)) =
+                            crate::messages::apply_inbound(tx, &tenant_id, &m)?
+                        {
+                            taken.applied.push(AppliedInbound {
+                                tenant_id,
+                                message,
+                                conversation,
+                            });
+                        }
+                        tx.exec("DELETE FROM jobs WHERE id = ?1", [id])
+                            .map_err(db)?;
+                    }
                     Ok(job) => {
                         tx.exec(
                             "UPDATE jobs SET visible_at_ms = ?2, attempts = attempts + 1, leased = 1
@@ -120,7 +177,7 @@ impl SqliteBackend {
                             params![id, hidden_until],
                         )
                         .map_err(db)?;
-                        leased.push(LeasedJob {
+                        taken.leased.push(LeasedJob {
                             id,
                             job,
                             attempts: u32::try_from(attempts + 1).unwrap_or(u32::MAX),
@@ -139,7 +196,7 @@ impl SqliteBackend {
                     }
                 }
             }
-            Ok(leased)
+            Ok(taken)
         })
         .await
     }

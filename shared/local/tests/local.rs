@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use omni_conformance::{new_number, new_tenant_id};
-use omni_core::domain::{Channel, InboundMessage, ProviderKind, Region, TenantId};
+use omni_core::domain::{
+    Address, Channel, InboundMessage, ProviderKind, Region, TenantId, WebhookEvent,
+};
 use omni_core::model::{NewOutbound, Tenant};
 use omni_core::ports::{Job, MessageStore, Queue, SecretStore, TenantStore};
 use omni_core::providers::{Credentials, Secret, TwilioCredentials};
@@ -364,19 +366,22 @@ async fn a_message_with_a_pending_deliver_job_is_not_stranded() {
     );
 }
 
-#[tokio::test]
-async fn an_undecodable_job_is_dead_lettered_not_retried_forever() {
+/// A backend on a new database file, with a connection of its own to the same file (to
+/// write what the backend never would), and the folder that holds them.
+fn on_file(sql: &str) -> (SqliteBackend, rusqlite::Connection, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("omni.db");
     let b = SqliteBackend::open(&path, MasterKey::generate()).unwrap();
-    {
-        let raw = rusqlite::Connection::open(&path).unwrap();
-        raw.execute(
-            "INSERT INTO jobs (payload, visible_at_ms, created_at) VALUES ('{\"job\":\"fax\"}', 0, '')",
-            [],
-        )
-        .unwrap();
-    }
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch(sql).unwrap();
+    (b, raw, dir)
+}
+
+#[tokio::test]
+async fn an_undecodable_job_is_dead_lettered_not_retried_forever() {
+    let (b, raw, _dir) = on_file(
+        "INSERT INTO jobs (payload, visible_at_ms, created_at) VALUES ('{\"job\":\"fax\"}', 0, '')",
+    );
     assert!(b
         .lease_jobs(10, Duration::from_secs(30))
         .await
@@ -387,7 +392,6 @@ async fn an_undecodable_job_is_dead_lettered_not_retried_forever() {
         .await
         .unwrap()
         .is_empty());
-    let raw = rusqlite::Connection::open(&path).unwrap();
     let (jobs, dead): (i64, i64) = raw
         .query_row(
             "SELECT (SELECT COUNT(*) FROM jobs), (SELECT COUNT(*) FROM dead_letters)",
@@ -396,6 +400,134 @@ async fn an_undecodable_job_is_dead_lettered_not_retried_forever() {
         )
         .unwrap();
     assert_eq!((jobs, dead), (0, 1));
+}
+
+fn inbound_job(tenant: &TenantId, sid: &str, from: &Address, to: &Address, body: &str) -> Job {
+    Job::Inbound {
+        tenant_id: tenant.clone(),
+        event: WebhookEvent::Message(InboundMessage {
+            id: Uuid::now_v7(),
+            provider: ProviderKind::Twilio,
+            provider_message_id: sid.into(),
+            channel: Channel::Sms,
+            from: from.clone(),
+            to: to.clone(),
+            body: Some(body.into()),
+            media: Vec::new(),
+            profile_name: None,
+            received_at: Utc::now(),
+        }),
+    }
+}
+
+/// What the local runner does with a group of jobs: plain inbound messages applied and gone
+/// in one transaction (a redelivery gone with nothing applied), every other job leased.
+#[tokio::test]
+async fn take_jobs_applies_plain_inbound_messages_and_leases_the_rest() {
+    let b = SqliteBackend::open_in_memory(MasterKey::generate()).unwrap();
+    let tenant = new_tenant_id("t");
+    let (contact, other, ours) = (new_number(), new_number(), new_number());
+    let first = inbound_job(&tenant, "SM1", &contact, &ours, "smoke on 5th");
+    let second = inbound_job(&tenant, "SM2", &contact, &ours, "now on 6th");
+    let again = inbound_job(&tenant, "SM1", &contact, &ours, "smoke on 5th");
+    let stop = inbound_job(&tenant, "SM3", &other, &ours, "STOP");
+    let send = deliver(&tenant, Uuid::now_v7());
+    for job in [&first, &second, &again, &stop, &send] {
+        b.enqueue(job, Duration::ZERO).await.unwrap();
+    }
+    let plain = |m: &InboundMessage| m.body.as_deref() != Some("STOP");
+    let visibility = Duration::from_secs(30);
+    let taken = b.take_jobs(10, visibility, plain).await.unwrap();
+
+    let applied: Vec<_> = taken
+        .applied
+        .iter()
+        .map(|a| {
+            let last = a.conversation.last_message.as_ref().unwrap();
+            (
+                a.message.body.clone().unwrap(),
+                a.conversation.unread_count,
+                last.id == a.message.id,
+            )
+        })
+        .collect();
+    assert_eq!(
+        applied,
+        vec![
+            ("smoke on 5th".into(), 1, true),
+            ("now on 6th".into(), 2, true)
+        ]
+    );
+    let leased: Vec<_> = taken.leased.iter().map(|l| (&l.job, l.attempts)).collect();
+    assert_eq!(leased, vec![(&stop, 1), (&send, 1)]);
+    assert!(
+        b.lease_jobs(10, visibility).await.unwrap().is_empty(),
+        "the rest is leased"
+    );
+    for l in &taken.leased {
+        assert!(b.ack_job(l.id).await.unwrap());
+    }
+    assert!(b
+        .take_jobs(10, Duration::ZERO, plain)
+        .await
+        .unwrap()
+        .leased
+        .is_empty());
+
+    let conversation = &taken.applied[1].conversation;
+    let stored = b
+        .get_conversation(&tenant, conversation.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&stored, conversation, "pushed as stored");
+    let messages = b
+        .list_messages(&tenant, conversation.id, 10, None)
+        .await
+        .unwrap();
+    assert_eq!(messages.items.len(), 2);
+    assert_eq!(
+        messages.items[0], taken.applied[1].message,
+        "pushed as stored"
+    );
+    assert!(!conversation.opted_out);
+
+    // The conversation returned by the apply says whether the contact opted out.
+    b.set_opt_out(&tenant, &contact, true).await.unwrap();
+    let later = inbound_job(&tenant, "SM4", &contact, &ours, "still there?");
+    b.enqueue(&later, Duration::ZERO).await.unwrap();
+    let taken = b.take_jobs(10, visibility, plain).await.unwrap();
+    assert!(taken.applied[0].conversation.opted_out);
+    assert_eq!(taken.applied[0].conversation.unread_count, 3);
+}
+
+/// A group that fails anywhere leaves the queue as it was, so the runner can lease the same
+/// jobs one by one, where each fails alone.
+#[tokio::test]
+async fn a_failing_group_leaves_its_jobs_queued() {
+    let (b, _raw, _dir) = on_file(
+        "CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.body = 'poison'
+         BEGIN SELECT RAISE(ABORT, 'poison'); END;",
+    );
+    let tenant = new_tenant_id("t");
+    let (contact, ours) = (new_number(), new_number());
+    let jobs = [
+        inbound_job(&tenant, "SM1", &contact, &ours, "fine"),
+        inbound_job(&tenant, "SM2", &contact, &ours, "poison"),
+        inbound_job(&tenant, "SM3", &contact, &ours, "fine too"),
+    ];
+    for job in &jobs {
+        b.enqueue(job, Duration::ZERO).await.unwrap();
+    }
+    assert!(b
+        .take_jobs(10, Duration::from_secs(30), |_| true)
+        .await
+        .is_err());
+    let leased = b.lease_jobs(10, Duration::from_secs(30)).await.unwrap();
+    let leased: Vec<_> = leased.iter().map(|l| (&l.job, l.attempts)).collect();
+    assert_eq!(leased, jobs.iter().map(|j| (j, 1)).collect::<Vec<_>>());
+    let page = b.list_conversations(&tenant, 10, None).await.unwrap();
+    assert!(page.items.is_empty(), "nothing of the group was applied");
 }
 
 #[test]

@@ -90,9 +90,7 @@ impl Services {
         else {
             return Ok(()); // applied before: a redelivery
         };
-        self.push_message_and_conversation(tenant, "message.received", &stored, &conversation)
-            .await;
-        info!(conversation_id = %conversation.id, "inbound message applied");
+        self.inbound_applied(tenant, &stored, &conversation).await;
 
         match Keyword::detect(message.body.as_deref()) {
             Some(Keyword::OptOut) => self.set_opt_out(tenant, message, true).await?,
@@ -129,6 +127,27 @@ impl Services {
             None => {}
         }
         Ok(())
+    }
+
+    /// Whether applying an inbound message to its conversation (and pushing it) is all its
+    /// job asks: no keyword to act on (STOP, START, HELP). A runner may then have the store
+    /// apply a group of them at once and call [`inbound_applied`](Self::inbound_applied) for
+    /// each, instead of [`handle_job`](Self::handle_job).
+    pub fn applies_alone(message: &InboundMessage) -> bool {
+        Keyword::detect(message.body.as_deref()).is_none()
+    }
+
+    /// What follows an inbound message's apply: `message.received` and
+    /// `conversation.updated` pushed to the tenant's dashboards.
+    pub async fn inbound_applied(
+        &self,
+        tenant: &TenantId,
+        message: &Message,
+        conversation: &Conversation,
+    ) {
+        self.push_message_and_conversation(tenant, "message.received", message, conversation)
+            .await;
+        info!(tenant_id = %tenant, conversation_id = %conversation.id, "inbound message applied");
     }
 
     async fn set_opt_out(
