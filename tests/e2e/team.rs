@@ -468,3 +468,88 @@ async fn five_failed_sign_ins_lock_the_account_out_with_retry_after() {
     let secs: u64 = retry_after.expect("Retry-After").parse().unwrap();
     assert!(secs > 0 && secs <= 15 * 60, "{secs}");
 }
+
+#[tokio::test]
+async fn changing_a_password_ends_every_session_and_needs_the_current_one() {
+    let s = Server::start(&[]).await;
+    let key = s.tenant("north").await;
+    let (first, _) = member(&s, &key, "ana@north.example", "Ana", "dispatcher").await;
+    let (second, _) = login(&s, "ana@north.example").await;
+    let change =
+        |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+
+    let (st, b) = s
+        .api(
+            &first,
+            Method::POST,
+            "/v1/me/password",
+            Some(change("wrong password!!", "a brand new passphrase")),
+        )
+        .await;
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (401, Some("invalid_credentials")),
+        "{b}"
+    );
+    let (st, b) = s
+        .api(
+            &first,
+            Method::POST,
+            "/v1/me/password",
+            Some(change(PASSWORD, "short")),
+        )
+        .await;
+    assert_eq!(st, 400, "{b}");
+    let (st, _) = s.api(&first, Method::GET, "/v1/me", None).await;
+    assert_eq!(st, 200, "refused changes leave the session alone");
+    let (st, b) = s
+        .api(
+            &key,
+            Method::POST,
+            "/v1/me/password",
+            Some(change(PASSWORD, "a brand new passphrase")),
+        )
+        .await;
+    assert_eq!(st, 400, "an API key has no password: {b}");
+
+    let (st, _) = s
+        .api(
+            &first,
+            Method::POST,
+            "/v1/me/password",
+            Some(change(PASSWORD, "a brand new passphrase")),
+        )
+        .await;
+    assert_eq!(st, 204);
+    for token in [&first, &second] {
+        let (st, _) = s.api(token, Method::GET, "/v1/me", None).await;
+        assert_eq!(st, 401, "every session ended");
+    }
+    let (st, _) = s
+        .api(
+            "",
+            Method::POST,
+            "/v1/auth/login",
+            Some(json!({"tenant": "north", "email": "ana@north.example", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(st, 401, "the old password no longer signs in");
+    let (st, b) = s
+        .api(
+            "",
+            Method::POST,
+            "/v1/auth/login",
+            Some(json!({"tenant": "north", "email": "ana@north.example", "password": "a brand new passphrase"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (_, audit) = s
+        .api(
+            &key,
+            Method::GET,
+            "/v1/audit?action=user.password_changed",
+            None,
+        )
+        .await;
+    assert_eq!(audit["items"].as_array().map(Vec::len), Some(1), "{audit}");
+}

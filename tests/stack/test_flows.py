@@ -376,4 +376,10 @@ def test_a_team_signs_in_assigns_writes_notes_sees_presence_and_is_audited(stack
     assert "second call from this number" not in json.dumps(audit)
     assert api.call("POST", "/v1/auth/logout", alex).status_code == 204
     assert api.call("GET", "/v1/me", alex).status_code == 401
+    # A password change (the session's generation moves on in DynamoDB) ends Kim's sessions.
+    changed = api.call("POST", "/v1/me/password", kim, json={"current_password": PASSWORD, "new_password": "another long passphrase"})
+    assert changed.status_code == 204, changed.text
+    assert api.call("GET", "/v1/me", kim).status_code == 401
+    again = api.call("POST", "/v1/auth/login", json={"tenant": "north", "email": "kim@north.example", "password": "another long passphrase"})
+    assert again.status_code == 200, again.text
     no_access_denied(stack)

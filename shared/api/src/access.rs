@@ -101,6 +101,7 @@ pub const TABLE: &[(Method, &str, Access)] = {
         (Method::GET, "/v1/audit", Tenant(AuditRead)),
         (Method::GET, "/v1/ws", Tenant(ConversationsRead)),
         (Method::GET, "/v1/me", Signed),
+        (Method::POST, "/v1/me/password", Signed),
         (Method::POST, "/v1/auth/logout", Signed),
         // Listing names whom to assign: supervisors too.
         (Method::GET, "/v1/users", Tenant(ConversationsAssignOthers)),

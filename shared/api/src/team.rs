@@ -51,6 +51,11 @@ pub fn routes(state: AppState) -> Routes {
             post(logout).with_state(state.clone()),
         )
         .route("/v1/me", &[Method::GET], get(me).with_state(state.clone()))
+        .route(
+            "/v1/me/password",
+            &[Method::POST],
+            post(change_password).with_state(state.clone()),
+        )
         .route("/v1/audit", &[Method::GET], get(audit).with_state(state))
 }
 
@@ -207,6 +212,28 @@ async fn me(
         "actor": caller.actor,
         "user": user,
     })))
+}
+
+/// `POST /v1/me/password`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// Changes the caller's password: `204`, and every session of theirs has ended.
+async fn change_password(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    body: Result<Json<PasswordChange>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let body = json_body(body)?;
+    state
+        .services
+        .change_password(&caller, &body.current_password, &body.new_password)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1/audit?since=&until=&actor=&action=&limit=&cursor=`.

@@ -490,6 +490,70 @@ impl Services {
         Ok(())
     }
 
+    /// Changes the signed-in caller's password after checking the current one: every session
+    /// of theirs ends (this one too) and their dashboards close, so whoever held an old session
+    /// is out. A wrong current password counts towards the account's sign-in lockout.
+    pub async fn change_password(
+        &self,
+        caller: &Caller,
+        current: &str,
+        new: &str,
+    ) -> Result<(), ServiceError> {
+        let Some(id) = caller.user_id() else {
+            return Err(ServiceError::InvalidRequest(
+                "only a signed-in user has a password; API keys are rotated instead".into(),
+            ));
+        };
+        check_password(new)?;
+        let mut record = self
+            .team
+            .get_user(&caller.tenant, id)
+            .await?
+            .ok_or(ServiceError::NotFound("user"))?;
+        let subject = format!("account:{}:{}", caller.tenant, record.user.email);
+        let policy = self.settings.login_lockout;
+        let now = Utc::now();
+        if let Some((failures, since)) = self
+            .team
+            .login_failures(&subject, now, policy.window)
+            .await?
+        {
+            if policy.max_failures > 0 && failures >= policy.max_failures {
+                let left = (since + policy.window - now).num_seconds().max(1);
+                return Err(ServiceError::LockedOut(left.unsigned_abs()));
+            }
+        }
+        let hash = record.password_hash.clone().unwrap_or_default();
+        if !verify_password(current.to_owned(), hash).await {
+            self.team
+                .count_login_failure(&subject, now, policy.window)
+                .await?;
+            return Err(ServiceError::InvalidCredentials);
+        }
+        record.password_hash = Some(hash_password(new.to_owned()).await?);
+        // Sessions carry the generation they were opened under: all of them end here.
+        record.generation += 1;
+        record.user.updated_at = Utc::now();
+        self.team.update_user(&record).await?;
+        if let Err(e) = self
+            .push
+            .disconnect_api_key(&caller.tenant, &caller.connection_owner())
+            .await
+        {
+            warn!(error = %e, user_id = %id, "could not close the dashboards of a changed password");
+        }
+        info!(tenant_id = %caller.tenant, user_id = %id, "password changed");
+        self.audit(
+            &caller.tenant,
+            &caller.actor,
+            "user.password_changed",
+            Some(format!("user:{id}")),
+            serde_json::Value::Null,
+        )
+        .await;
+        Ok(())
+    }
+
     /// Changes a user's name, role or disabled flag; disabling ends their sessions and closes
     /// their dashboards.
     pub async fn change_user(
