@@ -437,3 +437,57 @@ async fn conversations_paging_read_and_stars() {
         .await;
     assert_eq!(list["items"][0]["starred_count"], 0);
 }
+
+#[tokio::test]
+async fn sms_messages_show_their_segments_and_encoding_as_carriers_count_them() {
+    let s = Server::start(&[]).await;
+    let key = s.twilio_tenant("north", TOKEN, "+15555550100").await;
+    let send = |body: String| {
+        let (s, key) = (&s, &key);
+        async move {
+            let (st, m) = s
+                .api(
+                    key,
+                    Method::POST,
+                    "/v1/messages",
+                    Some(json!({"channel": "sms", "to": "+15555550123", "body": body})),
+                )
+                .await;
+            assert_eq!(st, 202, "{m}");
+            m
+        }
+    };
+    let m = send("Unit 12 is on its way {ETA 4 min}".into()).await;
+    assert_eq!(
+        (m["segments"].as_u64(), m["encoding"].as_str()),
+        (Some(1), Some("GSM-7")),
+        "{m}"
+    );
+    // 71 characters outside the GSM alphabet: two UCS-2 segments of at most 67.
+    let m = send("ê".repeat(71)).await;
+    assert_eq!(
+        (m["segments"].as_u64(), m["encoding"].as_str()),
+        (Some(2), Some("UCS-2")),
+        "{m}"
+    );
+    let (_, read) = s
+        .api(
+            &key,
+            Method::GET,
+            &format!("/v1/messages/{}", m["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (read["segments"].as_u64(), read["encoding"].as_str()),
+        (Some(2), Some("UCS-2")),
+        "{read}"
+    );
+    // 161 GSM-7 septets (the braces count two each): two segments of at most 153.
+    let m = send(format!("{{{}", "a".repeat(159))).await;
+    assert_eq!(
+        (m["segments"].as_u64(), m["encoding"].as_str()),
+        (Some(2), Some("GSM-7")),
+        "{m}"
+    );
+}

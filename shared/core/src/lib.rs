@@ -9,5 +9,6 @@ pub mod model;
 pub mod ports;
 pub mod providers;
 pub mod service;
+pub mod sms;
 pub mod team;
 pub mod template;

@@ -136,13 +136,14 @@ pub struct Failover {
     pub note: String,
 }
 
-/// A message as the contract returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A message as the contract returns it. Serialised by hand (below) to add what is derived
+/// from it rather than stored: an SMS's `segments` and `encoding`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Message {
     /// UUID v7.
     pub id: Uuid,
     /// The tenant; never serialised (the caller's key already says it).
-    #[serde(skip_serializing)]
+    #[serde(default)]
     pub tenant_id: Option<TenantId>,
     /// The conversation it belongs to.
     pub conversation_id: Uuid,
@@ -159,10 +160,10 @@ pub struct Message {
     /// Attachments.
     pub media: Vec<Media>,
     /// The approved WhatsApp template sent instead of a body (outbound WhatsApp only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub template: Option<Template>,
     /// The subject line (email only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub subject: Option<String>,
     /// Current status.
     pub status: DeliveryStatus,
@@ -185,6 +186,63 @@ pub struct Message {
     /// Who sent it (outbound only; none for messages sent before this was recorded).
     #[serde(default)]
     pub sent_by: Option<Actor>,
+}
+
+impl Message {
+    /// How a carrier counts the message's text: SMS only, and only when it has text.
+    pub fn sms_count(&self) -> Option<crate::sms::SmsCount> {
+        match (self.channel, &self.body) {
+            (Channel::Sms, Some(body)) => Some(crate::sms::count(body)),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for Message {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let sms = self.sms_count();
+        let mut m = serializer.serialize_struct("Message", 22)?;
+        // The tenant is never serialised: the caller's key already says it.
+        m.skip_field("tenant_id")?;
+        m.serialize_field("id", &self.id)?;
+        m.serialize_field("conversation_id", &self.conversation_id)?;
+        m.serialize_field("direction", &self.direction)?;
+        m.serialize_field("channel", &self.channel)?;
+        m.serialize_field("from", &self.from)?;
+        m.serialize_field("to", &self.to)?;
+        m.serialize_field("body", &self.body)?;
+        m.serialize_field("media", &self.media)?;
+        match &self.template {
+            Some(template) => m.serialize_field("template", template)?,
+            None => m.skip_field("template")?,
+        }
+        match &self.subject {
+            Some(subject) => m.serialize_field("subject", subject)?,
+            None => m.skip_field("subject")?,
+        }
+        m.serialize_field("status", &self.status)?;
+        m.serialize_field("provider", &self.provider)?;
+        m.serialize_field("provider_message_id", &self.provider_message_id)?;
+        m.serialize_field("error_code", &self.error_code)?;
+        m.serialize_field("error_message", &self.error_message)?;
+        m.serialize_field("starred", &self.starred)?;
+        m.serialize_field("created_at", &self.created_at)?;
+        m.serialize_field("updated_at", &self.updated_at)?;
+        m.serialize_field("events", &self.events)?;
+        m.serialize_field("sent_by", &self.sent_by)?;
+        match sms {
+            Some(sms) => {
+                m.serialize_field("segments", &sms.segments)?;
+                m.serialize_field("encoding", &sms.encoding)?;
+            }
+            None => {
+                m.skip_field("segments")?;
+                m.skip_field("encoding")?;
+            }
+        }
+        m.end()
+    }
 }
 
 /// Who records the transitions a store makes on its own behalf.
