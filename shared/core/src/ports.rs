@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{
-    Address, InboundMessage, MessagePart, PartRole, ProviderKind, SendResult, StatusUpdate,
+    Address, ChatId, InboundMessage, MessagePart, PartRole, ProviderKind, SendResult, StatusUpdate,
     TenantId, WebhookEvent,
 };
+use crate::livechat::LivechatSettings;
 use crate::model::{
     ApiKeyInfo, ApiKeyOwner, Assignee, AuditEntry, AuditQuery, Conversation, ConversationFilter,
     ConversationStatus, DeliveryClaim, Failover, Message, NewOutbound, Note, NumberRoute, Page,
@@ -94,6 +95,16 @@ pub trait TenantStore: Send + Sync {
     async fn put_routing(&self, tenant: &TenantId, routing: &Routing) -> StoreResult<()>;
     /// A tenant's carrier priorities per channel; empty when none were set.
     async fn get_routing(&self, tenant: &TenantId) -> StoreResult<Routing>;
+    /// Creates or replaces a tenant's LiveChat widget (secrets kept as carrier secrets are);
+    /// [`StoreError::Conflict`] when another tenant's widget has that key.
+    async fn put_livechat(&self, settings: &LivechatSettings) -> StoreResult<()>;
+    /// A tenant's LiveChat widget.
+    async fn get_livechat(&self, tenant: &TenantId) -> StoreResult<Option<LivechatSettings>>;
+    /// The LiveChat widget of a widget key (what a visitor's page names).
+    async fn livechat_by_widget_key(
+        &self,
+        widget_key: &ChatId,
+    ) -> StoreResult<Option<LivechatSettings>>;
 }
 
 /// A tenant's users and their sign-in records: invites and sessions, kept by the hash of
