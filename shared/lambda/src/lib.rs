@@ -144,6 +144,7 @@ impl Omni {
             breakers: Default::default(),
             auth_throttle: Default::default(),
             api_key_usage: Default::default(),
+            uploads: None,
             media_store: match &config.media_bucket {
                 Some(bucket) => Some(Arc::new(
                     omni_aws::S3MediaStore::new(sdk, http.clone(), bucket)
