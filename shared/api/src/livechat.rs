@@ -43,6 +43,9 @@ pub const UPLOAD_BODY_BYTES: usize = MAX_UPLOAD_BYTES + 64 * 1024;
 /// The path uploads are posted to (the one route with a larger body limit).
 pub const UPLOAD_PATH: &str = "/livechat/v1/media";
 
+/// The widget script, built into the binary (no CDN).
+const WIDGET_JS: &str = include_str!("../livechat/widget.js");
+
 /// The visitor routes' state: the services and the per-session message bucket.
 #[derive(Clone)]
 struct Chat {
@@ -115,6 +118,20 @@ pub fn routes(state: AppState) -> Routes {
             "/livechat/v1/media/{id}",
             &[Method::GET],
             get(download).with_state(chat.clone()),
+        )
+        .route(
+            "/livechat/widget.js",
+            &[Method::GET],
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                        (header::CACHE_CONTROL, "public, max-age=300"),
+                    ],
+                    WIDGET_JS,
+                )
+            }),
         )
         .route(
             "/livechat/v1/read",

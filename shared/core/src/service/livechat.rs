@@ -19,7 +19,7 @@ use crate::livechat::{
 use crate::model::{Conversation, Message, StatusApplied};
 use crate::ports::VisitorFrame;
 use crate::providers::MediaContent;
-use crate::team::Actor;
+use crate::team::{Actor, ActorType};
 
 /// Longest visitor message.
 pub const MAX_VISITOR_BODY_CHARS: usize = 4096;
@@ -97,6 +97,19 @@ pub struct VisitorSession {
     pub conversation_id: Uuid,
     /// When the token stops working.
     pub expires_at: DateTime<Utc>,
+    /// What the widget shows: the tenant's title, greeting and offline message.
+    pub widget: WidgetText,
+}
+
+/// The tenant's words the widget shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct WidgetText {
+    /// The panel's title.
+    pub title: Option<String>,
+    /// Shown before the first message.
+    pub greeting: Option<String>,
+    /// Shown while the server cannot be reached.
+    pub offline_message: Option<String>,
 }
 
 /// `POST /livechat/v1/messages`.
@@ -366,6 +379,11 @@ impl Services {
             visitor_id: claims.visitor.clone(),
             conversation_id,
             expires_at: claims.expires_at(),
+            widget: WidgetText {
+                title: settings.title.clone(),
+                greeting: settings.greeting.clone(),
+                offline_message: settings.offline_message.clone(),
+            },
         }
     }
 
@@ -576,7 +594,12 @@ impl Services {
             status: message.status,
             created_at: message.created_at,
             sender_name: match message.direction {
-                Direction::Outbound => message.sent_by.as_ref().map(|a| a.name.clone()),
+                // A dispatcher's name; never an API key's (its id is the tenant's business).
+                Direction::Outbound => message
+                    .sent_by
+                    .as_ref()
+                    .filter(|a| a.kind == ActorType::User)
+                    .map(|a| a.name.clone()),
                 Direction::Inbound => visitor_name.map(str::to_owned),
             },
         })

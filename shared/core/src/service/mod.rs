@@ -40,8 +40,8 @@ pub use keys::{ApiKeyUsage, IssuedKey};
 pub use keywords::Keyword;
 pub use livechat::{
     LivechatUpdate, SessionRequest, Upload, Visitor, VisitorMessage, VisitorMessageRequest,
-    VisitorPage, VisitorProfile, VisitorSession, MAX_VISITOR_BODY_CHARS, MAX_VISITOR_MEDIA,
-    UPLOAD_SCHEME,
+    VisitorPage, VisitorProfile, VisitorSession, WidgetText, MAX_VISITOR_BODY_CHARS,
+    MAX_VISITOR_MEDIA, UPLOAD_SCHEME,
 };
 pub use media::MediaDownload;
 pub use outbound::SendRequest;

@@ -125,12 +125,17 @@ impl Services {
 
         let from = if channel == Channel::Livechat {
             // A reply to a visitor goes from the tenant's widget, never through a carrier.
-            if request.from.is_some() {
+            let widget = self.livechat_sender(tenant, &to).await?;
+            if request
+                .from
+                .as_deref()
+                .is_some_and(|f| f != widget.as_str())
+            {
                 return Err(ServiceError::InvalidRequest(
-                    "from: a LiveChat reply goes from the tenant's widget".into(),
+                    "from: a LiveChat reply goes from the tenant's widget key".into(),
                 ));
             }
-            self.livechat_sender(tenant, &to).await?
+            widget
         } else {
             let route = self.sender_route(numbers, channel, request.from.as_deref(), region)?;
             let provider = self.ensure_sendable(tenant, &route, channel).await?;
