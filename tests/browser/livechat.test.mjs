@@ -3,13 +3,12 @@
 // with an image; the same page from another origin is refused.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { createServer } from "node:http";
 import { mkdtempSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { launchChromium, signedInPage, startOmni } from "./harness.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const BIN = process.env.OMNI_BIN || join(here, "../../target/debug/omni");
@@ -20,21 +19,6 @@ const MASTER_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const PNG = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==", "base64");
 
 let omni, base, browser, allowed, other, key, widgetKey;
-
-function startOmni(env) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(BIN, ["serve"], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    const timer = setTimeout(() => reject(new Error(`omni did not start:\n${out}`)), 30000);
-    child.stdout.on("data", (d) => {
-      out += d;
-      const m = /omni listening on (http:\/\/\S+)/.exec(out);
-      if (m) { clearTimeout(timer); resolve({ child, url: m[1] }); }
-    });
-    child.stderr.on("data", (d) => (out += d));
-    child.on("exit", (code) => reject(new Error(`omni exited ${code}:\n${out}`)));
-  });
-}
 
 /** A site embedding the widget, as a tenant's web page would. */
 function startSite() {
@@ -59,7 +43,7 @@ async function admin(method, path, body) {
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   const dir = mkdtempSync(join(tmpdir(), "omni-livechat-"));
-  const started = await startOmni({ OMNI_ADDR: "127.0.0.1:0", OMNI_DB: join(dir, "omni.db"), OMNI_ADMIN_TOKEN: ADMIN, OMNI_MASTER_KEY: MASTER_KEY });
+  const started = await startOmni(BIN, { OMNI_ADDR: "127.0.0.1:0", OMNI_DB: join(dir, "omni.db"), OMNI_ADMIN_TOKEN: ADMIN, OMNI_MASTER_KEY: MASTER_KEY });
   omni = started.child;
   base = started.url;
   await admin("PUT", "/v1/admin/tenants/north", { name: "North County PSAP", default_region: "US" });
@@ -71,10 +55,7 @@ before(async () => {
     allowed_origins: [origin], title: "North County chat", greeting: "Hello! How can we help?", offline_message: "Reconnecting…",
   });
   widgetKey = widget.widget_key;
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
@@ -84,19 +65,8 @@ after(async () => {
   other?.close();
 });
 
-async function console_(apiKey) {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
-  const page = await context.newPage();
-  await page.goto(base + "/");
-  await page.fill("#api-key", apiKey);
-  await page.click("button[type=submit]");
-  await page.waitForSelector("#app:not([hidden])");
-  await page.waitForSelector(".conn.live");
-  return page;
-}
-
 test("a visitor on an allowed site and a dispatcher chat both ways, with an image", async () => {
-  const dispatcher = await console_(key);
+  const dispatcher = await signedInPage(browser, base, key);
   const context = await browser.newContext({ viewport: { width: 360, height: 640 } });
   const visitor = await context.newPage();
   await visitor.goto(`http://127.0.0.1:${allowed.address().port}/`);
