@@ -9,7 +9,7 @@ import { mkdtempSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { launchChromium, signedInPage, startOmni } from "./harness.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const BIN = process.env.OMNI_BIN || join(here, "../../target/debug/omni");
@@ -72,22 +72,6 @@ function startCarrier() {
   });
 }
 
-function startOmni(env) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(BIN, ["serve"], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    const timer = setTimeout(() => reject(new Error(`omni did not start:\n${out}`)), 30000);
-    const onData = (d) => {
-      out += d;
-      const m = /omni listening on (http:\/\/\S+)/.exec(out);
-      if (m) { clearTimeout(timer); resolve({ child, url: m[1] }); }
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", (d) => (out += d));
-    child.on("exit", (code) => reject(new Error(`omni exited ${code}:\n${out}`)));
-  });
-}
-
 async function admin(method, path, body) {
   const res = await fetch(base + path, { method, headers: { Authorization: `Bearer ${ADMIN}`, "content-type": "application/json" }, body: body && JSON.stringify(body) });
   const data = await res.json().catch(() => null);
@@ -113,17 +97,6 @@ function cli(args) {
   });
 }
 
-async function signedInPage(key) {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
-  const page = await context.newPage();
-  await page.goto(base + "/");
-  await page.fill("#api-key", key);
-  await page.click("button[type=submit]");
-  await page.waitForSelector("#app:not([hidden])");
-  await page.waitForSelector(".conn.live");
-  return page;
-}
-
 let keyA, keyB;
 
 before(async () => {
@@ -132,7 +105,7 @@ before(async () => {
   graph = await startGraph();
   const dir = mkdtempSync(join(tmpdir(), "omni-console-"));
   db = join(dir, "omni.db");
-  const started = await startOmni({
+  const started = await startOmni(BIN, {
     OMNI_ADDR: "127.0.0.1:0", OMNI_DB: db, OMNI_ADMIN_TOKEN: ADMIN, OMNI_MASTER_KEY: MASTER_KEY,
     OMNI_TWILIO_API_URL: `http://127.0.0.1:${carrier.address().port}`,
     OMNI_WHATSAPP_API_URL: `http://127.0.0.1:${graph.address().port}`,
@@ -141,10 +114,7 @@ before(async () => {
   base = started.url;
   keyA = await tenant("north", TOKEN_A, NUMBER_A);
   keyB = await tenant("south", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", NUMBER_B);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
@@ -155,9 +125,9 @@ after(async () => {
 });
 
 test("a dispatcher sees, reads and answers a text live; another tenant sees none of it", async () => {
-  const page = await signedInPage(keyA);
+  const page = await signedInPage(browser, base, keyA);
   assert.equal(await page.evaluate(() => location.href.includes("omk_")), false, "the key never appears in the URL bar");
-  const other = await signedInPage(keyB);
+  const other = await signedInPage(browser, base, keyB);
 
   await cli(["send", "twilio", "--tenant", "north", "--from", CONTACT, "--to", NUMBER_A, "--body", "Smoke on 5th street"]);
 
@@ -242,7 +212,7 @@ test("a contact's HTML attachment is a download that never runs on the console's
   const hook = await fetch(base + "/webhooks/whatsapp", { method: "POST", headers: { "content-type": "application/json", "x-hub-signature-256": signature }, body });
   assert.equal(hook.status, 200, await hook.text());
 
-  const page = await signedInPage(keyW);
+  const page = await signedInPage(browser, base, keyW);
   const opened = [];
   page.context().on("page", (p) => opened.push(p));
   await page.locator("#conversations li").first().click();

@@ -335,6 +335,23 @@ impl Server {
         Feed { stream }
     }
 
+    /// Opens a LiveChat visitor's socket from a page of `origin`.
+    pub async fn visitor_ws(&self, token: &str, origin: &str) -> Feed {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!(
+            "{}/livechat/v1/ws?token={token}",
+            self.base.replacen("http", "ws", 1)
+        );
+        let mut request = url.into_client_request().expect("ws request");
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().expect("origin header"));
+        let (stream, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("visitor ws connect");
+        Feed { stream }
+    }
+
     /// Waits for the tenant's only conversation and checks it is an unread SMS from
     /// `contact` to `number` whose last message is `body`.
     pub async fn sole_sms_conversation(&self, key: &str, contact: &str, number: &str, body: &str) {

@@ -10,6 +10,7 @@ mod failover;
 mod flows;
 mod harness;
 mod inteliquent;
+mod livechat;
 mod messagebird;
 mod security;
 mod ses;

@@ -82,6 +82,7 @@ impl World {
             },
             breakers: Default::default(),
             media_store: None,
+            uploads: None,
             auth_throttle: Default::default(),
             api_key_usage: Default::default(),
         };

@@ -383,3 +383,44 @@ def test_a_team_signs_in_assigns_writes_notes_sees_presence_and_is_audited(stack
     again = api.call("POST", "/v1/auth/login", json={"tenant": "north", "email": "kim@north.example", "password": "another long passphrase"})
     assert again.status_code == 200, again.text
     no_access_denied(stack)
+
+
+def test_a_livechat_visitor_writes_with_an_upload_and_a_dispatcher_replies(stack: Stack, api: Api, north: str) -> None:
+    """The livechat function under its own role: widget, origin check, S3 upload behind a
+    presigned link, the visitor's message in the dispatchers' list with its picture, a reply
+    that stays `sent` (no visitor sockets on AWS yet) and shows in the visitor's history."""
+    import requests
+
+    origin = "https://north.example.org"
+    widget = api.admin("PUT", "/v1/admin/tenants/north/livechat", {"allowed_origins": [origin], "greeting": "Hello"})
+    assert widget["widget_key"].startswith("lcw_") and widget["identity_secret"]
+    start = {"widget_key": widget["widget_key"], "visitor": {"name": "Ana"}}
+    refused = api.call("POST", "/livechat/v1/sessions", json=start, headers={"Origin": "https://evil.example"})
+    assert refused.status_code == 403, refused.text
+    assert "access-control-allow-origin" not in refused.headers
+    resp = api.call("POST", "/livechat/v1/sessions", json=start, headers={"Origin": origin})
+    assert resp.status_code == 201, resp.text
+    assert resp.headers["access-control-allow-origin"] == origin
+    session = resp.json()
+    token, visitor = session["token"], session["visitor_id"]
+
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+    up = api.call("POST", "/livechat/v1/media", token, files={"file": ("bridge.png", png, "image/png")}, headers={"Origin": origin})
+    assert up.status_code == 201, up.text
+    assert up.json()["content_type"] == "image/png"
+    assert requests.get(up.json()["url"], timeout=30).content == png
+
+    sent = api.call("POST", "/livechat/v1/messages", token, json={"body": "the bridge", "media": [up.json()["id"]], "client_message_id": "c-1"}, headers={"Origin": origin})
+    assert sent.status_code == 202, sent.text
+    again = api.call("POST", "/livechat/v1/messages", token, json={"body": "the bridge", "media": [up.json()["id"]], "client_message_id": "c-1"}, headers={"Origin": origin})
+    assert again.json()["id"] == sent.json()["id"]
+    convs = wait_for("the visitor's conversation", lambda: [c for c in api.call("GET", "/v1/conversations", north).json()["items"] if c["contact"] == visitor])
+    assert convs[0]["id"] == session["conversation_id"] and convs[0]["channel"] == "livechat"
+    media = api.call("GET", f"/v1/messages/{sent.json()['id']}/media/0", north)
+    assert media.status_code == 200 and media.content == png
+
+    reply = api.call("POST", "/v1/messages", north, json={"channel": "livechat", "to": visitor, "body": "Units are on the way"})
+    assert reply.status_code == 202, reply.text
+    wait_for("the reply sent", lambda: message(api, north, reply.json()["id"])["status"] == "sent")
+    history = api.call("GET", "/livechat/v1/messages", token, headers={"Origin": origin}).json()
+    assert [m["body"] for m in history["items"]] == ["the bridge", "Units are on the way"]

@@ -18,6 +18,9 @@ pub struct ServeConfig {
     /// SQLite database file.
     #[arg(long, env = "OMNI_DB", default_value = "omni.db")]
     pub db: PathBuf,
+    /// Directory of LiveChat visitors' uploads; default `<db>.media` beside the database.
+    #[arg(long, env = "OMNI_MEDIA_DIR")]
+    pub media_dir: Option<PathBuf>,
     /// Bearer token for /v1/admin/*; generated and printed once when unset.
     #[arg(long, env = "OMNI_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -72,6 +75,15 @@ pub enum ConfigError {
 }
 
 impl ServeConfig {
+    /// Where LiveChat uploads are kept: `OMNI_MEDIA_DIR`, or `<db>.media` beside the database.
+    pub fn media_dir(&self) -> PathBuf {
+        self.media_dir.clone().unwrap_or_else(|| {
+            let mut name = self.db.clone().into_os_string();
+            name.push(".media");
+            PathBuf::from(name)
+        })
+    }
+
     /// Refuses settings that would weaken the server: a guessable admin token, or an empty or
     /// relative public URL, which would leave webhook signature checks to build their URL
     /// from the client's `Host` header.

@@ -8,7 +8,7 @@ use hyper_util::service::TowerToHyperService;
 use omni_api::{AppState, ClientAddr, WsHub};
 use omni_core::providers::{http_client, ProviderRegistry, Secret};
 use omni_core::service::Services;
-use omni_local::{MasterKey, SqliteBackend};
+use omni_local::{DirUploads, MasterKey, SqliteBackend};
 use rand::Rng;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -89,6 +89,9 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
         settings,
         breakers: Default::default(),
         media_store: None,
+        uploads: Some(Arc::new(
+            DirUploads::open(&config.media_dir()).map_err(|e| format!("media directory: {e}"))?,
+        )),
         auth_throttle: Default::default(),
         api_key_usage: Default::default(),
     };
@@ -280,6 +283,7 @@ mod tests {
             settings: Default::default(),
             breakers: Default::default(),
             media_store: None,
+            uploads: None,
             auth_throttle: Default::default(),
             api_key_usage: Default::default(),
         };

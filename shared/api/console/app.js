@@ -19,7 +19,7 @@ const setting = (name) => (document.querySelector(`meta[name="${name}"]`)?.conte
 const API_URL = setting("omni-api-url"); // empty: same origin
 const WS_URL = setting("omni-ws-url") || `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/v1/ws`;
 
-const CHANNELS = { sms: ["SMS", "SMS"], mms: ["MMS", "MMS"], whatsapp: ["WA", "WhatsApp"], rcs: ["RCS", "RCS"], signal: ["SIG", "Signal"] };
+const CHANNELS = { sms: ["SMS", "SMS"], mms: ["MMS", "MMS"], whatsapp: ["WA", "WhatsApp"], rcs: ["RCS", "RCS"], signal: ["SIG", "Signal"], livechat: ["WEB", "LiveChat"] };
 const TICKS = { queued: "🕓 queued", sending: "… sending", sent: "✓ sent", delivered: "✓✓ delivered", read: "✓✓ read", failed: "⚠ failed", undelivered: "⚠ undelivered", received: "" };
 
 /** A number as people write it: (415) 555-2671 for NANP, spaced groups otherwise. */

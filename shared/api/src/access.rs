@@ -163,6 +163,21 @@ pub const TABLE: &[(Method, &str, Access)] = {
             "/v1/admin/tenants/{tenant_id}/users",
             PlatformOr(UsersManage),
         ),
+        (
+            Method::GET,
+            "/v1/admin/tenants/{tenant_id}/livechat",
+            PlatformOr(TenantManage),
+        ),
+        (
+            Method::PUT,
+            "/v1/admin/tenants/{tenant_id}/livechat",
+            PlatformOr(TenantManage),
+        ),
+        (
+            Method::POST,
+            "/v1/admin/tenants/{tenant_id}/livechat/rotate-secret",
+            PlatformOr(TenantManage),
+        ),
     ]
 };
 

@@ -102,6 +102,11 @@ impl From<ServiceError> for ApiError {
             Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             MediaUnavailable(_) => (StatusCode::BAD_GATEWAY, "media_unavailable"),
             Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+            IdentityInvalid => (StatusCode::UNAUTHORIZED, "identity_invalid"),
+            UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             LockedOut(secs) => return ApiError::rate_limited(*secs),
             Store(source) => {
                 // The cause goes to the log only; the client gets the request id to quote.

@@ -11,6 +11,7 @@ pub mod console;
 pub mod dispatch;
 pub mod error;
 pub mod limits;
+pub mod livechat;
 pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
@@ -75,6 +76,7 @@ pub fn all_routes(state: AppState, hub: Arc<WsHub>) -> routes::Routes {
         .merge(dispatch::routes(state.clone()))
         .merge(admin::routes(state.clone()))
         .merge(team::routes(state.clone()))
+        .merge(livechat::routes(state.clone()))
         .merge(ws::routes(state, hub))
         .merge(routes::meta_routes())
         .merge(console::routes())

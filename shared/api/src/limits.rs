@@ -90,8 +90,14 @@ pub async fn enforce(
         )
         .into_response();
     }
+    // LiveChat uploads are the one larger body (their route has its own limit).
+    let cap = if request.uri().path() == crate::livechat::UPLOAD_PATH {
+        crate::livechat::UPLOAD_BODY_BYTES
+    } else {
+        MAX_BODY_BYTES
+    };
     let (parts, body) = request.into_parts();
-    let read = axum::body::to_bytes(body, MAX_BODY_BYTES);
+    let read = axum::body::to_bytes(body, cap);
     let bytes = match tokio::time::timeout(limits.body_read_timeout, read).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(_)) => return ApiError::payload_too_large().into_response(),

@@ -22,13 +22,14 @@ use axum::routing::get;
 use axum::Extension;
 use futures::{SinkExt, StreamExt};
 use omni_core::domain::TenantId;
-use omni_core::ports::{PresenceUser, Push, PushEvent, StoreError, StoreResult};
+use omni_core::ports::{PresenceUser, Push, PushEvent, StoreError, StoreResult, VisitorFrame};
 use omni_core::service::Caller;
 use omni_core::team::Permission;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info};
+use uuid::Uuid;
 
 use crate::dispatch::bearer;
 use crate::error::ApiError;
@@ -84,10 +85,17 @@ struct Connection {
     sender: Sender,
 }
 
-/// Every connected dashboard, by tenant.
+/// A LiveChat visitor socket: its id in the hub and its outbox.
+type VisitorSocket = (u64, Sender);
+
+/// Sockets one LiveChat conversation may hold open (a visitor's tabs).
+const VISITOR_SOCKETS_PER_CONVERSATION: usize = 5;
+
+/// Every connected dashboard, by tenant, and every LiveChat visitor socket, by conversation.
 #[derive(Default)]
 pub struct WsHub {
     connections: RwLock<HashMap<TenantId, Vec<Connection>>>,
+    visitors: RwLock<HashMap<(TenantId, Uuid), Vec<VisitorSocket>>>,
     next_id: AtomicU64,
     limits: WsLimits,
 }
@@ -161,8 +169,47 @@ impl WsHub {
         })
     }
 
-    /// Relays a dashboard's presence to its tenant's other dashboards.
+    /// Takes a place for a visitor socket on a conversation, if the caps allow.
+    fn register_visitor(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        conversation: Uuid,
+        sender: Sender,
+    ) -> Option<VisitorRegistration> {
+        let total: usize = self
+            .connections
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(Vec::len)
+            .sum();
+        let mut map = self.visitors.write().unwrap_or_else(|p| p.into_inner());
+        let visitors: usize = map.values().map(Vec::len).sum();
+        let list = map.entry((tenant.clone(), conversation)).or_default();
+        if total + visitors >= self.limits.total || list.len() >= VISITOR_SOCKETS_PER_CONVERSATION {
+            return None;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        list.push((id, sender));
+        Some(VisitorRegistration {
+            hub: self.clone(),
+            key: (tenant.clone(), conversation),
+            id,
+        })
+    }
+
+    /// Relays a dashboard's presence to its tenant's other dashboards, and its typing to the
+    /// conversation's visitor.
     fn relay(&self, from: &Registration, event: &PushEvent) {
+        if event.kind == "conversation.typing" {
+            let frame = VisitorFrame {
+                kind: "typing".into(),
+                conversation_id: event.conversation_id,
+                message: None,
+                at: event.at,
+            };
+            self.send_visitor(&event.tenant_id, event.conversation_id, &frame);
+        }
         let Ok(frame) = serde_json::to_string(event) else {
             return;
         };
@@ -187,8 +234,56 @@ impl WsHub {
     }
 }
 
+impl WsHub {
+    /// Sends a frame to a conversation's visitor sockets; whether one was open.
+    fn send_visitor(&self, tenant: &TenantId, conversation: Uuid, frame: &VisitorFrame) -> bool {
+        let Ok(text) = serde_json::to_string(frame) else {
+            return false;
+        };
+        let text: Arc<str> = text.into();
+        let map = self.visitors.read().unwrap_or_else(|p| p.into_inner());
+        let mut reached = false;
+        for (_, sender) in map
+            .get(&(tenant.clone(), conversation))
+            .into_iter()
+            .flatten()
+        {
+            reached |= sender.try_send(text.clone()).is_ok();
+        }
+        reached
+    }
+}
+
+/// A visitor socket's place in the hub; dropped, it frees it.
+struct VisitorRegistration {
+    hub: Arc<WsHub>,
+    key: (TenantId, Uuid),
+    id: u64,
+}
+
+impl Drop for VisitorRegistration {
+    fn drop(&mut self) {
+        let mut map = self.hub.visitors.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = map.get_mut(&self.key) {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Push for WsHub {
+    async fn push_visitor(
+        &self,
+        tenant: &TenantId,
+        conversation: Uuid,
+        frame: &VisitorFrame,
+    ) -> StoreResult<bool> {
+        Ok(self.send_visitor(tenant, conversation, frame))
+    }
+
     async fn push(&self, event: &PushEvent) -> StoreResult<()> {
         let frame: Arc<str> = serde_json::to_string(event)
             .map_err(|e| StoreError::Backend(e.to_string()))?
@@ -252,16 +347,100 @@ async fn send_waiting(
     sink.flush().await
 }
 
-/// The WebSocket route (API Gateway's WebSocket API plays this part on AWS).
+/// The WebSocket routes: dashboards and LiveChat visitors (API Gateway's WebSocket API plays
+/// this part on AWS).
 pub fn routes(state: AppState, hub: Arc<WsHub>) -> Routes {
-    Routes::default().route(
-        "/v1/ws",
-        &[Method::GET],
-        get(move |state, query, headers, client, upgrade| {
-            connect(state, query, headers, client, upgrade, hub.clone())
-        })
-        .with_state(state),
-    )
+    let visitors = hub.clone();
+    Routes::default()
+        .route(
+            "/v1/ws",
+            &[Method::GET],
+            get(move |state, query, headers, client, upgrade| {
+                connect(state, query, headers, client, upgrade, hub.clone())
+            })
+            .with_state(state.clone()),
+        )
+        .route(
+            "/livechat/v1/ws",
+            &[Method::GET, Method::OPTIONS],
+            get(move |state, query, headers, upgrade| {
+                connect_visitor(state, query, headers, upgrade, visitors.clone())
+            })
+            .options(crate::livechat::preflight)
+            .with_state(state),
+        )
+}
+
+/// A LiveChat visitor's socket: `?token=` checked, the page's origin checked against the
+/// widget's; replies that waited for it are delivered at once.
+async fn connect_visitor(
+    State(state): State<AppState>,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    hub: Arc<WsHub>,
+) -> Result<Response, ApiError> {
+    let token = query.token.as_deref().unwrap_or_default();
+    let visitor = crate::livechat::visitor(&state, &headers, token).await?;
+    let upgrade =
+        upgrade.map_err(|e| ApiError::new(e.status(), "invalid_request", e.body_text()))?;
+    let conversation = visitor.conversation_id();
+    let (tx, rx) = mpsc::channel(CONNECTION_BUFFER);
+    let registration = hub
+        .register_visitor(&visitor.claims.tenant, conversation, tx)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                "this chat has as many sockets open as it may",
+            )
+        })?;
+    let limits = *hub.limits();
+    Ok(upgrade
+        .max_frame_size(limits.max_message_bytes)
+        .max_message_size(limits.max_message_bytes)
+        .on_upgrade(move |socket| serve_visitor(socket, state, visitor, registration, rx, limits)))
+}
+
+async fn serve_visitor(
+    socket: WebSocket,
+    state: AppState,
+    visitor: omni_core::service::Visitor,
+    registration: VisitorRegistration,
+    mut rx: mpsc::Receiver<Arc<str>>,
+    limits: WsLimits,
+) {
+    let tenant = visitor.claims.tenant.clone();
+    info!(tenant_id = %tenant, "visitor connected");
+    // Registered before this: a reply sent from now on is pushed, one sent before is
+    // delivered here.
+    if let Err(e) = state.services.visitor_connected(&visitor).await {
+        tracing::warn!(error = %e, "waiting replies not marked delivered");
+    }
+    let (mut sink, mut stream) = socket.split();
+    let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_every, limits.ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard = Instant::now();
+    loop {
+        let silent_until = heard + limits.idle_timeout;
+        tokio::select! {
+            frame = rx.recv() => match frame {
+                Some(frame) => if send_waiting(&mut sink, &mut rx, frame).await.is_err() { break },
+                None => break,
+            },
+            incoming = stream.next() => match incoming {
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => heard = Instant::now(),
+            },
+            _ = ping.tick() => if sink.send(WsMessage::Ping(Default::default())).await.is_err() { break },
+            _ = tokio::time::sleep_until(silent_until) => {
+                let _ = sink.send(WsMessage::Close(Some(CloseFrame { code: IDLE, reason: "no pong".into() }))).await;
+                break;
+            }
+        }
+    }
+    drop(registration);
+    info!(tenant_id = %tenant, "visitor disconnected");
 }
 
 #[derive(Deserialize)]

@@ -21,6 +21,8 @@
 //! | tenant's number | `T#<tenant>` | `N#<e164>` | | a tenant's numbers (query `begins_with`) |
 //! | API key | `K#<sha256>` | `KEY` | | tenant and id of a key hash (read on every request: revoking is immediate) |
 //! | tenant's API key | `T#<tenant>` | `K#<key id>` | | listing (name, prefix, created, last used) and revoking by id |
+//! | LiveChat widget | `T#<tenant>` | `LIVECHAT` | | a tenant's widget settings (with its identity secret and token key; the table is encrypted at rest) |
+//! | widget key | `LCW#<widget key>` | `LCW` | | a copy of the settings found by the key visitors' pages name (one read per visitor request); keeps the key to one tenant (conditional put) |
 //! | carrier config | `T#<tenant>` | `P#<provider>` | gsi1: `P#<provider>` / `<tenant>` | a tenant's carriers; tenants of a carrier; names the Secrets Manager secret |
 //! | conversation | `C#<tenant>#<id>` (id: UUID v5 of tenant, thread channel and contact) | `C` | gsi1: `CONVS#<tenant>` / `<last at>#<id>` | get; list by recency; a writer finds it by its derived id |
 //! | thread | `TH#<tenant>#<channel>#<contact>` | `TH` | | the conversation of (channel, contact) when its id was not derived (made before ids were), read in the same `BatchGetItem` |

@@ -1,6 +1,7 @@
 //! [`MediaStore`] on S3: media too large for a Lambda response are put in the stack's media
 //! bucket (encrypted, expired by a lifecycle rule) and handed out as presigned `GetObject`
-//! URLs, signed with the function's own role. Two SigV4-signed requests (`aws-sigv4`, the
+//! URLs, signed with the function's own role; LiveChat visitors' uploads are kept there too
+//! ([`UploadStore`]), under `livechat/`. Two SigV4-signed requests (`aws-sigv4`, the
 //! SDK's signer) over reqwest.
 
 use std::borrow::Cow;
@@ -12,8 +13,11 @@ use aws_sigv4::http_request::{
     sign, PayloadChecksumKind, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
 };
 use aws_sigv4::sign::v4;
-use omni_core::ports::{MediaStore, StoreError, StoreResult};
+use omni_core::domain::TenantId;
+use omni_core::ports::{MediaStore, StoreError, StoreResult, UploadStore};
 use omni_core::providers::MediaContent;
+
+use uuid::Uuid;
 
 use crate::{env_value, SdkConfig};
 
@@ -102,14 +106,9 @@ impl S3MediaStore {
     }
 }
 
-#[async_trait]
-impl MediaStore for S3MediaStore {
-    async fn publish(
-        &self,
-        key: &str,
-        content: &MediaContent,
-        ttl: Duration,
-    ) -> StoreResult<String> {
+impl S3MediaStore {
+    /// Puts an object (SigV4 over its bytes).
+    async fn put_object(&self, key: &str, content: &MediaContent) -> StoreResult<()> {
         let url = format!("{}/{key}", self.base);
         let content_type = content
             .content_type
@@ -151,7 +150,12 @@ impl MediaStore for S3MediaStore {
                 ),
             ));
         }
+        Ok(())
+    }
 
+    /// A presigned `GetObject` link to an object, valid for `ttl`.
+    async fn presigned(&self, key: &str, ttl: Duration) -> StoreResult<String> {
+        let url = format!("{}/{key}", self.base);
         let mut settings = SigningSettings::default();
         settings.signature_location = SignatureLocation::QueryParams;
         settings.expires_in = Some(ttl);
@@ -161,5 +165,97 @@ impl MediaStore for S3MediaStore {
         let mut link = reqwest::Url::parse(&url).map_err(|e| backend("media URL", e))?;
         link.query_pairs_mut().extend_pairs(query);
         Ok(link.to_string())
+    }
+
+    /// `GET` (or `HEAD`) of an object, signed in its headers; `None` when there is none.
+    async fn fetch(&self, method: &str, key: &str) -> StoreResult<Option<reqwest::Response>> {
+        let url = format!("{}/{key}", self.base);
+        let mut settings = SigningSettings::default();
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        let (signing, _) = self
+            .signed(method, &url, &[], SignableBody::Bytes(&[]), settings)
+            .await?;
+        let method =
+            reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| backend("method", e))?;
+        let mut request = self.http.request(method, &url);
+        for (k, v) in &signing {
+            request = request.header(k, v);
+        }
+        let response = request.send().await.map_err(|e| backend("GetObject", e))?;
+        match response.status() {
+            s if s.is_success() => Ok(Some(response)),
+            reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::FORBIDDEN => Ok(None),
+            s => Err(backend("GetObject", s)),
+        }
+    }
+}
+
+/// Where a LiveChat upload is kept: apart from published media, expired by its own rule.
+fn upload_key(tenant: &TenantId, id: Uuid) -> String {
+    format!("livechat/{tenant}/{id}")
+}
+
+fn content_type(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+#[async_trait]
+impl MediaStore for S3MediaStore {
+    async fn publish(
+        &self,
+        key: &str,
+        content: &MediaContent,
+        ttl: Duration,
+    ) -> StoreResult<String> {
+        self.put_object(key, content).await?;
+        self.presigned(key, ttl).await
+    }
+}
+
+/// LiveChat uploads in the media bucket under `livechat/`, handed out through presigned links.
+#[async_trait]
+impl UploadStore for S3MediaStore {
+    async fn put_upload(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        content: &MediaContent,
+    ) -> StoreResult<()> {
+        self.put_object(&upload_key(tenant, id), content).await
+    }
+
+    async fn upload_type(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<String>> {
+        Ok(self
+            .fetch("HEAD", &upload_key(tenant, id))
+            .await?
+            .map(|r| content_type(&r).unwrap_or_else(|| "application/octet-stream".into())))
+    }
+
+    async fn get_upload(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<MediaContent>> {
+        let Some(response) = self.fetch("GET", &upload_key(tenant, id)).await? else {
+            return Ok(None);
+        };
+        let content_type = content_type(&response);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| backend("GetObject body", e))?;
+        Ok(Some(MediaContent {
+            content_type,
+            bytes: bytes.to_vec(),
+        }))
+    }
+
+    async fn signed_url(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        ttl: Duration,
+    ) -> StoreResult<Option<String>> {
+        self.presigned(&upload_key(tenant, id), ttl).await.map(Some)
     }
 }

@@ -67,15 +67,11 @@ fn thread_key(tenant: &TenantId, channel: Channel, contact: &Address) -> Item {
     key(format!("TH#{tenant}#{}#{contact}", channel.thread()), "TH")
 }
 
-/// Conversation ids are derived from what a conversation is, (tenant, thread channel,
-/// contact), so a writer finds the conversation without reading a pointer to it first. Those
-/// made before keep their random id, found through their thread item.
+/// Conversation ids are derived from what a conversation is ([`Conversation::id_for`]), so a
+/// writer finds the conversation without reading a pointer to it first. Those made before
+/// keep their random id, found through their thread item.
 fn conversation_id_of(tenant: &TenantId, channel: Channel, contact: &Address) -> Uuid {
-    const NAMESPACE: Uuid = Uuid::from_u128(0x6f6d_6e69_2d63_6f6e_7665_7273_6174_696f);
-    Uuid::new_v5(
-        &NAMESPACE,
-        format!("{tenant}\n{}\n{contact}", channel.thread()).as_bytes(),
-    )
+    Conversation::id_for(tenant, channel, contact)
 }
 
 /// What [`AwsBackend::conversation_lookup`] found.

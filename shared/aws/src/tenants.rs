@@ -5,7 +5,8 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
 use chrono::{DateTime, SecondsFormat, Utc};
-use omni_core::domain::{Address, TenantId};
+use omni_core::domain::{Address, ChatId, TenantId};
+use omni_core::livechat::LivechatSettings;
 use omni_core::model::{ApiKeyInfo, ApiKeyOwner, NumberRoute, Routing, Tenant};
 use omni_core::ports::{StoreError, StoreResult, TenantStore};
 use omni_core::team::Role;
@@ -30,6 +31,11 @@ fn api_key_key(key_hash: &str) -> Item {
 /// issued before keys were listed) and `last_used_at`.
 fn api_key_mirror(tenant: &TenantId, key_id: &str) -> Item {
     key(tenant_pk(tenant), format!("K#{key_id}"))
+}
+
+/// A LiveChat widget by its public key.
+fn widget_key(widget: &ChatId) -> Item {
+    key(format!("LCW#{widget}"), "LCW")
 }
 
 fn mirror_key(tenant: &TenantId, number: &Address) -> Item {
@@ -385,6 +391,50 @@ impl TenantStore for AwsBackend {
         let mut record = key(tenant_pk(tenant), "ROUTING");
         record.insert("doc".into(), json(routing)?);
         self.put_item(record).await
+    }
+
+    /// The settings item beside the tenant, and a copy under the widget key (read by every
+    /// visitor request, so one read finds them), written together; the copy's condition keeps
+    /// a key to one tenant.
+    async fn put_livechat(&self, settings: &LivechatSettings) -> StoreResult<()> {
+        let tenant = s(settings.tenant_id.as_str());
+        let mut record = key(tenant_pk(&settings.tenant_id), "LIVECHAT");
+        record.insert("doc".into(), json(settings)?);
+        let mut by_key = widget_key(&settings.widget_key);
+        by_key.insert("tenant".into(), tenant.clone());
+        by_key.insert("doc".into(), json(settings)?);
+        let ops = vec![
+            self.put_op(record, None, None)?,
+            self.put_op(
+                by_key,
+                Some("attribute_not_exists(pk) OR tenant = :t"),
+                Some(values([(":t", tenant)])),
+            )?,
+        ];
+        if self.transact(ops).await? {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(
+                "the widget key is held by another tenant".into(),
+            ))
+        }
+    }
+
+    async fn get_livechat(&self, tenant: &TenantId) -> StoreResult<Option<LivechatSettings>> {
+        self.get_item(key(tenant_pk(tenant), "LIVECHAT"))
+            .await?
+            .map(|i| doc(&i, "doc"))
+            .transpose()
+    }
+
+    async fn livechat_by_widget_key(
+        &self,
+        widget: &ChatId,
+    ) -> StoreResult<Option<LivechatSettings>> {
+        self.get_item(widget_key(widget))
+            .await?
+            .map(|i| doc(&i, "doc"))
+            .transpose()
     }
 
     async fn get_routing(&self, tenant: &TenantId) -> StoreResult<Routing> {

@@ -438,3 +438,49 @@ async fn a_conversation_with_a_random_id_is_still_found_through_its_thread() {
     );
     assert_eq!(b.get_conversation(&tenant, first.id).await.unwrap(), None);
 }
+
+/// LiveChat uploads go to the media bucket under the tenant, come back with their type, are
+/// another tenant's miss, and are handed out through a presigned link that needs nothing else.
+#[tokio::test]
+async fn livechat_uploads_round_trip_through_s3_and_presigned_links() {
+    use omni_core::ports::UploadStore;
+    use omni_core::providers::MediaContent;
+    let config = emulator_config().await;
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("moto");
+    let bucket = format!("omni-test-{}", &Uuid::new_v4().simple().to_string()[..12]);
+    // moto serves path-style buckets and checks no signature on CreateBucket.
+    let created = reqwest::Client::new()
+        .put(format!("{}/{bucket}", endpoint.trim_end_matches('/')))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+    let http = reqwest::Client::new();
+    let store = omni_aws::S3MediaStore::new(&config, http.clone(), &bucket).unwrap();
+    let (a, b) = (new_tenant_id("a"), new_tenant_id("b"));
+    let id = Uuid::new_v4();
+    let png = MediaContent {
+        content_type: Some("image/png".into()),
+        bytes: b"\x89PNG\r\n\x1a\nrest-of-it".to_vec(),
+    };
+    assert_eq!(store.upload_type(&a, id).await.unwrap(), None);
+    store.put_upload(&a, id, &png).await.unwrap();
+    assert_eq!(
+        store.upload_type(&a, id).await.unwrap().as_deref(),
+        Some("image/png")
+    );
+    assert_eq!(store.get_upload(&a, id).await.unwrap(), Some(png.clone()));
+    assert_eq!(store.get_upload(&b, id).await.unwrap(), None);
+    let link = store
+        .signed_url(&a, id, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("a presigned link");
+    assert!(link.contains("X-Amz-Signature"), "{link}");
+    let fetched = http.get(&link).send().await.unwrap();
+    assert!(fetched.status().is_success());
+    assert_eq!(
+        fetched.bytes().await.unwrap().as_ref(),
+        png.bytes.as_slice()
+    );
+}

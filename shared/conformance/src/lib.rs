@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use omni_core::domain::{
-    Address, Channel, DeliveryStatus, Direction, InboundMessage, Media, MessagePart, PartRole,
-    ProviderKind, Region, SendResult, StatusUpdate, TenantId,
+    Address, Channel, ChatId, DeliveryStatus, Direction, InboundMessage, Media, MessagePart,
+    PartRole, ProviderKind, Region, SendResult, StatusUpdate, TenantId,
 };
+use omni_core::livechat::LivechatSettings;
 use omni_core::model::{
-    ApiKeyInfo, ApiKeyOwner, Assignee, AuditEntry, AuditQuery, ConversationFilter,
+    ApiKeyInfo, ApiKeyOwner, Assignee, AuditEntry, AuditQuery, Conversation, ConversationFilter,
     ConversationStatus, Failover, Message, NewOutbound, Note, NumberRoute, Routing, StatusApplied,
     Tenant,
 };
@@ -41,7 +42,7 @@ impl<T: TenantStore + TeamStore + SecretStore + MessageStore + Queue> Backend fo
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,6 +93,8 @@ pub async fn run_all<B: Backend>(backend: &B) {
     notes_are_listed_by_time(backend).await;
     audit_entries_are_filtered_and_paged(backend).await;
     login_failures_count_in_windows(backend).await;
+    livechat_widgets_round_trip_by_tenant_and_key(backend).await;
+    livechat_conversations_have_derived_ids(backend).await;
 }
 
 // ---- fixtures --------------------------------------------------------------------------
@@ -759,7 +762,10 @@ pub async fn credentials_round_trip_per_provider<B: Backend>(b: &B) {
     }
     let mut configured = b.configured_providers(&a).await.unwrap();
     configured.sort();
-    assert_eq!(configured, ProviderKind::ALL.to_vec());
+    let mut expected: Vec<ProviderKind> =
+        sample_credentials().iter().map(Credentials::kind).collect();
+    expected.sort();
+    assert_eq!(configured, expected);
     assert!(b.configured_providers(&other).await.unwrap().is_empty());
     assert!(b
         .tenants_with_provider(ProviderKind::Signal)
@@ -2444,5 +2450,119 @@ pub async fn login_failures_count_in_windows<B: Backend>(b: &B) {
             .unwrap(),
         (1, later),
         "a new window"
+    );
+}
+
+// ---- LiveChat ---------------------------------------------------------------------------
+
+fn livechat_settings(tenant: &TenantId) -> LivechatSettings {
+    let at = base_time();
+    LivechatSettings {
+        tenant_id: tenant.clone(),
+        widget_key: ChatId::from_bytes(ChatId::WIDGET, Uuid::new_v4().into_bytes()),
+        allowed_origins: vec!["https://north.example.org".into()],
+        title: Some("Chat with us".into()),
+        greeting: Some("Hello".into()),
+        offline_message: None,
+        identity_required: false,
+        identity_secret: Secret::new(Uuid::new_v4().simple().to_string()),
+        signing_key: Secret::new(Uuid::new_v4().simple().to_string()),
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+/// A tenant's LiveChat widget round-trips, secrets included, by tenant and by widget key; a
+/// save replaces it; another tenant's key is refused; other tenants see nothing.
+pub async fn livechat_widgets_round_trip_by_tenant_and_key<B: Backend>(b: &B) {
+    let (a, other) = (new_tenant_id("a"), new_tenant_id("b"));
+    assert_eq!(b.get_livechat(&a).await.unwrap(), None);
+    let settings = livechat_settings(&a);
+    b.put_livechat(&settings).await.unwrap();
+    assert_eq!(b.get_livechat(&a).await.unwrap(), Some(settings.clone()));
+    assert_eq!(
+        b.livechat_by_widget_key(&settings.widget_key)
+            .await
+            .unwrap(),
+        Some(settings.clone())
+    );
+    assert_eq!(b.get_livechat(&other).await.unwrap(), None);
+
+    let replaced = LivechatSettings {
+        allowed_origins: vec!["https://a.example".into(), "http://127.0.0.1:9000".into()],
+        identity_required: true,
+        identity_secret: Secret::new("rotated"),
+        updated_at: secs(settings.updated_at, 5),
+        ..settings.clone()
+    };
+    b.put_livechat(&replaced).await.unwrap();
+    assert_eq!(b.get_livechat(&a).await.unwrap(), Some(replaced.clone()));
+    assert_eq!(
+        b.livechat_by_widget_key(&settings.widget_key)
+            .await
+            .unwrap(),
+        Some(replaced.clone())
+    );
+
+    let stolen = LivechatSettings {
+        widget_key: settings.widget_key.clone(),
+        ..livechat_settings(&other)
+    };
+    assert!(matches!(
+        b.put_livechat(&stolen).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(b.get_livechat(&other).await.unwrap(), None);
+    assert_eq!(
+        b.livechat_by_widget_key(&settings.widget_key)
+            .await
+            .unwrap(),
+        Some(replaced)
+    );
+    let unknown = ChatId::from_bytes(ChatId::WIDGET, Uuid::new_v4().into_bytes());
+    assert_eq!(b.livechat_by_widget_key(&unknown).await.unwrap(), None);
+}
+
+/// A new conversation gets the id [`Conversation::id_for`] derives (a LiveChat session
+/// names it before the first message), on the LiveChat channel between a visitor and a
+/// widget, both ways.
+pub async fn livechat_conversations_have_derived_ids<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let visitor = Address::Chat(ChatId::from_bytes(
+        ChatId::VISITOR,
+        Uuid::new_v4().into_bytes(),
+    ));
+    let widget = Address::Chat(ChatId::from_bytes(
+        ChatId::WIDGET,
+        Uuid::new_v4().into_bytes(),
+    ));
+    let expected = Conversation::id_for(&tenant, Channel::Livechat, &visitor);
+    let mut m = inbound(Channel::Livechat, &visitor, &widget, "hi", base_time());
+    m.provider = ProviderKind::Livechat;
+    let (msg, conv) = b.apply_inbound(&tenant, &m).await.unwrap().expect("new");
+    assert_eq!(conv.id, expected);
+    assert_eq!(msg.conversation_id, expected);
+    assert_eq!(
+        (conv.contact.clone(), conv.tenant_number.clone()),
+        (visitor.clone(), widget.clone())
+    );
+
+    let mut reply = outbound(&widget, &visitor, "hello", secs(base_time(), 1));
+    reply.channel = Channel::Livechat;
+    let (sent, _) = b.create_outbound(&tenant, &reply).await.unwrap();
+    assert_eq!(sent.conversation_id, expected);
+    let page = b.list_messages(&tenant, expected, 10, None).await.unwrap();
+    assert_eq!(
+        page.items.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![sent.id, msg.id]
+    );
+
+    // An outbound message first creates the derived conversation too.
+    let sms_contact = new_number();
+    let first = outbound(&new_number(), &sms_contact, "hi", base_time());
+    let (created, _) = b.create_outbound(&tenant, &first).await.unwrap();
+    assert_eq!(
+        created.conversation_id,
+        Conversation::id_for(&tenant, Channel::Sms, &sms_contact)
     );
 }

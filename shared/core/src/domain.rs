@@ -20,6 +20,9 @@ pub enum DomainError {
     /// Not an email address Omni accepts (see [`EmailAddress::parse`]).
     #[error("not a valid email address: {0}")]
     InvalidEmailAddress(String),
+    /// Not a LiveChat visitor id or widget key (see [`ChatId::parse`]).
+    #[error("not a valid LiveChat id: {0}")]
+    InvalidChatId(String),
     /// A tenant id outside `[a-z0-9-]{1,64}`.
     #[error("tenant id must match [a-z0-9-]{{1,64}}")]
     InvalidTenantId,
@@ -348,7 +351,69 @@ impl fmt::Display for EmailAddress {
     }
 }
 
-/// Where a contact or a tenant is reached: a phone number or an email address.
+/// A LiveChat party: a visitor (`lcv_` and 32 lower-case hex digits) or a tenant's widget
+/// (`lcw_` and 32 lower-case hex digits), the two ends of a web chat as a number is for SMS.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChatId(String);
+
+impl ChatId {
+    /// The prefix of a visitor's id.
+    pub const VISITOR: &'static str = "lcv_";
+    /// The prefix of a widget key.
+    pub const WIDGET: &'static str = "lcw_";
+
+    /// Parses a visitor id or widget key.
+    pub fn parse(input: &str) -> Result<Self, DomainError> {
+        let digits = input
+            .strip_prefix(Self::VISITOR)
+            .or_else(|| input.strip_prefix(Self::WIDGET));
+        match digits {
+            Some(d)
+                if d.len() == 32 && d.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+            {
+                Ok(ChatId(input.to_string()))
+            }
+            _ => Err(DomainError::InvalidChatId(input.chars().take(40).collect())),
+        }
+    }
+
+    /// A chat id of `prefix` ([`Self::VISITOR`] or [`Self::WIDGET`]) over 16 bytes.
+    pub fn from_bytes(prefix: &str, bytes: [u8; 16]) -> Self {
+        ChatId(format!("{prefix}{}", hex::encode(bytes)))
+    }
+
+    /// Whether this is a visitor's id (not a widget key).
+    pub fn is_visitor(&self) -> bool {
+        self.0.starts_with(Self::VISITOR)
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for ChatId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ChatId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ChatId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for ChatId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a contact or a tenant is reached: a phone number, an email address, or a LiveChat
+/// visitor or widget.
 ///
 /// It is stored, routed on and serialised as its plain text (`+15550001111` or
 /// `name@example.org`), which cannot be ambiguous: a phone number never holds an `@`. Phone
@@ -360,13 +425,23 @@ pub enum Address {
     Phone(E164),
     /// An email address.
     Email(EmailAddress),
+    /// A LiveChat visitor or widget.
+    Chat(ChatId),
+}
+
+/// Whether stored or typed text names a LiveChat party rather than a number.
+fn is_chat(input: &str) -> bool {
+    input.starts_with(ChatId::VISITOR) || input.starts_with(ChatId::WIDGET)
 }
 
 impl Address {
-    /// Parses an address as a user typed it: with an `@` it is an email address, otherwise a
-    /// phone number in any common format (national formats read in `region`).
+    /// Parses an address as a user typed it: with an `@` it is an email address, with a
+    /// LiveChat prefix a visitor or widget, otherwise a phone number in any common format
+    /// (national formats read in `region`).
     pub fn parse(input: &str, region: Region) -> Result<Self, DomainError> {
-        if input.contains('@') {
+        if is_chat(input) {
+            ChatId::parse(input).map(Address::Chat)
+        } else if input.contains('@') {
             EmailAddress::parse(input).map(Address::Email)
         } else {
             E164::parse(input, region).map(Address::Phone)
@@ -375,7 +450,9 @@ impl Address {
 
     /// Reads an address as Omni stored it (E.164 or a normalised email address).
     pub fn from_stored(input: &str) -> Result<Self, DomainError> {
-        if input.contains('@') {
+        if is_chat(input) {
+            ChatId::parse(input).map(Address::Chat)
+        } else if input.contains('@') {
             EmailAddress::parse(input).map(Address::Email)
         } else {
             E164::from_e164(input).map(Address::Phone)
@@ -387,6 +464,7 @@ impl Address {
         match self {
             Address::Phone(n) => n.as_str(),
             Address::Email(e) => e.as_str(),
+            Address::Chat(c) => c.as_str(),
         }
     }
 
@@ -394,7 +472,7 @@ impl Address {
     pub fn phone(&self) -> Option<&E164> {
         match self {
             Address::Phone(n) => Some(n),
-            Address::Email(_) => None,
+            Address::Email(_) | Address::Chat(_) => None,
         }
     }
 
@@ -402,7 +480,15 @@ impl Address {
     pub fn email(&self) -> Option<&EmailAddress> {
         match self {
             Address::Email(e) => Some(e),
-            Address::Phone(_) => None,
+            Address::Phone(_) | Address::Chat(_) => None,
+        }
+    }
+
+    /// The LiveChat party, if this is one.
+    pub fn chat(&self) -> Option<&ChatId> {
+        match self {
+            Address::Chat(c) => Some(c),
+            Address::Phone(_) | Address::Email(_) => None,
         }
     }
 }
@@ -551,6 +637,8 @@ string_enum!(
         Signal => "signal",
         /// Email, to and from an email address.
         Email => "email",
+        /// LiveChat, Omni's own web chat widget, between a visitor and the tenant's widget.
+        Livechat => "livechat",
     }
 );
 
@@ -1022,6 +1110,29 @@ mod tests {
             "+15555550100"
         );
         assert!(E164::parse("+1 099 555 0100", us()).is_err());
+    }
+
+    #[test]
+    fn chat_ids_are_visitors_or_widgets_and_round_trip_as_addresses() {
+        let visitor = format!("lcv_{}", "0a".repeat(16));
+        let widget = format!("lcw_{}", "f1".repeat(16));
+        for id in [&visitor, &widget] {
+            let address = Address::from_stored(id).unwrap();
+            assert_eq!(address.chat().map(ChatId::as_str), Some(id.as_str()));
+            assert_eq!(Address::parse(id, us()).unwrap(), address);
+            assert!(address.phone().is_none() && address.email().is_none());
+        }
+        assert!(ChatId::parse(&visitor).unwrap().is_visitor());
+        assert!(!ChatId::parse(&widget).unwrap().is_visitor());
+        for bad in [
+            "lcv_",
+            "lcv_0A0A0A0A0A0A0A0A0A0A0A0A0A0A0A0A",
+            "lcv_0a0a",
+            "lcx_0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a",
+            "lcv_0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a",
+        ] {
+            assert!(Address::from_stored(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

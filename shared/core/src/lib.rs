@@ -5,6 +5,7 @@
 //! push are traits in [`ports`], implemented by the `omni-local` (SQLite) and AWS backends.
 
 pub mod domain;
+pub mod livechat;
 pub mod model;
 pub mod ports;
 pub mod providers;

@@ -465,6 +465,19 @@ pub struct Conversation {
     pub assignee: Option<Assignee>,
 }
 
+impl Conversation {
+    /// The id of the conversation of (tenant, thread channel, contact), derived from what it
+    /// is: every backend gives a new conversation this id, so a writer (and a LiveChat
+    /// session, before its first message) knows it without reading a pointer first.
+    pub fn id_for(tenant: &TenantId, channel: Channel, contact: &Address) -> Uuid {
+        const NAMESPACE: Uuid = Uuid::from_u128(0x6f6d_6e69_2d63_6f6e_7665_7273_6174_696f);
+        Uuid::new_v5(
+            &NAMESPACE,
+            format!("{tenant}\n{}\n{contact}", channel.thread()).as_bytes(),
+        )
+    }
+}
+
 /// Whether a conversation still needs someone.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{
-    Address, InboundMessage, MessagePart, PartRole, ProviderKind, SendResult, StatusUpdate,
+    Address, ChatId, InboundMessage, MessagePart, PartRole, ProviderKind, SendResult, StatusUpdate,
     TenantId, WebhookEvent,
 };
+use crate::livechat::LivechatSettings;
 use crate::model::{
     ApiKeyInfo, ApiKeyOwner, Assignee, AuditEntry, AuditQuery, Conversation, ConversationFilter,
     ConversationStatus, DeliveryClaim, Failover, Message, NewOutbound, Note, NumberRoute, Page,
@@ -94,6 +95,16 @@ pub trait TenantStore: Send + Sync {
     async fn put_routing(&self, tenant: &TenantId, routing: &Routing) -> StoreResult<()>;
     /// A tenant's carrier priorities per channel; empty when none were set.
     async fn get_routing(&self, tenant: &TenantId) -> StoreResult<Routing>;
+    /// Creates or replaces a tenant's LiveChat widget (secrets kept as carrier secrets are);
+    /// [`StoreError::Conflict`] when another tenant's widget has that key.
+    async fn put_livechat(&self, settings: &LivechatSettings) -> StoreResult<()>;
+    /// A tenant's LiveChat widget.
+    async fn get_livechat(&self, tenant: &TenantId) -> StoreResult<Option<LivechatSettings>>;
+    /// The LiveChat widget of a widget key (what a visitor's page names).
+    async fn livechat_by_widget_key(
+        &self,
+        widget_key: &ChatId,
+    ) -> StoreResult<Option<LivechatSettings>>;
 }
 
 /// A tenant's users and their sign-in records: invites and sessions, kept by the hash of
@@ -627,4 +638,60 @@ pub trait Push: Send + Sync {
     /// Closes every dashboard connection opened with the tenant's key `key_id` (revoked), or
     /// by a user when `key_id` is `user:<id>` (disabled).
     async fn disconnect_api_key(&self, tenant: &TenantId, key_id: &str) -> StoreResult<()>;
+
+    /// Sends a frame to the LiveChat visitor sockets open on one of the tenant's
+    /// conversations, and to nobody else; whether any was open. A backend without visitor
+    /// sockets reaches nobody: replies then stay `sent` until the visitor comes back.
+    async fn push_visitor(
+        &self,
+        _tenant: &TenantId,
+        _conversation: Uuid,
+        _frame: &VisitorFrame,
+    ) -> StoreResult<bool> {
+        Ok(false)
+    }
+}
+
+/// What a LiveChat visitor's socket is told: `message.created` (a reply), `message.status`,
+/// `typing`; about their own conversation only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VisitorFrame {
+    /// The frame's type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The visitor's conversation.
+    pub conversation_id: Uuid,
+    /// The message, for message frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<crate::service::VisitorMessage>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Where LiveChat visitors' uploads are kept (a directory beside the database, or S3).
+#[async_trait]
+pub trait UploadStore: Send + Sync {
+    /// Keeps an upload of the tenant's.
+    async fn put_upload(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        content: &crate::providers::MediaContent,
+    ) -> StoreResult<()>;
+    /// The media type of an upload of the tenant's, if there is one.
+    async fn upload_type(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<String>>;
+    /// An upload of the tenant's.
+    async fn get_upload(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+    ) -> StoreResult<Option<crate::providers::MediaContent>>;
+    /// A link fetching the upload without other credentials for `ttl`, when the store signs
+    /// its own (S3); `None` when the server hands it out itself.
+    async fn signed_url(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        ttl: std::time::Duration,
+    ) -> StoreResult<Option<String>>;
 }

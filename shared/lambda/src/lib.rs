@@ -128,6 +128,14 @@ impl Omni {
         };
         let carrier_timeout = Duration::from_millis(config.service.carrier_timeout_ms);
         let http = http_client(carrier_timeout);
+        // The media bucket: large media published for dashboards, and LiveChat uploads.
+        let media = match &config.media_bucket {
+            Some(bucket) => Some(Arc::new(
+                omni_aws::S3MediaStore::new(sdk, http.clone(), bucket)
+                    .map_err(|e| format!("media bucket: {e}"))?,
+            )),
+            None => None,
+        };
         let services = Services {
             tenants: Arc::new(backend.clone()),
             team: Arc::new(backend.clone()),
@@ -144,13 +152,10 @@ impl Omni {
             breakers: Default::default(),
             auth_throttle: Default::default(),
             api_key_usage: Default::default(),
-            media_store: match &config.media_bucket {
-                Some(bucket) => Some(Arc::new(
-                    omni_aws::S3MediaStore::new(sdk, http.clone(), bucket)
-                        .map_err(|e| format!("media bucket: {e}"))?,
-                ) as Arc<dyn omni_core::ports::MediaStore>),
-                None => None,
-            },
+            uploads: media
+                .clone()
+                .map(|m| m as Arc<dyn omni_core::ports::UploadStore>),
+            media_store: media.map(|m| m as Arc<dyn omni_core::ports::MediaStore>),
         };
         Ok(Omni {
             services,

@@ -27,9 +27,11 @@ mod parts;
 mod queue;
 mod team;
 mod tenants;
+mod uploads;
 
 pub use key::{MasterKey, MASTER_KEY_ENV};
 pub use queue::{AppliedInbound, LeasedJob, TakenJobs};
+pub use uploads::DirUploads;
 
 /// The SQLite backend. Cheap to clone: clones share the connections.
 #[derive(Clone)]

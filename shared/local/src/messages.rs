@@ -194,7 +194,7 @@ fn upsert_conversation(
                  DO UPDATE SET tenant_number = excluded.tenant_number
              RETURNING id",
             params![
-                Uuid::now_v7().to_string(),
+                Conversation::id_for(tenant, channel, contact).to_string(),
                 tenant.as_str(),
                 channel.thread().as_str(),
                 contact.as_str(),
@@ -274,7 +274,7 @@ pub(crate) fn apply_inbound(
         .row(
             UPSERT_INBOUND_CONVERSATION,
             params![
-                Uuid::now_v7().to_string(),
+                Conversation::id_for(tenant, m.channel, &m.from).to_string(),
                 tenant.as_str(),
                 m.channel.thread().as_str(),
                 m.from.as_str(),

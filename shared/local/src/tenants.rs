@@ -2,7 +2,8 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use omni_core::domain::{Address, Channel, ProviderKind, TenantId};
+use omni_core::domain::{Address, Channel, ChatId, ProviderKind, TenantId};
+use omni_core::livechat::LivechatSettings;
 use omni_core::model::{ApiKeyInfo, ApiKeyOwner, NumberRoute, Routing, Tenant};
 use omni_core::ports::{SecretStore, StoreError, StoreResult, TenantStore};
 use omni_core::providers::Credentials;
@@ -325,6 +326,75 @@ impl TenantStore for SqliteBackend {
         .await
     }
 
+    async fn put_livechat(&self, settings: &LivechatSettings) -> StoreResult<()> {
+        // Sealed before leaving the caller's task, as carrier credentials are.
+        let plaintext = serde_json::to_vec(settings)
+            .map_err(|_| StoreError::Backend("livechat settings could not be serialised".into()))?;
+        let tenant = settings.tenant_id.clone();
+        let (nonce, ciphertext) = self.key.seal(&tenant, ProviderKind::Livechat, &plaintext)?;
+        let widget_key = settings.widget_key.to_string();
+        self.write(move |tx| {
+            tx.exec(
+                "INSERT INTO livechat (tenant_id, widget_key, nonce, ciphertext, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (tenant_id) DO UPDATE SET widget_key = excluded.widget_key,
+                     nonce = excluded.nonce, ciphertext = excluded.ciphertext,
+                     updated_at = excluded.updated_at",
+                params![
+                    tenant.as_str(),
+                    widget_key,
+                    nonce,
+                    ciphertext,
+                    ts(Utc::now())
+                ],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_livechat(&self, tenant: &TenantId) -> StoreResult<Option<LivechatSettings>> {
+        let t = tenant.clone();
+        let sealed: Option<(Vec<u8>, Vec<u8>)> = self
+            .read(move |conn| {
+                conn.row(
+                    "SELECT nonce, ciphertext FROM livechat WHERE tenant_id = ?1",
+                    [t.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db)
+            })
+            .await?;
+        sealed
+            .map(|(nonce, ciphertext)| self.open_livechat(tenant, &nonce, &ciphertext))
+            .transpose()
+    }
+
+    async fn livechat_by_widget_key(
+        &self,
+        widget_key: &ChatId,
+    ) -> StoreResult<Option<LivechatSettings>> {
+        let key = widget_key.to_string();
+        let sealed: Option<(String, Vec<u8>, Vec<u8>)> = self
+            .read(move |conn| {
+                conn.row(
+                    "SELECT tenant_id, nonce, ciphertext FROM livechat WHERE widget_key = ?1",
+                    [key],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(db)
+            })
+            .await?;
+        let Some((tenant, nonce, ciphertext)) = sealed else {
+            return Ok(None);
+        };
+        let tenant = TenantId::parse(&tenant).map_err(|_| corrupt("tenant id"))?;
+        self.open_livechat(&tenant, &nonce, &ciphertext).map(Some)
+    }
+
     async fn get_routing(&self, tenant: &TenantId) -> StoreResult<Routing> {
         let tenant = tenant.clone();
         self.read(move |conn| {
@@ -341,6 +411,26 @@ impl TenantStore for SqliteBackend {
                 .map(Option::unwrap_or_default)
         })
         .await
+    }
+}
+
+impl SqliteBackend {
+    /// Decrypts a stored LiveChat widget of `tenant`.
+    fn open_livechat(
+        &self,
+        tenant: &TenantId,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> StoreResult<LivechatSettings> {
+        let plaintext = self
+            .key
+            .open(tenant, ProviderKind::Livechat, nonce, ciphertext)?;
+        let settings: LivechatSettings =
+            serde_json::from_slice(&plaintext).map_err(|_| corrupt("livechat settings"))?;
+        if &settings.tenant_id != tenant {
+            return Err(corrupt("livechat settings stored under another tenant"));
+        }
+        Ok(settings)
     }
 }
 

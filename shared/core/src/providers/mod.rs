@@ -105,6 +105,9 @@ macro_rules! carriers {
                 $($(#[$doc])* $variant => $name,)+
                 /// The built-in demo carrier; only available in demo mode.
                 Simulator => "simulator",
+                /// LiveChat, Omni's own web chat: no carrier, no credentials; replies are
+                /// pushed to the visitor's socket.
+                Livechat => "livechat",
             }
         );
 
@@ -148,6 +151,9 @@ macro_rules! carriers {
                     $(ProviderKind::$variant => serde_json::from_value(body).map(Credentials::$variant),)+
                     ProviderKind::Simulator => {
                         return Err("the simulator is configured only in demo mode".into())
+                    }
+                    ProviderKind::Livechat => {
+                        return Err("LiveChat is configured at .../livechat, not as a provider".into())
                     }
                 };
                 parsed.map_err(|e| format!("invalid {kind} configuration: {e}"))

@@ -80,6 +80,11 @@ impl Services {
             return Ok(DeliveryOutcome::Skipped);
         };
         let message = claim.message;
+        if message.channel == Channel::Livechat {
+            return self
+                .deliver_livechat(job, tenant, &message, claim.attempt)
+                .await;
+        }
         let budget = self.settings.retry.max_attempts.max(1);
         let own = match self.own_carrier(tenant, &message).await {
             Ok(own) => own,
@@ -219,6 +224,40 @@ impl Services {
         };
         self.after_failure(job, tenant, &message, claim.attempt, total, error)
             .await
+    }
+
+    /// A reply to a LiveChat visitor: pushed to their sockets, no carrier involved.
+    async fn deliver_livechat(
+        &self,
+        job: &Job,
+        tenant: &TenantId,
+        message: &Message,
+        attempt: u32,
+    ) -> Result<DeliveryOutcome, JobError> {
+        let budget = self.settings.retry.max_attempts.max(1);
+        let result = match self.deliver_to_visitor(tenant, message).await {
+            Ok(result) => result,
+            Err(ServiceError::Store(e)) => {
+                let error = SendError::transient(format!("storage: {e}"), None);
+                return self
+                    .after_failure(job, tenant, message, attempt, budget, error)
+                    .await;
+            }
+            Err(other) => {
+                let error = not_configured(other.to_string());
+                return self
+                    .after_failure(job, tenant, message, attempt, budget, error)
+                    .await;
+            }
+        };
+        let stored = self
+            .messages
+            .record_sent(tenant, message.id, &result, None)
+            .await
+            .map_err(ServiceError::from)?;
+        info!(status = %stored.status, "livechat reply handed over");
+        self.push_message(tenant, "message.status", &stored).await;
+        Ok(DeliveryOutcome::Sent)
     }
 
     /// The carrier of the number the message is sent from.

@@ -47,6 +47,12 @@ impl Services {
             .media
             .get(index)
             .ok_or(ServiceError::NotFound("media"))?;
+        if let Some(id) = media.url.strip_prefix(super::UPLOAD_SCHEME) {
+            let id = Uuid::parse_str(id).map_err(|_| ServiceError::NotFound("media"))?;
+            let mut content = self.stored_upload(tenant, id).await?;
+            content.content_type = content.content_type.or(media.content_type.clone());
+            return Ok(MediaDownload::Content(content));
+        }
         let keeper = message
             .provider
             .and_then(|kind| self.providers.get(kind))

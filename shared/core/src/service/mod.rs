@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::domain::{DomainError, ProviderKind, TenantId};
 use crate::ports::{
     MediaStore, MessageStore, Push, Queue, SecretStore, StoreError, TeamStore, TenantStore,
+    UploadStore,
 };
 use crate::providers::{Credentials, ProviderRegistry};
 use crate::team::Permission;
@@ -25,6 +26,7 @@ mod desk;
 mod inbound;
 mod keys;
 mod keywords;
+mod livechat;
 mod media;
 mod outbound;
 mod ses_sns;
@@ -36,6 +38,11 @@ pub use breaker::{BreakerPolicy, CircuitBreakers};
 pub use delivery::DeliveryOutcome;
 pub use keys::{ApiKeyUsage, IssuedKey};
 pub use keywords::Keyword;
+pub use livechat::{
+    LivechatUpdate, SessionRequest, Upload, Visitor, VisitorMessage, VisitorMessageRequest,
+    VisitorPage, VisitorProfile, VisitorSession, WidgetText, MAX_VISITOR_BODY_CHARS,
+    MAX_VISITOR_MEDIA, UPLOAD_SCHEME,
+};
 pub use media::MediaDownload;
 pub use outbound::SendRequest;
 pub use team::{
@@ -85,6 +92,16 @@ pub enum ServiceError {
     /// subscription confirmation); the caller may retry.
     #[error("{0}")]
     Upstream(String),
+    /// A LiveChat `user_hash` that does not match (or is missing where identities are
+    /// required).
+    #[error("the user's identity could not be verified")]
+    IdentityInvalid,
+    /// An upload of a type that is not accepted (read from its bytes).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// An upload larger than allowed.
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// Storage failed; details go to logs only.
     #[error("internal error")]
     Store(#[source] StoreError),
@@ -257,6 +274,8 @@ pub struct Services {
     /// Where media too large for a response are published (Lambda); none: served in the
     /// response whatever their size (`omni serve`).
     pub media_store: Option<Arc<dyn MediaStore>>,
+    /// Where LiveChat visitors' uploads are kept; none: uploads are refused.
+    pub uploads: Option<Arc<dyn UploadStore>>,
     /// Authentication failures per (address, scope), shared by every clone.
     pub auth_throttle: Arc<AuthThrottle>,
     /// When each API key's use was last recorded, shared by every clone.

@@ -7,7 +7,7 @@ use tracing::{instrument, warn};
 use uuid::Uuid;
 
 use super::{ServiceError, Services};
-use crate::domain::{Address, Channel, EmailAddress, Media, ProviderKind, TenantId, E164};
+use crate::domain::{Address, Channel, ChatId, EmailAddress, Media, ProviderKind, TenantId, E164};
 use crate::model::{Message, NumberRoute};
 use crate::ports::Job;
 use crate::team::Actor;
@@ -123,24 +123,40 @@ impl Services {
             request.channel
         };
 
-        let route = self.sender_route(numbers, channel, request.from.as_deref(), region)?;
-        let provider = self.ensure_sendable(tenant, &route, channel).await?;
-        if request.template.is_some()
-            && !self
-                .providers
-                .get(provider)
-                .is_some_and(|a| a.sends_templates())
-        {
-            return Err(ServiceError::InvalidRequest(format!(
-                "template: {} cannot send WhatsApp templates, only the WhatsApp Cloud API can",
-                route.number
-            )));
-        }
+        let from = if channel == Channel::Livechat {
+            // A reply to a visitor goes from the tenant's widget, never through a carrier.
+            let widget = self.livechat_sender(tenant, &to).await?;
+            if request
+                .from
+                .as_deref()
+                .is_some_and(|f| f != widget.as_str())
+            {
+                return Err(ServiceError::InvalidRequest(
+                    "from: a LiveChat reply goes from the tenant's widget key".into(),
+                ));
+            }
+            widget
+        } else {
+            let route = self.sender_route(numbers, channel, request.from.as_deref(), region)?;
+            let provider = self.ensure_sendable(tenant, &route, channel).await?;
+            if request.template.is_some()
+                && !self
+                    .providers
+                    .get(provider)
+                    .is_some_and(|a| a.sends_templates())
+            {
+                return Err(ServiceError::InvalidRequest(format!(
+                    "template: {} cannot send WhatsApp templates, only the WhatsApp Cloud API can",
+                    route.number
+                )));
+            }
+            route.number
+        };
 
         let new = crate::model::NewOutbound {
             id: Uuid::now_v7(),
             channel,
-            from: route.number.clone(),
+            from,
             to,
             body,
             media,
@@ -254,6 +270,12 @@ fn recipient(
         EmailAddress::parse(to)
             .map(Address::Email)
             .map_err(|e| ServiceError::InvalidRequest(format!("to: {e}")))
+    } else if channel == Channel::Livechat {
+        ChatId::parse(to)
+            .ok()
+            .filter(ChatId::is_visitor)
+            .map(Address::Chat)
+            .ok_or_else(|| ServiceError::InvalidRequest("to: not a LiveChat visitor id".into()))
     } else {
         Ok(E164::parse(to, region)?.into())
     }
