@@ -89,6 +89,7 @@ impl World {
             AppState {
                 services: services.clone(),
                 admin_token: Secret::new(ADMIN),
+                cors: Default::default(),
             },
             hub,
         );

@@ -122,6 +122,7 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
         AppState {
             services,
             admin_token,
+            cors: config.service.cors_origins.clone(),
         },
         hub,
         config.http_limits(),
@@ -286,6 +287,7 @@ mod tests {
         AppState {
             services,
             admin_token: Secret::new("t"),
+            cors: Default::default(),
         }
     }
 

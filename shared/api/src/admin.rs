@@ -24,7 +24,8 @@ use crate::AppState;
 
 /// The admin API as a finished router (the `admin` function on AWS).
 pub fn app(state: AppState) -> axum::Router {
-    crate::routes::finish(routes(state).into_router())
+    let cors = state.cors.clone();
+    crate::routes::finish(routes(state).into_router(), &cors)
 }
 
 /// The admin routes (the `admin` function on AWS).

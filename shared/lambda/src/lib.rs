@@ -75,6 +75,7 @@ pub struct Omni {
     /// The push that relays dashboards' presence to each other (`ws-connect`'s `$default`).
     pub presence: Arc<ApiGatewayPush>,
     admin_token: Secret,
+    cors: omni_api::cors::CorsOrigins,
     /// The carrier HTTP timeout: a queue consumer starts no carrier call that could not
     /// finish before its invocation's deadline.
     carrier_timeout: Duration,
@@ -158,6 +159,7 @@ impl Omni {
             ws_limits: config.service.ws_limits(),
             presence: push,
             admin_token,
+            cors: config.service.cors_origins.clone(),
             carrier_timeout,
         })
     }
@@ -167,6 +169,7 @@ impl Omni {
         AppState {
             services: self.services.clone(),
             admin_token: self.admin_token.clone(),
+            cors: self.cors.clone(),
         }
     }
 }
