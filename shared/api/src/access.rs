@@ -162,6 +162,17 @@ pub const TABLE: &[(Method, &str, Access)] = {
             "/v1/admin/tenants/{tenant_id}/users",
             PlatformOr(UsersManage),
         ),
+        (Method::GET, "/v1/admin/whatsapp/waba-routes", Platform),
+        (
+            Method::PUT,
+            "/v1/admin/whatsapp/waba-routes/{waba_id}",
+            Platform,
+        ),
+        (
+            Method::DELETE,
+            "/v1/admin/whatsapp/waba-routes/{waba_id}",
+            Platform,
+        ),
     ]
 };
 

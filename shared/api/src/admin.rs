@@ -75,8 +75,9 @@ pub fn routes(state: AppState) -> Routes {
         .route(
             "/v1/admin/tenants/{tenant_id}/users",
             &[Method::POST],
-            axum::routing::post(create_user).with_state(state),
+            axum::routing::post(create_user).with_state(state.clone()),
         )
+        .merge(crate::waba::routes(state))
 }
 
 /// Records an admin change in the tenant's audit log (never a secret: credentials are not

@@ -111,6 +111,10 @@ pub struct ServiceArgs {
     /// route; other origins get no CORS header. Empty: none.
     #[arg(long, env = "OMNI_CORS_ORIGINS", default_value = "")]
     pub cors_origins: crate::cors::CorsOrigins,
+    /// Tests only: WhatsApp forwarding (WABA routes) may target plain `http://` URLs and
+    /// loopback addresses (private, link-local and metadata addresses stay refused).
+    #[arg(long, env = "OMNI_ALLOW_HTTP_FORWARD", default_value_t = false)]
+    pub allow_http_forward: bool,
 }
 
 impl ServiceArgs {
@@ -166,6 +170,9 @@ impl ServiceArgs {
             },
             login_lockout: Default::default(),
             audit_retention: Duration::from_secs(self.audit_retention_days.max(1) * 24 * 3600),
+            forward_targets: omni_core::waba::TargetPolicy {
+                allow_http: self.allow_http_forward,
+            },
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
 pub mod team;
+pub mod waba;
 pub mod webhooks;
 pub mod ws;
 

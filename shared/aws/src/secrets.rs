@@ -58,7 +58,7 @@ impl AwsBackend {
         format!("{}{tenant}/{provider}", self.resources.secret_prefix)
     }
 
-    async fn write_secret(&self, name: &str, value: String) -> StoreResult<()> {
+    pub(crate) async fn write_secret(&self, name: &str, value: String) -> StoreResult<()> {
         let created = self
             .secrets
             .create_secret()

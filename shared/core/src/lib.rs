@@ -11,3 +11,4 @@ pub mod providers;
 pub mod service;
 pub mod team;
 pub mod template;
+pub mod waba;

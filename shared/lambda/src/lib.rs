@@ -133,6 +133,7 @@ impl Omni {
             tenants: Arc::new(backend.clone()),
             team: Arc::new(backend.clone()),
             secrets: Arc::new(backend.clone()),
+            waba: Arc::new(backend.clone()),
             messages: Arc::new(backend.clone()),
             queue: Arc::new(backend.clone()),
             push: push.clone(),

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_retry_at.sql"),
     include_str!("../migrations/0007_api_key_listing.sql"),
     include_str!("../migrations/0008_team.sql"),
+    include_str!("../migrations/0009_waba_routes.sql"),
 ];
 
 /// Reader connections for a file database: enough for the API and the workers to read while

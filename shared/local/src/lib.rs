@@ -27,6 +27,7 @@ mod parts;
 mod queue;
 mod team;
 mod tenants;
+mod waba;
 
 pub use key::{MasterKey, MASTER_KEY_ENV};
 pub use queue::{AppliedInbound, LeasedJob, TakenJobs};
