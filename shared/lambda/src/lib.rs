@@ -20,7 +20,7 @@ use rand::Rng;
 
 pub use handlers::{
     conversation_updater, delivery_worker, outbox_sweeper, retry_delay, ses_events, signal_poller,
-    ws_connect, ws_disconnect, PollReport, SesEventReport, SweepReport,
+    whatsapp_forwarder, ws_connect, ws_disconnect, PollReport, SesEventReport, SweepReport,
 };
 pub use lambda_runtime::Error;
 
