@@ -6,8 +6,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::harness::Server;
+use crate::whatsapp::APP_SECRET;
 
-const APP_SECRET: &str = "whatsapp-app-secret-0001";
 const STAGING_WABA: &str = "100";
 
 fn inbound(wamid: &str, body: &str) -> String {
@@ -149,23 +149,7 @@ async fn production_forwards_a_staging_account_to_staging_which_was_down_and_los
     let port_text = format!("127.0.0.1:{port}");
     let staging = Server::start(&[("OMNI_ADDR", port_text.as_str())]).await;
     let staging_key = staging.tenant("north").await;
-    let config = json!({"phone_number_id": "200000000000002", "access_token": "wa-access-token-0001", "app_secret": APP_SECRET, "verify_token": "verify-token-0001"});
-    let (st, b) = staging
-        .admin(
-            Method::PUT,
-            "/v1/admin/tenants/north/providers/whatsapp",
-            Some(config),
-        )
-        .await;
-    assert_eq!(st, 200, "{b}");
-    let (st, b) = staging
-        .admin(
-            Method::PUT,
-            "/v1/admin/tenants/north/numbers/+15555550100",
-            Some(json!({"provider": "whatsapp", "channels": ["whatsapp"]})),
-        )
-        .await;
-    assert_eq!(st, 200, "{b}");
+    crate::whatsapp::configure_whatsapp(&staging).await;
 
     // Every queued webhook reaches staging, verified there with the same app secret.
     let messages = staging

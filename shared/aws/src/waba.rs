@@ -10,7 +10,7 @@ use omni_core::waba::{ForwardCount, WabaId, WabaRoute};
 
 use crate::item::{get_n, get_s, key, n, opt_s, parse_ts, s, ts, values, Item};
 use crate::tenants::is_condition_failure;
-use crate::{error_code, sdk_error, AwsBackend};
+use crate::{sdk_error, AwsBackend};
 
 const PK: &str = "WABA";
 
@@ -123,20 +123,9 @@ impl WabaRouteStore for AwsBackend {
             .send()
             .await
             .map_err(|e| sdk_error("DeleteItem", e))?;
-        let Some(old) = out.attributes else {
-            return Ok(false);
-        };
-        let deleted = self
-            .secrets
-            .delete_secret()
-            .secret_id(get_s(&old, "secret_id")?)
-            .force_delete_without_recovery(true)
-            .send()
-            .await;
-        match deleted {
-            Ok(_) => Ok(true),
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(true),
-            Err(e) => Err(sdk_error("DeleteSecret", e)),
+        match out.attributes {
+            Some(old) => self.delete_secret_of(&old).await.map(|()| true),
+            None => Ok(false),
         }
     }
 
