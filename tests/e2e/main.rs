@@ -22,4 +22,5 @@ mod team;
 mod telnyx;
 mod voicemeup;
 mod vonage;
+mod waba;
 mod whatsapp;

@@ -8,7 +8,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::harness::Server;
 
-const APP_SECRET: &str = "whatsapp-app-secret-0001";
+pub(crate) const APP_SECRET: &str = "whatsapp-app-secret-0001";
 const PHONE_ID: &str = "200000000000002";
 const NUMBER: &str = "+15555550100";
 const CONTACT: &str = "+15555550123";
@@ -213,7 +213,7 @@ async fn whatsapp_tenant(graph: &MockServer) -> (Server, String) {
 }
 
 /// Configures the WhatsApp Cloud API for `north` and routes [`NUMBER`] to it.
-async fn configure_whatsapp(s: &Server) {
+pub(crate) async fn configure_whatsapp(s: &Server) {
     let config = json!({"phone_number_id": PHONE_ID, "access_token": "wa-access-token-0001", "app_secret": APP_SECRET, "verify_token": "verify-token-0001"});
     let (st, b) = s
         .admin(

@@ -63,6 +63,7 @@ impl World {
             tenants: backend.clone(),
             team: backend.clone(),
             secrets: backend.clone(),
+            waba: backend.clone(),
             messages: backend.clone(),
             queue: backend.clone(),
             push: hub.clone(),
@@ -90,6 +91,7 @@ impl World {
             AppState {
                 services: services.clone(),
                 admin_token: Secret::new(ADMIN),
+                cors: Default::default(),
             },
             hub,
         );

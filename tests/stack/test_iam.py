@@ -174,7 +174,13 @@ def test_every_resource_scoped_statement_names_this_stack_and_covers_what_the_co
         # under the prefix is the admin token.
         if env.get("OMNI_SECRET_PREFIX") and any("secretsmanager:GetSecretValue" in listify(st.get("Action", [])) for st in statements_of(stack, function)):
             addressed = f"arn:aws:secretsmanager:{tpl.REGION}:{tpl.ACCOUNT_ID}:secret:{env['OMNI_SECRET_PREFIX']}north/twilio-AbCdEf"
-            assert can(stack, function, "secretsmanager:GetSecretValue", addressed), function
+            route = f"arn:aws:secretsmanager:{tpl.REGION}:{tpl.ACCOUNT_ID}:secret:{env['OMNI_SECRET_PREFIX']}_waba/102290129340398-AbCdEf"
+            if function == "WhatsappForwarderFunction":
+                # Least privilege: the forwarder reads WhatsApp route secrets, no tenant's.
+                assert can(stack, function, "secretsmanager:GetSecretValue", route), function
+                assert not can(stack, function, "secretsmanager:GetSecretValue", addressed), function
+            else:
+                assert can(stack, function, "secretsmanager:GetSecretValue", addressed), function
             assert not fnmatch.fnmatchcase(token, env["OMNI_SECRET_PREFIX"] + "*")
         # The queues a function is told about and may send to are the stack's.
         for name, value in env.items():

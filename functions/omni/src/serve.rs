@@ -81,6 +81,7 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
         tenants: backend.clone(),
         team: backend.clone(),
         secrets: backend.clone(),
+        waba: backend.clone(),
         messages: backend.clone(),
         queue: backend.clone(),
         push: hub.clone(),
@@ -125,6 +126,7 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
         AppState {
             services,
             admin_token,
+            cors: config.service.cors_origins.clone(),
         },
         hub,
         config.http_limits(),
@@ -271,6 +273,7 @@ mod tests {
             tenants: backend.clone(),
             team: backend.clone(),
             secrets: backend.clone(),
+            waba: backend.clone(),
             messages: backend.clone(),
             queue: backend,
             push: hub,
@@ -290,6 +293,7 @@ mod tests {
         AppState {
             services,
             admin_token: Secret::new("t"),
+            cors: Default::default(),
         }
     }
 
@@ -587,5 +591,169 @@ mod tests {
                 assert_eq!(unmounted, path != own, "{name}: {method} {path}");
             }
         }
+    }
+
+    /// A routed WhatsApp webhook that also names an account of this environment: the routed
+    /// account is queued for forwarding, the other handled here as before. A forward that
+    /// keeps failing is queued again with its attempt counted, and once 24 hours have passed
+    /// since it arrived, dead-lettered and counted failed.
+    #[tokio::test]
+    async fn routed_accounts_are_forwarded_others_handled_here_and_failures_dead_lettered() {
+        use base64::Engine;
+        use omni_core::domain::{Address, Channel, ProviderKind, Region, TenantId};
+        use omni_core::model::{NumberRoute, Tenant};
+        use omni_core::ports::Job;
+        use omni_core::providers::{whatsapp, Credentials, WebhookRequest, WhatsappCredentials};
+        use omni_core::waba::{WabaId, WabaRoute};
+
+        const SECRET: &str = "one-meta-app-secret-0001";
+        let backend = Arc::new(SqliteBackend::open_in_memory(MasterKey::generate()).unwrap());
+        let mut state = app_state(backend.clone(), Arc::new(WsHub::default()));
+        state.services.settings.retry.base = Duration::ZERO;
+        let services = state.services;
+        let tenant = TenantId::parse("north").unwrap();
+        let now = chrono::Utc::now();
+        services
+            .tenants
+            .put_tenant(&Tenant {
+                id: tenant.clone(),
+                name: "North".into(),
+                default_region: Region::default(),
+                help_text: None,
+                created_at: now,
+                updated_at: now,
+            })
+            .await
+            .unwrap();
+        let credentials = Credentials::Whatsapp(WhatsappCredentials {
+            phone_number_id: "300".into(),
+            access_token: Secret::new("wa-access-token-0001"),
+            app_secret: Secret::new(SECRET),
+            verify_token: Secret::new("verify-token-0001"),
+        });
+        services
+            .secrets
+            .put_credentials(&tenant, &credentials)
+            .await
+            .unwrap();
+        services
+            .tenants
+            .put_number(&NumberRoute {
+                number: Address::parse("+15555550111", Region::default()).unwrap(),
+                tenant_id: tenant.clone(),
+                provider: ProviderKind::Whatsapp,
+                channels: vec![Channel::Whatsapp],
+                updated_at: now,
+            })
+            .await
+            .unwrap();
+        let staging = WabaId::parse("100").unwrap();
+        // Refused at send time (loopback without the test switch): every attempt fails.
+        let route = WabaRoute::new(staging.clone(), "https://127.0.0.1/hook".into(), None, now);
+        services
+            .waba
+            .put_waba_route(&route, &Secret::new(SECRET))
+            .await
+            .unwrap();
+
+        let entry = |waba: &str, phone_id: &str, display: &str, wamid: &str| {
+            serde_json::json!({"id": waba, "changes": [{"field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": display, "phone_number_id": phone_id},
+                "messages": [{"from": "15555550123", "id": wamid, "timestamp": "1700000000",
+                    "type": "text", "text": {"body": "hi"}}]}}]})
+        };
+        // The routed account first: the local check must read the local entry.
+        let body = serde_json::json!({"object": "whatsapp_business_account", "entry": [
+            entry("100", "200", "15555550100", "wamid.STAGING"),
+            entry("999", "300", "15555550111", "wamid.LOCAL")]})
+        .to_string()
+        .into_bytes();
+        let request = |signature: String| WebhookRequest {
+            method: "POST".into(),
+            url: "http://127.0.0.1:8080/webhooks/whatsapp".into(),
+            headers: vec![("x-hub-signature-256".into(), signature)],
+            body: body.clone(),
+        };
+        let forged = request(whatsapp::signature(&body, "another-app-secret-01"));
+        assert!(services
+            .handle_webhook(ProviderKind::Whatsapp, &forged, None)
+            .await
+            .is_err());
+        assert!(backend
+            .lease_jobs(10, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty());
+
+        let signed = request(whatsapp::signature(&body, SECRET));
+        services
+            .handle_webhook(ProviderKind::Whatsapp, &signed, None)
+            .await
+            .unwrap();
+        let jobs = backend
+            .lease_jobs(10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let forward = jobs
+            .iter()
+            .find_map(|j| match &j.job {
+                f @ Job::Forward {
+                    body: b, waba_id, ..
+                } => {
+                    let raw = base64::engine::general_purpose::STANDARD.decode(b).unwrap();
+                    assert_eq!(raw, body, "the exact bytes are forwarded");
+                    assert_eq!(waba_id, &staging);
+                    Some(f.clone())
+                }
+                _ => None,
+            })
+            .expect("a forward job");
+        let local: Vec<&str> = jobs
+            .iter()
+            .filter_map(|j| match &j.job {
+                Job::Inbound {
+                    event: omni_core::domain::WebhookEvent::Message(m),
+                    ..
+                } => Some(m.provider_message_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            local,
+            ["wamid.LOCAL"],
+            "only this environment's entry is handled here"
+        );
+        let counted = services.waba.list_waba_routes().await.unwrap();
+        assert_eq!(counted[0].pending, 1);
+
+        // A failed attempt within the day: queued again, one attempt more, nothing counted.
+        services.handle_job(&forward).await.unwrap();
+        let again = backend
+            .lease_jobs(10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&again[..], [j] if matches!(j.job, Job::Forward { attempts: 1, .. })),
+            "{again:?}"
+        );
+        assert!(backend.dead_letters().await.unwrap().is_empty());
+
+        // The same after 24 hours: dead-lettered, counted failed.
+        let mut late = forward.clone();
+        if let Job::Forward { received_at, .. } = &mut late {
+            *received_at = chrono::Utc::now() - chrono::TimeDelta::hours(25);
+        }
+        services.handle_job(&late).await.unwrap();
+        let dead = backend.dead_letters().await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert!(dead[0].1.contains("24 h"), "{}", dead[0].1);
+        assert!(backend
+            .lease_jobs(10, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty());
+        let route = &services.waba.list_waba_routes().await.unwrap()[0];
+        assert_eq!((route.pending, route.failed, route.forwarded), (0, 1, 0));
     }
 }

@@ -178,6 +178,17 @@ pub const TABLE: &[(Method, &str, Access)] = {
             "/v1/admin/tenants/{tenant_id}/livechat/rotate-secret",
             PlatformOr(TenantManage),
         ),
+        (Method::GET, "/v1/admin/whatsapp/waba-routes", Platform),
+        (
+            Method::PUT,
+            "/v1/admin/whatsapp/waba-routes/{waba_id}",
+            Platform,
+        ),
+        (
+            Method::DELETE,
+            "/v1/admin/whatsapp/waba-routes/{waba_id}",
+            Platform,
+        ),
     ]
 };
 

@@ -24,7 +24,8 @@ use crate::AppState;
 
 /// The admin API as a finished router (the `admin` function on AWS).
 pub fn app(state: AppState) -> axum::Router {
-    crate::routes::finish(routes(state).into_router())
+    let cors = state.cors.clone();
+    crate::routes::finish(routes(state).into_router(), &cors)
 }
 
 /// The admin routes (the `admin` function on AWS).
@@ -76,7 +77,8 @@ pub fn routes(state: AppState) -> Routes {
             &[Method::POST],
             axum::routing::post(create_user).with_state(state.clone()),
         )
-        .merge(crate::livechat::admin_routes(state))
+        .merge(crate::livechat::admin_routes(state.clone()))
+        .merge(crate::waba::routes(state))
 }
 
 /// Records an admin change in the tenant's audit log (never a secret: credentials are not

@@ -106,6 +106,15 @@ pub struct ServiceArgs {
     /// (`omni serve`; API Gateway closes idle connections after 10 minutes on AWS).
     #[arg(long, env = "OMNI_WS_IDLE_SECS", default_value_t = 75)]
     pub ws_idle_secs: u64,
+    /// Browser origins (comma-separated `scheme://host[:port]`) whose pages may call the API
+    /// (browser-based dispatch integrations): their CORS preflights are answered on every
+    /// route; other origins get no CORS header. Empty: none.
+    #[arg(long, env = "OMNI_CORS_ORIGINS", default_value = "")]
+    pub cors_origins: crate::cors::CorsOrigins,
+    /// Tests only: WhatsApp forwarding (WABA routes) may target plain `http://` URLs and
+    /// loopback addresses (private, link-local and metadata addresses stay refused).
+    #[arg(long, env = "OMNI_ALLOW_HTTP_FORWARD", default_value_t = false)]
+    pub allow_http_forward: bool,
 }
 
 impl ServiceArgs {
@@ -161,6 +170,9 @@ impl ServiceArgs {
             },
             login_lockout: Default::default(),
             audit_retention: Duration::from_secs(self.audit_retention_days.max(1) * 24 * 3600),
+            forward_targets: omni_core::waba::TargetPolicy {
+                allow_http: self.allow_http_forward,
+            },
         }
     }
 }
@@ -239,6 +251,26 @@ mod tests {
     struct Flags {
         #[command(flatten)]
         service: ServiceArgs,
+    }
+
+    #[test]
+    fn cors_origins_are_read_into_the_typed_config_and_checked() {
+        let flags = Flags::try_parse_from(["omni"]).unwrap();
+        assert!(flags.service.cors_origins.is_empty());
+        let flags = Flags::try_parse_from([
+            "omni",
+            "--cors-origins",
+            "https://dispatch.example.org,http://localhost:3000",
+        ])
+        .unwrap();
+        assert_eq!(
+            flags.service.cors_origins,
+            crate::cors::CorsOrigins::parse("https://dispatch.example.org, http://localhost:3000")
+                .unwrap()
+        );
+        assert!(
+            Flags::try_parse_from(["omni", "--cors-origins", "https://a.example/app"]).is_err()
+        );
     }
 
     #[test]

@@ -45,18 +45,21 @@ pub fn routes(state: AppState) -> Routes {
 /// Sending as a finished router (the `send` function on AWS). It owns the per-tenant send
 /// rate limit ([`send_routes`]): on Lambda that is one token bucket per function instance.
 pub fn send_app(state: AppState) -> axum::Router {
-    crate::routes::finish(send_routes(state).into_router())
+    let cors = state.cors.clone();
+    crate::routes::finish(send_routes(state).into_router(), &cors)
 }
 
 /// Conversations, messages, read and star, users and sign-in as a finished router (the
 /// `conversations` function on AWS), which also answers `/healthz` and `/openapi.json` there:
 /// the contract serves them at the same paths on both deployments.
 pub fn conversations_app(state: AppState) -> axum::Router {
+    let cors = state.cors.clone();
     crate::routes::finish(
         conversation_routes(state.clone())
             .merge(crate::team::routes(state))
             .merge(crate::routes::meta_routes())
             .into_router(),
+        &cors,
     )
 }
 

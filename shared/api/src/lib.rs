@@ -8,6 +8,7 @@ pub mod access;
 pub mod admin;
 pub mod config;
 pub mod console;
+pub mod cors;
 pub mod dispatch;
 pub mod error;
 pub mod limits;
@@ -16,6 +17,7 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
 pub mod team;
+pub mod waba;
 pub mod webhooks;
 pub mod ws;
 
@@ -35,6 +37,8 @@ pub struct AppState {
     pub services: Services,
     /// Bearer token for `/v1/admin/*`.
     pub admin_token: Secret,
+    /// Browser origins allowed to call the API (`OMNI_CORS_ORIGINS`).
+    pub cors: cors::CorsOrigins,
 }
 
 /// The address of the client that made a request, as the server saw it (the socket's peer on
@@ -60,13 +64,15 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Every HTTP route of the contract in one router (the local server's shape), with the
 /// WebSocket endpoint served by `hub`.
 pub fn full_app(state: AppState, hub: Arc<WsHub>) -> Router {
-    routes::finish(all_routes(state, hub).into_router())
+    let cors = state.cors.clone();
+    routes::finish(all_routes(state, hub).into_router(), &cors)
 }
 
 /// [`full_app`] with the limits of a server clients reach directly (`omni serve`): body read
 /// deadline, URL and header size caps.
 pub fn serve_app(state: AppState, hub: Arc<WsHub>, limits: limits::HttpLimits) -> Router {
-    routes::finish_with(all_routes(state, hub).into_router(), Some(limits))
+    let cors = state.cors.clone();
+    routes::finish_with(all_routes(state, hub).into_router(), Some(limits), &cors)
 }
 
 /// The route table behind [`full_app`], for tests that compare it with the OpenAPI document.

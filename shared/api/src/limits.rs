@@ -134,6 +134,7 @@ mod tests {
         crate::routes::finish_with(
             Router::new().route("/echo", post(|body: String| async move { body })),
             Some(limits),
+            &Default::default(),
         )
     }
 

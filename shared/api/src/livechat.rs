@@ -53,9 +53,12 @@ struct Chat {
     limiter: Arc<DefaultKeyedRateLimiter<Uuid>>,
 }
 
-/// The visitor API as a finished router (the `livechat` function on AWS).
+/// The visitor API as a finished router (the `livechat` function on AWS). Its CORS is each
+/// tenant's allowed origins, answered by these routes, not `OMNI_CORS_ORIGINS` (which is for
+/// `/v1`).
 pub fn app(state: AppState) -> axum::Router {
-    crate::routes::finish(routes(state).into_router())
+    let none = crate::cors::CorsOrigins::default();
+    crate::routes::finish(routes(state).into_router(), &none)
 }
 
 /// The admin routes for a tenant's widget (part of [`crate::admin::routes`]).

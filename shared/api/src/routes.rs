@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
 
+use crate::cors::CorsOrigins;
 use crate::error::{ApiError, RequestId, REQUEST_ID};
 use crate::limits::HttpLimits;
 use crate::MAX_BODY_BYTES;
@@ -68,14 +69,15 @@ pub fn meta_routes() -> Routes {
 }
 
 /// Wraps a router with what every Omni endpoint has: a request id, the 1 MiB body limit,
-/// JSON errors for anything axum rejects, and a JSON 404 for unknown paths.
-pub fn finish(router: Router) -> Router {
-    finish_with(router, None)
+/// JSON errors for anything axum rejects, a JSON 404 for unknown paths, and CORS for the
+/// `cors` origins (outermost, so even those errors reach the browser's page).
+pub fn finish(router: Router, cors: &CorsOrigins) -> Router {
+    finish_with(router, None, cors)
 }
 
 /// [`finish`], plus, with `limits`, the body deadline and the URL and header caps of a
 /// server clients reach directly (`omni serve`), answered with a request id like any error.
-pub fn finish_with(router: Router, limits: Option<HttpLimits>) -> Router {
+pub fn finish_with(router: Router, limits: Option<HttpLimits>, cors: &CorsOrigins) -> Router {
     let router = router
         .fallback(|| async { ApiError::not_found("route") })
         .layer(middleware::from_fn(json_errors))
@@ -87,7 +89,7 @@ pub fn finish_with(router: Router, limits: Option<HttpLimits>) -> Router {
         )),
         None => router,
     };
-    router.layer(middleware::from_fn(request_id))
+    crate::cors::apply(router.layer(middleware::from_fn(request_id)), cors)
 }
 
 /// Gives each request an id (the caller's `x-request-id` if sane), visible to error bodies

@@ -17,7 +17,8 @@ use crate::{AppState, ClientAddr};
 
 /// The carrier webhooks as a finished router (the webhook functions on AWS).
 pub fn app(state: AppState) -> axum::Router {
-    crate::routes::finish(routes(state).into_router())
+    let cors = state.cors.clone();
+    crate::routes::finish(routes(state).into_router(), &cors)
 }
 
 /// The webhook routes (the `webhook-*` functions on AWS): every route each carrier of

@@ -60,6 +60,7 @@ mod queue;
 mod secrets;
 mod team;
 mod tenants;
+mod waba;
 
 pub mod provision;
 
@@ -90,6 +91,11 @@ pub struct AwsResources {
     pub delivery_dlq_url: String,
     /// Prefix of the Secrets Manager names of tenant credentials (`OMNI_SECRET_PREFIX`).
     pub secret_prefix: String,
+    /// WhatsApp forwarding queue (`OMNI_FORWARD_QUEUE_URL`): set for the functions that
+    /// queue or forward routed WhatsApp webhooks.
+    pub forward_queue_url: Option<String>,
+    /// Dead letters of forwarding (`OMNI_FORWARD_DLQ_URL`), beside it.
+    pub forward_dlq_url: Option<String>,
 }
 
 impl AwsResources {
@@ -107,6 +113,8 @@ impl AwsResources {
             delivery_queue_url: var("OMNI_DELIVERY_QUEUE_URL")?,
             inbound_dlq_url: var("OMNI_INBOUND_DLQ_URL")?,
             delivery_dlq_url: var("OMNI_DELIVERY_DLQ_URL")?,
+            forward_queue_url: env_value("OMNI_FORWARD_QUEUE_URL"),
+            forward_dlq_url: env_value("OMNI_FORWARD_DLQ_URL"),
             secret_prefix: std::env::var("OMNI_SECRET_PREFIX")
                 .ok()
                 .filter(|v| !v.is_empty())

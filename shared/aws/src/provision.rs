@@ -149,6 +149,12 @@ pub async fn create_resources(
     };
     let inbound_dlq_url = create(format!("{prefix}-inbound-dlq"), None).await?;
     let delivery_dlq_url = create(format!("{prefix}-delivery-dlq"), None).await?;
+    let forward_dlq_url = create(format!("{prefix}-forward-dlq"), None).await?;
+    let forward_queue_url = create(
+        format!("{prefix}-forward"),
+        redrive(arn(&forward_dlq_url).await?),
+    )
+    .await?;
     let inbound_queue_url = create(
         format!("{prefix}-inbound"),
         redrive(arn(&inbound_dlq_url).await?),
@@ -165,6 +171,8 @@ pub async fn create_resources(
         delivery_queue_url,
         inbound_dlq_url,
         delivery_dlq_url,
+        forward_queue_url: Some(forward_queue_url),
+        forward_dlq_url: Some(forward_dlq_url),
         secret_prefix: format!("{prefix}/"),
     })
 }

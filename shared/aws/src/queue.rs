@@ -18,7 +18,15 @@ fn job_kind(job: &Job) -> &'static str {
     match job {
         Job::Inbound { .. } => "inbound",
         Job::Deliver { .. } => "deliver",
+        Job::Forward { .. } => "forward",
     }
+}
+
+/// A forwarding queue's URL, which only the functions that need it are given.
+fn forward_queue(url: &Option<String>) -> StoreResult<&str> {
+    url.as_deref().ok_or_else(|| {
+        StoreError::Backend("no WhatsApp forwarding queue is configured for this function".into())
+    })
 }
 
 fn attribute(value: &str) -> StoreResult<MessageAttributeValue> {
@@ -30,17 +38,19 @@ fn attribute(value: &str) -> StoreResult<MessageAttributeValue> {
 }
 
 impl AwsBackend {
-    fn queue_for(&self, job: &Job) -> &str {
+    fn queue_for(&self, job: &Job) -> StoreResult<&str> {
         match job {
-            Job::Inbound { .. } => &self.resources.inbound_queue_url,
-            Job::Deliver { .. } => &self.resources.delivery_queue_url,
+            Job::Inbound { .. } => Ok(&self.resources.inbound_queue_url),
+            Job::Deliver { .. } => Ok(&self.resources.delivery_queue_url),
+            Job::Forward { .. } => forward_queue(&self.resources.forward_queue_url),
         }
     }
 
-    fn dead_letter_queue_for(&self, job: &Job) -> &str {
+    fn dead_letter_queue_for(&self, job: &Job) -> StoreResult<&str> {
         match job {
-            Job::Inbound { .. } => &self.resources.inbound_dlq_url,
-            Job::Deliver { .. } => &self.resources.delivery_dlq_url,
+            Job::Inbound { .. } => Ok(&self.resources.inbound_dlq_url),
+            Job::Deliver { .. } => Ok(&self.resources.delivery_dlq_url),
+            Job::Forward { .. } => forward_queue(&self.resources.forward_dlq_url),
         }
     }
 }
@@ -53,7 +63,7 @@ impl Queue for AwsBackend {
         let secs = delay.min(MAX_SQS_DELAY).as_secs_f64().ceil() as i32;
         self.sqs
             .send_message()
-            .queue_url(self.queue_for(job))
+            .queue_url(self.queue_for(job)?)
             .message_body(body)
             .delay_seconds(secs)
             .message_attributes("job", attribute(job_kind(job))?)
@@ -67,7 +77,7 @@ impl Queue for AwsBackend {
         let body = serde_json::to_string(job).map_err(|e| StoreError::Backend(e.to_string()))?;
         self.sqs
             .send_message()
-            .queue_url(self.dead_letter_queue_for(job))
+            .queue_url(self.dead_letter_queue_for(job)?)
             .message_body(body)
             .message_attributes("job", attribute(job_kind(job))?)
             .message_attributes("reason", attribute(reason)?)

@@ -58,7 +58,24 @@ impl AwsBackend {
         format!("{}{tenant}/{provider}", self.resources.secret_prefix)
     }
 
-    async fn write_secret(&self, name: &str, value: String) -> StoreResult<()> {
+    /// Deletes the secret a table item names (`secret_id`), without a recovery window, so the
+    /// same name can be used again at once; one already gone is fine.
+    pub(crate) async fn delete_secret_of(&self, item: &crate::item::Item) -> StoreResult<()> {
+        let deleted = self
+            .secrets
+            .delete_secret()
+            .secret_id(get_s(item, "secret_id")?)
+            .force_delete_without_recovery(true)
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
+            Err(e) => Err(sdk_error("DeleteSecret", e)),
+        }
+    }
+
+    pub(crate) async fn write_secret(&self, name: &str, value: String) -> StoreResult<()> {
         let created = self
             .secrets
             .create_secret()
@@ -163,21 +180,9 @@ impl SecretStore for AwsBackend {
             .await
             .map_err(|e| sdk_error("DeleteItem", e))?;
         self.cache.set((tenant.clone(), provider), None);
-        let Some(old) = out.attributes else {
-            return Ok(false);
-        };
-        // Without a recovery window, so the tenant can configure the carrier again at once.
-        let deleted = self
-            .secrets
-            .delete_secret()
-            .secret_id(get_s(&old, "secret_id")?)
-            .force_delete_without_recovery(true)
-            .send()
-            .await;
-        match deleted {
-            Ok(_) => Ok(true),
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(true),
-            Err(e) => Err(sdk_error("DeleteSecret", e)),
+        match out.attributes {
+            Some(old) => self.delete_secret_of(&old).await.map(|()| true),
+            None => Ok(false),
         }
     }
 

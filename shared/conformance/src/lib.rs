@@ -24,17 +24,24 @@ use omni_core::model::{
 };
 use omni_core::ports::{
     FlushedPart, Job, MessageStore, PartOutcome, Queue, SecretStore, StoreError, TeamStore,
-    TenantStore,
+    TenantStore, WabaRouteStore,
 };
 use omni_core::providers::{Credentials, Secret, TwilioCredentials};
 use omni_core::team::{Actor, ActorType, Invite, Role, Session, User, UserRecord};
 use omni_core::template::{ButtonSubType, Component, Currency, MediaLink, Parameter, Template};
+use omni_core::waba::{ForwardCount, WabaId, WabaRoute};
 use uuid::Uuid;
 
 /// Everything a full Omni storage backend implements.
-pub trait Backend: TenantStore + TeamStore + SecretStore + MessageStore + Queue {}
+pub trait Backend:
+    TenantStore + TeamStore + SecretStore + MessageStore + Queue + WabaRouteStore
+{
+}
 
-impl<T: TenantStore + TeamStore + SecretStore + MessageStore + Queue> Backend for T {}
+impl<T: TenantStore + TeamStore + SecretStore + MessageStore + Queue + WabaRouteStore> Backend
+    for T
+{
+}
 
 /// Declares one `#[tokio::test]` per check, each on a fresh backend, so a backend's test file
 /// lists no checks itself: `conformance_tests!(backend = fresh().await; &backend);` binds the
@@ -42,7 +49,7 @@ impl<T: TenantStore + TeamStore + SecretStore + MessageStore + Queue> Backend fo
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids, waba_routes_keep_secrets_and_counts);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,6 +63,7 @@ macro_rules! conformance_tests {
 /// Runs every check against one backend.
 pub async fn run_all<B: Backend>(backend: &B) {
     tenants_keep_created_at(backend).await;
+    waba_routes_keep_secrets_and_counts(backend).await;
     tenant_with_numbers_reads_both(backend).await;
     numbers_route_and_conflict(backend).await;
     api_keys_resolve_by_hash(backend).await;
@@ -2565,4 +2573,101 @@ pub async fn livechat_conversations_have_derived_ids<B: Backend>(b: &B) {
         created.conversation_id,
         Conversation::id_for(&tenant, Channel::Sms, &sms_contact)
     );
+}
+
+/// WhatsApp Business Account routes: saved with their secret, replaced keeping counters and
+/// `created_at`, listed without secrets, counted atomically under concurrency, deleted with
+/// their secret; a count for a removed route changes nothing.
+pub async fn waba_routes_keep_secrets_and_counts<B: Backend>(b: &B) {
+    let id = WabaId::parse(&format!("{}", 100_000_000 + rand_u32())).unwrap();
+    let other = WabaId::parse(&format!("{}", 900_000_000 + rand_u32())).unwrap();
+    assert!(b.get_waba_route(&id).await.unwrap().is_none());
+    let t0 = Utc::now() - TimeDelta::minutes(5);
+    let first = WabaRoute::new(
+        id.clone(),
+        "https://staging.example.org/webhooks/whatsapp".into(),
+        Some("staging".into()),
+        t0,
+    );
+    let stored = b
+        .put_waba_route(&first, &Secret::new("first-app-secret-0123456789"))
+        .await
+        .unwrap();
+    assert_eq!(stored, first);
+    b.put_waba_route(
+        &WabaRoute::new(other.clone(), "https://dev.example.org/".into(), None, t0),
+        &Secret::new("other-app-secret-0123456789"),
+    )
+    .await
+    .unwrap();
+
+    let counts = (0..8).map(|_| b.count_forward(&id, ForwardCount::Queued));
+    for r in futures::future::join_all(counts).await {
+        r.unwrap();
+    }
+    let at = Utc::now();
+    b.count_forward(&id, ForwardCount::Forwarded(at))
+        .await
+        .unwrap();
+    b.count_forward(&id, ForwardCount::Forwarded(at))
+        .await
+        .unwrap();
+    b.count_forward(&id, ForwardCount::Failed).await.unwrap();
+
+    let t1 = Utc::now();
+    let changed = WabaRoute::new(
+        id.clone(),
+        "https://staging2.example.org/hook".into(),
+        None,
+        t1,
+    );
+    let stored = b
+        .put_waba_route(&changed, &Secret::new("second-app-secret-0123456789"))
+        .await
+        .unwrap();
+    assert_eq!(stored.url, changed.url);
+    assert_eq!(stored.note, None);
+    assert_eq!(
+        ts_ms(stored.created_at),
+        ts_ms(t0),
+        "created_at survives a change"
+    );
+    assert_eq!(ts_ms(stored.updated_at), ts_ms(t1));
+    assert_eq!((stored.pending, stored.forwarded, stored.failed), (5, 2, 1));
+    assert_eq!(stored.last_forwarded_at.map(ts_ms), Some(ts_ms(at)));
+
+    let (route, secret) = b.get_waba_route(&id).await.unwrap().unwrap();
+    assert_eq!(route, stored);
+    assert_eq!(secret.expose(), "second-app-secret-0123456789");
+    let (_, other_secret) = b.get_waba_route(&other).await.unwrap().unwrap();
+    assert_eq!(other_secret.expose(), "other-app-secret-0123456789");
+
+    let listed = b.list_waba_routes().await.unwrap();
+    assert!(listed.contains(&stored));
+    let mine: Vec<&WabaId> = listed
+        .iter()
+        .map(|r| &r.waba_id)
+        .filter(|w| **w == id || **w == other)
+        .collect();
+    assert_eq!(mine.len(), 2);
+    let json = serde_json::to_string(&listed).unwrap();
+    assert!(!json.contains("app-secret"), "no secret in a listing");
+
+    assert!(b.delete_waba_route(&id).await.unwrap());
+    assert!(!b.delete_waba_route(&id).await.unwrap());
+    assert!(b.get_waba_route(&id).await.unwrap().is_none());
+    b.count_forward(&id, ForwardCount::Queued).await.unwrap();
+    assert!(
+        b.get_waba_route(&id).await.unwrap().is_none(),
+        "a late count does not bring a route back"
+    );
+    assert!(b.delete_waba_route(&other).await.unwrap());
+}
+
+fn rand_u32() -> u32 {
+    (Uuid::new_v4().as_u128() % 100_000_000) as u32
+}
+
+fn ts_ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
 }

@@ -13,3 +13,4 @@ pub mod service;
 pub mod sms;
 pub mod team;
 pub mod template;
+pub mod waba;

@@ -19,8 +19,9 @@ use crate::model::{
     ConversationStatus, DeliveryClaim, Failover, Message, NewOutbound, Note, NumberRoute, Page,
     Routing, StatusApplied, Tenant,
 };
-use crate::providers::Credentials;
+use crate::providers::{Credentials, Secret};
 use crate::team::{Invite, Session, User, UserRecord};
+use crate::waba::{ForwardCount, WabaId, WabaRoute};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +184,29 @@ pub trait SecretStore: Send + Sync {
     async fn configured_providers(&self, tenant: &TenantId) -> StoreResult<Vec<ProviderKind>>;
     /// Every tenant with a configuration for `provider` (e.g. whom the Signal poller serves).
     async fn tenants_with_provider(&self, provider: ProviderKind) -> StoreResult<Vec<TenantId>>;
+}
+
+/// The platform's WhatsApp Business Account routes (forwarding to other environments), their
+/// counters, and their app secrets, kept like carrier credentials (encrypted at rest /
+/// Secrets Manager) and never listed.
+#[async_trait]
+pub trait WabaRouteStore: Send + Sync {
+    /// Creates or replaces a route's URL, note and app secret, keeping its counters and
+    /// `created_at`; returns it as stored.
+    async fn put_waba_route(
+        &self,
+        route: &WabaRoute,
+        app_secret: &Secret,
+    ) -> StoreResult<WabaRoute>;
+    /// A route and its app secret.
+    async fn get_waba_route(&self, waba_id: &WabaId) -> StoreResult<Option<(WabaRoute, Secret)>>;
+    /// Every route (no secrets), by account id.
+    async fn list_waba_routes(&self) -> StoreResult<Vec<WabaRoute>>;
+    /// Removes a route and its secret; false if there was none.
+    async fn delete_waba_route(&self, waba_id: &WabaId) -> StoreResult<bool>;
+    /// Moves a route's counters atomically (concurrent workers never lose a count); nothing
+    /// for a route that no longer exists.
+    async fn count_forward(&self, waba_id: &WabaId, count: ForwardCount) -> StoreResult<()>;
 }
 
 /// Messages, conversations, raw payloads, opt-outs.
@@ -537,6 +561,20 @@ pub enum Job {
         tenant_id: TenantId,
         /// Which message.
         message_id: Uuid,
+    },
+    /// A WhatsApp webhook to hand, exactly as Meta sent it, to the environment that owns
+    /// one of the business accounts it names.
+    Forward {
+        /// The account whose route says where.
+        waba_id: WabaId,
+        /// The raw body, base64 (the signature covers its exact bytes).
+        body: String,
+        /// Meta's `X-Hub-Signature-256`, sent on unchanged.
+        signature: String,
+        /// When Omni received it: retries stop 24 hours later.
+        received_at: DateTime<Utc>,
+        /// Attempts made so far.
+        attempts: u32,
     },
 }
 

@@ -147,6 +147,21 @@ pub async fn delivery_worker(
     Ok(consume(omni, &queue, event).await)
 }
 
+/// `whatsapp-forwarder`: hands routed WhatsApp webhooks to their business account's
+/// environment; a failed attempt is queued again by the job itself, with backoff, for 24 h.
+pub async fn whatsapp_forwarder(
+    omni: &Omni,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, Error> {
+    let queue = omni
+        .backend
+        .resources()
+        .forward_queue_url
+        .clone()
+        .ok_or("OMNI_FORWARD_QUEUE_URL is not set")?;
+    Ok(consume(omni, &queue, event).await)
+}
+
 /// What a sweep did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SweepReport {

@@ -20,7 +20,7 @@ use rand::Rng;
 
 pub use handlers::{
     conversation_updater, delivery_worker, outbox_sweeper, retry_delay, ses_events, signal_poller,
-    ws_connect, ws_disconnect, PollReport, SesEventReport, SweepReport,
+    whatsapp_forwarder, ws_connect, ws_disconnect, PollReport, SesEventReport, SweepReport,
 };
 pub use lambda_runtime::Error;
 
@@ -75,6 +75,7 @@ pub struct Omni {
     /// The push that relays dashboards' presence to each other (`ws-connect`'s `$default`).
     pub presence: Arc<ApiGatewayPush>,
     admin_token: Secret,
+    cors: omni_api::cors::CorsOrigins,
     /// The carrier HTTP timeout: a queue consumer starts no carrier call that could not
     /// finish before its invocation's deadline.
     carrier_timeout: Duration,
@@ -140,6 +141,7 @@ impl Omni {
             tenants: Arc::new(backend.clone()),
             team: Arc::new(backend.clone()),
             secrets: Arc::new(backend.clone()),
+            waba: Arc::new(backend.clone()),
             messages: Arc::new(backend.clone()),
             queue: Arc::new(backend.clone()),
             push: push.clone(),
@@ -163,6 +165,7 @@ impl Omni {
             ws_limits: config.service.ws_limits(),
             presence: push,
             admin_token,
+            cors: config.service.cors_origins.clone(),
             carrier_timeout,
         })
     }
@@ -172,6 +175,7 @@ impl Omni {
         AppState {
             services: self.services.clone(),
             admin_token: self.admin_token.clone(),
+            cors: self.cors.clone(),
         }
     }
 }

@@ -738,6 +738,45 @@ async fn delivery_worker() {
     );
 }
 
+/// A routed WhatsApp webhook that arrived long ago and whose environment refuses it (a
+/// loopback target, refused at send time): past the 24 hours it is dead-lettered with its
+/// exact body and counted failed, and the batch reports no failure.
+#[tokio::test]
+async fn whatsapp_forwarder() {
+    use omni_core::ports::WabaRouteStore;
+    use omni_core::waba::{WabaId, WabaRoute};
+    let w = world().await;
+    let id = WabaId::parse("102290129340398").unwrap();
+    let route = WabaRoute::new(
+        id.clone(),
+        "https://127.0.0.1/hook".into(),
+        None,
+        chrono::Utc::now(),
+    );
+    w.backend
+        .put_waba_route(&route, &Secret::new("example-meta-app-secret"))
+        .await
+        .unwrap();
+    let response =
+        omni_lambda::whatsapp_forwarder(&w.omni, payload::<SqsEvent>("whatsapp-forwarder"))
+            .await
+            .unwrap();
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    let resources = w.backend.resources();
+    let dead = queued_jobs(&w, resources.forward_dlq_url.as_deref().unwrap()).await;
+    assert!(
+        matches!(&dead[..], [Job::Forward { waba_id, attempts: 0, .. }] if *waba_id == id),
+        "{dead:?}"
+    );
+    assert!(
+        queued_jobs(&w, resources.forward_queue_url.as_deref().unwrap())
+            .await
+            .is_empty()
+    );
+    let (route, _) = w.backend.get_waba_route(&id).await.unwrap().unwrap();
+    assert_eq!(route.failed, 1);
+}
+
 #[tokio::test]
 async fn outbox_sweeper() {
     let w = world().await;
@@ -931,6 +970,7 @@ fn every_event_file_is_exercised() {
         "webhook-voipms",
         "webhook-vonage",
         "webhook-whatsapp",
+        "whatsapp-forwarder",
         "ws-connect",
         "ws-default",
         "ws-disconnect",

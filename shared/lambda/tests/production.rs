@@ -285,7 +285,8 @@ fn queue_timeouts_fit_their_consumers() {
             assert!(timeout * 1000 >= carrier_ms + 10_000, "{id}: {timeout} s");
         }
     }
-    assert_eq!(consumers, 2);
+    // The conversation updater, the delivery worker and the WhatsApp forwarder.
+    assert_eq!(consumers, 3);
     let worker = &t["Resources"]["DeliveryWorkerFunction"]["Properties"];
     assert!(
         worker["Timeout"].as_u64().unwrap() * 1000 >= 3 * carrier_ms,

@@ -118,16 +118,29 @@ impl MasterKey {
         provider: ProviderKind,
         plaintext: &[u8],
     ) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
+        self.seal_for(&Self::associated_data(tenant, provider), plaintext)
+    }
+
+    /// Binds a WhatsApp Business Account route's app secret to its route.
+    pub(crate) fn waba_associated_data(waba_id: &str) -> Vec<u8> {
+        format!("omni-waba-route-v1|{waba_id}").into_bytes()
+    }
+
+    /// Encrypts with a fresh random nonce, bound to `aad`; returns (nonce, ciphertext).
+    pub(crate) fn seal_for(
+        &self,
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
         let cipher = Aes256Gcm::new((&self.0).into());
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
-        let aad = Self::associated_data(tenant, provider);
         let ciphertext = cipher
             .encrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
                     msg: plaintext,
-                    aad: &aad,
+                    aad,
                 },
             )
             .map_err(|_| StoreError::Backend("credentials could not be encrypted".into()))?;
@@ -142,23 +155,37 @@ impl MasterKey {
         nonce: &[u8],
         ciphertext: &[u8],
     ) -> Result<Vec<u8>, StoreError> {
+        self.open_for(&Self::associated_data(tenant, provider), nonce, ciphertext)
+            .map_err(|_| {
+                StoreError::Backend(format!(
+                    "credentials of tenant {tenant} for {provider} could not be decrypted \
+                     (wrong master key or tampered row)"
+                ))
+            })
+    }
+
+    /// Decrypts and authenticates what [`Self::seal_for`] produced with the same `aad`.
+    pub(crate) fn open_for(
+        &self,
+        aad: &[u8],
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
         let undecryptable = || {
-            StoreError::Backend(format!(
-                "credentials of tenant {tenant} for {provider} could not be decrypted \
-                 (wrong master key or tampered row)"
-            ))
+            StoreError::Backend(
+                "a secret could not be decrypted (wrong master key or tampered row)".into(),
+            )
         };
         if nonce.len() != NONCE_LEN {
             return Err(undecryptable());
         }
         let cipher = Aes256Gcm::new((&self.0).into());
-        let aad = Self::associated_data(tenant, provider);
         cipher
             .decrypt(
                 Nonce::from_slice(nonce),
                 Payload {
                     msg: ciphertext,
-                    aad: &aad,
+                    aad,
                 },
             )
             .map_err(|_| undecryptable())

@@ -28,6 +28,7 @@ mod queue;
 mod team;
 mod tenants;
 mod uploads;
+mod waba;
 
 pub use key::{MasterKey, MASTER_KEY_ENV};
 pub use queue::{AppliedInbound, LeasedJob, TakenJobs};

@@ -77,6 +77,18 @@ pub fn signature(body: &[u8], app_secret: &str) -> String {
 }
 
 fn verify(request: &WebhookRequest, credentials: &Credentials) -> Result<(), VerifyError> {
+    verify_signed(&request.body, request, credentials)
+}
+
+/// Checks a webhook whose signed bytes are `signed` while `request.body` is what is read
+/// (the same bytes, or those with other environments' accounts taken out; see
+/// [`crate::waba::without_accounts`]): the signature over `signed`, the phone number id in
+/// what is read.
+pub fn verify_signed(
+    signed: &[u8],
+    request: &WebhookRequest,
+    credentials: &Credentials,
+) -> Result<(), VerifyError> {
     let Credentials::Whatsapp(creds) = credentials else {
         return Err(VerifyError::WrongCredentials);
     };
@@ -90,8 +102,7 @@ fn verify(request: &WebhookRequest, credentials: &Credentials) -> Result<(), Ver
     }
     // Meta always sends lowercase hex, so the comparison is byte for byte: an upper-case
     // signature is not one Meta made.
-    let expected = signature(&request.body, creds.app_secret.expose());
-    if !ct_eq(expected.as_bytes(), given.as_bytes()) {
+    if !signature_matches(signed, given, creds.app_secret.expose()) {
         return Err(VerifyError::Mismatch);
     }
     // One Meta app may serve several businesses: a correctly signed event is this tenant's
@@ -100,6 +111,12 @@ fn verify(request: &WebhookRequest, credentials: &Credentials) -> Result<(), Ver
         Some(id) if id != creds.phone_number_id => Err(VerifyError::Mismatch),
         _ => Ok(()),
     }
+}
+
+/// Whether `given` (an `X-Hub-Signature-256` value) is `body`'s under `app_secret`, compared
+/// in constant time.
+pub fn signature_matches(body: &[u8], given: &str, app_secret: &str) -> bool {
+    ct_eq(signature(body, app_secret).as_bytes(), given.as_bytes())
 }
 
 /// Answers Meta's subscription handshake: for

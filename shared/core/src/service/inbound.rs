@@ -7,10 +7,11 @@ use std::net::IpAddr;
 use chrono::Utc;
 use tracing::{info, instrument, warn};
 
+use super::forward::Split;
 use super::{AuthScope, ServiceError, Services};
 use crate::domain::{InboundMessage, ProviderKind, TenantId, WebhookEvent};
 use crate::ports::{FlushedPart, Job, PartOutcome};
-use crate::providers::WebhookRequest;
+use crate::providers::{whatsapp, WebhookRequest};
 
 /// How long a split message's halves are remembered: long enough to recognise a carrier's
 /// redeliveries, after which the records expire.
@@ -30,6 +31,23 @@ impl Services {
             .providers
             .get(kind)
             .ok_or(ServiceError::NotFound("provider"))?;
+        // WhatsApp accounts routed to other environments are queued for them first; what is
+        // left is read here, while its signature still covers the bytes as Meta sent them.
+        let rest;
+        let (request, signed) = match kind {
+            ProviderKind::Whatsapp => match self.split_routed(request).await? {
+                Split::Local => (request, None),
+                Split::Forwarded => return Ok(()),
+                Split::Rest(body) => {
+                    rest = WebhookRequest {
+                        body,
+                        ..request.clone()
+                    };
+                    (&rest, Some(request.body.as_slice()))
+                }
+            },
+            _ => (request, None),
+        };
         let events = adapter
             .normalize_inbound(request)
             .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
@@ -55,7 +73,11 @@ impl Services {
             warn!("webhook for a tenant with no credentials for this carrier");
             return Err(ServiceError::InvalidSignature);
         };
-        if adapter.verify_inbound(request, &credentials).is_err() {
+        let verified = match signed {
+            Some(signed) => whatsapp::verify_signed(signed, request, &credentials),
+            None => adapter.verify_inbound(request, &credentials),
+        };
+        if verified.is_err() {
             warn!("webhook signature rejected");
             self.auth_failed(client, &scope).await;
             return Err(ServiceError::InvalidSignature);
@@ -91,7 +113,13 @@ impl Services {
         let (fresh, queued) = tokio::try_join!(
             async {
                 self.messages
-                    .save_raw_webhook(&tenant, kind, &first.dedupe_key(), &request.body, expires)
+                    .save_raw_webhook(
+                        &tenant,
+                        kind,
+                        &first.dedupe_key(),
+                        signed.unwrap_or(&request.body),
+                        expires,
+                    )
                     .await
                     .map_err(ServiceError::from)
             },

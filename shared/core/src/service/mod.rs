@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::domain::{DomainError, ProviderKind, TenantId};
 use crate::ports::{
     MediaStore, MessageStore, Push, Queue, SecretStore, StoreError, TeamStore, TenantStore,
-    UploadStore,
+    UploadStore, WabaRouteStore,
 };
 use crate::providers::{Credentials, ProviderRegistry};
 use crate::team::Permission;
@@ -23,6 +23,7 @@ use crate::team::Permission;
 mod breaker;
 mod delivery;
 mod desk;
+mod forward;
 mod inbound;
 mod keys;
 mod keywords;
@@ -36,6 +37,7 @@ mod updater;
 
 pub use breaker::{BreakerPolicy, CircuitBreakers};
 pub use delivery::DeliveryOutcome;
+pub use forward::FORWARD_WINDOW;
 pub use keys::{ApiKeyUsage, IssuedKey};
 pub use keywords::Keyword;
 pub use livechat::{
@@ -207,6 +209,8 @@ pub struct ServiceSettings {
     pub login_lockout: LoginLockout,
     /// How long audit entries are kept.
     pub audit_retention: Duration,
+    /// Which WhatsApp forwarding targets are allowed besides public HTTPS ones.
+    pub forward_targets: crate::waba::TargetPolicy,
 }
 
 /// A per-tenant token bucket on `POST /v1/messages`: `burst` sends at once, refilled at
@@ -244,6 +248,7 @@ impl Default for ServiceSettings {
             auth_throttle: AuthThrottlePolicy::default(),
             login_lockout: LoginLockout::default(),
             audit_retention: Duration::from_secs(365 * 24 * 3600),
+            forward_targets: Default::default(),
         }
     }
 }
@@ -257,6 +262,8 @@ pub struct Services {
     pub team: Arc<dyn TeamStore>,
     /// Carrier credentials.
     pub secrets: Arc<dyn SecretStore>,
+    /// WhatsApp Business Account routes to other environments.
+    pub waba: Arc<dyn WabaRouteStore>,
     /// Messages and conversations.
     pub messages: Arc<dyn MessageStore>,
     /// Queues between the flows.

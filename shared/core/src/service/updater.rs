@@ -73,6 +73,16 @@ impl Services {
                 .deliver(job, tenant_id, *message_id, calls_until)
                 .await
                 .map(|_| ()),
+            Job::Forward {
+                waba_id,
+                body,
+                signature,
+                received_at,
+                attempts,
+            } => {
+                self.forward(job, waba_id, body, signature, *received_at, *attempts)
+                    .await
+            }
         }
     }
 
