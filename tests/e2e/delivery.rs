@@ -608,3 +608,95 @@ async fn the_sweeper_sends_a_message_that_was_stored_but_never_queued() {
         .collect();
     assert_eq!(bodies, ["stranded"]);
 }
+
+#[tokio::test]
+async fn a_batch_answers_each_item_in_order_and_an_idempotency_key_covers_it() {
+    let fake = twilio_fake().await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES_PATH))
+        .respond_with(|req: &Request| accepted(&format!("SM{}", field(req, "Body")[0])))
+        .mount(&fake)
+        .await;
+    let (s, key) = server_with(&fake, &[]).await;
+    let batch = json!({"messages": [
+        {"channel": "sms", "to": CONTACT, "body": "first"},
+        {"channel": "sms", "to": "not a number", "body": "refused"},
+        {"to": CONTACT, "body": "no channel"},
+        {"channel": "sms", "to": "+15555550124", "body": "second"},
+    ]});
+    let post = |body: Value, idempotency_key: Option<&str>| {
+        let mut req = s
+            .http
+            .post(s.url("/v1/messages/batch"))
+            .bearer_auth(&key)
+            .json(&body);
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        crate::harness::send(req)
+    };
+    let (st, first) = post(batch.clone(), Some("batch-1")).await;
+    assert_eq!(st, 200, "{first}");
+    let results = first["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4, "{first}");
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["index"], i, "{first}");
+    }
+    assert_eq!(
+        results[1]["error"]["code"], "invalid_phone_number",
+        "{first}"
+    );
+    assert_eq!(results[2]["error"]["code"], "invalid_request", "{first}");
+    assert!(
+        results[2]["error"]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("messages[2]") && e.contains("channel")),
+        "{first}"
+    );
+    let ids: Vec<&str> = [0, 3]
+        .iter()
+        .map(|&i| results[i]["id"].as_str().unwrap())
+        .collect();
+    // The good items go out to the carrier like any send.
+    for id in &ids {
+        wait_status(&s, &key, id, "sent").await;
+    }
+    let sent: Vec<String> = fake
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|r| field(r, "Body"))
+        .collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent.contains(&"first".to_string()) && sent.contains(&"second".to_string()));
+
+    // The same batch under the same key: the same messages, nothing sent twice.
+    let (st, again) = post(batch.clone(), Some("batch-1")).await;
+    assert_eq!(st, 200, "{again}");
+    assert_eq!(again["results"][0]["id"], results[0]["id"], "{again}");
+    assert_eq!(again["results"][3]["id"], results[3]["id"], "{again}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.received_requests().await.unwrap().len(), 2);
+    // Without a key, a new batch is new messages.
+    let (_, fresh) = post(json!({"messages": [batch["messages"][0]]}), None).await;
+    assert_ne!(fresh["results"][0]["id"], results[0]["id"], "{fresh}");
+
+    // The batch as a whole: 1 to 1,000 messages, and JSON with a messages array.
+    for body in [
+        json!({"messages": []}),
+        json!({"messages": vec![json!({"channel": "sms", "to": CONTACT, "body": "x"}); 1001]}),
+        json!({"message": []}),
+    ] {
+        let (st, b) = post(body, None).await;
+        assert_eq!(st, 400, "{b}");
+        assert_eq!(b["code"], "invalid_request", "{b}");
+    }
+    let (st, b) = crate::harness::send(
+        s.http
+            .post(s.url("/v1/messages/batch"))
+            .json(&json!({"messages": [batch["messages"][0]]})),
+    )
+    .await;
+    assert_eq!(st, 401, "{b}");
+}

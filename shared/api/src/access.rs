@@ -51,6 +51,7 @@ pub const TABLE: &[(Method, &str, Access)] = {
     use Permission::*;
     &[
         (Method::POST, "/v1/messages", Tenant(MessagesSend)),
+        (Method::POST, "/v1/messages/batch", Tenant(MessagesSend)),
         (Method::GET, "/v1/messages/{id}", Tenant(MessagesRead)),
         (
             Method::GET,

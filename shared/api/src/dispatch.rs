@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use omni_core::domain::Channel;
 use omni_core::model::{ConversationFilter, ConversationStatus, Message};
 use omni_core::providers::MediaContent;
@@ -76,7 +77,14 @@ pub fn send_routes(state: AppState) -> Routes {
             &[Method::POST],
             post(send)
                 .with_state(state.clone())
-                .layer(Extension(limiter)),
+                .layer(Extension(limiter.clone())),
+        )
+        .route(
+            BATCH_PATH,
+            &[Method::POST],
+            post(send_batch)
+                .with_state(state.clone())
+                .layer((Extension(limiter), DefaultBodyLimit::max(BATCH_BODY_BYTES))),
         )
         .route(
             "/v1/messages/{id}",
@@ -142,14 +150,10 @@ async fn send(
     headers: HeaderMap,
     body: Result<Json<SendRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let tenant = caller.tenant.clone();
     // Before anything is read or stored: a refused send leaves no trace.
-    limiter.check(&tenant)?;
+    limiter.check(&caller.tenant)?;
     let Json(mut request) = body?;
-    if let Some(header_key) = headers.get("idempotency-key") {
-        let header_key = header_key
-            .to_str()
-            .map_err(|_| ApiError::invalid("Idempotency-Key must be text"))?;
+    if let Some(header_key) = idempotency_header(&headers)? {
         match &request.idempotency_key {
             Some(body_key) if body_key != header_key => {
                 return Err(ApiError::invalid(
@@ -159,19 +163,113 @@ async fn send(
             _ => request.idempotency_key = Some(header_key.to_string()),
         }
     }
+    let message = send_one(&state, &caller, request).await?;
+    Ok((StatusCode::ACCEPTED, Json(message)))
+}
+
+/// The `Idempotency-Key` header, if any.
+fn idempotency_header(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::invalid("Idempotency-Key must be text"))
+        })
+        .transpose()
+}
+
+/// Sends one message for `caller` and records a new one in the audit log.
+async fn send_one(
+    state: &AppState,
+    caller: &Caller,
+    request: SendRequest,
+) -> Result<Message, ApiError> {
+    let tenant = &caller.tenant;
     let (message, created) = state
         .services
-        .send_message(&tenant, request, caller.actor.clone())
+        .send_message(tenant, request, caller.actor.clone())
         .await?;
     if created {
         let details = json!({"channel": message.channel, "to": message.to});
         let target = Some(format!("message:{}", message.id));
         state
             .services
-            .audit(&tenant, &caller.actor, "message.send", target, details)
+            .audit(tenant, &caller.actor, "message.send", target, details)
             .await;
     }
-    Ok((StatusCode::ACCEPTED, Json(message)))
+    Ok(message)
+}
+
+/// Where batches are sent.
+pub const BATCH_PATH: &str = "/v1/messages/batch";
+
+/// Most messages one `POST /v1/messages/batch` may carry.
+pub const MAX_BATCH_MESSAGES: usize = 1_000;
+
+/// The body cap of `POST /v1/messages/batch`: a thousand messages with long bodies do not
+/// fit the 1 MiB of other requests (API Gateway allows 10 MB, Lambda 6 MB).
+pub const BATCH_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Sends in flight at once for one batch: enough to hide store and queue latency without
+/// one batch taking every connection of the pool.
+const BATCH_CONCURRENCY: usize = 16;
+
+/// `POST /v1/messages/batch {"messages": [...]}`.
+#[derive(Deserialize)]
+struct BatchRequest {
+    messages: Vec<serde_json::Value>,
+}
+
+/// Sends up to [`MAX_BATCH_MESSAGES`] messages; answers each item's id or error in request
+/// order, so one bad item refuses only itself. The batch takes one token of the send rate
+/// limit: it is one call, and pacing per number is the carriers' limit. With an
+/// `Idempotency-Key`, item `i` is sent under the key `<key>#<i>` (an item's own
+/// `idempotency_key` wins), so retrying the batch sends nothing twice.
+async fn send_batch(
+    State(state): State<AppState>,
+    Extension(limiter): Extension<Arc<SendLimiter>>,
+    Auth(caller): Auth,
+    headers: HeaderMap,
+    body: Result<Json<BatchRequest>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    limiter.check(&caller.tenant)?;
+    let Json(batch) = body?;
+    if batch.messages.is_empty() || batch.messages.len() > MAX_BATCH_MESSAGES {
+        return Err(ApiError::invalid(format!(
+            "messages: 1 to {MAX_BATCH_MESSAGES} messages per batch"
+        )));
+    }
+    let batch_key = idempotency_header(&headers)?;
+    if let Some(key) = batch_key {
+        // Room for `#<index>` within the 255 characters of a message's key.
+        if key.is_empty() || key.len() > 250 {
+            return Err(ApiError::invalid(
+                "Idempotency-Key must be 1 to 250 characters for a batch",
+            ));
+        }
+    }
+    let (state, caller) = (&state, &caller);
+    let results: Vec<serde_json::Value> =
+        futures::stream::iter(batch.messages.into_iter().enumerate())
+            .map(|(index, item)| async move {
+                let outcome = async {
+                    let mut request: SendRequest = serde_json::from_value(item)
+                        .map_err(|e| ApiError::invalid(format!("messages[{index}]: {e}")))?;
+                    if request.idempotency_key.is_none() {
+                        request.idempotency_key = batch_key.map(|key| format!("{key}#{index}"));
+                    }
+                    send_one(state, caller, request).await
+                }
+                .await;
+                match outcome {
+                    Ok(message) => json!({"index": index, "id": message.id}),
+                    Err(error) => json!({"index": index, "error": error.body()}),
+                }
+            })
+            .buffered(BATCH_CONCURRENCY)
+            .collect()
+            .await;
+    Ok(Json(json!({ "results": results })))
 }
 
 /// Ids are UUIDs; anything else cannot name a message of the caller's.

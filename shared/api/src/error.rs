@@ -118,6 +118,13 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// `{"code", "error"}`: the error where it is one item of a larger answer (a batch's).
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({"code": self.code, "error": self.message})
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let request_id = REQUEST_ID.try_with(|r| r.0.clone()).unwrap_or_default();

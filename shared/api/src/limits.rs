@@ -90,11 +90,12 @@ pub async fn enforce(
         )
         .into_response();
     }
-    // LiveChat uploads are the one larger body (their route has its own limit).
-    let cap = if request.uri().path() == crate::livechat::UPLOAD_PATH {
-        crate::livechat::UPLOAD_BODY_BYTES
-    } else {
-        MAX_BODY_BYTES
+    // LiveChat uploads and message batches are the larger bodies (their routes have their
+    // own limits).
+    let cap = match request.uri().path() {
+        crate::livechat::UPLOAD_PATH => crate::livechat::UPLOAD_BODY_BYTES,
+        crate::dispatch::BATCH_PATH => crate::dispatch::BATCH_BODY_BYTES,
+        _ => MAX_BODY_BYTES,
     };
     let (parts, body) = request.into_parts();
     let read = axum::body::to_bytes(body, cap);
