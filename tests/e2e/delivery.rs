@@ -700,3 +700,205 @@ async fn a_batch_answers_each_item_in_order_and_an_idempotency_key_covers_it() {
     .await;
     assert_eq!(st, 401, "{b}");
 }
+
+#[tokio::test]
+async fn supervisors_search_export_and_retry_in_the_delivery_log() {
+    let fake = twilio_fake().await;
+    // The first send is refused for good, the retry accepted.
+    Mock::given(method("POST"))
+        .and(path(MESSAGES_PATH))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400})))
+        .up_to_n_times(1)
+        .mount(&fake)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES_PATH))
+        .respond_with(accepted("SMretried"))
+        .mount(&fake)
+        .await;
+    let (s, key) = server_with(&fake, &[]).await;
+    let id = s.send_sms(&key, CONTACT, "=Unit 12, on the way").await;
+    let failed = wait_status(&s, &key, &id, "failed").await;
+    assert_eq!(failed["error_code"], "21610");
+    let (st, _) = s
+        .twilio_webhook(
+            "/webhooks/twilio",
+            &[
+                ("MessageSid", "SMlog1"),
+                ("From", "+15555550199"),
+                ("To", NUMBER),
+                ("Body", "Fire at 12 Main St"),
+                ("NumMedia", "0"),
+            ],
+            TOKEN,
+        )
+        .await;
+    assert_eq!(st, 200);
+    let search = |query: &'static str| {
+        let (s, key) = (&s, &key);
+        async move {
+            let (st, b) = s
+                .api(key, Method::GET, &format!("/v1/messages{query}"), None)
+                .await;
+            assert_eq!(st, 200, "{query}: {b}");
+            b["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["body"].as_str().unwrap_or_default().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    s.eventually(10, "the inbound message in the log", || async {
+        (search("").await.len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        search("?status=failed&channel=sms&direction=outbound").await,
+        ["=Unit 12, on the way"]
+    );
+    assert_eq!(search("?direction=inbound").await, ["Fire at 12 Main St"]);
+    assert_eq!(search("?carrier=twilio").await, ["Fire at 12 Main St"]);
+    assert!(search("?carrier=telnyx").await.is_empty());
+    assert_eq!(search("?q=MAIN%20st").await, ["Fire at 12 Main St"]);
+    // `+` unescaped in a query string reads as a space: the number still matches.
+    assert_eq!(search("?from=+15555550199").await, ["Fire at 12 Main St"]);
+    assert_eq!(search("?to=%2B15555550123").await, ["=Unit 12, on the way"]);
+    assert!(search("?since=2099-01-01T00:00:00Z").await.is_empty());
+    assert_eq!(search("?until=2099-01-01T00:00:00Z&limit=1").await.len(), 1);
+    for bad in [
+        "?status=lost",
+        "?since=yesterday",
+        "?limit=0",
+        "?cursor=nope",
+        "?to=not-a-number",
+        "?colour=red",
+    ] {
+        let (st, b) = s
+            .api(&key, Method::GET, &format!("/v1/messages{bad}"), None)
+            .await;
+        assert_eq!(st, 400, "{bad}: {b}");
+        assert_eq!(b["code"], "invalid_request", "{bad}: {b}");
+    }
+
+    // The same search as CSV: a header, one row per message, formulas defused.
+    let csv = s
+        .http
+        .get(s.url("/v1/messages?direction=outbound"))
+        .bearer_auth(&key)
+        .header("Accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.status(), 200);
+    assert!(csv.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let text = csv.text().await.unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("id,created_at,updated_at,direction,channel,status,carrier"));
+    assert!(lines[1].starts_with(&id), "{text}");
+    assert!(
+        lines[1].contains(",outbound,sms,failed,")
+            && lines[1].contains("\"'=Unit 12, on the way\""),
+        "{text}"
+    );
+
+    // A dispatcher neither searches nor retries.
+    let (_, dispatcher) = s
+        .admin(
+            Method::POST,
+            "/v1/admin/tenants/north/api-keys",
+            Some(json!({"name": "console", "role": "dispatcher"})),
+        )
+        .await;
+    let dispatcher = dispatcher["key"].as_str().unwrap();
+    let (st, b) = s.api(dispatcher, Method::GET, "/v1/messages", None).await;
+    assert_eq!((st, b["code"].as_str()), (403, Some("forbidden")), "{b}");
+    let retry_path = format!("/v1/messages/{id}/retry");
+    let (st, _) = s.api(dispatcher, Method::POST, &retry_path, None).await;
+    assert_eq!(st, 403);
+
+    // Retry: the same message goes out again and is sent this time.
+    let (st, m) = s.api(&key, Method::POST, &retry_path, None).await;
+    assert_eq!(st, 202, "{m}");
+    assert_eq!(
+        (m["id"].as_str(), m["status"].as_str()),
+        (Some(id.as_str()), Some("queued"))
+    );
+    let sent = wait_status(&s, &key, &id, "sent").await;
+    assert_eq!(sent["provider_message_id"], "SMretried");
+    assert_eq!(sent["error_code"], Value::Null);
+    let history: Vec<&str> = sent["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["queued", "failed", "queued", "sent"]);
+    assert_eq!(fake.received_requests().await.unwrap().len(), 2);
+    // Only failed or undelivered messages are retried; unknown ids are 404.
+    let (st, b) = s.api(&key, Method::POST, &retry_path, None).await;
+    assert_eq!((st, b["code"].as_str()), (409, Some("conflict")), "{b}");
+    let (st, _) = s
+        .api(
+            &key,
+            Method::POST,
+            &format!("/v1/messages/{}/retry", uuid::Uuid::now_v7()),
+            None,
+        )
+        .await;
+    assert_eq!(st, 404);
+    let (_, audit) = s
+        .api(&key, Method::GET, "/v1/audit?action=message.retry", None)
+        .await;
+    assert_eq!(audit["items"].as_array().map(Vec::len), Some(1), "{audit}");
+}
+
+#[tokio::test]
+async fn the_csv_export_has_no_row_limit() {
+    let fake = twilio_fake().await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES_PATH))
+        .respond_with(|req: &Request| accepted(&format!("SM{}", field(req, "Body")[0])))
+        .mount(&fake)
+        .await;
+    let (s, key) = server_with(&fake, &[]).await;
+    // More rows than one page of the export reads from the store (500).
+    let messages: Vec<Value> = (0..1_000)
+        .map(|i| json!({"channel": "sms", "to": CONTACT, "body": format!("n{i}")}))
+        .collect();
+    let (st, b) = crate::harness::send(
+        s.http
+            .post(s.url("/v1/messages/batch"))
+            .bearer_auth(&key)
+            .json(&json!({ "messages": messages })),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert!(b["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["id"].is_string()));
+    let text = s
+        .http
+        .get(s.url("/v1/messages"))
+        .bearer_auth(&key)
+        .header("Accept", "text/csv")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let bodies: std::collections::BTreeSet<&str> = text
+        .lines()
+        .skip(1)
+        .map(|line| line.split(',').nth(10).unwrap())
+        .collect();
+    assert_eq!(text.lines().count(), 1_001);
+    assert_eq!(bodies.len(), 1_000, "every message once");
+}

@@ -52,6 +52,12 @@ pub const TABLE: &[(Method, &str, Access)] = {
     &[
         (Method::POST, "/v1/messages", Tenant(MessagesSend)),
         (Method::POST, "/v1/messages/batch", Tenant(MessagesSend)),
+        (Method::GET, "/v1/messages", Tenant(DeliveryLogRead)),
+        (
+            Method::POST,
+            "/v1/messages/{id}/retry",
+            Tenant(MessagesRetry),
+        ),
         (Method::GET, "/v1/messages/{id}", Tenant(MessagesRead)),
         (
             Method::GET,

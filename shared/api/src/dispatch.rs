@@ -89,8 +89,9 @@ pub fn send_routes(state: AppState) -> Routes {
         .route(
             "/v1/messages/{id}",
             &[Method::GET],
-            get(get_message).with_state(state),
+            get(get_message).with_state(state.clone()),
         )
+        .merge(crate::delivery_log::retry_routes(state))
 }
 
 /// Conversations, their messages, read and star.
@@ -139,8 +140,9 @@ pub fn conversation_routes(state: AppState) -> Routes {
         .route(
             "/v1/messages/{id}/media/{index}",
             &[Method::GET],
-            get(get_media).with_state(state),
+            get(get_media).with_state(state.clone()),
         )
+        .merge(crate::delivery_log::search_routes(state))
 }
 
 async fn send(

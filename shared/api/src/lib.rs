@@ -9,6 +9,7 @@ pub mod admin;
 pub mod config;
 pub mod console;
 pub mod cors;
+pub mod delivery_log;
 pub mod dispatch;
 pub mod error;
 pub mod limits;

@@ -6,10 +6,10 @@
 //!
 //! # The table
 //!
-//! One table, key `pk` (S) + `sk` (S), three global secondary indexes (`gsi1` on
-//! `gsi1pk`/`gsi1sk` and `gsi2` on `gsi2pk`/`gsi2sk`, both projecting everything their
-//! listings read; `gsi3` on `gsi3pk`/`gsi3sk`, keys only, so raw webhook bodies are never
-//! copied into an index), TTL on `ttl`
+//! One table, key `pk` (S) + `sk` (S), four global secondary indexes (`gsi1` on
+//! `gsi1pk`/`gsi1sk`, `gsi2` on `gsi2pk`/`gsi2sk` and `gsi4` on `gsi4pk`/`gsi4sk`, projecting
+//! everything their listings read; `gsi3` on `gsi3pk`/`gsi3sk`, keys only, so raw webhook
+//! bodies are never copied into an index), TTL on `ttl`
 //! (epoch seconds). Every key that holds tenant data starts with the tenant id, so a lookup with
 //! another tenant's id can only miss. High-volume items (messages, conversations, carrier ids,
 //! raw payloads) each get their own partition; a tenant's few settings share `T#<tenant>`.
@@ -26,7 +26,7 @@
 //! | carrier config | `T#<tenant>` | `P#<provider>` | gsi1: `P#<provider>` / `<tenant>` | a tenant's carriers; tenants of a carrier; names the Secrets Manager secret |
 //! | conversation | `C#<tenant>#<id>` (id: UUID v5 of tenant, thread channel and contact) | `C` | gsi1: `CONVS#<tenant>` / `<last at>#<id>` | get; list by recency; a writer finds it by its derived id |
 //! | thread | `TH#<tenant>#<channel>#<contact>` | `TH` | | the conversation of (channel, contact) when its id was not derived (made before ids were), read in the same `BatchGetItem` |
-//! | message | `M#<tenant>#<id>` | `M` | gsi1: `MSGS#<tenant>#<conversation>` / `<created>#<id>`; gsi2 (only while queued): `OUTBOX` / `<due>#<tenant>#<id>` (its last change, or its retry when later) | get; list a conversation; the sweeper's stranded outbox |
+//! | message | `M#<tenant>#<id>` | `M` | gsi1: `MSGS#<tenant>#<conversation>` / `<created>#<id>`; gsi2 (only while queued): `OUTBOX` / `<due>#<tenant>#<id>` (its last change, or its retry when later); gsi4: `LOG#<tenant>` / `<created>#<id>` | get; list a conversation; the sweeper's stranded outbox; the delivery log (a tenant's messages by time, filtered as they are read) |
 //! | carrier message id | `PM#<tenant>#<provider>#<carrier id>` | `PM` | | dedupe inbound; find a message for a status callback |
 //! | idempotency key | `I#<tenant>#<key>` | `I` | | replay `POST /v1/messages`; TTL 24 h |
 //! | raw webhook | `R#<tenant>#<dedupe key>` | `R` | gsi3 (keys only): `RAW#<expiry day>` / `<expires at>#…` | dedupe redeliveries; retention (TTL, plus an exact purge) |

@@ -15,7 +15,8 @@ use omni_core::domain::{
 };
 use omni_core::model::{
     Assignee, AuditEntry, AuditQuery, Conversation, ConversationFilter, ConversationStatus,
-    DeliveryClaim, Failover, LastMessage, Message, NewOutbound, Note, Page, StatusApplied,
+    DeliveryClaim, Failover, LastMessage, Message, MessageSearch, NewOutbound, Note, Page,
+    StatusApplied,
 };
 use omni_core::ports::{FlushedPart, MessageStore, PartOutcome, StoreError, StoreResult};
 use rand::Rng;
@@ -55,6 +56,10 @@ const PURGE_DAYS: i64 = 3;
 /// The outbox index partition (sparse: only queued messages are in it).
 const OUTBOX: &str = "OUTBOX";
 
+/// Index rows one delivery-log search reads at most before it answers a short page with a
+/// cursor: a narrow filter over a long history must not hold a request for minutes.
+const SEARCH_BUDGET: usize = 5_000;
+
 fn message_key(tenant: &TenantId, id: Uuid) -> Item {
     key(format!("M#{tenant}#{id}"), "M")
 }
@@ -88,6 +93,11 @@ fn carrier_id_key(tenant: &TenantId, provider: ProviderKind, carrier_id: &str) -
 
 fn opt_out_key(tenant: &TenantId, contact: &str) -> Item {
     key(format!("O#{tenant}#{contact}"), "O")
+}
+
+/// The delivery log's partition: every message of the tenant, by creation.
+fn log_index(tenant: &TenantId) -> String {
+    format!("LOG#{tenant}")
 }
 
 fn messages_index(tenant: &TenantId, conversation: Uuid) -> String {
@@ -179,6 +189,8 @@ fn message_item(tenant: &TenantId, m: &Message) -> StoreResult<Item> {
         ("attempts", n(0)),
         ("gsi1pk", s(messages_index(tenant, m.conversation_id))),
         ("gsi1sk", s(order_key(m.created_at, m.id))),
+        ("gsi4pk", s(log_index(tenant))),
+        ("gsi4sk", s(order_key(m.created_at, m.id))),
     ]));
     if m.status == DeliveryStatus::Queued {
         item.insert("gsi2pk".into(), s(OUTBOX));
@@ -772,6 +784,26 @@ fn tenant_number<'a>(message: &'a Message, contact: &Address) -> &'a Address {
     }
 }
 
+/// A delivery-log page from the matches found (sort key and message), newest first: past
+/// `limit`, the cursor is the last one served; a walk cut short by the budget resumes
+/// below `last_read`.
+fn search_page(
+    mut found: Vec<(String, Message)>,
+    limit: usize,
+    last_read: Option<String>,
+) -> Page<Message> {
+    let next = if found.len() > limit {
+        found.truncate(limit);
+        found.last().map(|(key, _)| key.clone())
+    } else {
+        last_read
+    };
+    Page {
+        items: found.into_iter().map(|(_, m)| m).collect(),
+        next_cursor: next.as_deref().map(encode_cursor),
+    }
+}
+
 fn next_cursor(more: bool, last: Option<&Item>) -> StoreResult<Option<String>> {
     match (more, last) {
         (true, Some(item)) => Ok(Some(encode_cursor(get_s(item, "gsi1sk")?))),
@@ -1015,6 +1047,45 @@ impl MessageStore for AwsBackend {
             |_| Ok(Vec::new()),
         )
         .await
+    }
+
+    async fn requeue_message(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Message>> {
+        for attempt in 0..WRITE_ATTEMPTS {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
+            let Some((mut message, ver)) = self.load_message(tenant, id).await? else {
+                return Ok(None);
+            };
+            message.requeue(Utc::now())?;
+            // Not message_update_op: its guard lets a status only move forward, and this is
+            // the one step back (to queued, with a fresh retry budget).
+            let vals = values([
+                (":doc", json(&message)?),
+                (":st", s(message.status.as_str())),
+                (":rank", n(i64::from(message.status.rank()))),
+                (":ver", n(ver)),
+                (":next", n(ver + 1)),
+                (":upd", s(ts(message.updated_at))),
+                (":zero", n(0)),
+                (":ob", s(OUTBOX)),
+                (":obk", s(outbox_key(tenant, &message, None))),
+            ]);
+            let op = self.update_op(
+                message_key(tenant, id),
+                "SET doc = :doc, st = :st, srank = :rank, ver = :next, upd = :upd, \
+                 attempts = :zero, gsi2pk = :ob, gsi2sk = :obk REMOVE claim_until"
+                    .into(),
+                "ver = :ver",
+                vals,
+            )?;
+            if self.transact(vec![op]).await? {
+                return Ok(Some(message));
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "message {id}: gave up after repeated write conflicts"
+        )))
     }
 
     async fn stranded_outbound(
@@ -1292,6 +1363,76 @@ impl MessageStore for AwsBackend {
             items: items.iter().map(message_from).collect::<StoreResult<_>>()?,
             next_cursor: next_cursor(more, items.last())?,
         })
+    }
+
+    async fn search_messages(
+        &self,
+        tenant: &TenantId,
+        search: &MessageSearch,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Message>> {
+        let limit = page_size(limit);
+        // Newest first, below the cursor and `until`; `since` ends the walk. The other fields
+        // are filtered here with the shared predicate, so both backends keep the same messages.
+        let below = [cursor.map(decode_cursor).transpose()?, search.until.map(ts)]
+            .into_iter()
+            .flatten()
+            .min();
+        let since = search.since.map(ts);
+        let mut vals = values([(":p", s(log_index(tenant)))]);
+        let condition = match below {
+            Some(below) => {
+                vals.insert(":below".into(), s(below));
+                "gsi4pk = :p AND gsi4sk < :below"
+            }
+            None => "gsi4pk = :p",
+        };
+        // Filters in the walk: read in larger steps, most rows will not be kept.
+        let narrowed = MessageSearch {
+            since: None,
+            until: None,
+            ..search.clone()
+        } != MessageSearch::default();
+        let step = if narrowed { MAX_PAGE } else { limit + 1 };
+        let (mut items, mut read, mut start, mut last_read) = (Vec::new(), 0, None, None);
+        loop {
+            let page = self
+                .ddb
+                .query()
+                .table_name(&self.resources.table)
+                .index_name("gsi4")
+                .key_condition_expression(condition)
+                .set_expression_attribute_values(Some(vals.clone()))
+                .scan_index_forward(false)
+                .limit(i32::try_from(step).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query", e))?;
+            for item in page.items.unwrap_or_default() {
+                let key = get_s(&item, "gsi4sk")?.to_owned();
+                if since.as_deref().is_some_and(|since| key.as_str() < since) {
+                    return Ok(search_page(items, limit, None));
+                }
+                read += 1;
+                let message = message_from(&item)?;
+                if search.matches(&message) {
+                    items.push((key.clone(), message));
+                    if items.len() > limit {
+                        return Ok(search_page(items, limit, None));
+                    }
+                }
+                last_read = Some(key);
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(search_page(items, limit, None));
+            }
+            if read >= SEARCH_BUDGET {
+                return Ok(search_page(items, limit, last_read));
+            }
+        }
     }
 
     async fn mark_read(

@@ -84,7 +84,8 @@ pub async fn create_resources(
         .billing_mode(BillingMode::PayPerRequest)
         .set_attribute_definitions(Some(
             [
-                "pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "gsi3pk", "gsi3sk",
+                "pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "gsi3pk", "gsi3sk", "gsi4pk",
+                "gsi4sk",
             ]
             .into_iter()
             .map(attr)
@@ -94,6 +95,7 @@ pub async fn create_resources(
         .global_secondary_indexes(index("gsi1", ProjectionType::All)?)
         .global_secondary_indexes(index("gsi2", ProjectionType::All)?)
         .global_secondary_indexes(index("gsi3", ProjectionType::KeysOnly)?)
+        .global_secondary_indexes(index("gsi4", ProjectionType::All)?)
         .send()
         .await
         .map_err(|e| sdk_error("CreateTable", e))?;

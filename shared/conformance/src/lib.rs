@@ -19,8 +19,8 @@ use omni_core::domain::{
 use omni_core::livechat::LivechatSettings;
 use omni_core::model::{
     ApiKeyInfo, ApiKeyOwner, Assignee, AuditEntry, AuditQuery, Conversation, ConversationFilter,
-    ConversationStatus, Failover, Message, NewOutbound, Note, NumberRoute, Routing, StatusApplied,
-    Tenant,
+    ConversationStatus, Failover, Message, MessageSearch, NewOutbound, Note, NumberRoute, Routing,
+    StatusApplied, Tenant,
 };
 use omni_core::ports::{
     FlushedPart, Job, MessageStore, PartOutcome, Queue, SecretStore, StoreError, TeamStore,
@@ -49,7 +49,7 @@ impl<T: TenantStore + TeamStore + SecretStore + MessageStore + Queue + WabaRoute
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids, waba_routes_keep_secrets_and_counts);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids, waba_routes_keep_secrets_and_counts, delivery_log_is_searched_and_paged, failed_messages_are_requeued_with_a_fresh_budget);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,6 +103,8 @@ pub async fn run_all<B: Backend>(backend: &B) {
     login_failures_count_in_windows(backend).await;
     livechat_widgets_round_trip_by_tenant_and_key(backend).await;
     livechat_conversations_have_derived_ids(backend).await;
+    delivery_log_is_searched_and_paged(backend).await;
+    failed_messages_are_requeued_with_a_fresh_budget(backend).await;
 }
 
 // ---- fixtures --------------------------------------------------------------------------
@@ -1782,6 +1784,255 @@ pub async fn messages_page_newest_first<B: Backend>(b: &B) {
         .unwrap()
         .items
         .is_empty());
+}
+
+/// The delivery log: every filter keeps what it says across conversations, newest first,
+/// paged, and never another tenant's messages.
+pub async fn delivery_log_is_searched_and_paged<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let (alice, bob, ours) = (new_number(), new_number(), new_number());
+    let t0 = base_time();
+    let (from_alice, _) = b
+        .apply_inbound(
+            &tenant,
+            &inbound(Channel::Sms, &alice, &ours, "Address is 12 MAIN St", t0),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let (from_bob, _) = b
+        .apply_inbound(
+            &tenant,
+            &inbound(Channel::Mms, &bob, &ours, "need help", secs(t0, 1)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let (to_alice, _) = b
+        .create_outbound(
+            &tenant,
+            &outbound(&ours, &alice, "Unit on the way", secs(t0, 2)),
+        )
+        .await
+        .unwrap();
+    let (to_bob, _) = b
+        .create_outbound(
+            &tenant,
+            &outbound(&ours, &bob, "stay on the line", secs(t0, 3)),
+        )
+        .await
+        .unwrap();
+    b.claim_delivery(&tenant, to_bob.id, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    b.record_failed(&tenant, to_bob.id, Some("30007"), "filtered")
+        .await
+        .unwrap();
+    // Another tenant's message with the same text and numbers is never found.
+    b.apply_inbound(
+        &new_tenant_id("t"),
+        &inbound(Channel::Sms, &alice, &ours, "Address is 12 MAIN St", t0),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    let tenant = &tenant;
+    let find = |search: MessageSearch| async move {
+        let page = b.search_messages(tenant, &search, 50, None).await.unwrap();
+        assert_eq!(page.next_cursor, None);
+        page.items.iter().map(|m| m.id).collect::<Vec<_>>()
+    };
+    let all = vec![to_bob.id, to_alice.id, from_bob.id, from_alice.id];
+    assert_eq!(find(MessageSearch::default()).await, all);
+    let cases = [
+        (
+            MessageSearch {
+                direction: Some(Direction::Inbound),
+                ..Default::default()
+            },
+            vec![from_bob.id, from_alice.id],
+        ),
+        (
+            MessageSearch {
+                status: Some(DeliveryStatus::Failed),
+                ..Default::default()
+            },
+            vec![to_bob.id],
+        ),
+        (
+            MessageSearch {
+                channel: Some(Channel::Mms),
+                ..Default::default()
+            },
+            vec![from_bob.id],
+        ),
+        (
+            MessageSearch {
+                carrier: Some(ProviderKind::Twilio),
+                direction: Some(Direction::Inbound),
+                ..Default::default()
+            },
+            vec![from_bob.id, from_alice.id],
+        ),
+        (
+            MessageSearch {
+                carrier: Some(ProviderKind::Telnyx),
+                ..Default::default()
+            },
+            vec![],
+        ),
+        (
+            MessageSearch {
+                from: Some(alice.clone()),
+                ..Default::default()
+            },
+            vec![from_alice.id],
+        ),
+        (
+            MessageSearch {
+                to: Some(alice.clone()),
+                ..Default::default()
+            },
+            vec![to_alice.id],
+        ),
+        (
+            MessageSearch {
+                since: Some(secs(t0, 1)),
+                until: Some(secs(t0, 3)),
+                ..Default::default()
+            },
+            vec![to_alice.id, from_bob.id],
+        ),
+        (
+            MessageSearch {
+                q: Some("main st".into()),
+                ..Default::default()
+            },
+            vec![from_alice.id],
+        ),
+        (
+            MessageSearch {
+                q: Some("%".into()),
+                ..Default::default()
+            },
+            vec![],
+        ),
+        (
+            MessageSearch {
+                direction: Some(Direction::Outbound),
+                q: Some("THE".into()),
+                to: Some(bob.clone()),
+                ..Default::default()
+            },
+            vec![to_bob.id],
+        ),
+    ];
+    for (search, want) in cases {
+        assert_eq!(find(search.clone()).await, want, "{search:?}");
+    }
+
+    // One at a time, with and without a filter, the pages add up to the whole.
+    for (search, want) in [
+        (MessageSearch::default(), all.clone()),
+        (
+            MessageSearch {
+                direction: Some(Direction::Outbound),
+                ..Default::default()
+            },
+            vec![to_bob.id, to_alice.id],
+        ),
+    ] {
+        let (mut got, mut cursor) = (Vec::new(), None);
+        loop {
+            let page = b
+                .search_messages(tenant, &search, 1, cursor.as_deref())
+                .await
+                .unwrap();
+            got.extend(page.items.iter().map(|m| m.id));
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                break;
+            }
+            assert!(got.len() <= want.len(), "{search:?} pages past the end");
+        }
+        assert_eq!(got, want, "{search:?}");
+    }
+    assert!(matches!(
+        b.search_messages(tenant, &MessageSearch::default(), 1, Some("%%%"))
+            .await,
+        Err(StoreError::InvalidCursor)
+    ));
+}
+
+/// A failed message goes back to the outbox once: queued, its error cleared, the step in its
+/// history, claimable as a first attempt; nothing else can be requeued.
+pub async fn failed_messages_are_requeued_with_a_fresh_budget<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let (ours, contact) = (new_number(), new_number());
+    let (m, _) = b
+        .create_outbound(&tenant, &outbound(&ours, &contact, "retry me", base_time()))
+        .await
+        .unwrap();
+    // Not failed yet: a conflict, and the message is untouched.
+    assert!(matches!(
+        b.requeue_message(&tenant, m.id).await,
+        Err(StoreError::Conflict(_))
+    ));
+    for _ in 0..2 {
+        b.claim_delivery(&tenant, m.id, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    b.record_failed(&tenant, m.id, Some("30003"), "unreachable")
+        .await
+        .unwrap();
+    let again = b.requeue_message(&tenant, m.id).await.unwrap().unwrap();
+    assert_eq!(again.status, DeliveryStatus::Queued);
+    assert_eq!((&again.error_code, &again.error_message), (&None, &None));
+    assert_eq!(
+        statuses(&again),
+        vec![
+            (DeliveryStatus::Queued, "api"),
+            (DeliveryStatus::Failed, "worker"),
+            (DeliveryStatus::Queued, "api"),
+        ]
+    );
+    assert_eq!(b.get_message(&tenant, m.id).await.unwrap().unwrap(), again);
+    let claim = b
+        .claim_delivery(&tenant, m.id, LEASE)
+        .await
+        .unwrap()
+        .expect("queued again, so claimable");
+    assert_eq!(claim.attempt, 1, "a fresh retry budget");
+    // Queued (and claimed) again: not retryable until it fails again.
+    assert!(matches!(
+        b.requeue_message(&tenant, m.id).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Inbound messages, unknown ids and other tenants' messages are never requeued.
+    let (received, _) = b
+        .apply_inbound(
+            &tenant,
+            &inbound(Channel::Sms, &contact, &ours, "hi", base_time()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        b.requeue_message(&tenant, received.id).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        b.requeue_message(&tenant, Uuid::now_v7()).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        b.requeue_message(&new_tenant_id("t"), m.id).await.unwrap(),
+        None
+    );
 }
 
 /// Starring is idempotent and the conversation's count stays exact.

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::ports::StoreError;
 use crate::team::{Actor, ActorType, Role};
 use crate::template::Template;
 
@@ -399,6 +400,35 @@ impl Message {
         self.updated_at = now;
     }
 
+    /// Puts a `failed` or `undelivered` outbound message back in the outbox for a new attempt
+    /// (the delivery log's retry): queued again, its last error cleared, the step in its
+    /// history. Anything else is left as it is: [`StoreError::Conflict`] says why.
+    pub fn requeue(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        if self.direction != Direction::Outbound
+            || !matches!(
+                self.status,
+                DeliveryStatus::Failed | DeliveryStatus::Undelivered
+            )
+        {
+            return Err(StoreError::Conflict(format!(
+                "only a failed or undelivered outbound message can be retried; this one is {} {}",
+                self.direction.as_str(),
+                self.status.as_str()
+            )));
+        }
+        self.status = DeliveryStatus::Queued;
+        self.events.push(StatusEvent {
+            status: DeliveryStatus::Queued,
+            at: now,
+            source: SOURCE_API.to_owned(),
+            note: Some("sent again".to_owned()),
+        });
+        self.error_code = None;
+        self.error_message = None;
+        self.updated_at = now;
+        Ok(())
+    }
+
     /// Moves to `merged` and records the transition; an unchanged status records nothing.
     fn transition(
         &mut self,
@@ -554,6 +584,50 @@ impl ConversationFilter {
                 .to_lowercase()
                 .contains(&q.to_lowercase()),
         })
+    }
+}
+
+/// Which messages a delivery-log search keeps (every field unset: all of the tenant's), newest
+/// first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageSearch {
+    /// Only inbound or only outbound.
+    pub direction: Option<Direction>,
+    /// Only this status.
+    pub status: Option<DeliveryStatus>,
+    /// Only this channel (`sms` and `mms` are apart).
+    pub channel: Option<Channel>,
+    /// Only those this carrier carried.
+    pub carrier: Option<ProviderKind>,
+    /// Only those from this address.
+    pub from: Option<Address>,
+    /// Only those to this address.
+    pub to: Option<Address>,
+    /// Only those created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only those created before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Only those whose text contains this, ignoring case.
+    pub q: Option<String>,
+}
+
+impl MessageSearch {
+    /// Whether `m` passes every field. A store that cannot filter on the server filters with
+    /// this, so both backends keep the same messages.
+    pub fn matches(&self, m: &Message) -> bool {
+        self.direction.is_none_or(|d| d == m.direction)
+            && self.status.is_none_or(|s| s == m.status)
+            && self.channel.is_none_or(|c| c == m.channel)
+            && self.carrier.is_none_or(|c| Some(c) == m.provider)
+            && self.from.as_ref().is_none_or(|a| a == &m.from)
+            && self.to.as_ref().is_none_or(|a| a == &m.to)
+            && self.since.is_none_or(|t| m.created_at >= t)
+            && self.until.is_none_or(|t| m.created_at < t)
+            && self.q.as_ref().is_none_or(|q| {
+                m.body
+                    .as_deref()
+                    .is_some_and(|b| b.to_lowercase().contains(&q.to_lowercase()))
+            })
     }
 }
 

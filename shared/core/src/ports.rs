@@ -16,8 +16,8 @@ use crate::domain::{
 use crate::livechat::LivechatSettings;
 use crate::model::{
     ApiKeyInfo, ApiKeyOwner, Assignee, AuditEntry, AuditQuery, Conversation, ConversationFilter,
-    ConversationStatus, DeliveryClaim, Failover, Message, NewOutbound, Note, NumberRoute, Page,
-    Routing, StatusApplied, Tenant,
+    ConversationStatus, DeliveryClaim, Failover, Message, MessageSearch, NewOutbound, Note,
+    NumberRoute, Page, Routing, StatusApplied, Tenant,
 };
 use crate::providers::{Credentials, Secret};
 use crate::team::{Invite, Session, User, UserRecord};
@@ -310,6 +310,11 @@ pub trait MessageStore: Send + Sync {
         error: &str,
     ) -> StoreResult<Message>;
 
+    /// Puts a `failed` or `undelivered` outbound message back in the outbox
+    /// ([`Message::requeue`]) with a fresh retry budget; `None` when the tenant has no such
+    /// message, [`StoreError::Conflict`] when it is in any other state.
+    async fn requeue_message(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Message>>;
+
     /// Queued messages with no live claim, last touched before `before` and, after a retry,
     /// whose next attempt was due before `before`: the sweeper's work.
     async fn stranded_outbound(
@@ -393,6 +398,15 @@ pub trait MessageStore: Send + Sync {
         &self,
         tenant: &TenantId,
         conversation: Uuid,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Message>>;
+
+    /// The tenant's messages that `search` keeps, newest first (the delivery log).
+    async fn search_messages(
+        &self,
+        tenant: &TenantId,
+        search: &MessageSearch,
         limit: usize,
         cursor: Option<&str>,
     ) -> StoreResult<Page<Message>>;

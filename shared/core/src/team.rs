@@ -56,7 +56,13 @@ impl Role {
             Role::Supervisor => !matches!(permission, TenantManage | UsersManage | ApiKeysManage),
             Role::Dispatcher => !matches!(
                 permission,
-                TenantManage | UsersManage | ApiKeysManage | AuditRead | ConversationsAssignOthers
+                TenantManage
+                    | UsersManage
+                    | ApiKeysManage
+                    | AuditRead
+                    | ConversationsAssignOthers
+                    | DeliveryLogRead
+                    | MessagesRetry
             ),
             Role::Sender => matches!(permission, MessagesSend | MessagesRead),
         }
@@ -102,6 +108,10 @@ pub enum Permission {
     NotesWrite,
     /// Read the audit log.
     AuditRead,
+    /// Search and export every message; read the inbound webhook log.
+    DeliveryLogRead,
+    /// Send a failed message again.
+    MessagesRetry,
     /// Invite users, change their role, disable them.
     UsersManage,
     /// Issue, list and revoke API keys.
@@ -111,7 +121,7 @@ pub enum Permission {
 }
 
 /// Every permission.
-pub const PERMISSIONS: [Permission; 10] = [
+pub const PERMISSIONS: [Permission; 12] = [
     Permission::MessagesSend,
     Permission::MessagesRead,
     Permission::ConversationsRead,
@@ -119,6 +129,8 @@ pub const PERMISSIONS: [Permission; 10] = [
     Permission::ConversationsAssignOthers,
     Permission::NotesWrite,
     Permission::AuditRead,
+    Permission::DeliveryLogRead,
+    Permission::MessagesRetry,
     Permission::UsersManage,
     Permission::ApiKeysManage,
     Permission::TenantManage,
@@ -135,6 +147,8 @@ impl Permission {
             Permission::ConversationsAssignOthers => "conversations.assign_others",
             Permission::NotesWrite => "notes.write",
             Permission::AuditRead => "audit.read",
+            Permission::DeliveryLogRead => "delivery_log.read",
+            Permission::MessagesRetry => "messages.retry",
             Permission::UsersManage => "users.manage",
             Permission::ApiKeysManage => "api_keys.manage",
             Permission::TenantManage => "tenant.manage",

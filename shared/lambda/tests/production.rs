@@ -409,7 +409,12 @@ fn raw_payloads_are_listed_through_a_keys_only_index() {
             )
         })
         .collect();
-    let expected = [("gsi1", "ALL"), ("gsi2", "ALL"), ("gsi3", "KEYS_ONLY")];
+    let expected = [
+        ("gsi1", "ALL"),
+        ("gsi2", "ALL"),
+        ("gsi3", "KEYS_ONLY"),
+        ("gsi4", "ALL"),
+    ];
     assert_eq!(
         indexes,
         expected.map(|(n, p)| (n.to_owned(), p.to_owned())).to_vec()

@@ -10,8 +10,8 @@ use omni_core::domain::{
 };
 use omni_core::model::{
     Assignee, AuditEntry, AuditQuery, Conversation, ConversationFilter, ConversationStatus,
-    DeliveryClaim, Failover, LastMessage, Message, NewOutbound, Note, Page, StatusApplied,
-    StatusEvent,
+    DeliveryClaim, Failover, LastMessage, Message, MessageSearch, NewOutbound, Note, Page,
+    StatusApplied, StatusEvent,
 };
 use omni_core::ports::{FlushedPart, MessageStore, PartOutcome, StoreError, StoreResult};
 use rusqlite::{params, Connection, OptionalExtension, Row, ToSql};
@@ -403,6 +403,16 @@ fn page<T>(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> (String, Uuid)) 
     Page { items, next_cursor }
 }
 
+/// A `LIKE ... ESCAPE '\\'` pattern for text containing `q`, lower-cased.
+fn like_pattern(q: &str) -> String {
+    let escaped = q
+        .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
 /// A usable page size: at least one item (a zero limit would page forever), at most
 /// [`MAX_PAGE`].
 fn page_size(limit: usize) -> usize {
@@ -618,6 +628,24 @@ impl MessageStore for SqliteBackend {
         .await
     }
 
+    async fn requeue_message(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Message>> {
+        let tenant = tenant.clone();
+        self.write(move |tx| {
+            let Some(mut message) = get_message(tx, &tenant, id)? else {
+                return Ok(None);
+            };
+            message.requeue(Utc::now())?;
+            update_message(tx, &message)?;
+            tx.exec(
+                "UPDATE messages SET attempts = 0, retry_at = NULL WHERE id = ?1",
+                params![id.to_string()],
+            )
+            .map_err(db)?;
+            reload_message(tx, &tenant, id).map(Some)
+        })
+        .await
+    }
+
     async fn stranded_outbound(
         &self,
         before: DateTime<Utc>,
@@ -690,17 +718,12 @@ impl MessageStore for SqliteBackend {
                 args.push((":channel", Box::new(channel.thread().as_str())));
             }
             if let Some(q) = &filter.q {
-                let escaped = q
-                    .to_lowercase()
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_");
                 sql.push_str(
                     " AND (lower(c.contact) LIKE :q ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m
                          WHERE m.tenant_id = c.tenant_id AND m.conversation_id = c.id
                          AND lower(m.body) LIKE :q ESCAPE '\\'))",
                 );
-                args.push((":q", Box::new(format!("%{escaped}%"))));
+                args.push((":q", Box::new(like_pattern(q))));
             }
             if let Some((key, id)) = after_key {
                 sql.push_str(&format!(
@@ -947,6 +970,86 @@ impl MessageStore for SqliteBackend {
                     message_row,
                 )?,
             };
+            Ok(page(items, limit, |m| (ts(m.created_at), m.id)))
+        })
+        .await
+    }
+
+    async fn search_messages(
+        &self,
+        tenant: &TenantId,
+        search: &MessageSearch,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Message>> {
+        let (tenant, search) = (tenant.clone(), search.clone());
+        let after_key = cursor.map(decode_cursor).transpose()?;
+        let limit = page_size(limit);
+        self.read(move |conn| {
+            let mut sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE tenant_id = :tenant");
+            let mut args: Vec<(&str, Box<dyn ToSql>)> =
+                vec![(":tenant", Box::new(tenant.as_str().to_owned()))];
+            let mut equal = |column: &str, name: &'static str, value: Option<String>| {
+                if let Some(value) = value {
+                    sql.push_str(&format!(" AND {column} = {name}"));
+                    args.push((name, Box::new(value)));
+                }
+            };
+            equal(
+                "direction",
+                ":direction",
+                search.direction.map(|d| d.as_str().into()),
+            );
+            equal(
+                "status",
+                ":status",
+                search.status.map(|s| s.as_str().into()),
+            );
+            equal(
+                "channel",
+                ":channel",
+                search.channel.map(|c| c.as_str().into()),
+            );
+            equal(
+                "provider",
+                ":provider",
+                search.carrier.map(|p| p.as_str().into()),
+            );
+            equal(
+                "from_number",
+                ":from",
+                search.from.map(|a| a.as_str().into()),
+            );
+            equal("to_number", ":to", search.to.map(|a| a.as_str().into()));
+            if let Some(since) = search.since {
+                sql.push_str(" AND created_at >= :since");
+                args.push((":since", Box::new(ts(since))));
+            }
+            if let Some(until) = search.until {
+                sql.push_str(" AND created_at < :until");
+                args.push((":until", Box::new(ts(until))));
+            }
+            if let Some(q) = &search.q {
+                sql.push_str(" AND lower(body) LIKE :q ESCAPE '\\'");
+                args.push((":q", Box::new(like_pattern(q))));
+            }
+            if let Some((key, id)) = after_key {
+                sql.push_str(
+                    " AND (created_at < :after OR (created_at = :after AND id < :after_id))",
+                );
+                args.push((":after", Box::new(key)));
+                args.push((":after_id", Box::new(id.to_string())));
+            }
+            sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT :limit");
+            args.push((":limit", Box::new((limit + 1) as i64)));
+            let named: Vec<(&str, &dyn ToSql)> =
+                args.iter().map(|(name, v)| (*name, v.as_ref())).collect();
+            let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+            let mut rows = stmt.query(named.as_slice()).map_err(db)?;
+            let mut items = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                items.push(message_row(row)?);
+            }
             Ok(page(items, limit, |m| (ts(m.created_at), m.id)))
         })
         .await

@@ -188,6 +188,32 @@ impl Services {
         Ok((message, created))
     }
 
+    /// Sends a `failed` or `undelivered` message again as a new attempt of the same message
+    /// (the delivery log's retry): back in the outbox, queued for the delivery worker, and
+    /// pushed to dashboards.
+    #[instrument(skip_all, fields(tenant_id = %tenant, message_id = %id))]
+    pub async fn retry_message(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+    ) -> Result<Message, ServiceError> {
+        let message = self
+            .messages
+            .requeue_message(tenant, id)
+            .await?
+            .ok_or(ServiceError::NotFound("message"))?;
+        let job = Job::Deliver {
+            tenant_id: tenant.clone(),
+            message_id: message.id,
+        };
+        // If this enqueue is lost, the sweeper finds the queued message.
+        if let Err(e) = self.queue.enqueue(&job, std::time::Duration::ZERO).await {
+            warn!(error = %e, "enqueue failed; the sweeper will pick the message up");
+        }
+        self.push_message(tenant, "message.status", &message).await;
+        Ok(message)
+    }
+
     /// The tenant number to send from: the one asked for, or the first that carries the channel.
     fn sender_route(
         &self,
