@@ -424,3 +424,47 @@ def test_a_livechat_visitor_writes_with_an_upload_and_a_dispatcher_replies(stack
     wait_for("the reply sent", lambda: message(api, north, reply.json()["id"])["status"] == "sent")
     history = api.call("GET", "/livechat/v1/messages", token, headers={"Origin": origin}).json()
     assert [m["body"] for m in history["items"]] == ["the bridge", "Units are on the way"]
+
+
+def test_a_batch_is_sent_searched_in_the_delivery_log_exported_and_a_failure_retried(stack: Stack, api: Api, north: str, carrier: CarrierFake) -> None:
+    """The send function takes a batch and a retry, the conversations function searches the
+    tenant's messages through its own index (gsi4) and streams the CSV, each under its role."""
+    refused_once = "+15555550177"
+    refused: list[str] = []
+
+    def twilio(req: Any) -> tuple[int, Any]:
+        if req.form().get("To") == refused_once and not refused:
+            refused.append(req.form()["Body"])
+            return 400, {"code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400}
+        return 201, {"sid": f"SM{len(carrier.requests):032d}", "status": "queued", "account_sid": ACCOUNT_SID}
+
+    carrier.on("POST", r"/2010-04-01/Accounts/\w+/Messages\.json$", twilio)
+    batch = {"messages": [
+        {"channel": "sms", "to": refused_once, "body": "Evacuate north of 5th"},
+        {"channel": "sms", "to": "nobody", "body": "refused"},
+        {"channel": "sms", "to": "+15555550178", "body": "Evacuate south of 5th"},
+    ]}
+    resp = api.call("POST", "/v1/messages/batch", north, json=batch, headers={"Idempotency-Key": "evac-1"})
+    assert resp.status_code == 200, resp.text
+    results = resp.json()["results"]
+    assert [r["index"] for r in results] == [0, 1, 2]
+    assert results[1]["error"]["code"] == "invalid_phone_number"
+    failed_id, sent_id = results[0]["id"], results[2]["id"]
+    again = api.call("POST", "/v1/messages/batch", north, json=batch, headers={"Idempotency-Key": "evac-1"}).json()["results"]
+    assert (again[0]["id"], again[2]["id"]) == (failed_id, sent_id)
+    wait_for("the refused send", lambda: message(api, north, failed_id)["status"] == "failed")
+    wait_for("the other send", lambda: message(api, north, sent_id)["status"] == "sent")
+
+    found = api.call("GET", "/v1/messages?status=failed&q=evacuate", north)
+    assert found.status_code == 200, found.text
+    assert [m["id"] for m in found.json()["items"]] == [failed_id]
+    csv = api.call("GET", "/v1/messages?q=evacuate", north, headers={"Accept": "text/csv"})
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv"), csv.text
+    rows = csv.text.strip().splitlines()
+    assert rows[0].startswith("id,created_at") and {r.split(",")[0] for r in rows[1:]} == {failed_id, sent_id}
+
+    retried = api.call("POST", f"/v1/messages/{failed_id}/retry", north)
+    assert retried.status_code == 202, retried.text
+    wait_for("the retried send", lambda: message(api, north, failed_id)["status"] == "sent")
+    assert len(sends_to(carrier, refused_once)) == 2
+    no_access_denied(stack)
