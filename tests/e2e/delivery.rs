@@ -902,3 +902,146 @@ async fn the_csv_export_has_no_row_limit() {
     assert_eq!(text.lines().count(), 1_001);
     assert_eq!(bodies.len(), 1_000, "every message once");
 }
+
+#[tokio::test]
+async fn the_webhook_log_says_what_was_accepted_and_why_the_rest_was_refused() {
+    let fake = twilio_fake().await;
+    let (s, key) = server_with(&fake, &[]).await;
+    let inbound = |sid: &'static str, to: &'static str| {
+        [
+            ("MessageSid", sid),
+            ("From", CONTACT),
+            ("To", to),
+            ("Body", "Fire at 12 Main St"),
+            ("NumMedia", "0"),
+        ]
+    };
+    let (st, _) = s
+        .twilio_webhook("/webhooks/twilio", &inbound("SMok", NUMBER), TOKEN)
+        .await;
+    assert_eq!(st, 200);
+    let (st, _) = s
+        .twilio_webhook(
+            "/webhooks/twilio",
+            &inbound("SMforged", NUMBER),
+            "00000000000000000000000000000000",
+        )
+        .await;
+    assert_eq!(st, 401);
+    let (st, _) = s
+        .twilio_webhook(
+            "/webhooks/twilio",
+            &inbound("SMlost", "+15555550999"),
+            TOKEN,
+        )
+        .await;
+    assert_eq!(st, 404);
+
+    let (st, log) = s.api(&key, Method::GET, "/v1/webhook-events", None).await;
+    assert_eq!(st, 200, "{log}");
+    let items = log["items"].as_array().unwrap();
+    assert_eq!(
+        items.len(),
+        2,
+        "only the webhooks that named the tenant's number: {log}"
+    );
+    assert_eq!(
+        (items[0]["result"].as_str(), items[0]["reason"].as_str()),
+        (Some("rejected"), Some("bad_signature")),
+        "{log}"
+    );
+    assert_eq!(
+        (items[1]["result"].as_str(), items[1]["carrier"].as_str()),
+        (Some("accepted"), Some("twilio")),
+        "{log}"
+    );
+    assert!(
+        items[1]["body"]
+            .as_str()
+            .unwrap()
+            .contains("MessageSid=SMok"),
+        "admins see bodies: {log}"
+    );
+    let (_, rejected) = s
+        .api(
+            &key,
+            Method::GET,
+            "/v1/webhook-events?result=rejected&carrier=twilio",
+            None,
+        )
+        .await;
+    assert_eq!(rejected["items"].as_array().unwrap().len(), 1, "{rejected}");
+    let (_, none) = s
+        .api(&key, Method::GET, "/v1/webhook-events?carrier=telnyx", None)
+        .await;
+    assert_eq!(none["items"], json!([]));
+    let (st, b) = s
+        .api(&key, Method::GET, "/v1/webhook-events?result=maybe", None)
+        .await;
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{b}"
+    );
+
+    // A supervisor reads the log without the bodies; a dispatcher not at all.
+    let role_key = |role: &'static str| {
+        let s = &s;
+        async move {
+            let (_, k) = s
+                .admin(
+                    Method::POST,
+                    "/v1/admin/tenants/north/api-keys",
+                    Some(json!({"name": role, "role": role})),
+                )
+                .await;
+            k["key"].as_str().unwrap().to_owned()
+        }
+    };
+    let (st, log) = s
+        .api(
+            &role_key("supervisor").await,
+            Method::GET,
+            "/v1/webhook-events",
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{log}");
+    assert!(
+        log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e.get("body").is_some_and(Value::is_null)),
+        "{log}"
+    );
+    let (st, _) = s
+        .api(
+            &role_key("dispatcher").await,
+            Method::GET,
+            "/v1/webhook-events",
+            None,
+        )
+        .await;
+    assert_eq!(st, 403);
+
+    // The webhook to a number nobody holds is the platform's to see.
+    let (st, unattributed) = s
+        .admin(
+            Method::GET,
+            "/v1/admin/webhook-events?result=rejected",
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{unattributed}");
+    let lost = &unattributed["items"][0];
+    assert_eq!(lost["reason"], "unknown_number", "{unattributed}");
+    assert!(
+        lost["body"].as_str().unwrap().contains("SMlost"),
+        "{unattributed}"
+    );
+    let (st, _) = s
+        .api(&key, Method::GET, "/v1/admin/webhook-events", None)
+        .await;
+    assert_eq!(st, 403, "a tenant key is not the platform's");
+}

@@ -428,7 +428,8 @@ def test_a_livechat_visitor_writes_with_an_upload_and_a_dispatcher_replies(stack
 
 def test_a_batch_is_sent_searched_in_the_delivery_log_exported_and_a_failure_retried(stack: Stack, api: Api, north: str, carrier: CarrierFake) -> None:
     """The send function takes a batch and a retry, the conversations function searches the
-    tenant's messages through its own index (gsi4) and streams the CSV, each under its role."""
+    tenant's messages through its own index (gsi4), streams the CSV and lists the webhook
+    log the webhook functions wrote, each under its role."""
     refused_once = "+15555550177"
     refused: list[str] = []
 
@@ -462,6 +463,11 @@ def test_a_batch_is_sent_searched_in_the_delivery_log_exported_and_a_failure_ret
     assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv"), csv.text
     rows = csv.text.strip().splitlines()
     assert rows[0].startswith("id,created_at") and {r.split(",")[0] for r in rows[1:]} == {failed_id, sent_id}
+
+    # The webhook functions log what they took in; the conversations function lists it.
+    log = api.call("GET", "/v1/webhook-events?carrier=twilio&result=accepted", north)
+    assert log.status_code == 200, log.text
+    assert any("MessageSid=" in (e["body"] or "") for e in log.json()["items"]), log.text
 
     retried = api.call("POST", f"/v1/messages/{failed_id}/retry", north)
     assert retried.status_code == 202, retried.text

@@ -53,6 +53,7 @@ pub const TABLE: &[(Method, &str, Access)] = {
         (Method::POST, "/v1/messages", Tenant(MessagesSend)),
         (Method::POST, "/v1/messages/batch", Tenant(MessagesSend)),
         (Method::GET, "/v1/messages", Tenant(DeliveryLogRead)),
+        (Method::GET, "/v1/webhook-events", Tenant(DeliveryLogRead)),
         (
             Method::POST,
             "/v1/messages/{id}/retry",
@@ -196,6 +197,7 @@ pub const TABLE: &[(Method, &str, Access)] = {
             "/v1/admin/whatsapp/waba-routes/{waba_id}",
             Platform,
         ),
+        (Method::GET, "/v1/admin/webhook-events", Platform),
     ]
 };
 

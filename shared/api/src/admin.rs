@@ -78,6 +78,7 @@ pub fn routes(state: AppState) -> Routes {
             axum::routing::post(create_user).with_state(state.clone()),
         )
         .merge(crate::livechat::admin_routes(state.clone()))
+        .merge(crate::delivery_log::admin_routes(state.clone()))
         .merge(crate::waba::routes(state))
 }
 

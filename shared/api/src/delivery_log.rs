@@ -11,24 +11,43 @@ use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
 use omni_core::domain::{Address, Channel, DeliveryStatus, Direction, ProviderKind, TenantId};
-use omni_core::model::{Message, MessageSearch};
+use omni_core::model::{
+    Message, MessageSearch, Page, WebhookLogEntry, WebhookLogQuery, WebhookResult,
+};
 use omni_core::service::Caller;
+use omni_core::team::Role;
 use serde::Deserialize;
 use serde_json::json;
 use tracing::warn;
 
-use crate::access::Auth;
+use crate::access::{AdminAuth, Auth};
 use crate::dispatch::{page_limit, page_query};
 use crate::error::ApiError;
 use crate::routes::Routes;
 use crate::AppState;
 
-/// `GET /v1/messages` (the `conversations` function on AWS).
+/// `GET /v1/messages` and `GET /v1/webhook-events` (the `conversations` function on AWS).
 pub fn search_routes(state: AppState) -> Routes {
+    Routes::default()
+        .route(
+            "/v1/messages",
+            &[Method::GET],
+            get(search).with_state(state.clone()),
+        )
+        .route(
+            "/v1/webhook-events",
+            &[Method::GET],
+            get(webhook_events).with_state(state),
+        )
+}
+
+/// `GET /v1/admin/webhook-events`: the webhooks no tenant could be told (the `admin` function
+/// on AWS).
+pub fn admin_routes(state: AppState) -> Routes {
     Routes::default().route(
-        "/v1/messages",
+        "/v1/admin/webhook-events",
         &[Method::GET],
-        get(search).with_state(state),
+        get(unattributed_webhook_events).with_state(state),
     )
 }
 
@@ -165,7 +184,7 @@ fn csv_export(
     state: AppState,
     caller: Caller,
     search: MessageSearch,
-    first: omni_core::model::Page<Message>,
+    first: Page<Message>,
 ) -> Response {
     let header_row = csv_rows(&[], true);
     let pages = futures::stream::unfold(
@@ -252,6 +271,73 @@ fn spreadsheet_safe(text: &str) -> String {
     } else {
         text.to_owned()
     }
+}
+
+/// `GET /v1/webhook-events?carrier&result=accepted|rejected&since&cursor&limit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookLogParams {
+    carrier: Option<ProviderKind>,
+    result: Option<WebhookResult>,
+    since: Option<DateTime<Utc>>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The tenant's inbound webhook log; bodies for admins only (they may hold what contacts
+/// wrote, and forged ones what an attacker did).
+async fn webhook_events(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    query: Result<Query<WebhookLogParams>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let with_bodies = caller.role == Role::Admin;
+    webhook_log(
+        &state,
+        Some(&caller.tenant),
+        page_query(query)?,
+        with_bodies,
+    )
+    .await
+}
+
+/// The webhooks no tenant could be told (an unknown number, an unreadable body), for the
+/// platform operator.
+async fn unattributed_webhook_events(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    query: Result<Query<WebhookLogParams>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    webhook_log(&state, None, page_query(query)?, true).await
+}
+
+async fn webhook_log(
+    state: &AppState,
+    tenant: Option<&TenantId>,
+    params: WebhookLogParams,
+    with_bodies: bool,
+) -> Result<Json<Page<WebhookLogEntry>>, ApiError> {
+    let query = WebhookLogQuery {
+        carrier: params.carrier,
+        result: params.result,
+        since: params.since,
+    };
+    let mut page = state
+        .services
+        .messages
+        .list_webhook_log(
+            tenant,
+            &query,
+            page_limit(params.limit)?,
+            params.cursor.as_deref(),
+        )
+        .await?;
+    if !with_bodies {
+        for entry in &mut page.items {
+            entry.body = None;
+        }
+    }
+    Ok(Json(page))
 }
 
 async fn retry(

@@ -16,7 +16,7 @@ use omni_core::domain::{
 use omni_core::model::{
     Assignee, AuditEntry, AuditQuery, Conversation, ConversationFilter, ConversationStatus,
     DeliveryClaim, Failover, LastMessage, Message, MessageSearch, NewOutbound, Note, Page,
-    StatusApplied,
+    StatusApplied, WebhookLogEntry, WebhookLogQuery,
 };
 use omni_core::ports::{FlushedPart, MessageStore, PartOutcome, StoreError, StoreResult};
 use rand::Rng;
@@ -114,6 +114,12 @@ fn notes_pk(tenant: &TenantId, conversation: Uuid) -> String {
 }
 
 /// A tenant's audit log: one partition, sorted by time.
+/// The webhook log's partition: a tenant's, or `WHL#` alone for webhooks no tenant could be
+/// told (tenant ids are never empty).
+fn webhook_log_pk(tenant: Option<&TenantId>) -> String {
+    format!("WHL#{}", tenant.map(TenantId::as_str).unwrap_or_default())
+}
+
 fn audit_pk(tenant: &TenantId) -> String {
     format!("AUD#{tenant}")
 }
@@ -1239,6 +1245,92 @@ impl MessageStore for AwsBackend {
             .collect::<StoreResult<Vec<_>>>()?;
         notes.reverse();
         Ok(notes)
+    }
+
+    async fn append_webhook_log(
+        &self,
+        tenant: Option<&TenantId>,
+        entry: &WebhookLogEntry,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut item = key(
+            webhook_log_pk(tenant),
+            order_key(entry.received_at, entry.id),
+        );
+        item.extend(values([
+            ("doc", json(entry)?),
+            ("ttl", n(expires_at.timestamp())),
+        ]));
+        self.ddb
+            .put_item()
+            .table_name(&self.resources.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn list_webhook_log(
+        &self,
+        tenant: Option<&TenantId>,
+        query: &WebhookLogQuery,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<WebhookLogEntry>> {
+        let limit = page_size(limit);
+        let below = cursor.map(decode_cursor).transpose()?;
+        let mut vals = values([(":p", s(webhook_log_pk(tenant)))]);
+        let mut condition = "pk = :p".to_owned();
+        if let Some(below) = below {
+            condition.push_str(" AND sk < :below");
+            vals.insert(":below".into(), s(below));
+        }
+        // Newest first; `since` ends the walk, carrier and result are filtered here.
+        let since = query.since.map(ts);
+        let mut kept: Vec<(String, WebhookLogEntry)> = Vec::new();
+        let mut start = None;
+        'walk: loop {
+            let page = self
+                .ddb
+                .query()
+                .table_name(&self.resources.table)
+                .key_condition_expression(&condition)
+                .set_expression_attribute_values(Some(vals.clone()))
+                .scan_index_forward(false)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query", e))?;
+            for item in page.items.unwrap_or_default() {
+                let sk = get_s(&item, "sk")?.to_owned();
+                if since.as_deref().is_some_and(|since| sk.as_str() < since) {
+                    break 'walk;
+                }
+                let entry: WebhookLogEntry = doc(&item, "doc")?;
+                if query.keeps(&entry) {
+                    kept.push((sk, entry));
+                    if kept.len() > limit {
+                        break 'walk;
+                    }
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        let more = kept.len() > limit;
+        kept.truncate(limit);
+        let next_cursor = match (more, kept.last()) {
+            (true, Some((sk, _))) => Some(encode_cursor(sk)),
+            _ => None,
+        };
+        Ok(Page {
+            items: kept.into_iter().map(|(_, e)| e).collect(),
+            next_cursor,
+        })
     }
 
     async fn append_audit(

@@ -20,7 +20,7 @@ use omni_core::livechat::LivechatSettings;
 use omni_core::model::{
     ApiKeyInfo, ApiKeyOwner, Assignee, AuditEntry, AuditQuery, Conversation, ConversationFilter,
     ConversationStatus, Failover, Message, MessageSearch, NewOutbound, Note, NumberRoute, Routing,
-    StatusApplied, Tenant,
+    StatusApplied, Tenant, WebhookLogEntry, WebhookLogQuery, WebhookResult,
 };
 use omni_core::ports::{
     FlushedPart, Job, MessageStore, PartOutcome, Queue, SecretStore, StoreError, TeamStore,
@@ -49,7 +49,7 @@ impl<T: TenantStore + TeamStore + SecretStore + MessageStore + Queue + WabaRoute
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids, waba_routes_keep_secrets_and_counts, delivery_log_is_searched_and_paged, failed_messages_are_requeued_with_a_fresh_budget);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids, waba_routes_keep_secrets_and_counts, delivery_log_is_searched_and_paged, failed_messages_are_requeued_with_a_fresh_budget, webhook_log_is_kept_per_tenant_and_filtered);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,6 +105,7 @@ pub async fn run_all<B: Backend>(backend: &B) {
     livechat_conversations_have_derived_ids(backend).await;
     delivery_log_is_searched_and_paged(backend).await;
     failed_messages_are_requeued_with_a_fresh_budget(backend).await;
+    webhook_log_is_kept_per_tenant_and_filtered(backend).await;
 }
 
 // ---- fixtures --------------------------------------------------------------------------
@@ -1961,6 +1962,109 @@ pub async fn delivery_log_is_searched_and_paged<B: Backend>(b: &B) {
     }
     assert!(matches!(
         b.search_messages(tenant, &MessageSearch::default(), 1, Some("%%%"))
+            .await,
+        Err(StoreError::InvalidCursor)
+    ));
+}
+
+/// The inbound webhook log: entries under their tenant (or none), newest first, filtered by
+/// carrier, result and time, paged.
+pub async fn webhook_log_is_kept_per_tenant_and_filtered<B: Backend>(b: &B) {
+    let (tenant, other) = (new_tenant_id("t"), new_tenant_id("t"));
+    let t0 = base_time();
+    let entry = |at: i64, carrier: ProviderKind, reason: Option<&str>| WebhookLogEntry {
+        id: Uuid::now_v7(),
+        received_at: secs(t0, at),
+        carrier,
+        result: if reason.is_some() {
+            WebhookResult::Rejected
+        } else {
+            WebhookResult::Accepted
+        },
+        reason: reason.map(str::to_owned),
+        detail: reason.map(|r| format!("refused: {r}")),
+        body: Some(format!("Body=at+{at}")),
+    };
+    let expires = secs(t0, 86_400);
+    let accepted = entry(0, ProviderKind::Twilio, None);
+    let forged = entry(1, ProviderKind::Telnyx, Some("bad_signature"));
+    let later = entry(2, ProviderKind::Twilio, None);
+    for e in [&accepted, &forged, &later] {
+        b.append_webhook_log(Some(&tenant), e, expires)
+            .await
+            .unwrap();
+    }
+    let unrouted = entry(3, ProviderKind::Twilio, Some("unknown_number"));
+    b.append_webhook_log(None, &unrouted, expires)
+        .await
+        .unwrap();
+    b.append_webhook_log(Some(&other), &entry(4, ProviderKind::Twilio, None), expires)
+        .await
+        .unwrap();
+
+    let list = |query: WebhookLogQuery| {
+        let tenant = &tenant;
+        async move {
+            let page = b
+                .list_webhook_log(Some(tenant), &query, 50, None)
+                .await
+                .unwrap();
+            assert_eq!(page.next_cursor, None);
+            page.items
+        }
+    };
+    assert_eq!(
+        list(WebhookLogQuery::default()).await,
+        vec![later.clone(), forged.clone(), accepted.clone()],
+        "everything kept as written, newest first, only the tenant's"
+    );
+    let rejected = WebhookLogQuery {
+        result: Some(WebhookResult::Rejected),
+        ..Default::default()
+    };
+    assert_eq!(list(rejected).await, vec![forged.clone()]);
+    let twilio = WebhookLogQuery {
+        carrier: Some(ProviderKind::Twilio),
+        result: Some(WebhookResult::Accepted),
+        ..Default::default()
+    };
+    assert_eq!(list(twilio).await, vec![later.clone(), accepted.clone()]);
+    let since = WebhookLogQuery {
+        since: Some(secs(t0, 1)),
+        ..Default::default()
+    };
+    assert_eq!(list(since).await, vec![later.clone(), forged.clone()]);
+    // Some unattributed entries may be other runs': this one is among them, the tenants'
+    // are not.
+    let unattributed = b
+        .list_webhook_log(None, &WebhookLogQuery::default(), 200, None)
+        .await
+        .unwrap()
+        .items;
+    assert!(unattributed.contains(&unrouted));
+    assert!(!unattributed.contains(&accepted));
+
+    let (mut got, mut cursor) = (Vec::new(), None);
+    loop {
+        let page = b
+            .list_webhook_log(
+                Some(&tenant),
+                &WebhookLogQuery::default(),
+                1,
+                cursor.as_deref(),
+            )
+            .await
+            .unwrap();
+        got.extend(page.items);
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+        assert!(got.len() <= 3, "pages past the end");
+    }
+    assert_eq!(got, vec![later, forged, accepted]);
+    assert!(matches!(
+        b.list_webhook_log(Some(&tenant), &WebhookLogQuery::default(), 1, Some("%%%"))
             .await,
         Err(StoreError::InvalidCursor)
     ));

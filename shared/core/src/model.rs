@@ -631,6 +631,86 @@ impl MessageSearch {
     }
 }
 
+/// What became of one carrier webhook: an entry of the inbound webhook log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookLogEntry {
+    /// UUID v7.
+    pub id: Uuid,
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+    /// The carrier whose webhook URL was called.
+    pub carrier: ProviderKind,
+    /// Accepted or rejected.
+    pub result: WebhookResult,
+    /// Why it was rejected: `bad_signature`, `unknown_number`, `malformed` or
+    /// `internal_error` (the carrier retries those).
+    pub reason: Option<String>,
+    /// The refusal as the carrier was answered.
+    pub detail: Option<String>,
+    /// The body as received, up to [`WebhookLogEntry::MAX_BODY`] bytes (admins only).
+    pub body: Option<String>,
+}
+
+impl WebhookLogEntry {
+    /// The most of a body the log keeps: enough to see what a carrier sent, not a copy of
+    /// every attachment's metadata.
+    pub const MAX_BODY: usize = 16 * 1024;
+
+    /// `body` as the log keeps it: text, cut at [`Self::MAX_BODY`] on a character boundary.
+    pub fn kept_body(body: &[u8]) -> Option<String> {
+        if body.is_empty() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&body[..body.len().min(Self::MAX_BODY)]);
+        // A cut through a multi-byte character leaves a replacement character: drop it.
+        let text = if body.len() > Self::MAX_BODY {
+            text.trim_end_matches('\u{fffd}').to_owned()
+        } else {
+            text.into_owned()
+        };
+        Some(text)
+    }
+}
+
+/// Whether a webhook was taken in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookResult {
+    /// Verified and committed (the carrier was answered 2xx).
+    Accepted,
+    /// Refused; `reason` says why.
+    Rejected,
+}
+
+impl WebhookResult {
+    /// `accepted` or `rejected`, as the API says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookResult::Accepted => "accepted",
+            WebhookResult::Rejected => "rejected",
+        }
+    }
+}
+
+/// Which webhook log entries a listing keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookLogQuery {
+    /// Only this carrier's.
+    pub carrier: Option<ProviderKind>,
+    /// Only accepted or only rejected ones.
+    pub result: Option<WebhookResult>,
+    /// At or after.
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl WebhookLogQuery {
+    /// Whether an entry passes the carrier and result fields (the time is the store's key
+    /// range).
+    pub fn keeps(&self, e: &WebhookLogEntry) -> bool {
+        self.carrier.is_none_or(|c| c == e.carrier) && self.result.is_none_or(|r| r == e.result)
+    }
+}
+
 /// A private note in a conversation's timeline: never sent to the contact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Note {

@@ -17,7 +17,7 @@ use crate::livechat::LivechatSettings;
 use crate::model::{
     ApiKeyInfo, ApiKeyOwner, Assignee, AuditEntry, AuditQuery, Conversation, ConversationFilter,
     ConversationStatus, DeliveryClaim, Failover, Message, MessageSearch, NewOutbound, Note,
-    NumberRoute, Page, Routing, StatusApplied, Tenant,
+    NumberRoute, Page, Routing, StatusApplied, Tenant, WebhookLogEntry, WebhookLogQuery,
 };
 use crate::providers::{Credentials, Secret};
 use crate::team::{Invite, Session, User, UserRecord};
@@ -222,6 +222,24 @@ pub trait MessageStore: Send + Sync {
         body: &[u8],
         expires_at: DateTime<Utc>,
     ) -> StoreResult<bool>;
+
+    /// Keeps an inbound webhook log entry until `expires_at`: under `tenant`, or among the
+    /// webhooks no tenant could be told (`None`: an unknown number, an unreadable body).
+    async fn append_webhook_log(
+        &self,
+        tenant: Option<&TenantId>,
+        entry: &WebhookLogEntry,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// The webhook log of `tenant` (or the unattributed one), newest first.
+    async fn list_webhook_log(
+        &self,
+        tenant: Option<&TenantId>,
+        query: &WebhookLogQuery,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<WebhookLogEntry>>;
 
     /// In one atomic step: upsert the conversation (tenant, thread channel, contact), append the
     /// message, add one to unread, set the last message. `None` when this carrier message was

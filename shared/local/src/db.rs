@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0009_livechat.sql"),
     include_str!("../migrations/0010_waba_routes.sql"),
     include_str!("../migrations/0011_message_log.sql"),
+    include_str!("../migrations/0012_webhook_log.sql"),
 ];
 
 /// Reader connections for a file database: enough for the API and the workers to read while

@@ -11,7 +11,7 @@ use omni_core::domain::{
 use omni_core::model::{
     Assignee, AuditEntry, AuditQuery, Conversation, ConversationFilter, ConversationStatus,
     DeliveryClaim, Failover, LastMessage, Message, MessageSearch, NewOutbound, Note, Page,
-    StatusApplied, StatusEvent,
+    StatusApplied, StatusEvent, WebhookLogEntry, WebhookLogQuery,
 };
 use omni_core::ports::{FlushedPart, MessageStore, PartOutcome, StoreError, StoreResult};
 use rusqlite::{params, Connection, OptionalExtension, Row, ToSql};
@@ -413,6 +413,11 @@ fn like_pattern(q: &str) -> String {
     format!("%{escaped}%")
 }
 
+/// The webhook log's tenant column: the tenant, or `''` for webhooks no tenant could be told.
+fn log_tenant(tenant: Option<&TenantId>) -> String {
+    tenant.map(|t| t.as_str().to_owned()).unwrap_or_default()
+}
+
 /// A usable page size: at least one item (a zero limit would page forever), at most
 /// [`MAX_PAGE`].
 fn page_size(limit: usize) -> usize {
@@ -448,6 +453,79 @@ impl MessageStore for SqliteBackend {
                 )
                 .map_err(db)?;
             Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn append_webhook_log(
+        &self,
+        tenant: Option<&TenantId>,
+        entry: &WebhookLogEntry,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (tenant, entry) = (log_tenant(tenant), entry.clone());
+        self.write(move |tx| {
+            tx.exec(
+                "INSERT INTO webhook_log
+                     (id, tenant_id, received_at, carrier, result, entry, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    entry.id.to_string(),
+                    tenant,
+                    ts(entry.received_at),
+                    entry.carrier.as_str(),
+                    entry.result.as_str(),
+                    json(&entry)?,
+                    ts(expires_at)
+                ],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_webhook_log(
+        &self,
+        tenant: Option<&TenantId>,
+        query: &WebhookLogQuery,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<WebhookLogEntry>> {
+        let (tenant, query) = (log_tenant(tenant), query.clone());
+        let after_key = cursor.map(decode_cursor).transpose()?;
+        let limit = page_size(limit);
+        self.read(move |conn| {
+            let (after_at, after_id) = after_key.unzip();
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT entry FROM webhook_log
+                     WHERE tenant_id = ?1
+                         AND (?2 IS NULL OR received_at >= ?2)
+                         AND (?3 IS NULL OR carrier = ?3) AND (?4 IS NULL OR result = ?4)
+                         AND (?5 IS NULL OR received_at < ?5 OR (received_at = ?5 AND id < ?6))
+                     ORDER BY received_at DESC, id DESC LIMIT ?7",
+                )
+                .map_err(db)?;
+            let mut rows = stmt
+                .query(params![
+                    tenant,
+                    query.since.map(ts),
+                    query.carrier.map(|c| c.as_str()),
+                    query.result.map(|r| r.as_str()),
+                    after_at,
+                    after_id.map(|id| id.to_string()),
+                    (limit + 1) as i64
+                ])
+                .map_err(db)?;
+            let mut items = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                let entry: String = row.get(0).map_err(db)?;
+                items.push(serde_json::from_str(&entry).map_err(|_| corrupt("webhook log"))?);
+            }
+            Ok(page(items, limit, |e: &WebhookLogEntry| {
+                (ts(e.received_at), e.id)
+            }))
         })
         .await
     }
@@ -1159,8 +1237,10 @@ impl MessageStore for SqliteBackend {
                 [ts(now)],
             )
             .map_err(db)?;
-            // So do audit entries past the audit retention.
+            // So do audit entries past the audit retention, and the webhook log past its.
             tx.execute("DELETE FROM audit_log WHERE expires_at <= ?1", [ts(now)])
+                .map_err(db)?;
+            tx.execute("DELETE FROM webhook_log WHERE expires_at <= ?1", [ts(now)])
                 .map_err(db)?;
             // And failed sign-ins a day old: no lockout window is that long.
             tx.execute(

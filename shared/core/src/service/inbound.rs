@@ -10,6 +10,7 @@ use tracing::{info, instrument, warn};
 use super::forward::Split;
 use super::{AuthScope, ServiceError, Services};
 use crate::domain::{InboundMessage, ProviderKind, TenantId, WebhookEvent};
+use crate::model::{WebhookLogEntry, WebhookResult};
 use crate::ports::{FlushedPart, Job, PartOutcome};
 use crate::providers::{whatsapp, WebhookRequest};
 
@@ -18,14 +19,77 @@ use crate::providers::{whatsapp, WebhookRequest};
 const SPLIT_PART_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
 impl Services {
-    /// Handles one carrier webhook end to end, up to the queue. A successful return means
-    /// everything it carried is committed: the caller may answer the carrier 2xx.
+    /// Handles one carrier webhook end to end, up to the queue, and keeps what became of it
+    /// in the inbound webhook log. A successful return means everything it carried is
+    /// committed: the caller may answer the carrier 2xx.
     #[instrument(skip_all, fields(provider = %kind, tenant_id))]
     pub async fn handle_webhook(
         &self,
         kind: ProviderKind,
         request: &WebhookRequest,
         client: Option<IpAddr>,
+    ) -> Result<(), ServiceError> {
+        let mut tenant = None;
+        let outcome = self.take_webhook(kind, request, client, &mut tenant).await;
+        self.log_webhook(kind, request, tenant.as_ref(), &outcome)
+            .await;
+        outcome
+    }
+
+    /// Records a webhook's outcome in the log of the tenant it named (or the unattributed
+    /// log). A failure to record is logged, never the carrier's problem.
+    async fn log_webhook(
+        &self,
+        kind: ProviderKind,
+        request: &WebhookRequest,
+        tenant: Option<&TenantId>,
+        outcome: &Result<(), ServiceError>,
+    ) {
+        let reason = match outcome {
+            Ok(()) => None,
+            // A caller held back for failing too often: a row per attempt would let a flood
+            // write the log.
+            Err(ServiceError::LockedOut(_)) => return,
+            Err(ServiceError::InvalidSignature) => Some("bad_signature"),
+            Err(ServiceError::NotFound("number")) => Some("unknown_number"),
+            Err(ServiceError::InvalidRequest(_)) => Some("malformed"),
+            Err(_) => Some("internal_error"),
+        };
+        let now = Utc::now();
+        let entry = WebhookLogEntry {
+            id: uuid::Uuid::now_v7(),
+            received_at: now,
+            carrier: kind,
+            result: match reason {
+                None => WebhookResult::Accepted,
+                Some(_) => WebhookResult::Rejected,
+            },
+            reason: reason.map(str::to_owned),
+            detail: outcome.as_ref().err().map(|e| match e {
+                // Backend failures say nothing to a reader beyond "ours".
+                ServiceError::Store(_) => "internal error".into(),
+                e => e.to_string(),
+            }),
+            body: WebhookLogEntry::kept_body(&request.body),
+        };
+        let expires = now + self.settings.raw_retention;
+        if let Err(e) = self
+            .messages
+            .append_webhook_log(tenant, &entry, expires)
+            .await
+        {
+            warn!(error = %e, "the webhook log entry was not kept");
+        }
+    }
+
+    /// [`Self::handle_webhook`] without the log: `tenant` is set once the called number
+    /// names one.
+    async fn take_webhook(
+        &self,
+        kind: ProviderKind,
+        request: &WebhookRequest,
+        client: Option<IpAddr>,
+        tenant_of: &mut Option<TenantId>,
     ) -> Result<(), ServiceError> {
         let adapter = self
             .providers
@@ -63,6 +127,7 @@ impl Services {
             .await?
             .ok_or(ServiceError::NotFound("number"))?;
         let tenant = route.tenant_id;
+        *tenant_of = Some(tenant.clone());
         tracing::Span::current().record("tenant_id", tenant.as_str());
         let scope = AuthScope::Webhook(kind, tenant.clone());
         self.auth_allowed(client, &scope)?;
