@@ -64,6 +64,12 @@ function startCarrier() {
         const form = Object.fromEntries(new URLSearchParams(body));
         const sid = `SM${String(sent.length + 1).padStart(32, "0")}`;
         sent.push({ path: req.url, auth: req.headers.authorization, form, sid });
+        // The delivery log's test: this text is refused the first time, for good.
+        if (form.Body === "Refused once" && sent.filter((s) => s.form.Body === "Refused once").length === 1) {
+          res.writeHead(400, { "content-type": "application/json" });
+          res.end(JSON.stringify({ code: 21610, message: "Attempt to send to unsubscribed recipient", status: 400 }));
+          return;
+        }
         res.writeHead(201, { "content-type": "application/json" });
         res.end(JSON.stringify({ sid, status: "queued" }));
       });
@@ -350,4 +356,51 @@ test("an admin assigns to anyone, has a Users page (invite, role, disable) and a
   await page.locator("#audit tr", { hasText: "conversation.assign" }).first().waitFor();
   assert.ok(await page.locator("#audit tr", { hasText: "user.change" }).count() > 0);
   await page.screenshot({ path: join(ARTIFACTS, "09-audit.png") });
+});
+
+test("a supervisor searches the delivery log, exports it, retries a failed send and sees refused webhooks", async () => {
+  await user("lou@north.example", "Lou", "supervisor");
+  const refused = await (await fetch(base + "/v1/messages", {
+    method: "POST", headers: { Authorization: `Bearer ${keyA}`, "content-type": "application/json" },
+    body: JSON.stringify({ channel: "sms", to: "+15555550166", body: "Refused once" }),
+  })).json();
+  // A forged webhook for our number: refused, and logged.
+  const forged = await fetch(base + "/webhooks/twilio", {
+    method: "POST", headers: { "content-type": "application/x-www-form-urlencoded", "x-twilio-signature": "forged" },
+    body: new URLSearchParams({ MessageSid: "SMforged", From: CONTACT, To: NUMBER_A, Body: "hi", NumMedia: "0" }).toString(),
+  });
+  assert.equal(forged.status, 401);
+
+  const page = await signedInAs("lou@north.example");
+  await page.click("#nav-log");
+  await page.selectOption("#log-status", "failed");
+  await page.fill("#log-q", "refused");
+  for (let i = 0; i < 50; i++) {
+    await page.click("#log-filters button[type=submit]");
+    if (await page.locator(`#log tr[data-id="${refused.id}"]`).count()) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const row = page.locator(`#log tr[data-id="${refused.id}"]`);
+  await row.locator("td", { hasText: "21610" }).waitFor();
+  assert.equal(await page.locator("#log tr").count(), 1, "only the failed send that says 'refused'");
+  await page.screenshot({ path: join(ARTIFACTS, "10-delivery-log.png") });
+
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click("#log-export")]);
+  const csv = await new Promise((resolve) => {
+    download.createReadStream().then((stream) => { let t = ""; stream.on("data", (c) => (t += c)); stream.on("end", () => resolve(t)); });
+  });
+  assert.match(csv, /^id,created_at,/);
+  assert.ok(csv.includes(refused.id), csv);
+
+  await row.locator("button", { hasText: "Retry" }).click();
+  await page.locator(`#log tr[data-id="${refused.id}"][data-status=queued]`).waitFor();
+  const deadline = Date.now() + 10000;
+  while (sent.filter((s) => s.form.Body === "Refused once").length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(sent.filter((s) => s.form.Body === "Refused once").length, 2, "the retry reached the carrier");
+
+  await page.click("#nav-webhooks");
+  const failure = page.locator("#webhook-failures tr", { hasText: "bad_signature" }).first();
+  await failure.waitFor();
+  assert.equal(await failure.locator("details").count(), 0, "a supervisor does not see bodies");
+  await page.screenshot({ path: join(ARTIFACTS, "11-webhook-failures.png") });
 });

@@ -67,6 +67,8 @@ async function signIn(key) {
   $("whoami").textContent = `${state.me.actor.name} · ${role}`;
   $("nav-users").hidden = role !== "admin";
   $("nav-audit").hidden = role !== "admin" && role !== "supervisor";
+  $("nav-log").hidden = $("nav-audit").hidden;
+  $("nav-webhooks").hidden = $("nav-audit").hidden;
   $("f-mine").hidden = !state.me.user;
   showPage(null);
   state.assignable = ["admin", "supervisor"].includes(role)
@@ -435,9 +437,13 @@ function setFilter(kind, value) {
 function showPage(name) {
   $("users-page").hidden = name !== "users";
   $("audit-page").hidden = name !== "audit";
+  $("log-page").hidden = name !== "log";
+  $("webhooks-page").hidden = name !== "webhooks";
   if (name) { $("thread").hidden = true; state.selected = null; $("app").classList.add("open"); }
   if (name === "users") loadUsers().catch(() => {});
   if (name === "audit") loadAudit().catch(() => {});
+  if (name === "log") loadLog().catch(showLogError);
+  if (name === "webhooks") loadWebhookFailures().catch(() => {});
 }
 
 async function loadUsers() {
@@ -471,6 +477,62 @@ async function loadAudit() {
     el("td", {}, a.action), el("td", {}, a.target || ""))));
 }
 
+// ---- the delivery log and webhook failures (supervisors, admins) ----
+/** The delivery log's query string from its filters. */
+function logQuery() {
+  const q = new URLSearchParams();
+  for (const name of ["direction", "status", "channel", "from", "to", "q"]) {
+    const v = $(`log-${name}`).value.trim();
+    if (v) q.set(name, v);
+  }
+  if ($("log-since").value) q.set("since", new Date($("log-since").value).toISOString());
+  return q;
+}
+
+function showLogError(err) { $("log-error").hidden = false; $("log-error").textContent = err.message; }
+
+async function loadLog(cursor) {
+  $("log-error").hidden = true;
+  const q = logQuery();
+  q.set("limit", "100");
+  if (cursor) q.set("cursor", cursor);
+  const { items, next_cursor } = await api("GET", `/v1/messages?${q}`);
+  const rows = items.map((m) => el("tr", { "data-id": m.id, "data-status": m.status },
+    el("td", {}, el("time", { datetime: m.created_at }, new Date(m.created_at).toLocaleString())),
+    el("td", {}, m.direction), el("td", {}, m.channel), el("td", { class: "status" }, m.status),
+    el("td", {}, human(m.from)), el("td", {}, human(m.to)), el("td", {}, m.body || ""),
+    el("td", {}, [m.error_code, m.error_message].filter(Boolean).join(": ")),
+    el("td", {}, ["failed", "undelivered"].includes(m.status)
+      ? el("button", { type: "button", onclick: () => retry(m.id).catch(showLogError) }, "Retry") : "")));
+  if (cursor) $("log").append(...rows); else $("log").replaceChildren(...rows);
+  $("log-more").hidden = !next_cursor;
+  $("log-more").onclick = () => loadLog(next_cursor).catch(showLogError);
+}
+
+async function retry(id) {
+  const m = await api("POST", `/v1/messages/${id}/retry`);
+  const row = document.querySelector(`#log tr[data-id="${m.id}"]`);
+  if (row) { row.dataset.status = m.status; row.querySelector(".status").textContent = m.status; row.lastChild.replaceChildren(); }
+}
+
+/** Downloads the whole search as CSV (the API streams it with no row limit). */
+async function exportLog() {
+  const res = await fetch(`${API_URL}/v1/messages?${logQuery()}`, { headers: { Authorization: `Bearer ${state.key}`, Accept: "text/csv" } });
+  if (!res.ok) throw new Error((await res.json().catch(() => ({}))).error || `HTTP ${res.status}`);
+  const link = el("a", { href: URL.createObjectURL(await res.blob()), download: "messages.csv" });
+  document.body.append(link);
+  link.click();
+  link.remove();
+}
+
+async function loadWebhookFailures() {
+  const { items } = await api("GET", "/v1/webhook-events?result=rejected&limit=200");
+  $("webhook-failures").replaceChildren(...items.map((w) => el("tr", {},
+    el("td", {}, el("time", { datetime: w.received_at }, new Date(w.received_at).toLocaleString())),
+    el("td", {}, w.carrier), el("td", {}, w.reason || ""), el("td", {}, w.detail || ""),
+    el("td", {}, w.body ? el("details", {}, el("summary", {}, "body"), el("pre", {}, w.body)) : ""))));
+}
+
 // ---- wiring ----
 $("signin-form").addEventListener("submit", async (e) => {
   e.preventDefault();
@@ -490,6 +552,10 @@ for (const b of document.querySelectorAll(".f-assignee")) b.addEventListener("cl
 for (const b of document.querySelectorAll(".f-status")) b.addEventListener("click", () => setFilter("status", b.dataset.value));
 $("nav-users").addEventListener("click", () => showPage("users"));
 $("nav-audit").addEventListener("click", () => showPage("audit"));
+$("nav-log").addEventListener("click", () => showPage("log"));
+$("nav-webhooks").addEventListener("click", () => showPage("webhooks"));
+$("log-filters").addEventListener("submit", (e) => { e.preventDefault(); loadLog().catch(showLogError); });
+$("log-export").addEventListener("click", () => exportLog().catch(showLogError));
 $("invite-user").addEventListener("submit", (e) => inviteUser(e).catch((err) => { $("invite-link").hidden = false; $("invite-link").textContent = err.message; }));
 let lastTyping = 0;
 $("reply-body").addEventListener("input", () => {
