@@ -1045,3 +1045,190 @@ async fn the_webhook_log_says_what_was_accepted_and_why_the_rest_was_refused() {
         .await;
     assert_eq!(st, 403, "a tenant key is not the platform's");
 }
+
+#[tokio::test]
+async fn auto_replies_greet_answer_keywords_and_say_when_closed_once_per_cooldown() {
+    let fake = twilio_fake().await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES_PATH))
+        .respond_with(|req: &Request| {
+            let to = field(req, "To")[0].clone();
+            let n = field(req, "Body")[0].len();
+            accepted(&format!("SM{}{n}", to.trim_start_matches('+')))
+        })
+        .mount(&fake)
+        .await;
+    let (s, key) = server_with(&fake, &[]).await;
+    let all_week: serde_json::Map<String, Value> =
+        ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+            .iter()
+            .map(|d| (d.to_string(), json!([["00:00", "24:00"]])))
+            .collect();
+    let settings = |holidays: Value| {
+        json!({
+            "business_hours": {"timezone": "America/Toronto", "hours": all_week, "holidays": holidays},
+            "outside_hours_reply": "We are closed. In an emergency call 911.",
+            "greeting": "Welcome to North County dispatch.",
+            "keyword_rules": [{"match": "exact", "keyword": "address", "reply": "12 Main St"}],
+        })
+    };
+    let (st, saved) = s
+        .admin(
+            Method::PUT,
+            "/v1/admin/tenants/north/auto-replies",
+            Some(settings(json!([]))),
+        )
+        .await;
+    assert_eq!(st, 200, "{saved}");
+    assert_eq!(saved["cooldown_minutes"], 60, "the default: {saved}");
+    let (_, read) = s
+        .admin(Method::GET, "/v1/admin/tenants/north/auto-replies", None)
+        .await;
+    assert_eq!(read, saved);
+
+    let mut sid = 0;
+    let mut text = |from: &str, body: &str| {
+        sid += 1;
+        let (s, sid, from, body) = (&s, format!("SMauto{sid}"), from.to_owned(), body.to_owned());
+        async move {
+            let (st, _) = s
+                .twilio_webhook(
+                    "/webhooks/twilio",
+                    &[
+                        ("MessageSid", sid.as_str()),
+                        ("From", from.as_str()),
+                        ("To", NUMBER),
+                        ("Body", body.as_str()),
+                        ("NumMedia", "0"),
+                    ],
+                    TOKEN,
+                )
+                .await;
+            assert_eq!(st, 200);
+        }
+    };
+    let replies_to = |contact: &'static str| {
+        let fake = &fake;
+        async move {
+            fake.received_requests()
+                .await
+                .unwrap()
+                .iter()
+                .filter(|r| field(r, "To")[0] == contact)
+                .map(|r| field(r, "Body")[0].clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    let wait_replies = |contact: &'static str, n: usize| {
+        let s = &s;
+        async move {
+            s.eventually(10, &format!("{n} auto-replies to {contact}"), || async {
+                let got = replies_to(contact).await;
+                (got.len() >= n).then_some(got)
+            })
+            .await
+        }
+    };
+
+    // A new conversation is greeted, once: the next message is within the cooldown.
+    text("+15555550141", "hello").await;
+    assert_eq!(
+        wait_replies("+15555550141", 1).await,
+        ["Welcome to North County dispatch."]
+    );
+    text("+15555550141", "are you there?").await;
+    // A keyword rule beats the greeting (case and blanks ignored).
+    text("+15555550142", "  Address ").await;
+    assert_eq!(wait_replies("+15555550142", 1).await, ["12 Main St"]);
+    // STOP keeps its meaning, and an opted-out contact gets no auto-reply.
+    text("+15555550143", "STOP").await;
+    // Closed today (a holiday in Toronto): the outside-hours reply.
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono::FixedOffset::west_opt(5 * 3600).unwrap())
+        .date_naive();
+    let holidays = json!([
+        today - chrono::Days::new(1),
+        today,
+        today + chrono::Days::new(1)
+    ]);
+    let (st, _) = s
+        .admin(
+            Method::PUT,
+            "/v1/admin/tenants/north/auto-replies",
+            Some(settings(holidays)),
+        )
+        .await;
+    assert_eq!(st, 200);
+    text("+15555550144", "hello").await;
+    text("+15555550143", "hello").await;
+    assert_eq!(
+        wait_replies("+15555550144", 1).await,
+        ["We are closed. In an emergency call 911."]
+    );
+    // Whatever was going to happen has: nothing more went out.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        replies_to("+15555550141").await.len(),
+        1,
+        "one per cooldown"
+    );
+    assert!(
+        replies_to("+15555550143").await.is_empty(),
+        "never to an opted-out contact"
+    );
+
+    // Marked as auto-replies in the conversation and the audit log.
+    let (_, log) = s
+        .api(
+            &key,
+            Method::GET,
+            "/v1/messages?direction=outbound&to=%2B15555550142",
+            None,
+        )
+        .await;
+    assert_eq!(log["items"][0]["sent_by"]["type"], "auto_reply", "{log}");
+    let (_, audit) = s
+        .api(
+            &key,
+            Method::GET,
+            "/v1/audit?action=message.auto_reply",
+            None,
+        )
+        .await;
+    assert_eq!(audit["items"].as_array().map(Vec::len), Some(3), "{audit}");
+
+    // Settings that do not hold are refused, naming the field.
+    for (body, names) in [
+        (
+            json!({"business_hours": {"timezone": "Mars/Base", "hours": {}}}),
+            "timezone",
+        ),
+        (
+            json!({"keyword_rules": [{"match": "exact", "keyword": " ", "reply": "x"}]}),
+            "keyword_rules[0]",
+        ),
+        (
+            json!({"greeting": {"template": {"name": "welcome"}}}),
+            "template",
+        ),
+        (json!({"greetings": "hi"}), "greetings"),
+    ] {
+        let (st, b) = s
+            .admin(
+                Method::PUT,
+                "/v1/admin/tenants/north/auto-replies",
+                Some(body),
+            )
+            .await;
+        assert_eq!(st, 400, "{b}");
+        assert!(b["error"].as_str().unwrap().contains(names), "{b}");
+    }
+    let (st, _) = s
+        .admin(
+            Method::PUT,
+            "/v1/admin/tenants/nobody/auto-replies",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(st, 404);
+}

@@ -86,6 +86,7 @@ impl World {
             uploads: None,
             auth_throttle: Default::default(),
             api_key_usage: Default::default(),
+            auto_reply_cache: Default::default(),
         };
         let app = omni_api::full_app(
             AppState {

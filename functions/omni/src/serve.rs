@@ -95,6 +95,7 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
         )),
         auth_throttle: Default::default(),
         api_key_usage: Default::default(),
+        auto_reply_cache: Default::default(),
     };
 
     let admin_token = match &config.admin_token {
@@ -289,6 +290,7 @@ mod tests {
             uploads: None,
             auth_throttle: Default::default(),
             api_key_usage: Default::default(),
+            auto_reply_cache: Default::default(),
         };
         AppState {
             services,

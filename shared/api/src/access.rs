@@ -153,6 +153,16 @@ pub const TABLE: &[(Method, &str, Access)] = {
         ),
         (
             Method::GET,
+            "/v1/admin/tenants/{tenant_id}/auto-replies",
+            PlatformOr(TenantManage),
+        ),
+        (
+            Method::PUT,
+            "/v1/admin/tenants/{tenant_id}/auto-replies",
+            PlatformOr(TenantManage),
+        ),
+        (
+            Method::GET,
             "/v1/admin/tenants/{tenant_id}/api-keys",
             PlatformOr(ApiKeysManage),
         ),

@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, put};
 use axum::Json;
 use chrono::Utc;
+use omni_core::autoreply::AutoReplies;
 use omni_core::domain::{Address, Channel, ProviderKind, Region, TenantId};
 use omni_core::model::{ApiKeyInfo, NumberRoute, Routing, Tenant};
 use omni_core::providers::Credentials;
@@ -59,6 +60,13 @@ pub fn routes(state: AppState) -> Routes {
             "/v1/admin/tenants/{tenant_id}/routing",
             &[Method::GET, Method::PUT],
             get(get_routing).put(put_routing).with_state(state.clone()),
+        )
+        .route(
+            "/v1/admin/tenants/{tenant_id}/auto-replies",
+            &[Method::GET, Method::PUT],
+            get(get_auto_replies)
+                .put(put_auto_replies)
+                .with_state(state.clone()),
         )
         .route(
             "/v1/admin/tenants/{tenant_id}/api-keys",
@@ -413,6 +421,33 @@ async fn get_routing(
 ) -> Result<impl IntoResponse, ApiError> {
     let tenant = existing_tenant(&state, &raw).await?;
     Ok(Json(state.services.tenants.get_routing(&tenant.id).await?))
+}
+
+/// `PUT /v1/admin/tenants/{t}/auto-replies`: replaces them; answers them as stored.
+async fn put_auto_replies(
+    State(state): State<AppState>,
+    AdminAuth(actor): AdminAuth,
+    Path(raw): Path<String>,
+    body: Result<Json<AutoReplies>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let tenant = existing_tenant(&state, &raw).await?;
+    let settings = json_body(body)?;
+    let saved = state
+        .services
+        .put_auto_replies(&tenant.id, settings, &actor)
+        .await?;
+    Ok(Json(saved))
+}
+
+async fn get_auto_replies(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let tenant = existing_tenant(&state, &raw).await?;
+    Ok(Json(
+        state.services.tenants.get_auto_replies(&tenant.id).await?,
+    ))
 }
 
 #[derive(Deserialize, Default)]

@@ -31,6 +31,8 @@
 //! | idempotency key | `I#<tenant>#<key>` | `I` | | replay `POST /v1/messages`; TTL 24 h |
 //! | raw webhook | `R#<tenant>#<dedupe key>` | `R` | gsi3 (keys only): `RAW#<expiry day>` / `<expires at>#…` | dedupe redeliveries; retention (TTL, plus an exact purge) |
 //! | opt-out | `O#<tenant>#<contact>` | `O` | | STOP / START |
+//! | auto-replies | `T#<tenant>` | `AUTOREPLY` | | the tenant's automatic replies |
+//! | auto-reply turn | `AR#<tenant>#<conversation>` | `AR` | | when the conversation last got an auto-reply (conditional put: one per cooldown); TTL past the cooldown |
 //! | webhook log entry | `WHL#<tenant>` (`WHL#` when no tenant could be told) | `<received>#<id>` | | what became of each carrier webhook, newest first; TTL as raw payloads |
 //! | split-message pair | `MP#<tenant>#<provider>#<key>` | `MP` | gsi2 (only while the sweep must look at it): `PARTS` / `<due>#<tenant>#<provider>#<key>` | merge a carrier's two halves (conditional writes); give up on a lone half when due; TTL 1 day |
 //! | user | `U#<tenant>` | `U#<user id>` | | get; a tenant's users (query `begins_with`); password hash and session generation beside the document |

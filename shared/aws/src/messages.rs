@@ -1247,6 +1247,46 @@ impl MessageStore for AwsBackend {
         Ok(notes)
     }
 
+    async fn claim_auto_reply(
+        &self,
+        tenant: &TenantId,
+        conversation: Uuid,
+        now: DateTime<Utc>,
+        cooldown: std::time::Duration,
+    ) -> StoreResult<bool> {
+        let cutoff = TimeDelta::from_std(cooldown)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let mut item = key(format!("AR#{tenant}#{conversation}"), "AR");
+        item.extend(values([
+            ("last_at", s(ts(now))),
+            // Gone once it no longer holds a turn back.
+            (
+                "ttl",
+                n((now
+                    + TimeDelta::from_std(cooldown)
+                        .unwrap_or(TimeDelta::MAX)
+                        .min(TimeDelta::days(8)))
+                .timestamp()),
+            ),
+        ]));
+        let out = self
+            .ddb
+            .put_item()
+            .table_name(&self.resources.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR last_at <= :cutoff")
+            .set_expression_attribute_values(Some(values([(":cutoff", s(ts(cutoff)))])))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(sdk_error("PutItem", e)),
+        }
+    }
+
     async fn append_webhook_log(
         &self,
         tenant: Option<&TenantId>,

@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
 use chrono::{DateTime, SecondsFormat, Utc};
+use omni_core::autoreply::AutoReplies;
 use omni_core::domain::{Address, ChatId, TenantId};
 use omni_core::livechat::LivechatSettings;
 use omni_core::model::{ApiKeyInfo, ApiKeyOwner, NumberRoute, Routing, Tenant};
@@ -391,6 +392,20 @@ impl TenantStore for AwsBackend {
         let mut record = key(tenant_pk(tenant), "ROUTING");
         record.insert("doc".into(), json(routing)?);
         self.put_item(record).await
+    }
+
+    async fn put_auto_replies(&self, tenant: &TenantId, settings: &AutoReplies) -> StoreResult<()> {
+        let mut record = key(tenant_pk(tenant), "AUTOREPLY");
+        record.insert("doc".into(), json(settings)?);
+        self.put_item(record).await
+    }
+
+    async fn get_auto_replies(&self, tenant: &TenantId) -> StoreResult<AutoReplies> {
+        self.get_item(key(tenant_pk(tenant), "AUTOREPLY"))
+            .await?
+            .map(|i| doc(&i, "doc"))
+            .transpose()
+            .map(Option::unwrap_or_default)
     }
 
     /// The settings item beside the tenant, and a copy under the widget key (read by every

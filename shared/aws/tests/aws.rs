@@ -280,6 +280,7 @@ async fn concurrent_messages_to_one_conversation_are_all_counted() {
                 media: vec![],
                 profile_name: None,
                 received_at: Utc::now(),
+                auto_submitted: false,
             };
             b.apply_inbound(&tenant, &m).await.unwrap().unwrap()
         })
@@ -371,6 +372,7 @@ async fn a_conversation_with_a_random_id_is_still_found_through_its_thread() {
         media: vec![],
         profile_name: None,
         received_at: Utc::now(),
+        auto_submitted: false,
     };
     let (_, first) = b
         .apply_inbound(&tenant, &message(1))

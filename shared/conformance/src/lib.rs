@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use omni_core::autoreply::AutoReplies;
 use omni_core::domain::{
     Address, Channel, ChatId, DeliveryStatus, Direction, InboundMessage, Media, MessagePart,
     PartRole, ProviderKind, Region, SendResult, StatusUpdate, TenantId,
@@ -49,7 +50,7 @@ impl<T: TenantStore + TeamStore + SecretStore + MessageStore + Queue + WabaRoute
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids, waba_routes_keep_secrets_and_counts, delivery_log_is_searched_and_paged, failed_messages_are_requeued_with_a_fresh_budget, webhook_log_is_kept_per_tenant_and_filtered);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids, waba_routes_keep_secrets_and_counts, delivery_log_is_searched_and_paged, failed_messages_are_requeued_with_a_fresh_budget, webhook_log_is_kept_per_tenant_and_filtered, auto_replies_round_trip_and_take_turns);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,6 +107,7 @@ pub async fn run_all<B: Backend>(backend: &B) {
     delivery_log_is_searched_and_paged(backend).await;
     failed_messages_are_requeued_with_a_fresh_budget(backend).await;
     webhook_log_is_kept_per_tenant_and_filtered(backend).await;
+    auto_replies_round_trip_and_take_turns(backend).await;
 }
 
 // ---- fixtures --------------------------------------------------------------------------
@@ -151,6 +153,7 @@ fn inbound(
         media: Vec::new(),
         profile_name: None,
         received_at: at,
+        auto_submitted: false,
     }
 }
 
@@ -1965,6 +1968,61 @@ pub async fn delivery_log_is_searched_and_paged<B: Backend>(b: &B) {
             .await,
         Err(StoreError::InvalidCursor)
     ));
+}
+
+/// A tenant's auto-replies round-trip (none: the empty settings), and a conversation gets one
+/// turn per cooldown, even to concurrent claims.
+pub async fn auto_replies_round_trip_and_take_turns<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    assert_eq!(
+        b.get_auto_replies(&tenant).await.unwrap(),
+        AutoReplies::default()
+    );
+    let settings: AutoReplies = serde_json::from_value(serde_json::json!({
+        "business_hours": {"timezone": "America/Toronto", "hours": {"mon": [["08:00", "17:00"]]}, "holidays": ["2026-12-25"]},
+        "outside_hours_reply": "We are closed.",
+        "greeting": {"template": {"name": "welcome", "language": "en", "variables": {"unit": "12"}}},
+        "keyword_rules": [{"match": "contains", "keyword": "address", "reply": "12 Main St"}],
+        "cooldown_minutes": 15
+    }))
+    .unwrap();
+    b.put_auto_replies(&tenant, &settings).await.unwrap();
+    assert_eq!(b.get_auto_replies(&tenant).await.unwrap(), settings);
+    assert_eq!(
+        b.get_auto_replies(&new_tenant_id("t")).await.unwrap(),
+        AutoReplies::default(),
+        "another tenant's are its own"
+    );
+
+    let cooldown = Duration::from_secs(15 * 60);
+    let (conversation, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let t0 = base_time();
+    assert!(b
+        .claim_auto_reply(&tenant, conversation, t0, cooldown)
+        .await
+        .unwrap());
+    assert!(!b
+        .claim_auto_reply(&tenant, conversation, secs(t0, 14 * 60), cooldown)
+        .await
+        .unwrap());
+    assert!(b
+        .claim_auto_reply(&tenant, other, secs(t0, 60), cooldown)
+        .await
+        .unwrap());
+    assert!(b
+        .claim_auto_reply(&tenant, conversation, secs(t0, 15 * 60), cooldown)
+        .await
+        .unwrap());
+    let later = secs(t0, 40 * 60);
+    let claims = futures::future::join_all(
+        (0..4).map(|_| b.claim_auto_reply(&tenant, conversation, later, cooldown)),
+    )
+    .await;
+    assert_eq!(
+        claims.into_iter().filter(|c| *c.as_ref().unwrap()).count(),
+        1,
+        "concurrent claims: one turn"
+    );
 }
 
 /// The inbound webhook log: entries under their tenant (or none), newest first, filtered by

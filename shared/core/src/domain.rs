@@ -780,6 +780,18 @@ pub struct InboundMessage {
     pub profile_name: Option<String>,
     /// When Omni received it (UTC).
     pub received_at: DateTime<Utc>,
+    /// Sent by a machine on its own (an email marked `Auto-Submitted`): never answered by
+    /// an auto-reply, so two auto-responders cannot talk to each other.
+    #[serde(default)]
+    pub auto_submitted: bool,
+}
+
+/// Whether an email's `Auto-Submitted` header (RFC 3834) says a machine sent it on its own:
+/// any value but `no` (`auto-replied`, `auto-generated`, ...).
+pub fn auto_submitted(header: Option<&str>) -> bool {
+    header
+        .map(|v| v.split(';').next().unwrap_or_default().trim())
+        .is_some_and(|v| !v.is_empty() && !v.eq_ignore_ascii_case("no"))
 }
 
 /// A carrier's report on a message we sent.
@@ -881,6 +893,7 @@ impl InboundMessage {
             media: all_media,
             profile_name: text.profile_name.clone().or(media.profile_name.clone()),
             received_at: text.received_at.min(media.received_at),
+            auto_submitted: false,
         }
     }
 }

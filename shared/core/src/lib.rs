@@ -4,6 +4,7 @@
 //! Nothing here knows whether it runs on AWS Lambda or in `omni serve`: storage, queues and
 //! push are traits in [`ports`], implemented by the `omni-local` (SQLite) and AWS backends.
 
+pub mod autoreply;
 pub mod domain;
 pub mod livechat;
 pub mod model;

@@ -9,6 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::autoreply::AutoReplies;
 use crate::domain::{
     Address, ChatId, InboundMessage, MessagePart, PartRole, ProviderKind, SendResult, StatusUpdate,
     TenantId, WebhookEvent,
@@ -96,6 +97,10 @@ pub trait TenantStore: Send + Sync {
     async fn put_routing(&self, tenant: &TenantId, routing: &Routing) -> StoreResult<()>;
     /// A tenant's carrier priorities per channel; empty when none were set.
     async fn get_routing(&self, tenant: &TenantId) -> StoreResult<Routing>;
+    /// Replaces a tenant's automatic replies.
+    async fn put_auto_replies(&self, tenant: &TenantId, settings: &AutoReplies) -> StoreResult<()>;
+    /// A tenant's automatic replies (none set: the empty settings).
+    async fn get_auto_replies(&self, tenant: &TenantId) -> StoreResult<AutoReplies>;
     /// Creates or replaces a tenant's LiveChat widget (secrets kept as carrier secrets are);
     /// [`StoreError::Conflict`] when another tenant's widget has that key.
     async fn put_livechat(&self, settings: &LivechatSettings) -> StoreResult<()>;
@@ -221,6 +226,17 @@ pub trait MessageStore: Send + Sync {
         dedupe_key: &str,
         body: &[u8],
         expires_at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// Takes the conversation's auto-reply turn: true (and `now` recorded) when it had no
+    /// auto-reply since `now - cooldown`, false otherwise; atomic, so two concurrent
+    /// messages earn one reply.
+    async fn claim_auto_reply(
+        &self,
+        tenant: &TenantId,
+        conversation: Uuid,
+        now: DateTime<Utc>,
+        cooldown: Duration,
     ) -> StoreResult<bool>;
 
     /// Keeps an inbound webhook log entry until `expires_at`: under `tenant`, or among the

@@ -154,6 +154,7 @@ impl Omni {
             breakers: Default::default(),
             auth_throttle: Default::default(),
             api_key_usage: Default::default(),
+            auto_reply_cache: Default::default(),
             uploads: media
                 .clone()
                 .map(|m| m as Arc<dyn omni_core::ports::UploadStore>),

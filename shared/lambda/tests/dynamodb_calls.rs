@@ -159,13 +159,16 @@ async fn dynamodb_requests_per_inbound_message_and_per_send() {
         let request = lambda_http::request::from_str(&event(name)).unwrap();
         router.oneshot(request).await.unwrap().status()
     };
-    // Warm: credentials cached, as on every invocation but the first of an instance, and the
-    // API key's last use recorded (written at most once a minute per key and instance).
+    // Warm: credentials and auto-replies cached, as on every invocation but the first of an
+    // instance, and the API key's last use recorded (written at most once a minute per key
+    // and instance).
     omni.services
         .credentials_for(&tenant(), omni_core::domain::ProviderKind::Twilio)
         .await
         .unwrap();
     omni.services.authenticate(API_KEY, None).await.unwrap();
+    // The tenant's auto-replies, read at most every 30 s per instance.
+    omni.services.auto_replies(&tenant()).await.unwrap();
     take(&calls);
 
     let mut report = BTreeMap::new();

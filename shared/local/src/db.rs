@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0010_waba_routes.sql"),
     include_str!("../migrations/0011_message_log.sql"),
     include_str!("../migrations/0012_webhook_log.sql"),
+    include_str!("../migrations/0013_auto_replies.sql"),
 ];
 
 /// Reader connections for a file database: enough for the API and the workers to read while
@@ -449,6 +450,14 @@ pub(crate) fn parse<T: FromStr>(s: &str, what: &str) -> StoreResult<T> {
 /// Unix milliseconds, for the job queue's visibility times.
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
+}
+
+/// `now - d`, or the earliest time when that is before it.
+pub(crate) fn before(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// `now + d`, saturating instead of overflowing on absurd durations.

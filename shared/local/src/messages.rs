@@ -17,7 +17,9 @@ use omni_core::ports::{FlushedPart, MessageStore, PartOutcome, StoreError, Store
 use rusqlite::{params, Connection, OptionalExtension, Row, ToSql};
 use uuid::Uuid;
 
-use crate::db::{after, corrupt, db, decode_cursor, encode_cursor, parse, parse_ts, ts, Cached};
+use crate::db::{
+    after, before, corrupt, db, decode_cursor, encode_cursor, parse, parse_ts, ts, Cached,
+};
 use crate::SqliteBackend;
 
 const MESSAGE_COLS: &str = "id, tenant_id, conversation_id, direction, channel, from_number, \
@@ -453,6 +455,34 @@ impl MessageStore for SqliteBackend {
                 )
                 .map_err(db)?;
             Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn claim_auto_reply(
+        &self,
+        tenant: &TenantId,
+        conversation: Uuid,
+        now: DateTime<Utc>,
+        cooldown: Duration,
+    ) -> StoreResult<bool> {
+        let tenant = tenant.clone();
+        self.write(move |tx| {
+            let taken = tx
+                .exec(
+                    "INSERT INTO auto_reply_turns (tenant_id, conversation_id, last_at)
+                     VALUES (?1, ?2, ?3)
+                     ON CONFLICT (tenant_id, conversation_id) DO UPDATE
+                         SET last_at = excluded.last_at WHERE last_at <= ?4",
+                    params![
+                        tenant.as_str(),
+                        conversation.to_string(),
+                        ts(now),
+                        ts(before(now, cooldown))
+                    ],
+                )
+                .map_err(db)?;
+            Ok(taken == 1)
         })
         .await
     }

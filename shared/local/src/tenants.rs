@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use omni_core::autoreply::AutoReplies;
 use omni_core::domain::{Address, Channel, ChatId, ProviderKind, TenantId};
 use omni_core::livechat::LivechatSettings;
 use omni_core::model::{ApiKeyInfo, ApiKeyOwner, NumberRoute, Routing, Tenant};
@@ -322,6 +323,41 @@ impl TenantStore for SqliteBackend {
             )
             .map_err(db)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn put_auto_replies(&self, tenant: &TenantId, settings: &AutoReplies) -> StoreResult<()> {
+        let tenant = tenant.clone();
+        let json = serde_json::to_string(settings)
+            .map_err(|e| StoreError::Backend(format!("auto-replies: {e}")))?;
+        self.write(move |tx| {
+            tx.exec(
+                "INSERT INTO auto_replies (tenant_id, settings, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tenant_id) DO UPDATE SET settings = excluded.settings,
+                     updated_at = excluded.updated_at",
+                params![tenant.as_str(), json, ts(Utc::now())],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_auto_replies(&self, tenant: &TenantId) -> StoreResult<AutoReplies> {
+        let tenant = tenant.clone();
+        self.read(move |conn| {
+            let text: Option<String> = conn
+                .row(
+                    "SELECT settings FROM auto_replies WHERE tenant_id = ?1",
+                    [tenant.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            text.map(|t| serde_json::from_str(&t).map_err(|_| corrupt("auto-replies")))
+                .transpose()
+                .map(Option::unwrap_or_default)
         })
         .await
     }

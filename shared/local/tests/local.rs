@@ -53,6 +53,7 @@ async fn concurrent_inbound_counts_exactly() {
             media: Vec::new(),
             profile_name: None,
             received_at: Utc::now(),
+            auto_submitted: false,
         };
         for copy in 0..2 {
             let (b, t) = (backend.clone(), tenant.clone());
@@ -416,6 +417,7 @@ fn inbound_job(tenant: &TenantId, sid: &str, from: &Address, to: &Address, body:
             media: Vec::new(),
             profile_name: None,
             received_at: Utc::now(),
+            auto_submitted: false,
         }),
     }
 }

@@ -167,6 +167,7 @@ fn event(event: Event) -> Result<Option<WebhookEvent>, ParseError> {
             media,
             profile_name: None,
             received_at: Utc::now(),
+            auto_submitted: false,
         })));
     }
     // Suggestion and location responses (RBM) and unknown types carry nothing we track.

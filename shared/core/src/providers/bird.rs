@@ -260,6 +260,7 @@ fn inbound(message: ChannelMessage) -> Result<Vec<WebhookEvent>, ParseError> {
         media,
         profile_name: None,
         received_at: Utc::now(),
+        auto_submitted: false,
     })])
 }
 

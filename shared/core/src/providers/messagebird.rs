@@ -313,6 +313,7 @@ fn inbound(fields: &[(String, String)]) -> Result<Vec<WebhookEvent>, ParseError>
         media,
         profile_name: None,
         received_at: Utc::now(),
+        auto_submitted: false,
     })])
 }
 

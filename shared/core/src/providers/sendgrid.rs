@@ -528,6 +528,7 @@ fn inbound_email(request: &WebhookRequest) -> Result<InboundMessage, ParseError>
         media: Vec::new(),
         profile_name: text("from").as_deref().and_then(display_name),
         received_at: Utc::now(),
+        auto_submitted: crate::domain::auto_submitted(raw_header(&headers, "auto-submitted")),
     })
 }
 
@@ -997,6 +998,37 @@ mod tests {
     }
 
     const HEADERS: &str = "Received: from mail.example.org\nMessage-ID: <CAF=abc123@mail.example.org>\nSubject: Smoke\n";
+
+    /// An out-of-office answer (RFC 3834 `Auto-Submitted`) is marked, so no auto-reply
+    /// answers it; a person's email is not.
+    #[test]
+    fn machine_sent_email_is_marked_auto_submitted() {
+        let inbound = |headers: &str| {
+            let request = parse_post(
+                "?secret=parse-secret-0001",
+                &[
+                    ("headers", headers),
+                    ("from", "jane@example.org"),
+                    ("to", "dispatch@north.example"),
+                    ("text", "I am out of the office"),
+                ],
+                &[],
+            );
+            let events = adapter("http://unused")
+                .normalize_inbound(&request)
+                .unwrap();
+            let [WebhookEvent::Message(m)] = events.as_slice() else {
+                panic!("{events:?}");
+            };
+            m.auto_submitted
+        };
+        assert!(inbound(&format!("{HEADERS}Auto-Submitted: auto-replied\n")));
+        assert!(inbound(&format!(
+            "{HEADERS}auto-submitted: Auto-Generated; x=1\n"
+        )));
+        assert!(!inbound(&format!("{HEADERS}Auto-Submitted: no\n")));
+        assert!(!inbound(HEADERS));
+    }
 
     #[test]
     fn an_inbound_email_is_a_message_from_the_sender_to_the_tenant_address() {

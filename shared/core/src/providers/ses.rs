@@ -616,6 +616,7 @@ fn received_email(value: &Value) -> Result<SesNotification, ParseError> {
                 .filter(|n| !n.is_empty())
                 .map(echo),
             received_at: Utc::now(),
+            auto_submitted: crate::domain::auto_submitted(email.header_raw("Auto-Submitted")),
         },
     }))
 }

@@ -395,6 +395,7 @@ fn data_message(
             .filter(|n| !n.is_empty())
             .map(str::to_string),
         received_at: Utc::now(),
+        auto_submitted: false,
     }))
 }
 

@@ -216,6 +216,7 @@ fn inbound(callback: Callback) -> Result<Vec<WebhookEvent>, ParseError> {
         media,
         profile_name: None,
         received_at: Utc::now(),
+        auto_submitted: false,
     })])
 }
 

@@ -262,6 +262,7 @@ fn normalize(request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError> 
                 media,
                 profile_name: None,
                 received_at: Utc::now(),
+                auto_submitted: false,
             })])
         }
         "message.sent" | "message.finalized" | "message.read" => {

@@ -346,6 +346,7 @@ fn normalize(request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError> 
         media,
         profile_name: get("ProfileName").map(str::to_owned),
         received_at: Utc::now(),
+        auto_submitted: false,
     })])
 }
 

@@ -347,6 +347,7 @@ impl MessagingProviderAdapter for VoicemeupAdapter {
             media,
             profile_name: None,
             received_at: Utc::now(),
+            auto_submitted: false,
         };
         let time = field(&fields, &["datetime_transmission"]);
         Ok(vec![match (role, time) {

@@ -314,6 +314,7 @@ impl MessagingProviderAdapter for VoipmsAdapter {
             media,
             profile_name: None,
             received_at: Utc::now(),
+            auto_submitted: false,
         })])
     }
 }

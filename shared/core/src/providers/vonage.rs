@@ -304,6 +304,7 @@ fn inbound(callback: Callback, channel: Channel) -> Result<Vec<WebhookEvent>, Pa
         media,
         profile_name: callback.profile.and_then(|p| p.name),
         received_at: Utc::now(),
+        auto_submitted: false,
     })])
 }
 

@@ -346,6 +346,7 @@ fn normalize(request: &WebhookRequest) -> Result<Vec<WebhookEvent>, ParseError> 
                 media,
                 profile_name,
                 received_at: Utc::now(),
+                auto_submitted: false,
             }));
         }
         for status in value.statuses {

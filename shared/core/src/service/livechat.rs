@@ -468,6 +468,7 @@ impl Services {
             media,
             profile_name: visitor.claims.name.clone(),
             received_at: now,
+            auto_submitted: false,
         };
         let raw = serde_json::to_vec(&inbound).unwrap_or_default();
         self.messages

@@ -20,6 +20,7 @@ use crate::ports::{
 use crate::providers::{Credentials, ProviderRegistry};
 use crate::team::Permission;
 
+mod autoreply;
 mod breaker;
 mod delivery;
 mod desk;
@@ -35,6 +36,7 @@ mod team;
 mod throttle;
 mod updater;
 
+pub use autoreply::AutoReplyCache;
 pub use breaker::{BreakerPolicy, CircuitBreakers};
 pub use delivery::DeliveryOutcome;
 pub use forward::FORWARD_WINDOW;
@@ -287,6 +289,8 @@ pub struct Services {
     pub auth_throttle: Arc<AuthThrottle>,
     /// When each API key's use was last recorded, shared by every clone.
     pub api_key_usage: Arc<ApiKeyUsage>,
+    /// Each tenant's auto-replies as recently read, shared by every clone.
+    pub auto_reply_cache: Arc<AutoReplyCache>,
 }
 
 impl Services {

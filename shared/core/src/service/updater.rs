@@ -100,7 +100,9 @@ impl Services {
         else {
             return Ok(()); // applied before: a redelivery
         };
-        self.inbound_applied(tenant, &stored, &conversation).await;
+        self.push_message_and_conversation(tenant, "message.received", &stored, &conversation)
+            .await;
+        info!(tenant_id = %tenant, conversation_id = %conversation.id, "inbound message applied");
 
         match Keyword::detect(message.body.as_deref()) {
             Some(Keyword::OptOut) => self.set_opt_out(tenant, message, true).await?,
@@ -134,21 +136,26 @@ impl Services {
                     warn!(error = %e, "help reply not sent");
                 }
             }
-            None => {}
+            // Machine-sent email is never answered automatically (two auto-responders would
+            // answer each other).
+            None if message.auto_submitted => {}
+            None => self.auto_reply(tenant, &stored, &conversation).await,
         }
         Ok(())
     }
 
     /// Whether applying an inbound message to its conversation (and pushing it) is all its
-    /// job asks: no keyword to act on (STOP, START, HELP). A runner may then have the store
-    /// apply a group of them at once and call [`inbound_applied`](Self::inbound_applied) for
-    /// each, instead of [`handle_job`](Self::handle_job).
+    /// job asks: no keyword to act on (STOP, START, HELP), and not machine-sent (which no
+    /// auto-reply answers). A runner may then have the store apply a group of them at once
+    /// and call [`inbound_applied`](Self::inbound_applied) for each, instead of
+    /// [`handle_job`](Self::handle_job).
     pub fn applies_alone(message: &InboundMessage) -> bool {
-        Keyword::detect(message.body.as_deref()).is_none()
+        Keyword::detect(message.body.as_deref()).is_none() && !message.auto_submitted
     }
 
     /// What follows an inbound message's apply: `message.received` and
-    /// `conversation.updated` pushed to the tenant's dashboards.
+    /// `conversation.updated` pushed to the tenant's dashboards, then the tenant's
+    /// auto-reply, if one is due.
     pub async fn inbound_applied(
         &self,
         tenant: &TenantId,
@@ -158,6 +165,7 @@ impl Services {
         self.push_message_and_conversation(tenant, "message.received", message, conversation)
             .await;
         info!(tenant_id = %tenant, conversation_id = %conversation.id, "inbound message applied");
+        self.auto_reply(tenant, message, conversation).await;
     }
 
     async fn set_opt_out(
