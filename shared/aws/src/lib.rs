@@ -61,6 +61,7 @@ mod secrets;
 mod team;
 mod tenants;
 mod waba;
+mod webhooks;
 
 pub mod provision;
 

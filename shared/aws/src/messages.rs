@@ -17,7 +17,9 @@ use omni_core::model::{
     Assignee, AuditEntry, AuditQuery, Conversation, ConversationFilter, ConversationStatus,
     DeliveryClaim, Failover, LastMessage, Message, NewOutbound, Note, Page, StatusApplied,
 };
-use omni_core::ports::{FlushedPart, MessageStore, PartOutcome, StoreError, StoreResult};
+use omni_core::ports::{
+    FlushedPart, MessageStore, PartOutcome, PushEvent, StoreError, StoreResult,
+};
 use rand::Rng;
 use uuid::Uuid;
 
@@ -422,6 +424,13 @@ impl AwsBackend {
         let thread = thread_key(tenant, message.channel, contact);
         let derived = conversation_id_of(tenant, message.channel, contact);
         let new_key = order_key(message.created_at, message.id);
+        // An inbound message's event webhooks are written in its transaction (the outbox).
+        let endpoints = if message.direction == Direction::Inbound {
+            self.subscribed_endpoints(tenant, &["message.received", "conversation.updated"])
+                .await?
+        } else {
+            Vec::new()
+        };
         for attempt in 0..WRITE_ATTEMPTS {
             if attempt > 0 {
                 back_off(attempt).await;
@@ -579,6 +588,17 @@ impl AwsBackend {
                 g.insert("direction".into(), s(message.direction.as_str()));
                 ops.push(self.put_op(g, Some("attribute_not_exists(pk)"), None)?);
             }
+            if !endpoints.is_empty() {
+                let conversation = conversation_from(&after, opted_out)?;
+                ops.extend(self.delivery_ops(
+                    tenant,
+                    &endpoints,
+                    &[
+                        PushEvent::for_message("message.received", tenant, &message),
+                        PushEvent::for_conversation("conversation.updated", tenant, &conversation),
+                    ],
+                )?);
+            }
             if self.transact(ops).await? {
                 let conversation = if with_conversation {
                     Some(conversation_from(&after, opted_out)?)
@@ -643,6 +663,24 @@ impl AwsBackend {
         Err(StoreError::Backend(format!(
             "message {id}: gave up after repeated write conflicts"
         )))
+    }
+
+    /// The deliveries of one message event, for the transaction that writes the message.
+    fn message_deliveries(
+        &self,
+        tenant: &TenantId,
+        endpoints: &[omni_core::webhook::WebhookEndpoint],
+        kind: &str,
+        message: &Message,
+    ) -> StoreResult<Vec<TransactWriteItem>> {
+        if endpoints.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.delivery_ops(
+            tenant,
+            endpoints,
+            &[PushEvent::for_message(kind, tenant, message)],
+        )
     }
 
     /// Updates an existing conversation (`None` when the tenant has none of that id) and
@@ -864,6 +902,9 @@ impl MessageStore for AwsBackend {
         }
         let id = get_uuid(&index, "message_id")?;
         let mut changed = false;
+        let endpoints = self
+            .subscribed_endpoints(tenant, &["message.status"])
+            .await?;
         let message = self
             .modify_message(
                 tenant,
@@ -873,7 +914,7 @@ impl MessageStore for AwsBackend {
                     changed = message.apply_status_update(u, Utc::now());
                     changed.then_some(message)
                 },
-                |_| Ok(Vec::new()),
+                |message| self.message_deliveries(tenant, &endpoints, "message.status", message),
             )
             .await?;
         Ok(if changed {
@@ -956,6 +997,7 @@ impl MessageStore for AwsBackend {
     ) -> StoreResult<Message> {
         // No claim is required: the carrier has taken the message even if our lease ran out
         // during the call, and forgetting that would send it twice.
+        let endpoints = self.subscribed_endpoints(tenant, &["message.sent"]).await?;
         self.modify_message(
             tenant,
             id,
@@ -970,7 +1012,9 @@ impl MessageStore for AwsBackend {
                     ("message_id", s(message.id.to_string())),
                     ("direction", s(Direction::Outbound.as_str())),
                 ]));
-                Ok(vec![self.put_op(index, None, None)?])
+                let mut ops = vec![self.put_op(index, None, None)?];
+                ops.extend(self.message_deliveries(tenant, &endpoints, "message.sent", message)?);
+                Ok(ops)
             },
         )
         .await
@@ -1004,6 +1048,9 @@ impl MessageStore for AwsBackend {
         error_code: Option<&str>,
         error: &str,
     ) -> StoreResult<Message> {
+        let endpoints = self
+            .subscribed_endpoints(tenant, &["message.status"])
+            .await?;
         self.modify_message(
             tenant,
             id,
@@ -1012,7 +1059,7 @@ impl MessageStore for AwsBackend {
                 message.record_failed(error_code, error, Utc::now());
                 Some(message)
             },
-            |_| Ok(Vec::new()),
+            |message| self.message_deliveries(tenant, &endpoints, "message.status", message),
         )
         .await
     }
@@ -1120,11 +1167,11 @@ impl MessageStore for AwsBackend {
             set.push("cst = :cst");
             vals.insert(":cst".into(), s(status.as_str()));
         }
-        match assignee {
+        match &assignee {
             Some(Some(a)) => {
                 set.extend(["asg_id = :aid", "asg_name = :aname"]);
                 vals.insert(":aid".into(), s(a.id.to_string()));
-                vals.insert(":aname".into(), s(a.name));
+                vals.insert(":aname".into(), s(&a.name));
             }
             Some(None) => remove.extend(["asg_id", "asg_name"]),
             None => {}
@@ -1133,8 +1180,56 @@ impl MessageStore for AwsBackend {
         if !remove.is_empty() {
             expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
-        self.update_conversation_item(tenant, id, expression, vals)
-            .await
+        let kind = if assignee.is_some() {
+            "conversation.assigned"
+        } else {
+            "conversation.updated"
+        };
+        let endpoints = self.subscribed_endpoints(tenant, &[kind]).await?;
+        if endpoints.is_empty() {
+            return self
+                .update_conversation_item(tenant, id, expression, vals)
+                .await;
+        }
+        // With event webhooks to write in the same transaction, the conversation is read, the
+        // change applied to it here, and written under its version with the deliveries.
+        for attempt in 0..WRITE_ATTEMPTS {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
+            let Some(item) = self.get_item(conversation_key(tenant, id)).await? else {
+                return Ok(None);
+            };
+            let opted_out = self
+                .is_opted_out_str(tenant, get_s(&item, "contact")?)
+                .await?;
+            let mut conversation = conversation_from(&item, opted_out)?;
+            if let Some(status) = status {
+                conversation.status = status;
+            }
+            if let Some(assignee) = &assignee {
+                conversation.assignee = assignee.clone();
+            }
+            let mut vals = vals.clone();
+            vals.insert(":ver".into(), n(get_n(&item, "ver")?));
+            let mut ops = vec![self.update_op(
+                conversation_key(tenant, id),
+                expression.clone(),
+                "ver = :ver",
+                vals,
+            )?];
+            ops.extend(self.delivery_ops(
+                tenant,
+                &endpoints,
+                &[PushEvent::for_conversation(kind, tenant, &conversation)],
+            )?);
+            if self.transact(ops).await? {
+                return Ok(Some(conversation));
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "conversation {id}: gave up after repeated write conflicts"
+        )))
     }
 
     async fn add_note(&self, tenant: &TenantId, note: &Note) -> StoreResult<()> {

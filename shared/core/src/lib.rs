@@ -14,3 +14,4 @@ pub mod sms;
 pub mod team;
 pub mod template;
 pub mod waba;
+pub mod webhook;

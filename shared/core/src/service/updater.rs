@@ -235,10 +235,7 @@ impl Services {
 }
 
 fn message_event(tenant: &TenantId, kind: &str, message: &Message) -> PushEvent {
-    PushEvent {
-        message: Some(message.clone()),
-        ..PushEvent::about(kind, tenant, message.conversation_id)
-    }
+    PushEvent::for_message(kind, tenant, message)
 }
 
 /// A conversation event of `kind` (`conversation.updated`, `.assigned`, `.status`).
@@ -247,8 +244,5 @@ pub(super) fn conversation_event(
     kind: &str,
     conversation: &Conversation,
 ) -> PushEvent {
-    PushEvent {
-        conversation: Some(conversation.clone()),
-        ..PushEvent::about(kind, tenant, conversation.id)
-    }
+    PushEvent::for_conversation(kind, tenant, conversation)
 }
