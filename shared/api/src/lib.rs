@@ -11,6 +11,7 @@ pub mod console;
 pub mod cors;
 pub mod dispatch;
 pub mod error;
+pub mod event_webhooks;
 pub mod limits;
 pub mod livechat;
 pub mod openapi;
