@@ -2,6 +2,7 @@
 //! Key schema and access patterns: see the crate documentation.
 
 use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -431,6 +432,7 @@ impl AwsBackend {
         } else {
             Vec::new()
         };
+        let written = Mutex::new(Vec::new());
         for attempt in 0..WRITE_ATTEMPTS {
             if attempt > 0 {
                 back_off(attempt).await;
@@ -597,9 +599,11 @@ impl AwsBackend {
                         PushEvent::for_message("message.received", tenant, &message),
                         PushEvent::for_conversation("conversation.updated", tenant, &conversation),
                     ],
+                    &written,
                 )?);
             }
             if self.transact(ops).await? {
+                self.announce(written).await;
                 let conversation = if with_conversation {
                     Some(conversation_from(&after, opted_out)?)
                 } else {
@@ -665,22 +669,38 @@ impl AwsBackend {
         )))
     }
 
-    /// The deliveries of one message event, for the transaction that writes the message.
-    fn message_deliveries(
+    /// [`Self::modify_message`] of a change that is the event `kind` of the message: its
+    /// deliveries to the tenant's subscribed endpoints go in the same transaction, and are
+    /// queued for the dispatcher once it commits.
+    async fn modify_message_with_event<F>(
         &self,
         tenant: &TenantId,
-        endpoints: &[omni_core::webhook::WebhookEndpoint],
+        id: Uuid,
         kind: &str,
-        message: &Message,
-    ) -> StoreResult<Vec<TransactWriteItem>> {
-        if endpoints.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.delivery_ops(
-            tenant,
-            endpoints,
-            &[PushEvent::for_message(kind, tenant, message)],
-        )
+        change: F,
+        extra: impl Fn(&Message) -> StoreResult<Vec<TransactWriteItem>>,
+    ) -> StoreResult<Message>
+    where
+        F: FnMut(Message) -> Option<Message>,
+    {
+        let endpoints = self.subscribed_endpoints(tenant, &[kind]).await?;
+        let written = Mutex::new(Vec::new());
+        let message = self
+            .modify_message(tenant, id, None, change, |message| {
+                let mut ops = extra(message)?;
+                if !endpoints.is_empty() {
+                    ops.extend(self.delivery_ops(
+                        tenant,
+                        &endpoints,
+                        &[PushEvent::for_message(kind, tenant, message)],
+                        &written,
+                    )?);
+                }
+                Ok(ops)
+            })
+            .await?;
+        self.announce(written).await;
+        Ok(message)
     }
 
     /// Updates an existing conversation (`None` when the tenant has none of that id) and
@@ -902,19 +922,16 @@ impl MessageStore for AwsBackend {
         }
         let id = get_uuid(&index, "message_id")?;
         let mut changed = false;
-        let endpoints = self
-            .subscribed_endpoints(tenant, &["message.status"])
-            .await?;
         let message = self
-            .modify_message(
+            .modify_message_with_event(
                 tenant,
                 id,
-                None,
+                "message.status",
                 |mut message| {
                     changed = message.apply_status_update(u, Utc::now());
                     changed.then_some(message)
                 },
-                |message| self.message_deliveries(tenant, &endpoints, "message.status", message),
+                |_| Ok(Vec::new()),
             )
             .await?;
         Ok(if changed {
@@ -997,11 +1014,10 @@ impl MessageStore for AwsBackend {
     ) -> StoreResult<Message> {
         // No claim is required: the carrier has taken the message even if our lease ran out
         // during the call, and forgetting that would send it twice.
-        let endpoints = self.subscribed_endpoints(tenant, &["message.sent"]).await?;
-        self.modify_message(
+        self.modify_message_with_event(
             tenant,
             id,
-            None,
+            "message.sent",
             |mut message| {
                 message.record_sent(r, failover, Utc::now());
                 Some(message)
@@ -1012,9 +1028,7 @@ impl MessageStore for AwsBackend {
                     ("message_id", s(message.id.to_string())),
                     ("direction", s(Direction::Outbound.as_str())),
                 ]));
-                let mut ops = vec![self.put_op(index, None, None)?];
-                ops.extend(self.message_deliveries(tenant, &endpoints, "message.sent", message)?);
-                Ok(ops)
+                Ok(vec![self.put_op(index, None, None)?])
             },
         )
         .await
@@ -1048,18 +1062,15 @@ impl MessageStore for AwsBackend {
         error_code: Option<&str>,
         error: &str,
     ) -> StoreResult<Message> {
-        let endpoints = self
-            .subscribed_endpoints(tenant, &["message.status"])
-            .await?;
-        self.modify_message(
+        self.modify_message_with_event(
             tenant,
             id,
-            None,
+            "message.status",
             |mut message| {
                 message.record_failed(error_code, error, Utc::now());
                 Some(message)
             },
-            |message| self.message_deliveries(tenant, &endpoints, "message.status", message),
+            |_| Ok(Vec::new()),
         )
         .await
     }
@@ -1193,6 +1204,7 @@ impl MessageStore for AwsBackend {
         }
         // With event webhooks to write in the same transaction, the conversation is read, the
         // change applied to it here, and written under its version with the deliveries.
+        let written = Mutex::new(Vec::new());
         for attempt in 0..WRITE_ATTEMPTS {
             if attempt > 0 {
                 back_off(attempt).await;
@@ -1222,8 +1234,10 @@ impl MessageStore for AwsBackend {
                 tenant,
                 &endpoints,
                 &[PushEvent::for_conversation(kind, tenant, &conversation)],
+                &written,
             )?);
             if self.transact(ops).await? {
+                self.announce(written).await;
                 return Ok(Some(conversation));
             }
         }

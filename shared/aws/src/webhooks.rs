@@ -5,6 +5,7 @@
 //! so it cannot meet a tenant's carrier credentials). The message writes add their
 //! deliveries to their own transaction ([`AwsBackend::delivery_ops`]).
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,9 +13,11 @@ use aws_sdk_dynamodb::types::{ReturnValue, TransactWriteItem};
 use chrono::{DateTime, TimeDelta, Utc};
 use omni_core::domain::TenantId;
 use omni_core::model::Page;
-use omni_core::ports::{PushEvent, StoreError, StoreResult, WebhookStore};
+use omni_core::ports::{PushEvent, Queue, StoreError, StoreResult, WebhookStore};
 use omni_core::providers::Secret;
+use omni_core::service::delivery_job;
 use omni_core::webhook::{deliveries_for, DeliveryState, WebhookDelivery, WebhookEndpoint};
+use tracing::warn;
 use uuid::Uuid;
 
 use crate::item::{
@@ -112,17 +115,34 @@ impl AwsBackend {
         Ok(endpoints)
     }
 
-    /// The puts of `events`' deliveries to `endpoints`, for the transaction of the change.
+    /// The puts of `events`' deliveries to `endpoints`, for the transaction of the change;
+    /// `written` is left holding those deliveries, for [`Self::announce`] once it commits (a
+    /// write retried after a conflict builds them again).
     pub(crate) fn delivery_ops(
         &self,
         tenant: &TenantId,
         endpoints: &[WebhookEndpoint],
         events: &[PushEvent],
+        written: &Mutex<Vec<WebhookDelivery>>,
     ) -> StoreResult<Vec<TransactWriteItem>> {
-        deliveries_for(tenant, endpoints, events, Utc::now())
+        let deliveries = deliveries_for(tenant, endpoints, events, Utc::now());
+        let ops = deliveries
             .iter()
             .map(|d| self.put_op(delivery_item(d)?, None, None))
-            .collect()
+            .collect::<StoreResult<Vec<_>>>()?;
+        *written.lock().unwrap_or_else(|e| e.into_inner()) = deliveries;
+        Ok(ops)
+    }
+
+    /// Queues each committed delivery for the event dispatcher. Best effort: the change is
+    /// committed, so a failure here is logged and the outbox sweep queues the delivery later.
+    pub(crate) async fn announce(&self, written: Mutex<Vec<WebhookDelivery>>) {
+        let deliveries = written.into_inner().unwrap_or_else(|e| e.into_inner());
+        for delivery in &deliveries {
+            if let Err(e) = self.enqueue(&delivery_job(delivery), Duration::ZERO).await {
+                warn!(error = %e, delivery_id = %delivery.id, "webhook delivery not queued; the sweep will");
+            }
+        }
     }
 
     async fn write_endpoint(

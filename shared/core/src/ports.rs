@@ -644,6 +644,16 @@ pub enum Job {
         /// Attempts made so far.
         attempts: u32,
     },
+    /// An event webhook delivery to attempt when it is due (on AWS; `omni serve`'s runner
+    /// looks for due deliveries itself).
+    Webhook {
+        /// Whose it is.
+        tenant_id: TenantId,
+        /// The endpoint it goes to.
+        endpoint_id: Uuid,
+        /// Which delivery.
+        delivery_id: Uuid,
+    },
 }
 
 /// Durable queues between the flows (SQS, or a SQLite table).

@@ -54,7 +54,7 @@ pub use team::{
 };
 pub use throttle::{AuthScope, AuthThrottle, AuthThrottlePolicy};
 pub use updater::JobError;
-pub use webhooks::WebhookChange;
+pub use webhooks::{delivery_job, WebhookChange};
 
 /// A failure the caller should hear about, mapped to HTTP in one place (the API crate).
 #[derive(Debug, thiserror::Error)]

@@ -83,6 +83,14 @@ impl Services {
                 self.forward(job, waba_id, body, signature, *received_at, *attempts)
                     .await
             }
+            Job::Webhook {
+                tenant_id,
+                endpoint_id,
+                delivery_id,
+            } => {
+                self.webhook_job(tenant_id, *endpoint_id, *delivery_id)
+                    .await
+            }
         }
     }
 

@@ -5,16 +5,17 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{TimeDelta, Utc};
 use futures::future::join_all;
 use serde_json::json;
 use tracing::{info, instrument, warn};
 use uuid::Uuid;
 
 use super::forward::{post_to_target, resolve};
-use super::{Caller, ServiceError, Services};
+use super::{Caller, JobError, ServiceError, Services};
 use crate::domain::TenantId;
 use crate::model::Page;
+use crate::ports::Job;
 use crate::providers::Secret;
 use crate::team::{Actor, ActorType};
 use crate::webhook::{
@@ -29,6 +30,21 @@ const CLAIM_LEASE: Duration = Duration::from_secs(60);
 
 /// Deliveries one dispatch pass claims.
 const DISPATCH_BATCH: usize = 32;
+
+/// A queued delivery this close to its time is attempted rather than queued again.
+const QUEUE_EARLY: TimeDelta = TimeDelta::seconds(CLAIM_LEASE.as_secs() as i64);
+
+/// A delivery due this long ago is taken to have lost its job (AWS).
+const STRANDED_AFTER: TimeDelta = TimeDelta::minutes(2);
+
+/// The job that attempts a delivery (AWS).
+pub fn delivery_job(delivery: &WebhookDelivery) -> Job {
+    Job::Webhook {
+        tenant_id: delivery.tenant_id.clone(),
+        endpoint_id: delivery.endpoint_id,
+        delivery_id: delivery.id,
+    }
+}
 
 /// What `PATCH /v1/webhooks/{id}` may change; unset fields stay.
 #[derive(Debug, Clone, Default)]
@@ -247,6 +263,73 @@ impl Services {
             }
         }
         Ok(count)
+    }
+
+    /// A queued delivery (AWS): attempted when due, then queued again for its next attempt
+    /// while it is pending. One queued before it is due (a delay longer than the queue's
+    /// longest) is queued again for the rest of it.
+    pub(super) async fn webhook_job(
+        &self,
+        tenant: &TenantId,
+        endpoint: Uuid,
+        id: Uuid,
+    ) -> Result<(), JobError> {
+        // Gone with its endpoint, or done (a duplicate of its job): nothing to do.
+        let Some((delivery, at)) = self.pending_delivery(tenant, endpoint, id).await? else {
+            return Ok(());
+        };
+        if at > Utc::now() + QUEUE_EARLY {
+            return self.queue_webhook(&delivery, at).await;
+        }
+        self.dispatch_one(delivery).await?;
+        match self.pending_delivery(tenant, endpoint, id).await? {
+            Some((delivery, at)) => self.queue_webhook(&delivery, at).await,
+            None => Ok(()),
+        }
+    }
+
+    /// A delivery still pending, with when its next attempt is due.
+    async fn pending_delivery(
+        &self,
+        tenant: &TenantId,
+        endpoint: Uuid,
+        id: Uuid,
+    ) -> Result<Option<(WebhookDelivery, chrono::DateTime<Utc>)>, ServiceError> {
+        let delivery = self.webhooks.get_delivery(tenant, endpoint, id).await?;
+        Ok(delivery.and_then(|d| {
+            let at = d
+                .next_attempt_at
+                .filter(|_| d.status == DeliveryState::Pending)?;
+            Some((d, at))
+        }))
+    }
+
+    async fn queue_webhook(
+        &self,
+        delivery: &WebhookDelivery,
+        at: chrono::DateTime<Utc>,
+    ) -> Result<(), JobError> {
+        let delay = (at - Utc::now()).to_std().unwrap_or_default();
+        self.queue
+            .enqueue(&delivery_job(delivery), delay)
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(())
+    }
+
+    /// Deliveries whose time came [`STRANDED_AFTER`] ago and more, queued again (AWS: their job
+    /// was lost, e.g. the process stopped between the commit and queuing it). How many.
+    pub async fn sweep_webhooks(&self) -> Result<usize, ServiceError> {
+        let stranded = self
+            .webhooks
+            .claim_deliveries(Utc::now() - STRANDED_AFTER, CLAIM_LEASE, DISPATCH_BATCH)
+            .await?;
+        for delivery in &stranded {
+            self.queue
+                .enqueue(&delivery_job(delivery), Duration::ZERO)
+                .await?;
+        }
+        Ok(stranded.len())
     }
 
     async fn dispatch_one(&self, mut delivery: WebhookDelivery) -> Result<(), ServiceError> {
