@@ -359,6 +359,23 @@ impl WebhookStore for SqliteBackend {
         limit: usize,
     ) -> StoreResult<Vec<WebhookDelivery>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Looked for on a reader first: the runner asks several times a second, and an idle
+        // one should not take the writer's turn.
+        let any_due = self
+            .read(move |conn| {
+                conn.row(
+                    "SELECT 1 FROM webhook_deliveries
+                     WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?1 LIMIT 1",
+                    [ts(now)],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(db)
+            })
+            .await?;
+        if any_due.is_none() {
+            return Ok(Vec::new());
+        }
         self.write(move |tx| {
             let mut stmt = tx
                 .prepare_cached(&format!(

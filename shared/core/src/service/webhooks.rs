@@ -222,8 +222,9 @@ impl Services {
             .await?)
     }
 
-    /// Attempts a delivery again now, whatever its state, and returns it with that attempt;
-    /// should it fail, it is retried on the schedule from there.
+    /// Attempts a delivery again now, whatever its state, and returns it with that attempt
+    /// added to its history; should it fail, its schedule goes on from the attempts it has
+    /// (one past the last step stays failed).
     pub async fn retry_webhook_delivery(
         &self,
         caller: &Caller,
@@ -241,8 +242,6 @@ impl Services {
             .get_delivery(&caller.tenant, id, delivery)
             .await?
             .ok_or(ServiceError::NotFound("delivery"))?;
-        // A new series of attempts: the schedule starts over from the first delay.
-        delivery.attempts.clear();
         self.attempt(&endpoint, &secret, &mut delivery).await?;
         Ok(delivery)
     }
