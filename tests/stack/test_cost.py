@@ -17,7 +17,7 @@ MESSAGES = 10
 CONTACT = "+15555550150"
 
 # DynamoDB read requests plus items written per message, at most: what this code does
-# (BENCHMARKS.md: 4 + 4 per inbound message, 8 + 5 per send, 5 + 2 per status callback; the
+# (BENCHMARKS.md: 4 + 4 per inbound message, 7 + 6 per send, 5 + 2 per status callback; the
 # last read of each is the tenant's event webhook endpoints, issue 20), against 7 + 4 and
 # 13 + 6 that issue 15 counted before the cuts. A regression fails here.
 MAX_INBOUND = 8
