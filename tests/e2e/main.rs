@@ -6,6 +6,7 @@ mod bandwidth;
 mod bird;
 mod delivery;
 mod email;
+mod event_webhooks;
 mod failover;
 mod flows;
 mod harness;

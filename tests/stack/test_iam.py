@@ -175,10 +175,18 @@ def test_every_resource_scoped_statement_names_this_stack_and_covers_what_the_co
         if env.get("OMNI_SECRET_PREFIX") and any("secretsmanager:GetSecretValue" in listify(st.get("Action", [])) for st in statements_of(stack, function)):
             addressed = f"arn:aws:secretsmanager:{tpl.REGION}:{tpl.ACCOUNT_ID}:secret:{env['OMNI_SECRET_PREFIX']}north/twilio-AbCdEf"
             route = f"arn:aws:secretsmanager:{tpl.REGION}:{tpl.ACCOUNT_ID}:secret:{env['OMNI_SECRET_PREFIX']}_waba/102290129340398-AbCdEf"
+            webhook = f"arn:aws:secretsmanager:{tpl.REGION}:{tpl.ACCOUNT_ID}:secret:{env['OMNI_SECRET_PREFIX']}_webhook/north/019aa5e0-0000-7000-8000-00000000e001-AbCdEf"
             if function == "WhatsappForwarderFunction":
                 # Least privilege: the forwarder reads WhatsApp route secrets, no tenant's.
                 assert can(stack, function, "secretsmanager:GetSecretValue", route), function
                 assert not can(stack, function, "secretsmanager:GetSecretValue", addressed), function
+                assert not can(stack, function, "secretsmanager:GetSecretValue", webhook), function
+            elif function == "EventDispatcherFunction":
+                # Least privilege: the dispatcher reads event webhook secrets, no tenant's
+                # carrier credentials nor WhatsApp routes'.
+                assert can(stack, function, "secretsmanager:GetSecretValue", webhook), function
+                assert not can(stack, function, "secretsmanager:GetSecretValue", addressed), function
+                assert not can(stack, function, "secretsmanager:GetSecretValue", route), function
             else:
                 assert can(stack, function, "secretsmanager:GetSecretValue", addressed), function
             assert not fnmatch.fnmatchcase(token, env["OMNI_SECRET_PREFIX"] + "*")

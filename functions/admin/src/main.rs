@@ -1,4 +1,5 @@
-//! `admin`: `/v1/admin/*`: tenants, carrier credentials, numbers, API keys.
+//! `admin`: `/v1/admin/*`: tenants, carrier credentials, numbers, API keys; and a tenant's
+//! event webhooks (`/v1/webhooks`).
 
 use omni_lambda::{init_tracing, Error, Omni};
 

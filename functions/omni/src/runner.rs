@@ -1,6 +1,6 @@
 //! The local stand-ins for SQS consumers and EventBridge schedules: a job runner over the
-//! SQLite queue table, the outbox sweeper (with the split-message flush), the raw-payload purge
-//! and the Signal poller.
+//! SQLite queue table, the outbox sweeper (with the split-message flush), the event webhook
+//! dispatcher, the raw-payload purge and the Signal poller.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,8 @@ use crate::config::ServeConfig;
 const IN_FLIGHT: usize = 64;
 /// A job leased but not finished within this time becomes visible again (crash recovery).
 const VISIBILITY: Duration = Duration::from_secs(120);
+/// How often due event webhook deliveries are looked for.
+const WEBHOOK_DISPATCH_EVERY: Duration = Duration::from_millis(250);
 /// Attempts of one updater job (e.g. a status callback for a message not yet recorded).
 const MAX_JOB_ATTEMPTS: u32 = 20;
 
@@ -51,6 +53,19 @@ pub fn spawn_all(
                     }
                     if let Err(e) = services.flush_split_messages().await {
                         error!(error = %e, "split-message flush failed");
+                    }
+                }
+            }
+        })),
+        // The event webhook dispatcher: deliveries written by the changes' own commits are
+        // picked up within this, and retries as they come due.
+        tokio::spawn(every(WEBHOOK_DISPATCH_EVERY, stop.clone(), {
+            let services = services.clone();
+            move || {
+                let services = services.clone();
+                async move {
+                    if let Err(e) = services.dispatch_webhooks().await {
+                        error!(error = %e, "webhook dispatch failed");
                     }
                 }
             }

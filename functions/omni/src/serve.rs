@@ -82,6 +82,7 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
         team: backend.clone(),
         secrets: backend.clone(),
         waba: backend.clone(),
+        webhooks: backend.clone(),
         messages: backend.clone(),
         queue: backend.clone(),
         push: hub.clone(),
@@ -275,6 +276,7 @@ mod tests {
             team: backend.clone(),
             secrets: backend.clone(),
             waba: backend.clone(),
+            webhooks: backend.clone(),
             messages: backend.clone(),
             queue: backend,
             push: hub,
@@ -597,6 +599,89 @@ mod tests {
                 assert_eq!(unmounted, path != own, "{name}: {method} {path}");
             }
         }
+    }
+
+    /// An event webhook endpoint whose every attempt has failed for 5 days is disabled at its
+    /// next failure, with an audit entry; one failing for less is not, and records since when.
+    #[tokio::test]
+    async fn an_event_webhook_failing_for_five_days_is_disabled_and_audited() {
+        use omni_core::domain::TenantId;
+        use omni_core::model::AuditQuery;
+        use omni_core::webhook::{DeliveryState, EventType, WebhookDelivery, WebhookEndpoint};
+
+        let backend = Arc::new(SqliteBackend::open_in_memory(MasterKey::generate()).unwrap());
+        let services = app_state(backend, Arc::new(WsHub::default())).services;
+        let tenant = TenantId::parse("north").unwrap();
+        let now = chrono::Utc::now();
+        let endpoint = |failing_since| WebhookEndpoint {
+            id: uuid::Uuid::now_v7(),
+            // Refused at send time (loopback without the test switch): every attempt fails.
+            url: "https://127.0.0.1/omni".into(),
+            events: vec![EventType::MessageReceived],
+            description: None,
+            enabled: true,
+            failing_since,
+            created_at: now,
+            updated_at: now,
+        };
+        let old = endpoint(Some(
+            now - chrono::TimeDelta::days(5) - chrono::TimeDelta::minutes(1),
+        ));
+        let recent = endpoint(None);
+        for e in [&old, &recent] {
+            services
+                .webhooks
+                .create_webhook(&tenant, e, &omni_core::webhook::generate_secret())
+                .await
+                .unwrap();
+            let delivery =
+                WebhookDelivery::new(&tenant, e.id, "message.received", "{}".into(), now);
+            services.webhooks.add_deliveries(&[delivery]).await.unwrap();
+        }
+        assert_eq!(services.dispatch_webhooks().await.unwrap(), 2);
+
+        let (disabled, _) = services
+            .webhooks
+            .get_webhook(&tenant, old.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!disabled.enabled);
+        let (failing, _) = services
+            .webhooks
+            .get_webhook(&tenant, recent.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(failing.enabled);
+        assert!(failing.failing_since.is_some_and(|t| t >= now));
+        let page = services
+            .webhooks
+            .list_deliveries(&tenant, recent.id, 10, None)
+            .await
+            .unwrap();
+        let attempt = &page.items[0].attempts[0];
+        assert_eq!(page.items[0].status, DeliveryState::Pending);
+        assert_eq!(attempt.status_code, None);
+        assert!(
+            attempt.error.as_deref().unwrap().contains("loopback"),
+            "{attempt:?}"
+        );
+        let audit = services
+            .messages
+            .list_audit(
+                &tenant,
+                &AuditQuery {
+                    action: Some("webhook.disable".into()),
+                    ..Default::default()
+                },
+                10,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(audit.items.len(), 1);
+        assert_eq!(audit.items[0].target, Some(format!("webhook:{}", old.id)));
     }
 
     /// A routed WhatsApp webhook that also names an account of this environment: the routed

@@ -115,6 +115,27 @@ pub const TABLE: &[(Method, &str, Access)] = {
         (Method::GET, "/v1/users", Tenant(ConversationsAssignOthers)),
         (Method::POST, "/v1/users", Tenant(UsersManage)),
         (Method::PATCH, "/v1/users/{id}", Tenant(UsersManage)),
+        (Method::GET, "/v1/webhooks", Tenant(TenantManage)),
+        (Method::POST, "/v1/webhooks", Tenant(TenantManage)),
+        (Method::GET, "/v1/webhooks/{id}", Tenant(TenantManage)),
+        (Method::PATCH, "/v1/webhooks/{id}", Tenant(TenantManage)),
+        (Method::DELETE, "/v1/webhooks/{id}", Tenant(TenantManage)),
+        (
+            Method::POST,
+            "/v1/webhooks/{id}/rotate-secret",
+            Tenant(TenantManage),
+        ),
+        (Method::POST, "/v1/webhooks/{id}/test", Tenant(TenantManage)),
+        (
+            Method::GET,
+            "/v1/webhooks/{id}/deliveries",
+            Tenant(TenantManage),
+        ),
+        (
+            Method::POST,
+            "/v1/webhooks/{id}/deliveries/{delivery}/retry",
+            Tenant(TenantManage),
+        ),
         (Method::PUT, "/v1/admin/tenants/{tenant_id}", Platform),
         (
             Method::GET,

@@ -87,7 +87,8 @@ pub fn routes(state: AppState) -> Routes {
         )
         .merge(crate::livechat::admin_routes(state.clone()))
         .merge(crate::delivery_log::admin_routes(state.clone()))
-        .merge(crate::waba::routes(state))
+        .merge(crate::waba::routes(state.clone()))
+        .merge(crate::event_webhooks::routes(state))
 }
 
 /// Records an admin change in the tenant's audit log (never a secret: credentials are not

@@ -115,6 +115,10 @@ pub struct ServiceArgs {
     /// loopback addresses (private, link-local and metadata addresses stay refused).
     #[arg(long, env = "OMNI_ALLOW_HTTP_FORWARD", default_value_t = false)]
     pub allow_http_forward: bool,
+    /// Tests only: event webhooks may target plain `http://` URLs and loopback addresses
+    /// (private, link-local and metadata addresses stay refused).
+    #[arg(long, env = "OMNI_ALLOW_HTTP_WEBHOOKS", default_value_t = false)]
+    pub allow_http_webhooks: bool,
 }
 
 impl ServiceArgs {
@@ -172,6 +176,9 @@ impl ServiceArgs {
             audit_retention: Duration::from_secs(self.audit_retention_days.max(1) * 24 * 3600),
             forward_targets: omni_core::waba::TargetPolicy {
                 allow_http: self.allow_http_forward,
+            },
+            webhook_targets: omni_core::waba::TargetPolicy {
+                allow_http: self.allow_http_webhooks,
             },
         }
     }

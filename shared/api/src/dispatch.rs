@@ -275,7 +275,7 @@ async fn send_batch(
 }
 
 /// Ids are UUIDs; anything else cannot name a message of the caller's.
-fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::not_found(what))
 }
 

@@ -12,6 +12,7 @@ pub mod cors;
 pub mod delivery_log;
 pub mod dispatch;
 pub mod error;
+pub mod event_webhooks;
 pub mod limits;
 pub mod livechat;
 pub mod openapi;

@@ -64,6 +64,7 @@ mod secrets;
 mod team;
 mod tenants;
 mod waba;
+mod webhooks;
 
 pub mod provision;
 
@@ -99,6 +100,11 @@ pub struct AwsResources {
     pub forward_queue_url: Option<String>,
     /// Dead letters of forwarding (`OMNI_FORWARD_DLQ_URL`), beside it.
     pub forward_dlq_url: Option<String>,
+    /// Event webhook deliveries (`OMNI_EVENTS_QUEUE_URL`): set for the functions whose writes
+    /// add deliveries (each is queued once committed) and for the dispatcher.
+    pub events_queue_url: Option<String>,
+    /// Dead letters of the event dispatcher (`OMNI_EVENTS_DLQ_URL`), beside it.
+    pub events_dlq_url: Option<String>,
 }
 
 impl AwsResources {
@@ -118,6 +124,8 @@ impl AwsResources {
             delivery_dlq_url: var("OMNI_DELIVERY_DLQ_URL")?,
             forward_queue_url: env_value("OMNI_FORWARD_QUEUE_URL"),
             forward_dlq_url: env_value("OMNI_FORWARD_DLQ_URL"),
+            events_queue_url: env_value("OMNI_EVENTS_QUEUE_URL"),
+            events_dlq_url: env_value("OMNI_EVENTS_DLQ_URL"),
             secret_prefix: std::env::var("OMNI_SECRET_PREFIX")
                 .ok()
                 .filter(|v| !v.is_empty())

@@ -2,6 +2,7 @@
 //! Key schema and access patterns: see the crate documentation.
 
 use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,7 +19,9 @@ use omni_core::model::{
     DeliveryClaim, Failover, LastMessage, Message, MessageSearch, NewOutbound, Note, Page,
     StatusApplied, WebhookLogEntry, WebhookLogQuery,
 };
-use omni_core::ports::{FlushedPart, MessageStore, PartOutcome, StoreError, StoreResult};
+use omni_core::ports::{
+    FlushedPart, MessageStore, PartOutcome, PushEvent, StoreError, StoreResult,
+};
 use rand::Rng;
 use uuid::Uuid;
 
@@ -440,6 +443,14 @@ impl AwsBackend {
         let thread = thread_key(tenant, message.channel, contact);
         let derived = conversation_id_of(tenant, message.channel, contact);
         let new_key = order_key(message.created_at, message.id);
+        // An inbound message's event webhooks are written in its transaction (the outbox).
+        let endpoints = if message.direction == Direction::Inbound {
+            self.subscribed_endpoints(tenant, &["message.received", "conversation.updated"])
+                .await?
+        } else {
+            Vec::new()
+        };
+        let written = Mutex::new(Vec::new());
         for attempt in 0..WRITE_ATTEMPTS {
             if attempt > 0 {
                 back_off(attempt).await;
@@ -597,7 +608,20 @@ impl AwsBackend {
                 g.insert("direction".into(), s(message.direction.as_str()));
                 ops.push(self.put_op(g, Some("attribute_not_exists(pk)"), None)?);
             }
+            if !endpoints.is_empty() {
+                let conversation = conversation_from(&after, opted_out)?;
+                ops.extend(self.delivery_ops(
+                    tenant,
+                    &endpoints,
+                    &[
+                        PushEvent::for_message("message.received", tenant, &message),
+                        PushEvent::for_conversation("conversation.updated", tenant, &conversation),
+                    ],
+                    &written,
+                )?);
+            }
             if self.transact(ops).await? {
+                self.announce(written).await;
                 let conversation = if with_conversation {
                     Some(conversation_from(&after, opted_out)?)
                 } else {
@@ -661,6 +685,40 @@ impl AwsBackend {
         Err(StoreError::Backend(format!(
             "message {id}: gave up after repeated write conflicts"
         )))
+    }
+
+    /// [`Self::modify_message`] of a change that is the event `kind` of the message: its
+    /// deliveries to the tenant's subscribed endpoints go in the same transaction, and are
+    /// queued for the dispatcher once it commits.
+    async fn modify_message_with_event<F>(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        kind: &str,
+        change: F,
+        extra: impl Fn(&Message) -> StoreResult<Vec<TransactWriteItem>>,
+    ) -> StoreResult<Message>
+    where
+        F: FnMut(Message) -> Option<Message>,
+    {
+        let endpoints = self.subscribed_endpoints(tenant, &[kind]).await?;
+        let written = Mutex::new(Vec::new());
+        let message = self
+            .modify_message(tenant, id, None, change, |message| {
+                let mut ops = extra(message)?;
+                if !endpoints.is_empty() {
+                    ops.extend(self.delivery_ops(
+                        tenant,
+                        &endpoints,
+                        &[PushEvent::for_message(kind, tenant, message)],
+                        &written,
+                    )?);
+                }
+                Ok(ops)
+            })
+            .await?;
+        self.announce(written).await;
+        Ok(message)
     }
 
     /// Updates an existing conversation (`None` when the tenant has none of that id) and
@@ -903,10 +961,10 @@ impl MessageStore for AwsBackend {
         let id = get_uuid(&index, "message_id")?;
         let mut changed = false;
         let message = self
-            .modify_message(
+            .modify_message_with_event(
                 tenant,
                 id,
-                None,
+                "message.status",
                 |mut message| {
                     changed = message.apply_status_update(u, Utc::now());
                     changed.then_some(message)
@@ -994,10 +1052,10 @@ impl MessageStore for AwsBackend {
     ) -> StoreResult<Message> {
         // No claim is required: the carrier has taken the message even if our lease ran out
         // during the call, and forgetting that would send it twice.
-        self.modify_message(
+        self.modify_message_with_event(
             tenant,
             id,
-            None,
+            "message.sent",
             |mut message| {
                 message.record_sent(r, failover, Utc::now());
                 Some(message)
@@ -1042,10 +1100,10 @@ impl MessageStore for AwsBackend {
         error_code: Option<&str>,
         error: &str,
     ) -> StoreResult<Message> {
-        self.modify_message(
+        self.modify_message_with_event(
             tenant,
             id,
-            None,
+            "message.status",
             |mut message| {
                 message.record_failed(error_code, error, Utc::now());
                 Some(message)
@@ -1197,11 +1255,11 @@ impl MessageStore for AwsBackend {
             set.push("cst = :cst");
             vals.insert(":cst".into(), s(status.as_str()));
         }
-        match assignee {
+        match &assignee {
             Some(Some(a)) => {
                 set.extend(["asg_id = :aid", "asg_name = :aname"]);
                 vals.insert(":aid".into(), s(a.id.to_string()));
-                vals.insert(":aname".into(), s(a.name));
+                vals.insert(":aname".into(), s(&a.name));
             }
             Some(None) => remove.extend(["asg_id", "asg_name"]),
             None => {}
@@ -1210,8 +1268,59 @@ impl MessageStore for AwsBackend {
         if !remove.is_empty() {
             expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
-        self.update_conversation_item(tenant, id, expression, vals)
-            .await
+        let kind = if assignee.is_some() {
+            "conversation.assigned"
+        } else {
+            "conversation.updated"
+        };
+        let endpoints = self.subscribed_endpoints(tenant, &[kind]).await?;
+        if endpoints.is_empty() {
+            return self
+                .update_conversation_item(tenant, id, expression, vals)
+                .await;
+        }
+        // With event webhooks to write in the same transaction, the conversation is read, the
+        // change applied to it here, and written under its version with the deliveries.
+        let written = Mutex::new(Vec::new());
+        for attempt in 0..WRITE_ATTEMPTS {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
+            let Some(item) = self.get_item(conversation_key(tenant, id)).await? else {
+                return Ok(None);
+            };
+            let opted_out = self
+                .is_opted_out_str(tenant, get_s(&item, "contact")?)
+                .await?;
+            let mut conversation = conversation_from(&item, opted_out)?;
+            if let Some(status) = status {
+                conversation.status = status;
+            }
+            if let Some(assignee) = &assignee {
+                conversation.assignee = assignee.clone();
+            }
+            let mut vals = vals.clone();
+            vals.insert(":ver".into(), n(get_n(&item, "ver")?));
+            let mut ops = vec![self.update_op(
+                conversation_key(tenant, id),
+                expression.clone(),
+                "ver = :ver",
+                vals,
+            )?];
+            ops.extend(self.delivery_ops(
+                tenant,
+                &endpoints,
+                &[PushEvent::for_conversation(kind, tenant, &conversation)],
+                &written,
+            )?);
+            if self.transact(ops).await? {
+                self.announce(written).await;
+                return Ok(Some(conversation));
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "conversation {id}: gave up after repeated write conflicts"
+        )))
     }
 
     async fn add_note(&self, tenant: &TenantId, note: &Note) -> StoreResult<()> {

@@ -157,6 +157,12 @@ pub async fn create_resources(
         redrive(arn(&forward_dlq_url).await?),
     )
     .await?;
+    let events_dlq_url = create(format!("{prefix}-events-dlq"), None).await?;
+    let events_queue_url = create(
+        format!("{prefix}-events"),
+        redrive(arn(&events_dlq_url).await?),
+    )
+    .await?;
     let inbound_queue_url = create(
         format!("{prefix}-inbound"),
         redrive(arn(&inbound_dlq_url).await?),
@@ -175,6 +181,8 @@ pub async fn create_resources(
         delivery_dlq_url,
         forward_queue_url: Some(forward_queue_url),
         forward_dlq_url: Some(forward_dlq_url),
+        events_queue_url: Some(events_queue_url),
+        events_dlq_url: Some(events_dlq_url),
         secret_prefix: format!("{prefix}/"),
     })
 }

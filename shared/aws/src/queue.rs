@@ -19,6 +19,7 @@ fn job_kind(job: &Job) -> &'static str {
         Job::Inbound { .. } => "inbound",
         Job::Deliver { .. } => "deliver",
         Job::Forward { .. } => "forward",
+        Job::Webhook { .. } => "webhook",
     }
 }
 
@@ -26,6 +27,13 @@ fn job_kind(job: &Job) -> &'static str {
 fn forward_queue(url: &Option<String>) -> StoreResult<&str> {
     url.as_deref().ok_or_else(|| {
         StoreError::Backend("no WhatsApp forwarding queue is configured for this function".into())
+    })
+}
+
+/// The event webhook queue's URL, which only the functions that need it are given.
+fn events_queue(url: &Option<String>) -> StoreResult<&str> {
+    url.as_deref().ok_or_else(|| {
+        StoreError::Backend("no event webhook queue is configured for this function".into())
     })
 }
 
@@ -43,6 +51,7 @@ impl AwsBackend {
             Job::Inbound { .. } => Ok(&self.resources.inbound_queue_url),
             Job::Deliver { .. } => Ok(&self.resources.delivery_queue_url),
             Job::Forward { .. } => forward_queue(&self.resources.forward_queue_url),
+            Job::Webhook { .. } => events_queue(&self.resources.events_queue_url),
         }
     }
 
@@ -51,6 +60,7 @@ impl AwsBackend {
             Job::Inbound { .. } => Ok(&self.resources.inbound_dlq_url),
             Job::Deliver { .. } => Ok(&self.resources.delivery_dlq_url),
             Job::Forward { .. } => forward_queue(&self.resources.forward_dlq_url),
+            Job::Webhook { .. } => events_queue(&self.resources.events_dlq_url),
         }
     }
 }

@@ -224,7 +224,8 @@ impl SecretStore for AwsBackend {
 }
 
 impl AwsBackend {
-    /// The string value of a platform secret (e.g. the admin token), read once at start-up.
+    /// The string value of a secret: a platform secret (e.g. the admin token, read once at
+    /// start-up), or the one a WhatsApp route or webhook endpoint item names.
     pub async fn platform_secret(&self, secret_id: &str) -> StoreResult<Secret> {
         let out = self
             .secrets

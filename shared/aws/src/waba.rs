@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::ReturnValue;
-use omni_core::ports::{StoreError, StoreResult, WabaRouteStore};
+use omni_core::ports::{StoreResult, WabaRouteStore};
 use omni_core::providers::Secret;
 use omni_core::waba::{ForwardCount, WabaId, WabaRoute};
 
@@ -89,17 +89,8 @@ impl WabaRouteStore for AwsBackend {
             return Ok(None);
         };
         let route = route_of(&item)?;
-        let out = self
-            .secrets
-            .get_secret_value()
-            .secret_id(get_s(&item, "secret_id")?)
-            .send()
-            .await
-            .map_err(|e| sdk_error("GetSecretValue", e))?;
-        let secret = out.secret_string().ok_or_else(|| {
-            StoreError::Backend(format!("app secret of route {waba_id} has no string"))
-        })?;
-        Ok(Some((route, Secret::new(secret))))
+        let secret = self.platform_secret(get_s(&item, "secret_id")?).await?;
+        Ok(Some((route, secret)))
     }
 
     async fn list_waba_routes(&self) -> StoreResult<Vec<WabaRoute>> {

@@ -25,22 +25,32 @@ use omni_core::model::{
 };
 use omni_core::ports::{
     FlushedPart, Job, MessageStore, PartOutcome, Queue, SecretStore, StoreError, TeamStore,
-    TenantStore, WabaRouteStore,
+    TenantStore, WabaRouteStore, WebhookStore,
 };
 use omni_core::providers::{Credentials, Secret, TwilioCredentials};
 use omni_core::team::{Actor, ActorType, Invite, Role, Session, User, UserRecord};
 use omni_core::template::{ButtonSubType, Component, Currency, MediaLink, Parameter, Template};
 use omni_core::waba::{ForwardCount, WabaId, WabaRoute};
+use omni_core::webhook::{
+    DeliveryAttempt, DeliveryState, EventType, WebhookDelivery, WebhookEndpoint,
+};
 use uuid::Uuid;
 
 /// Everything a full Omni storage backend implements.
 pub trait Backend:
-    TenantStore + TeamStore + SecretStore + MessageStore + Queue + WabaRouteStore
+    TenantStore + TeamStore + SecretStore + MessageStore + Queue + WabaRouteStore + WebhookStore
 {
 }
 
-impl<T: TenantStore + TeamStore + SecretStore + MessageStore + Queue + WabaRouteStore> Backend
-    for T
+impl<
+        T: TenantStore
+            + TeamStore
+            + SecretStore
+            + MessageStore
+            + Queue
+            + WabaRouteStore
+            + WebhookStore,
+    > Backend for T
 {
 }
 
@@ -50,7 +60,7 @@ impl<T: TenantStore + TeamStore + SecretStore + MessageStore + Queue + WabaRoute
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids, waba_routes_keep_secrets_and_counts, delivery_log_is_searched_and_paged, failed_messages_are_requeued_with_a_fresh_budget, webhook_log_is_kept_per_tenant_and_filtered, auto_replies_round_trip_and_take_turns);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids, waba_routes_keep_secrets_and_counts, delivery_log_is_searched_and_paged, failed_messages_are_requeued_with_a_fresh_budget, webhook_log_is_kept_per_tenant_and_filtered, auto_replies_round_trip_and_take_turns, webhook_endpoints_keep_secrets_and_deliveries, changes_write_their_webhook_deliveries);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,6 +75,8 @@ macro_rules! conformance_tests {
 pub async fn run_all<B: Backend>(backend: &B) {
     tenants_keep_created_at(backend).await;
     waba_routes_keep_secrets_and_counts(backend).await;
+    webhook_endpoints_keep_secrets_and_deliveries(backend).await;
+    changes_write_their_webhook_deliveries(backend).await;
     tenant_with_numbers_reads_both(backend).await;
     numbers_route_and_conflict(backend).await;
     api_keys_resolve_by_hash(backend).await;
@@ -3083,4 +3095,244 @@ fn rand_u32() -> u32 {
 
 fn ts_ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
+}
+
+// ---- event webhooks --------------------------------------------------------------------
+
+fn endpoint(events: Vec<EventType>) -> WebhookEndpoint {
+    let now = base_time();
+    WebhookEndpoint {
+        id: Uuid::now_v7(),
+        url: "https://crm.example.org/omni".into(),
+        events,
+        description: Some("CRM".into()),
+        enabled: true,
+        failing_since: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Claims every due delivery (other checks' too, on a shared backend) and keeps the tenant's.
+async fn claim_all_of<B: Backend>(b: &B, tenant: &TenantId) -> Vec<WebhookDelivery> {
+    let mut mine = Vec::new();
+    loop {
+        let claimed = b
+            .claim_deliveries(Utc::now(), Duration::from_secs(60), 10)
+            .await
+            .unwrap();
+        if claimed.is_empty() {
+            return mine;
+        }
+        mine.extend(claimed.into_iter().filter(|d| &d.tenant_id == tenant));
+    }
+}
+
+/// Endpoints keep their secret (never listed), change, and are the tenant's only; deliveries
+/// page newest first, are claimed once until their lease ends, keep their attempts, and go
+/// with their endpoint.
+pub async fn webhook_endpoints_keep_secrets_and_deliveries<B: Backend>(b: &B) {
+    let (tenant, other) = (new_tenant_id("t"), new_tenant_id("o"));
+    let mut e = endpoint(vec![EventType::MessageReceived]);
+    b.create_webhook(&tenant, &e, &Secret::new("whsec_first"))
+        .await
+        .unwrap();
+    let (got, secret) = b.get_webhook(&tenant, e.id).await.unwrap().unwrap();
+    assert_eq!((got, secret.expose()), (e.clone(), "whsec_first"));
+    assert!(b.get_webhook(&other, e.id).await.unwrap().is_none());
+    assert!(b.list_webhooks(&other).await.unwrap().is_empty());
+
+    e.url = "https://crm.example.org/v2".into();
+    e.events = vec![EventType::MessageSent, EventType::MessageStatus];
+    e.enabled = false;
+    e.failing_since = Some(base_time());
+    assert!(b.update_webhook(&tenant, &e).await.unwrap());
+    assert!(!b.update_webhook(&other, &e).await.unwrap());
+    assert!(b
+        .set_webhook_secret(&tenant, e.id, &Secret::new("whsec_second"))
+        .await
+        .unwrap());
+    assert!(!b
+        .set_webhook_secret(&other, e.id, &Secret::new("whsec_x"))
+        .await
+        .unwrap());
+    let (got, secret) = b.get_webhook(&tenant, e.id).await.unwrap().unwrap();
+    assert_eq!((got, secret.expose()), (e.clone(), "whsec_second"));
+    assert_eq!(b.list_webhooks(&tenant).await.unwrap(), vec![e.clone()]);
+
+    let now = Utc::now();
+    let deliveries: Vec<WebhookDelivery> = (0..3)
+        .map(|i| WebhookDelivery::new(&tenant, e.id, "message.sent", format!("{{\"n\":{i}}}"), now))
+        .collect();
+    b.add_deliveries(&deliveries).await.unwrap();
+    let first = b.list_deliveries(&tenant, e.id, 2, None).await.unwrap();
+    assert_eq!(
+        first.items.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![deliveries[2].id, deliveries[1].id]
+    );
+    let cursor = first.next_cursor.expect("a second page");
+    let second = b
+        .list_deliveries(&tenant, e.id, 2, Some(&cursor))
+        .await
+        .unwrap();
+    assert_eq!(second.items, vec![deliveries[0].clone()]);
+    assert_eq!(second.next_cursor, None);
+    assert!(b
+        .list_deliveries(&other, e.id, 10, None)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    let claimed = claim_all_of(b, &tenant).await;
+    assert_eq!(claimed.len(), 3, "each due delivery is claimed once");
+    assert!(claimed.iter().all(|d| d.next_attempt_at > Some(now)));
+    assert!(
+        claim_all_of(b, &tenant).await.is_empty(),
+        "held by the lease"
+    );
+
+    let mut done = claimed[0].clone();
+    done.record(DeliveryAttempt {
+        at: Utc::now(),
+        status_code: Some(204),
+        duration_ms: 12,
+        error: None,
+    });
+    b.update_delivery(&done).await.unwrap();
+    let got = b
+        .get_delivery(&tenant, e.id, done.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, done);
+    assert_eq!(got.status, DeliveryState::Succeeded);
+    assert!(b
+        .get_delivery(&other, e.id, done.id)
+        .await
+        .unwrap()
+        .is_none());
+
+    assert!(!b.delete_webhook(&other, e.id).await.unwrap());
+    assert!(b.delete_webhook(&tenant, e.id).await.unwrap());
+    assert!(!b.delete_webhook(&tenant, e.id).await.unwrap());
+    assert!(b.get_webhook(&tenant, e.id).await.unwrap().is_none());
+    assert!(b
+        .list_deliveries(&tenant, e.id, 10, None)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+/// An inbound message, a send, a status change and an assignment each write their deliveries
+/// (the WebSocket frame, under `data`) with the change, to the enabled endpoints that
+/// subscribe to them; a redelivered inbound message writes none.
+pub async fn changes_write_their_webhook_deliveries<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let all = endpoint(vec![
+        EventType::MessageReceived,
+        EventType::MessageSent,
+        EventType::MessageStatus,
+        EventType::ConversationUpdated,
+        EventType::ConversationAssigned,
+    ]);
+    let status_only = endpoint(vec![EventType::MessageStatus]);
+    let off = WebhookEndpoint {
+        enabled: false,
+        ..endpoint(vec![EventType::MessageReceived])
+    };
+    for e in [&all, &status_only, &off] {
+        b.create_webhook(&tenant, e, &Secret::new("whsec_c2VjcmV0"))
+            .await
+            .unwrap();
+    }
+    let bodies = |page: Vec<WebhookDelivery>| -> Vec<(String, serde_json::Value)> {
+        let mut out: Vec<_> = page
+            .into_iter()
+            .map(|d| {
+                assert_eq!(d.status, DeliveryState::Pending);
+                (d.event_type, serde_json::from_str(&d.payload).unwrap())
+            })
+            .collect();
+        out.reverse();
+        out
+    };
+    let tenant_ref = &tenant;
+    let list = |id| async move {
+        b.list_deliveries(tenant_ref, id, 50, None)
+            .await
+            .unwrap()
+            .items
+    };
+
+    let m = inbound(
+        Channel::Sms,
+        &new_number(),
+        &new_number(),
+        "hi",
+        base_time(),
+    );
+    let (msg, conv) = b.apply_inbound(&tenant, &m).await.unwrap().unwrap();
+    assert_eq!(b.apply_inbound(&tenant, &m).await.unwrap(), None);
+    let got = bodies(list(all.id).await);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].0, "message.received");
+    assert_eq!(got[0].1["type"], "message.received");
+    assert_eq!(
+        got[0].1["data"]["message"],
+        serde_json::to_value(&msg).unwrap()
+    );
+    assert_eq!(got[1].0, "conversation.updated");
+    assert_eq!(
+        got[1].1["data"]["conversation"],
+        serde_json::to_value(&conv).unwrap()
+    );
+    assert!(
+        list(off.id).await.is_empty(),
+        "a disabled endpoint gets none"
+    );
+
+    let sent = sent_message(b, &tenant, "SM-webhook-1").await;
+    let delivered = status("SM-webhook-1", DeliveryStatus::Delivered, Utc::now());
+    let StatusApplied::Changed(changed) = b.apply_status(&tenant, &delivered).await.unwrap() else {
+        panic!("delivered must change a sent message");
+    };
+    b.apply_status(&tenant, &delivered).await.unwrap();
+    let assignee = Assignee {
+        id: Uuid::now_v7(),
+        name: "Alex".into(),
+    };
+    let assigned = b
+        .update_conversation(&tenant, conv.id, None, Some(Some(assignee)))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = bodies(list(all.id).await);
+    let kinds: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "message.received",
+            "conversation.updated",
+            "message.sent",
+            "message.status",
+            "conversation.assigned"
+        ]
+    );
+    assert_eq!(got[2].1["data"]["message"]["id"], sent.id.to_string());
+    assert_eq!(got[2].1["data"]["message"]["status"], "sent");
+    assert_eq!(
+        got[3].1["data"]["message"],
+        serde_json::to_value(&changed).unwrap()
+    );
+    assert_eq!(
+        got[4].1["data"]["conversation"],
+        serde_json::to_value(&assigned).unwrap()
+    );
+    let only = bodies(list(status_only.id).await);
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0].1["data"]["message"]["status"], "delivered");
+    // Every delivery of the tenant's is due now: the dispatcher finds them.
+    assert_eq!(claim_all_of(b, &tenant).await.len(), 6);
 }

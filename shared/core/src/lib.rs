@@ -15,3 +15,4 @@ pub mod sms;
 pub mod team;
 pub mod template;
 pub mod waba;
+pub mod webhook;

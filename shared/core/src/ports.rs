@@ -23,6 +23,7 @@ use crate::model::{
 use crate::providers::{Credentials, Secret};
 use crate::team::{Invite, Session, User, UserRecord};
 use crate::waba::{ForwardCount, WabaId, WabaRoute};
+use crate::webhook::{WebhookDelivery, WebhookEndpoint};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +213,73 @@ pub trait WabaRouteStore: Send + Sync {
     /// Moves a route's counters atomically (concurrent workers never lose a count); nothing
     /// for a route that no longer exists.
     async fn count_forward(&self, waba_id: &WabaId, count: ForwardCount) -> StoreResult<()>;
+}
+
+/// A tenant's event webhook endpoints (their signing secrets kept like carrier credentials:
+/// encrypted at rest / Secrets Manager, never listed) and their deliveries. A store writes the
+/// deliveries of a change in the same commit as the change ([`MessageStore`]'s writes call
+/// [`crate::webhook::deliveries_for`] with the tenant's endpoints): a crash loses none.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// Adds an endpoint with its secret.
+    async fn create_webhook(
+        &self,
+        tenant: &TenantId,
+        endpoint: &WebhookEndpoint,
+        secret: &Secret,
+    ) -> StoreResult<()>;
+    /// Replaces an endpoint's URL, events, description, enabled flag and failing time;
+    /// false when the tenant has no such endpoint.
+    async fn update_webhook(
+        &self,
+        tenant: &TenantId,
+        endpoint: &WebhookEndpoint,
+    ) -> StoreResult<bool>;
+    /// Replaces an endpoint's secret; false when the tenant has no such endpoint.
+    async fn set_webhook_secret(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        secret: &Secret,
+    ) -> StoreResult<bool>;
+    /// An endpoint of the tenant's and its secret.
+    async fn get_webhook(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+    ) -> StoreResult<Option<(WebhookEndpoint, Secret)>>;
+    /// The tenant's endpoints, oldest first (no secrets).
+    async fn list_webhooks(&self, tenant: &TenantId) -> StoreResult<Vec<WebhookEndpoint>>;
+    /// Removes an endpoint, its secret and its deliveries; false if there was none.
+    async fn delete_webhook(&self, tenant: &TenantId, id: Uuid) -> StoreResult<bool>;
+    /// Stores new deliveries (a test event; changes write theirs with the change itself).
+    async fn add_deliveries(&self, deliveries: &[WebhookDelivery]) -> StoreResult<()>;
+    /// A delivery of one of the tenant's endpoints.
+    async fn get_delivery(
+        &self,
+        tenant: &TenantId,
+        endpoint: Uuid,
+        id: Uuid,
+    ) -> StoreResult<Option<WebhookDelivery>>;
+    /// An endpoint's deliveries, newest first.
+    async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        endpoint: Uuid,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<WebhookDelivery>>;
+    /// Up to `limit` pending deliveries due at `now`, each moved `lease` later in the same
+    /// step, so two dispatchers never take the same one and one a crashed dispatcher held
+    /// comes due again.
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<WebhookDelivery>>;
+    /// Replaces a delivery's state, attempts and next attempt time.
+    async fn update_delivery(&self, delivery: &WebhookDelivery) -> StoreResult<()>;
 }
 
 /// Messages, conversations, raw payloads, opt-outs.
@@ -624,6 +692,16 @@ pub enum Job {
         /// Attempts made so far.
         attempts: u32,
     },
+    /// An event webhook delivery to attempt when it is due (on AWS; `omni serve`'s runner
+    /// looks for due deliveries itself).
+    Webhook {
+        /// Whose it is.
+        tenant_id: TenantId,
+        /// The endpoint it goes to.
+        endpoint_id: Uuid,
+        /// Which delivery.
+        delivery_id: Uuid,
+    },
 }
 
 /// Durable queues between the flows (SQS, or a SQLite table).
@@ -684,6 +762,26 @@ impl PushEvent {
             note: None,
             user: None,
             at: chrono::Utc::now(),
+        }
+    }
+
+    /// A message event of `kind` (`message.received`, `message.status`, ...).
+    pub fn for_message(kind: &str, tenant: &TenantId, message: &Message) -> PushEvent {
+        PushEvent {
+            message: Some(message.clone()),
+            ..PushEvent::about(kind, tenant, message.conversation_id)
+        }
+    }
+
+    /// A conversation event of `kind` (`conversation.updated`, `.assigned`, `.status`).
+    pub fn for_conversation(
+        kind: &str,
+        tenant: &TenantId,
+        conversation: &Conversation,
+    ) -> PushEvent {
+        PushEvent {
+            conversation: Some(conversation.clone()),
+            ..PushEvent::about(kind, tenant, conversation.id)
         }
     }
 }

@@ -153,12 +153,28 @@ pub async fn whatsapp_forwarder(
     omni: &Omni,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
-    let queue = omni
-        .backend
-        .resources()
-        .forward_queue_url
-        .clone()
-        .ok_or("OMNI_FORWARD_QUEUE_URL is not set")?;
+    let queue = omni.backend.resources().forward_queue_url.clone();
+    consume_configured(omni, queue, "OMNI_FORWARD_QUEUE_URL", event).await
+}
+
+/// `event-dispatcher`: posts event webhook deliveries to the tenants' endpoints, signed; a
+/// failed attempt is queued again by the job itself for the next step of its schedule.
+pub async fn event_dispatcher(
+    omni: &Omni,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, Error> {
+    let queue = omni.backend.resources().events_queue_url.clone();
+    consume_configured(omni, queue, "OMNI_EVENTS_QUEUE_URL", event).await
+}
+
+/// [`consume`] of a queue only some functions are given, named by `variable`.
+async fn consume_configured(
+    omni: &Omni,
+    queue: Option<String>,
+    variable: &str,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, Error> {
+    let queue = queue.ok_or_else(|| format!("{variable} is not set"))?;
     Ok(consume(omni, &queue, event).await)
 }
 
@@ -171,6 +187,8 @@ pub struct SweepReport {
     pub purged: u64,
     /// Halves of split messages (VoiceMeUp MMS) whose other half never came, delivered alone.
     pub flushed: usize,
+    /// Event webhook deliveries whose job was lost, queued again.
+    pub webhooks: usize,
 }
 
 /// `outbox-sweeper` (scheduled): re-queues stranded outbound messages, delivers split-message
@@ -193,11 +211,18 @@ pub async fn outbox_sweeper(
         .purge_expired(Utc::now())
         .await
         .map_err(|e| internal(e.into()))?;
-    info!(requeued, flushed, purged, "sweep done");
+    // Only where the event queue is configured: deliveries are queued to it.
+    let webhooks = if omni.backend.resources().events_queue_url.is_some() {
+        omni.services.sweep_webhooks().await.map_err(internal)?
+    } else {
+        0
+    };
+    info!(requeued, flushed, purged, webhooks, "sweep done");
     Ok(SweepReport {
         requeued,
         purged,
         flushed,
+        webhooks,
     })
 }
 

@@ -19,8 +19,9 @@ use omni_core::service::Services;
 use rand::Rng;
 
 pub use handlers::{
-    conversation_updater, delivery_worker, outbox_sweeper, retry_delay, ses_events, signal_poller,
-    whatsapp_forwarder, ws_connect, ws_disconnect, PollReport, SesEventReport, SweepReport,
+    conversation_updater, delivery_worker, event_dispatcher, outbox_sweeper, retry_delay,
+    ses_events, signal_poller, whatsapp_forwarder, ws_connect, ws_disconnect, PollReport,
+    SesEventReport, SweepReport,
 };
 pub use lambda_runtime::Error;
 
@@ -142,6 +143,7 @@ impl Omni {
             team: Arc::new(backend.clone()),
             secrets: Arc::new(backend.clone()),
             waba: Arc::new(backend.clone()),
+            webhooks: Arc::new(backend.clone()),
             messages: Arc::new(backend.clone()),
             queue: Arc::new(backend.clone()),
             push: push.clone(),

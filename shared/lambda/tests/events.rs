@@ -777,6 +777,73 @@ async fn whatsapp_forwarder() {
     assert_eq!(route.failed, 1);
 }
 
+/// A queued event webhook delivery whose endpoint refuses it (a loopback URL, refused at
+/// send time): the attempt is recorded with why, and the delivery queued again for its retry
+/// about 5 s later; the batch reports no failure.
+#[tokio::test]
+async fn event_dispatcher() {
+    use omni_core::ports::WebhookStore;
+    use omni_core::webhook::{
+        generate_secret, DeliveryState, EventType, WebhookDelivery, WebhookEndpoint,
+    };
+    let w = world().await;
+    let now = chrono::Utc::now();
+    let endpoint = WebhookEndpoint {
+        id: Uuid::parse_str("019aa5e0-0000-7000-8000-00000000e001").unwrap(),
+        url: "https://127.0.0.1/omni".into(),
+        events: vec![EventType::MessageReceived],
+        description: None,
+        enabled: true,
+        failing_since: None,
+        created_at: now,
+        updated_at: now,
+    };
+    w.backend
+        .create_webhook(&tenant(), &endpoint, &generate_secret())
+        .await
+        .unwrap();
+    let delivery = WebhookDelivery {
+        id: Uuid::parse_str("019aa5e0-0000-7000-8000-00000000d001").unwrap(),
+        ..WebhookDelivery::new(&tenant(), endpoint.id, "message.received", "{}".into(), now)
+    };
+    w.backend
+        .add_deliveries(std::slice::from_ref(&delivery))
+        .await
+        .unwrap();
+    let response = omni_lambda::event_dispatcher(&w.omni, payload::<SqsEvent>("event-dispatcher"))
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    let stored = w
+        .backend
+        .get_delivery(&tenant(), endpoint.id, delivery.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.status, DeliveryState::Pending);
+    assert_eq!(stored.attempts.len(), 1);
+    assert!(
+        stored.attempts[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("loopback"),
+        "{stored:?}"
+    );
+    let next = stored.next_attempt_at.unwrap() - stored.attempts[0].at;
+    assert!((5..=6).contains(&next.num_seconds()), "{next}");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let queued = queued_jobs(
+        &w,
+        w.backend.resources().events_queue_url.as_deref().unwrap(),
+    )
+    .await;
+    assert!(
+        matches!(&queued[..], [Job::Webhook { delivery_id, .. }] if *delivery_id == delivery.id),
+        "{queued:?}"
+    );
+}
+
 #[tokio::test]
 async fn outbox_sweeper() {
     let w = world().await;
@@ -952,6 +1019,7 @@ fn every_event_file_is_exercised() {
         "conversation-updater",
         "conversations",
         "delivery-worker",
+        "event-dispatcher",
         "outbox-sweeper",
         "send",
         "ses-events",

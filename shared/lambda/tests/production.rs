@@ -285,8 +285,9 @@ fn queue_timeouts_fit_their_consumers() {
             assert!(timeout * 1000 >= carrier_ms + 10_000, "{id}: {timeout} s");
         }
     }
-    // The conversation updater, the delivery worker and the WhatsApp forwarder.
-    assert_eq!(consumers, 3);
+    // The conversation updater, the delivery worker, the WhatsApp forwarder and the event
+    // dispatcher.
+    assert_eq!(consumers, 4);
     let worker = &t["Resources"]["DeliveryWorkerFunction"]["Properties"];
     assert!(
         worker["Timeout"].as_u64().unwrap() * 1000 >= 3 * carrier_ms,

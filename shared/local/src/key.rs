@@ -11,6 +11,7 @@ use base64::Engine;
 use omni_core::domain::{ProviderKind, TenantId};
 use omni_core::ports::StoreError;
 use rand::RngCore;
+use uuid::Uuid;
 
 /// The environment variable holding the master key (base64 of 32 bytes).
 pub const MASTER_KEY_ENV: &str = "OMNI_MASTER_KEY";
@@ -124,6 +125,11 @@ impl MasterKey {
     /// Binds a WhatsApp Business Account route's app secret to its route.
     pub(crate) fn waba_associated_data(waba_id: &str) -> Vec<u8> {
         format!("omni-waba-route-v1|{waba_id}").into_bytes()
+    }
+
+    /// Binds an event webhook endpoint's signing secret to its endpoint and tenant.
+    pub(crate) fn webhook_associated_data(tenant: &TenantId, endpoint: Uuid) -> Vec<u8> {
+        format!("omni-webhook-secret-v1|{tenant}|{endpoint}").into_bytes()
     }
 
     /// Encrypts with a fresh random nonce, bound to `aad`; returns (nonce, ciphertext).

@@ -29,6 +29,7 @@ mod team;
 mod tenants;
 mod uploads;
 mod waba;
+mod webhooks;
 
 pub use key::{MasterKey, MASTER_KEY_ENV};
 pub use queue::{AppliedInbound, LeasedJob, TakenJobs};

@@ -13,13 +13,16 @@ use omni_core::model::{
     DeliveryClaim, Failover, LastMessage, Message, MessageSearch, NewOutbound, Note, Page,
     StatusApplied, StatusEvent, WebhookLogEntry, WebhookLogQuery,
 };
-use omni_core::ports::{FlushedPart, MessageStore, PartOutcome, StoreError, StoreResult};
+use omni_core::ports::{
+    FlushedPart, MessageStore, PartOutcome, PushEvent, StoreError, StoreResult,
+};
 use rusqlite::{params, Connection, OptionalExtension, Row, ToSql};
 use uuid::Uuid;
 
 use crate::db::{
     after, before, corrupt, db, decode_cursor, encode_cursor, parse, parse_ts, ts, Cached,
 };
+use crate::webhooks::outbox;
 use crate::SqliteBackend;
 
 const MESSAGE_COLS: &str = "id, tenant_id, conversation_id, direction, channel, from_number, \
@@ -292,6 +295,14 @@ pub(crate) fn apply_inbound(
     message.conversation_id = conversation.id;
     // Stored exactly as built, so it needs no reading back.
     insert_message(conn, &message, None)?;
+    outbox(
+        conn,
+        tenant,
+        &[
+            PushEvent::for_message("message.received", tenant, &message),
+            PushEvent::for_conversation("conversation.updated", tenant, &conversation),
+        ],
+    )?;
     Ok(Some((message, conversation)))
 }
 
@@ -597,9 +608,13 @@ impl MessageStore for SqliteBackend {
                 return Ok(StatusApplied::Unchanged(message));
             }
             update_message(tx, &message)?;
-            Ok(StatusApplied::Changed(reload_message(
-                tx, &tenant, message.id,
-            )?))
+            let message = reload_message(tx, &tenant, message.id)?;
+            outbox(
+                tx,
+                &tenant,
+                &[PushEvent::for_message("message.status", &tenant, &message)],
+            )?;
+            Ok(StatusApplied::Changed(message))
         })
         .await
     }
@@ -683,7 +698,13 @@ impl MessageStore for SqliteBackend {
             let mut message = message_for_update(tx, &tenant, id)?;
             message.record_sent(&r, failover.as_ref(), Utc::now());
             update_message(tx, &message)?;
-            reload_message(tx, &tenant, id)
+            let message = reload_message(tx, &tenant, id)?;
+            outbox(
+                tx,
+                &tenant,
+                &[PushEvent::for_message("message.sent", &tenant, &message)],
+            )?;
+            Ok(message)
         })
         .await
     }
@@ -731,7 +752,13 @@ impl MessageStore for SqliteBackend {
             let mut message = message_for_update(tx, &tenant, id)?;
             message.record_failed(code.as_deref(), &error, Utc::now());
             update_message(tx, &message)?;
-            reload_message(tx, &tenant, id)
+            let message = reload_message(tx, &tenant, id)?;
+            outbox(
+                tx,
+                &tenant,
+                &[PushEvent::for_message("message.status", &tenant, &message)],
+            )?;
+            Ok(message)
         })
         .await
     }
@@ -875,7 +902,7 @@ impl MessageStore for SqliteBackend {
                 )
                 .map_err(db)?;
             }
-            if let Some(assignee) = assignee {
+            if let Some(assignee) = &assignee {
                 tx.exec(
                     "UPDATE conversations SET assignee_id = ?3, assignee_name = ?4
                      WHERE tenant_id = ?1 AND id = ?2",
@@ -888,7 +915,20 @@ impl MessageStore for SqliteBackend {
                 )
                 .map_err(db)?;
             }
-            get_conversation(tx, &tenant, id)
+            let conversation = get_conversation(tx, &tenant, id)?;
+            if let Some(c) = &conversation {
+                let kind = if assignee.is_some() {
+                    "conversation.assigned"
+                } else {
+                    "conversation.updated"
+                };
+                outbox(
+                    tx,
+                    &tenant,
+                    &[PushEvent::for_conversation(kind, &tenant, c)],
+                )?;
+            }
+            Ok(conversation)
         })
         .await
     }

@@ -213,36 +213,54 @@ impl Services {
         Ok(())
     }
 
-    /// Posts the body to the target, checked again now (its host resolved, every address
-    /// public) and pinned to the addresses checked, so DNS cannot move it in between; no
-    /// redirect is followed.
+    /// Posts the body to the target with Meta's signature (see [`post_to_target`]).
     async fn send_forward(&self, url: &str, body: Vec<u8>, signature: &str) -> Result<(), String> {
+        let headers = [
+            ("x-hub-signature-256", signature.to_owned()),
+            (FORWARDED_HEADER, "1".to_owned()),
+        ];
         let policy = &self.settings.forward_targets;
-        let target = policy.check_url(url).map_err(|e| e.to_string())?;
-        let addrs = resolve(policy, &target).await.map_err(|e| e.to_string())?;
-        let mut client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(FORWARD_TIMEOUT);
-        if let Some(url::Host::Domain(host)) = target.host() {
-            client = client.resolve_to_addrs(host, &addrs);
-        }
-        let client = client.build().map_err(|e| format!("client: {e}"))?;
-        let response = client
-            .post(target)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("x-hub-signature-256", signature)
-            .header(FORWARDED_HEADER, "1")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| format!("request failed: {}", without_url(&e)))?;
-        let status = response.status();
-        if status.is_success() {
+        let status = post_to_target(policy, url, FORWARD_TIMEOUT, &headers, body).await?;
+        if (200..300).contains(&status) {
             Ok(())
         } else {
-            Err(format!("target answered HTTP {}", status.as_u16()))
+            Err(format!("target answered HTTP {status}"))
         }
     }
+}
+
+/// Posts a JSON body to a target URL checked again now (its host resolved, every address
+/// allowed by `policy`) and pinned to the addresses checked, so DNS cannot move it in
+/// between; no redirect is followed. The answer's status, or why none came (never the URL,
+/// which may carry a token).
+pub(super) async fn post_to_target(
+    policy: &TargetPolicy,
+    url: &str,
+    timeout: Duration,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> Result<u16, String> {
+    let target = policy.check_url(url).map_err(|e| e.to_string())?;
+    let addrs = resolve(policy, &target).await.map_err(|e| e.to_string())?;
+    let mut client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout);
+    if let Some(url::Host::Domain(host)) = target.host() {
+        client = client.resolve_to_addrs(host, &addrs);
+    }
+    let client = client.build().map_err(|e| format!("client: {e}"))?;
+    let mut request = client
+        .post(target)
+        .header(reqwest::header::CONTENT_TYPE, "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = request
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {}", without_url(&e)))?;
+    Ok(response.status().as_u16())
 }
 
 fn parse_id(raw: &str) -> Result<WabaId, ServiceError> {
@@ -254,7 +272,10 @@ fn parse_id(raw: &str) -> Result<WabaId, ServiceError> {
 }
 
 /// The addresses a target's host resolves to, all allowed by `policy`.
-async fn resolve(policy: &TargetPolicy, target: &url::Url) -> Result<Vec<SocketAddr>, TargetError> {
+pub(super) async fn resolve(
+    policy: &TargetPolicy,
+    target: &url::Url,
+) -> Result<Vec<SocketAddr>, TargetError> {
     let port = target.port_or_known_default().unwrap_or(443);
     let addrs: Vec<SocketAddr> = match target.host() {
         Some(url::Host::Domain(host)) => tokio::net::lookup_host((host, port))

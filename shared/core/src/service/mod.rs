@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::domain::{DomainError, ProviderKind, TenantId};
 use crate::ports::{
     MediaStore, MessageStore, Push, Queue, SecretStore, StoreError, TeamStore, TenantStore,
-    UploadStore, WabaRouteStore,
+    UploadStore, WabaRouteStore, WebhookStore,
 };
 use crate::providers::{Credentials, ProviderRegistry};
 use crate::team::Permission;
@@ -35,6 +35,7 @@ mod ses_sns;
 mod team;
 mod throttle;
 mod updater;
+mod webhooks;
 
 pub use autoreply::AutoReplyCache;
 pub use breaker::{BreakerPolicy, CircuitBreakers};
@@ -55,6 +56,7 @@ pub use team::{
 };
 pub use throttle::{AuthScope, AuthThrottle, AuthThrottlePolicy};
 pub use updater::JobError;
+pub use webhooks::{delivery_job, WebhookChange};
 
 /// A failure the caller should hear about, mapped to HTTP in one place (the API crate).
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +215,8 @@ pub struct ServiceSettings {
     pub audit_retention: Duration,
     /// Which WhatsApp forwarding targets are allowed besides public HTTPS ones.
     pub forward_targets: crate::waba::TargetPolicy,
+    /// Which event webhook URLs are allowed besides public HTTPS ones.
+    pub webhook_targets: crate::waba::TargetPolicy,
 }
 
 /// A per-tenant token bucket on `POST /v1/messages`: `burst` sends at once, refilled at
@@ -251,6 +255,7 @@ impl Default for ServiceSettings {
             login_lockout: LoginLockout::default(),
             audit_retention: Duration::from_secs(365 * 24 * 3600),
             forward_targets: Default::default(),
+            webhook_targets: Default::default(),
         }
     }
 }
@@ -266,6 +271,8 @@ pub struct Services {
     pub secrets: Arc<dyn SecretStore>,
     /// WhatsApp Business Account routes to other environments.
     pub waba: Arc<dyn WabaRouteStore>,
+    /// Event webhook endpoints and their deliveries.
+    pub webhooks: Arc<dyn WebhookStore>,
     /// Messages and conversations.
     pub messages: Arc<dyn MessageStore>,
     /// Queues between the flows.

@@ -83,6 +83,14 @@ impl Services {
                 self.forward(job, waba_id, body, signature, *received_at, *attempts)
                     .await
             }
+            Job::Webhook {
+                tenant_id,
+                endpoint_id,
+                delivery_id,
+            } => {
+                self.webhook_job(tenant_id, *endpoint_id, *delivery_id)
+                    .await
+            }
         }
     }
 
@@ -243,10 +251,7 @@ impl Services {
 }
 
 fn message_event(tenant: &TenantId, kind: &str, message: &Message) -> PushEvent {
-    PushEvent {
-        message: Some(message.clone()),
-        ..PushEvent::about(kind, tenant, message.conversation_id)
-    }
+    PushEvent::for_message(kind, tenant, message)
 }
 
 /// A conversation event of `kind` (`conversation.updated`, `.assigned`, `.status`).
@@ -255,8 +260,5 @@ pub(super) fn conversation_event(
     kind: &str,
     conversation: &Conversation,
 ) -> PushEvent {
-    PushEvent {
-        conversation: Some(conversation.clone()),
-        ..PushEvent::about(kind, tenant, conversation.id)
-    }
+    PushEvent::for_conversation(kind, tenant, conversation)
 }
