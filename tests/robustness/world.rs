@@ -64,6 +64,7 @@ impl World {
             team: backend.clone(),
             secrets: backend.clone(),
             waba: backend.clone(),
+            templates: backend.clone(),
             messages: backend.clone(),
             queue: backend.clone(),
             push: hub.clone(),

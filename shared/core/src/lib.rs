@@ -13,4 +13,5 @@ pub mod service;
 pub mod sms;
 pub mod team;
 pub mod template;
+pub mod templates;
 pub mod waba;

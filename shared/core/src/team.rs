@@ -56,7 +56,12 @@ impl Role {
             Role::Supervisor => !matches!(permission, TenantManage | UsersManage | ApiKeysManage),
             Role::Dispatcher => !matches!(
                 permission,
-                TenantManage | UsersManage | ApiKeysManage | AuditRead | ConversationsAssignOthers
+                TenantManage
+                    | UsersManage
+                    | ApiKeysManage
+                    | AuditRead
+                    | ConversationsAssignOthers
+                    | TemplatesManage
             ),
             Role::Sender => matches!(permission, MessagesSend | MessagesRead),
         }
@@ -102,6 +107,10 @@ pub enum Permission {
     NotesWrite,
     /// Read the audit log.
     AuditRead,
+    /// List and read the tenant's message templates (canned replies).
+    TemplatesRead,
+    /// Write, submit, approve and reject templates; sync Meta's statuses.
+    TemplatesManage,
     /// Invite users, change their role, disable them.
     UsersManage,
     /// Issue, list and revoke API keys.
@@ -111,7 +120,7 @@ pub enum Permission {
 }
 
 /// Every permission.
-pub const PERMISSIONS: [Permission; 10] = [
+pub const PERMISSIONS: [Permission; 12] = [
     Permission::MessagesSend,
     Permission::MessagesRead,
     Permission::ConversationsRead,
@@ -119,6 +128,8 @@ pub const PERMISSIONS: [Permission; 10] = [
     Permission::ConversationsAssignOthers,
     Permission::NotesWrite,
     Permission::AuditRead,
+    Permission::TemplatesRead,
+    Permission::TemplatesManage,
     Permission::UsersManage,
     Permission::ApiKeysManage,
     Permission::TenantManage,
@@ -135,6 +146,8 @@ impl Permission {
             Permission::ConversationsAssignOthers => "conversations.assign_others",
             Permission::NotesWrite => "notes.write",
             Permission::AuditRead => "audit.read",
+            Permission::TemplatesRead => "templates.read",
+            Permission::TemplatesManage => "templates.manage",
             Permission::UsersManage => "users.manage",
             Permission::ApiKeysManage => "api_keys.manage",
             Permission::TenantManage => "tenant.manage",
@@ -282,5 +295,9 @@ mod tests {
         }
         assert!(!Role::Sender.allows(ConversationsRead));
         assert!(Role::Supervisor.allows(AuditRead) && !Role::Dispatcher.allows(AuditRead));
+        assert!(
+            Role::Supervisor.allows(TemplatesManage) && !Role::Dispatcher.allows(TemplatesManage)
+        );
+        assert!(Role::Dispatcher.allows(TemplatesRead) && !Role::Sender.allows(TemplatesRead));
     }
 }

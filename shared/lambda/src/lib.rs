@@ -142,6 +142,7 @@ impl Omni {
             team: Arc::new(backend.clone()),
             secrets: Arc::new(backend.clone()),
             waba: Arc::new(backend.clone()),
+            templates: Arc::new(backend.clone()),
             messages: Arc::new(backend.clone()),
             queue: Arc::new(backend.clone()),
             push: push.clone(),

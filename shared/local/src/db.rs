@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0008_team.sql"),
     include_str!("../migrations/0009_livechat.sql"),
     include_str!("../migrations/0010_waba_routes.sql"),
+    include_str!("../migrations/0011_templates.sql"),
 ];
 
 /// Reader connections for a file database: enough for the API and the workers to read while

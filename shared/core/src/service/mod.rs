@@ -14,11 +14,12 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::{DomainError, ProviderKind, TenantId};
 use crate::ports::{
-    MediaStore, MessageStore, Push, Queue, SecretStore, StoreError, TeamStore, TenantStore,
-    UploadStore, WabaRouteStore,
+    MediaStore, MessageStore, Push, Queue, SecretStore, StoreError, TeamStore, TemplateStore,
+    TenantStore, UploadStore, WabaRouteStore,
 };
 use crate::providers::{Credentials, ProviderRegistry};
 use crate::team::Permission;
+use crate::templates::TemplateRuleError;
 
 mod breaker;
 mod delivery;
@@ -32,6 +33,7 @@ mod media;
 mod outbound;
 mod ses_sns;
 mod team;
+mod templates;
 mod throttle;
 mod updater;
 
@@ -104,6 +106,21 @@ pub enum ServiceError {
     /// An upload larger than allowed.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// No template of that name (`template_not_found`).
+    #[error("{0}")]
+    TemplateNotFound(String),
+    /// The template has no version that may be sent: none approved by the tenant, or, on
+    /// WhatsApp, not approved by Meta in that language (`template_not_approved`).
+    #[error("{0}")]
+    TemplateNotApproved(String),
+    /// Neither the language asked for, its base language nor the template's default exists
+    /// (`template_language_unavailable`).
+    #[error("{0}")]
+    TemplateLanguageUnavailable(String),
+    /// The caller holds the permission but the rule refuses this caller (four eyes: the
+    /// author of a template version cannot approve it).
+    #[error("{0}")]
+    NotAllowed(String),
     /// Storage failed; details go to logs only.
     #[error("internal error")]
     Store(#[source] StoreError),
@@ -120,6 +137,19 @@ impl From<StoreError> for ServiceError {
             StoreError::InvalidCursor => ServiceError::InvalidRequest("invalid cursor".into()),
             StoreError::RecipientOptedOut => ServiceError::RecipientOptedOut,
             other => ServiceError::Store(other),
+        }
+    }
+}
+
+impl From<TemplateRuleError> for ServiceError {
+    fn from(e: TemplateRuleError) -> Self {
+        match e {
+            TemplateRuleError::Invalid(m) => ServiceError::InvalidRequest(m),
+            TemplateRuleError::LanguageUnavailable(m) => {
+                ServiceError::TemplateLanguageUnavailable(m)
+            }
+            TemplateRuleError::WrongState(m) => ServiceError::Conflict(m),
+            TemplateRuleError::OwnVersion(m) => ServiceError::NotAllowed(m),
         }
     }
 }
@@ -262,6 +292,8 @@ pub struct Services {
     pub team: Arc<dyn TeamStore>,
     /// Carrier credentials.
     pub secrets: Arc<dyn SecretStore>,
+    /// The tenants' message templates and Meta's statuses of them.
+    pub templates: Arc<dyn TemplateStore>,
     /// WhatsApp Business Account routes to other environments.
     pub waba: Arc<dyn WabaRouteStore>,
     /// Messages and conversations.

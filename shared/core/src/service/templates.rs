@@ -1,0 +1,222 @@
+//! The tenant's message templates: writing versions, the approval workflow (every step
+//! audited), and turning a send's `template` into the message's text, subject and, on
+//! WhatsApp, Meta's template message.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{Caller, ServiceError, Services};
+use crate::domain::{Channel, TenantId};
+use crate::template::Template;
+use crate::templates::{
+    valid_name, MetaStatus, SentTemplate, Step, StoredTemplate, TemplateDefinition,
+};
+
+/// A send's `template` naming one of the tenant's templates:
+/// `{"name", "language", "variables"}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateSend {
+    name: String,
+    #[serde(default)]
+    language: Option<String>,
+    #[serde(default)]
+    variables: BTreeMap<String, Value>,
+}
+
+/// What a send's `template` comes to.
+#[derive(Debug, Clone)]
+pub(super) struct PreparedTemplate {
+    /// What the message records.
+    pub sent: SentTemplate,
+    /// The rendered text (a stored template); none for Meta's inline form.
+    pub body: Option<String>,
+    /// The rendered subject, on email when the language has one.
+    pub subject: Option<String>,
+}
+
+/// Whether a send's `template` names one of the tenant's templates rather than giving Meta's
+/// template object inline: it has `variables`, or it is not for WhatsApp (where only Meta's
+/// form existed before) and has no `components`. A stored template without variables is
+/// sent on WhatsApp with `"variables": {}`.
+fn is_stored_form(template: &Value, channel: Channel) -> bool {
+    template.get("variables").is_some()
+        || (channel != Channel::Whatsapp && template.get("components").is_none())
+}
+
+impl Services {
+    /// Stores `definition` as the next version of template `name`, a draft by `caller`.
+    pub async fn put_template(
+        &self,
+        caller: &Caller,
+        name: &str,
+        definition: TemplateDefinition,
+    ) -> Result<StoredTemplate, ServiceError> {
+        if !valid_name(name) {
+            return Err(ServiceError::InvalidRequest(
+                "name: 1 to 100 lowercase letters, digits, _ or -".into(),
+            ));
+        }
+        definition.validate()?;
+        let tenant = &caller.tenant;
+        let (template, version) = match self.templates.get_template(tenant, name).await? {
+            Some(mut existing) => {
+                let version = existing.push_draft(definition, caller.actor.clone(), Utc::now());
+                (existing, version)
+            }
+            None => (
+                StoredTemplate::first(name, definition, caller.actor.clone()),
+                1,
+            ),
+        };
+        let stored = self.templates.put_template(tenant, &template).await?;
+        self.audit(
+            tenant,
+            &caller.actor,
+            "template.put",
+            Some(format!("template:{name}")),
+            json!({"version": version}),
+        )
+        .await;
+        Ok(stored)
+    }
+
+    /// Submits, approves or rejects a version of template `name` (four eyes for a decision).
+    pub async fn template_step(
+        &self,
+        caller: &Caller,
+        name: &str,
+        step: Step,
+    ) -> Result<StoredTemplate, ServiceError> {
+        let tenant = &caller.tenant;
+        let mut template = self.template(tenant, name).await?;
+        let version = template.apply(&step, &caller.actor, Utc::now())?;
+        let stored = self.templates.put_template(tenant, &template).await?;
+        let mut details = json!({"version": version});
+        if let Step::Reject(reason) = &step {
+            details["reason"] = reason.trim().into();
+        }
+        self.audit(
+            tenant,
+            &caller.actor,
+            step.action(),
+            Some(format!("template:{name}")),
+            details,
+        )
+        .await;
+        Ok(stored)
+    }
+
+    /// A template of the tenant's, or `template_not_found`.
+    pub async fn template(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<StoredTemplate, ServiceError> {
+        self.templates
+            .get_template(tenant, name)
+            .await?
+            .ok_or_else(|| ServiceError::TemplateNotFound(format!("no template named {name:?}")))
+    }
+
+    /// Checks a send's `template` and renders it, before anything is stored: Meta's inline
+    /// form is checked against Meta's rules; one of the tenant's templates must exist, have
+    /// an approved version listing `channel`, a language for `language`, and the right
+    /// variables, and on WhatsApp be approved by Meta in that language too.
+    pub(super) async fn prepare_template(
+        &self,
+        tenant: &TenantId,
+        channel: Channel,
+        template: Value,
+    ) -> Result<PreparedTemplate, ServiceError> {
+        let field = |e: serde_json::Error| ServiceError::InvalidRequest(format!("template: {e}"));
+        if !is_stored_form(&template, channel) {
+            let inline: Template = serde_json::from_value(template).map_err(field)?;
+            if channel != Channel::Whatsapp {
+                return Err(ServiceError::InvalidRequest(
+                    "template: only the whatsapp channel sends templates".into(),
+                ));
+            }
+            inline
+                .validate()
+                .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
+            return Ok(PreparedTemplate {
+                sent: SentTemplate::Inline(inline),
+                body: None,
+                subject: None,
+            });
+        }
+        let send: TemplateSend = serde_json::from_value(template).map_err(field)?;
+        let stored = self.template(tenant, &send.name).await?;
+        let version = stored.approved().ok_or_else(|| {
+            ServiceError::TemplateNotApproved(format!(
+                "template {:?} has no approved version",
+                send.name
+            ))
+        })?;
+        let definition = &version.definition;
+        if !definition.channels.contains(&channel) {
+            return Err(ServiceError::InvalidRequest(format!(
+                "channel: template {:?} is not for {channel}",
+                send.name
+            )));
+        }
+        let language = definition.resolve_language(send.language.as_deref())?;
+        let rendered = definition.render(language, &send.variables)?;
+        let whatsapp = match channel {
+            Channel::Whatsapp => {
+                let meta = definition
+                    .whatsapp_message(language, &rendered)
+                    .ok_or_else(|| {
+                        ServiceError::InvalidRequest(format!(
+                            "template {:?} names no WhatsApp template",
+                            send.name
+                        ))
+                    })?;
+                // A value Meta would refuse (a line break, too long) is refused here, naming
+                // the variable's place.
+                meta.validate()
+                    .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
+                self.ensure_meta_approved(tenant, &meta).await?;
+                Some(meta)
+            }
+            _ => None,
+        };
+        Ok(PreparedTemplate {
+            sent: SentTemplate::Stored {
+                name: send.name.clone(),
+                version: version.version,
+                language: language.to_owned(),
+                whatsapp,
+            },
+            body: Some(rendered.body),
+            subject: rendered.subject.filter(|_| channel == Channel::Email),
+        })
+    }
+
+    /// A WhatsApp send of a stored template needs Meta's approval of that language too.
+    async fn ensure_meta_approved(
+        &self,
+        tenant: &TenantId,
+        meta: &Template,
+    ) -> Result<(), ServiceError> {
+        let statuses = self.templates.meta_statuses(tenant, &meta.name).await?;
+        match statuses.iter().find(|s| s.language == meta.language) {
+            Some(s) if s.status == MetaStatus::Approved => Ok(()),
+            Some(s) => Err(ServiceError::TemplateNotApproved(format!(
+                "Meta's status of WhatsApp template {:?} in {} is {}",
+                meta.name,
+                meta.language,
+                s.status.as_str()
+            ))),
+            None => Err(ServiceError::TemplateNotApproved(format!(
+                "Meta's approval of WhatsApp template {:?} in {} is not known yet: set the \
+                 account's waba_id and POST /v1/templates/sync/whatsapp",
+                meta.name, meta.language
+            ))),
+        }
+    }
+}
