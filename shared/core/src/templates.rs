@@ -49,9 +49,10 @@ fn invalid(message: impl Into<String>) -> TemplateRuleError {
 }
 
 /// Whether `name` may name a template: 1 to 100 lowercase letters, digits, `_` or `-` (it
-/// goes into a URL path).
+/// goes into a URL path), and not `sync` (`/v1/templates/sync/whatsapp` is a route).
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
+    name != "sync"
+        && !name.is_empty()
         && name.len() <= MAX_NAME_CHARS
         && name
             .bytes()
@@ -106,8 +107,10 @@ pub struct TemplateDefinition {
     pub variables: BTreeMap<String, Variable>,
     /// Its content by language tag (`en`, `es`, `es-MX`).
     pub languages: BTreeMap<String, LanguageContent>,
-    /// The language used when neither the one asked for nor its base language exists.
-    pub default_language: String,
+    /// The language used when neither the one asked for nor its base language exists;
+    /// without one, such a send is refused (`template_language_unavailable`).
+    #[serde(default)]
+    pub default_language: Option<String>,
     /// The WhatsApp template it goes out as (required when `channels` lists WhatsApp).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub whatsapp: Option<WhatsappMapping>,
@@ -231,11 +234,12 @@ impl TemplateDefinition {
                 "variables.{unused}: declared but used in no language"
             )));
         }
-        if !self.languages.contains_key(&self.default_language) {
-            return Err(invalid(format!(
-                "default_language: {:?} is not one of the languages",
-                self.default_language
-            )));
+        if let Some(default) = &self.default_language {
+            if !self.languages.contains_key(default) {
+                return Err(invalid(format!(
+                    "default_language: {default:?} is not one of the languages"
+                )));
+            }
         }
         match (&self.whatsapp, self.channels.contains(&Channel::Whatsapp)) {
             (None, true) => Err(invalid(
@@ -267,18 +271,23 @@ impl TemplateDefinition {
     }
 
     /// The language a send asking for `asked` uses: that tag, then its base language
-    /// (`es-MX` -> `es`), then the default.
+    /// (`es-MX` -> `es`), then the default (also when none is asked for).
     pub fn resolve_language(&self, asked: Option<&str>) -> Result<&str, TemplateRuleError> {
-        let Some(asked) = asked else {
-            return Ok(&self.default_language);
-        };
+        let asked = asked.unwrap_or_default();
         let base = asked.split(['-', '_']).next().unwrap_or(asked);
-        [asked, base, self.default_language.as_str()]
+        [Some(asked), Some(base), self.default_language.as_deref()]
             .into_iter()
+            .flatten()
             .find_map(|tag| self.languages.get_key_value(tag).map(|(k, _)| k.as_str()))
             .ok_or_else(|| {
                 TemplateRuleError::LanguageUnavailable(format!(
-                    "template has no {asked:?}, no {base:?} and no default language"
+                    "the template has neither {asked:?} nor {base:?}, and no default language \
+                     (it has {})",
+                    self.languages
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))
             })
     }
@@ -758,7 +767,7 @@ mod tests {
     #[test]
     fn default_language_and_whatsapp_mapping_are_checked() {
         let mut d = definition();
-        d.default_language = "fr".into();
+        d.default_language = Some("fr".into());
         assert!(message(d.validate().unwrap_err()).contains("default_language"));
 
         let mut d = definition();
@@ -788,12 +797,13 @@ mod tests {
         assert_eq!(d.resolve_language(Some("fr-CA")).unwrap(), "en");
         assert_eq!(d.resolve_language(None).unwrap(), "en");
         let mut d = definition();
-        d.languages.remove("en");
-        d.default_language = "pt".into();
-        assert!(matches!(
-            d.resolve_language(Some("fr")),
-            Err(TemplateRuleError::LanguageUnavailable(_))
-        ));
+        d.default_language = None;
+        assert_eq!(d.resolve_language(Some("es-MX")).unwrap(), "es");
+        for asked in [Some("fr"), None] {
+            let e = d.resolve_language(asked).unwrap_err();
+            assert!(matches!(e, TemplateRuleError::LanguageUnavailable(_)));
+            assert!(message(e).contains("(it has en, es)"));
+        }
     }
 
     #[test]
@@ -901,6 +911,7 @@ mod tests {
         assert!(!valid_name("Unit"));
         assert!(!valid_name("a/b"));
         assert!(!valid_name(""));
+        assert!(!valid_name("sync"));
         assert_eq!(MetaStatus::from_meta("APPROVED"), MetaStatus::Approved);
         assert_eq!(MetaStatus::from_meta("paused"), MetaStatus::Paused);
         assert_eq!(MetaStatus::from_meta("IN_APPEAL"), MetaStatus::Pending);

@@ -47,6 +47,19 @@ fn is_stored_form(template: &Value, channel: Channel) -> bool {
         || (channel != Channel::Whatsapp && template.get("components").is_none())
 }
 
+/// A send's `template` read as `T`; a refusal names the field (`template.components[0]`).
+fn read<T: serde::de::DeserializeOwned>(template: Value) -> Result<T, ServiceError> {
+    serde_path_to_error::deserialize(template).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        ServiceError::InvalidRequest(if path == "." {
+            format!("template: {inner}")
+        } else {
+            format!("template.{path}: {inner}")
+        })
+    })
+}
+
 impl Services {
     /// Stores `definition` as the next version of template `name`, a draft by `caller`.
     pub async fn put_template(
@@ -57,7 +70,7 @@ impl Services {
     ) -> Result<StoredTemplate, ServiceError> {
         if !valid_name(name) {
             return Err(ServiceError::InvalidRequest(
-                "name: 1 to 100 lowercase letters, digits, _ or -".into(),
+                "name: 1 to 100 lowercase letters, digits, _ or - (and not sync)".into(),
             ));
         }
         definition.validate()?;
@@ -110,6 +123,29 @@ impl Services {
         Ok(stored)
     }
 
+    /// A template as `GET /v1/templates/{name}` shows it ([`StoredTemplate::view`]), with
+    /// Meta's status per language of the WhatsApp template it names (`whatsapp_status`).
+    pub async fn template_view(
+        &self,
+        tenant: &TenantId,
+        template: &StoredTemplate,
+    ) -> Result<Value, ServiceError> {
+        let mut view = template.view();
+        let mapping = template
+            .approved()
+            .or(template.versions.last())
+            .and_then(|v| v.definition.whatsapp.as_ref());
+        if let Some(mapping) = mapping {
+            let statuses = self.templates.meta_statuses(tenant, &mapping.name).await?;
+            view["whatsapp_status"] = statuses
+                .iter()
+                .map(|s| (s.language.clone(), json!(s.status)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
+        Ok(view)
+    }
+
     /// A template of the tenant's, or `template_not_found`.
     pub async fn template(
         &self,
@@ -132,9 +168,8 @@ impl Services {
         channel: Channel,
         template: Value,
     ) -> Result<PreparedTemplate, ServiceError> {
-        let field = |e: serde_json::Error| ServiceError::InvalidRequest(format!("template: {e}"));
         if !is_stored_form(&template, channel) {
-            let inline: Template = serde_json::from_value(template).map_err(field)?;
+            let inline: Template = read(template)?;
             if channel != Channel::Whatsapp {
                 return Err(ServiceError::InvalidRequest(
                     "template: only the whatsapp channel sends templates".into(),
@@ -149,7 +184,7 @@ impl Services {
                 subject: None,
             });
         }
-        let send: TemplateSend = serde_json::from_value(template).map_err(field)?;
+        let send: TemplateSend = read(template)?;
         let stored = self.template(tenant, &send.name).await?;
         let version = stored.approved().ok_or_else(|| {
             ServiceError::TemplateNotApproved(format!(
