@@ -5,11 +5,12 @@
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use wiremock::matchers::method;
+use wiremock::matchers::{body_partial_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::harness::Server;
 use crate::team::member;
+use crate::whatsapp::{post_signed, whatsapp_tenant, WABA_ID};
 
 const TOKEN: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaa0019";
 const NUMBER: &str = "+15555550100";
@@ -333,4 +334,151 @@ async fn templates_are_approved_by_a_second_person_and_sent_with_variables_and_l
         .map(|(a, n)| (a.to_string(), n.to_string()))
         .collect();
     assert_eq!(steps, expected);
+}
+
+/// Meta's `message_template_status_update` for one language of `unit_dispatched`.
+fn status_webhook(language: &str, event: &str) -> String {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": WABA_ID, "time": 1700000000,
+        "changes": [{"field": "message_template_status_update", "value": {
+            "event": event, "message_template_id": 594425479261596_i64,
+            "message_template_name": "unit_dispatched", "message_template_language": language,
+            "reason": "NONE"}}]}]})
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_whatsapp_template_needs_meta_approval_in_its_language_from_sync_or_webhook() {
+    let graph = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v21.0/{WABA_ID}/message_templates")))
+        .and(header("authorization", "Bearer wa-access-token-0001"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [
+            {"name": "unit_dispatched", "language": "en", "status": "APPROVED", "id": "1"},
+            {"name": "unit_dispatched", "language": "es", "status": "PAUSED", "id": "2"}],
+            "paging": {"cursors": {"before": "MAZDZD", "after": "MjQZD"}}})))
+        .mount(&graph)
+        .await;
+    Mock::given(method("POST"))
+        .and(body_partial_json(json!({"type": "template"})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"messaging_product": "whatsapp",
+            "contacts": [{"input": "15555550123", "wa_id": "15555550123"}],
+            "messages": [{"id": "wamid.TPL19"}]}),
+        ))
+        .mount(&graph)
+        .await;
+    let (s, key) = whatsapp_tenant(&graph).await;
+    let (ana, _) = member(&s, &key, "ana@north.example", "Ana", "supervisor").await;
+    let (ben, _) = member(&s, &key, "ben@north.example", "Ben", "supervisor").await;
+    let (dan, _) = member(&s, &key, "dan@north.example", "Dan", "dispatcher").await;
+    let mut definition = definition("Unit {{unit}} arrives in {{eta}} min");
+    definition["channels"] = json!(["whatsapp", "sms"]);
+    definition["whatsapp"] = json!({"name": "unit_dispatched", "parameters": ["unit", "eta"]});
+    let (st, b) = s
+        .api(
+            &ana,
+            Method::PUT,
+            "/v1/templates/unit-dispatched",
+            Some(definition),
+        )
+        .await;
+    assert_eq!(st, 201, "{b}");
+    step(&s, &ana, "unit-dispatched", "submit", None).await;
+    let (st, _) = step(&s, &ben, "unit-dispatched", "approve", None).await;
+    assert_eq!(st, 200);
+
+    let send = |language: &str| {
+        json!({"channel": "whatsapp", "to": CONTACT, "template": {"name": "unit-dispatched",
+            "language": language, "variables": {"unit": "M12", "eta": 7}}})
+    };
+    // Approved by the tenant, but Meta's verdict is not known yet.
+    let (st, b) = s
+        .api(&key, Method::POST, "/v1/messages", Some(send("en")))
+        .await;
+    refused(st, &b, 409, "template_not_approved");
+    assert!(b["error"].as_str().unwrap().contains("sync"), "{b}");
+
+    let (st, b) = s
+        .api(&dan, Method::POST, "/v1/templates/sync/whatsapp", None)
+        .await;
+    refused(st, &b, 403, "forbidden");
+    let (st, synced) = s
+        .api(&ana, Method::POST, "/v1/templates/sync/whatsapp", None)
+        .await;
+    assert_eq!(st, 200, "{synced}");
+    assert_eq!(synced["items"].as_array().unwrap().len(), 2, "{synced}");
+    let (_, t) = s
+        .api(&dan, Method::GET, "/v1/templates/unit-dispatched", None)
+        .await;
+    assert_eq!(
+        t["whatsapp_status"],
+        json!({"en": "APPROVED", "es": "PAUSED"})
+    );
+
+    // es-MX resolves to es, which Meta paused; en goes out as Meta's template message.
+    let (st, b) = s
+        .api(&key, Method::POST, "/v1/messages", Some(send("es-MX")))
+        .await;
+    refused(st, &b, 409, "template_not_approved");
+    assert!(b["error"].as_str().unwrap().contains("PAUSED"), "{b}");
+    let (st, m) = s
+        .api(&key, Method::POST, "/v1/messages", Some(send("en")))
+        .await;
+    assert_eq!(st, 202, "{m}");
+    assert_eq!(m["body"], "Unit M12 arrives in 7 min");
+    assert_eq!(
+        (
+            &m["template"]["name"],
+            &m["template"]["version"],
+            &m["template"]["language"]
+        ),
+        (&json!("unit-dispatched"), &json!(1), &json!("en"))
+    );
+    s.message_reaching(&key, m["id"].as_str().unwrap(), "sent")
+        .await;
+    let requests = graph.received_requests().await.unwrap();
+    let sent: Value = requests
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .next_back()
+        .unwrap();
+    assert_eq!(
+        sent["template"],
+        json!({"name": "unit_dispatched", "language": {"code": "en"}, "components": [
+            {"type": "body", "parameters": [
+                {"type": "text", "text": "M12"}, {"type": "text", "text": "7"}]}]})
+    );
+
+    // Meta's webhook approves es; a forged one cannot disable it.
+    assert_eq!(
+        post_signed(&s, &status_webhook("es", "APPROVED")).await,
+        200
+    );
+    let forged = s
+        .http
+        .post(s.url("/webhooks/whatsapp"))
+        .header("content-type", "application/json")
+        .header(
+            "x-hub-signature-256",
+            omni_core::providers::whatsapp::signature(
+                status_webhook("es", "DISABLED").as_bytes(),
+                "not-the-app-secret-0000000000",
+            ),
+        )
+        .body(status_webhook("es", "DISABLED"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 401);
+    let (st, m) = s
+        .api(&key, Method::POST, "/v1/messages", Some(send("es-MX")))
+        .await;
+    assert_eq!(st, 202, "{m}");
+    assert_eq!(m["body"], "La unidad M12 llega en 7 min");
+    assert_eq!(m["template"]["language"], "es");
+    let (_, t) = s
+        .api(&dan, Method::GET, "/v1/templates/unit-dispatched", None)
+        .await;
+    assert_eq!(t["whatsapp_status"]["es"], "APPROVED");
 }

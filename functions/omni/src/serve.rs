@@ -632,6 +632,7 @@ mod tests {
             access_token: Secret::new("wa-access-token-0001"),
             app_secret: Secret::new(SECRET),
             verify_token: Secret::new("verify-token-0001"),
+            waba_id: None,
         });
         services
             .secrets

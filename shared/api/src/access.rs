@@ -119,6 +119,11 @@ pub const TABLE: &[(Method, &str, Access)] = {
             "/v1/templates/{name}/reject",
             Tenant(TemplatesManage),
         ),
+        (
+            Method::POST,
+            "/v1/templates/sync/whatsapp",
+            Tenant(TemplatesManage),
+        ),
         (Method::GET, "/v1/me", Signed),
         (Method::POST, "/v1/me/password", Signed),
         (Method::POST, "/v1/auth/logout", Signed),

@@ -44,8 +44,23 @@ pub fn routes(state: AppState) -> Routes {
         .route(
             "/v1/templates/{name}/reject",
             &[Method::POST],
-            post(reject).with_state(state),
+            post(reject).with_state(state.clone()),
         )
+        .route(
+            "/v1/templates/sync/whatsapp",
+            &[Method::POST],
+            post(sync_whatsapp).with_state(state),
+        )
+}
+
+/// `POST /v1/templates/sync/whatsapp`: Meta's status of every language of the account's
+/// templates, read through the Graph API and recorded.
+async fn sync_whatsapp(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+) -> Result<impl IntoResponse, ApiError> {
+    let statuses = state.services.sync_whatsapp_templates(&caller).await?;
+    Ok(Json(json!({"items": statuses})))
 }
 
 /// `GET /v1/templates`: every template, by name, as `GET /v1/templates/{name}` shows it

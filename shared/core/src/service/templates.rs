@@ -8,11 +8,13 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{Caller, ServiceError, Services};
-use crate::domain::{Channel, TenantId};
+use super::{AuthScope, Caller, ServiceError, Services};
+use crate::domain::{Channel, ProviderKind, TenantId};
+use crate::providers::{whatsapp, Credentials, WebhookRequest};
 use crate::template::Template;
 use crate::templates::{
-    valid_name, MetaStatus, SentTemplate, Step, StoredTemplate, TemplateDefinition,
+    valid_name, MetaStatus, MetaTemplateStatus, SentTemplate, Step, StoredTemplate,
+    TemplateDefinition,
 };
 
 /// A send's `template` naming one of the tenant's templates:
@@ -253,5 +255,122 @@ impl Services {
                 meta.name, meta.language
             ))),
         }
+    }
+}
+
+/// The webhook field Meta reports template status changes under.
+const TEMPLATE_STATUS_FIELD: &[u8] = b"message_template_status_update";
+
+impl Services {
+    /// Reads Meta's status of every language of the tenant's WhatsApp templates through the
+    /// Graph API (the account is the `waba_id` of the tenant's own WhatsApp settings) and
+    /// records them; the statuses read.
+    pub async fn sync_whatsapp_templates(
+        &self,
+        caller: &Caller,
+    ) -> Result<Vec<MetaTemplateStatus>, ServiceError> {
+        let tenant = &caller.tenant;
+        // The tenant's own settings only: the platform's fallback account is not its.
+        let creds = self
+            .secrets
+            .get_credentials(tenant, ProviderKind::Whatsapp)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::ChannelNotConfigured(
+                    "no WhatsApp configuration for this tenant".into(),
+                )
+            })?;
+        if !matches!(&creds, Credentials::Whatsapp(c) if c.waba_id.is_some()) {
+            return Err(ServiceError::InvalidRequest(
+                "waba_id: set the WhatsApp Business Account id in the tenant's WhatsApp \
+                 settings first"
+                    .into(),
+            ));
+        }
+        let adapter = self
+            .providers
+            .get(ProviderKind::Whatsapp)
+            .ok_or(ServiceError::NotFound("provider"))?;
+        let statuses = adapter
+            .template_statuses(&creds)
+            .await
+            .map_err(|e| ServiceError::Upstream(e.to_string()))?;
+        for status in &statuses {
+            self.templates.put_meta_status(tenant, status).await?;
+        }
+        self.audit(
+            tenant,
+            &caller.actor,
+            "template.sync_whatsapp",
+            None,
+            json!({"statuses": statuses.len()}),
+        )
+        .await;
+        Ok(statuses)
+    }
+
+    /// Records the template status changes a WhatsApp webhook carries, each for the tenant
+    /// whose WhatsApp settings name the business account and whose app secret signed the
+    /// webhook (`signed`: the bytes the signature covers, when not the body itself).
+    ///
+    /// These changes name no phone number, so the tenant is found among those with WhatsApp
+    /// settings: they are rare (a template's review), unlike messages.
+    pub(super) async fn apply_template_status_changes(
+        &self,
+        request: &WebhookRequest,
+        signed: Option<&[u8]>,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<(), ServiceError> {
+        if !request
+            .body
+            .windows(TEMPLATE_STATUS_FIELD.len())
+            .any(|w| w == TEMPLATE_STATUS_FIELD)
+        {
+            return Ok(());
+        }
+        let changes = whatsapp::template_status_changes(&request.body);
+        let mut accounts: Vec<&str> = changes.iter().map(|c| c.waba_id.as_str()).collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        if accounts.is_empty() {
+            return Ok(());
+        }
+        let tenants = self
+            .secrets
+            .tenants_with_provider(ProviderKind::Whatsapp)
+            .await?;
+        for account in accounts {
+            let mut owner = None;
+            for tenant in &tenants {
+                let creds = self
+                    .secrets
+                    .get_credentials(tenant, ProviderKind::Whatsapp)
+                    .await?;
+                if matches!(&creds, Some(Credentials::Whatsapp(c)) if c.waba_id.as_deref() == Some(account))
+                {
+                    owner = creds.map(|c| (tenant.clone(), c));
+                    break;
+                }
+            }
+            let Some((tenant, creds)) = owner else {
+                tracing::warn!("template status update for an account no tenant names");
+                continue;
+            };
+            let scope = AuthScope::Webhook(ProviderKind::Whatsapp, tenant.clone());
+            self.auth_allowed(client, &scope)?;
+            let body = signed.unwrap_or(&request.body);
+            if whatsapp::verify_signed(body, request, &creds).is_err() {
+                tracing::warn!(tenant_id = %tenant, "template status webhook signature rejected");
+                self.auth_failed(client, &scope).await;
+                return Err(ServiceError::InvalidSignature);
+            }
+            for change in changes.iter().filter(|c| c.waba_id == account) {
+                self.templates
+                    .put_meta_status(&tenant, &change.status)
+                    .await?;
+            }
+            tracing::info!(tenant_id = %tenant, "template statuses updated by webhook");
+        }
+        Ok(())
     }
 }
