@@ -4,40 +4,17 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { createServer } from "node:http";
 import { mkdtempSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
-import { launchChromium, signedInPage, startOmni } from "./harness.mjs";
+import { join } from "node:path";
+import { ADMIN, ARTIFACTS, BIN, MASTER_KEY, launchChromium, signedInPage, startOmni, startTwilio } from "./harness.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const BIN = process.env.OMNI_BIN || join(here, "../../target/debug/omni");
-const ARTIFACTS = join(here, "artifacts");
-const ADMIN = "browser-test-admin-token-0123456789abcdef";
-const MASTER_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const NUMBER = "+15555550100";
 const CONTACT = "+15555550123";
 const PASSWORD = "correct horse battery staple";
 
 let omni, base, db, browser, carrier, key;
 const sent = [];
-
-/** A Twilio Messages.json fake that records the forms it was sent. */
-function startCarrier() {
-  return new Promise((resolve) => {
-    const server = createServer((req, res) => {
-      let body = "";
-      req.on("data", (c) => (body += c));
-      req.on("end", () => {
-        sent.push(Object.fromEntries(new URLSearchParams(body)));
-        res.writeHead(201, { "content-type": "application/json" });
-        res.end(JSON.stringify({ sid: `SM${String(sent.length).padStart(32, "0")}`, status: "queued" }));
-      });
-    });
-    server.listen(0, "127.0.0.1", () => resolve(server));
-  });
-}
 
 async function call(token, method, path, body) {
   const res = await fetch(base + path, { method, headers: { Authorization: `Bearer ${token}`, "content-type": "application/json" }, body: body && JSON.stringify(body) });
@@ -64,7 +41,7 @@ function definition(body) {
 
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
-  carrier = await startCarrier();
+  carrier = await startTwilio(sent);
   db = join(mkdtempSync(join(tmpdir(), "omni-templates-")), "omni.db");
   const started = await startOmni(BIN, {
     OMNI_ADDR: "127.0.0.1:0", OMNI_DB: db, OMNI_ADMIN_TOKEN: ADMIN, OMNI_MASTER_KEY: MASTER_KEY,
@@ -122,8 +99,8 @@ test("supervisors approve and reject each other's templates; a dispatcher sends 
   await danPage.click("#canned-send");
   await danPage.locator(".msg.outbound .body", { hasText: "Unit M12 arrives in 7 min" }).waitFor();
   const deadline = Date.now() + 10000;
-  while (!sent.some((f) => f.Body === "Unit M12 arrives in 7 min") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  const delivered = sent.find((f) => f.Body === "Unit M12 arrives in 7 min");
+  while (!sent.some((s) => s.form.Body === "Unit M12 arrives in 7 min") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  const delivered = sent.find((s) => s.form.Body === "Unit M12 arrives in 7 min")?.form;
   assert.ok(delivered, "the carrier got the rendered template");
   assert.equal(delivered.To, CONTACT);
 
