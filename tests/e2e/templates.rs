@@ -106,6 +106,24 @@ async fn templates_are_approved_by_a_second_person_and_sent_with_variables_and_l
         assert!(b["error"].as_str().unwrap().contains(named), "{named}: {b}");
     }
 
+    // Every version is kept in one stored document, which has a size limit.
+    let languages: serde_json::Map<String, Value> = (b'a'..=b'z')
+        .flat_map(|a| (b'a'..=b'h').map(move |b| format!("{}{}", a as char, b as char)))
+        .map(|tag| (tag, json!({"body": "x".repeat(1600)})))
+        .collect();
+    let huge = json!({"channels": ["sms"], "languages": languages, "default_language": "aa"});
+    let (st, b) = s
+        .api(&ana, Method::PUT, "/v1/templates/huge", Some(huge))
+        .await;
+    refused(st, &b, 400, "invalid_request");
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("another template name"),
+        "{b}"
+    );
+
     // Nothing to send before it exists and is approved.
     let variables = json!({"unit": "M12", "eta": 7});
     let (st, b) = send_unit(&s, &key, "en", &variables).await;

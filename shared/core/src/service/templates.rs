@@ -17,6 +17,10 @@ use crate::templates::{
     TemplateDefinition,
 };
 
+/// Largest stored template (every version together): a DynamoDB item holds 400 KB, and the
+/// workflow's steps add a little to it after this check.
+const MAX_TEMPLATE_BYTES: usize = 300 * 1024;
+
 /// A send's `template` naming one of the tenant's templates:
 /// `{"name", "language", "variables"}`.
 #[derive(Debug, Clone, Deserialize)]
@@ -87,6 +91,14 @@ impl Services {
                 1,
             ),
         };
+        // Every version lives in one stored document, and a DynamoDB item stops at 400 KB.
+        let size = serde_json::to_vec(&template).map_or(usize::MAX, |d| d.len());
+        if size > MAX_TEMPLATE_BYTES {
+            return Err(ServiceError::InvalidRequest(format!(
+                "template {name}: its versions together would take {size} bytes, more than \
+                 {MAX_TEMPLATE_BYTES}; give the new text another template name"
+            )));
+        }
         let stored = self.templates.put_template(tenant, &template).await?;
         self.audit(
             tenant,
