@@ -532,6 +532,12 @@ impl StoredTemplate {
             .find(|v| v.status == VersionStatus::Approved)
     }
 
+    /// The version whose definition the template shows: the one in use, or before any
+    /// approval the newest.
+    pub fn shown(&self) -> Option<&TemplateVersion> {
+        self.approved().or(self.versions.last())
+    }
+
     /// Applies a workflow step by `actor` at `at`; returns the version it changed. A step
     /// never touches an approved version: the one in use stays until a newer one is approved.
     pub fn apply(
@@ -544,17 +550,17 @@ impl StoredTemplate {
             Step::Submit => VersionStatus::Draft,
             Step::Approve | Step::Reject(_) => VersionStatus::Pending,
         };
-        let version = self
-            .versions
-            .iter_mut()
-            .rev()
-            .find(|v| v.status == wanted)
-            .ok_or_else(|| {
-                TemplateRuleError::WrongState(format!(
-                    "template {} has no {wanted} version",
-                    self.name
-                ))
-            })?;
+        // A step acts on the newest version only: a newer draft supersedes an older one.
+        let name = &self.name;
+        let version = self.versions.last_mut().ok_or_else(|| {
+            TemplateRuleError::WrongState(format!("template {name} has no version"))
+        })?;
+        if version.status != wanted {
+            return Err(TemplateRuleError::WrongState(format!(
+                "the newest version of template {name} (version {}) is {}, not {wanted}",
+                version.version, version.status
+            )));
+        }
         match step {
             Step::Submit => {
                 version.status = VersionStatus::Pending;
@@ -564,9 +570,9 @@ impl StoredTemplate {
                 // Four eyes: the same person (or key) cannot write and approve.
                 if version.author.id == actor.id {
                     return Err(TemplateRuleError::OwnVersion(format!(
-                        "version {} of template {} is yours: another supervisor or admin must \
-                         approve or reject it",
-                        version.version, self.name
+                        "version {} of template {name} is yours: another supervisor or admin \
+                         must approve or reject it",
+                        version.version
                     )));
                 }
                 if let Step::Reject(reason) = step {
@@ -592,7 +598,7 @@ impl StoredTemplate {
     /// in use (or, before any approval, of the newest), which version that is, and every
     /// version with its status, author, approver and times.
     pub fn view(&self) -> Value {
-        let shown = self.approved().or(self.versions.last());
+        let shown = self.shown();
         let versions: Vec<Value> = self
             .versions
             .iter()
@@ -863,21 +869,37 @@ mod tests {
         assert_eq!(t.apply(&Step::Approve, &bob, now).unwrap(), 1);
         assert_eq!(t.approved().unwrap().version, 1);
 
-        assert_eq!(t.push_draft(definition(), bob.clone(), now), 2);
+        // A newer draft supersedes an unsubmitted one.
+        assert_eq!(t.push_draft(definition(), alice.clone(), now), 2);
+        assert_eq!(t.push_draft(definition(), bob.clone(), now), 3);
+        assert_eq!(t.apply(&Step::Submit, &bob, now).unwrap(), 3);
+        assert!(matches!(
+            t.apply(&Step::Submit, &bob, now),
+            Err(TemplateRuleError::WrongState(_))
+        ));
+        // A newer draft supersedes a pending one too: only the newest is decided on.
+        assert_eq!(t.push_draft(definition(), bob.clone(), now), 4);
+        assert!(matches!(
+            t.apply(&Step::Approve, &alice, now),
+            Err(TemplateRuleError::WrongState(_))
+        ));
         t.apply(&Step::Submit, &bob, now).unwrap();
-        // Version 1 stays in use while 2 is pending and after 2 is rejected.
+        // Version 1 stays in use while 4 is pending and after 4 is rejected.
         assert_eq!(t.approved().unwrap().version, 1);
         assert!(t.apply(&Step::Reject("  ".into()), &alice, now).is_err());
         assert_eq!(
             t.apply(&Step::Reject("typo".into()), &alice, now).unwrap(),
-            2
+            4
         );
         assert_eq!(t.approved().unwrap().version, 1);
+        assert_eq!(t.shown().unwrap().version, 1);
         let view = t.view();
         assert_eq!(view["approved_version"], 1);
-        assert_eq!(view["versions"][1]["status"], "rejected");
-        assert_eq!(view["versions"][1]["reason"], "typo");
-        assert_eq!(view["versions"][1]["approver"]["id"], "alice");
+        assert_eq!(view["versions"][1]["status"], "draft");
+        assert_eq!(view["versions"][2]["status"], "pending");
+        assert_eq!(view["versions"][3]["status"], "rejected");
+        assert_eq!(view["versions"][3]["reason"], "typo");
+        assert_eq!(view["versions"][3]["approver"]["id"], "alice");
         assert_eq!(view["versions"][0]["approver"]["id"], "bob");
     }
 

@@ -146,8 +146,7 @@ impl Services {
     ) -> Result<Value, ServiceError> {
         let mut view = template.view();
         let mapping = template
-            .approved()
-            .or(template.versions.last())
+            .shown()
             .and_then(|v| v.definition.whatsapp.as_ref());
         if let Some(mapping) = mapping {
             let statuses = self.templates.meta_statuses(tenant, &mapping.name).await?;
