@@ -7,15 +7,9 @@ import { createServer } from "node:http";
 import { createHmac } from "node:crypto";
 import { mkdtempSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
-import { launchChromium, signedInPage, startOmni } from "./harness.mjs";
+import { join } from "node:path";
+import { ADMIN, ARTIFACTS, BIN, MASTER_KEY, launchChromium, signedInPage, startOmni, startTwilio } from "./harness.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const BIN = process.env.OMNI_BIN || join(here, "../../target/debug/omni");
-const ARTIFACTS = join(here, "artifacts");
-const ADMIN = "browser-test-admin-token-0123456789abcdef";
-const MASTER_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const TOKEN_A = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const NUMBER_A = "+15555550100";
 const NUMBER_B = "+15555550200";
@@ -54,30 +48,6 @@ function startGraph() {
   });
 }
 
-/** A Twilio Messages.json fake that records what it was sent. */
-function startCarrier() {
-  return new Promise((resolve) => {
-    const server = createServer((req, res) => {
-      let body = "";
-      req.on("data", (c) => (body += c));
-      req.on("end", () => {
-        const form = Object.fromEntries(new URLSearchParams(body));
-        const sid = `SM${String(sent.length + 1).padStart(32, "0")}`;
-        sent.push({ path: req.url, auth: req.headers.authorization, form, sid });
-        // The delivery log's test: this text is refused the first time, for good.
-        if (form.Body === "Refused once" && sent.filter((s) => s.form.Body === "Refused once").length === 1) {
-          res.writeHead(400, { "content-type": "application/json" });
-          res.end(JSON.stringify({ code: 21610, message: "Attempt to send to unsubscribed recipient", status: 400 }));
-          return;
-        }
-        res.writeHead(201, { "content-type": "application/json" });
-        res.end(JSON.stringify({ sid, status: "queued" }));
-      });
-    });
-    server.listen(0, "127.0.0.1", () => resolve(server));
-  });
-}
-
 async function admin(method, path, body) {
   const res = await fetch(base + path, { method, headers: { Authorization: `Bearer ${ADMIN}`, "content-type": "application/json" }, body: body && JSON.stringify(body) });
   const data = await res.json().catch(() => null);
@@ -107,7 +77,7 @@ let keyA, keyB;
 
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
-  carrier = await startCarrier();
+  carrier = await startTwilio(sent);
   graph = await startGraph();
   const dir = mkdtempSync(join(tmpdir(), "omni-console-"));
   db = join(dir, "omni.db");

@@ -6,15 +6,9 @@ import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { mkdtempSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
-import { launchChromium, signedInPage, startOmni } from "./harness.mjs";
+import { join } from "node:path";
+import { ADMIN, ARTIFACTS, BIN, MASTER_KEY, launchChromium, signedInPage, startOmni } from "./harness.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const BIN = process.env.OMNI_BIN || join(here, "../../target/debug/omni");
-const ARTIFACTS = join(here, "artifacts");
-const ADMIN = "browser-test-admin-token-0123456789abcdef";
-const MASTER_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 // A 1×1 PNG.
 const PNG = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==", "base64");
 

@@ -21,6 +21,7 @@ mod smoke;
 mod sns_signer;
 mod team;
 mod telnyx;
+mod templates;
 mod voicemeup;
 mod vonage;
 mod waba;

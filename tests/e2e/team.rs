@@ -27,7 +27,13 @@ fn inbound<'a>(sid: &'a str, body: &'a str) -> Vec<(&'a str, &'a str)> {
 
 /// Invites a user with `by` (an admin's token, or the platform's through the admin route),
 /// accepts the invite and signs in; the session token.
-async fn member(s: &Server, by: &str, email: &str, name: &str, role: &str) -> (String, Value) {
+pub(crate) async fn member(
+    s: &Server,
+    by: &str,
+    email: &str,
+    name: &str,
+    role: &str,
+) -> (String, Value) {
     let (st, invited) = s
         .api(
             by,

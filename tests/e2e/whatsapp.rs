@@ -10,6 +10,8 @@ use crate::harness::Server;
 
 pub(crate) const APP_SECRET: &str = "whatsapp-app-secret-0001";
 const PHONE_ID: &str = "200000000000002";
+/// The tenant's WhatsApp Business Account (its templates, their status webhooks).
+pub(crate) const WABA_ID: &str = "100000000000001";
 const NUMBER: &str = "+15555550100";
 const CONTACT: &str = "+15555550123";
 
@@ -23,7 +25,7 @@ fn inbound(phone_number_id: &str, wamid: &str) -> String {
     .to_string()
 }
 
-async fn post_signed(s: &Server, body: &str) -> u16 {
+pub(crate) async fn post_signed(s: &Server, body: &str) -> u16 {
     let sig = omni_core::providers::whatsapp::signature(body.as_bytes(), APP_SECRET);
     let req = s
         .http
@@ -204,7 +206,7 @@ async fn whatsapp_media_is_fetched_for_the_owning_tenant_only() {
 }
 
 /// The tenant `north` with a WhatsApp number on the Graph API fake.
-async fn whatsapp_tenant(graph: &MockServer) -> (Server, String) {
+pub(crate) async fn whatsapp_tenant(graph: &MockServer) -> (Server, String) {
     let graph_url = format!("{}/v21.0", graph.uri());
     let s = Server::start(&[("OMNI_WHATSAPP_API_URL", &graph_url)]).await;
     let key = s.tenant("north").await;
@@ -214,7 +216,7 @@ async fn whatsapp_tenant(graph: &MockServer) -> (Server, String) {
 
 /// Configures the WhatsApp Cloud API for `north` and routes [`NUMBER`] to it.
 pub(crate) async fn configure_whatsapp(s: &Server) {
-    let config = json!({"phone_number_id": PHONE_ID, "access_token": "wa-access-token-0001", "app_secret": APP_SECRET, "verify_token": "verify-token-0001"});
+    let config = json!({"phone_number_id": PHONE_ID, "access_token": "wa-access-token-0001", "app_secret": APP_SECRET, "verify_token": "verify-token-0001", "waba_id": WABA_ID});
     let (st, b) = s
         .admin(
             Method::PUT,

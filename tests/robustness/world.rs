@@ -65,6 +65,7 @@ impl World {
             secrets: backend.clone(),
             waba: backend.clone(),
             webhooks: backend.clone(),
+            templates: backend.clone(),
             messages: backend.clone(),
             queue: backend.clone(),
             push: hub.clone(),

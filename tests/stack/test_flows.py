@@ -385,6 +385,39 @@ def test_a_team_signs_in_assigns_writes_notes_sees_presence_and_is_audited(stack
     no_access_denied(stack)
 
 
+def test_a_template_approved_by_a_second_supervisor_is_sent_rendered(stack: Stack, api: Api, north: str, carrier: CarrierFake) -> None:
+    contact = "+15555550131"
+    admin, _ = signed_in(api, None, "tia@north.example", "Tia", "admin")
+    ana, _ = signed_in(api, admin, "ana.t@north.example", "Ana", "supervisor")
+    ben, _ = signed_in(api, admin, "ben.t@north.example", "Ben", "supervisor")
+    definition = {
+        "channels": ["sms"],
+        "variables": {"unit": {"type": "text", "max_length": 10}},
+        "languages": {"en": {"body": "Unit {{unit}} is on its way"}, "es": {"body": "La unidad {{unit}} va en camino"}},
+        "default_language": "en",
+    }
+    resp = api.call("PUT", "/v1/templates/unit-dispatched", ana, json=definition)
+    assert resp.status_code == 201, resp.text
+    assert api.call("POST", "/v1/templates/unit-dispatched/submit", ana).status_code == 200
+    own = api.call("POST", "/v1/templates/unit-dispatched/approve", ana)
+    assert (own.status_code, own.json()["code"]) == (403, "forbidden"), own.text
+    approved = api.call("POST", "/v1/templates/unit-dispatched/approve", ben)
+    assert approved.status_code == 200 and approved.json()["approved_version"] == 1, approved.text
+
+    send = {"channel": "sms", "to": contact, "template": {"name": "unit-dispatched", "language": "es-MX", "variables": {"unit": "M12"}}}
+    resp = api.call("POST", "/v1/messages", north, json=send)
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["template"] == {"name": "unit-dispatched", "version": 1, "language": "es"}
+    message_id = resp.json()["id"]
+    wait_for("the template message sent", lambda: message(api, north, message_id)["status"] == "sent")
+    assert [f["Body"] for f in sends_to(carrier, contact)] == ["La unidad M12 va en camino"]
+    unknown = api.call("POST", "/v1/messages", north, json={**send, "template": {**send["template"], "name": "nothing"}})
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "template_not_found"), unknown.text
+    steps = [e["action"] for e in api.call("GET", "/v1/audit?limit=200", admin).json()["items"] if e["action"].startswith("template.")]
+    assert steps == ["template.approve", "template.submit", "template.put"], steps
+    no_access_denied(stack)
+
+
 def test_a_livechat_visitor_writes_with_an_upload_and_a_dispatcher_replies(stack: Stack, api: Api, north: str) -> None:
     """The livechat function under its own role: widget, origin check, S3 upload behind a
     presigned link, the visitor's message in the dispatchers' list with its picture, a reply

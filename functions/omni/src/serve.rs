@@ -83,6 +83,7 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
         secrets: backend.clone(),
         waba: backend.clone(),
         webhooks: backend.clone(),
+        templates: backend.clone(),
         messages: backend.clone(),
         queue: backend.clone(),
         push: hub.clone(),
@@ -277,6 +278,7 @@ mod tests {
             secrets: backend.clone(),
             waba: backend.clone(),
             webhooks: backend.clone(),
+            templates: backend.clone(),
             messages: backend.clone(),
             queue: backend,
             push: hub,
@@ -721,6 +723,7 @@ mod tests {
             access_token: Secret::new("wa-access-token-0001"),
             app_secret: Secret::new(SECRET),
             verify_token: Secret::new("verify-token-0001"),
+            waba_id: None,
         });
         services
             .secrets

@@ -69,10 +69,13 @@ async function signIn(key) {
   $("nav-audit").hidden = role !== "admin" && role !== "supervisor";
   $("nav-log").hidden = $("nav-audit").hidden;
   $("nav-webhooks").hidden = $("nav-audit").hidden;
+  $("nav-templates").hidden = role !== "admin" && role !== "supervisor";
   $("f-mine").hidden = !state.me.user;
   showPage(null);
   state.assignable = ["admin", "supervisor"].includes(role)
     ? (await api("GET", "/v1/users")).items.filter((u) => u.active && !u.disabled) : [];
+  // Canned replies: the approved templates (API keys of the sender role read none).
+  state.templates = role === "sender" ? [] : (await api("GET", "/v1/templates").catch(() => ({ items: [] }))).items;
   await resync();
   connect();
 }
@@ -298,6 +301,71 @@ function renderThreadHead() {
   $("resolve").hidden = c.status === "resolved";
   $("reopen").hidden = c.status !== "resolved";
   $("presence").textContent = presenceText(c.id);
+  renderCanned(c);
+}
+
+// ---- canned replies: approved templates, filled in and previewed ----
+/** The approved version of a template and the language a send without one uses. */
+function inUse(t) {
+  const version = t.versions.find((v) => v.version === t.approved_version);
+  const language = t.default_language || Object.keys(version.languages)[0];
+  return { version, language };
+}
+
+/** The templates a conversation's channel may carry (an MMS thread is an SMS one). */
+function cannedFor(c) {
+  const channel = c.channel === "mms" ? "sms" : c.channel;
+  return (state.templates || []).filter((t) => t.approved_version && t.channels.includes(channel));
+}
+
+function renderCanned(c) {
+  const usable = cannedFor(c);
+  const pick = $("canned-pick");
+  const chosen = pick.value;
+  $("canned").hidden = usable.length === 0;
+  pick.replaceChildren(el("option", { value: "" }, "Canned reply…"),
+    ...usable.map((t) => el("option", { value: t.name, selected: t.name === chosen }, t.name)));
+  if (!usable.some((t) => t.name === pick.value)) pickCanned();
+}
+
+/** Shows an input per variable of the picked template. */
+function pickCanned() {
+  const t = (state.templates || []).find((x) => x.name === $("canned-pick").value);
+  $("canned-vars").replaceChildren(...(t ? Object.entries(t.variables).map(([name, v]) =>
+    el("input", { "data-var": name, "aria-label": name, placeholder: name, type: v.type === "number" ? "number" : "text",
+      maxlength: v.max_length, oninput: previewCanned })) : []));
+  previewCanned();
+}
+
+/** The picked template's text with the values typed so far (as text: never markup). */
+function previewCanned() {
+  const t = (state.templates || []).find((x) => x.name === $("canned-pick").value);
+  if (!t) { $("canned-preview").textContent = ""; $("canned-send").disabled = true; return; }
+  const { version, language } = inUse(t);
+  const values = Object.fromEntries([...$("canned-vars").querySelectorAll("input")].map((i) => [i.dataset.var, i.value]));
+  $("canned-preview").textContent = version.languages[language].body.replace(/\{\{\s*([a-z0-9_]+)\s*\}\}/g, (_, name) => values[name] || `{{${name}}}`);
+  $("canned-send").disabled = Object.values(values).some((v) => v === "");
+}
+
+async function sendCanned(e) {
+  e.preventDefault();
+  const c = state.conversations.get(state.selected);
+  const t = (state.templates || []).find((x) => x.name === $("canned-pick").value);
+  if (!c || !t) return;
+  const variables = Object.fromEntries([...$("canned-vars").querySelectorAll("input")].map((i) =>
+    [i.dataset.var, t.variables[i.dataset.var].type === "number" ? Number(i.value) : i.value]));
+  $("reply-error").hidden = true;
+  try {
+    const m = await api("POST", "/v1/messages", { channel: c.channel, to: c.contact, from: c.tenant_number,
+      template: { name: t.name, language: inUse(t).language, variables } });
+    $("canned-pick").value = "";
+    pickCanned();
+    state.messages.set(m.id, m);
+    renderMessages();
+  } catch (err) {
+    $("reply-error").hidden = false;
+    $("reply-error").textContent = `Not sent: ${err.message}`;
+  }
 }
 
 function renderThread() {
@@ -439,11 +507,13 @@ function showPage(name) {
   $("audit-page").hidden = name !== "audit";
   $("log-page").hidden = name !== "log";
   $("webhooks-page").hidden = name !== "webhooks";
+  $("templates-page").hidden = name !== "templates";
   if (name) { $("thread").hidden = true; state.selected = null; $("app").classList.add("open"); }
   if (name === "users") loadUsers().catch(() => {});
   if (name === "audit") loadAudit().catch(() => {});
   if (name === "log") loadLog().catch(showLogError);
   if (name === "webhooks") loadWebhookFailures().catch(() => {});
+  if (name === "templates") loadTemplates().catch(() => {});
 }
 
 async function loadUsers() {
@@ -531,6 +601,34 @@ async function loadWebhookFailures() {
     el("td", {}, el("time", { datetime: w.received_at }, new Date(w.received_at).toLocaleString())),
     el("td", {}, w.carrier), el("td", {}, w.reason || ""), el("td", {}, w.detail || ""),
     el("td", {}, w.body ? el("details", {}, el("summary", {}, "body"), el("pre", {}, w.body)) : ""))));
+// ---- templates (supervisors, admins): approve or reject another's pending version ----
+async function loadTemplates() {
+  const { items } = await api("GET", "/v1/templates");
+  state.templates = items;
+  const me = state.me.actor.id;
+  $("templates").replaceChildren(...items.map((t) => {
+    const latest = t.versions[t.versions.length - 1];
+    let actions = null;
+    if (latest.status === "pending" && latest.author.id === me) actions = el("span", { class: "muted" }, "awaiting another supervisor");
+    else if (latest.status === "pending") {
+      const reason = el("input", { "aria-label": `Reason to reject ${t.name}`, placeholder: "reason" });
+      actions = el("span", {},
+        el("button", { type: "button", onclick: () => decide(t.name, "approve") }, "Approve"),
+        reason,
+        el("button", { type: "button", onclick: () => decide(t.name, "reject", { reason: reason.value }) }, "Reject"));
+    }
+    return el("tr", { "data-name": t.name },
+      el("td", {}, t.name), el("td", {}, t.approved_version ? `v${t.approved_version}` : "—"),
+      el("td", { class: "status" }, `v${latest.version} ${latest.status}${latest.reason ? ` (${latest.reason})` : ""}`),
+      el("td", {}, latest.author.name), el("td", {}, actions));
+  }));
+}
+
+async function decide(name, step, body) {
+  $("templates-error").hidden = true;
+  try { await api("POST", `/v1/templates/${encodeURIComponent(name)}/${step}`, body); }
+  catch (err) { $("templates-error").hidden = false; $("templates-error").textContent = err.message; }
+  await loadTemplates();
 }
 
 // ---- wiring ----
@@ -556,6 +654,9 @@ $("nav-log").addEventListener("click", () => showPage("log"));
 $("nav-webhooks").addEventListener("click", () => showPage("webhooks"));
 $("log-filters").addEventListener("submit", (e) => { e.preventDefault(); loadLog().catch(showLogError); });
 $("log-export").addEventListener("click", () => exportLog().catch(showLogError));
+$("nav-templates").addEventListener("click", () => showPage("templates"));
+$("canned-pick").addEventListener("change", pickCanned);
+$("canned").addEventListener("submit", (e) => sendCanned(e).catch(() => {}));
 $("invite-user").addEventListener("submit", (e) => inviteUser(e).catch((err) => { $("invite-link").hidden = false; $("invite-link").textContent = err.message; }));
 let lastTyping = 0;
 $("reply-body").addEventListener("input", () => {

@@ -108,6 +108,30 @@ pub const TABLE: &[(Method, &str, Access)] = {
         ),
         (Method::GET, "/v1/audit", Tenant(AuditRead)),
         (Method::GET, "/v1/ws", Tenant(ConversationsRead)),
+        // Dispatchers read approved templates for canned replies.
+        (Method::GET, "/v1/templates", Tenant(TemplatesRead)),
+        (Method::GET, "/v1/templates/{name}", Tenant(TemplatesRead)),
+        (Method::PUT, "/v1/templates/{name}", Tenant(TemplatesManage)),
+        (
+            Method::POST,
+            "/v1/templates/{name}/submit",
+            Tenant(TemplatesManage),
+        ),
+        (
+            Method::POST,
+            "/v1/templates/{name}/approve",
+            Tenant(TemplatesManage),
+        ),
+        (
+            Method::POST,
+            "/v1/templates/{name}/reject",
+            Tenant(TemplatesManage),
+        ),
+        (
+            Method::POST,
+            "/v1/templates/sync/whatsapp",
+            Tenant(TemplatesManage),
+        ),
         (Method::GET, "/v1/me", Signed),
         (Method::POST, "/v1/me/password", Signed),
         (Method::POST, "/v1/auth/logout", Signed),

@@ -50,14 +50,15 @@ pub fn send_app(state: AppState) -> axum::Router {
     crate::routes::finish(send_routes(state).into_router(), &cors)
 }
 
-/// Conversations, messages, read and star, users and sign-in as a finished router (the
+/// Conversations, messages, read and star, users and sign-in, templates as a finished router (the
 /// `conversations` function on AWS), which also answers `/healthz` and `/openapi.json` there:
 /// the contract serves them at the same paths on both deployments.
 pub fn conversations_app(state: AppState) -> axum::Router {
     let cors = state.cors.clone();
     crate::routes::finish(
         conversation_routes(state.clone())
-            .merge(crate::team::routes(state))
+            .merge(crate::team::routes(state.clone()))
+            .merge(crate::templates::routes(state))
             .merge(crate::routes::meta_routes())
             .into_router(),
         &cors,

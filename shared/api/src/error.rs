@@ -107,6 +107,12 @@ impl From<ServiceError> for ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            TemplateNotFound(_) => (StatusCode::NOT_FOUND, "template_not_found"),
+            TemplateNotApproved(_) => (StatusCode::CONFLICT, "template_not_approved"),
+            TemplateLanguageUnavailable(_) => {
+                (StatusCode::BAD_REQUEST, "template_language_unavailable")
+            }
+            NotAllowed(_) => (StatusCode::FORBIDDEN, "forbidden"),
             LockedOut(secs) => return ApiError::rate_limited(*secs),
             Store(source) => {
                 // The cause goes to the log only; the client gets the request id to quote.

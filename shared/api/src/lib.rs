@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
 pub mod team;
+pub mod templates;
 pub mod waba;
 pub mod webhooks;
 pub mod ws;
@@ -84,6 +85,7 @@ pub fn all_routes(state: AppState, hub: Arc<WsHub>) -> routes::Routes {
         .merge(dispatch::routes(state.clone()))
         .merge(admin::routes(state.clone()))
         .merge(team::routes(state.clone()))
+        .merge(templates::routes(state.clone()))
         .merge(livechat::routes(state.clone()))
         .merge(ws::routes(state, hub))
         .merge(routes::meta_routes())

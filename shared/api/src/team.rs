@@ -59,7 +59,8 @@ pub fn routes(state: AppState) -> Routes {
         .route("/v1/audit", &[Method::GET], get(audit).with_state(state))
 }
 
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+/// A JSON body, or the contract's 400 naming what is wrong with it.
+pub(crate) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(b)| b).map_err(ApiError::from)
 }
 

@@ -40,6 +40,8 @@
 //! | invite | `INV#<sha256>` | `INV` | | accept once (delete returning it); TTL 72 h |
 //! | session | `SES#<sha256>` | `SES` | | read on every signed-in request; TTL at its inactivity expiry, moved on use |
 //! | failed sign-ins | `LF#account:<tenant>:<email>` or `LF#address:<ip>` | `LF` | | the sign-in lockout's window and count; TTL at the window's end |
+//! | template | `TPL#<tenant>` | `T#<name>` | | get; a tenant's templates (query `begins_with`); every version in `doc`, written on the revision `rev` read |
+//! | Meta template status | `TPL#<tenant>` | `W#<Meta name>#<language>` | | Meta's status per language of a WhatsApp template (query `begins_with`) |
 //! | WebSocket connection | `WS#<tenant>` | `<connection id>` | | a tenant's dashboards and the key that opened each (TTL 2 h; caps, revocation) |
 //! | connection owner | `WSC#<connection id>` | `WSC` | | `$disconnect` finds the tenant |
 //!
@@ -62,6 +64,7 @@ mod parts;
 mod queue;
 mod secrets;
 mod team;
+mod templates;
 mod tenants;
 mod waba;
 mod webhooks;

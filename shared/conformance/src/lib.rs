@@ -25,11 +25,14 @@ use omni_core::model::{
 };
 use omni_core::ports::{
     FlushedPart, Job, MessageStore, PartOutcome, Queue, SecretStore, StoreError, TeamStore,
-    TenantStore, WabaRouteStore, WebhookStore,
+    TemplateStore, TenantStore, WabaRouteStore, WebhookStore,
 };
 use omni_core::providers::{Credentials, Secret, TwilioCredentials};
 use omni_core::team::{Actor, ActorType, Invite, Role, Session, User, UserRecord};
 use omni_core::template::{ButtonSubType, Component, Currency, MediaLink, Parameter, Template};
+use omni_core::templates::{
+    MetaStatus, MetaTemplateStatus, SentTemplate, Step, StoredTemplate, TemplateDefinition,
+};
 use omni_core::waba::{ForwardCount, WabaId, WabaRoute};
 use omni_core::webhook::{
     DeliveryAttempt, DeliveryState, EventType, WebhookDelivery, WebhookEndpoint,
@@ -38,7 +41,14 @@ use uuid::Uuid;
 
 /// Everything a full Omni storage backend implements.
 pub trait Backend:
-    TenantStore + TeamStore + SecretStore + MessageStore + Queue + WabaRouteStore + WebhookStore
+    TenantStore
+    + TeamStore
+    + SecretStore
+    + MessageStore
+    + Queue
+    + WabaRouteStore
+    + WebhookStore
+    + TemplateStore
 {
 }
 
@@ -49,7 +59,8 @@ impl<
             + MessageStore
             + Queue
             + WabaRouteStore
-            + WebhookStore,
+            + WebhookStore
+            + TemplateStore,
     > Backend for T
 {
 }
@@ -60,7 +71,7 @@ impl<
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids, waba_routes_keep_secrets_and_counts, delivery_log_is_searched_and_paged, failed_messages_are_requeued_with_a_fresh_budget, webhook_log_is_kept_per_tenant_and_filtered, auto_replies_round_trip_and_take_turns, webhook_endpoints_keep_secrets_and_deliveries, changes_write_their_webhook_deliveries);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids, waba_routes_keep_secrets_and_counts, delivery_log_is_searched_and_paged, failed_messages_are_requeued_with_a_fresh_budget, webhook_log_is_kept_per_tenant_and_filtered, auto_replies_round_trip_and_take_turns, webhook_endpoints_keep_secrets_and_deliveries, changes_write_their_webhook_deliveries, templates_keep_versions_over_revisions, meta_template_statuses_per_language);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,6 +88,8 @@ pub async fn run_all<B: Backend>(backend: &B) {
     waba_routes_keep_secrets_and_counts(backend).await;
     webhook_endpoints_keep_secrets_and_deliveries(backend).await;
     changes_write_their_webhook_deliveries(backend).await;
+    templates_keep_versions_over_revisions(backend).await;
+    meta_template_statuses_per_language(backend).await;
     tenant_with_numbers_reads_both(backend).await;
     numbers_route_and_conflict(backend).await;
     api_keys_resolve_by_hash(backend).await;
@@ -1150,38 +1163,55 @@ pub async fn status_updates_merge_monotonically<B: Backend>(b: &B) {
     );
 }
 
-/// A queued WhatsApp template message keeps its template (name, language, every component)
+/// A queued WhatsApp template message keeps its template (Meta's inline form with every
+/// component, or one of the tenant's templates with its version, language and Meta's form)
 /// through the outbox, the delivery claim the worker sends from, and the carrier's acceptance.
 pub async fn whatsapp_templates_round_trip<B: Backend>(b: &B) {
     let tenant = new_tenant_id("wa");
-    let mut new = outbound(&new_number(), &new_number(), "", base_time());
-    new.channel = Channel::Whatsapp;
-    new.body = None;
-    new.template = Some(template());
-    let (m, created) = b.create_outbound(&tenant, &new).await.unwrap();
-    assert!(created);
-    assert_eq!(
-        (m.template.clone(), m.body.clone()),
-        (new.template.clone(), None)
-    );
-    let stored = b.get_message(&tenant, m.id).await.unwrap().unwrap();
-    assert_eq!(stored, m);
-    let claimed = b
-        .claim_delivery(&tenant, m.id, LEASE)
-        .await
-        .unwrap()
-        .expect("claimable");
-    assert_eq!(claimed.message.template, new.template);
-    let sent = b
-        .record_sent(&tenant, m.id, &sent("wamid.TPL1"), None)
-        .await
-        .unwrap();
-    assert_eq!(sent.template, new.template);
-    let page = b
-        .list_messages(&tenant, m.conversation_id, 10, None)
-        .await
-        .unwrap();
-    assert_eq!(page.items[0].template, new.template);
+    let stored = SentTemplate::Stored {
+        name: "unit-dispatched".into(),
+        version: 3,
+        language: "es".into(),
+        whatsapp: Some(template()),
+    };
+    for (sent_template, body) in [
+        (SentTemplate::Inline(template()), None),
+        (stored, Some("La unidad M12 llega en 7 min".to_owned())),
+    ] {
+        let mut new = outbound(&new_number(), &new_number(), "", base_time());
+        new.channel = Channel::Whatsapp;
+        new.body = body;
+        new.template = Some(sent_template);
+        let (m, created) = b.create_outbound(&tenant, &new).await.unwrap();
+        assert!(created);
+        assert_eq!(
+            (m.template.clone(), m.body.clone()),
+            (new.template.clone(), new.body.clone())
+        );
+        let stored = b.get_message(&tenant, m.id).await.unwrap().unwrap();
+        assert_eq!(stored, m);
+        let claimed = b
+            .claim_delivery(&tenant, m.id, LEASE)
+            .await
+            .unwrap()
+            .expect("claimable");
+        assert_eq!(claimed.message.template, new.template);
+        let sent = b
+            .record_sent(
+                &tenant,
+                m.id,
+                &sent(&format!("wamid.{}", Uuid::new_v4().simple())),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(sent.template, new.template);
+        let page = b
+            .list_messages(&tenant, m.conversation_id, 10, None)
+            .await
+            .unwrap();
+        assert_eq!(page.items[0].template, new.template);
+    }
     // Messages without one have none.
     let (plain, _) = b
         .create_outbound(
@@ -3335,4 +3365,111 @@ pub async fn changes_write_their_webhook_deliveries<B: Backend>(b: &B) {
     assert_eq!(only[0].1["data"]["message"]["status"], "delivered");
     // Every delivery of the tenant's is due now: the dispatcher finds them.
     assert_eq!(claim_all_of(b, &tenant).await.len(), 6);
+}
+
+fn template_definition(body: &str) -> TemplateDefinition {
+    serde_json::from_value(serde_json::json!({
+        "channels": ["sms"],
+        "variables": {"unit": {"type": "text", "max_length": 20}},
+        "languages": {"en": {"body": body}},
+        "default_language": "en",
+    }))
+    .expect("a definition")
+}
+
+/// A template is created once, read back with every version, listed by name per tenant, and
+/// written only over the revision it was read at: of two writers holding the same revision,
+/// the second gets a conflict and the first's version stays.
+pub async fn templates_keep_versions_over_revisions<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("tpl");
+    let other = new_tenant_id("tpl");
+    let author = Actor {
+        kind: ActorType::User,
+        id: Uuid::now_v7().to_string(),
+        name: "Ana".into(),
+    };
+    assert!(b.get_template(&tenant, "unit").await.unwrap().is_none());
+    let first = StoredTemplate::first("unit", template_definition("Unit {{unit}}"), author.clone());
+    let stored = b.put_template(&tenant, &first).await.unwrap();
+    assert_eq!(stored.revision, 1);
+    // A second creation of the same name is refused.
+    assert!(matches!(
+        b.put_template(&tenant, &first).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let mut read = b.get_template(&tenant, "unit").await.unwrap().unwrap();
+    assert_eq!(read, stored);
+
+    // Two writers read revision 1; the first one's step wins.
+    let mut rival = read.clone();
+    let at = base_time();
+    read.apply(&Step::Submit, &author, at).unwrap();
+    let submitted = b.put_template(&tenant, &read).await.unwrap();
+    assert_eq!(submitted.revision, 2);
+    rival.push_draft(
+        template_definition("Unit {{unit}}!"),
+        author.clone(),
+        base_time(),
+    );
+    assert!(matches!(
+        b.put_template(&tenant, &rival).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let read = b.get_template(&tenant, "unit").await.unwrap().unwrap();
+    assert_eq!(read, submitted);
+    assert_eq!(read.versions.len(), 1);
+    assert_eq!(read.versions[0].submitted_at, Some(at));
+
+    let second = StoredTemplate::first("arrival", template_definition("{{unit}} here"), author);
+    b.put_template(&tenant, &second).await.unwrap();
+    let names: Vec<String> = b
+        .list_templates(&tenant)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["arrival", "unit"]);
+    assert!(b.list_templates(&other).await.unwrap().is_empty());
+    assert!(b.get_template(&other, "unit").await.unwrap().is_none());
+}
+
+/// Meta's status is kept per template name and language, replaced by a newer one, and is
+/// the tenant's own.
+pub async fn meta_template_statuses_per_language<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("meta");
+    let at = base_time();
+    let status = |name: &str, language: &str, status: MetaStatus| MetaTemplateStatus {
+        name: name.into(),
+        language: language.into(),
+        status,
+        updated_at: at,
+    };
+    assert!(b
+        .meta_statuses(&tenant, "unit_dispatched")
+        .await
+        .unwrap()
+        .is_empty());
+    for s in [
+        status("unit_dispatched", "en", MetaStatus::Pending),
+        status("unit_dispatched", "es", MetaStatus::Approved),
+        status("unit_dispatched_2", "en", MetaStatus::Rejected),
+        status("unit_dispatched", "en", MetaStatus::Paused),
+    ] {
+        b.put_meta_status(&tenant, &s).await.unwrap();
+    }
+    let mut got = b.meta_statuses(&tenant, "unit_dispatched").await.unwrap();
+    got.sort_by(|a, b| a.language.cmp(&b.language));
+    assert_eq!(
+        got,
+        [
+            status("unit_dispatched", "en", MetaStatus::Paused),
+            status("unit_dispatched", "es", MetaStatus::Approved),
+        ]
+    );
+    assert!(b
+        .meta_statuses(&new_tenant_id("meta"), "unit_dispatched")
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -14,5 +14,6 @@ pub mod service;
 pub mod sms;
 pub mod team;
 pub mod template;
+pub mod templates;
 pub mod waba;
 pub mod webhook;

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::ports::StoreError;
 use crate::team::{Actor, ActorType, Role};
-use crate::template::Template;
+use crate::templates::SentTemplate;
 
 use crate::domain::{
     Address, Channel, DeliveryStatus, Direction, InboundMessage, Media, ProviderKind, Region,
@@ -160,9 +160,10 @@ pub struct Message {
     pub body: Option<String>,
     /// Attachments.
     pub media: Vec<Media>,
-    /// The approved WhatsApp template sent instead of a body (outbound WhatsApp only).
+    /// The template it was sent with: one of the tenant's (its body is the rendering), or a
+    /// WhatsApp template given inline (instead of a body).
     #[serde(default)]
-    pub template: Option<Template>,
+    pub template: Option<SentTemplate>,
     /// The subject line (email only).
     #[serde(default)]
     pub subject: Option<String>,
@@ -800,8 +801,8 @@ pub struct NewOutbound {
     pub body: Option<String>,
     /// Attachments.
     pub media: Vec<crate::domain::Media>,
-    /// An approved WhatsApp template, sent instead of a body and media.
-    pub template: Option<Template>,
+    /// The template it is sent with (see [`Message::template`]).
+    pub template: Option<SentTemplate>,
     /// The subject line (email only).
     pub subject: Option<String>,
     /// The client's idempotency key, if given.

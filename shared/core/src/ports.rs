@@ -22,6 +22,7 @@ use crate::model::{
 };
 use crate::providers::{Credentials, Secret};
 use crate::team::{Invite, Session, User, UserRecord};
+use crate::templates::{MetaTemplateStatus, StoredTemplate};
 use crate::waba::{ForwardCount, WabaId, WabaRoute};
 use crate::webhook::{WebhookDelivery, WebhookEndpoint};
 
@@ -163,6 +164,42 @@ pub trait TeamStore: Send + Sync {
         now: DateTime<Utc>,
         window: TimeDelta,
     ) -> StoreResult<Option<(u32, DateTime<Utc>)>>;
+}
+
+/// A tenant's own message templates (every version) and Meta's status for each language of
+/// its WhatsApp templates.
+#[async_trait]
+pub trait TemplateStore: Send + Sync {
+    /// A template of the tenant's, by name.
+    async fn get_template(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> StoreResult<Option<StoredTemplate>>;
+    /// The tenant's templates, by name.
+    async fn list_templates(&self, tenant: &TenantId) -> StoreResult<Vec<StoredTemplate>>;
+    /// Writes a template over the revision it was read at (`revision` 0: it must not exist
+    /// yet) and returns it with the revision moved on; [`StoreError::Conflict`] when someone
+    /// wrote it in between, so of two concurrent steps one wins and the other is refused.
+    async fn put_template(
+        &self,
+        tenant: &TenantId,
+        template: &StoredTemplate,
+    ) -> StoreResult<StoredTemplate>;
+    /// Records Meta's status for one language of one of the tenant's WhatsApp templates
+    /// (replacing the one known before).
+    async fn put_meta_status(
+        &self,
+        tenant: &TenantId,
+        status: &MetaTemplateStatus,
+    ) -> StoreResult<()>;
+    /// Meta's statuses of the tenant's WhatsApp template `name` (its name at Meta), one per
+    /// language.
+    async fn meta_statuses(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> StoreResult<Vec<MetaTemplateStatus>>;
 }
 
 /// Tenant carrier credentials (encrypted at rest / Secrets Manager).

@@ -63,6 +63,7 @@ impl Role {
                     | ConversationsAssignOthers
                     | DeliveryLogRead
                     | MessagesRetry
+                    | TemplatesManage
             ),
             Role::Sender => matches!(permission, MessagesSend | MessagesRead),
         }
@@ -112,6 +113,10 @@ pub enum Permission {
     DeliveryLogRead,
     /// Send a failed message again.
     MessagesRetry,
+    /// List and read the tenant's message templates (canned replies).
+    TemplatesRead,
+    /// Write, submit, approve and reject templates; sync Meta's statuses.
+    TemplatesManage,
     /// Invite users, change their role, disable them.
     UsersManage,
     /// Issue, list and revoke API keys.
@@ -121,7 +126,7 @@ pub enum Permission {
 }
 
 /// Every permission.
-pub const PERMISSIONS: [Permission; 12] = [
+pub const PERMISSIONS: [Permission; 14] = [
     Permission::MessagesSend,
     Permission::MessagesRead,
     Permission::ConversationsRead,
@@ -131,6 +136,8 @@ pub const PERMISSIONS: [Permission; 12] = [
     Permission::AuditRead,
     Permission::DeliveryLogRead,
     Permission::MessagesRetry,
+    Permission::TemplatesRead,
+    Permission::TemplatesManage,
     Permission::UsersManage,
     Permission::ApiKeysManage,
     Permission::TenantManage,
@@ -149,6 +156,8 @@ impl Permission {
             Permission::AuditRead => "audit.read",
             Permission::DeliveryLogRead => "delivery_log.read",
             Permission::MessagesRetry => "messages.retry",
+            Permission::TemplatesRead => "templates.read",
+            Permission::TemplatesManage => "templates.manage",
             Permission::UsersManage => "users.manage",
             Permission::ApiKeysManage => "api_keys.manage",
             Permission::TenantManage => "tenant.manage",
@@ -296,5 +305,9 @@ mod tests {
         }
         assert!(!Role::Sender.allows(ConversationsRead));
         assert!(Role::Supervisor.allows(AuditRead) && !Role::Dispatcher.allows(AuditRead));
+        assert!(
+            Role::Supervisor.allows(TemplatesManage) && !Role::Dispatcher.allows(TemplatesManage)
+        );
+        assert!(Role::Dispatcher.allows(TemplatesRead) && !Role::Sender.allows(TemplatesRead));
     }
 }

@@ -198,13 +198,7 @@ impl Template {
     /// header and one body, buttons with distinct indexes, each component with the
     /// parameters its type allows, and text within Meta's limits.
     pub fn validate(&self) -> Result<(), TemplateError> {
-        let name_ok = !self.name.is_empty()
-            && self.name.chars().count() <= MAX_NAME_CHARS
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !name_ok {
+        if !valid_name(&self.name) {
             return Err(invalid(
                 "template.name",
                 format!("must be 1 to {MAX_NAME_CHARS} lowercase letters, digits or underscores"),
@@ -406,6 +400,16 @@ impl Parameter {
 }
 
 /// `ll`, `lll`, `ll_CC` or `ll_NNN` (Meta's codes: `en`, `en_US`, `es_419`… ).
+/// Whether Meta accepts `name` as a template's name: 1 to 512 lowercase letters, digits or
+/// underscores.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().count() <= MAX_NAME_CHARS
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
 fn is_language_code(code: &str) -> bool {
     let (language, region) = match code.split_once('_') {
         Some((l, r)) => (l, Some(r)),

@@ -144,6 +144,7 @@ impl Omni {
             secrets: Arc::new(backend.clone()),
             waba: Arc::new(backend.clone()),
             webhooks: Arc::new(backend.clone()),
+            templates: Arc::new(backend.clone()),
             messages: Arc::new(backend.clone()),
             queue: Arc::new(backend.clone()),
             push: push.clone(),

@@ -1054,3 +1054,106 @@ fn every_event_file_is_exercised() {
     files.sort();
     assert_eq!(files, tested);
 }
+
+/// The send sample's HTTP API event, turned into `method path` with `body`, signed by `key`.
+fn api_event(method: &str, path: &str, body: Option<serde_json::Value>, key: &str) -> String {
+    let mut event: serde_json::Value = serde_json::from_str(&event_file("send")).unwrap();
+    event["routeKey"] = format!("{method} {path}").into();
+    event["requestContext"]["routeKey"] = event["routeKey"].clone();
+    event["rawPath"] = path.into();
+    event["requestContext"]["http"]["method"] = method.into();
+    event["requestContext"]["http"]["path"] = path.into();
+    let headers = event["headers"].as_object_mut().unwrap();
+    headers.remove("idempotency-key");
+    headers.remove("content-length");
+    headers.insert("authorization".into(), format!("Bearer {key}").into());
+    event["body"] = body.map_or(serde_json::Value::Null, |b| b.to_string().into());
+    event.to_string()
+}
+
+/// A template written, submitted and approved (by a second key) through the conversations
+/// function, kept in DynamoDB, and rendered by the send function in the base language.
+#[tokio::test]
+async fn templates_through_the_conversations_and_send_functions() {
+    use omni_core::model::ApiKeyInfo;
+    use omni_core::ports::TenantStore;
+    use serde_json::json;
+    let w = world().await;
+    let second = "omk_events0second0key00000000000000";
+    let info = ApiKeyInfo {
+        id: "key_second".into(),
+        name: Some("supervisor".into()),
+        prefix: Some(second[..12].into()),
+        created_at: None,
+        last_used_at: None,
+        role: omni_core::team::Role::Supervisor,
+    };
+    w.backend
+        .put_api_key(&tenant(), &info, &omni_core::service::hash_api_key(second))
+        .await
+        .unwrap();
+    let conversations = || omni_api::dispatch::conversations_app(w.omni.app_state());
+    let definition = json!({
+        "channels": ["sms"],
+        "variables": {"unit": {"type": "text", "max_length": 10}},
+        "languages": {"en": {"body": "Unit {{unit}} is on its way"},
+                      "es": {"body": "La unidad {{unit}} va en camino"}},
+        "default_language": "en"});
+    let path = "/v1/templates/unit-dispatched";
+    let (st, b) = http_event(
+        conversations(),
+        &api_event("PUT", path, Some(definition), API_KEY),
+    )
+    .await;
+    assert_eq!(
+        (st, &b["versions"][0]["status"]),
+        (201, &json!("draft")),
+        "{b}"
+    );
+    let (st, b) = http_event(
+        conversations(),
+        &api_event("POST", &format!("{path}/submit"), None, API_KEY),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = http_event(
+        conversations(),
+        &api_event("POST", &format!("{path}/approve"), None, API_KEY),
+    )
+    .await;
+    assert_eq!((st, &b["code"]), (403, &json!("forbidden")), "{b}");
+    let (st, b) = http_event(
+        conversations(),
+        &api_event("POST", &format!("{path}/approve"), None, second),
+    )
+    .await;
+    assert_eq!((st, &b["approved_version"]), (200, &json!(1)), "{b}");
+    let (st, b) = http_event(
+        conversations(),
+        &api_event("GET", "/v1/templates", None, API_KEY),
+    )
+    .await;
+    assert_eq!(
+        (st, &b["items"][0]["versions"][0]["approver"]["name"]),
+        (200, &json!("supervisor")),
+        "{b}"
+    );
+
+    let send = json!({"channel": "sms", "from": TWILIO_NUMBER, "to": CONTACT, "template":
+        {"name": "unit-dispatched", "language": "es-MX", "variables": {"unit": "M12"}}});
+    let send_app = omni_api::dispatch::send_app(w.omni.app_state());
+    let (st, m) = http_event(
+        send_app,
+        &api_event("POST", "/v1/messages", Some(send), API_KEY),
+    )
+    .await;
+    assert_eq!(st, 202, "{m}");
+    assert_eq!(m["body"], "La unidad M12 va en camino");
+    assert_eq!(
+        m["template"],
+        json!({"name": "unit-dispatched", "version": 1, "language": "es"})
+    );
+    let id = Uuid::parse_str(m["id"].as_str().unwrap()).unwrap();
+    let stored = w.backend.get_message(&tenant(), id).await.unwrap().unwrap();
+    assert_eq!(stored.body.as_deref(), Some("La unidad M12 va en camino"));
+}

@@ -189,6 +189,7 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
             access_token: Secret::new("events-whatsapp-access-token"),
             app_secret: Secret::new(WHATSAPP_APP_SECRET),
             verify_token: Secret::new("events-whatsapp-verify-token"),
+            waba_id: None,
         }),
         Credentials::Telnyx(TelnyxCredentials {
             api_key: Secret::new("events-telnyx-api-key"),

@@ -26,6 +26,7 @@ mod messages;
 mod parts;
 mod queue;
 mod team;
+mod templates;
 mod tenants;
 mod uploads;
 mod waba;

@@ -340,7 +340,24 @@ pub trait MessagingProviderAdapter: Send + Sync {
     ) -> Result<MediaContent, MediaError> {
         Err(MediaError::NotFound)
     }
+
+    /// Meta's status of each language of the business account's WhatsApp templates
+    /// (WhatsApp only).
+    async fn template_statuses(
+        &self,
+        _credentials: &Credentials,
+    ) -> Result<Vec<crate::templates::MetaTemplateStatus>, TemplateSyncError> {
+        Err(TemplateSyncError(
+            "only the WhatsApp Cloud API keeps WhatsApp templates".into(),
+        ))
+    }
 }
+
+/// Why a carrier's template statuses could not be read: the carrier's answer, or what is
+/// missing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TemplateSyncError(pub String);
 
 /// The largest media item Omni fetches on a dashboard's behalf: WhatsApp's own limit for
 /// audio and video (documents may be larger and are refused rather than held in memory).

@@ -21,13 +21,14 @@ use super::carrier::{
 use super::Secret;
 use super::{
     carries, coded_failure, ct_eq, network_error, phones, read_media_body, retry_after,
-    Credentials, MediaContent, MediaError, MessagingProviderAdapter, ParseError, VerifyError,
-    WebhookRequest,
+    Credentials, MediaContent, MediaError, MessagingProviderAdapter, ParseError, TemplateSyncError,
+    VerifyError, WebhookRequest,
 };
 use crate::domain::{
     Address, Channel, DeliveryStatus, InboundMessage, Media, OutboundMessage, ProviderKind,
     SendError, SendResult, StatusUpdate, WebhookEvent, E164,
 };
+use crate::templates::{MetaStatus, MetaTemplateStatus};
 use std::sync::Arc;
 
 /// Graph error codes worth retrying: 4 (app rate limit), 80007 (WABA rate limit), 130429
@@ -459,6 +460,23 @@ struct GraphError {
     message: Option<String>,
 }
 
+/// Sends a Graph API read: its status, its body, and Meta's error when it failed.
+async fn graph_read(
+    request: reqwest::RequestBuilder,
+) -> Result<(reqwest::StatusCode, Vec<u8>, Option<GraphError>), reqwest::Error> {
+    let response = request.send().await?;
+    let status = response.status();
+    let bytes = response.bytes().await?.to_vec();
+    let error = if status.is_success() {
+        None
+    } else {
+        serde_json::from_slice::<GraphErrorBody>(&bytes)
+            .ok()
+            .map(|b| b.error)
+    };
+    Ok((status, bytes, error))
+}
+
 /// `GET /{media-id}`: where the media can be downloaded (for a few minutes) and its type.
 #[derive(Deserialize)]
 struct MediaLocation {
@@ -478,19 +496,14 @@ impl WhatsappAdapter {
         // Without the URL: a download URL is Meta's signed link, not for logs or responses.
         let failed =
             |e: reqwest::Error| MediaError::Carrier(format!("WhatsApp media: {}", e.without_url()));
-        let response = self
-            .http
-            .get(format!("{}/{media_id}", self.base_url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(failed)?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(failed)?;
+        let (status, bytes, error) = graph_read(
+            self.http
+                .get(format!("{}/{media_id}", self.base_url))
+                .bearer_auth(token),
+        )
+        .await
+        .map_err(failed)?;
         if !status.is_success() {
-            let error = serde_json::from_slice::<GraphErrorBody>(&bytes)
-                .ok()
-                .map(|b| b.error);
             if status == reqwest::StatusCode::NOT_FOUND
                 || error.as_ref().and_then(|e| e.code) == Some(INVALID_PARAMETER)
             {
@@ -655,6 +668,164 @@ impl MessagingProviderAdapter for WhatsappAdapter {
         let id = media_id(url).ok_or(MediaError::NotFound)?;
         self.download(creds.access_token.expose(), id).await
     }
+
+    async fn template_statuses(
+        &self,
+        credentials: &Credentials,
+    ) -> Result<Vec<MetaTemplateStatus>, TemplateSyncError> {
+        let Credentials::Whatsapp(creds) = credentials else {
+            return Err(TemplateSyncError(
+                "credentials are for another provider".into(),
+            ));
+        };
+        self.list_template_statuses(creds).await
+    }
+}
+
+/// `GET /{waba_id}/message_templates`: one page of the account's templates.
+#[derive(Deserialize)]
+struct TemplatePage {
+    #[serde(default)]
+    data: Vec<ListedTemplate>,
+    #[serde(default)]
+    paging: Option<Paging>,
+}
+
+#[derive(Deserialize)]
+struct ListedTemplate {
+    name: String,
+    language: String,
+    status: String,
+}
+
+#[derive(Deserialize)]
+struct Paging {
+    #[serde(default)]
+    cursors: Option<Cursors>,
+    /// Present only when there is a next page.
+    #[serde(default)]
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Cursors {
+    after: Option<String>,
+}
+
+/// Most template pages read in one sync (100 templates a page): a bound on a misbehaving
+/// answer that keeps naming a next page.
+const MAX_TEMPLATE_PAGES: usize = 50;
+
+impl WhatsappAdapter {
+    /// Meta's status of every language of the business account's templates, read page by
+    /// page with the `after` cursor (never a URL from the answer: the base URL is the
+    /// platform's configuration).
+    pub(super) async fn list_template_statuses(
+        &self,
+        creds: &WhatsappCredentials,
+    ) -> Result<Vec<MetaTemplateStatus>, TemplateSyncError> {
+        let waba_id = creds.waba_id.as_deref().ok_or_else(|| {
+            TemplateSyncError("the tenant's WhatsApp settings have no waba_id".into())
+        })?;
+        let failed = |e: reqwest::Error| {
+            TemplateSyncError(format!("WhatsApp templates: {}", e.without_url()))
+        };
+        let url = format!("{}/{waba_id}/message_templates", self.base_url);
+        let mut statuses = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_TEMPLATE_PAGES {
+            let mut query = vec![("fields", "name,language,status"), ("limit", "100")];
+            if let Some(cursor) = after.as_deref() {
+                query.push(("after", cursor));
+            }
+            let (status, bytes, error) = graph_read(
+                self.http
+                    .get(&url)
+                    .query(&query)
+                    .bearer_auth(creds.access_token.expose()),
+            )
+            .await
+            .map_err(failed)?;
+            if !status.is_success() {
+                let message = error
+                    .and_then(|e| e.message)
+                    .unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
+                return Err(TemplateSyncError(format!(
+                    "WhatsApp refused the template listing: {message}"
+                )));
+            }
+            let page: TemplatePage = serde_json::from_slice(&bytes).map_err(|_| {
+                TemplateSyncError("WhatsApp answered the template listing unreadably".into())
+            })?;
+            let now = Utc::now();
+            statuses.extend(page.data.into_iter().map(|t| MetaTemplateStatus {
+                status: MetaStatus::from_meta(&t.status),
+                name: t.name,
+                language: t.language,
+                updated_at: now,
+            }));
+            after = page
+                .paging
+                .filter(|p| p.next.is_some())
+                .and_then(|p| p.cursors)
+                .and_then(|c| c.after);
+            if after.is_none() {
+                return Ok(statuses);
+            }
+        }
+        Err(TemplateSyncError(format!(
+            "WhatsApp listed more than {MAX_TEMPLATE_PAGES} pages of templates"
+        )))
+    }
+}
+
+/// One `message_template_status_update` change of a webhook: Meta's new status for one
+/// language of a business account's template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateStatusChange {
+    /// The business account (the entry's `id`).
+    pub waba_id: String,
+    /// The status, for the template's name and Meta language code.
+    pub status: MetaTemplateStatus,
+}
+
+/// The template status changes a WhatsApp webhook carries (none for other fields).
+pub fn template_status_changes(body: &[u8]) -> Vec<TemplateStatusChange> {
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    let empty = Vec::new();
+    let text = |v: &serde_json::Value, key: &str| v[key].as_str().map(str::to_owned);
+    let now = Utc::now();
+    let mut changes = Vec::new();
+    for entry in body["entry"].as_array().unwrap_or(&empty) {
+        let Some(waba_id) = text(entry, "id") else {
+            continue;
+        };
+        for change in entry["changes"].as_array().unwrap_or(&empty) {
+            if change["field"] != "message_template_status_update" {
+                continue;
+            }
+            let value = &change["value"];
+            let (Some(event), Some(name), Some(language)) = (
+                text(value, "event"),
+                text(value, "message_template_name"),
+                text(value, "message_template_language"),
+            ) else {
+                continue;
+            };
+            changes.push(TemplateStatusChange {
+                waba_id: waba_id.clone(),
+                status: MetaTemplateStatus {
+                    name,
+                    language,
+                    status: MetaStatus::from_meta(&event),
+                    updated_at: now,
+                },
+            });
+        }
+    }
+    changes
 }
 
 /// WhatsApp Cloud API credentials for one business phone number.
@@ -668,6 +839,11 @@ pub struct WhatsappCredentials {
     pub app_secret: Secret,
     /// The token Meta echoes in the `hub.verify_token` subscription handshake.
     pub verify_token: Secret,
+    /// The WhatsApp Business Account id (digits, not secret): whose templates
+    /// `POST /v1/templates/sync/whatsapp` reads, and whose template status webhooks are
+    /// this tenant's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waba_id: Option<String>,
 }
 
 impl CarrierConfig for WhatsappCredentials {
@@ -679,6 +855,12 @@ impl CarrierConfig for WhatsappCredentials {
             && self.phone_number_id.bytes().all(|b| b.is_ascii_digit());
         require(id_ok, "phone_number_id (digits)")?;
         require(!self.access_token.expose().is_empty(), "access_token")?;
+        // Also a path segment of the Graph API.
+        let waba_ok = self
+            .waba_id
+            .as_ref()
+            .is_none_or(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
+        require(waba_ok, "waba_id (digits)")?;
         strong(&self.app_secret, "app_secret")?;
         require(!self.verify_token.expose().is_empty(), "verify_token")
     }
@@ -697,6 +879,7 @@ impl CarrierConfig for WhatsappCredentials {
             access_token: Secret::new("wa-access-token-secret"),
             app_secret: Secret::new("wa-app-secret"),
             verify_token: Secret::new("wa-verify-token-secret"),
+            waba_id: Some("102290129340398".into()),
         }
     }
 }
@@ -751,6 +934,7 @@ mod tests {
     const FIXTURE_SECRET: &str = "0123456789abcdef0123456789abcdef";
     const PHONE_ID: &str = "200000000000002";
     const TOKEN: &str = "EAAG-access-token-secret";
+    const WABA_ID: &str = "300000000000003";
 
     fn creds(app_secret: &str) -> Credentials {
         Credentials::Whatsapp(WhatsappCredentials {
@@ -758,6 +942,7 @@ mod tests {
             access_token: Secret::new(TOKEN),
             app_secret: Secret::new(app_secret),
             verify_token: Secret::new("verify-me"),
+            waba_id: Some(WABA_ID.into()),
         })
     }
 
@@ -1188,6 +1373,116 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn template_statuses_are_read_page_by_page_with_the_after_cursor() {
+        use wiremock::matchers::query_param;
+        let (server, adapter) = server().await;
+        let listing = format!("/v21.0/{WABA_ID}/message_templates");
+        Mock::given(method("GET"))
+            .and(path(listing.as_str()))
+            .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+            .and(query_param("fields", "name,language,status"))
+            .and(query_param("after", "MjQZD"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "data": [{"name": "unit_dispatched", "language": "es", "status": "PAUSED",
+                    "id": "2", "category": "UTILITY"}],
+                "paging": {"cursors": {"before": "MAZDZD", "after": "MjQZE"}}})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path(listing.as_str()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "data": [
+                    {"name": "unit_dispatched", "language": "en_US", "status": "APPROVED", "id": "1"},
+                    {"name": "promo", "language": "en_US", "status": "REJECTED", "id": "3"}],
+                "paging": {"cursors": {"before": "MAZDZD", "after": "MjQZD"},
+                    "next": "https://graph.example/elsewhere"}})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let statuses = adapter
+            .template_statuses(&creds(FIXTURE_SECRET))
+            .await
+            .unwrap();
+        let got: Vec<_> = statuses
+            .iter()
+            .map(|s| (s.name.as_str(), s.language.as_str(), s.status))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("unit_dispatched", "en_US", MetaStatus::Approved),
+                ("promo", "en_US", MetaStatus::Rejected),
+                ("unit_dispatched", "es", MetaStatus::Paused),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_template_listing_says_why_and_no_account_is_asked_for() {
+        let (server, adapter) = server().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": {
+                "message": "Error validating access token", "type": "OAuthException", "code": 190}})))
+            .mount(&server)
+            .await;
+        let refused = adapter.template_statuses(&creds(FIXTURE_SECRET)).await;
+        assert_eq!(
+            refused.unwrap_err().to_string(),
+            "WhatsApp refused the template listing: Error validating access token"
+        );
+        let Credentials::Whatsapp(mut without) = creds(FIXTURE_SECRET) else {
+            unreachable!()
+        };
+        without.waba_id = None;
+        let missing = adapter
+            .template_statuses(&Credentials::Whatsapp(without))
+            .await;
+        assert!(missing.unwrap_err().to_string().contains("waba_id"));
+    }
+
+    #[test]
+    fn template_status_webhooks_are_read_per_account() {
+        let body = json!({"object": "whatsapp_business_account", "entry": [
+            {"id": "300000000000003", "time": 1700000000, "changes": [
+                {"field": "message_template_status_update", "value": {
+                    "event": "APPROVED", "message_template_id": 594425479261596_i64,
+                    "message_template_name": "unit_dispatched",
+                    "message_template_language": "es", "reason": "NONE"}},
+                {"field": "messages", "value": {}}]},
+            {"id": "300000000000004", "changes": [
+                {"field": "message_template_status_update", "value": {
+                    "event": "DISABLED", "message_template_name": "promo",
+                    "message_template_language": "en_US"}},
+                {"field": "message_template_status_update", "value": {"event": "PAUSED"}}]}]});
+        let changes = template_status_changes(body.to_string().as_bytes());
+        let got: Vec<_> = changes
+            .iter()
+            .map(|c| {
+                (
+                    c.waba_id.as_str(),
+                    c.status.name.as_str(),
+                    c.status.language.as_str(),
+                    c.status.status,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "300000000000003",
+                    "unit_dispatched",
+                    "es",
+                    MetaStatus::Approved
+                ),
+                ("300000000000004", "promo", "en_US", MetaStatus::Disabled),
+            ]
+        );
+        assert!(template_status_changes(b"not json").is_empty());
+    }
+
+    #[tokio::test]
     async fn a_template_without_components_sends_name_and_language_only() {
         let (server, adapter) = server().await;
         Mock::given(method("POST"))
@@ -1411,6 +1706,7 @@ mod tests {
             access_token: Secret::new("EAAG-access-secret"),
             app_secret: Secret::new("app-very-secret"),
             verify_token: Secret::new("verify-very-secret"),
+            waba_id: Some("102290129340398".into()),
         });
         let shown = format!("{creds:?} {}", creds.redacted());
         for secret in [
@@ -1421,6 +1717,7 @@ mod tests {
             assert!(!shown.contains(secret), "{shown}");
         }
         assert!(shown.contains("106540352242922"));
+        assert_eq!(creds.redacted()["waba_id"], "102290129340398");
         assert_eq!(creds.redacted()["provider"], "whatsapp");
         assert_eq!(
             creds.secrets(),

@@ -50,18 +50,25 @@ impl Services {
         by: &Actor,
     ) -> Result<AutoReplies, ServiceError> {
         settings.validate().map_err(ServiceError::InvalidRequest)?;
-        if settings
-            .replies()
-            .any(|r| matches!(r, Reply::Template { .. }))
-        {
-            return Err(ServiceError::InvalidRequest(
-                "template replies need message templates, which this server does not have yet: \
-                 give the reply as text"
-                    .into(),
-            ));
-        }
         if self.tenants.get_tenant(tenant).await?.is_none() {
             return Err(ServiceError::NotFound("tenant"));
+        }
+        // A template reply must name one of the tenant's templates (its approval, variables
+        // and language are checked when it is sent, as for any send).
+        for reply in settings.replies() {
+            if let Reply::Template { template } = reply {
+                if self
+                    .templates
+                    .get_template(tenant, &template.name)
+                    .await?
+                    .is_none()
+                {
+                    return Err(ServiceError::InvalidRequest(format!(
+                        "the auto-reply's template {:?} does not exist",
+                        template.name
+                    )));
+                }
+            }
         }
         self.tenants.put_auto_replies(tenant, &settings).await?;
         self.auto_reply_cache
@@ -130,14 +137,17 @@ impl Services {
         {
             return Ok(()); // answered automatically within the cooldown already
         }
-        let body = match reply {
-            Reply::Body(body) => body.clone(),
-            Reply::Template { template } => {
-                return Err(ServiceError::InvalidRequest(format!(
-                    "the auto-reply names the template {:?}, and templates cannot be sent yet",
-                    template.name
-                )));
-            }
+        let (body, template) = match reply {
+            Reply::Body(body) => (Some(body.clone()), None),
+            // The stored-template form of a send (it has `variables`), rendered for the channel.
+            Reply::Template { template } => (
+                None,
+                Some(json!({
+                    "name": template.name,
+                    "language": template.language,
+                    "variables": template.variables,
+                })),
+            ),
         };
         let by = Actor {
             kind: ActorType::AutoReply,
@@ -148,9 +158,9 @@ impl Services {
             channel: message.channel.thread(),
             to: message.from.to_string(),
             from: Some(message.to.to_string()),
-            body: Some(body),
+            body,
             media_urls: vec![],
-            template: None,
+            template,
             subject: None,
             // One auto-reply per inbound message, however often its job runs.
             idempotency_key: Some(format!("auto-reply:{}", message.id)),

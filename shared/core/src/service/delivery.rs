@@ -358,7 +358,8 @@ impl Services {
         message: &Message,
         leg: &Leg,
     ) -> Result<SendResult, SendError> {
-        if message.template.is_some() && !leg.adapter.sends_templates() {
+        let template = message.template.as_ref().and_then(|t| t.meta()).cloned();
+        if template.is_some() && !leg.adapter.sends_templates() {
             return Err(SendError::permanent(
                 None,
                 format!(
@@ -375,7 +376,7 @@ impl Services {
             to: message.to.clone(),
             body: message.body.clone(),
             media: message.media.clone(),
-            template: message.template.clone(),
+            template,
             subject: message.subject.clone(),
             status_callback: Some(format!(
                 "{}/webhooks/{}/status",

@@ -115,6 +115,10 @@ impl Services {
         let events = adapter
             .normalize_inbound(request)
             .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
+        if kind == ProviderKind::Whatsapp {
+            self.apply_template_status_changes(request, signed, client)
+                .await?;
+        }
         let Some(first) = events.first() else {
             return Ok(());
         };

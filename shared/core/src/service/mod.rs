@@ -14,11 +14,12 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::{DomainError, ProviderKind, TenantId};
 use crate::ports::{
-    MediaStore, MessageStore, Push, Queue, SecretStore, StoreError, TeamStore, TenantStore,
-    UploadStore, WabaRouteStore, WebhookStore,
+    MediaStore, MessageStore, Push, Queue, SecretStore, StoreError, TeamStore, TemplateStore,
+    TenantStore, UploadStore, WabaRouteStore, WebhookStore,
 };
 use crate::providers::{Credentials, ProviderRegistry};
 use crate::team::Permission;
+use crate::templates::TemplateRuleError;
 
 mod autoreply;
 mod breaker;
@@ -33,6 +34,7 @@ mod media;
 mod outbound;
 mod ses_sns;
 mod team;
+mod templates;
 mod throttle;
 mod updater;
 mod webhooks;
@@ -108,6 +110,21 @@ pub enum ServiceError {
     /// An upload larger than allowed.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// No template of that name (`template_not_found`).
+    #[error("{0}")]
+    TemplateNotFound(String),
+    /// The template has no version that may be sent: none approved by the tenant, or, on
+    /// WhatsApp, not approved by Meta in that language (`template_not_approved`).
+    #[error("{0}")]
+    TemplateNotApproved(String),
+    /// Neither the language asked for, its base language nor the template's default exists
+    /// (`template_language_unavailable`).
+    #[error("{0}")]
+    TemplateLanguageUnavailable(String),
+    /// The caller holds the permission but the rule refuses this caller (four eyes: the
+    /// author of a template version cannot approve it).
+    #[error("{0}")]
+    NotAllowed(String),
     /// Storage failed; details go to logs only.
     #[error("internal error")]
     Store(#[source] StoreError),
@@ -124,6 +141,19 @@ impl From<StoreError> for ServiceError {
             StoreError::InvalidCursor => ServiceError::InvalidRequest("invalid cursor".into()),
             StoreError::RecipientOptedOut => ServiceError::RecipientOptedOut,
             other => ServiceError::Store(other),
+        }
+    }
+}
+
+impl From<TemplateRuleError> for ServiceError {
+    fn from(e: TemplateRuleError) -> Self {
+        match e {
+            TemplateRuleError::Invalid(m) => ServiceError::InvalidRequest(m),
+            TemplateRuleError::LanguageUnavailable(m) => {
+                ServiceError::TemplateLanguageUnavailable(m)
+            }
+            TemplateRuleError::WrongState(m) => ServiceError::Conflict(m),
+            TemplateRuleError::OwnVersion(m) => ServiceError::NotAllowed(m),
         }
     }
 }
@@ -269,6 +299,8 @@ pub struct Services {
     pub team: Arc<dyn TeamStore>,
     /// Carrier credentials.
     pub secrets: Arc<dyn SecretStore>,
+    /// The tenants' message templates and Meta's statuses of them.
+    pub templates: Arc<dyn TemplateStore>,
     /// WhatsApp Business Account routes to other environments.
     pub waba: Arc<dyn WabaRouteStore>,
     /// Event webhook endpoints and their deliveries.

@@ -11,7 +11,6 @@ use crate::domain::{Address, Channel, ChatId, EmailAddress, Media, ProviderKind,
 use crate::model::{Message, NumberRoute};
 use crate::ports::Job;
 use crate::team::Actor;
-use crate::template::Template;
 
 /// Longest text accepted (Twilio's limit; longer texts are refused, not truncated).
 const MAX_BODY_CHARS: usize = 1600;
@@ -37,9 +36,11 @@ pub struct SendRequest {
     /// Media URLs (https).
     #[serde(default)]
     pub media_urls: Vec<String>,
-    /// An approved WhatsApp template, instead of a body and media (whatsapp channel only).
+    /// One of the tenant's templates, `{"name", "language", "variables"}`, rendered into the
+    /// message; or Meta's template object given inline (whatsapp channel only). Either
+    /// instead of a body and media.
     #[serde(default)]
-    pub template: Option<Template>,
+    pub template: Option<serde_json::Value>,
     /// The subject line (email channel only); `Message from <tenant name>` when absent.
     #[serde(default)]
     pub subject: Option<String>,
@@ -65,24 +66,36 @@ impl Services {
             .ok_or(ServiceError::NotFound("tenant"))?;
         let region = tenant_record.default_region;
         let to = recipient(request.channel, &request.to, region)?;
+        let mut body = request.body.filter(|b| !b.trim().is_empty());
+        let mut given_subject = request.subject;
+        let template = match request.template {
+            Some(template) => {
+                // A template message is made of the template only: no text or attachment
+                // of the sender's goes with it.
+                if body.is_some() || !request.media_urls.is_empty() {
+                    return Err(ServiceError::InvalidRequest(
+                        "template: a template message carries no body or media_urls".into(),
+                    ));
+                }
+                let prepared = self
+                    .prepare_template(tenant, request.channel, template)
+                    .await?;
+                body = prepared.body;
+                given_subject = given_subject.or(prepared.subject);
+                Some(prepared.sent)
+            }
+            None if body.is_none() && request.media_urls.is_empty() => {
+                return Err(ServiceError::InvalidRequest(
+                    "a message needs a body or media_urls".into(),
+                ));
+            }
+            None => None,
+        };
         let subject = subject(
             request.channel,
-            request.subject.as_deref(),
+            given_subject.as_deref(),
             &tenant_record.name,
         )?;
-        let body = request.body.filter(|b| !b.trim().is_empty());
-        if let Some(template) = &request.template {
-            check_template(
-                template,
-                request.channel,
-                body.is_some(),
-                &request.media_urls,
-            )?;
-        } else if body.is_none() && request.media_urls.is_empty() {
-            return Err(ServiceError::InvalidRequest(
-                "a message needs a body or media_urls".into(),
-            ));
-        }
         if body
             .as_ref()
             .is_some_and(|b| b.chars().count() > MAX_BODY_CHARS)
@@ -139,7 +152,7 @@ impl Services {
         } else {
             let route = self.sender_route(numbers, channel, request.from.as_deref(), region)?;
             let provider = self.ensure_sendable(tenant, &route, channel).await?;
-            if request.template.is_some()
+            if template.as_ref().and_then(|t| t.meta()).is_some()
                 && !self
                     .providers
                     .get(provider)
@@ -160,7 +173,7 @@ impl Services {
             to,
             body,
             media,
-            template: request.template,
+            template,
             subject,
             idempotency_key: request.idempotency_key,
             at: Utc::now(),
@@ -325,27 +338,4 @@ fn subject(
         _ if channel == Channel::Email => Ok(Some(format!("Message from {tenant_name}"))),
         _ => Ok(None),
     }
-}
-
-/// A template message is a WhatsApp message made only of the approved template: Meta sends
-/// no free text or attachment with it, and the template must pass Meta's rules.
-fn check_template(
-    template: &Template,
-    channel: Channel,
-    has_body: bool,
-    media_urls: &[String],
-) -> Result<(), ServiceError> {
-    if channel != Channel::Whatsapp {
-        return Err(ServiceError::InvalidRequest(
-            "template: only the whatsapp channel sends templates".into(),
-        ));
-    }
-    if has_body || !media_urls.is_empty() {
-        return Err(ServiceError::InvalidRequest(
-            "template: a template message carries no body or media_urls".into(),
-        ));
-    }
-    template
-        .validate()
-        .map_err(|e| ServiceError::InvalidRequest(e.to_string()))
 }
