@@ -21,7 +21,9 @@ CONTACT = "+15555550150"
 # issue 20, the last read of each is the tenant's event webhook endpoints and a webhook's
 # log entry one more write), against 7 + 4 and 13 + 6 that issue 15 counted before the
 # cuts. A regression fails here.
-MAX_INBOUND = 9
+# Plus, per inbound message, a share of the tenant's auto-replies read: once per 30 s per
+# updater instance (0.1 over these ten messages).
+MAX_INBOUND = 9.5
 MAX_SEND = 13
 MAX_CALLBACK = 8
 

@@ -601,6 +601,8 @@ async function loadWebhookFailures() {
     el("td", {}, el("time", { datetime: w.received_at }, new Date(w.received_at).toLocaleString())),
     el("td", {}, w.carrier), el("td", {}, w.reason || ""), el("td", {}, w.detail || ""),
     el("td", {}, w.body ? el("details", {}, el("summary", {}, "body"), el("pre", {}, w.body)) : ""))));
+}
+
 // ---- templates (supervisors, admins): approve or reject another's pending version ----
 async function loadTemplates() {
   const { items } = await api("GET", "/v1/templates");
