@@ -507,3 +507,33 @@ def test_a_batch_is_sent_searched_in_the_delivery_log_exported_and_a_failure_ret
     wait_for("the retried send", lambda: message(api, north, failed_id)["status"] == "sent")
     assert len(sends_to(carrier, refused_once)) == 2
     no_access_denied(stack)
+
+
+def test_auto_replies_greet_once_and_answer_keywords_through_the_updater(stack: Stack, api: Api, north: str, carrier: CarrierFake) -> None:
+    """The admin function saves the tenant's auto-replies; the conversation-updater, under its
+    own role, reads them, looks for an earlier message (gsi1), takes the conversation's turn
+    and sends through the delivery worker."""
+    week = {d: [["00:00", "24:00"]] for d in ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}
+    api.admin("PUT", "/v1/admin/tenants/north/auto-replies", {
+        "business_hours": {"timezone": "America/Toronto", "hours": week},
+        "outside_hours_reply": "We are closed.",
+        "greeting": "Welcome to North County dispatch.",
+        "keyword_rules": [{"match": "contains", "keyword": "address", "reply": "12 Main St"}],
+    })
+    # The updater's instance read the tenant's (empty) auto-replies for earlier scenarios and
+    # trusts them for 30 s: the change reaches it within that, as the README says.
+    time.sleep(31)
+    greeted, asked = "+15555550181", "+15555550182"
+    inbound(api, "SM" + "g" * 32, "hello", greeted)
+    forms = wait_for("the greeting at the carrier", lambda: sends_to(carrier, greeted))
+    assert forms[0]["Body"] == "Welcome to North County dispatch." and forms[0]["From"] == NUMBER
+    inbound(api, "SM" + "h" * 32, "still there?", greeted)
+    inbound(api, "SM" + "k" * 32, "what is your address", asked)
+    forms = wait_for("the keyword reply at the carrier", lambda: sends_to(carrier, asked))
+    assert forms[0]["Body"] == "12 Main St"
+    time.sleep(2)
+    assert len(sends_to(carrier, greeted)) == 1, "one auto-reply per cooldown"
+    audit = api.call("GET", "/v1/audit?action=message.auto_reply", north).json()["items"]
+    assert len(audit) == 2 and all(a["actor"]["type"] == "auto_reply" for a in audit), audit
+    api.admin("PUT", "/v1/admin/tenants/north/auto-replies", {})
+    no_access_denied(stack)
