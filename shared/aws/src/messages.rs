@@ -443,13 +443,15 @@ impl AwsBackend {
         let thread = thread_key(tenant, message.channel, contact);
         let derived = conversation_id_of(tenant, message.channel, contact);
         let new_key = order_key(message.created_at, message.id);
-        // An inbound message's event webhooks are written in its transaction (the outbox).
-        let endpoints = if message.direction == Direction::Inbound {
-            self.subscribed_endpoints(tenant, &["message.received", "conversation.updated"])
-                .await?
+        // A message's event webhooks are written in its transaction (the outbox): an inbound
+        // one's `message.received`, and the conversation it changes.
+        let inbound = message.direction == Direction::Inbound;
+        let kinds: &[&str] = if inbound {
+            &["message.received", "conversation.updated"]
         } else {
-            Vec::new()
+            &["conversation.updated"]
         };
+        let endpoints = self.subscribed_endpoints(tenant, kinds).await?;
         let written = Mutex::new(Vec::new());
         for attempt in 0..WRITE_ATTEMPTS {
             if attempt > 0 {
@@ -610,15 +612,16 @@ impl AwsBackend {
             }
             if !endpoints.is_empty() {
                 let conversation = conversation_from(&after, opted_out)?;
-                ops.extend(self.delivery_ops(
+                let mut events = Vec::with_capacity(2);
+                if inbound {
+                    events.push(PushEvent::for_message("message.received", tenant, &message));
+                }
+                events.push(PushEvent::for_conversation(
+                    "conversation.updated",
                     tenant,
-                    &endpoints,
-                    &[
-                        PushEvent::for_message("message.received", tenant, &message),
-                        PushEvent::for_conversation("conversation.updated", tenant, &conversation),
-                    ],
-                    &written,
-                )?);
+                    &conversation,
+                ));
+                ops.extend(self.delivery_ops(tenant, &endpoints, &events, &written)?);
             }
             if self.transact(ops).await? {
                 self.announce(written).await;
@@ -792,6 +795,62 @@ impl AwsBackend {
                 }
             }
         }
+    }
+
+    /// Updates a conversation with `expression` (which must move `ver`) and, when the tenant
+    /// has endpoints subscribed to `kind`, writes their deliveries in the same transaction: the
+    /// conversation is then read, `apply` makes the change to it here, and it is written
+    /// under its version with the deliveries. `None` when the tenant has no such conversation.
+    async fn update_conversation_with_event(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        expression: String,
+        vals: Item,
+        kind: &str,
+        apply: impl Fn(&mut Conversation),
+    ) -> StoreResult<Option<Conversation>> {
+        let endpoints = self.subscribed_endpoints(tenant, &[kind]).await?;
+        if endpoints.is_empty() {
+            return self
+                .update_conversation_item(tenant, id, expression, vals)
+                .await;
+        }
+        let written = Mutex::new(Vec::new());
+        for attempt in 0..WRITE_ATTEMPTS {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
+            let Some(item) = self.get_item(conversation_key(tenant, id)).await? else {
+                return Ok(None);
+            };
+            let opted_out = self
+                .is_opted_out_str(tenant, get_s(&item, "contact")?)
+                .await?;
+            let mut conversation = conversation_from(&item, opted_out)?;
+            apply(&mut conversation);
+            let mut vals = vals.clone();
+            vals.insert(":ver".into(), n(get_n(&item, "ver")?));
+            let mut ops = vec![self.update_op(
+                conversation_key(tenant, id),
+                expression.clone(),
+                "ver = :ver",
+                vals,
+            )?];
+            ops.extend(self.delivery_ops(
+                tenant,
+                &endpoints,
+                &[PushEvent::for_conversation(kind, tenant, &conversation)],
+                &written,
+            )?);
+            if self.transact(ops).await? {
+                self.announce(written).await;
+                return Ok(Some(conversation));
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "conversation {id}: gave up after repeated write conflicts"
+        )))
     }
 
     /// Index rows of one listing, newest first, after the cursor's key.
@@ -1273,54 +1332,15 @@ impl MessageStore for AwsBackend {
         } else {
             "conversation.updated"
         };
-        let endpoints = self.subscribed_endpoints(tenant, &[kind]).await?;
-        if endpoints.is_empty() {
-            return self
-                .update_conversation_item(tenant, id, expression, vals)
-                .await;
-        }
-        // With event webhooks to write in the same transaction, the conversation is read, the
-        // change applied to it here, and written under its version with the deliveries.
-        let written = Mutex::new(Vec::new());
-        for attempt in 0..WRITE_ATTEMPTS {
-            if attempt > 0 {
-                back_off(attempt).await;
-            }
-            let Some(item) = self.get_item(conversation_key(tenant, id)).await? else {
-                return Ok(None);
-            };
-            let opted_out = self
-                .is_opted_out_str(tenant, get_s(&item, "contact")?)
-                .await?;
-            let mut conversation = conversation_from(&item, opted_out)?;
+        self.update_conversation_with_event(tenant, id, expression, vals, kind, |c| {
             if let Some(status) = status {
-                conversation.status = status;
+                c.status = status;
             }
             if let Some(assignee) = &assignee {
-                conversation.assignee = assignee.clone();
+                c.assignee = assignee.clone();
             }
-            let mut vals = vals.clone();
-            vals.insert(":ver".into(), n(get_n(&item, "ver")?));
-            let mut ops = vec![self.update_op(
-                conversation_key(tenant, id),
-                expression.clone(),
-                "ver = :ver",
-                vals,
-            )?];
-            ops.extend(self.delivery_ops(
-                tenant,
-                &endpoints,
-                &[PushEvent::for_conversation(kind, tenant, &conversation)],
-                &written,
-            )?);
-            if self.transact(ops).await? {
-                self.announce(written).await;
-                return Ok(Some(conversation));
-            }
-        }
-        Err(StoreError::Backend(format!(
-            "conversation {id}: gave up after repeated write conflicts"
-        )))
+        })
+        .await
     }
 
     async fn add_note(&self, tenant: &TenantId, note: &Note) -> StoreResult<()> {
@@ -1682,11 +1702,13 @@ impl MessageStore for AwsBackend {
         conversation: Uuid,
     ) -> StoreResult<Option<Conversation>> {
         let vals = values([(":zero", n(0)), (":one", n(1))]);
-        self.update_conversation_item(
+        self.update_conversation_with_event(
             tenant,
             conversation,
             "SET unread = :zero ADD ver :one".into(),
             vals,
+            "conversation.updated",
+            |c| c.unread_count = 0,
         )
         .await
     }
@@ -1708,27 +1730,66 @@ impl MessageStore for AwsBackend {
             // is left alone: it tracks delivery, and the sweeper reads it.
             if message.starred != starred {
                 message.starred = starred;
-                let ops = vec![
-                    self.update_op(
-                        message_key(tenant, id),
-                        "SET doc = :doc, ver = :next".to_owned(),
-                        "ver = :ver",
-                        values([
-                            (":doc", json(&message)?),
-                            (":ver", n(ver)),
-                            (":next", n(ver + 1)),
-                        ]),
-                    )?,
-                    self.update_op(
-                        conversation_key(tenant, message.conversation_id),
+                let delta = if starred { 1 } else { -1 };
+                let mut ops = vec![self.update_op(
+                    message_key(tenant, id),
+                    "SET doc = :doc, ver = :next".to_owned(),
+                    "ver = :ver",
+                    values([
+                        (":doc", json(&message)?),
+                        (":ver", n(ver)),
+                        (":next", n(ver + 1)),
+                    ]),
+                )?];
+                let conversation_key = conversation_key(tenant, message.conversation_id);
+                let endpoints = self
+                    .subscribed_endpoints(tenant, &["conversation.updated"])
+                    .await?;
+                let written = Mutex::new(Vec::new());
+                if endpoints.is_empty() {
+                    ops.push(self.update_op(
+                        conversation_key,
                         "ADD starred :d, ver :one".to_owned(),
                         "attribute_exists(pk)",
-                        values([(":d", n(if starred { 1 } else { -1 })), (":one", n(1))]),
-                    )?,
-                ];
+                        values([(":d", n(delta)), (":one", n(1))]),
+                    )?);
+                } else {
+                    // Its event webhooks carry the conversation as this write leaves it: read
+                    // it, and write under its version.
+                    let item = self
+                        .get_item(conversation_key.clone())
+                        .await?
+                        .ok_or_else(|| corrupt("message without conversation"))?;
+                    let opted_out = self
+                        .is_opted_out_str(tenant, get_s(&item, "contact")?)
+                        .await?;
+                    let mut conversation = conversation_from(&item, opted_out)?;
+                    conversation.starred_count += delta;
+                    ops.push(self.update_op(
+                        conversation_key,
+                        "ADD starred :d, ver :one".to_owned(),
+                        "ver = :ver",
+                        values([
+                            (":d", n(delta)),
+                            (":one", n(1)),
+                            (":ver", n(get_n(&item, "ver")?)),
+                        ]),
+                    )?);
+                    ops.extend(self.delivery_ops(
+                        tenant,
+                        &endpoints,
+                        &[PushEvent::for_conversation(
+                            "conversation.updated",
+                            tenant,
+                            &conversation,
+                        )],
+                        &written,
+                    )?);
+                }
                 if !self.transact(ops).await? {
                     continue;
                 }
+                self.announce(written).await;
             }
             let conversation = self
                 .conversation(tenant, message.conversation_id)

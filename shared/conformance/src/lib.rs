@@ -71,7 +71,7 @@ impl<
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids, waba_routes_keep_secrets_and_counts, delivery_log_is_searched_and_paged, failed_messages_are_requeued_with_a_fresh_budget, webhook_log_is_kept_per_tenant_and_filtered, auto_replies_round_trip_and_take_turns, webhook_endpoints_keep_secrets_and_deliveries, changes_write_their_webhook_deliveries, templates_keep_versions_over_revisions, meta_template_statuses_per_language);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids, waba_routes_keep_secrets_and_counts, delivery_log_is_searched_and_paged, failed_messages_are_requeued_with_a_fresh_budget, webhook_log_is_kept_per_tenant_and_filtered, auto_replies_round_trip_and_take_turns, webhook_endpoints_keep_secrets_and_deliveries, changes_write_their_webhook_deliveries, sends_reads_and_stars_write_conversation_updates, templates_keep_versions_over_revisions, meta_template_statuses_per_language);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,6 +88,7 @@ pub async fn run_all<B: Backend>(backend: &B) {
     waba_routes_keep_secrets_and_counts(backend).await;
     webhook_endpoints_keep_secrets_and_deliveries(backend).await;
     changes_write_their_webhook_deliveries(backend).await;
+    sends_reads_and_stars_write_conversation_updates(backend).await;
     templates_keep_versions_over_revisions(backend).await;
     meta_template_statuses_per_language(backend).await;
     tenant_with_numbers_reads_both(backend).await;
@@ -3255,6 +3256,77 @@ pub async fn webhook_endpoints_keep_secrets_and_deliveries<B: Backend>(b: &B) {
         .is_empty());
 }
 
+/// A send, marking a conversation read and starring a message each write the conversation as
+/// they leave it to the endpoints subscribed to `conversation.updated`, in their own commit;
+/// starring twice writes once.
+pub async fn sends_reads_and_stars_write_conversation_updates<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let e = endpoint(vec![EventType::ConversationUpdated]);
+    b.create_webhook(&tenant, &e, &Secret::new("whsec_c2VjcmV0"))
+        .await
+        .unwrap();
+    let conversations = || async {
+        let mut page = b
+            .list_deliveries(&tenant, e.id, 50, None)
+            .await
+            .unwrap()
+            .items;
+        page.reverse();
+        page.into_iter()
+            .map(|d| {
+                assert_eq!(d.event_type, "conversation.updated");
+                let body: serde_json::Value = serde_json::from_str(&d.payload).unwrap();
+                body["data"]["conversation"].clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    let (ours, contact) = (new_number(), new_number());
+    let (sent, _) = b
+        .create_outbound(
+            &tenant,
+            &outbound(&ours, &contact, "on our way", base_time()),
+        )
+        .await
+        .unwrap();
+    let got = conversations().await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["last_message"]["id"], sent.id.to_string());
+    b.apply_inbound(
+        &tenant,
+        &inbound(
+            Channel::Sms,
+            &contact,
+            &ours,
+            "thanks",
+            secs(base_time(), 1),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let read = b
+        .mark_read(&tenant, sent.conversation_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.unread_count, 0);
+    let (_, starred) = b
+        .set_starred(&tenant, sent.id, true)
+        .await
+        .unwrap()
+        .unwrap();
+    b.set_starred(&tenant, sent.id, true)
+        .await
+        .unwrap()
+        .unwrap();
+    let got = conversations().await;
+    assert_eq!(got.len(), 4, "send, inbound, read, one star: {got:?}");
+    assert_eq!(got[1]["unread_count"], 1);
+    assert_eq!(got[2], serde_json::to_value(&read).unwrap());
+    assert_eq!(got[3], serde_json::to_value(&starred).unwrap());
+    assert_eq!(got[3]["starred_count"], 1);
+}
+
 /// An inbound message, a send, a status change and an assignment each write their deliveries
 /// (the WebSocket frame, under `data`) with the change, to the enabled endpoints that
 /// subscribe to them; a redelivered inbound message writes none.
@@ -3345,26 +3417,32 @@ pub async fn changes_write_their_webhook_deliveries<B: Backend>(b: &B) {
         [
             "message.received",
             "conversation.updated",
+            // The send's conversation (its last message).
+            "conversation.updated",
             "message.sent",
             "message.status",
             "conversation.assigned"
         ]
     );
-    assert_eq!(got[2].1["data"]["message"]["id"], sent.id.to_string());
-    assert_eq!(got[2].1["data"]["message"]["status"], "sent");
     assert_eq!(
-        got[3].1["data"]["message"],
+        got[2].1["data"]["conversation"]["last_message"]["id"],
+        sent.id.to_string()
+    );
+    assert_eq!(got[3].1["data"]["message"]["id"], sent.id.to_string());
+    assert_eq!(got[3].1["data"]["message"]["status"], "sent");
+    assert_eq!(
+        got[4].1["data"]["message"],
         serde_json::to_value(&changed).unwrap()
     );
     assert_eq!(
-        got[4].1["data"]["conversation"],
+        got[5].1["data"]["conversation"],
         serde_json::to_value(&assigned).unwrap()
     );
     let only = bodies(list(status_only.id).await);
     assert_eq!(only.len(), 1);
     assert_eq!(only[0].1["data"]["message"]["status"], "delivered");
     // Every delivery of the tenant's is due now: the dispatcher finds them.
-    assert_eq!(claim_all_of(b, &tenant).await.len(), 6);
+    assert_eq!(claim_all_of(b, &tenant).await.len(), 7);
 }
 
 fn template_definition(body: &str) -> TemplateDefinition {

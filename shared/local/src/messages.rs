@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::db::{
     after, before, corrupt, db, decode_cursor, encode_cursor, parse, parse_ts, ts, Cached,
 };
-use crate::webhooks::outbox;
+use crate::webhooks::{outbox, outbox_with};
 use crate::SqliteBackend;
 
 const MESSAGE_COLS: &str = "id, tenant_id, conversation_id, direction, channel, from_number, \
@@ -643,6 +643,14 @@ impl MessageStore for SqliteBackend {
             let message = Message::queued(&tenant, &m, conversation);
             insert_message(tx, &message, m.idempotency_key.as_deref())?;
             set_last_message(tx, conversation, &message)?;
+            outbox_with(tx, &tenant, || {
+                let c = reload_conversation(tx, &tenant, conversation)?;
+                Ok(vec![PushEvent::for_conversation(
+                    "conversation.updated",
+                    &tenant,
+                    &c,
+                )])
+            })?;
             Ok((reload_message(tx, &tenant, message.id)?, true))
         })
         .await
@@ -1215,7 +1223,19 @@ impl MessageStore for SqliteBackend {
                 params![tenant.as_str(), conversation.to_string()],
             )
             .map_err(db)?;
-            get_conversation(tx, &tenant, conversation)
+            let read = get_conversation(tx, &tenant, conversation)?;
+            if let Some(c) = &read {
+                outbox(
+                    tx,
+                    &tenant,
+                    &[PushEvent::for_conversation(
+                        "conversation.updated",
+                        &tenant,
+                        c,
+                    )],
+                )?;
+            }
+            Ok(read)
         })
         .await
     }
@@ -1248,10 +1268,19 @@ impl MessageStore for SqliteBackend {
                 )
                 .map_err(db)?;
             }
-            Ok(Some((
-                reload_message(tx, &tenant, id)?,
-                reload_conversation(tx, &tenant, message.conversation_id)?,
-            )))
+            let conversation = reload_conversation(tx, &tenant, message.conversation_id)?;
+            if message.starred != starred {
+                outbox(
+                    tx,
+                    &tenant,
+                    &[PushEvent::for_conversation(
+                        "conversation.updated",
+                        &tenant,
+                        &conversation,
+                    )],
+                )?;
+            }
+            Ok(Some((reload_message(tx, &tenant, id)?, conversation)))
         })
         .await
     }

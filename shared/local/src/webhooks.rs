@@ -116,13 +116,23 @@ pub(crate) fn outbox(
     tenant: &TenantId,
     events: &[PushEvent],
 ) -> StoreResult<()> {
+    outbox_with(conn, tenant, || Ok(events.to_vec()))
+}
+
+/// [`outbox`] with the events made only when the tenant has endpoints (making them may take
+/// a read).
+pub(crate) fn outbox_with(
+    conn: &Connection,
+    tenant: &TenantId,
+    events: impl FnOnce() -> StoreResult<Vec<PushEvent>>,
+) -> StoreResult<()> {
     let endpoints = list_endpoints(conn, tenant)?;
     if endpoints.is_empty() {
         return Ok(());
     }
     insert_deliveries(
         conn,
-        &deliveries_for(tenant, &endpoints, events, Utc::now()),
+        &deliveries_for(tenant, &endpoints, &events()?, Utc::now()),
     )
 }
 
