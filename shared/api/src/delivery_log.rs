@@ -21,7 +21,7 @@ use serde_json::json;
 use tracing::warn;
 
 use crate::access::{AdminAuth, Auth};
-use crate::dispatch::{page_limit, page_query};
+use crate::dispatch::{page_limit, page_query, parse_id};
 use crate::error::ApiError;
 use crate::routes::Routes;
 use crate::AppState;
@@ -345,7 +345,7 @@ async fn retry(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::not_found("message"))?;
+    let id = parse_id(&id, "message")?;
     let message = state.services.retry_message(&caller.tenant, id).await?;
     state
         .services

@@ -133,9 +133,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let request_id = REQUEST_ID.try_with(|r| r.0.clone()).unwrap_or_default();
-        let body =
-            serde_json::json!({"error": self.message, "code": self.code, "request_id": request_id});
+        let mut body = self.body();
+        body["request_id"] = REQUEST_ID
+            .try_with(|r| r.0.clone())
+            .unwrap_or_default()
+            .into();
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             response

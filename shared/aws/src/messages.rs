@@ -966,21 +966,13 @@ impl MessageStore for AwsBackend {
         if body.len() > MAX_RAW_BODY {
             item.insert("truncated".into(), AttributeValue::Bool(true));
         }
-        let put = self
-            .ddb
-            .put_item()
-            .table_name(&self.resources.table)
-            .set_item(Some(item))
-            // An expired copy that TTL has not removed yet does not count.
-            .condition_expression("attribute_not_exists(pk) OR expires_at <= :now")
-            .set_expression_attribute_values(Some(values([(":now", n(millis(now)))])))
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(sdk_error("PutItem", e)),
-        }
+        // An expired copy that TTL has not removed yet does not count.
+        self.put_if(
+            item,
+            "attribute_not_exists(pk) OR expires_at <= :now",
+            Some(values([(":now", n(millis(now)))])),
+        )
+        .await
     }
 
     async fn apply_inbound(
@@ -1400,20 +1392,12 @@ impl MessageStore for AwsBackend {
                 .timestamp()),
             ),
         ]));
-        let out = self
-            .ddb
-            .put_item()
-            .table_name(&self.resources.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk) OR last_at <= :cutoff")
-            .set_expression_attribute_values(Some(values([(":cutoff", s(ts(cutoff)))])))
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(sdk_error("PutItem", e)),
-        }
+        self.put_if(
+            item,
+            "attribute_not_exists(pk) OR last_at <= :cutoff",
+            Some(values([(":cutoff", s(ts(cutoff)))])),
+        )
+        .await
     }
 
     async fn append_webhook_log(

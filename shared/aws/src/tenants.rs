@@ -58,6 +58,29 @@ impl AwsBackend {
         Ok(out.item)
     }
 
+    /// A put under `condition` (values `vals`): false when the condition did not hold.
+    pub(crate) async fn put_if(
+        &self,
+        item: Item,
+        condition: &str,
+        vals: Option<Item>,
+    ) -> StoreResult<bool> {
+        let out = self
+            .ddb
+            .put_item()
+            .table_name(&self.resources.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .set_expression_attribute_values(vals)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(sdk_error("PutItem", e)),
+        }
+    }
+
     /// A put with no condition.
     pub(crate) async fn put_item(&self, item: Item) -> StoreResult<()> {
         self.ddb

@@ -159,19 +159,7 @@ impl AwsBackend {
                 s(self.webhook_secret_name(tenant, endpoint.id)),
             ),
         ]));
-        let out = self
-            .ddb
-            .put_item()
-            .table_name(&self.resources.table)
-            .set_item(Some(item))
-            .condition_expression(condition)
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(sdk_error("PutItem", e)),
-        }
+        self.put_if(item, condition, None).await
     }
 }
 

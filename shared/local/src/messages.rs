@@ -1145,38 +1145,28 @@ impl MessageStore for SqliteBackend {
             let mut sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE tenant_id = :tenant");
             let mut args: Vec<(&str, Box<dyn ToSql>)> =
                 vec![(":tenant", Box::new(tenant.as_str().to_owned()))];
-            let mut equal = |column: &str, name: &'static str, value: Option<String>| {
+            let equal = [
+                (
+                    "direction",
+                    ":direction",
+                    search.direction.map(|d| d.as_str()),
+                ),
+                ("status", ":status", search.status.map(|s| s.as_str())),
+                ("channel", ":channel", search.channel.map(|c| c.as_str())),
+                ("provider", ":provider", search.carrier.map(|p| p.as_str())),
+                (
+                    "from_number",
+                    ":from",
+                    search.from.as_ref().map(|a| a.as_str()),
+                ),
+                ("to_number", ":to", search.to.as_ref().map(|a| a.as_str())),
+            ];
+            for (column, name, value) in equal {
                 if let Some(value) = value {
                     sql.push_str(&format!(" AND {column} = {name}"));
-                    args.push((name, Box::new(value)));
+                    args.push((name, Box::new(value.to_owned())));
                 }
-            };
-            equal(
-                "direction",
-                ":direction",
-                search.direction.map(|d| d.as_str().into()),
-            );
-            equal(
-                "status",
-                ":status",
-                search.status.map(|s| s.as_str().into()),
-            );
-            equal(
-                "channel",
-                ":channel",
-                search.channel.map(|c| c.as_str().into()),
-            );
-            equal(
-                "provider",
-                ":provider",
-                search.carrier.map(|p| p.as_str().into()),
-            );
-            equal(
-                "from_number",
-                ":from",
-                search.from.map(|a| a.as_str().into()),
-            );
-            equal("to_number", ":to", search.to.map(|a| a.as_str().into()));
+            }
             if let Some(since) = search.since {
                 sql.push_str(" AND created_at >= :since");
                 args.push((":since", Box::new(ts(since))));

@@ -42,7 +42,8 @@ impl AutoReplyCache {
 }
 
 impl Services {
-    /// Replaces a tenant's auto-replies after checking them; this process uses them at once.
+    /// Replaces an existing tenant's auto-replies after checking them; this process uses them
+    /// at once.
     pub async fn put_auto_replies(
         &self,
         tenant: &TenantId,
@@ -50,9 +51,6 @@ impl Services {
         by: &Actor,
     ) -> Result<AutoReplies, ServiceError> {
         settings.validate().map_err(ServiceError::InvalidRequest)?;
-        if self.tenants.get_tenant(tenant).await?.is_none() {
-            return Err(ServiceError::NotFound("tenant"));
-        }
         // A template reply must name one of the tenant's templates (its approval, variables
         // and language are checked when it is sent, as for any send).
         for reply in settings.replies() {

@@ -108,9 +108,7 @@ impl Services {
         else {
             return Ok(()); // applied before: a redelivery
         };
-        self.push_message_and_conversation(tenant, "message.received", &stored, &conversation)
-            .await;
-        info!(tenant_id = %tenant, conversation_id = %conversation.id, "inbound message applied");
+        self.push_applied(tenant, &stored, &conversation).await;
 
         match Keyword::detect(message.body.as_deref()) {
             Some(Keyword::OptOut) => self.set_opt_out(tenant, message, true).await?,
@@ -170,10 +168,20 @@ impl Services {
         message: &Message,
         conversation: &Conversation,
     ) {
+        self.push_applied(tenant, message, conversation).await;
+        self.auto_reply(tenant, message, conversation).await;
+    }
+
+    /// `message.received` and `conversation.updated` to the tenant's dashboards.
+    async fn push_applied(
+        &self,
+        tenant: &TenantId,
+        message: &Message,
+        conversation: &Conversation,
+    ) {
         self.push_message_and_conversation(tenant, "message.received", message, conversation)
             .await;
         info!(tenant_id = %tenant, conversation_id = %conversation.id, "inbound message applied");
-        self.auto_reply(tenant, message, conversation).await;
     }
 
     async fn set_opt_out(
