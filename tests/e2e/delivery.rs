@@ -588,6 +588,8 @@ async fn the_sweeper_sends_a_message_that_was_stored_but_never_queued() {
         idempotency_key: None,
         at: chrono::Utc::now(),
         sent_by: None,
+        priority: Default::default(),
+        send_at: None,
     };
     let (stored, created) = db.create_outbound(&tenant, &new).await.unwrap();
     assert!(created);

@@ -13,6 +13,7 @@ mod harness;
 mod inteliquent;
 mod livechat;
 mod messagebird;
+mod scheduling;
 mod security;
 mod ses;
 mod signal;

@@ -96,6 +96,7 @@ pub async fn seed(
         provider: ProviderKind::Simulator,
         channels: vec![Channel::Sms, Channel::Mms, Channel::Whatsapp, Channel::Rcs],
         updated_at: now,
+        max_per_second: None,
     };
     services.tenants.put_number(&route).await.map_err(err)?;
     let api_key = services

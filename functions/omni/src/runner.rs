@@ -1,6 +1,6 @@
 //! The local stand-ins for SQS consumers and EventBridge schedules: a job runner over the
-//! SQLite queue table, the outbox sweeper (with the split-message flush), the event webhook
-//! dispatcher, the raw-payload purge and the Signal poller.
+//! SQLite queue table, the outbox sweeper (with the split-message flush), scheduled sends, the
+//! event webhook dispatcher, the raw-payload purge and the Signal poller.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,8 @@ use crate::config::ServeConfig;
 const IN_FLIGHT: usize = 64;
 /// A job leased but not finished within this time becomes visible again (crash recovery).
 const VISIBILITY: Duration = Duration::from_secs(120);
+/// How often due scheduled messages are looked for.
+const SCHEDULE_EVERY: Duration = Duration::from_secs(1);
 /// How often due event webhook deliveries are looked for.
 const WEBHOOK_DISPATCH_EVERY: Duration = Duration::from_millis(250);
 /// Attempts of one updater job (e.g. a status callback for a message not yet recorded).
@@ -53,6 +55,18 @@ pub fn spawn_all(
                     }
                     if let Err(e) = services.flush_split_messages().await {
                         error!(error = %e, "split-message flush failed");
+                    }
+                }
+            }
+        })),
+        // Scheduled messages join the outbox when due (to the second).
+        tokio::spawn(every(SCHEDULE_EVERY, stop.clone(), {
+            let services = services.clone();
+            move || {
+                let services = services.clone();
+                async move {
+                    if let Err(e) = services.release_scheduled(Duration::ZERO).await {
+                        error!(error = %e, "releasing scheduled messages failed");
                     }
                 }
             }

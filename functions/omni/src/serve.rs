@@ -738,6 +738,7 @@ mod tests {
                 provider: ProviderKind::Whatsapp,
                 channels: vec![Channel::Whatsapp],
                 updated_at: now,
+                max_per_second: None,
             })
             .await
             .unwrap();

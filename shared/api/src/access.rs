@@ -60,6 +60,7 @@ pub const TABLE: &[(Method, &str, Access)] = {
             Tenant(MessagesRetry),
         ),
         (Method::GET, "/v1/messages/{id}", Tenant(MessagesRead)),
+        (Method::DELETE, "/v1/messages/{id}", Tenant(MessagesSend)),
         (
             Method::GET,
             "/v1/messages/{id}/media/{index}",

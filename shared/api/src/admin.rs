@@ -264,7 +264,13 @@ async fn delete_provider(
 struct NumberBody {
     provider: ProviderKind,
     channels: Vec<Channel>,
+    /// Sends a second the number's carrier allows from it (e.g. 1 for a long code).
+    #[serde(default)]
+    max_per_second: Option<u32>,
 }
+
+/// The fastest pace a number may be given: beyond it pacing is the carrier's business.
+const MAX_PER_SECOND: u32 = 1_000;
 
 async fn put_number(
     State(state): State<AppState>,
@@ -278,6 +284,14 @@ async fn put_number(
     let body = json_body(body)?;
     if body.channels.is_empty() {
         return Err(ApiError::invalid("channels must not be empty"));
+    }
+    if body
+        .max_per_second
+        .is_some_and(|r| r == 0 || r > MAX_PER_SECOND)
+    {
+        return Err(ApiError::invalid(format!(
+            "max_per_second must be 1 to {MAX_PER_SECOND}"
+        )));
     }
     // An email address carries email only, a phone number everything but email.
     let email = number.email().is_some();
@@ -320,11 +334,13 @@ async fn put_number(
         provider: body.provider,
         channels,
         updated_at: Utc::now(),
+        max_per_second: body.max_per_second,
     };
     let stored = state.services.tenants.put_number(&route).await?;
     info!(tenant_id = %tenant.id, provider = %stored.provider, "number routed");
     let target = format!("number:{}", stored.number);
-    let details = json!({"provider": stored.provider, "channels": stored.channels});
+    let details = json!({"provider": stored.provider, "channels": stored.channels,
+        "max_per_second": stored.max_per_second});
     audit(&state, &tenant.id, &actor, "number.put", &target, details).await;
     Ok(Json(stored))
 }

@@ -89,8 +89,10 @@ pub fn send_routes(state: AppState) -> Routes {
         )
         .route(
             "/v1/messages/{id}",
-            &[Method::GET],
-            get(get_message).with_state(state.clone()),
+            &[Method::GET, Method::DELETE],
+            get(get_message)
+                .delete(cancel_message)
+                .with_state(state.clone()),
         )
         .merge(crate::delivery_log::retry_routes(state))
 }
@@ -287,6 +289,29 @@ async fn get_message(
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id(&id, "message")?;
     Ok(Json(readable_message(&state, &caller, id).await?))
+}
+
+/// `DELETE /v1/messages/{id}`: cancels a message before sending begins (`scheduled`, or
+/// queued and not yet tried); `409` once it has. A sender key cancels only what it sent.
+async fn cancel_message(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id, "message")?;
+    readable_message(&state, &caller, id).await?;
+    let message = state.services.cancel_message(&caller.tenant, id).await?;
+    state
+        .services
+        .audit(
+            &caller.tenant,
+            &caller.actor,
+            "message.cancel",
+            Some(format!("message:{id}")),
+            json!({"channel": message.channel, "to": message.to, "send_at": message.send_at}),
+        )
+        .await;
+    Ok(Json(message))
 }
 
 /// A message the caller may read: any of the tenant's, or for a role that cannot read

@@ -92,6 +92,9 @@ pub struct AwsResources {
     pub inbound_queue_url: String,
     /// Delivery-worker queue (`OMNI_DELIVERY_QUEUE_URL`).
     pub delivery_queue_url: String,
+    /// Bulk deliveries (`OMNI_BULK_QUEUE_URL`), consumed apart so a campaign never delays
+    /// the delivery queue; without it bulk messages share the delivery queue.
+    pub bulk_queue_url: Option<String>,
     /// Dead letters of inbound jobs (`OMNI_INBOUND_DLQ_URL`).
     pub inbound_dlq_url: String,
     /// Dead letters of deliveries (`OMNI_DELIVERY_DLQ_URL`).
@@ -123,6 +126,7 @@ impl AwsResources {
             table: var("OMNI_TABLE")?,
             inbound_queue_url: var("OMNI_INBOUND_QUEUE_URL")?,
             delivery_queue_url: var("OMNI_DELIVERY_QUEUE_URL")?,
+            bulk_queue_url: env_value("OMNI_BULK_QUEUE_URL"),
             inbound_dlq_url: var("OMNI_INBOUND_DLQ_URL")?,
             delivery_dlq_url: var("OMNI_DELIVERY_DLQ_URL")?,
             forward_queue_url: env_value("OMNI_FORWARD_QUEUE_URL"),

@@ -58,6 +58,10 @@ const PURGE_DAYS: i64 = 3;
 
 /// The outbox index partition (sparse: only queued messages are in it).
 const OUTBOX: &str = "OUTBOX";
+/// The scheduled messages' partition of gsi2, by `send_at`.
+const SCHEDULED: &str = "SCHEDULED";
+/// How long a paced number's booking record outlives its last booking.
+const PACE_TTL: TimeDelta = TimeDelta::days(2);
 
 /// Index rows one delivery-log search reads at most before it answers a short page with a
 /// cursor: a narrow filter over a long history must not hold a request for minutes.
@@ -201,9 +205,16 @@ fn message_item(tenant: &TenantId, m: &Message) -> StoreResult<Item> {
         ("gsi4pk", s(log_index(tenant))),
         ("gsi4sk", s(order_key(m.created_at, m.id))),
     ]));
-    if m.status == DeliveryStatus::Queued {
-        item.insert("gsi2pk".into(), s(OUTBOX));
-        item.insert("gsi2sk".into(), s(outbox_key(tenant, m, None)));
+    match (m.status, m.send_at) {
+        (DeliveryStatus::Queued, _) => {
+            item.insert("gsi2pk".into(), s(OUTBOX));
+            item.insert("gsi2sk".into(), s(outbox_key(tenant, m, None)));
+        }
+        (DeliveryStatus::Scheduled, Some(at)) => {
+            item.insert("gsi2pk".into(), s(SCHEDULED));
+            item.insert("gsi2sk".into(), s(due_key(tenant, m.id, at)));
+        }
+        _ => {}
     }
     Ok(item)
 }
@@ -212,7 +223,16 @@ fn message_item(tenant: &TenantId, m: &Message) -> StoreResult<Item> {
 /// its last change or, after a retry, when that retry is due if later.
 fn outbox_key(tenant: &TenantId, m: &Message, retry_at: Option<DateTime<Utc>>) -> String {
     let due = retry_at.map_or(m.updated_at, |at| at.max(m.updated_at));
-    format!("{}#{tenant}#{}", ts(due), m.id)
+    due_key(tenant, m.id, due)
+}
+
+/// A gsi2 sort key: due time first, so a range query finds what is due.
+fn due_key(tenant: &TenantId, id: Uuid, due: DateTime<Utc>) -> String {
+    format!("{}#{tenant}#{id}", ts(due))
+}
+
+fn pace_key(number: &Address) -> Item {
+    key(format!("PACE#{number}"), "PACE")
 }
 
 fn page_size(limit: usize) -> usize {
@@ -1201,6 +1221,214 @@ impl MessageStore for AwsBackend {
         Err(StoreError::Backend(format!(
             "message {id}: gave up after repeated write conflicts"
         )))
+    }
+
+    async fn defer_delivery(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.take_claim(tenant, id);
+        let out = self
+            .ddb
+            .update_item()
+            .table_name(&self.resources.table)
+            .set_key(Some(message_key(tenant, id)))
+            .update_expression("SET gsi2sk = :due REMOVE claim_until ADD attempts :minus")
+            .condition_expression("st = :queued AND attempts > :zero")
+            .set_expression_attribute_values(Some(values([
+                (":due", s(due_key(tenant, id, at))),
+                (":minus", n(-1)),
+                (":zero", n(0)),
+                (":queued", s(DeliveryStatus::Queued.as_str())),
+            ])))
+            .send()
+            .await;
+        match out {
+            // No longer queued (canceled meanwhile): nothing to give back.
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(sdk_error("UpdateItem", e)),
+        }
+    }
+
+    async fn book_send_slot(
+        &self,
+        number: &Address,
+        interval: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<DateTime<Utc>> {
+        let step = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+        let expires = n((now + PACE_TTL).timestamp());
+        // DynamoDB has no max(): either the number is free now (the first write), or the
+        // booking moves its next free time on by one interval (the second); should the free
+        // time pass between the two, the first succeeds on the next round.
+        for attempt in 0..WRITE_ATTEMPTS {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
+            let free = self
+                .ddb
+                .update_item()
+                .table_name(&self.resources.table)
+                .set_key(Some(pace_key(number)))
+                .update_expression("SET next_at = :next, #ttl = :ttl")
+                .condition_expression("attribute_not_exists(next_at) OR next_at <= :now")
+                .expression_attribute_names("#ttl", "ttl")
+                .set_expression_attribute_values(Some(values([
+                    (":next", n(millis(now).saturating_add(step))),
+                    (":now", n(millis(now))),
+                    (":ttl", expires.clone()),
+                ])))
+                .send()
+                .await;
+            match free {
+                Ok(_) => return Ok(now),
+                Err(e) if is_condition_failure(&e) => {}
+                Err(e) => return Err(sdk_error("UpdateItem", e)),
+            }
+            let later = self
+                .ddb
+                .update_item()
+                .table_name(&self.resources.table)
+                .set_key(Some(pace_key(number)))
+                .update_expression("SET next_at = next_at + :step, #ttl = :ttl")
+                .condition_expression("next_at > :now")
+                .expression_attribute_names("#ttl", "ttl")
+                .set_expression_attribute_values(Some(values([
+                    (":step", n(step)),
+                    (":now", n(millis(now))),
+                    (":ttl", expires.clone()),
+                ])))
+                .return_values(ReturnValue::UpdatedOld)
+                .send()
+                .await;
+            match later {
+                Ok(out) => {
+                    let old = out.attributes.ok_or_else(|| corrupt("pace"))?;
+                    let at = get_n(&old, "next_at")?;
+                    return Ok(DateTime::from_timestamp_millis(at).unwrap_or(now));
+                }
+                Err(e) if is_condition_failure(&e) => {}
+                Err(e) => return Err(sdk_error("UpdateItem", e)),
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "pace of {number}: gave up after repeated write conflicts"
+        )))
+    }
+
+    async fn cancel_message(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Message>> {
+        let kind = "message.status";
+        let endpoints = self.subscribed_endpoints(tenant, &[kind]).await?;
+        for attempt in 0..WRITE_ATTEMPTS {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
+            let Some(item) = self.get_item(message_key(tenant, id)).await? else {
+                return Ok(None);
+            };
+            let mut message = message_from(&item)?;
+            let (ver, attempts) = (get_n(&item, "ver")?, get_n(&item, "attempts")?);
+            message.cancel(u32::try_from(attempts).unwrap_or(u32::MAX), Utc::now())?;
+            let vals = values([
+                (":doc", json(&message)?),
+                (":st", s(message.status.as_str())),
+                (":rank", n(i64::from(message.status.rank()))),
+                (":ver", n(ver)),
+                (":next", n(ver + 1)),
+                (":upd", s(ts(message.updated_at))),
+                (":attempts", n(attempts)),
+            ]);
+            // The attempt count guards against a delivery claim taken since the read (a
+            // claim does not move the version).
+            let mut ops = vec![self.update_op(
+                message_key(tenant, id),
+                "SET doc = :doc, st = :st, srank = :rank, ver = :next, upd = :upd \
+                 REMOVE claim_until, gsi2pk, gsi2sk"
+                    .into(),
+                "ver = :ver AND attempts = :attempts",
+                vals,
+            )?];
+            let written = Mutex::new(Vec::new());
+            if !endpoints.is_empty() {
+                ops.extend(self.delivery_ops(
+                    tenant,
+                    &endpoints,
+                    &[PushEvent::for_message(kind, tenant, &message)],
+                    &written,
+                )?);
+            }
+            if self.transact(ops).await? {
+                self.announce(written).await;
+                return Ok(Some(message));
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "message {id}: gave up after repeated write conflicts"
+        )))
+    }
+
+    async fn release_scheduled(
+        &self,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>> {
+        let mut due = Vec::new();
+        let mut start = None;
+        // '~' sorts after the '#' that follows the time in every key due at `until`.
+        let vals = values([
+            (":sch", s(SCHEDULED)),
+            (":upto", s(format!("{}~", ts(until)))),
+        ]);
+        while due.len() < limit {
+            let page = self
+                .ddb
+                .query()
+                .table_name(&self.resources.table)
+                .index_name("gsi2")
+                .key_condition_expression("gsi2pk = :sch AND gsi2sk < :upto")
+                .set_expression_attribute_values(Some(vals.clone()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query", e))?;
+            for item in page.items.unwrap_or_default() {
+                if due.len() < limit {
+                    due.push(message_from(&item)?);
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        let mut released = Vec::with_capacity(due.len());
+        for scheduled in due {
+            let tenant = scheduled
+                .tenant_id
+                .clone()
+                .ok_or_else(|| corrupt("tenant"))?;
+            let mut moved = false;
+            let message = self
+                .modify_message(
+                    &tenant,
+                    scheduled.id,
+                    // Not stranded before its time, however far ahead the caller looked.
+                    scheduled.send_at,
+                    |mut message| {
+                        moved = message.release(Utc::now());
+                        moved.then_some(message)
+                    },
+                    |_| Ok(Vec::new()),
+                )
+                .await?;
+            if moved {
+                released.push(message);
+            }
+        }
+        Ok(released)
     }
 
     async fn stranded_outbound(

@@ -173,10 +173,16 @@ pub async fn create_resources(
         redrive(arn(&delivery_dlq_url).await?),
     )
     .await?;
+    let bulk_queue_url = create(
+        format!("{prefix}-bulk"),
+        redrive(arn(&delivery_dlq_url).await?),
+    )
+    .await?;
     Ok(AwsResources {
         table,
         inbound_queue_url,
         delivery_queue_url,
+        bulk_queue_url: Some(bulk_queue_url),
         inbound_dlq_url,
         delivery_dlq_url,
         forward_queue_url: Some(forward_queue_url),

@@ -1,11 +1,12 @@
 //! [`Queue`] on SQS: inbound events go to the conversation updater's queue, deliveries to the
-//! delivery worker's; each has a dead-letter queue that SQS also redrives to after too many
+//! delivery worker's (bulk ones to the bulk queue, consumed apart); each has a dead-letter queue that SQS also redrives to after too many
 //! receives.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::MessageAttributeValue;
+use omni_core::domain::Priority;
 use omni_core::ports::{Job, Queue, StoreError, StoreResult};
 
 use crate::{sdk_error, AwsBackend};
@@ -49,6 +50,14 @@ impl AwsBackend {
     fn queue_for(&self, job: &Job) -> StoreResult<&str> {
         match job {
             Job::Inbound { .. } => Ok(&self.resources.inbound_queue_url),
+            Job::Deliver {
+                priority: Priority::Bulk,
+                ..
+            } => Ok(self
+                .resources
+                .bulk_queue_url
+                .as_deref()
+                .unwrap_or(&self.resources.delivery_queue_url)),
             Job::Deliver { .. } => Ok(&self.resources.delivery_queue_url),
             Job::Forward { .. } => forward_queue(&self.resources.forward_queue_url),
             Job::Webhook { .. } => events_queue(&self.resources.events_queue_url),

@@ -10,7 +10,7 @@ use chrono::Utc;
 use omni_aws::provision::{create_resources, emulator_config};
 use omni_aws::{ApiGatewayPush, AwsBackend, SdkConfig};
 use omni_conformance::{new_number, new_tenant_id};
-use omni_core::domain::{Channel, InboundMessage, ProviderKind};
+use omni_core::domain::{Channel, InboundMessage, Priority, ProviderKind};
 use omni_core::ports::{Job, MessageStore, Push, PushEvent, Queue, SecretStore};
 use omni_core::providers::{Credentials, Secret, TwilioCredentials};
 use uuid::Uuid;
@@ -44,6 +44,8 @@ fn deliver_job() -> Job {
     Job::Deliver {
         tenant_id: new_tenant_id("q"),
         message_id: Uuid::now_v7(),
+        priority: Default::default(),
+        slot: None,
     }
 }
 
@@ -61,6 +63,30 @@ async fn jobs_go_to_their_queue_delayed_and_dead_letters_carry_the_reason() {
     let job: Job = serde_json::from_str(got[0].body().unwrap()).unwrap();
     assert_eq!(job, deliver);
     assert!(receive(&config, &res.inbound_queue_url).await.is_empty());
+
+    // Bulk messages have a queue of their own; urgent ones share the delivery queue's front.
+    let job = |priority| Job::Deliver {
+        tenant_id: new_tenant_id("b"),
+        message_id: Uuid::now_v7(),
+        priority,
+        slot: None,
+    };
+    let (bulk, high) = (job(Priority::Bulk), job(Priority::High));
+    b.enqueue(&bulk, Duration::ZERO).await.unwrap();
+    b.enqueue(&high, Duration::ZERO).await.unwrap();
+    let bulk_url = res.bulk_queue_url.clone().expect("provisioned");
+    let got = receive(&config, &bulk_url).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        serde_json::from_str::<Job>(got[0].body().unwrap()).unwrap(),
+        bulk
+    );
+    let delivery: Vec<Job> = receive(&config, &res.delivery_queue_url)
+        .await
+        .iter()
+        .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
+        .collect();
+    assert!(delivery.contains(&high) && !delivery.contains(&bulk));
 
     b.dead_letter(&deliver, "retry budget of 6 attempts exhausted")
         .await
@@ -92,6 +118,8 @@ async fn a_job_received_too_often_is_redriven_to_the_dead_letter_queue() {
     let job = Job::Deliver {
         tenant_id: new_tenant_id("r"),
         message_id: Uuid::now_v7(),
+        priority: Default::default(),
+        slot: None,
     };
     b.enqueue(&job, Duration::ZERO).await.unwrap();
     // A consumer that fails it every time (visibility 0 = retry at once).

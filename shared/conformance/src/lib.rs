@@ -15,7 +15,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use omni_core::autoreply::AutoReplies;
 use omni_core::domain::{
     Address, Channel, ChatId, DeliveryStatus, Direction, InboundMessage, Media, MessagePart,
-    PartRole, ProviderKind, Region, SendResult, StatusUpdate, TenantId,
+    PartRole, Priority, ProviderKind, Region, SendResult, StatusUpdate, TenantId,
 };
 use omni_core::livechat::LivechatSettings;
 use omni_core::model::{
@@ -71,7 +71,7 @@ impl<
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids, waba_routes_keep_secrets_and_counts, delivery_log_is_searched_and_paged, failed_messages_are_requeued_with_a_fresh_budget, webhook_log_is_kept_per_tenant_and_filtered, auto_replies_round_trip_and_take_turns, webhook_endpoints_keep_secrets_and_deliveries, changes_write_their_webhook_deliveries, sends_reads_and_stars_write_conversation_updates, templates_keep_versions_over_revisions, meta_template_statuses_per_language);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids, waba_routes_keep_secrets_and_counts, delivery_log_is_searched_and_paged, failed_messages_are_requeued_with_a_fresh_budget, webhook_log_is_kept_per_tenant_and_filtered, auto_replies_round_trip_and_take_turns, webhook_endpoints_keep_secrets_and_deliveries, changes_write_their_webhook_deliveries, sends_reads_and_stars_write_conversation_updates, templates_keep_versions_over_revisions, meta_template_statuses_per_language, scheduled_messages_are_released_when_due_and_canceled, paced_numbers_book_slots_apart, deferred_deliveries_keep_their_attempts);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,6 +134,9 @@ pub async fn run_all<B: Backend>(backend: &B) {
     failed_messages_are_requeued_with_a_fresh_budget(backend).await;
     webhook_log_is_kept_per_tenant_and_filtered(backend).await;
     auto_replies_round_trip_and_take_turns(backend).await;
+    scheduled_messages_are_released_when_due_and_canceled(backend).await;
+    paced_numbers_book_slots_apart(backend).await;
+    deferred_deliveries_keep_their_attempts(backend).await;
 }
 
 // ---- fixtures --------------------------------------------------------------------------
@@ -200,6 +203,8 @@ fn outbound(from: &Address, to: &Address, body: &str, at: DateTime<Utc>) -> NewO
             id: "0190a7d0-0000-7000-8000-000000000001".into(),
             name: "Alex".into(),
         }),
+        priority: Default::default(),
+        send_at: None,
     }
 }
 
@@ -354,6 +359,7 @@ pub async fn tenant_with_numbers_reads_both<B: Backend>(b: &B) {
             provider: ProviderKind::Twilio,
             channels: vec![Channel::Sms],
             updated_at: secs(at, n),
+            max_per_second: None,
         })
         .await
         .unwrap();
@@ -380,6 +386,7 @@ pub async fn numbers_route_and_conflict<B: Backend>(b: &B) {
         provider: ProviderKind::Twilio,
         channels: vec![Channel::Sms, Channel::Mms],
         updated_at: base_time(),
+        max_per_second: None,
     };
     assert_eq!(b.put_number(&route).await.unwrap(), route);
     assert_eq!(b.number_route(&number).await.unwrap(), Some(route.clone()));
@@ -398,6 +405,7 @@ pub async fn numbers_route_and_conflict<B: Backend>(b: &B) {
         provider: ProviderKind::Voipms,
         channels: vec![Channel::Sms],
         updated_at: secs(base_time(), 5),
+        max_per_second: None,
         ..route.clone()
     };
     assert_eq!(b.put_number(&moved).await.unwrap(), moved);
@@ -575,6 +583,7 @@ fn route(tenant: &TenantId, number: &Address, provider: ProviderKind) -> NumberR
         provider,
         channels: vec![Channel::Sms],
         updated_at: base_time(),
+        max_per_second: None,
     }
 }
 
@@ -1240,6 +1249,7 @@ pub async fn email_conversations_round_trip<B: Backend>(b: &B) {
         provider: ProviderKind::Sendgrid,
         channels: vec![Channel::Email],
         updated_at: base_time(),
+        max_per_second: None,
     };
     b.put_number(&route).await.unwrap();
     assert_eq!(b.number_route(&ours).await.unwrap(), Some(route));
@@ -2447,6 +2457,8 @@ pub async fn queue_accepts_jobs<B: Backend>(b: &B) {
     let deliver = Job::Deliver {
         tenant_id: tenant.clone(),
         message_id: Uuid::now_v7(),
+        priority: Default::default(),
+        slot: None,
     };
     b.enqueue(&deliver, Duration::ZERO).await.unwrap();
     b.enqueue(&deliver, Duration::from_secs(30)).await.unwrap();
@@ -3550,4 +3562,225 @@ pub async fn meta_template_statuses_per_language<B: Backend>(b: &B) {
         .await
         .unwrap()
         .is_empty());
+}
+
+// ---- scheduled and paced sends ---------------------------------------------------------
+
+/// A message with a `send_at` is `scheduled`: not claimable, not stranded, released into the
+/// outbox once due (only once, and not before its time is near), and cancelable until sending
+/// begins; a queued message can be canceled until it is first claimed.
+pub async fn scheduled_messages_are_released_when_due_and_canceled<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let now = Utc::now();
+    let schedule = |send_at: DateTime<Utc>, priority| {
+        let mut m = outbound(&new_number(), &new_number(), "later", now);
+        m.send_at = Some(DateTime::from_timestamp_millis(send_at.timestamp_millis()).unwrap());
+        m.priority = priority;
+        m
+    };
+    let (soon, _) = b
+        .create_outbound(
+            &tenant,
+            &schedule(now + TimeDelta::seconds(2), Priority::Bulk),
+        )
+        .await
+        .unwrap();
+    let (later, _) = b
+        .create_outbound(
+            &tenant,
+            &schedule(now + TimeDelta::hours(1), Priority::High),
+        )
+        .await
+        .unwrap();
+    let (doomed, _) = b
+        .create_outbound(
+            &tenant,
+            &schedule(now + TimeDelta::hours(1), Priority::Normal),
+        )
+        .await
+        .unwrap();
+    assert_eq!(soon.status, DeliveryStatus::Scheduled);
+    assert_eq!(soon.priority, Priority::Bulk);
+    let read = b.get_message(&tenant, later.id).await.unwrap().unwrap();
+    assert_eq!(read.send_at, later.send_at);
+    assert_eq!(read.priority, Priority::High);
+    assert_eq!(read.status, DeliveryStatus::Scheduled);
+
+    assert!(
+        b.claim_delivery(&tenant, soon.id, LEASE)
+            .await
+            .unwrap()
+            .is_none(),
+        "a scheduled message is not sent before it is released"
+    );
+    let stranded: Vec<Uuid> = b
+        .stranded_outbound(now + TimeDelta::hours(2), 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(t, _)| *t == tenant)
+        .map(|(_, id)| id)
+        .collect();
+    assert!(stranded.is_empty(), "scheduled messages are not stranded");
+
+    let ours = &tenant;
+    let released = |until| async move {
+        b.release_scheduled(until, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.tenant_id.as_ref() == Some(ours))
+            .collect::<Vec<_>>()
+    };
+    let first = released(now + TimeDelta::seconds(10)).await;
+    assert_eq!(
+        first.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![soon.id]
+    );
+    assert_eq!(first[0].status, DeliveryStatus::Queued);
+    assert_eq!(first[0].priority, Priority::Bulk);
+    assert_eq!(
+        first[0].events.iter().map(|e| e.status).collect::<Vec<_>>(),
+        vec![DeliveryStatus::Scheduled, DeliveryStatus::Queued]
+    );
+    assert!(
+        released(now + TimeDelta::seconds(10)).await.is_empty(),
+        "released once"
+    );
+    // Released ahead of its time (the AWS sweeper looks a minute ahead): not stranded
+    // before its send_at, claimable by its job.
+    let soon_id = soon.id;
+    let stranded_soon = |before| async move {
+        b.stranded_outbound(before, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .any(|(t, id)| &t == ours && id == soon_id)
+    };
+    assert!(!stranded_soon(soon.send_at.unwrap() - TimeDelta::milliseconds(500)).await);
+    assert!(stranded_soon(soon.send_at.unwrap() + TimeDelta::seconds(1)).await);
+
+    let canceled = b.cancel_message(&tenant, doomed.id).await.unwrap().unwrap();
+    assert_eq!(canceled.status, DeliveryStatus::Canceled);
+    assert_eq!(
+        canceled.events.last().map(|e| e.status),
+        Some(DeliveryStatus::Canceled)
+    );
+    assert_eq!(
+        b.get_message(&tenant, doomed.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        DeliveryStatus::Canceled
+    );
+    assert!(matches!(
+        b.cancel_message(&tenant, doomed.id).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let rest = released(now + TimeDelta::hours(2)).await;
+    assert_eq!(
+        rest.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![later.id],
+        "a canceled message is never released"
+    );
+
+    // Queued and never claimed: cancelable. Claimed once: sending has begun.
+    let cancel_queued = b.cancel_message(&tenant, soon.id).await.unwrap().unwrap();
+    assert_eq!(cancel_queued.status, DeliveryStatus::Canceled);
+    b.claim_delivery(&tenant, later.id, LEASE)
+        .await
+        .unwrap()
+        .expect("released: claimable");
+    assert!(matches!(
+        b.cancel_message(&tenant, later.id).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(b
+        .cancel_message(&tenant, Uuid::now_v7())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        b.cancel_message(&new_tenant_id("other"), doomed.id)
+            .await
+            .unwrap()
+            .is_none(),
+        "another tenant's message is unknown"
+    );
+}
+
+/// Booked sends from a number are `interval` apart, also when booked at once by several
+/// workers; another number and a number idle long enough are free now.
+pub async fn paced_numbers_book_slots_apart<B: Backend>(b: &B) {
+    let number = new_number();
+    let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+    let step = Duration::from_millis(100);
+    let ms = |n: i64| now + TimeDelta::milliseconds(n);
+    assert_eq!(b.book_send_slot(&number, step, now).await.unwrap(), now);
+    assert_eq!(b.book_send_slot(&number, step, now).await.unwrap(), ms(100));
+    assert_eq!(
+        b.book_send_slot(&number, step, ms(50)).await.unwrap(),
+        ms(200)
+    );
+    assert_eq!(
+        b.book_send_slot(&new_number(), step, now).await.unwrap(),
+        now
+    );
+    // Idle past its next free time: free at once.
+    assert_eq!(
+        b.book_send_slot(&number, step, ms(1000)).await.unwrap(),
+        ms(1000)
+    );
+
+    let busy = new_number();
+    let bookings =
+        futures::future::join_all((0..8).map(|_| b.book_send_slot(&busy, step, now))).await;
+    let mut slots: Vec<DateTime<Utc>> = bookings.into_iter().map(|r| r.unwrap()).collect();
+    slots.sort();
+    assert_eq!(slots, (0..8).map(|i| ms(i * 100)).collect::<Vec<_>>());
+}
+
+/// A paced message given back before its slot keeps its retry budget (the attempt is not
+/// counted) and is not stranded before the slot.
+pub async fn deferred_deliveries_keep_their_attempts<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let (m, _) = b
+        .create_outbound(
+            &tenant,
+            &outbound(&new_number(), &new_number(), "paced", Utc::now()),
+        )
+        .await
+        .unwrap();
+    let claim = b
+        .claim_delivery(&tenant, m.id, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claim.attempt, 1);
+    let slot = Utc::now() + TimeDelta::seconds(60);
+    b.defer_delivery(&tenant, m.id, slot).await.unwrap();
+    let (ours, id) = (&tenant, m.id);
+    let stranded = |before| async move {
+        b.stranded_outbound(before, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .any(|(t, found)| &t == ours && found == id)
+    };
+    assert!(
+        !stranded(Utc::now() + TimeDelta::seconds(30)).await,
+        "before its slot"
+    );
+    assert!(
+        stranded(slot + TimeDelta::seconds(1)).await,
+        "after its slot"
+    );
+    let again = b
+        .claim_delivery(&tenant, m.id, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.attempt, 1, "the deferred attempt is not counted");
+    assert_eq!(again.message.status, DeliveryStatus::Queued);
 }

@@ -655,11 +655,17 @@ string_enum!(
 string_enum!(
     /// Where a message is in its life.
     ///
-    /// Outbound messages move `queued < sending < sent < delivered < read`; `failed` and
-    /// `undelivered` are terminal. Inbound messages are `received` and stay so.
+    /// Outbound messages move `queued < sending < sent < delivered < read`; `failed`,
+    /// `undelivered` and `canceled` are terminal. A message sent with `send_at` is
+    /// `scheduled` until it is due, then `queued`. Inbound messages are `received` and stay
+    /// so.
     DeliveryStatus, "status" {
         /// Accepted by Omni, waiting for the delivery worker.
         Queued => "queued",
+        /// Accepted with a `send_at` still ahead: waits in the store, not in a queue.
+        Scheduled => "scheduled",
+        /// Canceled by the client before sending began.
+        Canceled => "canceled",
         /// Handed to the carrier, no answer yet.
         Sending => "sending",
         /// The carrier accepted it.
@@ -681,10 +687,13 @@ impl DeliveryStatus {
     /// Progress rank along the success path; failures rank by where they may occur.
     pub fn rank(self) -> u8 {
         match self {
-            DeliveryStatus::Queued => 0,
+            DeliveryStatus::Scheduled | DeliveryStatus::Queued => 0,
             DeliveryStatus::Sending => 1,
             DeliveryStatus::Sent => 2,
-            DeliveryStatus::Delivered | DeliveryStatus::Failed | DeliveryStatus::Undelivered => 3,
+            DeliveryStatus::Delivered
+            | DeliveryStatus::Failed
+            | DeliveryStatus::Undelivered
+            | DeliveryStatus::Canceled => 3,
             DeliveryStatus::Read | DeliveryStatus::Received => 4,
         }
     }
@@ -696,7 +705,11 @@ impl DeliveryStatus {
 
     /// No further status can replace this one.
     pub fn is_terminal(self) -> bool {
-        self.is_failure() || matches!(self, DeliveryStatus::Read | DeliveryStatus::Received)
+        self.is_failure()
+            || matches!(
+                self,
+                DeliveryStatus::Read | DeliveryStatus::Received | DeliveryStatus::Canceled
+            )
     }
 
     /// Applies an update monotonically: duplicates and late, out-of-order callbacks can never
@@ -718,6 +731,37 @@ impl DeliveryStatus {
         } else {
             self
         }
+    }
+}
+
+string_enum!(
+    /// How urgent an outbound message is: the delivery worker takes `high` before `normal`
+    /// and `normal` before `bulk`, so an urgent message never waits behind a campaign.
+    #[derive(Default)]
+    Priority, "priority" {
+        /// Urgent: ahead of everything else.
+        High => "high",
+        /// The default.
+        #[default]
+        Normal => "normal",
+        /// Campaigns and mass notifications: after everything else.
+        Bulk => "bulk",
+    }
+);
+
+impl Priority {
+    /// Queue order: lower goes first.
+    pub fn rank(self) -> u8 {
+        match self {
+            Priority::High => 0,
+            Priority::Normal => 1,
+            Priority::Bulk => 2,
+        }
+    }
+
+    /// The default (what a job or message leaves unsaid).
+    pub fn is_normal(&self) -> bool {
+        *self == Priority::Normal
     }
 }
 

@@ -12,8 +12,8 @@ use crate::team::{Actor, ActorType, Role};
 use crate::templates::SentTemplate;
 
 use crate::domain::{
-    Address, Channel, DeliveryStatus, Direction, InboundMessage, Media, ProviderKind, Region,
-    SendResult, StatusUpdate, TenantId,
+    Address, Channel, DeliveryStatus, Direction, InboundMessage, Media, Priority, ProviderKind,
+    Region, SendResult, StatusUpdate, TenantId,
 };
 
 /// An organisation using Omni (a dispatch centre).
@@ -94,6 +94,10 @@ pub struct NumberRoute {
     pub channels: Vec<Channel>,
     /// When it was (re)configured.
     pub updated_at: DateTime<Utc>,
+    /// At most this many sends a second from it (e.g. 1 for a long code), so its carrier
+    /// never refuses one for speed; unpaced when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_second: Option<u32>,
 }
 
 /// One status transition of a message, for its audit trail.
@@ -188,6 +192,12 @@ pub struct Message {
     /// Who sent it (outbound only; none for messages sent before this was recorded).
     #[serde(default)]
     pub sent_by: Option<Actor>,
+    /// How urgent it is (outbound only).
+    #[serde(default)]
+    pub priority: Priority,
+    /// When it is to be sent, for a message scheduled ahead.
+    #[serde(default)]
+    pub send_at: Option<DateTime<Utc>>,
 }
 
 impl Message {
@@ -204,7 +214,7 @@ impl Serialize for Message {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let sms = self.sms_count();
-        let mut m = serializer.serialize_struct("Message", 22)?;
+        let mut m = serializer.serialize_struct("Message", 24)?;
         // The tenant is never serialised: the caller's key already says it.
         m.skip_field("tenant_id")?;
         m.serialize_field("id", &self.id)?;
@@ -233,6 +243,14 @@ impl Serialize for Message {
         m.serialize_field("updated_at", &self.updated_at)?;
         m.serialize_field("events", &self.events)?;
         m.serialize_field("sent_by", &self.sent_by)?;
+        match self.direction {
+            Direction::Outbound => m.serialize_field("priority", &self.priority)?,
+            Direction::Inbound => m.skip_field("priority")?,
+        }
+        match &self.send_at {
+            Some(at) => m.serialize_field("send_at", at)?,
+            None => m.skip_field("send_at")?,
+        }
         match sms {
             Some(sms) => {
                 m.serialize_field("segments", &sms.segments)?;
@@ -283,11 +301,19 @@ impl Message {
                 note: None,
             }],
             sent_by: None,
+            priority: Priority::Normal,
+            send_at: None,
         }
     }
 
-    /// A new outbound message, `queued` (the outbox), in `conversation_id`.
+    /// A new outbound message in `conversation_id`: `queued` (the outbox), or `scheduled`
+    /// when it has a `send_at`.
     pub fn queued(tenant: &TenantId, m: &NewOutbound, conversation_id: Uuid) -> Message {
+        let status = if m.send_at.is_some() {
+            DeliveryStatus::Scheduled
+        } else {
+            DeliveryStatus::Queued
+        };
         Message {
             id: m.id,
             tenant_id: Some(tenant.clone()),
@@ -300,7 +326,7 @@ impl Message {
             media: m.media.clone(),
             template: m.template.clone(),
             subject: m.subject.clone(),
-            status: DeliveryStatus::Queued,
+            status,
             provider: None,
             provider_message_id: None,
             error_code: None,
@@ -309,13 +335,48 @@ impl Message {
             created_at: m.at,
             updated_at: m.at,
             events: vec![StatusEvent {
-                status: DeliveryStatus::Queued,
+                status,
                 at: m.at,
                 source: SOURCE_API.to_owned(),
                 note: None,
             }],
             sent_by: m.sent_by.clone(),
+            priority: m.priority,
+            send_at: m.send_at,
         }
+    }
+
+    /// A scheduled message whose time has come joins the outbox: `queued`, the step in its
+    /// history. False (nothing changed) when it is not scheduled.
+    pub fn release(&mut self, now: DateTime<Utc>) -> bool {
+        if self.status != DeliveryStatus::Scheduled {
+            return false;
+        }
+        self.transition(DeliveryStatus::Queued, now, SOURCE_WORKER, None);
+        self.updated_at = now;
+        true
+    }
+
+    /// Cancels a message no send attempt has started for: `scheduled`, or `queued` with
+    /// `attempts` (the store's count of delivery claims) zero. Anything else is left as it
+    /// is: [`StoreError::Conflict`] says why.
+    pub fn cancel(&mut self, attempts: u32, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let cancelable = self.direction == Direction::Outbound
+            && (self.status == DeliveryStatus::Scheduled
+                || (self.status == DeliveryStatus::Queued && attempts == 0));
+        if !cancelable {
+            return Err(StoreError::Conflict(format!(
+                "sending has begun: the message is {}",
+                if self.status == DeliveryStatus::Queued {
+                    "being sent"
+                } else {
+                    self.status.as_str()
+                }
+            )));
+        }
+        self.transition(DeliveryStatus::Canceled, now, SOURCE_API, None);
+        self.updated_at = now;
+        Ok(())
     }
 
     /// Applies a carrier's status callback monotonically ([`DeliveryStatus::merge`]); false
@@ -811,6 +872,10 @@ pub struct NewOutbound {
     pub at: DateTime<Utc>,
     /// Who sent it.
     pub sent_by: Option<Actor>,
+    /// How urgent it is.
+    pub priority: Priority,
+    /// When to send it, for a message scheduled ahead (`scheduled` until then).
+    pub send_at: Option<DateTime<Utc>>,
 }
 
 /// What the store did with a status update.
@@ -854,6 +919,8 @@ mod tests {
             idempotency_key: None,
             at,
             sent_by: None,
+            priority: Default::default(),
+            send_at: None,
         };
         let tenant = TenantId::parse("north").unwrap();
         let mut m = Message::queued(&tenant, &new, Uuid::now_v7());

@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use crate::autoreply::AutoReplies;
 use crate::domain::{
-    Address, ChatId, InboundMessage, MessagePart, PartRole, ProviderKind, SendResult, StatusUpdate,
-    TenantId, WebhookEvent,
+    Address, ChatId, InboundMessage, MessagePart, PartRole, Priority, ProviderKind, SendResult,
+    StatusUpdate, TenantId, WebhookEvent,
 };
 use crate::livechat::LivechatSettings;
 use crate::model::{
@@ -454,6 +454,39 @@ pub trait MessageStore: Send + Sync {
     /// message, [`StoreError::Conflict`] when it is in any other state.
     async fn requeue_message(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Message>>;
 
+    /// Gives a claimed message back without counting the attempt, its next attempt due at
+    /// `at`: the sender number's pace (`max_per_second`) allows no send before then. The
+    /// message stays queued and is not stranded until `at` has passed.
+    async fn defer_delivery(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// Books the next send from `number`, at least `interval` after the one booked before it
+    /// (across processes and instances): the booked time, `now` when the number is free.
+    async fn book_send_slot(
+        &self,
+        number: &Address,
+        interval: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<DateTime<Utc>>;
+
+    /// Cancels a message no send attempt has started for ([`Message::cancel`]): `scheduled`,
+    /// or queued and never claimed. `None` when the tenant has no such message,
+    /// [`StoreError::Conflict`] once sending has begun.
+    async fn cancel_message(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Message>>;
+
+    /// Moves up to `limit` scheduled messages due by `until` into the outbox ([`Message::release`],
+    /// next attempt due at their `send_at`) and returns them: the caller queues each for its
+    /// time. A message canceled meanwhile is not among them.
+    async fn release_scheduled(
+        &self,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>>;
+
     /// Queued messages with no live claim, last touched before `before` and, after a retry,
     /// whose next attempt was due before `before`: the sweeper's work.
     async fn stranded_outbound(
@@ -714,6 +747,14 @@ pub enum Job {
         tenant_id: TenantId,
         /// Which message.
         message_id: Uuid,
+        /// The message's priority: which queue, or place in the queue, the job takes.
+        #[serde(default, skip_serializing_if = "Priority::is_normal")]
+        priority: Priority,
+        /// The send booked for it from its paced sender number (see
+        /// [`MessageStore::book_send_slot`]): the job comes back then and sends without
+        /// booking again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slot: Option<BookedSlot>,
     },
     /// A WhatsApp webhook to hand, exactly as Meta sent it, to the environment that owns
     /// one of the business accounts it names.
@@ -739,6 +780,48 @@ pub enum Job {
         /// Which delivery.
         delivery_id: Uuid,
     },
+}
+
+impl Job {
+    /// The delivery job of a message, at its priority.
+    pub fn deliver(message: &Message) -> StoreResult<Job> {
+        let tenant_id = message
+            .tenant_id
+            .clone()
+            .ok_or_else(|| StoreError::Backend(format!("message {} without tenant", message.id)))?;
+        Ok(Job::Deliver {
+            tenant_id,
+            message_id: message.id,
+            priority: message.priority,
+            slot: None,
+        })
+    }
+
+    /// The job without the send slot it booked (a retry books its own).
+    pub fn without_slot(&self) -> Job {
+        let mut job = self.clone();
+        if let Job::Deliver { slot, .. } = &mut job {
+            *slot = None;
+        }
+        job
+    }
+
+    /// Where the job goes in its queue: high before normal before bulk.
+    pub fn priority(&self) -> Priority {
+        match self {
+            Job::Deliver { priority, .. } => *priority,
+            Job::Inbound { .. } | Job::Forward { .. } | Job::Webhook { .. } => Priority::Normal,
+        }
+    }
+}
+
+/// A send booked from a paced number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookedSlot {
+    /// The number it was booked from (a failover may send from another).
+    pub from: Address,
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 /// Durable queues between the flows (SQS, or a SQLite table).

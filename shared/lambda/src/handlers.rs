@@ -143,8 +143,23 @@ pub async fn delivery_worker(
     omni: &Omni,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
-    let queue = omni.backend.resources().delivery_queue_url.clone();
+    // One function serves both delivery queues; a batch comes from one of them.
+    let resources = omni.backend.resources();
+    let source = event
+        .payload
+        .records
+        .first()
+        .and_then(|r| r.event_source_arn.as_deref());
+    let queue = match (&resources.bulk_queue_url, source) {
+        (Some(bulk), Some(arn)) if queue_name(bulk) == arn.rsplit(':').next() => bulk.clone(),
+        _ => resources.delivery_queue_url.clone(),
+    };
     Ok(consume(omni, &queue, event).await)
+}
+
+/// A queue's name: the last segment of its URL, as of its ARN.
+fn queue_name(url: &str) -> Option<&str> {
+    url.rsplit('/').next()
 }
 
 /// `whatsapp-forwarder`: hands routed WhatsApp webhooks to their business account's
@@ -178,9 +193,15 @@ async fn consume_configured(
     Ok(consume(omni, &queue, event).await)
 }
 
+/// How far ahead the sweeper queues scheduled messages: its schedule's period, so each goes
+/// out on time through the queue's delay (SQS delays up to 15 minutes) however the sweeps fall.
+const SCHEDULE_LOOKAHEAD: Duration = Duration::from_secs(60);
+
 /// What a sweep did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
+    /// Scheduled messages due before the next sweep, queued for their time.
+    pub scheduled: usize,
     /// Stranded queued messages handed to the delivery worker again.
     pub requeued: usize,
     /// Raw webhook payloads past their retention, deleted.
@@ -191,7 +212,8 @@ pub struct SweepReport {
     pub webhooks: usize,
 }
 
-/// `outbox-sweeper` (scheduled): re-queues stranded outbound messages, delivers split-message
+/// `outbox-sweeper` (scheduled): queues scheduled messages about to be due, re-queues stranded
+/// outbound messages, delivers split-message
 /// halves that waited for their other half long enough, and purges raw payloads past their
 /// retention. The payload is ignored: EventBridge Scheduler sends `{}` to a schedule without
 /// an input, which is no `EventBridgeEvent`.
@@ -199,6 +221,11 @@ pub async fn outbox_sweeper(
     omni: &Omni,
     _event: LambdaEvent<serde_json::Value>,
 ) -> Result<SweepReport, Error> {
+    let scheduled = omni
+        .services
+        .release_scheduled(SCHEDULE_LOOKAHEAD)
+        .await
+        .map_err(internal)?;
     let requeued = omni.services.sweep_outbox().await.map_err(internal)?;
     let flushed = omni
         .services
@@ -217,8 +244,9 @@ pub async fn outbox_sweeper(
     } else {
         0
     };
-    info!(requeued, flushed, purged, webhooks, "sweep done");
+    info!(scheduled, requeued, flushed, purged, webhooks, "sweep done");
     Ok(SweepReport {
+        scheduled,
         requeued,
         purged,
         flushed,

@@ -84,6 +84,8 @@ async fn queue_message(w: &World) -> Uuid {
         idempotency_key: None,
         at: Utc::now(),
         sent_by: None,
+        priority: Default::default(),
+        send_at: None,
     };
     w.backend
         .create_outbound(&tenant(), &message)
@@ -99,6 +101,8 @@ fn record(id: Uuid, receive_count: u32) -> SqsMessage {
         serde_json::to_string(&Job::Deliver {
             tenant_id: tenant(),
             message_id: id,
+            priority: Default::default(),
+            slot: None,
         })
         .unwrap(),
     );

@@ -169,6 +169,7 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
             provider,
             channels,
             updated_at: now,
+            max_per_second: None,
         })
         .await
         .unwrap();
@@ -274,6 +275,8 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
         idempotency_key: None,
         at,
         sent_by: None,
+        priority: Default::default(),
+        send_at: None,
     };
     b.create_outbound(&t, &outbound(Uuid::parse_str(QUEUED_MESSAGE).unwrap(), now))
         .await

@@ -20,14 +20,14 @@ use rusqlite::{params, Connection, OptionalExtension, Row, ToSql};
 use uuid::Uuid;
 
 use crate::db::{
-    after, before, corrupt, db, decode_cursor, encode_cursor, parse, parse_ts, ts, Cached,
+    after, before, corrupt, db, decode_cursor, encode_cursor, ms, parse, parse_ts, ts, Cached,
 };
 use crate::webhooks::{outbox, outbox_with};
 use crate::SqliteBackend;
 
 const MESSAGE_COLS: &str = "id, tenant_id, conversation_id, direction, channel, from_number, \
     to_number, body, media, status, provider, provider_message_id, error_code, error_message, \
-    starred, created_at, updated_at, events, template, subject, sent_by";
+    starred, created_at, updated_at, events, template, subject, sent_by, priority, send_at";
 
 /// The opt-out list is joined in so every conversation read reports it.
 const CONVERSATION_SELECT: &str = "SELECT c.id, c.tenant_id, c.channel, c.contact, \
@@ -89,6 +89,8 @@ fn message_row(row: &Row) -> StoreResult<Message> {
         sent_by: opt(20)?
             .map(|a| serde_json::from_str(&a).map_err(|_| corrupt("sent_by")))
             .transpose()?,
+        priority: parse(&text(21)?, "priority")?,
+        send_at: opt(22)?.map(|t| parse_ts(&t)).transpose()?,
     })
 }
 
@@ -339,9 +341,9 @@ fn insert_message(
         "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, from_number,
              to_number, body, media, status, provider, provider_message_id, error_code,
              error_message, starred, created_at, updated_at, events, idempotency_key, template,
-             subject, sent_by)
+             subject, sent_by, priority, send_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-             ?18, ?19, ?20, ?21, ?22)",
+             ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
         params![
             message.id.to_string(),
             tenant.as_str(),
@@ -365,6 +367,8 @@ fn insert_message(
             message.template.as_ref().map(json).transpose()?,
             message.subject,
             message.sent_by.as_ref().map(json).transpose()?,
+            message.priority.as_str(),
+            message.send_at.map(ts),
         ],
     )
     .map_err(db)?;
@@ -785,6 +789,126 @@ impl MessageStore for SqliteBackend {
             )
             .map_err(db)?;
             reload_message(tx, &tenant, id).map(Some)
+        })
+        .await
+    }
+
+    async fn defer_delivery(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let tenant = tenant.clone();
+        self.write(move |tx| {
+            tx.exec(
+                "UPDATE messages SET claim_until = NULL, attempts = MAX(attempts - 1, 0),
+                     retry_at = ?3
+                 WHERE tenant_id = ?1 AND id = ?2 AND status = 'queued'",
+                params![tenant.as_str(), id.to_string(), ts(at)],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn book_send_slot(
+        &self,
+        number: &Address,
+        interval: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<DateTime<Utc>> {
+        let number = number.as_str().to_owned();
+        let step = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+        let booked: i64 = self
+            .write(move |tx| {
+                // The slot is the later of now and the next free time; the next free time moves
+                // one interval past it.
+                tx.row(
+                    "INSERT INTO send_pace (number, next_at_ms) VALUES (?1, ?2 + ?3)
+                     ON CONFLICT (number) DO UPDATE
+                         SET next_at_ms = MAX(next_at_ms, ?2) + ?3
+                     RETURNING next_at_ms - ?3",
+                    params![number, ms(now), step],
+                    |r| r.get(0),
+                )
+                .map_err(db)
+            })
+            .await?;
+        Ok(DateTime::from_timestamp_millis(booked).unwrap_or(now))
+    }
+
+    async fn cancel_message(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Message>> {
+        let tenant = tenant.clone();
+        self.write(move |tx| {
+            let found: Option<i64> = tx
+                .row(
+                    "SELECT attempts FROM messages WHERE tenant_id = ?1 AND id = ?2",
+                    params![tenant.as_str(), id.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            let Some(attempts) = found else {
+                return Ok(None);
+            };
+            let mut message = reload_message(tx, &tenant, id)?;
+            message.cancel(u32::try_from(attempts).unwrap_or(u32::MAX), Utc::now())?;
+            update_message(tx, &message)?;
+            // Its job, if queued, finds nothing to send; removing it spares the runner.
+            tx.exec(
+                "DELETE FROM jobs WHERE message_id = ?1 AND leased = 0",
+                [id.to_string()],
+            )
+            .map_err(db)?;
+            let message = reload_message(tx, &tenant, id)?;
+            outbox(
+                tx,
+                &tenant,
+                &[PushEvent::for_message("message.status", &tenant, &message)],
+            )?;
+            Ok(Some(message))
+        })
+        .await
+    }
+
+    async fn release_scheduled(
+        &self,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.write(move |tx| {
+            let due: Vec<(String, String)> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT tenant_id, id FROM messages
+                         WHERE status = 'scheduled' AND send_at <= ?1
+                         ORDER BY send_at, id LIMIT ?2",
+                    )
+                    .map_err(db)?;
+                let rows = stmt
+                    .query_map(params![ts(until), limit], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(db)?;
+                rows.collect::<Result<_, _>>().map_err(db)?
+            };
+            let now = Utc::now();
+            let mut released = Vec::with_capacity(due.len());
+            for (tenant, id) in due {
+                let (tenant, id) = (tenant_id(&tenant)?, uuid(&id)?);
+                let mut message = reload_message(tx, &tenant, id)?;
+                message.release(now);
+                update_message(tx, &message)?;
+                // Not stranded before its time, however far ahead the caller looked.
+                tx.exec(
+                    "UPDATE messages SET retry_at = send_at WHERE id = ?1",
+                    [id.to_string()],
+                )
+                .map_err(db)?;
+                released.push(reload_message(tx, &tenant, id)?);
+            }
+            Ok(released)
         })
         .await
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use omni_core::domain::{InboundMessage, TenantId, WebhookEvent};
+use omni_core::domain::{InboundMessage, Priority, TenantId, WebhookEvent};
 use omni_core::model::{Conversation, Message};
 use omni_core::ports::{Job, Queue, StoreError, StoreResult};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -81,12 +81,13 @@ impl Queue for SqliteBackend {
     async fn enqueue(&self, job: &Job, delay: Duration) -> StoreResult<()> {
         let payload = encode(job)?;
         let message = message_of(job);
+        let priority = job.priority().rank();
         self.write_statement(move |tx| {
             let now = Utc::now();
             tx.exec(
-                "INSERT INTO jobs (payload, message_id, visible_at_ms, created_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![payload, message, ms(after(now, delay)), ts(now)],
+                "INSERT INTO jobs (payload, message_id, visible_at_ms, created_at, priority)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![payload, message, ms(after(now, delay)), ts(now), priority],
             )
             .map_err(db)?;
             Ok(())
@@ -136,20 +137,31 @@ impl SqliteBackend {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         self.write(move |tx| {
             let now = Utc::now();
-            let rows: Vec<(i64, String, i64)> = {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "SELECT id, payload, attempts FROM jobs WHERE visible_at_ms <= ?1
-                         ORDER BY visible_at_ms, id LIMIT ?2",
-                    )
-                    .map_err(db)?;
-                let rows = stmt
-                    .query_map(params![ms(now), max], |r| {
+            // Each priority in turn (one index range each), so a high-priority job is taken
+            // before any other however many wait.
+            let mut rows: Vec<(i64, String, i64)> = Vec::new();
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT id, payload, attempts FROM jobs
+                     WHERE priority = ?1 AND visible_at_ms <= ?2
+                     ORDER BY visible_at_ms, id LIMIT ?3",
+                )
+                .map_err(db)?;
+            for priority in Priority::ALL {
+                let room = max - rows.len() as i64;
+                if room <= 0 {
+                    break;
+                }
+                let found = stmt
+                    .query_map(params![priority.rank(), ms(now), room], |r| {
                         Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                     })
                     .map_err(db)?;
-                rows.collect::<Result<_, _>>().map_err(db)?
-            };
+                for row in found {
+                    rows.push(row.map_err(db)?);
+                }
+            }
+            drop(stmt);
             let hidden_until = ms(after(now, visibility));
             let mut taken = TakenJobs::default();
             for (id, payload, attempts) in rows {

@@ -14,7 +14,7 @@ use crate::db::{corrupt, db, parse, parse_ts, ts, Cached};
 use crate::SqliteBackend;
 
 const TENANT_COLS: &str = "id, name, default_region, help_text, created_at, updated_at";
-const NUMBER_COLS: &str = "number, tenant_id, provider, channels, updated_at";
+const NUMBER_COLS: &str = "number, tenant_id, provider, channels, updated_at, max_per_second";
 
 fn tenant_row(row: &Row) -> StoreResult<Tenant> {
     let text = |i| row.get::<_, String>(i).map_err(db);
@@ -38,6 +38,7 @@ fn number_row(row: &Row) -> StoreResult<NumberRoute> {
         provider: parse(&text(2)?, "provider")?,
         channels,
         updated_at: parse_ts(&text(4)?)?,
+        max_per_second: row.get(5).map_err(db)?,
     })
 }
 
@@ -106,16 +107,19 @@ impl TenantStore for SqliteBackend {
                     }
                 }
                 tx.exec(
-                    "INSERT INTO numbers (number, tenant_id, provider, channels, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
+                    "INSERT INTO numbers (number, tenant_id, provider, channels, updated_at,
+                     max_per_second)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (number) DO UPDATE SET provider = excluded.provider,
-                     channels = excluded.channels, updated_at = excluded.updated_at",
+                     channels = excluded.channels, updated_at = excluded.updated_at,
+                     max_per_second = excluded.max_per_second",
                     params![
                         r.number.as_str(),
                         r.tenant_id.as_str(),
                         r.provider.as_str(),
                         channels,
-                        ts(r.updated_at)
+                        ts(r.updated_at),
+                        r.max_per_second
                     ],
                 )
                 .map_err(db)?;

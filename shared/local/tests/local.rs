@@ -30,6 +30,8 @@ fn deliver(tenant: &TenantId, message_id: Uuid) -> Job {
     Job::Deliver {
         tenant_id: tenant.clone(),
         message_id,
+        priority: Default::default(),
+        slot: None,
     }
 }
 
@@ -120,6 +122,8 @@ async fn data_survives_reopening_the_file() {
         idempotency_key: Some("k".into()),
         at: Utc::now(),
         sent_by: None,
+        priority: Default::default(),
+        send_at: None,
     };
     let message = {
         let b = SqliteBackend::open(&path, key.clone()).unwrap();
@@ -336,6 +340,8 @@ async fn a_message_with_a_pending_deliver_job_is_not_stranded() {
                 idempotency_key: None,
                 at: old,
                 sent_by: None,
+                priority: Default::default(),
+                send_at: None,
             },
         )
         .await

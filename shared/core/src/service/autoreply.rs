@@ -162,6 +162,9 @@ impl Services {
             subject: None,
             // One auto-reply per inbound message, however often its job runs.
             idempotency_key: Some(format!("auto-reply:{}", message.id)),
+            // Someone who just wrote is waiting: never behind a campaign.
+            priority: crate::domain::Priority::High,
+            send_at: None,
         };
         let (sent, created) = self.send_message(tenant, request, by.clone()).await?;
         if created {

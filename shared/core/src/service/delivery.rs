@@ -7,10 +7,11 @@ use chrono::{TimeDelta, Utc};
 use tracing::{info, instrument, warn};
 use uuid::Uuid;
 
+use super::schedule::Pace;
 use super::updater::JobError;
 use super::{ServiceError, Services};
 use crate::domain::{
-    Address, Channel, OutboundMessage, ProviderKind, SendError, SendResult, TenantId,
+    Address, Channel, OutboundMessage, Priority, ProviderKind, SendError, SendResult, TenantId,
 };
 use crate::model::{Failover, Message};
 use crate::ports::Job;
@@ -33,6 +34,8 @@ pub enum DeliveryOutcome {
     Failed,
     /// Nothing to do: already sent, or another worker holds it.
     Skipped,
+    /// Its sender number's pace allows no send yet: queued again for the slot booked.
+    Deferred,
 }
 
 /// The carriers a message may go out through, in order: its sender number's own, then the
@@ -46,6 +49,8 @@ struct Chain {
 struct Leg {
     provider: ProviderKind,
     from: Address,
+    /// The sender number's pace, if it has one.
+    max_per_second: Option<u32>,
     adapter: Arc<dyn MessagingProviderAdapter>,
     credentials: Credentials,
 }
@@ -86,7 +91,7 @@ impl Services {
                 .await;
         }
         let budget = self.settings.retry.max_attempts.max(1);
-        let own = match self.own_carrier(tenant, &message).await {
+        let (own, own_pace) = match self.own_carrier(tenant, &message).await {
             Ok(own) => own,
             Err(error) => {
                 return self
@@ -135,7 +140,15 @@ impl Services {
             };
             let leg = match skip {
                 Some(reason) => Err(reason),
-                None => match self.leg(tenant, &message, provider, position == 0).await {
+                None => match self
+                    .leg(
+                        tenant,
+                        &message,
+                        provider,
+                        (position == 0).then_some(own_pace),
+                    )
+                    .await
+                {
                     Ok(leg) => Ok(leg),
                     Err(error) => {
                         retry_later |= error.is_transient();
@@ -166,6 +179,14 @@ impl Services {
                     continue;
                 }
             };
+            if let Some(per_second) = leg.max_per_second {
+                let paced = self
+                    .pace(job, tenant, &message, &leg.from, per_second)
+                    .await?;
+                if matches!(paced, Pace::Later) {
+                    return Ok(DeliveryOutcome::Deferred);
+                }
+            }
             let result = match self.send_leg(tenant, &message, &leg).await {
                 Ok(result) => result,
                 Err(error) => {
@@ -260,14 +281,14 @@ impl Services {
         Ok(DeliveryOutcome::Sent)
     }
 
-    /// The carrier of the number the message is sent from.
+    /// The carrier of the number the message is sent from, and the number's pace.
     async fn own_carrier(
         &self,
         tenant: &TenantId,
         message: &Message,
-    ) -> Result<ProviderKind, SendError> {
+    ) -> Result<(ProviderKind, Option<u32>), SendError> {
         match self.tenants.number_route(&message.from).await {
-            Ok(Some(r)) if &r.tenant_id == tenant => Ok(r.provider),
+            Ok(Some(r)) if &r.tenant_id == tenant => Ok((r.provider, r.max_per_second)),
             Ok(_) => Err(not_configured(format!(
                 "{} is no longer this tenant's number",
                 message.from
@@ -301,17 +322,17 @@ impl Services {
     }
 
     /// Everything a send through `provider` needs: its adapter, the tenant's credentials
-    /// there, and the sender: the message's own number on its own carrier, otherwise the
-    /// tenant's (first) number at that carrier carrying the channel.
+    /// there, and the sender: the message's own number on its own carrier (`own` is its
+    /// pace), otherwise the tenant's (first) number at that carrier carrying the channel.
     async fn leg(
         &self,
         tenant: &TenantId,
         message: &Message,
         provider: ProviderKind,
-        own: bool,
+        own: Option<Option<u32>>,
     ) -> Result<Leg, SendError> {
-        let from = if own {
-            message.from.clone()
+        let (from, max_per_second) = if let Some(pace) = own {
+            (message.from.clone(), pace)
         } else {
             let numbers = self
                 .tenants
@@ -322,11 +343,11 @@ impl Services {
                 .into_iter()
                 .find(|r| r.provider == provider && r.channels.contains(&message.channel))
             {
-                Some(r) => r.number,
+                Some(r) => (r.number, r.max_per_second),
                 // An email address is not leased from a carrier the way a number is: any email
                 // service with the address's domain verified sends as it (and refuses for good
                 // when it is not), so the same address goes out through the next service.
-                None if message.channel == Channel::Email => message.from.clone(),
+                None if message.channel == Channel::Email => (message.from.clone(), None),
                 None => {
                     return Err(not_configured(format!(
                         "no {} number at {provider}",
@@ -347,6 +368,7 @@ impl Services {
         Ok(Leg {
             provider,
             from,
+            max_per_second,
             adapter,
             credentials,
         })
@@ -408,8 +430,9 @@ impl Services {
                     .record_retry(tenant, message.id, error.code(), error.message(), retry_at)
                     .await
                     .map_err(ServiceError::from)?;
+                // A slot booked for this attempt is spent: the retry books its own.
                 self.queue
-                    .enqueue(job, delay)
+                    .enqueue(&job.without_slot(), delay)
                     .await
                     .map_err(ServiceError::from)?;
                 warn!(attempt, delay_ms = delay.as_millis() as u64, error = %error, "transient carrier error, retrying");
@@ -446,9 +469,12 @@ impl Services {
         let before = Utc::now() - self.settings.sweep_after;
         let stranded = self.messages.stranded_outbound(before, 500).await?;
         for (tenant_id, message_id) in &stranded {
+            // Its priority is not known here: a stranded message goes at normal priority.
             let job = Job::Deliver {
                 tenant_id: tenant_id.clone(),
                 message_id: *message_id,
+                priority: Priority::Normal,
+                slot: None,
             };
             self.queue.enqueue(&job, std::time::Duration::ZERO).await?;
         }

@@ -32,6 +32,7 @@ mod keywords;
 mod livechat;
 mod media;
 mod outbound;
+mod schedule;
 mod ses_sns;
 mod team;
 mod templates;
@@ -52,6 +53,7 @@ pub use livechat::{
 };
 pub use media::MediaDownload;
 pub use outbound::SendRequest;
+pub use schedule::MAX_SCHEDULE_AHEAD;
 pub use team::{
     normalize_email, Caller, Credential, LoginLockout, SignedIn, UserChange, INVITE_PREFIX,
     INVITE_TTL, MIN_PASSWORD_CHARS, SESSION_IDLE, SESSION_PREFIX,

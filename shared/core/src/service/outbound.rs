@@ -1,13 +1,15 @@
 //! Accepting a message to send: validate, resolve the sender, persist as queued (the
 //! outbox), hand to the delivery worker.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tracing::{instrument, warn};
 use uuid::Uuid;
 
 use super::{ServiceError, Services};
-use crate::domain::{Address, Channel, ChatId, EmailAddress, Media, ProviderKind, TenantId, E164};
+use crate::domain::{
+    Address, Channel, ChatId, EmailAddress, Media, Priority, ProviderKind, TenantId, E164,
+};
 use crate::model::{Message, NumberRoute};
 use crate::ports::Job;
 use crate::team::Actor;
@@ -47,6 +49,12 @@ pub struct SendRequest {
     /// Makes retries of this request safe: the same key returns the first message.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// `high`, `normal` (the default) or `bulk`: a high message never waits behind bulk ones.
+    #[serde(default)]
+    pub priority: Priority,
+    /// When to send it (RFC 3339, up to 35 days ahead): `scheduled` until then.
+    #[serde(default)]
+    pub send_at: Option<DateTime<Utc>>,
 }
 
 impl Services {
@@ -66,6 +74,8 @@ impl Services {
             .ok_or(ServiceError::NotFound("tenant"))?;
         let region = tenant_record.default_region;
         let to = recipient(request.channel, &request.to, region)?;
+        let now = Utc::now();
+        let send_at = super::schedule::schedule(request.send_at, now)?;
         let mut body = request.body.filter(|b| !b.trim().is_empty());
         let mut given_subject = request.subject;
         let template = match request.template {
@@ -176,8 +186,10 @@ impl Services {
             template,
             subject,
             idempotency_key: request.idempotency_key,
-            at: Utc::now(),
+            at: now,
             sent_by: Some(sent_by),
+            priority: request.priority,
+            send_at,
         };
         // Refused there when the recipient opted out (the store reads the opt-out with the
         // conversation).
@@ -187,13 +199,13 @@ impl Services {
             .await?;
         let created = conversation.is_some();
         if let Some(conversation) = conversation {
-            // If this enqueue is lost (crash), the sweeper finds the queued message.
-            let job = Job::Deliver {
-                tenant_id: tenant.clone(),
-                message_id: message.id,
-            };
-            if let Err(e) = self.queue.enqueue(&job, std::time::Duration::ZERO).await {
-                warn!(error = %e, "enqueue failed; the sweeper will pick the message up");
+            // A scheduled message waits in the store until it is due (release_scheduled).
+            if send_at.is_none() {
+                // If this enqueue is lost (crash), the sweeper finds the queued message.
+                let job = Job::deliver(&message)?;
+                if let Err(e) = self.queue.enqueue(&job, std::time::Duration::ZERO).await {
+                    warn!(error = %e, "enqueue failed; the sweeper will pick the message up");
+                }
             }
             self.push_message_and_conversation(tenant, "message.status", &message, &conversation)
                 .await;
@@ -215,10 +227,7 @@ impl Services {
             .requeue_message(tenant, id)
             .await?
             .ok_or(ServiceError::NotFound("message"))?;
-        let job = Job::Deliver {
-            tenant_id: tenant.clone(),
-            message_id: message.id,
-        };
+        let job = Job::deliver(&message)?;
         // If this enqueue is lost, the sweeper finds the queued message.
         if let Err(e) = self.queue.enqueue(&job, std::time::Duration::ZERO).await {
             warn!(error = %e, "enqueue failed; the sweeper will pick the message up");

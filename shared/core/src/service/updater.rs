@@ -69,6 +69,7 @@ impl Services {
             Job::Deliver {
                 tenant_id,
                 message_id,
+                ..
             } => self
                 .deliver(job, tenant_id, *message_id, calls_until)
                 .await
@@ -132,6 +133,9 @@ impl Services {
                     subject: None,
                     // One help reply per inbound message, however often it is redelivered.
                     idempotency_key: Some(format!("help:{}", message.provider_message_id)),
+                    // Someone who just wrote is waiting: never behind a campaign.
+                    priority: crate::domain::Priority::High,
+                    send_at: None,
                 };
                 let by = Actor {
                     kind: ActorType::AutoReply,
