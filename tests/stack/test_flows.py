@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -536,4 +537,67 @@ def test_auto_replies_greet_once_and_answer_keywords_through_the_updater(stack: 
     audit = api.call("GET", "/v1/audit?action=message.auto_reply", north).json()["items"]
     assert len(audit) == 2 and all(a["actor"]["type"] == "auto_reply" for a in audit), audit
     api.admin("PUT", "/v1/admin/tenants/north/auto-replies", {})
+    no_access_denied(stack)
+
+
+def test_scheduled_bulk_and_paced_sends_take_their_own_paths(stack: Stack, api: Api, north: str, carrier: CarrierFake) -> None:
+    """A scheduled message waits in the table until the sweeper queues it (through an SQS
+    delay) and a canceled one never goes; a bulk message takes the bulk queue and its own
+    worker, so a high one goes while bulk is held; a paced number's sends are spaced across
+    invocations by the booking in the table."""
+    scheduled, canceled_to, bulk_to, high_to, paced_to = (f"+1555555014{i}" for i in range(5))
+    arrivals: dict[str, list[float]] = {}
+
+    def twilio(req: Any) -> tuple[int, Any]:
+        arrivals.setdefault(req.form().get("To", ""), []).append(time.monotonic())
+        return 201, {"sid": f"SM{len(carrier.requests):032d}", "status": "queued", "account_sid": ACCOUNT_SID}
+
+    carrier.on("POST", r"/2010-04-01/Accounts/\w+/Messages\.json$", twilio)
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=4)).isoformat()
+    later = (datetime.now(timezone.utc) + timedelta(seconds=8)).isoformat()
+    first = api.call("POST", "/v1/messages", north, json={"channel": "sms", "to": scheduled, "body": "Shift change", "send_at": soon})
+    assert first.status_code == 202 and first.json()["status"] == "scheduled", first.text
+    doomed = api.call("POST", "/v1/messages", north, json={"channel": "sms", "to": canceled_to, "body": "Never", "send_at": later})
+    assert doomed.status_code == 202, doomed.text
+    cancel = api.call("DELETE", f"/v1/messages/{doomed.json()['id']}", north)
+    assert cancel.status_code == 200 and cancel.json()["status"] == "canceled", cancel.text
+    assert api.call("DELETE", f"/v1/messages/{doomed.json()['id']}", north).status_code == 409
+
+    (schedule,) = stack.schedules_of("OutboxSweeperFunction")
+    outcome = stack.fire_schedule(schedule)
+    assert outcome.done.wait(60)
+    assert outcome.succeeded, outcome.attempts[-1].error
+    assert outcome.attempts[-1].payload["scheduled"] == 1, outcome.attempts[-1].payload
+    sent = wait_for("the scheduled send", lambda: (m := message(api, north, first.json()["id"]))["status"] == "sent" and m, timeout=30)
+    assert [e["status"] for e in sent["events"]] == ["scheduled", "queued", "sent"]
+    assert datetime.fromisoformat(sent["events"][-1]["at"].replace("Z", "+00:00")) >= datetime.fromisoformat(soon)
+    time.sleep(5)
+    assert canceled_to not in arrivals and message(api, north, doomed.json()["id"])["status"] == "canceled"
+
+    bulk_mapping = stack.mapping_of("BulkDeliveryWorkerFunction")
+    stack.paused.add(bulk_mapping)
+    try:
+        bulk = api.call("POST", "/v1/messages", north, json={"channel": "sms", "to": bulk_to, "body": "Newsletter", "priority": "bulk"})
+        high = api.call("POST", "/v1/messages", north, json={"channel": "sms", "to": high_to, "body": "Now", "priority": "high"})
+        assert bulk.status_code == 202 and high.status_code == 202, (bulk.text, high.text)
+        wait_for("the high send", lambda: message(api, north, high.json()["id"])["status"] == "sent")
+        assert message(api, north, bulk.json()["id"])["status"] == "queued", "bulk waits for its own worker"
+    finally:
+        stack.paused.discard(bulk_mapping)
+    wait_for("the bulk send", lambda: message(api, north, bulk.json()["id"])["status"] == "sent", timeout=30)
+
+    api.admin("PUT", f"/v1/admin/tenants/north/numbers/{NUMBER}", {"provider": "twilio", "channels": ["sms", "mms"], "max_per_second": 1})
+    try:
+        ids = []
+        for i in range(3):
+            resp = api.call("POST", "/v1/messages", north, json={"channel": "sms", "to": paced_to, "body": f"Paced {i}"})
+            assert resp.status_code == 202, resp.text
+            ids.append(resp.json()["id"])
+        for message_id in ids:
+            wait_for("a paced send", lambda: message(api, north, message_id)["status"] == "sent", timeout=30)
+        times = sorted(arrivals[paced_to])
+        assert len(times) == 3
+        assert all(b - a >= 0.9 for a, b in zip(times, times[1:])), times
+    finally:
+        api.admin("PUT", f"/v1/admin/tenants/north/numbers/{NUMBER}", {"provider": "twilio", "channels": ["sms", "mms"]})
     no_access_denied(stack)

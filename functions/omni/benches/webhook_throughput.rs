@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use omni_core::providers::twilio;
 use serde_json::{json, Value};
+use support::Server;
+
+mod support;
 
 const TOKEN: &str = "12345abcdef67890fedcba0987654321";
 const ADMIN: &str = "bench-admin-token-0123456789abcdef";
@@ -38,15 +41,6 @@ fn env_or(name: &str, default: usize) -> usize {
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// Peak resident memory of a process, from /proc (Linux).
-fn max_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// CPU time (user + system, all threads) a process has used so far, from `/proc/<pid>/stat`
@@ -200,57 +194,10 @@ impl Figures {
     }
 }
 
-/// A server under test, killed however the bench ends (a failed assertion included), so
-/// no server outlives its run.
-struct Server(Child);
-
 impl Server {
-    /// Starts `command` and waits for its `<prefix>http://host:port` line on stdout; an
-    /// error if it cannot start, exits or stays silent for a minute first. Its stdout is drained after that, so
-    /// a server that logs there never blocks on a full pipe.
-    fn start(mut command: Command, prefix: &'static str) -> Result<(Self, String), String> {
-        // Named by program and arguments only: the environment holds the auth token.
-        let name = std::iter::once(command.get_program())
-            .chain(command.get_args())
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut child = command
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start `{name}`: {e}"))?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        let server = Server(child);
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-            let url = lines.find_map(|l| l.strip_prefix(prefix).map(str::to_owned));
-            let _ = tx.send(url);
-            lines.for_each(drop);
-        });
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Some(url)) => Ok((server, url)),
-            _ => Err(format!(
-                "`{name}` exited or printed no `{prefix}…` line within 60 s (its stderr is above)"
-            )),
-        }
-    }
-
-    /// Peak resident memory so far (`VmHWM`), read while the process is still alive.
-    fn max_rss_kib(&self) -> Option<u64> {
-        max_rss_kib(self.0.id())
-    }
-
     /// CPU time used so far (user + system, every thread).
     fn cpu_time(&self) -> Option<Duration> {
-        cpu_time(self.0.id())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        cpu_time(self.pid())
     }
 }
 

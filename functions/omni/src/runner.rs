@@ -17,6 +17,8 @@ use crate::config::ServeConfig;
 
 /// Jobs handled at once (carrier calls wait on the network, not the CPU).
 const IN_FLIGHT: usize = 64;
+/// High-priority jobs taken beyond [`IN_FLIGHT`] when one arrives with every slot busy.
+const URGENT_EXTRA: usize = 16;
 /// A job leased but not finished within this time becomes visible again (crash recovery).
 const VISIBILITY: Duration = Duration::from_secs(120);
 /// How often due scheduled messages are looked for.
@@ -136,6 +138,7 @@ async fn run_jobs(
     mut stop: watch::Receiver<bool>,
 ) {
     let notify = backend.job_notify();
+    let urgent = backend.urgent_notify();
     let mut running = FuturesUnordered::new();
     loop {
         if *stop.borrow() {
@@ -172,9 +175,21 @@ async fn run_jobs(
             continue;
         }
         // One job done, new work announced or delayed work coming due is the moment to top up.
+        // A high-priority job is taken at once, beyond the usual number in flight, so it never
+        // waits for the bulk jobs running to finish.
         let room = running.len() <= IN_FLIGHT / 2;
         tokio::select! {
             _ = running.next() => {}
+            _ = urgent.notified() => {
+                match backend.lease_urgent_jobs(URGENT_EXTRA, VISIBILITY).await {
+                    Ok(leased) => {
+                        for leased in leased {
+                            running.push(run_job(backend.clone(), services.clone(), leased));
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "cannot lease urgent jobs"),
+                }
+            }
             _ = notify.notified(), if room => {}
             _ = tokio::time::sleep(Duration::from_millis(100)), if room => {}
         }

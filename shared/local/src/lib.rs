@@ -42,6 +42,7 @@ pub struct SqliteBackend {
     pool: Arc<db::Pool>,
     key: Arc<MasterKey>,
     jobs: Arc<Notify>,
+    urgent: Arc<Notify>,
     routes: Arc<cache::RouteCache>,
     credentials: Arc<cache::CredentialCache>,
 }
@@ -68,6 +69,7 @@ impl SqliteBackend {
             pool: Arc::new(pool),
             key: Arc::new(key),
             jobs: Arc::new(Notify::new()),
+            urgent: Arc::new(Notify::new()),
             routes: Arc::default(),
             credentials: Arc::default(),
         }
@@ -77,6 +79,12 @@ impl SqliteBackend {
     /// until its own timer fires, for delayed jobs).
     pub fn job_notify(&self) -> Arc<Notify> {
         self.jobs.clone()
+    }
+
+    /// Notified on every enqueue of a high-priority job, so the runner takes it at once even
+    /// with every slot busy ([`SqliteBackend::lease_urgent_jobs`]).
+    pub fn urgent_notify(&self) -> Arc<Notify> {
+        self.urgent.clone()
     }
 
     /// Runs `f` on the writer thread, in the next group commit (see [`db::Pool::submit`]).

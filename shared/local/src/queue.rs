@@ -96,6 +96,9 @@ impl Queue for SqliteBackend {
         // After the commit, so a woken runner finds the row. A stored permit covers a runner
         // that is busy right now and waits again later.
         self.jobs.notify_one();
+        if priority == Priority::High.rank() && delay.is_zero() {
+            self.urgent.notify_one();
+        }
         Ok(())
     }
 
@@ -134,6 +137,29 @@ impl SqliteBackend {
         visibility: Duration,
         apply_alone: impl Fn(&InboundMessage) -> bool + Send + 'static,
     ) -> StoreResult<TakenJobs> {
+        self.take(max, visibility, Priority::ALL, apply_alone).await
+    }
+
+    /// [`lease_jobs`](Self::lease_jobs) of high-priority jobs only: what the runner takes
+    /// beyond its usual number in flight when one arrives.
+    pub async fn lease_urgent_jobs(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> StoreResult<Vec<LeasedJob>> {
+        let taken = self
+            .take(max, visibility, &[Priority::High], |_| false)
+            .await?;
+        Ok(taken.leased)
+    }
+
+    async fn take(
+        &self,
+        max: usize,
+        visibility: Duration,
+        priorities: &'static [Priority],
+        apply_alone: impl Fn(&InboundMessage) -> bool + Send + 'static,
+    ) -> StoreResult<TakenJobs> {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         self.write(move |tx| {
             let now = Utc::now();
@@ -147,7 +173,7 @@ impl SqliteBackend {
                      ORDER BY visible_at_ms, id LIMIT ?3",
                 )
                 .map_err(db)?;
-            for priority in Priority::ALL {
+            for priority in priorities {
                 let room = max - rows.len() as i64;
                 if room <= 0 {
                     break;
