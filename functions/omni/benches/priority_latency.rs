@@ -29,9 +29,12 @@ const BATCH: usize = 1_000;
 /// each after `latency`, as a carrier's API does.
 #[derive(Clone, Default)]
 struct Carrier {
-    received: Arc<Mutex<(usize, Option<(Instant, usize)>)>>,
+    received: Arc<Mutex<Received>>,
     latency: Duration,
 }
+
+/// Messages received so far, and when the urgent one came with how many before it.
+type Received = (usize, Option<(Instant, usize)>);
 
 impl Respond for Carrier {
     fn respond(&self, request: &Request) -> ResponseTemplate {

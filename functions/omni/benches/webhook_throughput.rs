@@ -15,10 +15,8 @@
 //! of it up. `BENCH_OMNI` runs another `omni` binary than this build's (a profiling build,
 //! or another commit's for an A/B comparison). A peer that cannot start is reported and skipped; the others still run.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
