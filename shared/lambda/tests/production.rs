@@ -285,9 +285,9 @@ fn queue_timeouts_fit_their_consumers() {
             assert!(timeout * 1000 >= carrier_ms + 10_000, "{id}: {timeout} s");
         }
     }
-    // The conversation updater, the delivery worker, the WhatsApp forwarder and the event
-    // dispatcher.
-    assert_eq!(consumers, 4);
+    // The conversation updater, the delivery workers (the delivery queue's and the bulk
+    // queue's), the WhatsApp forwarder and the event dispatcher.
+    assert_eq!(consumers, 5);
     let worker = &t["Resources"]["DeliveryWorkerFunction"]["Properties"];
     assert!(
         worker["Timeout"].as_u64().unwrap() * 1000 >= 3 * carrier_ms,
