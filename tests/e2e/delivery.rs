@@ -590,6 +590,7 @@ async fn the_sweeper_sends_a_message_that_was_stored_but_never_queued() {
         sent_by: None,
         priority: Default::default(),
         send_at: None,
+        fallback: Vec::new(),
     };
     let (stored, created) = db.create_outbound(&tenant, &new).await.unwrap();
     assert!(created);

@@ -276,3 +276,202 @@ async fn a_paced_number_sends_no_faster_than_its_max_per_second() {
         assert!(gap >= Duration::from_millis(450), "sends {gap:?} apart");
     }
 }
+
+/// A Twilio fake refusing WhatsApp for good (63016: outside the 24-hour window) when asked,
+/// accepting everything else; notes each request's `To`.
+#[derive(Clone, Default)]
+struct Channels {
+    refuse_whatsapp: bool,
+    to: Arc<Mutex<Vec<String>>>,
+}
+
+impl Respond for Channels {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&request.body).unwrap();
+        let to = form
+            .into_iter()
+            .find(|(k, _)| k == "To")
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        let mut seen = self.to.lock().unwrap();
+        seen.push(to.clone());
+        if self.refuse_whatsapp && to.starts_with("whatsapp:") {
+            return ResponseTemplate::new(400).set_body_json(json!({"code": 63016, "message": "Failed to send freeform message because you are outside the allowed window", "status": 400}));
+        }
+        let sid = format!("SM{:032}", seen.len());
+        ResponseTemplate::new(201)
+            .set_body_json(json!({"sid": sid, "status": "queued", "account_sid": ACCOUNT_SID}))
+    }
+}
+
+async fn serve_channels(carrier: &Channels) -> (MockServer, Server, String) {
+    let fake = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES_PATH))
+        .respond_with(carrier.clone())
+        .mount(&fake)
+        .await;
+    let s = Server::start(&[("OMNI_TWILIO_API_URL", &fake.uri())]).await;
+    let key = s.twilio_tenant("north", TOKEN, NUMBER).await;
+    (fake, s, key)
+}
+
+async fn twilio_status(s: &Server, sid: &str, status: &str) {
+    let (st, body) = s
+        .twilio_webhook(
+            "/webhooks/twilio/status",
+            &[
+                ("MessageSid", sid),
+                ("MessageStatus", status),
+                ("From", &format!("whatsapp:{NUMBER}")),
+                ("To", &format!("whatsapp:{CONTACT}")),
+                ("AccountSid", ACCOUNT_SID),
+            ],
+            TOKEN,
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_whatsapp_message_refused_for_good_falls_back_to_sms_as_the_same_message() {
+    let carrier = Channels {
+        refuse_whatsapp: true,
+        ..Channels::default()
+    };
+    let (_fake, s, key) = serve_channels(&carrier).await;
+    let (st, m) = send(
+        &s,
+        &key,
+        json!({"channel": "whatsapp", "to": CONTACT, "body": "Unit 12 is on its way",
+               "fallback": [{"channel": "sms", "after_secs": 300}]}),
+    )
+    .await;
+    assert_eq!(st, 202, "{m}");
+    assert_eq!(
+        m["fallback"],
+        json!([{"channel": "sms", "after_secs": 300}])
+    );
+    let sent = s
+        .message_reaching(&key, m["id"].as_str().unwrap(), "sent")
+        .await;
+    assert_eq!(sent["channel"], "sms");
+    assert!(sent.get("fallback").is_none(), "{sent}");
+    assert_eq!(statuses(&sent), ["queued", "queued", "sent"]);
+    let note = sent["events"][1]["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("fallback from whatsapp to sms") && note.contains("63016"),
+        "{note}"
+    );
+    assert_eq!(
+        *carrier.to.lock().unwrap(),
+        [format!("whatsapp:{CONTACT}"), CONTACT.to_owned()]
+    );
+}
+
+#[tokio::test]
+async fn an_undelivered_message_falls_back_after_its_wait_and_a_late_receipt_sends_nothing_more() {
+    let carrier = Channels::default();
+    let (_fake, s, key) = serve_channels(&carrier).await;
+    // The tenant's default for WhatsApp sends, checked as a send's would be.
+    let (st, body) = s
+        .admin(
+            Method::PUT,
+            "/v1/admin/tenants/north/fallback",
+            Some(json!({"whatsapp": [{"channel": "email", "after_secs": 2}]})),
+        )
+        .await;
+    assert_eq!(st, 400, "{body}");
+    let (st, body) = s
+        .admin(
+            Method::PUT,
+            "/v1/admin/tenants/north/fallback",
+            Some(json!({"whatsapp": [{"channel": "sms", "after_secs": 2}]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let (_, read) = s
+        .admin(Method::GET, "/v1/admin/tenants/north/fallback", None)
+        .await;
+    assert_eq!(
+        read,
+        json!({"whatsapp": [{"channel": "sms", "after_secs": 2}]})
+    );
+
+    // Delivered in time: nothing more is sent.
+    let (_, on_time) = send(
+        &s,
+        &key,
+        json!({"channel": "whatsapp", "to": CONTACT, "body": "On time"}),
+    )
+    .await;
+    assert_eq!(on_time["fallback"][0]["channel"], "sms", "{on_time}");
+    let first = s
+        .message_reaching(&key, on_time["id"].as_str().unwrap(), "sent")
+        .await;
+    twilio_status(
+        &s,
+        first["provider_message_id"].as_str().unwrap(),
+        "delivered",
+    )
+    .await;
+
+    // Not delivered within 2 s: the same message goes by SMS.
+    let (_, late) = send(
+        &s,
+        &key,
+        json!({"channel": "whatsapp", "to": CONTACT, "body": "Are you safe?"}),
+    )
+    .await;
+    let id = late["id"].as_str().unwrap().to_owned();
+    let whatsapp = s.message_reaching(&key, &id, "sent").await;
+    let whatsapp_sid = whatsapp["provider_message_id"].as_str().unwrap().to_owned();
+    let by_sms = s
+        .eventually(15, "the fallback to SMS", || async {
+            let (_, m) = s
+                .api(&key, Method::GET, &format!("/v1/messages/{id}"), None)
+                .await;
+            (m["channel"] == "sms" && m["status"] == "sent").then_some(m)
+        })
+        .await;
+    let note = by_sms["events"][2]["note"].as_str().unwrap();
+    assert!(note.contains("not delivered within 2 s"), "{note}");
+    // The WhatsApp message arrives after all: recorded, and nothing else is sent.
+    twilio_status(&s, &whatsapp_sid, "delivered").await;
+    s.message_reaching(&key, &id, "delivered").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let to = carrier.to.lock().unwrap().clone();
+    assert_eq!(
+        to,
+        [
+            format!("whatsapp:{CONTACT}"),
+            format!("whatsapp:{CONTACT}"),
+            CONTACT.to_owned()
+        ],
+        "one WhatsApp send each and one SMS for the late one"
+    );
+    let (_, on_time) = s
+        .api(
+            &key,
+            Method::GET,
+            &format!("/v1/messages/{}", on_time["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(on_time["status"], "delivered");
+    assert_eq!(on_time["channel"], "whatsapp");
+
+    // A fallback to the channel itself, or to one no number carries, is refused.
+    for (fallback, code) in [
+        (json!([{"channel": "whatsapp", "after_secs": 5}]), 400),
+        (json!([{"channel": "rcs", "after_secs": 5}]), 422),
+    ] {
+        let (st, body) = send(
+            &s,
+            &key,
+            json!({"channel": "whatsapp", "to": CONTACT, "body": "x", "fallback": fallback}),
+        )
+        .await;
+        assert_eq!(st, code, "{body}");
+    }
+}

@@ -44,6 +44,7 @@ pub async fn seed(
             ),
             created_at: now,
             updated_at: now,
+            fallback: Default::default(),
         })
         .await
         .map_err(err)?;

@@ -448,6 +448,7 @@ mod tests {
                 help_text: None,
                 created_at: now,
                 updated_at: now,
+                fallback: Default::default(),
             })
             .await
             .unwrap();
@@ -715,6 +716,7 @@ mod tests {
                 help_text: None,
                 created_at: now,
                 updated_at: now,
+                fallback: Default::default(),
             })
             .await
             .unwrap();

@@ -193,6 +193,16 @@ pub const TABLE: &[(Method, &str, Access)] = {
             PlatformOr(TenantManage),
         ),
         (
+            Method::GET,
+            "/v1/admin/tenants/{tenant_id}/fallback",
+            PlatformOr(TenantManage),
+        ),
+        (
+            Method::PUT,
+            "/v1/admin/tenants/{tenant_id}/fallback",
+            PlatformOr(TenantManage),
+        ),
+        (
             Method::PUT,
             "/v1/admin/tenants/{tenant_id}/routing",
             PlatformOr(TenantManage),

@@ -1,6 +1,8 @@
 //! The admin API (`Authorization: Bearer $OMNI_ADMIN_TOKEN`): tenants, carrier
 //! configurations, numbers, API keys.
 
+use std::collections::BTreeMap;
+
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -11,7 +13,7 @@ use axum::Json;
 use chrono::Utc;
 use omni_core::autoreply::AutoReplies;
 use omni_core::domain::{Address, Channel, ProviderKind, Region, TenantId};
-use omni_core::model::{ApiKeyInfo, NumberRoute, Routing, Tenant};
+use omni_core::model::{ApiKeyInfo, FallbackStep, NumberRoute, Routing, Tenant};
 use omni_core::providers::Credentials;
 use omni_core::team::{Actor, Role};
 use serde::Deserialize;
@@ -60,6 +62,13 @@ pub fn routes(state: AppState) -> Routes {
             "/v1/admin/tenants/{tenant_id}/routing",
             &[Method::GET, Method::PUT],
             get(get_routing).put(put_routing).with_state(state.clone()),
+        )
+        .route(
+            "/v1/admin/tenants/{tenant_id}/fallback",
+            &[Method::GET, Method::PUT],
+            get(get_fallback)
+                .put(put_fallback)
+                .with_state(state.clone()),
         )
         .route(
             "/v1/admin/tenants/{tenant_id}/auto-replies",
@@ -157,6 +166,14 @@ async fn put_tenant(
         ));
     }
     let now = Utc::now();
+    // The fallback defaults have their own route: a PUT of the tenant keeps them.
+    let fallback = state
+        .services
+        .tenants
+        .get_tenant(&id)
+        .await?
+        .map(|t| t.fallback)
+        .unwrap_or_default();
     let tenant = Tenant {
         id,
         name: body.name.trim().to_string(),
@@ -164,6 +181,7 @@ async fn put_tenant(
         help_text: body.help_text,
         created_at: now,
         updated_at: now,
+        fallback,
     };
     let stored = state.services.tenants.put_tenant(&tenant).await?;
     info!(tenant_id = %stored.id, "tenant saved");
@@ -438,6 +456,48 @@ async fn get_routing(
 ) -> Result<impl IntoResponse, ApiError> {
     let tenant = existing_tenant(&state, &raw).await?;
     Ok(Json(state.services.tenants.get_routing(&tenant.id).await?))
+}
+
+/// `PUT /v1/admin/tenants/{t}/fallback` `{"whatsapp": [{"channel": "sms", "after_secs": 300}]}`:
+/// the fallback steps of a send that gives none, by its first channel. Replaces them all; `{}`
+/// removes them. Checked as a send's steps are, except that a channel none of the tenant's
+/// numbers carries yet is accepted (and passed over until one does).
+async fn put_fallback(
+    State(state): State<AppState>,
+    AdminAuth(actor): AdminAuth,
+    Path(raw): Path<String>,
+    body: Result<Json<BTreeMap<Channel, Vec<FallbackStep>>>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut tenant = existing_tenant(&state, &raw).await?;
+    let fallback = json_body(body)?;
+    for (channel, steps) in &fallback {
+        state
+            .services
+            .check_fallback(*channel, steps)
+            .map_err(ApiError::from)?;
+    }
+    tenant.fallback = fallback;
+    tenant.updated_at = Utc::now();
+    let stored = state.services.tenants.put_tenant(&tenant).await?;
+    let details = serde_json::to_value(&stored.fallback).unwrap_or_default();
+    audit(
+        &state,
+        &stored.id,
+        &actor,
+        "fallback.put",
+        "fallback",
+        details,
+    )
+    .await;
+    Ok(Json(stored.fallback))
+}
+
+async fn get_fallback(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(existing_tenant(&state, &raw).await?.fallback))
 }
 
 /// `PUT /v1/admin/tenants/{t}/auto-replies`: replaces them; answers them as stored.

@@ -1319,6 +1319,60 @@ impl MessageStore for AwsBackend {
         )))
     }
 
+    async fn fall_back_message(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        remaining: usize,
+        from: &Address,
+        reason: &str,
+    ) -> StoreResult<Option<Message>> {
+        self.take_claim(tenant, id);
+        for attempt in 0..WRITE_ATTEMPTS {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
+            let Some((mut message, ver)) = self.load_message(tenant, id).await? else {
+                return Ok(None);
+            };
+            // The carrier id index item of the attempt it leaves stays: a late delivery
+            // receipt still finds the message through it.
+            if message
+                .fall_back(remaining, from.clone(), reason, Utc::now())
+                .is_none()
+            {
+                return Ok(None);
+            }
+            // Not message_update_op: its guard lets a status only move forward, and this is a
+            // step back (to queued, with a fresh retry budget), as a requeue is.
+            let vals = values([
+                (":doc", json(&message)?),
+                (":st", s(message.status.as_str())),
+                (":rank", n(i64::from(message.status.rank()))),
+                (":ver", n(ver)),
+                (":next", n(ver + 1)),
+                (":upd", s(ts(message.updated_at))),
+                (":zero", n(0)),
+                (":ob", s(OUTBOX)),
+                (":obk", s(outbox_key(tenant, &message, None))),
+            ]);
+            let op = self.update_op(
+                message_key(tenant, id),
+                "SET doc = :doc, st = :st, srank = :rank, ver = :next, upd = :upd, \
+                 attempts = :zero, gsi2pk = :ob, gsi2sk = :obk REMOVE claim_until"
+                    .into(),
+                "ver = :ver",
+                vals,
+            )?;
+            if self.transact(vec![op]).await? {
+                return Ok(Some(message));
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "message {id}: gave up after repeated write conflicts"
+        )))
+    }
+
     async fn cancel_message(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Message>> {
         let kind = "message.status";
         let endpoints = self.subscribed_endpoints(tenant, &[kind]).await?;

@@ -21,6 +21,7 @@ fn job_kind(job: &Job) -> &'static str {
         Job::Deliver { .. } => "deliver",
         Job::Forward { .. } => "forward",
         Job::Webhook { .. } => "webhook",
+        Job::Fallback { .. } => "fallback",
     }
 }
 
@@ -58,7 +59,7 @@ impl AwsBackend {
                 .bulk_queue_url
                 .as_deref()
                 .unwrap_or(&self.resources.delivery_queue_url)),
-            Job::Deliver { .. } => Ok(&self.resources.delivery_queue_url),
+            Job::Deliver { .. } | Job::Fallback { .. } => Ok(&self.resources.delivery_queue_url),
             Job::Forward { .. } => forward_queue(&self.resources.forward_queue_url),
             Job::Webhook { .. } => events_queue(&self.resources.events_queue_url),
         }
@@ -67,7 +68,7 @@ impl AwsBackend {
     fn dead_letter_queue_for(&self, job: &Job) -> StoreResult<&str> {
         match job {
             Job::Inbound { .. } => Ok(&self.resources.inbound_dlq_url),
-            Job::Deliver { .. } => Ok(&self.resources.delivery_dlq_url),
+            Job::Deliver { .. } | Job::Fallback { .. } => Ok(&self.resources.delivery_dlq_url),
             Job::Forward { .. } => forward_queue(&self.resources.forward_dlq_url),
             Job::Webhook { .. } => events_queue(&self.resources.events_dlq_url),
         }

@@ -20,8 +20,8 @@ use omni_core::domain::{
 use omni_core::livechat::LivechatSettings;
 use omni_core::model::{
     ApiKeyInfo, ApiKeyOwner, Assignee, AuditEntry, AuditQuery, Conversation, ConversationFilter,
-    ConversationStatus, Failover, Message, MessageSearch, NewOutbound, Note, NumberRoute, Routing,
-    StatusApplied, Tenant, WebhookLogEntry, WebhookLogQuery, WebhookResult,
+    ConversationStatus, Failover, FallbackStep, Message, MessageSearch, NewOutbound, Note,
+    NumberRoute, Routing, StatusApplied, Tenant, WebhookLogEntry, WebhookLogQuery, WebhookResult,
 };
 use omni_core::ports::{
     FlushedPart, Job, MessageStore, PartOutcome, Queue, SecretStore, StoreError, TeamStore,
@@ -71,7 +71,7 @@ impl<
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids, waba_routes_keep_secrets_and_counts, delivery_log_is_searched_and_paged, failed_messages_are_requeued_with_a_fresh_budget, webhook_log_is_kept_per_tenant_and_filtered, auto_replies_round_trip_and_take_turns, webhook_endpoints_keep_secrets_and_deliveries, changes_write_their_webhook_deliveries, sends_reads_and_stars_write_conversation_updates, templates_keep_versions_over_revisions, meta_template_statuses_per_language, scheduled_messages_are_released_when_due_and_canceled, paced_numbers_book_slots_apart, deferred_deliveries_keep_their_attempts);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids, waba_routes_keep_secrets_and_counts, delivery_log_is_searched_and_paged, failed_messages_are_requeued_with_a_fresh_budget, webhook_log_is_kept_per_tenant_and_filtered, auto_replies_round_trip_and_take_turns, webhook_endpoints_keep_secrets_and_deliveries, changes_write_their_webhook_deliveries, sends_reads_and_stars_write_conversation_updates, templates_keep_versions_over_revisions, meta_template_statuses_per_language, scheduled_messages_are_released_when_due_and_canceled, paced_numbers_book_slots_apart, deferred_deliveries_keep_their_attempts, messages_fall_back_to_their_next_channel);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,6 +137,7 @@ pub async fn run_all<B: Backend>(backend: &B) {
     scheduled_messages_are_released_when_due_and_canceled(backend).await;
     paced_numbers_book_slots_apart(backend).await;
     deferred_deliveries_keep_their_attempts(backend).await;
+    messages_fall_back_to_their_next_channel(backend).await;
 }
 
 // ---- fixtures --------------------------------------------------------------------------
@@ -205,6 +206,7 @@ fn outbound(from: &Address, to: &Address, body: &str, at: DateTime<Utc>) -> NewO
         }),
         priority: Default::default(),
         send_at: None,
+        fallback: Vec::new(),
     }
 }
 
@@ -310,6 +312,14 @@ pub async fn tenants_keep_created_at<B: Backend>(b: &B) {
         help_text: None,
         created_at: created,
         updated_at: created,
+        // Round-trips with the tenant.
+        fallback: BTreeMap::from([(
+            Channel::Whatsapp,
+            vec![FallbackStep {
+                channel: Channel::Sms,
+                after_secs: 300,
+            }],
+        )]),
     };
     assert_eq!(b.put_tenant(&tenant).await.unwrap(), tenant);
     assert_eq!(
@@ -346,6 +356,7 @@ pub async fn tenant_with_numbers_reads_both<B: Backend>(b: &B) {
         help_text: None,
         created_at: at,
         updated_at: at,
+        fallback: Default::default(),
     };
     b.put_tenant(&tenant).await.unwrap();
     assert_eq!(
@@ -3783,4 +3794,92 @@ pub async fn deferred_deliveries_keep_their_attempts<B: Backend>(b: &B) {
         .unwrap();
     assert_eq!(again.attempt, 1, "the deferred attempt is not counted");
     assert_eq!(again.message.status, DeliveryStatus::Queued);
+}
+
+/// A message that failed on WhatsApp moves to SMS as a new attempt of the same message (from
+/// the tenant's SMS number, with a fresh retry budget, the step in its history), once however
+/// many triggers race; the first attempt's late delivery receipt still finds it and is
+/// recorded, its late failure changes nothing.
+pub async fn messages_fall_back_to_their_next_channel<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let (whatsapp_from, sms_from) = (new_number(), new_number());
+    let mut new = outbound(
+        &whatsapp_from,
+        &new_number(),
+        "Unit 12 is on its way",
+        Utc::now(),
+    );
+    new.channel = Channel::Whatsapp;
+    new.fallback = vec![FallbackStep {
+        channel: Channel::Sms,
+        after_secs: 300,
+    }];
+    let (m, _) = b.create_outbound(&tenant, &new).await.unwrap();
+    assert_eq!(m.fallback, new.fallback);
+    b.claim_delivery(&tenant, m.id, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    b.record_sent(&tenant, m.id, &sent("wamid.first"), None)
+        .await
+        .unwrap();
+    let mut refused = status("wamid.first", DeliveryStatus::Failed, Utc::now());
+    refused.error_code = Some("131047".into());
+    assert!(matches!(
+        b.apply_status(&tenant, &refused).await.unwrap(),
+        StatusApplied::Changed(_)
+    ));
+
+    let moved = b
+        .fall_back_message(
+            &tenant,
+            m.id,
+            1,
+            &sms_from,
+            "131047 re-engagement window closed",
+        )
+        .await
+        .unwrap()
+        .expect("moved to SMS");
+    assert_eq!(moved.channel, Channel::Sms);
+    assert_eq!(moved.from, sms_from);
+    assert_eq!(moved.status, DeliveryStatus::Queued);
+    assert!(moved.fallback.is_empty());
+    assert_eq!(moved.provider_message_id, None);
+    let note = moved.events.last().and_then(|e| e.note.clone()).unwrap();
+    assert!(note.starts_with("fallback from whatsapp to sms"), "{note}");
+    assert_eq!(b.get_message(&tenant, m.id).await.unwrap().unwrap(), moved);
+    assert!(
+        b.fall_back_message(&tenant, m.id, 1, &sms_from, "again")
+            .await
+            .unwrap()
+            .is_none(),
+        "a second trigger finds it moved on"
+    );
+
+    let claim = b
+        .claim_delivery(&tenant, m.id, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claim.attempt, 1, "a fresh retry budget");
+    b.record_sent(&tenant, m.id, &sent("SM-second"), None)
+        .await
+        .unwrap();
+    // The first attempt's receipts: a late failure changes nothing, a late delivery counts.
+    assert!(matches!(
+        b.apply_status(&tenant, &refused).await.unwrap(),
+        StatusApplied::Unchanged(_)
+    ));
+    let late = status("wamid.first", DeliveryStatus::Delivered, Utc::now());
+    let StatusApplied::Changed(delivered) = b.apply_status(&tenant, &late).await.unwrap() else {
+        panic!("the late delivery is recorded");
+    };
+    assert_eq!(delivered.status, DeliveryStatus::Delivered);
+    assert_eq!(delivered.channel, Channel::Sms);
+    assert!(b
+        .fall_back_message(&tenant, m.id, 0, &sms_from, "none left")
+        .await
+        .unwrap()
+        .is_none());
 }

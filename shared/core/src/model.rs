@@ -31,6 +31,21 @@ pub struct Tenant {
     pub created_at: DateTime<Utc>,
     /// When the tenant was last changed.
     pub updated_at: DateTime<Utc>,
+    /// The channels a message falls back to, by its first channel, when the send gives none
+    /// (`PUT /v1/admin/tenants/{t}/fallback`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fallback: BTreeMap<Channel, Vec<FallbackStep>>,
+}
+
+/// One step of a message's fallback: the channel to try next when the current one fails for
+/// good or has not delivered within `after_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackStep {
+    /// The next channel, to the same contact.
+    pub channel: Channel,
+    /// How long the current channel has to report `delivered` before this one is tried.
+    pub after_secs: u64,
 }
 
 /// A tenant API key as stored and listed: never the key, only its hash (stored apart) and
@@ -198,6 +213,9 @@ pub struct Message {
     /// When it is to be sent, for a message scheduled ahead.
     #[serde(default)]
     pub send_at: Option<DateTime<Utc>>,
+    /// The channels still to fall back to, in order (outbound only).
+    #[serde(default)]
+    pub fallback: Vec<FallbackStep>,
 }
 
 impl Message {
@@ -214,7 +232,7 @@ impl Serialize for Message {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let sms = self.sms_count();
-        let mut m = serializer.serialize_struct("Message", 24)?;
+        let mut m = serializer.serialize_struct("Message", 25)?;
         // The tenant is never serialised: the caller's key already says it.
         m.skip_field("tenant_id")?;
         m.serialize_field("id", &self.id)?;
@@ -250,6 +268,11 @@ impl Serialize for Message {
         match &self.send_at {
             Some(at) => m.serialize_field("send_at", at)?,
             None => m.skip_field("send_at")?,
+        }
+        if self.fallback.is_empty() {
+            m.skip_field("fallback")?;
+        } else {
+            m.serialize_field("fallback", &self.fallback)?;
         }
         match sms {
             Some(sms) => {
@@ -303,6 +326,7 @@ impl Message {
             sent_by: None,
             priority: Priority::Normal,
             send_at: None,
+            fallback: Vec::new(),
         }
     }
 
@@ -343,7 +367,61 @@ impl Message {
             sent_by: m.sent_by.clone(),
             priority: m.priority,
             send_at: m.send_at,
+            fallback: m.fallback.clone(),
         }
+    }
+
+    /// Moves the message to its next fallback channel, `channel` from `from`, as a new attempt
+    /// of the same message: queued again, its carrier ids cleared (returned, so the store can
+    /// still find the message by them for a late delivery receipt), the step in its history.
+    /// `None` (nothing changed) when it has delivered or been read, was canceled, or has
+    /// already moved past `remaining` steps.
+    pub fn fall_back(
+        &mut self,
+        remaining: usize,
+        from: Address,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Option<Option<(ProviderKind, String)>> {
+        let movable = self.direction == Direction::Outbound
+            && self.fallback.len() == remaining
+            && !self.fallback.is_empty()
+            && !matches!(
+                self.status,
+                DeliveryStatus::Delivered
+                    | DeliveryStatus::Read
+                    | DeliveryStatus::Canceled
+                    | DeliveryStatus::Scheduled
+            );
+        if !movable {
+            return None;
+        }
+        let step = self.fallback.remove(0);
+        let superseded = self.provider.zip(self.provider_message_id.take());
+        let note = format!(
+            "fallback from {} to {} (from {from}): {reason}",
+            self.channel, step.channel
+        );
+        self.channel = step.channel;
+        self.from = from;
+        self.provider = None;
+        self.error_code = None;
+        self.error_message = None;
+        // Meta's template form goes with WhatsApp only; elsewhere the rendered text goes.
+        if step.channel != Channel::Whatsapp {
+            if let Some(SentTemplate::Stored { whatsapp, .. }) = &mut self.template {
+                *whatsapp = None;
+            }
+        }
+        self.status = DeliveryStatus::Queued;
+        self.events.push(StatusEvent {
+            status: DeliveryStatus::Queued,
+            at: now,
+            source: SOURCE_WORKER.to_owned(),
+            note: Some(note),
+        });
+        self.updated_at = now;
+        Some(superseded)
     }
 
     /// A scheduled message whose time has come joins the outbox: `queued`, the step in its
@@ -386,6 +464,13 @@ impl Message {
     /// status alone but is filled into the history once, at its place in the lifecycle, so
     /// the history is the same whatever order the callbacks arrived in.
     pub fn apply_status_update(&mut self, u: &StatusUpdate, now: DateTime<Utc>) -> bool {
+        // A receipt for an attempt this message fell back from counts only as a delivery:
+        // its failure is what the fallback already acted on.
+        let superseded =
+            self.provider_message_id.as_deref() != Some(u.provider_message_id.as_str());
+        if superseded && !matches!(u.status, DeliveryStatus::Delivered | DeliveryStatus::Read) {
+            return false;
+        }
         let merged = self.status.merge(u.status);
         if merged == self.status {
             return self.fill_in_milestone(u, now);
@@ -876,6 +961,8 @@ pub struct NewOutbound {
     pub priority: Priority,
     /// When to send it, for a message scheduled ahead (`scheduled` until then).
     pub send_at: Option<DateTime<Utc>>,
+    /// The channels to fall back to, in order.
+    pub fallback: Vec<FallbackStep>,
 }
 
 /// What the store did with a status update.
@@ -921,6 +1008,7 @@ mod tests {
             sent_by: None,
             priority: Default::default(),
             send_at: None,
+            fallback: Vec::new(),
         };
         let tenant = TenantId::parse("north").unwrap();
         let mut m = Message::queued(&tenant, &new, Uuid::now_v7());

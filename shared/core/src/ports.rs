@@ -473,6 +473,19 @@ pub trait MessageStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> StoreResult<DateTime<Utc>>;
 
+    /// Moves a message to its next fallback channel, sent from `from` ([`Message::fall_back`]),
+    /// with a fresh retry budget; the carrier id it had still finds it (a late delivery
+    /// receipt). `None` when the message has delivered, was canceled, or no longer has
+    /// `remaining` steps left (another trigger moved it first).
+    async fn fall_back_message(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        remaining: usize,
+        from: &Address,
+        reason: &str,
+    ) -> StoreResult<Option<Message>>;
+
     /// Cancels a message no send attempt has started for ([`Message::cancel`]): `scheduled`,
     /// or queued and never claimed. `None` when the tenant has no such message,
     /// [`StoreError::Conflict`] once sending has begun.
@@ -770,6 +783,19 @@ pub enum Job {
         /// Attempts made so far.
         attempts: u32,
     },
+    /// The check, `after_secs` after a send, that a message with fallback channels has been
+    /// delivered; if not, it moves to its next channel.
+    Fallback {
+        /// Whose it is.
+        tenant_id: TenantId,
+        /// Which message.
+        message_id: Uuid,
+        /// Its fallback steps left when the check was set: a message that has moved on since
+        /// is left alone.
+        remaining: usize,
+        /// When the check is due (a queue that delays less comes back early: queued again).
+        due: DateTime<Utc>,
+    },
     /// An event webhook delivery to attempt when it is due (on AWS; `omni serve`'s runner
     /// looks for due deliveries itself).
     Webhook {
@@ -810,7 +836,10 @@ impl Job {
     pub fn priority(&self) -> Priority {
         match self {
             Job::Deliver { priority, .. } => *priority,
-            Job::Inbound { .. } | Job::Forward { .. } | Job::Webhook { .. } => Priority::Normal,
+            Job::Inbound { .. }
+            | Job::Forward { .. }
+            | Job::Webhook { .. }
+            | Job::Fallback { .. } => Priority::Normal,
         }
     }
 }

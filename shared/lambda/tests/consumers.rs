@@ -86,6 +86,7 @@ async fn queue_message(w: &World) -> Uuid {
         sent_by: None,
         priority: Default::default(),
         send_at: None,
+        fallback: Vec::new(),
     };
     w.backend
         .create_outbound(&tenant(), &message)

@@ -97,6 +97,7 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
         help_text: None,
         created_at: now,
         updated_at: now,
+        fallback: Default::default(),
     })
     .await
     .unwrap();
@@ -277,6 +278,7 @@ pub async fn seeded() -> (SdkConfig, AwsBackend, String) {
         sent_by: None,
         priority: Default::default(),
         send_at: None,
+        fallback: Vec::new(),
     };
     b.create_outbound(&t, &outbound(Uuid::parse_str(QUEUED_MESSAGE).unwrap(), now))
         .await

@@ -1,4 +1,4 @@
--- Scheduled, prioritised and paced sends.
+-- Scheduled, prioritised, paced sends, and fallback to another channel.
 --
 -- A message sent with `send_at` is `scheduled` until it is due; the runner then moves it to
 -- the outbox. Jobs are taken high priority first (0 high, 1 normal, 2 bulk), oldest first
@@ -14,4 +14,16 @@ ALTER TABLE numbers ADD COLUMN max_per_second INTEGER;
 CREATE TABLE send_pace (
     number     TEXT PRIMARY KEY,
     next_at_ms INTEGER NOT NULL -- Unix milliseconds: the next send may go from then on
+) STRICT;
+-- The channels a message still falls back to (JSON), and a tenant's defaults by first channel.
+ALTER TABLE messages ADD COLUMN fallback TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE tenants ADD COLUMN fallback TEXT NOT NULL DEFAULT '{}';
+-- A message's carrier ids from the attempts it fell back from: a late delivery receipt still
+-- finds it.
+CREATE TABLE superseded_carrier_ids (
+    tenant_id           TEXT NOT NULL,
+    provider            TEXT NOT NULL,
+    provider_message_id TEXT NOT NULL,
+    message_id          TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, provider, provider_message_id)
 ) STRICT;

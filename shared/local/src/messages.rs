@@ -27,7 +27,7 @@ use crate::SqliteBackend;
 
 const MESSAGE_COLS: &str = "id, tenant_id, conversation_id, direction, channel, from_number, \
     to_number, body, media, status, provider, provider_message_id, error_code, error_message, \
-    starred, created_at, updated_at, events, template, subject, sent_by, priority, send_at";
+    starred, created_at, updated_at, events, template, subject, sent_by, priority, send_at, fallback";
 
 /// The opt-out list is joined in so every conversation read reports it.
 const CONVERSATION_SELECT: &str = "SELECT c.id, c.tenant_id, c.channel, c.contact, \
@@ -91,6 +91,7 @@ fn message_row(row: &Row) -> StoreResult<Message> {
             .transpose()?,
         priority: parse(&text(21)?, "priority")?,
         send_at: opt(22)?.map(|t| parse_ts(&t)).transpose()?,
+        fallback: serde_json::from_str(&text(23)?).map_err(|_| corrupt("fallback"))?,
     })
 }
 
@@ -341,9 +342,9 @@ fn insert_message(
         "INSERT INTO messages (id, tenant_id, conversation_id, direction, channel, from_number,
              to_number, body, media, status, provider, provider_message_id, error_code,
              error_message, starred, created_at, updated_at, events, idempotency_key, template,
-             subject, sent_by, priority, send_at)
+             subject, sent_by, priority, send_at, fallback)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-             ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+             ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
         params![
             message.id.to_string(),
             tenant.as_str(),
@@ -369,6 +370,7 @@ fn insert_message(
             message.sent_by.as_ref().map(json).transpose()?,
             message.priority.as_str(),
             message.send_at.map(ts),
+            json(&message.fallback)?,
         ],
     )
     .map_err(db)?;
@@ -605,7 +607,23 @@ impl MessageStore for SqliteBackend {
                 ],
                 message_row,
             )?;
-            let Some(mut message) = found.into_iter().next() else {
+            let found = match found.into_iter().next() {
+                Some(message) => Some(message),
+                // An attempt the message fell back from.
+                None => tx
+                    .row(
+                        "SELECT message_id FROM superseded_carrier_ids
+                         WHERE tenant_id = ?1 AND provider = ?2 AND provider_message_id = ?3",
+                        params![tenant.as_str(), u.provider.as_str(), u.provider_message_id],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .optional()
+                    .map_err(db)?
+                    .map(|id| get_message(tx, &tenant, uuid(&id)?))
+                    .transpose()?
+                    .flatten(),
+            };
+            let Some(mut message) = found else {
                 return Ok(StatusApplied::NotFound);
             };
             if !message.apply_status_update(&u, Utc::now()) {
@@ -837,6 +855,54 @@ impl MessageStore for SqliteBackend {
             })
             .await?;
         Ok(DateTime::from_timestamp_millis(booked).unwrap_or(now))
+    }
+
+    async fn fall_back_message(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        remaining: usize,
+        from: &Address,
+        reason: &str,
+    ) -> StoreResult<Option<Message>> {
+        let (tenant, from, reason) = (tenant.clone(), from.clone(), reason.to_owned());
+        self.write(move |tx| {
+            let Some(mut message) = get_message(tx, &tenant, id)? else {
+                return Ok(None);
+            };
+            let Some(superseded) = message.fall_back(remaining, from, &reason, Utc::now()) else {
+                return Ok(None);
+            };
+            update_message(tx, &message)?;
+            tx.exec(
+                "UPDATE messages SET channel = ?2, template = ?3, fallback = ?4, attempts = 0,
+                     retry_at = NULL
+                 WHERE id = ?1",
+                params![
+                    id.to_string(),
+                    message.channel.as_str(),
+                    message.template.as_ref().map(json).transpose()?,
+                    json(&message.fallback)?,
+                ],
+            )
+            .map_err(db)?;
+            if let Some((provider, carrier_id)) = superseded {
+                tx.exec(
+                    "INSERT OR IGNORE INTO superseded_carrier_ids
+                         (tenant_id, provider, provider_message_id, message_id)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        tenant.as_str(),
+                        provider.as_str(),
+                        carrier_id,
+                        id.to_string()
+                    ],
+                )
+                .map_err(db)?;
+            }
+            reload_message(tx, &tenant, id).map(Some)
+        })
+        .await
     }
 
     async fn cancel_message(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Message>> {

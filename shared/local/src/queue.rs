@@ -57,7 +57,9 @@ fn encode(job: &Job) -> StoreResult<String> {
 fn message_of(job: &Job) -> Option<String> {
     match job {
         Job::Deliver { message_id, .. } => Some(message_id.to_string()),
-        Job::Inbound { .. } | Job::Forward { .. } | Job::Webhook { .. } => None,
+        Job::Inbound { .. } | Job::Forward { .. } | Job::Webhook { .. } | Job::Fallback { .. } => {
+            None
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::db::{corrupt, db, parse, parse_ts, ts, Cached};
 use crate::SqliteBackend;
 
-const TENANT_COLS: &str = "id, name, default_region, help_text, created_at, updated_at";
+const TENANT_COLS: &str = "id, name, default_region, help_text, created_at, updated_at, fallback";
 const NUMBER_COLS: &str = "number, tenant_id, provider, channels, updated_at, max_per_second";
 
 fn tenant_row(row: &Row) -> StoreResult<Tenant> {
@@ -25,6 +25,7 @@ fn tenant_row(row: &Row) -> StoreResult<Tenant> {
         help_text: row.get(3).map_err(db)?,
         created_at: parse_ts(&text(4)?)?,
         updated_at: parse_ts(&text(5)?)?,
+        fallback: serde_json::from_str(&text(6)?).map_err(|_| corrupt("tenant fallback"))?,
     })
 }
 
@@ -64,21 +65,25 @@ fn number_route(conn: &Connection, number: &str) -> StoreResult<Option<NumberRou
 impl TenantStore for SqliteBackend {
     async fn put_tenant(&self, tenant: &Tenant) -> StoreResult<Tenant> {
         let t = tenant.clone();
+        let fallback = serde_json::to_string(&t.fallback)
+            .map_err(|e| StoreError::Backend(format!("tenant fallback: {e}")))?;
         self.write(move |tx| {
             // On update the first created_at wins: it records when the tenant came to be.
             tx.exec(
-                "INSERT INTO tenants (id, name, default_region, help_text, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO tenants (id, name, default_region, help_text, created_at, updated_at,
+                     fallback)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (id) DO UPDATE SET name = excluded.name,
                      default_region = excluded.default_region, help_text = excluded.help_text,
-                     updated_at = excluded.updated_at",
+                     updated_at = excluded.updated_at, fallback = excluded.fallback",
                 params![
                     t.id.as_str(),
                     t.name,
                     t.default_region.code(),
                     t.help_text,
                     ts(t.created_at),
-                    ts(t.updated_at)
+                    ts(t.updated_at),
+                    fallback
                 ],
             )
             .map_err(db)?;

@@ -109,6 +109,7 @@ async fn data_survives_reopening_the_file() {
         help_text: None,
         created_at: Utc::now(),
         updated_at: Utc::now(),
+        fallback: Default::default(),
     };
     let out = NewOutbound {
         id: Uuid::now_v7(),
@@ -124,6 +125,7 @@ async fn data_survives_reopening_the_file() {
         sent_by: None,
         priority: Default::default(),
         send_at: None,
+        fallback: Vec::new(),
     };
     let message = {
         let b = SqliteBackend::open(&path, key.clone()).unwrap();
@@ -342,6 +344,7 @@ async fn a_message_with_a_pending_deliver_job_is_not_stranded() {
                 sent_by: None,
                 priority: Default::default(),
                 send_at: None,
+                fallback: Vec::new(),
             },
         )
         .await
@@ -606,6 +609,7 @@ async fn database_files_are_readable_by_the_owner_only() {
             help_text: None,
             created_at: Utc::now(),
             updated_at: Utc::now(),
+            fallback: Default::default(),
         };
         backend.put_tenant(&tenant).await.unwrap();
         for suffix in ["", "-wal", "-shm"] {

@@ -165,6 +165,7 @@ impl Services {
             // Someone who just wrote is waiting: never behind a campaign.
             priority: crate::domain::Priority::High,
             send_at: None,
+            fallback: Some(Vec::new()),
         };
         let (sent, created) = self.send_message(tenant, request, by.clone()).await?;
         if created {

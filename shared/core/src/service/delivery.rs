@@ -36,6 +36,8 @@ pub enum DeliveryOutcome {
     Skipped,
     /// Its sender number's pace allows no send yet: queued again for the slot booked.
     Deferred,
+    /// Failed for good on its channel: queued again on its next fallback channel.
+    FellBack,
 }
 
 /// The carriers a message may go out through, in order: its sender number's own, then the
@@ -232,6 +234,7 @@ impl Services {
                 .map_err(ServiceError::from)?;
             info!(provider = %result.provider, failover = failover.is_some(), "message sent");
             self.push_message(tenant, "message.status", &stored).await;
+            self.watch_delivery(tenant, &stored).await;
             return Ok(DeliveryOutcome::Sent);
         }
         // No carrier could be called: wait for a breaker to close if one is open (or storage to
@@ -447,6 +450,19 @@ impl Services {
         } else {
             error.message().to_string()
         };
+        if !message.fallback.is_empty() {
+            let why = match error.code() {
+                Some(code) => format!("{code} {reason}"),
+                None => reason.clone(),
+            };
+            if self
+                .fall_back(tenant, message, message.fallback.len(), &why)
+                .await?
+                .is_some()
+            {
+                return Ok(DeliveryOutcome::FellBack);
+            }
+        }
         let stored = self
             .messages
             .record_failed(tenant, message.id, error.code(), &reason)

@@ -25,6 +25,7 @@ mod autoreply;
 mod breaker;
 mod delivery;
 mod desk;
+mod fallback;
 mod forward;
 mod inbound;
 mod keys;

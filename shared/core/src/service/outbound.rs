@@ -10,7 +10,7 @@ use super::{ServiceError, Services};
 use crate::domain::{
     Address, Channel, ChatId, EmailAddress, Media, Priority, ProviderKind, TenantId, E164,
 };
-use crate::model::{Message, NumberRoute};
+use crate::model::{FallbackStep, Message, NumberRoute};
 use crate::ports::Job;
 use crate::team::Actor;
 
@@ -55,6 +55,10 @@ pub struct SendRequest {
     /// When to send it (RFC 3339, up to 35 days ahead): `scheduled` until then.
     #[serde(default)]
     pub send_at: Option<DateTime<Utc>>,
+    /// The channels to try next, in order, when this one fails for good or has not
+    /// delivered in time; the tenant's default for the channel when absent.
+    #[serde(default)]
+    pub fallback: Option<Vec<FallbackStep>>,
 }
 
 impl Services {
@@ -146,6 +150,7 @@ impl Services {
             request.channel
         };
 
+        let fallback = self.fallback_for(channel, request.fallback, &tenant_record, &numbers)?;
         let from = if channel == Channel::Livechat {
             // A reply to a visitor goes from the tenant's widget, never through a carrier.
             let widget = self.livechat_sender(tenant, &to).await?;
@@ -190,6 +195,7 @@ impl Services {
             sent_by: Some(sent_by),
             priority: request.priority,
             send_at,
+            fallback,
         };
         // Refused there when the recipient opted out (the store reads the opt-out with the
         // conversation).

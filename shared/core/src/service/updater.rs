@@ -92,6 +92,15 @@ impl Services {
                 self.webhook_job(tenant_id, *endpoint_id, *delivery_id)
                     .await
             }
+            Job::Fallback {
+                tenant_id,
+                message_id,
+                remaining,
+                due,
+            } => {
+                self.fallback_due(tenant_id, *message_id, *remaining, *due)
+                    .await
+            }
         }
     }
 
@@ -136,6 +145,7 @@ impl Services {
                     // Someone who just wrote is waiting: never behind a campaign.
                     priority: crate::domain::Priority::High,
                     send_at: None,
+                    fallback: Some(Vec::new()),
                 };
                 let by = Actor {
                     kind: ActorType::AutoReply,
@@ -212,6 +222,19 @@ impl Services {
         {
             StatusApplied::Changed(message) => {
                 self.push_message(tenant, "message.status", &message).await;
+                // A carrier's late refusal (WhatsApp's 131047 or 131026 arrive this way).
+                if message.status.is_failure() && !message.fallback.is_empty() {
+                    let reason = format!(
+                        "{} {}",
+                        message
+                            .error_code
+                            .as_deref()
+                            .unwrap_or(message.status.as_str()),
+                        message.error_message.as_deref().unwrap_or_default()
+                    );
+                    self.fall_back(tenant, &message, message.fallback.len(), reason.trim())
+                        .await?;
+                }
                 Ok(())
             }
             StatusApplied::Unchanged(_) => Ok(()),
