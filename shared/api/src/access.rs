@@ -193,6 +193,11 @@ pub const TABLE: &[(Method, &str, Access)] = {
             PlatformOr(TenantManage),
         ),
         (
+            Method::PUT,
+            "/v1/admin/tenants/{tenant_id}/routing",
+            PlatformOr(TenantManage),
+        ),
+        (
             Method::GET,
             "/v1/admin/tenants/{tenant_id}/fallback",
             PlatformOr(TenantManage),
@@ -200,11 +205,6 @@ pub const TABLE: &[(Method, &str, Access)] = {
         (
             Method::PUT,
             "/v1/admin/tenants/{tenant_id}/fallback",
-            PlatformOr(TenantManage),
-        ),
-        (
-            Method::PUT,
-            "/v1/admin/tenants/{tenant_id}/routing",
             PlatformOr(TenantManage),
         ),
         (
