@@ -201,13 +201,7 @@ impl WsHub {
     /// Relays a dashboard's presence to its tenant's other dashboards, and its typing to the
     /// conversation's visitor.
     fn relay(&self, from: &Registration, event: &PushEvent) {
-        if event.kind == "conversation.typing" {
-            let frame = VisitorFrame {
-                kind: "typing".into(),
-                conversation_id: event.conversation_id,
-                message: None,
-                at: event.at,
-            };
+        if let Some(frame) = VisitorFrame::typing(event) {
             self.send_visitor(&event.tenant_id, event.conversation_id, &frame);
         }
         let Ok(frame) = serde_json::to_string(event) else {

@@ -48,7 +48,7 @@ pub use keywords::Keyword;
 pub use livechat::{
     LivechatUpdate, SessionRequest, Upload, Visitor, VisitorMessage, VisitorMessageRequest,
     VisitorPage, VisitorProfile, VisitorSession, WidgetText, MAX_VISITOR_BODY_CHARS,
-    MAX_VISITOR_MEDIA, UPLOAD_SCHEME,
+    MAX_VISITOR_MEDIA, UPLOAD_SCHEME, VISITOR_MESSAGES_PER_MINUTE,
 };
 pub use media::MediaDownload;
 pub use outbound::SendRequest;
@@ -132,6 +132,9 @@ pub enum ServiceError {
     /// this many more seconds.
     #[error("too many failed authentication attempts; retry after {0} s")]
     LockedOut(u64),
+    /// The caller sent more than its rate allows: refused for this many more seconds.
+    #[error("too many requests; retry after {0} s")]
+    RateLimited(u64),
 }
 
 impl From<StoreError> for ServiceError {
