@@ -142,10 +142,19 @@
     return call("GET", "/livechat/v1/messages?limit=100").then(function (page) { page.items.forEach(render); });
   }
 
+  // The session names the socket when it is not this server's (on AWS, the WebSocket API).
+  function socketUrl() {
+    var base = session.socket_url || API.replace(/^http/, "ws") + "/livechat/v1/ws";
+    return base + (base.indexOf("?") < 0 ? "?" : "&") + "token=" + encodeURIComponent(session.token);
+  }
+
   function connect() {
     if (!session) return;
-    var url = API.replace(/^http/, "ws") + "/livechat/v1/ws?token=" + encodeURIComponent(session.token);
-    socket = new WebSocket(url);
+    socket = new WebSocket(socketUrl());
+    // A frame now and then keeps API Gateway from closing an idle socket (10 minutes).
+    var keepalive = setInterval(function () {
+      if (socket && socket.readyState === 1) socket.send('{"type":"ping"}');
+    }, 300000);
     socket.onopen = function () { retry = 0; say(""); history().catch(function () {}); };
     socket.onmessage = function (e) {
       var frame = JSON.parse(e.data);
@@ -156,6 +165,7 @@
       }
     };
     socket.onclose = function () {
+      clearInterval(keepalive);
       say(settings.offline);
       // Reconnect with backoff: 1 s, 2 s, 4 s … at most 30 s.
       var delay = Math.min(30000, 1000 * Math.pow(2, retry++));

@@ -89,7 +89,7 @@ struct Connection {
 type VisitorSocket = (u64, Sender);
 
 /// Sockets one LiveChat conversation may hold open (a visitor's tabs).
-const VISITOR_SOCKETS_PER_CONVERSATION: usize = 5;
+pub const VISITOR_SOCKETS_PER_CONVERSATION: usize = 5;
 
 /// Every connected dashboard, by tenant, and every LiveChat visitor socket, by conversation.
 #[derive(Default)]

@@ -101,6 +101,10 @@ pub struct VisitorSession {
     pub expires_at: DateTime<Utc>,
     /// What the widget shows: the tenant's title, greeting and offline message.
     pub widget: WidgetText,
+    /// Where the widget opens the visitor socket (appending `token=`), when it is not the
+    /// server's own `/livechat/v1/ws`: on AWS, the WebSocket API's stage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_url: Option<String>,
 }
 
 /// The tenant's words the widget shows.
@@ -391,6 +395,7 @@ impl Services {
                 greeting: settings.greeting.clone(),
                 offline_message: settings.offline_message.clone(),
             },
+            socket_url: self.settings.livechat_socket_url.clone(),
         }
     }
 

@@ -250,6 +250,9 @@ pub struct ServiceSettings {
     pub forward_targets: crate::waba::TargetPolicy,
     /// Which event webhook URLs are allowed besides public HTTPS ones.
     pub webhook_targets: crate::waba::TargetPolicy,
+    /// Where LiveChat visitors open their socket when it is not this server's
+    /// `/livechat/v1/ws` (on AWS, the WebSocket API's stage); visitor sessions carry it.
+    pub livechat_socket_url: Option<String>,
 }
 
 /// A per-tenant token bucket on `POST /v1/messages`: `burst` sends at once, refilled at
@@ -289,6 +292,7 @@ impl Default for ServiceSettings {
             audit_retention: Duration::from_secs(365 * 24 * 3600),
             forward_targets: Default::default(),
             webhook_targets: Default::default(),
+            livechat_socket_url: None,
         }
     }
 }
