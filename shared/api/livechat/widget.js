@@ -7,6 +7,11 @@
   var script = document.currentScript;
   if (!script) return;
   var KEY = script.getAttribute("data-widget-key") || "";
+  // What the page knows of its visitor, if anything: dispatchers see the conversation by it.
+  var PROFILE = {
+    name: script.getAttribute("data-visitor-name") || undefined,
+    email: script.getAttribute("data-visitor-email") || undefined,
+  };
   var API = new URL(script.src).origin;
   var STORE = "omni-livechat:" + KEY;
   var session = null, socket = null, retry = 0, shown = new Map(), reading = null;
@@ -117,7 +122,7 @@
     }
     var renew = saved && Date.parse(saved.expires_at) > Date.now();
     if (renew) session = saved;
-    return (renew ? call("POST", "/livechat/v1/sessions/refresh") : call("POST", "/livechat/v1/sessions", { widget_key: KEY }))
+    return (renew ? call("POST", "/livechat/v1/sessions/refresh") : call("POST", "/livechat/v1/sessions", { widget_key: KEY, visitor: PROFILE }))
       .then(function (s) {
         session = s;
         localStorage.setItem(STORE, JSON.stringify(s));

@@ -425,7 +425,7 @@ async fn visitor_connect(
     Ok(ws_response(200, ""))
 }
 
-/// `ws-disconnect`: forgets the connection.
+/// `ws-disconnect`: forgets the connection (a dashboard's or a visitor's).
 pub async fn ws_disconnect(
     omni: &Omni,
     event: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
@@ -436,11 +436,7 @@ pub async fn ws_disconnect(
             .remove_connection(connection)
             .await
             .map_err(|e| internal(e.into()))?;
-        info!(
-            connection,
-            known = tenant.is_some(),
-            "dashboard disconnected"
-        );
+        info!(connection, known = tenant.is_some(), "connection closed");
     }
     Ok(ws_response(200, ""))
 }
