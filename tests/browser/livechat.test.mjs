@@ -21,7 +21,7 @@ function startSite() {
       res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
       res.end(`<!doctype html><html lang="en"><head><meta name="viewport" content="width=device-width"><title>North County</title></head>
 <body><h1>North County services</h1>
-<script src="${base}/livechat/widget.js" data-widget-key="${widgetKey}" async></script></body></html>`);
+<script src="${base}/livechat/widget.js" data-widget-key="${widgetKey}" data-visitor-name="Ana Visitor" async></script></body></html>`);
     });
     server.listen(0, "127.0.0.1", () => resolve(server));
   });
@@ -82,6 +82,8 @@ test("a visitor on an allowed site and a dispatcher chat both ways, with an imag
   // The dispatcher sees it live and answers from the console.
   const item = dispatcher.locator("#conversations li").first();
   await item.waitFor();
+  // Listed under the name the page gave, not the visitor id.
+  assert.equal(await item.locator(".who").textContent(), "Ana Visitor");
   await item.click();
   await dispatcher.locator(".msg.inbound .body", { hasText: "Is the road to the lake open?" }).waitFor();
   await dispatcher.fill("#reply-body", "Yes, it reopened this morning.");

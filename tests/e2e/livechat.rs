@@ -284,6 +284,8 @@ async fn a_visitor_and_a_dispatcher_chat_both_ways_from_an_allowed_origin_only()
     assert_eq!(chats.len(), 1, "{list}");
     assert_eq!(chats[0]["contact"], visitor_id.as_str());
     assert_eq!(chats[0]["id"], conversation_id.as_str());
+    // The list shows the name the visitor gave when the session started.
+    assert_eq!(chats[0]["contact_name"], "Ana Visitor");
 
     // Refused, nothing stored.
     for (body, why) in [

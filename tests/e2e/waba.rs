@@ -193,4 +193,35 @@ async fn production_forwards_a_staging_account_to_staging_which_was_down_and_los
     let (st, b) = production.admin(Method::DELETE, &path, None).await;
     assert_eq!(st, 404, "{b}");
     assert!(route(&production).await.is_null());
+
+    // Route changes belong to no tenant: the platform's audit log has them, newest first,
+    // without the app secret (refused saves and the second delete are not changes); the
+    // platform admin alone reads it.
+    let (st, audit) = production.admin(Method::GET, "/v1/admin/audit", None).await;
+    assert_eq!(st, 200, "{audit}");
+    assert!(!audit.to_string().contains(APP_SECRET), "no secret audited");
+    let steps: Vec<(&str, &str)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("waba_route.delete", STAGING_WABA),
+            ("waba_route.put", STAGING_WABA)
+        ]
+    );
+    assert_eq!(audit["items"][1]["details"]["url"], staging_url);
+    assert_eq!(audit["items"][1]["actor"]["type"], "system");
+    let (st, _) = production
+        .api(&key, Method::GET, "/v1/admin/audit", None)
+        .await;
+    assert_eq!(st, 403);
+    let (_, tenant_audit) = production.api(&key, Method::GET, "/v1/audit", None).await;
+    assert!(
+        !tenant_audit.to_string().contains("waba_route"),
+        "{tenant_audit}"
+    );
 }

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import threading
 import time
@@ -9,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from conftest import ACCOUNT_SID, AUTH_TOKEN, Api
@@ -44,12 +48,11 @@ def inbound(api: Api, sid: str, body: str, contact: str = CONTACT) -> None:
     assert "<Response" in resp.text
 
 
-class Dashboard:
-    """A dispatcher's WebSocket on the stack's WebSocket API."""
+class Socket:
+    """A WebSocket on the stack's WebSocket API, collecting what it is sent."""
 
-    def __init__(self, stack: Stack, key: str) -> None:
-        assert stack.ws is not None
-        self.ws = connect(f"{stack.ws.url}/?token={key}", open_timeout=30)
+    def __init__(self, url: str, origin: str | None = None) -> None:
+        self.ws = connect(url, origin=origin, open_timeout=30)  # type: ignore[arg-type]
         self.events: list[dict[str, Any]] = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -65,6 +68,14 @@ class Dashboard:
 
     def close(self) -> None:
         self.ws.close()
+
+
+class Dashboard(Socket):
+    """A dispatcher's WebSocket."""
+
+    def __init__(self, stack: Stack, key: str) -> None:
+        assert stack.ws is not None
+        super().__init__(f"{stack.ws.url}/?token={key}")
 
 
 def no_access_denied(stack: Stack) -> None:
@@ -421,8 +432,12 @@ def test_a_template_approved_by_a_second_supervisor_is_sent_rendered(stack: Stac
 
 def test_a_livechat_visitor_writes_with_an_upload_and_a_dispatcher_replies(stack: Stack, api: Api, north: str) -> None:
     """The livechat function under its own role: widget, origin check, S3 upload behind a
-    presigned link, the visitor's message in the dispatchers' list with its picture, a reply
-    that stays `sent` (no visitor sockets on AWS yet) and shows in the visitor's history."""
+    presigned link, the visitor's message in the dispatchers' list under their name with its
+    picture, a reply that stays `sent` while no visitor socket is open and shows in the
+    visitor's history. Then the visitor's socket on the WebSocket API (ws-connect checks the
+    token and the page at $connect; a forged or expired token is refused): the waiting reply
+    becomes `delivered`, the next one arrives on the socket as `message.created` and is
+    `delivered`, a dispatcher's typing reaches it, and another visitor hears none of it."""
     import requests
 
     origin = "https://north.example.org"
@@ -450,6 +465,7 @@ def test_a_livechat_visitor_writes_with_an_upload_and_a_dispatcher_replies(stack
     assert again.json()["id"] == sent.json()["id"]
     convs = wait_for("the visitor's conversation", lambda: [c for c in api.call("GET", "/v1/conversations", north).json()["items"] if c["contact"] == visitor])
     assert convs[0]["id"] == session["conversation_id"] and convs[0]["channel"] == "livechat"
+    assert convs[0]["contact_name"] == "Ana", convs[0]
     media = api.call("GET", f"/v1/messages/{sent.json()['id']}/media/0", north)
     assert media.status_code == 200 and media.content == png
 
@@ -458,6 +474,56 @@ def test_a_livechat_visitor_writes_with_an_upload_and_a_dispatcher_replies(stack
     wait_for("the reply sent", lambda: message(api, north, reply.json()["id"])["status"] == "sent")
     history = api.call("GET", "/livechat/v1/messages", token, headers={"Origin": origin}).json()
     assert [m["body"] for m in history["items"]] == ["the bridge", "Units are on the way"]
+    assert message(api, north, reply.json()["id"])["status"] == "sent", "no socket: not delivered"
+
+    # The session says where the socket is: the WebSocket API's stage, as a visitor.
+    assert stack.ws is not None
+    assert session["socket_url"] == f"wss://{stack.ws.api_id}.execute-api.us-east-1.amazonaws.com/prod?channel=livechat", session
+    socket_url = f"{stack.ws.url}/?channel=livechat&token="
+    # Refused at $connect: an altered token, an expired one signed with the widget's own key,
+    # a page of another origin.
+    payload, signature = token.split(".")
+    expired_claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    expired_claims["exp"] = int(time.time()) - 60
+    settings_item = stack.client("dynamodb").get_item(TableName=stack.resolver.ref("Table"), Key={"pk": {"S": "T#north"}, "sk": {"S": "LIVECHAT"}})["Item"]
+    signing_key = json.loads(settings_item["doc"]["S"])["signing_key"].encode()
+    expired_payload = base64.urlsafe_b64encode(json.dumps(expired_claims).encode()).decode().rstrip("=")
+    expired_tag = base64.urlsafe_b64encode(hmac.new(signing_key, expired_payload.encode(), hashlib.sha256).digest()).decode().rstrip("=")
+    for bad, page, status in [
+        (f"{payload}.{signature[:-2]}AA", origin, 401),
+        (f"{expired_payload}.{expired_tag}", origin, 401),
+        (token, "https://evil.example", 403),
+    ]:
+        with pytest.raises(InvalidStatus) as refused_socket:
+            connect(socket_url + bad, origin=page, open_timeout=30).close()
+        assert refused_socket.value.response.status_code == status, (bad, page)
+
+    # Another visitor's socket, to show frames go to their own conversation only.
+    other = api.call("POST", "/livechat/v1/sessions", json={"widget_key": widget["widget_key"]}, headers={"Origin": origin}).json()
+    bystander = Socket(socket_url + other["token"], origin)
+    chat = Socket(socket_url + token, origin)
+    dashboard = Dashboard(stack, north)
+    try:
+        # The reply that waited is delivered now the visitor is back.
+        wait_for("the waiting reply delivered", lambda: message(api, north, reply.json()["id"])["status"] == "delivered")
+        second = api.call("POST", "/v1/messages", north, json={"channel": "livechat", "to": visitor, "body": "ETA five minutes"})
+        assert second.status_code == 202, second.text
+        created = chat.wait("the reply on the visitor's socket", lambda f: f.get("type") == "message.created")
+        assert created["message"]["body"] == "ETA five minutes" and created["conversation_id"] == session["conversation_id"]
+        assert created["message"]["direction"] == "outbound"
+        wait_for("the pushed reply delivered", lambda: message(api, north, second.json()["id"])["status"] == "delivered")
+        dashboard.wait("delivered on the dashboard", lambda e: e.get("type") == "message.status" and e["message"]["id"] == second.json()["id"] and e["message"]["status"] == "delivered")
+        dashboard.ws.send(json.dumps({"type": "conversation.typing", "conversation_id": session["conversation_id"]}))
+        chat.wait("the dispatcher typing", lambda f: f.get("type") == "typing")
+        # A ping is answered, as dashboards' are.
+        chat.ws.send('{"type":"ping"}')
+        chat.wait("pong", lambda f: f.get("type") == "pong")
+        assert bystander.events == [], bystander.events
+    finally:
+        dashboard.close()
+        chat.close()
+        bystander.close()
+    no_access_denied(stack)
 
 
 def test_a_batch_is_sent_searched_in_the_delivery_log_exported_and_a_failure_retried(stack: Stack, api: Api, north: str, carrier: CarrierFake) -> None:

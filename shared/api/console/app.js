@@ -29,6 +29,12 @@ function human(e164) {
   return (e164 || "").replace(/^(\+\d{1,3})(\d{3})(\d{3})(\d+)$/, "$1 $2 $3 $4");
 }
 
+// Who a conversation is with: the name the contact gave (a LiveChat visitor's name or e-mail,
+// a profile name), else their number or address.
+function contactLabel(c) {
+  return c.contact_name || human(c.contact);
+}
+
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
@@ -265,7 +271,7 @@ function renderList() {
       onkeydown: (e) => keyNav(e, c.id),
     },
       el("span", { class: `ch ${c.channel}`, title: label, "aria-label": label }, icon),
-      el("span", { class: "who" }, human(c.contact)),
+      el("span", { class: "who", title: c.contact }, contactLabel(c)),
       el("span", {}, c.unread_count > 0 ? el("span", { class: "badge", "aria-label": `${c.unread_count} unread` }, String(c.unread_count)) : null,
         c.starred_count > 0 ? el("span", { class: "stars", "aria-label": `${c.starred_count} starred` }, ` ★${c.starred_count}`) : null),
       el("span", { class: "preview" }, c.last_message ? `${c.last_message.direction === "outbound" ? "Sent: " : ""}${c.last_message.body || "(media)"}` : ""),
@@ -287,8 +293,8 @@ function renderThreadHead() {
   const c = state.conversations.get(state.selected);
   if (!c) return;
   const [, label] = CHANNELS[c.channel] || ["", c.channel];
-  $("thread-title").textContent = human(c.contact);
-  $("thread-sub").textContent = `${label} · via ${human(c.tenant_number)}`;
+  $("thread-title").textContent = contactLabel(c);
+  $("thread-sub").textContent = `${c.contact_name ? `${human(c.contact)} · ` : ""}${label} · via ${human(c.tenant_number)}`;
   $("optout").hidden = !c.opted_out;
   const mine = !!(c.assignee && state.me?.user && c.assignee.id === state.me.user.id);
   $("assignee").textContent = c.assignee ? `Assigned to ${c.assignee.name}` : "Unassigned";

@@ -7,6 +7,11 @@
   var script = document.currentScript;
   if (!script) return;
   var KEY = script.getAttribute("data-widget-key") || "";
+  // What the page knows of its visitor, if anything: dispatchers see the conversation by it.
+  var PROFILE = {
+    name: script.getAttribute("data-visitor-name") || undefined,
+    email: script.getAttribute("data-visitor-email") || undefined,
+  };
   var API = new URL(script.src).origin;
   var STORE = "omni-livechat:" + KEY;
   var session = null, socket = null, retry = 0, shown = new Map(), reading = null;
@@ -117,7 +122,7 @@
     }
     var renew = saved && Date.parse(saved.expires_at) > Date.now();
     if (renew) session = saved;
-    return (renew ? call("POST", "/livechat/v1/sessions/refresh") : call("POST", "/livechat/v1/sessions", { widget_key: KEY }))
+    return (renew ? call("POST", "/livechat/v1/sessions/refresh") : call("POST", "/livechat/v1/sessions", { widget_key: KEY, visitor: PROFILE }))
       .then(function (s) {
         session = s;
         localStorage.setItem(STORE, JSON.stringify(s));
@@ -142,10 +147,19 @@
     return call("GET", "/livechat/v1/messages?limit=100").then(function (page) { page.items.forEach(render); });
   }
 
+  // The session names the socket when it is not this server's (on AWS, the WebSocket API).
+  function socketUrl() {
+    var base = session.socket_url || API.replace(/^http/, "ws") + "/livechat/v1/ws";
+    return base + (base.indexOf("?") < 0 ? "?" : "&") + "token=" + encodeURIComponent(session.token);
+  }
+
   function connect() {
     if (!session) return;
-    var url = API.replace(/^http/, "ws") + "/livechat/v1/ws?token=" + encodeURIComponent(session.token);
-    socket = new WebSocket(url);
+    socket = new WebSocket(socketUrl());
+    // A frame now and then keeps API Gateway from closing an idle socket (10 minutes).
+    var keepalive = setInterval(function () {
+      if (socket && socket.readyState === 1) socket.send('{"type":"ping"}');
+    }, 300000);
     socket.onopen = function () { retry = 0; say(""); history().catch(function () {}); };
     socket.onmessage = function (e) {
       var frame = JSON.parse(e.data);
@@ -156,6 +170,7 @@
       }
     };
     socket.onclose = function () {
+      clearInterval(keepalive);
       say(settings.offline);
       // Reconnect with backoff: 1 s, 2 s, 4 s … at most 30 s.
       var delay = Math.min(30000, 1000 * Math.pow(2, retry++));

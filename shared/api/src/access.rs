@@ -264,6 +264,7 @@ pub const TABLE: &[(Method, &str, Access)] = {
             Platform,
         ),
         (Method::GET, "/v1/admin/webhook-events", Platform),
+        (Method::GET, "/v1/admin/audit", Platform),
     ]
 };
 

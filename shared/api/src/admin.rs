@@ -97,6 +97,7 @@ pub fn routes(state: AppState) -> Routes {
         .merge(crate::livechat::admin_routes(state.clone()))
         .merge(crate::delivery_log::admin_routes(state.clone()))
         .merge(crate::waba::routes(state.clone()))
+        .merge(crate::team::platform_audit_routes(state.clone()))
         .merge(crate::event_webhooks::routes(state))
 }
 

@@ -111,6 +111,11 @@ pub struct ServiceArgs {
     /// route; other origins get no CORS header. Empty: none.
     #[arg(long, env = "OMNI_CORS_ORIGINS", default_value = "")]
     pub cors_origins: crate::cors::CorsOrigins,
+    /// Where LiveChat widgets open the visitor socket (`?token=` is appended), when it is not
+    /// the server's own `/livechat/v1/ws`: on AWS the template sets the WebSocket API's
+    /// stage URL with `?channel=livechat`.
+    #[arg(long, env = "OMNI_LIVECHAT_SOCKET_URL")]
+    pub livechat_socket_url: Option<String>,
     /// Tests only: WhatsApp forwarding (WABA routes) may target plain `http://` URLs and
     /// loopback addresses (private, link-local and metadata addresses stay refused).
     #[arg(long, env = "OMNI_ALLOW_HTTP_FORWARD", default_value_t = false)]
@@ -180,6 +185,13 @@ impl ServiceArgs {
             webhook_targets: omni_core::waba::TargetPolicy {
                 allow_http: self.allow_http_webhooks,
             },
+            // Whitespace alone is unset.
+            livechat_socket_url: self
+                .livechat_socket_url
+                .as_deref()
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned),
         }
     }
 }

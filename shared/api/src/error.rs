@@ -113,7 +113,7 @@ impl From<ServiceError> for ApiError {
                 (StatusCode::BAD_REQUEST, "template_language_unavailable")
             }
             NotAllowed(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            LockedOut(secs) => return ApiError::rate_limited(*secs),
+            LockedOut(secs) | RateLimited(secs) => return ApiError::rate_limited(*secs),
             Store(source) => {
                 // The cause goes to the log only; the client gets the request id to quote.
                 tracing::error!(error = %source, "storage failure");

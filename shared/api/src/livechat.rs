@@ -7,9 +7,6 @@
 //! none) gets `403 origin_not_allowed` without CORS headers, so the page cannot read it.
 //! Answers to an allowed origin carry `Access-Control-Allow-Origin` for it, errors included.
 
-use std::num::NonZeroU32;
-use std::sync::Arc;
-
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -17,8 +14,6 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Json;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use omni_core::domain::TenantId;
 use omni_core::livechat::{LivechatSettings, MAX_UPLOAD_BYTES};
 use omni_core::service::{
@@ -34,9 +29,6 @@ use crate::error::ApiError;
 use crate::routes::Routes;
 use crate::AppState;
 
-/// Messages one visitor session may send a minute.
-const MESSAGES_PER_MINUTE: u32 = 20;
-
 /// Largest `POST /livechat/v1/media` body: the upload plus room for the multipart framing.
 pub const UPLOAD_BODY_BYTES: usize = MAX_UPLOAD_BYTES + 64 * 1024;
 
@@ -45,13 +37,6 @@ pub const UPLOAD_PATH: &str = "/livechat/v1/media";
 
 /// The widget script, built into the binary (no CDN).
 const WIDGET_JS: &str = include_str!("../livechat/widget.js");
-
-/// The visitor routes' state: the services and the per-session message bucket.
-#[derive(Clone)]
-struct Chat {
-    app: AppState,
-    limiter: Arc<DefaultKeyedRateLimiter<Uuid>>,
-}
 
 /// The visitor API as a finished router (the `livechat` function on AWS). Its CORS is each
 /// tenant's allowed origins, answered by these routes, not `OMNI_CORS_ORIGINS` (which is for
@@ -80,11 +65,6 @@ pub fn admin_routes(state: AppState) -> Routes {
 
 /// The visitor API (the `livechat` function on AWS), without its WebSocket.
 pub fn routes(state: AppState) -> Routes {
-    let quota = Quota::per_minute(NonZeroU32::new(MESSAGES_PER_MINUTE).unwrap_or(NonZeroU32::MIN));
-    let chat = Chat {
-        app: state,
-        limiter: Arc::new(RateLimiter::keyed(quota)),
-    };
     let both = [Method::POST, Method::OPTIONS];
     Routes::default()
         .route(
@@ -92,14 +72,14 @@ pub fn routes(state: AppState) -> Routes {
             &both,
             post(start_session)
                 .options(preflight)
-                .with_state(chat.clone()),
+                .with_state(state.clone()),
         )
         .route(
             "/livechat/v1/sessions/refresh",
             &both,
             post(refresh_session)
                 .options(preflight)
-                .with_state(chat.clone()),
+                .with_state(state.clone()),
         )
         .route(
             "/livechat/v1/messages",
@@ -107,7 +87,7 @@ pub fn routes(state: AppState) -> Routes {
             get(list_messages)
                 .post(post_message)
                 .options(preflight)
-                .with_state(chat.clone()),
+                .with_state(state.clone()),
         )
         .route(
             UPLOAD_PATH,
@@ -115,12 +95,12 @@ pub fn routes(state: AppState) -> Routes {
             post(upload)
                 .options(preflight)
                 .layer(DefaultBodyLimit::max(UPLOAD_BODY_BYTES))
-                .with_state(chat.clone()),
+                .with_state(state.clone()),
         )
         .route(
             "/livechat/v1/media/{id}",
             &[Method::GET],
-            get(download).with_state(chat.clone()),
+            get(download).with_state(state.clone()),
         )
         .route(
             "/livechat/widget.js",
@@ -139,7 +119,7 @@ pub fn routes(state: AppState) -> Routes {
         .route(
             "/livechat/v1/read",
             &both,
-            post(read).options(preflight).with_state(chat),
+            post(read).options(preflight).with_state(state),
         )
 }
 
@@ -210,18 +190,17 @@ pub async fn visitor(
 /// The bearer token's visitor and the allowed origin; a bad token is answered with CORS
 /// headers (the widget must see its 401 to start again), a bad origin without.
 async fn bearer_visitor(
-    chat: &Chat,
+    state: &AppState,
     headers: &HeaderMap,
 ) -> Result<(Visitor, HeaderValue), Response> {
     let token = bearer(headers).unwrap_or_default();
-    let settings = chat
-        .app
+    let settings = state
         .services
         .token_widget(token)
         .await
         .map_err(|e| ApiError::from(e).into_response())?;
     let origin = allowed_origin(&settings, headers).map_err(IntoResponse::into_response)?;
-    match chat.app.services.verify_visitor(settings, token) {
+    match state.services.verify_visitor(settings, token) {
         Ok(visitor) => Ok((visitor, origin)),
         Err(e) => Err(answer(origin, Err(e.into()))),
     }
@@ -232,7 +211,7 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 }
 
 async fn start_session(
-    State(chat): State<Chat>,
+    State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Json<SessionRequest>, JsonRejection>,
 ) -> Response {
@@ -240,7 +219,7 @@ async fn start_session(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let services = &chat.app.services;
+    let services = &state.services;
     let settings = match services.widget(&request.widget_key).await {
         Ok(s) => s,
         Err(e) => return ApiError::from(e).into_response(),
@@ -257,10 +236,10 @@ async fn start_session(
     answer(origin, result)
 }
 
-async fn refresh_session(State(chat): State<Chat>, headers: HeaderMap) -> Response {
-    match bearer_visitor(&chat, &headers).await {
+async fn refresh_session(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match bearer_visitor(&state, &headers).await {
         Ok((visitor, origin)) => {
-            let session = chat.app.services.refresh_visitor_session(&visitor);
+            let session = state.services.refresh_visitor_session(&visitor);
             answer(origin, Ok(Json(session).into_response()))
         }
         Err(refused) => refused,
@@ -268,11 +247,11 @@ async fn refresh_session(State(chat): State<Chat>, headers: HeaderMap) -> Respon
 }
 
 async fn post_message(
-    State(chat): State<Chat>,
+    State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Json<VisitorMessageRequest>, JsonRejection>,
 ) -> Response {
-    let (visitor, origin) = match bearer_visitor(&chat, &headers).await {
+    let (visitor, origin) = match bearer_visitor(&state, &headers).await {
         Ok(v) => v,
         Err(refused) => return refused,
     };
@@ -283,13 +262,7 @@ async fn post_message(
                 "at most {MAX_VISITOR_MEDIA} media"
             )));
         }
-        // Counted before anything is stored: a refused message leaves nothing behind.
-        if let Err(not_until) = chat.limiter.check_key(&visitor.claims.session) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return Err(ApiError::rate_limited(wait.as_secs() + 1));
-        }
-        let message = chat
-            .app
+        let message = state
             .services
             .post_visitor_message(&visitor, request)
             .await?;
@@ -306,19 +279,18 @@ struct ListQuery {
 }
 
 async fn list_messages(
-    State(chat): State<Chat>,
+    State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let (visitor, origin) = match bearer_visitor(&chat, &headers).await {
+    let (visitor, origin) = match bearer_visitor(&state, &headers).await {
         Ok(v) => v,
         Err(refused) => return refused,
     };
     let result = async {
         let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
         let limit = q.limit.unwrap_or(50).clamp(1, 100);
-        let page = chat
-            .app
+        let page = state
             .services
             .visitor_messages(&visitor, q.after.as_deref(), limit)
             .await?;
@@ -335,31 +307,31 @@ struct ReadBody {
 }
 
 async fn read(
-    State(chat): State<Chat>,
+    State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Json<ReadBody>, JsonRejection>,
 ) -> Response {
-    let (visitor, origin) = match bearer_visitor(&chat, &headers).await {
+    let (visitor, origin) = match bearer_visitor(&state, &headers).await {
         Ok(v) => v,
         Err(refused) => return refused,
     };
     let result = async {
         let body = json_body(body)?;
-        chat.app.services.visitor_read(&visitor, body.up_to).await?;
+        state.services.visitor_read(&visitor, body.up_to).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     }
     .await;
     answer(origin, result)
 }
 
-async fn upload(State(chat): State<Chat>, headers: HeaderMap, body: Bytes) -> Response {
-    let (visitor, origin) = match bearer_visitor(&chat, &headers).await {
+async fn upload(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let (visitor, origin) = match bearer_visitor(&state, &headers).await {
         Ok(v) => v,
         Err(refused) => return refused,
     };
     let result = async {
         let file = multipart_file(&headers, &body)?;
-        let stored = chat.app.services.upload(&visitor, file.to_vec()).await?;
+        let stored = state.services.upload(&visitor, file.to_vec()).await?;
         Ok((StatusCode::CREATED, Json(stored)).into_response())
     }
     .await;
@@ -421,12 +393,11 @@ struct DownloadQuery {
 
 /// An upload through its signed link (`omni serve`; S3 signs its own on AWS).
 async fn download(
-    State(chat): State<Chat>,
+    State(state): State<AppState>,
     Path(id): Path<Uuid>,
     Query(q): Query<DownloadQuery>,
 ) -> Result<Response, ApiError> {
-    let content = chat
-        .app
+    let content = state
         .services
         .signed_upload(&q.tenant, id, q.expires, &q.signature)
         .await?;

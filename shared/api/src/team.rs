@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::access::Auth;
+use crate::access::{AdminAuth, Auth};
 use crate::dispatch::{page_limit, page_query};
 use crate::error::ApiError;
 use crate::routes::Routes;
@@ -254,6 +254,33 @@ async fn audit(
     Auth(caller): Auth,
     query: Result<Query<AuditParams>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    audit_page(&state, &caller.tenant, query).await
+}
+
+/// `GET /v1/admin/audit`: the platform's own audit log (changes that belong to no tenant,
+/// such as WhatsApp Business Account routes), newest first, for the platform admin.
+pub fn platform_audit_routes(state: AppState) -> Routes {
+    Routes::default().route(
+        "/v1/admin/audit",
+        &[Method::GET],
+        get(platform_audit).with_state(state),
+    )
+}
+
+async fn platform_audit(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    query: Result<Query<AuditParams>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    audit_page(&state, &TenantId::platform(), query).await
+}
+
+/// One page of `scope`'s audit log, as the query asks.
+async fn audit_page(
+    state: &AppState,
+    scope: &TenantId,
+    query: Result<Query<AuditParams>, QueryRejection>,
+) -> Result<Json<omni_core::model::Page<omni_core::model::AuditEntry>>, ApiError> {
     let q = page_query(query)?;
     let filter = AuditQuery {
         since: q.since,
@@ -264,12 +291,7 @@ async fn audit(
     let page = state
         .services
         .messages
-        .list_audit(
-            &caller.tenant,
-            &filter,
-            page_limit(q.limit)?,
-            q.cursor.as_deref(),
-        )
+        .list_audit(scope, &filter, page_limit(q.limit)?, q.cursor.as_deref())
         .await?;
     Ok(Json(page))
 }

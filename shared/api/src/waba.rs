@@ -42,14 +42,14 @@ struct RouteBody {
 
 async fn put_route(
     State(state): State<AppState>,
-    _: AdminAuth,
+    AdminAuth(actor): AdminAuth,
     Path(waba_id): Path<String>,
     body: Result<Json<RouteBody>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
     let route = state
         .services
-        .put_waba_route(&waba_id, &body.url, body.app_secret, body.note)
+        .put_waba_route(&waba_id, &body.url, body.app_secret, body.note, &actor)
         .await?;
     Ok(Json(route))
 }
@@ -64,9 +64,9 @@ async fn list_routes(
 
 async fn delete_route(
     State(state): State<AppState>,
-    _: AdminAuth,
+    AdminAuth(actor): AdminAuth,
     Path(waba_id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    state.services.delete_waba_route(&waba_id).await?;
+    state.services.delete_waba_route(&waba_id, &actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -89,7 +89,7 @@ struct Connection {
 type VisitorSocket = (u64, Sender);
 
 /// Sockets one LiveChat conversation may hold open (a visitor's tabs).
-const VISITOR_SOCKETS_PER_CONVERSATION: usize = 5;
+pub const VISITOR_SOCKETS_PER_CONVERSATION: usize = 5;
 
 /// Every connected dashboard, by tenant, and every LiveChat visitor socket, by conversation.
 #[derive(Default)]
@@ -201,13 +201,7 @@ impl WsHub {
     /// Relays a dashboard's presence to its tenant's other dashboards, and its typing to the
     /// conversation's visitor.
     fn relay(&self, from: &Registration, event: &PushEvent) {
-        if event.kind == "conversation.typing" {
-            let frame = VisitorFrame {
-                kind: "typing".into(),
-                conversation_id: event.conversation_id,
-                message: None,
-                at: event.at,
-            };
+        if let Some(frame) = VisitorFrame::typing(event) {
             self.send_visitor(&event.tenant_id, event.conversation_id, &frame);
         }
         let Ok(frame) = serde_json::to_string(event) else {

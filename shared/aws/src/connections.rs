@@ -1,12 +1,14 @@
-//! Dashboards connected through the API Gateway WebSocket API: connections kept per tenant in
-//! the table (with a TTL, as API Gateway drops a connection after two hours), and [`Push`]
-//! through `PostToConnection`, forgetting connections that answer 410 Gone.
+//! Dashboards and LiveChat visitors connected through the API Gateway WebSocket API:
+//! dashboards' connections kept per tenant in the table, visitors' per conversation (with a
+//! TTL, as API Gateway drops a connection after two hours), and [`Push`] through
+//! `PostToConnection`, forgetting connections that answer 410 Gone.
 
 use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 use omni_core::domain::TenantId;
-use omni_core::ports::{PresenceUser, Push, PushEvent, StoreError, StoreResult};
+use omni_core::ports::{PresenceUser, Push, PushEvent, StoreError, StoreResult, VisitorFrame};
 use tracing::{debug, warn};
+use uuid::Uuid;
 
 use crate::item::{get_s, key, n, s, values};
 use crate::{error_code, sdk_error, AwsBackend};
@@ -18,8 +20,32 @@ fn tenant_connections(tenant: &TenantId) -> String {
     format!("WS#{tenant}")
 }
 
+/// The visitor sockets open on one LiveChat conversation.
+fn visitor_connections_pk(tenant: &TenantId, conversation: Uuid) -> String {
+    format!("LCWS#{tenant}#{conversation}")
+}
+
+/// Whose a connection is: a dashboard's tenant and user, or a visitor's tenant and
+/// conversation (`conversation` set).
 fn owner_key(connection_id: &str) -> crate::item::Item {
     key(format!("WSC#{connection_id}"), "WSC")
+}
+
+/// The item listing a connection under its owner: the tenant's dashboards, or the
+/// conversation's visitor sockets.
+fn listing_key(
+    owner: &crate::item::Item,
+    tenant: &TenantId,
+    connection_id: &str,
+) -> StoreResult<crate::item::Item> {
+    Ok(match crate::item::opt_s(owner, "conversation") {
+        Some(conversation) => {
+            let conversation =
+                Uuid::parse_str(conversation).map_err(|_| crate::item::corrupt("conversation"))?;
+            key(visitor_connections_pk(tenant, conversation), connection_id)
+        }
+        None => key(tenant_connections(tenant), connection_id),
+    })
 }
 
 impl AwsBackend {
@@ -33,19 +59,29 @@ impl AwsBackend {
         user: &PresenceUser,
         connection_id: &str,
     ) -> StoreResult<()> {
-        let expires = (Utc::now() + CONNECTION_TTL).timestamp();
         let mut by_tenant = key(tenant_connections(tenant), connection_id);
-        by_tenant.insert("ttl".into(), n(expires));
         by_tenant.insert("key_id".into(), s(key_id));
         let mut owner = owner_key(connection_id);
         owner.extend(values([
             ("tenant", s(tenant.as_str())),
-            ("ttl", n(expires)),
             ("user_id", s(&user.id)),
             ("user_name", s(&user.name)),
         ]));
+        self.record_connection(by_tenant, owner).await
+    }
+
+    /// Writes a connection's listing and owner items together, both expiring when API
+    /// Gateway would have closed it.
+    async fn record_connection(
+        &self,
+        mut listed: crate::item::Item,
+        mut owner: crate::item::Item,
+    ) -> StoreResult<()> {
+        let expires = n((Utc::now() + CONNECTION_TTL).timestamp());
+        listed.insert("ttl".into(), expires.clone());
+        owner.insert("ttl".into(), expires);
         let ops = vec![
-            self.put_op(by_tenant, None, None)?,
+            self.put_op(listed, None, None)?,
             self.put_op(owner, None, None)?,
         ];
         if self.transact(ops).await? {
@@ -65,18 +101,23 @@ impl AwsBackend {
             .map_err(|_| crate::item::corrupt("tenant id"))?;
         let ops = vec![
             self.delete_op(owner_key(connection_id), None, None)?,
-            self.delete_op(key(tenant_connections(&tenant), connection_id), None, None)?,
+            self.delete_op(listing_key(&owner, &tenant, connection_id)?, None, None)?,
         ];
         self.transact(ops).await?;
         Ok(Some(tenant))
     }
 
-    /// The tenant of a connection and who opened it, for its presence frames.
+    /// The tenant of a dashboard's connection and who opened it, for its presence frames;
+    /// none for a visitor's (a visitor's frames are only pings).
     pub async fn connection_user(
         &self,
         connection_id: &str,
     ) -> StoreResult<Option<(TenantId, PresenceUser)>> {
-        let Some(owner) = self.get_item(owner_key(connection_id)).await? else {
+        let Some(owner) = self
+            .get_item(owner_key(connection_id))
+            .await?
+            .filter(|o| crate::item::opt_s(o, "conversation").is_none())
+        else {
             return Ok(None);
         };
         let tenant = TenantId::parse(get_s(&owner, "tenant")?)
@@ -124,14 +165,51 @@ impl AwsBackend {
         Ok((live.len(), of_key))
     }
 
+    /// Records a LiveChat visitor's socket on their conversation (the `$connect` route, once
+    /// the visitor's token and page were checked).
+    pub async fn add_visitor_connection(
+        &self,
+        tenant: &TenantId,
+        conversation: Uuid,
+        connection_id: &str,
+    ) -> StoreResult<()> {
+        let listed = key(visitor_connections_pk(tenant, conversation), connection_id);
+        let mut owner = owner_key(connection_id);
+        owner.extend(values([
+            ("tenant", s(tenant.as_str())),
+            ("conversation", s(conversation.to_string())),
+        ]));
+        self.record_connection(listed, owner).await
+    }
+
+    /// The connection ids of the visitor sockets open on a conversation.
+    pub async fn visitor_connections(
+        &self,
+        tenant: &TenantId,
+        conversation: Uuid,
+    ) -> StoreResult<Vec<String>> {
+        self.live_connections(&visitor_connections_pk(tenant, conversation), |_| true)
+            .await
+    }
+
     async fn connections_where(
         &self,
         tenant: &TenantId,
         keep: impl Fn(&crate::item::Item) -> bool,
     ) -> StoreResult<Vec<String>> {
+        self.live_connections(&tenant_connections(tenant), keep)
+            .await
+    }
+
+    /// The unexpired connection ids listed under `pk` that `keep` keeps.
+    async fn live_connections(
+        &self,
+        pk: &str,
+        keep: impl Fn(&crate::item::Item) -> bool,
+    ) -> StoreResult<Vec<String>> {
         let now = Utc::now().timestamp();
         Ok(self
-            .query_prefix(&tenant_connections(tenant), "")
+            .query_prefix(pk, "")
             .await?
             .iter()
             // TTL deletion lags; an expired connection is gone already.
@@ -174,6 +252,36 @@ impl Push for ApiGatewayPush {
         self.push_except(events, None).await
     }
 
+    /// Posts the frame to every socket recorded on the conversation, forgetting those gone.
+    async fn push_visitor(
+        &self,
+        tenant: &TenantId,
+        conversation: Uuid,
+        frame: &VisitorFrame,
+    ) -> StoreResult<bool> {
+        let data = serde_json::to_vec(frame).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let mut reached = false;
+        let mut failed = None;
+        for connection in self
+            .backend
+            .visitor_connections(tenant, conversation)
+            .await?
+        {
+            match self.post(&connection, &data).await {
+                Ok(delivered) => reached |= delivered,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        // A visitor reached is what matters (the reply is then delivered), even if another
+        // of their sockets failed.
+        match failed {
+            Some(e) if !reached => Err(e),
+            _ => Ok(reached),
+        }
+    }
+
     /// `DeleteConnection` on every connection recorded for the key; one already gone is
     /// forgotten like the rest.
     async fn disconnect_api_key(&self, tenant: &TenantId, key_id: &str) -> StoreResult<()> {
@@ -202,10 +310,47 @@ impl Push for ApiGatewayPush {
 }
 
 impl ApiGatewayPush {
-    /// Relays a dashboard's presence event to its tenant's other dashboards.
+    /// Relays a dashboard's presence event to its tenant's other dashboards, and its typing
+    /// to the conversation's visitor.
     pub async fn relay(&self, from_connection: &str, event: &PushEvent) -> StoreResult<()> {
+        if let Some(frame) = VisitorFrame::typing(event) {
+            if let Err(e) = self
+                .push_visitor(&event.tenant_id, event.conversation_id, &frame)
+                .await
+            {
+                warn!(error = %e, "typing not relayed to the visitor");
+            }
+        }
         self.push_except(std::slice::from_ref(event), Some(from_connection))
             .await
+    }
+
+    /// Posts `data` to one connection: true once it is sent, false (and the connection
+    /// forgotten) when API Gateway says it is gone.
+    async fn post(&self, connection: &str, data: &[u8]) -> StoreResult<bool> {
+        let sent = self
+            .client
+            .post_to_connection()
+            .connection_id(connection)
+            .data(data.to_vec().into())
+            .send()
+            .await;
+        match sent {
+            Ok(_) => {
+                debug!(connection, "pushed");
+                Ok(true)
+            }
+            Err(e) if error_code(&e) == Some("GoneException") => {
+                debug!(connection, "connection gone, forgetting it");
+                self.backend.remove_connection(connection).await?;
+                Ok(false)
+            }
+            Err(e) => {
+                let error = sdk_error("PostToConnection", e);
+                warn!(connection, error = %error, "push failed");
+                Err(error)
+            }
+        }
     }
 
     /// Pushes one tenant's events to its dashboards but `except`, reading them once.
@@ -222,25 +367,12 @@ impl ApiGatewayPush {
                 serde_json::to_vec(event).map_err(|e| StoreError::Backend(e.to_string()))?;
             let mut gone = Vec::new();
             for connection in &connections {
-                let sent = self
-                    .client
-                    .post_to_connection()
-                    .connection_id(connection)
-                    .data(frame.clone().into())
-                    .send()
-                    .await;
-                match sent {
-                    Ok(_) => debug!(connection, "pushed"),
-                    Err(e) if error_code(&e) == Some("GoneException") => {
-                        debug!(connection, "connection gone, forgetting it");
-                        self.backend.remove_connection(connection).await?;
-                        gone.push(connection.clone());
-                    }
+                match self.post(connection, &frame).await {
+                    Ok(true) => {}
+                    Ok(false) => gone.push(connection.clone()),
                     // One broken dashboard must not keep the others from hearing: try them
                     // all, then report the failure.
-                    Err(e) => {
-                        let error = sdk_error("PostToConnection", e);
-                        warn!(connection, error = %error, "push failed");
+                    Err(error) => {
                         failed.get_or_insert(error);
                     }
                 }

@@ -184,7 +184,15 @@ fn conversation_from(item: &Item, opted_out: bool) -> StoreResult<Conversation> 
             }),
             _ => None,
         },
+        contact_name: opt_s(item, "contact_name").map(str::to_owned),
     })
+}
+
+/// The contact of a message being written, and the name it gives (an inbound message's
+/// profile name) for its conversation.
+struct Contact<'a> {
+    address: &'a Address,
+    name: Option<String>,
 }
 
 /// A new message item: the whole message as a document, plus the attributes conditions,
@@ -426,7 +434,17 @@ impl AwsBackend {
         });
         let message = Message::queued(tenant, m, Uuid::nil());
         match self
-            .write_new_message(tenant, message, &m.to, 0, guard, with_conversation)
+            .write_new_message(
+                tenant,
+                message,
+                Contact {
+                    address: &m.to,
+                    name: None,
+                },
+                0,
+                guard,
+                with_conversation,
+            )
             .await?
         {
             Written::Stored(stored) => {
@@ -455,11 +473,15 @@ impl AwsBackend {
         &self,
         tenant: &TenantId,
         mut message: Message,
-        contact: &Address,
+        contact: Contact<'_>,
         unread: i64,
         guard: Option<Item>,
         with_conversation: bool,
     ) -> StoreResult<Written> {
+        let Contact {
+            address: contact,
+            name: contact_name,
+        } = contact;
         let thread = thread_key(tenant, message.channel, contact);
         let derived = conversation_id_of(tenant, message.channel, contact);
         let new_key = order_key(message.created_at, message.id);
@@ -536,6 +558,9 @@ impl AwsBackend {
                     if let Some(body) = &message.body {
                         conv.insert("last_body".into(), s(body));
                     }
+                    if let Some(name) = &contact_name {
+                        conv.insert("contact_name".into(), s(name));
+                    }
                     after = conv.clone();
                     ops.push(self.put_op(conv, Some("attribute_not_exists(pk)"), None)?);
                     id
@@ -565,6 +590,11 @@ impl AwsBackend {
                         set.push("cst = :open");
                         vals.insert(":open".into(), s(ConversationStatus::Open.as_str()));
                         next.insert("cst".into(), s(ConversationStatus::Open.as_str()));
+                    }
+                    if let Some(name) = &contact_name {
+                        set.push("contact_name = :cname");
+                        vals.insert(":cname".into(), s(name));
+                        next.insert("contact_name".into(), s(name));
                     }
                     // A late redelivery must not hide newer traffic; ties on time go to the
                     // larger (later v7) id.
@@ -1004,7 +1034,17 @@ impl MessageStore for AwsBackend {
         let message = Message::received(tenant, m, Uuid::nil());
         let guard = carrier_id_key(tenant, m.provider, &m.provider_message_id);
         match self
-            .write_new_message(tenant, message, &m.from, 1, Some(guard), true)
+            .write_new_message(
+                tenant,
+                message,
+                Contact {
+                    address: &m.from,
+                    name: m.contact_name(),
+                },
+                1,
+                Some(guard),
+                true,
+            )
             .await?
         {
             Written::Stored(stored) => {
@@ -1680,6 +1720,68 @@ impl MessageStore for AwsBackend {
             Some(values([(":cutoff", s(ts(cutoff)))])),
         )
         .await
+    }
+
+    async fn count_visitor_message(
+        &self,
+        tenant: &TenantId,
+        session: Uuid,
+        now: DateTime<Utc>,
+        window: TimeDelta,
+    ) -> StoreResult<(u32, DateTime<Utc>)> {
+        let item_key = key(format!("LCRATE#{tenant}#{session}"), "LCRATE");
+        let cutoff = s(ts(now - window));
+        // One UpdateItem while a window is open (the visitor's usual case); a window's first
+        // message takes a second. Of two racing to start a window one does and the other
+        // counts in it, so no message goes uncounted.
+        for _ in 0..WRITE_ATTEMPTS {
+            let counted = self
+                .ddb
+                .update_item()
+                .table_name(&self.resources.table)
+                .set_key(Some(item_key.clone()))
+                .update_expression("ADD cnt :one")
+                .condition_expression("since > :cutoff")
+                .set_expression_attribute_values(Some(values([
+                    (":one", n(1)),
+                    (":cutoff", cutoff.clone()),
+                ])))
+                .return_values(ReturnValue::AllNew)
+                .send()
+                .await;
+            match counted {
+                Ok(out) => {
+                    let item = out.attributes.ok_or_else(|| corrupt("rate count"))?;
+                    let count = u32::try_from(get_n(&item, "cnt")?).unwrap_or(u32::MAX);
+                    return Ok((count, parse_ts(get_s(&item, "since")?)?));
+                }
+                Err(e) if is_condition_failure(&e) => {}
+                Err(e) => return Err(sdk_error("UpdateItem", e)),
+            }
+            let started = self
+                .ddb
+                .update_item()
+                .table_name(&self.resources.table)
+                .set_key(Some(item_key.clone()))
+                .update_expression("SET since = :now, cnt = :one, #ttl = :ttl")
+                .condition_expression("attribute_not_exists(pk) OR since <= :cutoff")
+                .expression_attribute_names("#ttl", "ttl")
+                .set_expression_attribute_values(Some(values([
+                    (":now", s(ts(now))),
+                    (":one", n(1)),
+                    (":cutoff", cutoff.clone()),
+                    (":ttl", n((now + window * 2).timestamp())),
+                ])))
+                .send()
+                .await;
+            match started {
+                Ok(_) => return Ok((1, now)),
+                // Another message started the window in between: count in it.
+                Err(e) if is_condition_failure(&e) => continue,
+                Err(e) => return Err(sdk_error("UpdateItem", e)),
+            }
+        }
+        Err(StoreError::Backend("the rate count kept changing".into()))
     }
 
     async fn append_webhook_log(

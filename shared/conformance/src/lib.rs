@@ -71,7 +71,7 @@ impl<
 #[macro_export]
 macro_rules! conformance_tests {
     ($pat:pat = $setup:expr; $backend:expr) => {
-        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids, waba_routes_keep_secrets_and_counts, delivery_log_is_searched_and_paged, failed_messages_are_requeued_with_a_fresh_budget, webhook_log_is_kept_per_tenant_and_filtered, auto_replies_round_trip_and_take_turns, webhook_endpoints_keep_secrets_and_deliveries, changes_write_their_webhook_deliveries, sends_reads_and_stars_write_conversation_updates, templates_keep_versions_over_revisions, meta_template_statuses_per_language, scheduled_messages_are_released_when_due_and_canceled, paced_numbers_book_slots_apart, deferred_deliveries_keep_their_attempts, messages_fall_back_to_their_next_channel);
+        $crate::conformance_tests!(@each ($pat = $setup; $backend) tenants_keep_created_at, tenant_with_numbers_reads_both, numbers_route_and_conflict, api_keys_resolve_by_hash, api_keys_are_listed_and_revoked, routing_round_trips_per_tenant, credentials_round_trip_per_provider, inbound_is_applied_once, inbound_threads_and_unread_counts, status_updates_merge_monotonically, late_milestones_fill_the_history, create_outbound_is_idempotent, written_conversations_match_a_fresh_read, whatsapp_templates_round_trip, email_conversations_round_trip, claims_are_exclusive_and_counted, delivery_outcomes_are_recorded, failover_sends_record_sender_and_note, stranded_outbound_is_found, retries_are_not_stranded_before_due, conversations_page_newest_first, messages_page_newest_first, starring_keeps_counts_exact, opt_outs_are_recorded, raw_webhooks_dedupe_and_expire, split_message_halves_merge_once_in_either_order, concurrent_halves_complete_exactly_once, lone_halves_are_flushed_and_late_halves_go_alone, tenants_are_isolated, queue_accepts_jobs, users_are_unique_per_tenant_and_updated, invites_are_taken_once, sessions_are_kept_touched_and_ended, conversations_are_assigned_resolved_and_reopened, conversations_are_filtered, notes_are_listed_by_time, audit_entries_are_filtered_and_paged, login_failures_count_in_windows, livechat_widgets_round_trip_by_tenant_and_key, livechat_conversations_have_derived_ids, conversations_keep_the_contact_name, visitor_messages_are_counted_per_session_and_minute, platform_audit_is_kept_apart_from_tenants, waba_routes_keep_secrets_and_counts, delivery_log_is_searched_and_paged, failed_messages_are_requeued_with_a_fresh_budget, webhook_log_is_kept_per_tenant_and_filtered, auto_replies_round_trip_and_take_turns, webhook_endpoints_keep_secrets_and_deliveries, changes_write_their_webhook_deliveries, sends_reads_and_stars_write_conversation_updates, templates_keep_versions_over_revisions, meta_template_statuses_per_language, scheduled_messages_are_released_when_due_and_canceled, paced_numbers_book_slots_apart, deferred_deliveries_keep_their_attempts, messages_fall_back_to_their_next_channel);
     };
     (@each ($pat:pat = $setup:expr; $backend:expr) $($check:ident),+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,6 +130,9 @@ pub async fn run_all<B: Backend>(backend: &B) {
     login_failures_count_in_windows(backend).await;
     livechat_widgets_round_trip_by_tenant_and_key(backend).await;
     livechat_conversations_have_derived_ids(backend).await;
+    conversations_keep_the_contact_name(backend).await;
+    visitor_messages_are_counted_per_session_and_minute(backend).await;
+    platform_audit_is_kept_apart_from_tenants(backend).await;
     delivery_log_is_searched_and_paged(backend).await;
     failed_messages_are_requeued_with_a_fresh_budget(backend).await;
     webhook_log_is_kept_per_tenant_and_filtered(backend).await;
@@ -3015,14 +3018,7 @@ pub async fn livechat_widgets_round_trip_by_tenant_and_key<B: Backend>(b: &B) {
 /// widget, both ways.
 pub async fn livechat_conversations_have_derived_ids<B: Backend>(b: &B) {
     let tenant = new_tenant_id("t");
-    let visitor = Address::Chat(ChatId::from_bytes(
-        ChatId::VISITOR,
-        Uuid::new_v4().into_bytes(),
-    ));
-    let widget = Address::Chat(ChatId::from_bytes(
-        ChatId::WIDGET,
-        Uuid::new_v4().into_bytes(),
-    ));
+    let (visitor, widget) = new_chat();
     let expected = Conversation::id_for(&tenant, Channel::Livechat, &visitor);
     let mut m = inbound(Channel::Livechat, &visitor, &widget, "hi", base_time());
     m.provider = ProviderKind::Livechat;
@@ -3052,6 +3048,147 @@ pub async fn livechat_conversations_have_derived_ids<B: Backend>(b: &B) {
         created.conversation_id,
         Conversation::id_for(&tenant, Channel::Sms, &sms_contact)
     );
+}
+
+/// A conversation shows the name its contact's newest message gave (a LiveChat visitor's
+/// name, a profile name), trimmed; a message without one, or a reply, keeps it; the
+/// conversation list and its search by text find it; the write's answer matches a fresh read.
+pub async fn conversations_keep_the_contact_name<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let (visitor, widget) = new_chat();
+    let t0 = base_time();
+    let mut first = inbound(Channel::Livechat, &visitor, &widget, "hi", t0);
+    first.provider = ProviderKind::Livechat;
+    first.profile_name = Some("  Ana Example ".into());
+    let (_, conv) = b
+        .apply_inbound(&tenant, &first)
+        .await
+        .unwrap()
+        .expect("new");
+    assert_eq!(conv.contact_name.as_deref(), Some("Ana Example"));
+    let read = b.get_conversation(&tenant, conv.id).await.unwrap().unwrap();
+    assert_eq!(read, conv, "the write's answer is what a read finds");
+
+    let mut nameless = inbound(Channel::Livechat, &visitor, &widget, "again", secs(t0, 1));
+    nameless.provider = ProviderKind::Livechat;
+    let (_, conv) = b.apply_inbound(&tenant, &nameless).await.unwrap().unwrap();
+    assert_eq!(conv.contact_name.as_deref(), Some("Ana Example"));
+    let mut reply = outbound(&widget, &visitor, "hello", secs(t0, 2));
+    reply.channel = Channel::Livechat;
+    b.create_outbound(&tenant, &reply).await.unwrap();
+    let listed = b.list_conversations(&tenant, 10, None).await.unwrap().items;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].contact_name.as_deref(), Some("Ana Example"));
+
+    let mut renamed = inbound(Channel::Livechat, &visitor, &widget, "it's me", secs(t0, 3));
+    renamed.provider = ProviderKind::Livechat;
+    renamed.profile_name = Some("ana@example.org".into());
+    let (_, conv) = b.apply_inbound(&tenant, &renamed).await.unwrap().unwrap();
+    assert_eq!(conv.contact_name.as_deref(), Some("ana@example.org"));
+    assert_eq!(
+        b.get_conversation(&tenant, conv.id).await.unwrap().unwrap(),
+        conv
+    );
+
+    // An SMS contact without a name has none; the search by text finds the named one.
+    let sms = inbound(Channel::Sms, &new_number(), &new_number(), "smoke", t0);
+    let (_, plain) = b.apply_inbound(&tenant, &sms).await.unwrap().unwrap();
+    assert_eq!(plain.contact_name, None);
+    let filter = ConversationFilter {
+        q: Some("ANA@EXAMPLE".into()),
+        ..ConversationFilter::default()
+    };
+    let found = b
+        .find_conversations(&tenant, &filter, 10, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        found.items.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![conv.id]
+    );
+}
+
+/// LiveChat visitor messages are counted per (tenant, session) in windows of a minute from
+/// a window's first message, atomically: twenty concurrent first counts get 1 to 20 each
+/// once, in one window; another session and another tenant count on their own; past the
+/// window a new one starts.
+pub async fn visitor_messages_are_counted_per_session_and_minute<B: Backend>(b: &B) {
+    let (tenant, other) = (new_tenant_id("t"), new_tenant_id("o"));
+    let session = Uuid::now_v7();
+    let (t0, minute) = (base_time(), TimeDelta::minutes(1));
+    let counted = futures::future::join_all(
+        (0..20).map(|_| b.count_visitor_message(&tenant, session, t0, minute)),
+    )
+    .await
+    .into_iter()
+    .map(Result::unwrap)
+    .collect::<Vec<_>>();
+    assert_eq!(
+        counted.iter().map(|(c, _)| *c).collect::<BTreeSet<u32>>(),
+        (1..=20).collect::<BTreeSet<u32>>()
+    );
+    assert!(counted.iter().all(|(_, since)| *since == t0));
+    assert_eq!(
+        b.count_visitor_message(&tenant, session, secs(t0, 59), minute)
+            .await
+            .unwrap(),
+        (21, t0)
+    );
+    assert_eq!(
+        b.count_visitor_message(&tenant, Uuid::now_v7(), secs(t0, 1), minute)
+            .await
+            .unwrap(),
+        (1, secs(t0, 1))
+    );
+    assert_eq!(
+        b.count_visitor_message(&other, session, secs(t0, 1), minute)
+            .await
+            .unwrap(),
+        (1, secs(t0, 1))
+    );
+    let later = secs(t0, 61);
+    assert_eq!(
+        b.count_visitor_message(&tenant, session, later, minute)
+            .await
+            .unwrap(),
+        (1, later)
+    );
+    assert_eq!(
+        b.count_visitor_message(&tenant, session, secs(later, 1), minute)
+            .await
+            .unwrap(),
+        (2, later)
+    );
+}
+
+/// The platform's audit log (its reserved scope) holds what belongs to no tenant: listed by
+/// itself, and in no tenant's log.
+pub async fn platform_audit_is_kept_apart_from_tenants<B: Backend>(b: &B) {
+    let tenant = new_tenant_id("t");
+    let action = format!("waba_route.put.{}", rand_u32());
+    let entry = AuditEntry {
+        id: Uuid::now_v7(),
+        at: base_time(),
+        actor: Actor::platform(),
+        action: action.clone(),
+        target: Some("102290129340398".into()),
+        details: serde_json::json!({"url": "https://staging.example.org/webhooks/whatsapp"}),
+    };
+    let expires = secs(base_time(), 3600);
+    b.append_audit(&TenantId::platform(), &entry, expires)
+        .await
+        .unwrap();
+    let query = AuditQuery {
+        action: Some(action),
+        ..AuditQuery::default()
+    };
+    let platform = b
+        .list_audit(&TenantId::platform(), &query, 10, None)
+        .await
+        .unwrap();
+    assert_eq!(platform.items, vec![entry]);
+    let tenant_log = b.list_audit(&tenant, &query, 10, None).await.unwrap();
+    assert!(tenant_log.items.is_empty());
 }
 
 /// WhatsApp Business Account routes: saved with their secret, replaced keeping counters and
@@ -3141,6 +3278,12 @@ pub async fn waba_routes_keep_secrets_and_counts<B: Backend>(b: &B) {
         "a late count does not bring a route back"
     );
     assert!(b.delete_waba_route(&other).await.unwrap());
+}
+
+/// A new LiveChat visitor and widget, as chat addresses.
+fn new_chat() -> (Address, Address) {
+    let chat = |prefix| Address::Chat(ChatId::from_bytes(prefix, Uuid::new_v4().into_bytes()));
+    (chat(ChatId::VISITOR), chat(ChatId::WIDGET))
 }
 
 fn rand_u32() -> u32 {

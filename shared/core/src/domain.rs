@@ -555,11 +555,20 @@ impl TenantId {
         }
     }
 
+    /// The platform's own scope (its audit log): no tenant can have this id, which
+    /// [`TenantId::parse`] refuses.
+    pub fn platform() -> Self {
+        TenantId(PLATFORM_SCOPE.to_string())
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
+
+/// The id of [`TenantId::platform`]: the underscore keeps it out of every tenant's way.
+const PLATFORM_SCOPE: &str = "_platform";
 
 impl fmt::Display for TenantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -911,7 +920,24 @@ pub struct MessagePart {
     pub message: InboundMessage,
 }
 
+/// The longest contact name a conversation keeps (carriers and visitors choose it).
+pub const MAX_CONTACT_NAME_CHARS: usize = 100;
+
 impl InboundMessage {
+    /// The name its conversation shows for the contact: the profile name, trimmed and cut to
+    /// [`MAX_CONTACT_NAME_CHARS`]; none when it has none (or only blanks).
+    pub fn contact_name(&self) -> Option<String> {
+        self.profile_name
+            .as_deref()
+            .map(|n| {
+                n.trim()
+                    .chars()
+                    .take(MAX_CONTACT_NAME_CHARS)
+                    .collect::<String>()
+            })
+            .filter(|n| !n.is_empty())
+    }
+
     /// The two halves of a split message as one: addressing, Omni id and text from the text
     /// half, media from the media half, carrier ids joined as `<text id>+<media id>`. The
     /// result depends only on the halves, so merging the same pair twice (a redelivery)

@@ -621,6 +621,10 @@ pub struct Conversation {
     pub channel: Channel,
     /// The contact.
     pub contact: Address,
+    /// What the contact calls themself, when they said (a LiveChat visitor's name or e-mail,
+    /// a WhatsApp or Signal profile name): the newest their messages carried.
+    #[serde(default)]
+    pub contact_name: Option<String>,
     /// The tenant number used in this thread.
     pub tenant_number: Address,
     /// Inbound messages not yet read.
@@ -725,11 +729,13 @@ impl ConversationFilter {
         }
         Some(match &self.q {
             None => true,
-            Some(q) => c
-                .contact
-                .as_str()
-                .to_lowercase()
-                .contains(&q.to_lowercase()),
+            Some(q) => {
+                let q = q.to_lowercase();
+                c.contact.as_str().to_lowercase().contains(&q)
+                    || c.contact_name
+                        .as_ref()
+                        .is_some_and(|n| n.to_lowercase().contains(&q))
+            }
         })
     }
 }

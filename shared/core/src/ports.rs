@@ -344,6 +344,20 @@ pub trait MessageStore: Send + Sync {
         cooldown: Duration,
     ) -> StoreResult<bool>;
 
+    /// Counts one more message of a LiveChat visitor session (the visitor rate limit, one
+    /// count for every process and Lambda instance): within `window` of the session's window
+    /// start the count grows, after it a new window starts at `now`. The window's count, this
+    /// message included, and when it started. Atomic: concurrent messages each get their own
+    /// count, and of two that would start a window one does. The count may be forgotten once
+    /// its window is over.
+    async fn count_visitor_message(
+        &self,
+        tenant: &TenantId,
+        session: Uuid,
+        now: DateTime<Utc>,
+        window: TimeDelta,
+    ) -> StoreResult<(u32, DateTime<Utc>)>;
+
     /// Keeps an inbound webhook log entry until `expires_at`: under `tenant`, or among the
     /// webhooks no tenant could be told (`None`: an unknown number, an unreadable body).
     async fn append_webhook_log(
@@ -999,6 +1013,19 @@ pub struct VisitorFrame {
     pub message: Option<crate::service::VisitorMessage>,
     /// When.
     pub at: DateTime<Utc>,
+}
+
+impl VisitorFrame {
+    /// The `typing` frame a dashboard's `conversation.typing` presence event becomes for the
+    /// conversation's visitor; none for any other event.
+    pub fn typing(event: &PushEvent) -> Option<VisitorFrame> {
+        (event.kind == "conversation.typing").then(|| VisitorFrame {
+            kind: "typing".into(),
+            conversation_id: event.conversation_id,
+            message: None,
+            at: event.at,
+        })
+    }
 }
 
 /// Where LiveChat visitors' uploads are kept (a directory beside the database, or S3).

@@ -353,6 +353,9 @@ pub async fn ws_connect(
         return ws_message(omni, connection, request.body.as_deref().unwrap_or("")).await;
     }
     let token = request.query_string_parameters.first("token").unwrap_or("");
+    if request.query_string_parameters.first("channel") == Some("livechat") {
+        return visitor_connect(omni, &request.headers, token, connection).await;
+    }
     let client = context
         .identity
         .source_ip
@@ -406,7 +409,51 @@ pub async fn ws_connect(
     Ok(ws_response(200, ""))
 }
 
-/// `ws-disconnect`: forgets the connection.
+/// A LiveChat visitor's `$connect` (`?channel=livechat&token=`), as `omni serve`'s
+/// `/livechat/v1/ws`: the token and the page's origin checked against the widget, at most
+/// [`VISITOR_SOCKETS_PER_CONVERSATION`](omni_api::ws::VISITOR_SOCKETS_PER_CONVERSATION)
+/// sockets a conversation, and the replies that waited for the visitor delivered.
+async fn visitor_connect(
+    omni: &Omni,
+    headers: &axum::http::HeaderMap,
+    token: &str,
+    connection: &str,
+) -> Result<ApiGatewayProxyResponse, Error> {
+    let visitor = match omni_api::livechat::visitor(&omni.app_state(), headers, token).await {
+        Ok(visitor) => visitor,
+        Err(refused) => {
+            let status = i64::from(refused.status().as_u16());
+            return Ok(ws_response(status, &refused.body().to_string()));
+        }
+    };
+    let (tenant, conversation) = (&visitor.claims.tenant, visitor.conversation_id());
+    let open = omni
+        .backend
+        .visitor_connections(tenant, conversation)
+        .await
+        .map_err(|e| internal(e.into()))?;
+    if open.len() >= omni_api::ws::VISITOR_SOCKETS_PER_CONVERSATION {
+        return Ok(ws_response(
+            429,
+            r#"{"error":"this chat has as many sockets open as it may","code":"too_many_connections"}"#,
+        ));
+    }
+    // Before the socket is recorded: API Gateway takes no push to a connection until its
+    // $connect has answered (it would answer Gone, and the socket be forgotten). A reply
+    // sent between the two stays `sent` until the visitor's next connection; the widget
+    // reads the history when the socket opens, so it is shown all the same.
+    if let Err(e) = omni.services.visitor_connected(&visitor).await {
+        warn!(error = %e, "waiting replies not marked delivered");
+    }
+    omni.backend
+        .add_visitor_connection(tenant, conversation, connection)
+        .await
+        .map_err(|e| internal(e.into()))?;
+    info!(tenant_id = %tenant, connection, "visitor connected");
+    Ok(ws_response(200, ""))
+}
+
+/// `ws-disconnect`: forgets the connection (a dashboard's or a visitor's).
 pub async fn ws_disconnect(
     omni: &Omni,
     event: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
@@ -417,11 +464,7 @@ pub async fn ws_disconnect(
             .remove_connection(connection)
             .await
             .map_err(|e| internal(e.into()))?;
-        info!(
-            connection,
-            known = tenant.is_some(),
-            "dashboard disconnected"
-        );
+        info!(connection, known = tenant.is_some(), "connection closed");
     }
     Ok(ws_response(200, ""))
 }

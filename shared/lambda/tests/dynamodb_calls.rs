@@ -1,4 +1,4 @@
-//! DynamoDB requests per inbound message and per send, counted on the wire: the functions talk
+//! DynamoDB requests per inbound message, per send and per LiveChat visitor message, counted on the wire: the functions talk
 //! to the emulator through a recording proxy. Bounds keep a regression from slipping in; the
 //! figures are reported in BENCHMARKS.md (`--nocapture` prints them).
 
@@ -169,6 +169,35 @@ async fn dynamodb_requests_per_inbound_message_and_per_send() {
     omni.services.authenticate(API_KEY, None).await.unwrap();
     // The tenant's auto-replies, read at most every 30 s per instance.
     omni.services.auto_replies(&tenant()).await.unwrap();
+    // A LiveChat widget and a visitor's session (no store access: the token is signed).
+    let origin = "https://north.example.org";
+    let update = omni_core::service::LivechatUpdate {
+        allowed_origins: vec![origin.into()],
+        title: None,
+        greeting: None,
+        offline_message: None,
+        identity_required: false,
+    };
+    let (widget, _) = omni
+        .services
+        .put_livechat(&tenant(), update, &omni_core::team::Actor::platform())
+        .await
+        .unwrap();
+    let visitor = omni
+        .services
+        .start_visitor_session(
+            &widget,
+            omni_core::service::SessionRequest {
+                widget_key: widget.widget_key.to_string(),
+                visitor: Some(omni_core::service::VisitorProfile {
+                    name: Some("Ana".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     take(&calls);
 
     let mut report = BTreeMap::new();
@@ -198,6 +227,23 @@ async fn dynamodb_requests_per_inbound_message_and_per_send() {
     assert!(r.batch_item_failures.is_empty());
     report.insert("4 send: delivery-worker", take(&calls));
 
+    let visitor_message = |body: &'static str| {
+        let request = axum::http::Request::post("/livechat/v1/messages")
+            .header("origin", origin)
+            .header("authorization", format!("Bearer {}", visitor.token))
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(format!(r#"{{"body":"{body}"}}"#)))
+            .unwrap();
+        let app = omni_api::livechat::app(omni.app_state());
+        async move { app.oneshot(request).await.unwrap().status() }
+    };
+    // The session's first message starts its rate window and its conversation; the next
+    // one is the usual case.
+    assert_eq!(visitor_message("Is the road open?").await, 202);
+    report.insert("5 first visitor message: livechat", take(&calls));
+    assert_eq!(visitor_message("Hello?").await, 202);
+    report.insert("6 visitor message: livechat", take(&calls));
+
     for (step, (reads, writes, ops)) in &report {
         println!("{step}: {reads} reads, {writes} writes  {ops:?}");
     }
@@ -224,4 +270,13 @@ async fn dynamodb_requests_per_inbound_message_and_per_send() {
     // the endpoints read before the send's `conversation.updated` and its `message.sent` are
     // written (issue 20).
     assert!(send_reads <= 8 && send_writes <= 7, "{report:?}");
+    // A visitor's message (issue 17): the widget, the rate count (one UpdateItem, and a
+    // second, refused, when it starts the session's window), the raw payload, the endpoints,
+    // the conversation and the thread's write, and the dashboards to push to.
+    let (first_reads, first_writes) = total("5 first visitor");
+    let (visitor_reads, visitor_writes) = total("6 visitor");
+    println!("first visitor message: {first_reads} reads, {first_writes} writes");
+    println!("per visitor message: {visitor_reads} reads, {visitor_writes} writes");
+    assert!(first_reads <= 4 && first_writes <= 7, "{report:?}");
+    assert!(visitor_reads <= 4 && visitor_writes <= 5, "{report:?}");
 }

@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0013_auto_replies.sql"),
     include_str!("../migrations/0014_event_webhooks.sql"),
     include_str!("../migrations/0015_templates.sql"),
+    include_str!("../migrations/0016_livechat_gaps.sql"),
     include_str!("../migrations/0017_scheduled_sends.sql"),
 ];
 

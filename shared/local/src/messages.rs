@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use omni_core::domain::{
     Address, Channel, InboundMessage, Media, MessagePart, ProviderKind, SendResult, StatusUpdate,
     TenantId,
@@ -33,7 +33,7 @@ const MESSAGE_COLS: &str = "id, tenant_id, conversation_id, direction, channel, 
 const CONVERSATION_SELECT: &str = "SELECT c.id, c.tenant_id, c.channel, c.contact, \
     c.tenant_number, c.unread_count, c.starred_count, c.last_message_id, c.last_message_body, \
     c.last_message_direction, c.last_message_at, o.contact IS NOT NULL, c.status, \
-    c.assignee_id, c.assignee_name \
+    c.assignee_id, c.assignee_name, c.contact_name \
     FROM conversations c \
     LEFT JOIN opt_outs o ON o.tenant_id = c.tenant_id AND o.contact = c.contact";
 
@@ -127,6 +127,7 @@ fn conversation_row(row: &Row) -> StoreResult<Conversation> {
             }),
             _ => None,
         },
+        contact_name: opt(15)?,
     })
 }
 
@@ -228,15 +229,18 @@ macro_rules! newer_than_last {
 /// The conversation of an inbound message, created if new or opened again if resolved, with
 /// one more unread message and that message as its last unless a newer one already is (`newer_than_last!`). Every
 /// right-hand side reads the row as it was, so the condition holds for the four columns alike.
+/// The contact's name is the message's when it carries one.
 /// It returns the conversation as it leaves it, in [`CONVERSATION_SELECT`]'s columns.
 const UPSERT_INBOUND_CONVERSATION: &str = concat!(
     "INSERT INTO conversations (id, tenant_id, channel, contact, tenant_number, unread_count,
-         last_message_id, last_message_body, last_message_direction, last_message_at)
-     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?9)
+         last_message_id, last_message_body, last_message_direction, last_message_at,
+         contact_name)
+     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?9, ?10)
      ON CONFLICT (tenant_id, channel, contact) DO UPDATE SET
          tenant_number = excluded.tenant_number,
          unread_count = unread_count + 1,
          status = 'open',
+         contact_name = COALESCE(excluded.contact_name, contact_name),
          last_message_id = CASE WHEN ",
     newer_than_last!(),
     " THEN excluded.last_message_id ELSE last_message_id END,
@@ -253,7 +257,7 @@ const UPSERT_INBOUND_CONVERSATION: &str = concat!(
          last_message_id, last_message_body, last_message_direction, last_message_at,
          EXISTS (SELECT 1 FROM opt_outs o
                  WHERE o.tenant_id = conversations.tenant_id AND o.contact = conversations.contact),
-         status, assignee_id, assignee_name"
+         status, assignee_id, assignee_name, contact_name"
 );
 
 /// [`MessageStore::apply_inbound`] within the caller's transaction: upserts the conversation
@@ -290,7 +294,8 @@ pub(crate) fn apply_inbound(
                 message.id.to_string(),
                 message.body,
                 message.direction.as_str(),
-                ts(message.created_at)
+                ts(message.created_at),
+                m.contact_name()
             ],
             |r| Ok(conversation_row(r)),
         )
@@ -500,6 +505,40 @@ impl MessageStore for SqliteBackend {
                 )
                 .map_err(db)?;
             Ok(taken == 1)
+        })
+        .await
+    }
+
+    async fn count_visitor_message(
+        &self,
+        tenant: &TenantId,
+        session: Uuid,
+        now: DateTime<Utc>,
+        window: TimeDelta,
+    ) -> StoreResult<(u32, DateTime<Utc>)> {
+        let tenant = tenant.clone();
+        self.write(move |tx| {
+            // One statement under the single writer: one more in the open window, or a new
+            // window from `now` once it is over.
+            let (count, since): (i64, String) = tx
+                .row(
+                    "INSERT INTO livechat_rate (tenant_id, session_id, window_start, messages)
+                     VALUES (?1, ?2, ?3, 1)
+                     ON CONFLICT (tenant_id, session_id) DO UPDATE SET
+                         messages = CASE WHEN window_start > ?4 THEN messages + 1 ELSE 1 END,
+                         window_start = CASE WHEN window_start > ?4 THEN window_start
+                             ELSE excluded.window_start END
+                     RETURNING messages, window_start",
+                    params![
+                        tenant.as_str(),
+                        session.to_string(),
+                        ts(now),
+                        ts(now - window)
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(db)?;
+            Ok((u32::try_from(count).unwrap_or(u32::MAX), parse_ts(&since)?))
         })
         .await
     }
@@ -1052,7 +1091,9 @@ impl MessageStore for SqliteBackend {
             }
             if let Some(q) = &filter.q {
                 sql.push_str(
-                    " AND (lower(c.contact) LIKE :q ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m
+                    " AND (lower(c.contact) LIKE :q ESCAPE '\\'
+                         OR lower(c.contact_name) LIKE :q ESCAPE '\\'
+                         OR EXISTS (SELECT 1 FROM messages m
                          WHERE m.tenant_id = c.tenant_id AND m.conversation_id = c.id
                          AND lower(m.body) LIKE :q ESCAPE '\\'))",
                 );
@@ -1521,10 +1562,16 @@ impl MessageStore for SqliteBackend {
                 .map_err(db)?;
             tx.execute("DELETE FROM webhook_log WHERE expires_at <= ?1", [ts(now)])
                 .map_err(db)?;
+            // LiveChat rate counts whose window (a minute) is over.
+            tx.execute(
+                "DELETE FROM livechat_rate WHERE window_start <= ?1",
+                [ts(now - TimeDelta::minutes(2))],
+            )
+            .map_err(db)?;
             // And failed sign-ins a day old: no lockout window is that long.
             tx.execute(
                 "DELETE FROM login_failures WHERE window_start <= ?1",
-                [ts(now - chrono::TimeDelta::days(1))],
+                [ts(now - TimeDelta::days(1))],
             )
             .map_err(db)?;
             Ok(n as u64)

@@ -8,12 +8,15 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::{JobError, ServiceError, Services};
+use crate::domain::TenantId;
 use crate::ports::Job;
 use crate::providers::whatsapp;
 use crate::providers::{Secret, WebhookRequest, MIN_WEBHOOK_SECRET_CHARS};
+use crate::team::Actor;
 use crate::waba::{
     account_ids, without_accounts, ForwardCount, TargetError, TargetPolicy, WabaId, WabaRoute,
     FORWARDED_HEADER, MAX_NOTE_CHARS,
@@ -46,6 +49,7 @@ impl Services {
     /// Saves the route of a business account (`PUT /v1/admin/whatsapp/waba-routes/{id}`):
     /// the target must be a public HTTPS URL (its host is resolved now, and again at each
     /// send), and the app secret as strong as any webhook secret. Counters survive a change.
+    /// Audited in the platform's log (routes belong to no tenant), never with the secret.
     #[instrument(skip_all, fields(waba_id = raw_id))]
     pub async fn put_waba_route(
         &self,
@@ -53,6 +57,7 @@ impl Services {
         url: &str,
         app_secret: Secret,
         note: Option<String>,
+        actor: &Actor,
     ) -> Result<WabaRoute, ServiceError> {
         let waba_id = parse_id(raw_id)?;
         let target = self.settings.forward_targets.check_url(url)?;
@@ -74,6 +79,14 @@ impl Services {
         let route = WabaRoute::new(waba_id, target.to_string(), note, Utc::now());
         let stored = self.waba.put_waba_route(&route, &app_secret).await?;
         info!("whatsapp business account route saved");
+        self.audit(
+            &TenantId::platform(),
+            actor,
+            "waba_route.put",
+            Some(stored.waba_id.to_string()),
+            json!({ "url": stored.url, "note": stored.note }),
+        )
+        .await;
         Ok(stored)
     }
 
@@ -83,13 +96,21 @@ impl Services {
     }
 
     /// Removes a route; `NotFound` when there was none. Webhooks still queued for it are
-    /// dropped when their turn comes.
-    pub async fn delete_waba_route(&self, raw_id: &str) -> Result<(), ServiceError> {
+    /// dropped when their turn comes. Audited in the platform's log.
+    pub async fn delete_waba_route(&self, raw_id: &str, actor: &Actor) -> Result<(), ServiceError> {
         let waba_id = parse_id(raw_id).map_err(|_| ServiceError::NotFound("route"))?;
         if !self.waba.delete_waba_route(&waba_id).await? {
             return Err(ServiceError::NotFound("route"));
         }
         info!(waba_id = %waba_id, "whatsapp business account route removed");
+        self.audit(
+            &TenantId::platform(),
+            actor,
+            "waba_route.delete",
+            Some(waba_id.to_string()),
+            json!({}),
+        )
+        .await;
         Ok(())
     }
 

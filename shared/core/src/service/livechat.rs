@@ -1,7 +1,7 @@
 //! LiveChat: a tenant's widget settings, visitor sessions, a visitor's messages in and the
 //! dispatchers' replies out (pushed to the visitor's socket instead of a carrier).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::{info, instrument};
@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{ServiceError, Services};
 use crate::domain::{
     Address, Channel, ChatId, DeliveryStatus, Direction, InboundMessage, Media, ProviderKind,
-    SendResult, StatusUpdate, TenantId,
+    SendResult, StatusUpdate, TenantId, MAX_CONTACT_NAME_CHARS,
 };
 use crate::livechat::{
     random_secret, sniff_upload, LivechatSettings, VisitorClaims, MAX_UPLOAD_BYTES, TOKEN_TTL,
@@ -25,6 +25,8 @@ use crate::team::{Actor, ActorType};
 pub const MAX_VISITOR_BODY_CHARS: usize = 4096;
 /// Most uploads on one visitor message.
 pub const MAX_VISITOR_MEDIA: usize = 10;
+/// Most messages one visitor session may send in a clock minute.
+pub const VISITOR_MESSAGES_PER_MINUTE: u32 = 20;
 /// Most origins a widget may list.
 const MAX_ORIGINS: usize = 20;
 /// Longest title, greeting or offline message.
@@ -99,6 +101,10 @@ pub struct VisitorSession {
     pub expires_at: DateTime<Utc>,
     /// What the widget shows: the tenant's title, greeting and offline message.
     pub widget: WidgetText,
+    /// Where the widget opens the visitor socket (appending `token=`), when it is not the
+    /// server's own `/livechat/v1/ws`: on AWS, the WebSocket API's stage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_url: Option<String>,
 }
 
 /// The tenant's words the widget shows.
@@ -347,7 +353,12 @@ impl Services {
         let name = [profile.name, profile.email, profile.phone]
             .into_iter()
             .flatten()
-            .map(|v| v.trim().chars().take(100).collect::<String>())
+            .map(|v| {
+                v.trim()
+                    .chars()
+                    .take(MAX_CONTACT_NAME_CHARS)
+                    .collect::<String>()
+            })
             .find(|v| !v.is_empty());
         let claims = VisitorClaims {
             tenant: settings.tenant_id.clone(),
@@ -384,6 +395,7 @@ impl Services {
                 greeting: settings.greeting.clone(),
                 offline_message: settings.offline_message.clone(),
             },
+            socket_url: self.settings.livechat_socket_url.clone(),
         }
     }
 
@@ -440,6 +452,8 @@ impl Services {
                 return Err(invalid("client_message_id must be 1 to 100 characters"));
             }
         }
+        // Counted before anything is stored: a refused message leaves nothing behind.
+        self.count_visitor_message(visitor).await?;
         let media = self.visitor_media(tenant, &request.media).await?;
         // A client id makes the message id too, so a retry finds the first one in one read.
         let (id, carrier_id) = match &request.client_message_id {
@@ -493,6 +507,26 @@ impl Services {
         };
         self.visitor_view(&visitor.settings, &message, visitor.claims.name.as_deref())
             .await
+    }
+
+    /// Counts a message against its session's minute in the store, so the limit holds across
+    /// processes and Lambda instances: past [`VISITOR_MESSAGES_PER_MINUTE`] within a minute of
+    /// the window's first message it is [`ServiceError::RateLimited`] until that minute ends.
+    async fn count_visitor_message(&self, visitor: &Visitor) -> Result<(), ServiceError> {
+        let now = Utc::now();
+        let window = TimeDelta::minutes(1);
+        let (count, since) = self
+            .messages
+            .count_visitor_message(&visitor.claims.tenant, visitor.claims.session, now, window)
+            .await?;
+        if count > VISITOR_MESSAGES_PER_MINUTE {
+            let wait = (since + window - now).num_milliseconds().max(0);
+            // Whole seconds, rounded up: a client waiting that long finds a new window.
+            return Err(ServiceError::RateLimited(
+                u64::try_from(wait).unwrap_or(0).div_ceil(1000),
+            ));
+        }
+        Ok(())
     }
 
     /// Checks that every upload id is one of the tenant's uploads; their stored form.

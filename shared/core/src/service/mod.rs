@@ -50,7 +50,7 @@ pub use keywords::Keyword;
 pub use livechat::{
     LivechatUpdate, SessionRequest, Upload, Visitor, VisitorMessage, VisitorMessageRequest,
     VisitorPage, VisitorProfile, VisitorSession, WidgetText, MAX_VISITOR_BODY_CHARS,
-    MAX_VISITOR_MEDIA, UPLOAD_SCHEME,
+    MAX_VISITOR_MEDIA, UPLOAD_SCHEME, VISITOR_MESSAGES_PER_MINUTE,
 };
 pub use media::MediaDownload;
 pub use outbound::SendRequest;
@@ -135,6 +135,9 @@ pub enum ServiceError {
     /// this many more seconds.
     #[error("too many failed authentication attempts; retry after {0} s")]
     LockedOut(u64),
+    /// The caller sent more than its rate allows: refused for this many more seconds.
+    #[error("too many requests; retry after {0} s")]
+    RateLimited(u64),
 }
 
 impl From<StoreError> for ServiceError {
@@ -250,6 +253,9 @@ pub struct ServiceSettings {
     pub forward_targets: crate::waba::TargetPolicy,
     /// Which event webhook URLs are allowed besides public HTTPS ones.
     pub webhook_targets: crate::waba::TargetPolicy,
+    /// Where LiveChat visitors open their socket when it is not this server's
+    /// `/livechat/v1/ws` (on AWS, the WebSocket API's stage); visitor sessions carry it.
+    pub livechat_socket_url: Option<String>,
 }
 
 /// A per-tenant token bucket on `POST /v1/messages`: `burst` sends at once, refilled at
@@ -289,6 +295,7 @@ impl Default for ServiceSettings {
             audit_retention: Duration::from_secs(365 * 24 * 3600),
             forward_targets: Default::default(),
             webhook_targets: Default::default(),
+            livechat_socket_url: None,
         }
     }
 }
