@@ -667,3 +667,32 @@ def test_scheduled_bulk_and_paced_sends_take_their_own_paths(stack: Stack, api: 
     finally:
         api.admin("PUT", f"/v1/admin/tenants/north/numbers/{NUMBER}", {"provider": "twilio", "channels": ["sms", "mms"]})
     no_access_denied(stack)
+
+
+def test_whatsapp_falls_back_to_sms_when_refused_or_not_delivered_in_time(stack: Stack, api: Api, north: str, carrier: CarrierFake) -> None:
+    """The delivery worker moves a refused WhatsApp message to SMS at once, and its fallback
+    check (a delayed job on the delivery queue) moves one not delivered in time; each stays
+    one message, under the functions' own roles."""
+    refused_to, silent_to = "+15555550150", "+15555550151"
+
+    def twilio(req: Any) -> tuple[int, Any]:
+        if req.form().get("To") == f"whatsapp:{refused_to}":
+            return 400, {"code": 63016, "message": "Outside the allowed window", "status": 400}
+        return 201, {"sid": f"SM{len(carrier.requests):032d}", "status": "queued", "account_sid": ACCOUNT_SID}
+
+    carrier.on("POST", r"/2010-04-01/Accounts/\w+/Messages\.json$", twilio)
+    api.admin("PUT", f"/v1/admin/tenants/north/numbers/{NUMBER}", {"provider": "twilio", "channels": ["sms", "mms", "whatsapp"]})
+    try:
+        ids = {}
+        for to, wait in ((refused_to, 300), (silent_to, 2)):
+            resp = api.call("POST", "/v1/messages", north, json={"channel": "whatsapp", "to": to, "body": "Are you safe?", "fallback": [{"channel": "sms", "after_secs": wait}]})
+            assert resp.status_code == 202, resp.text
+            ids[to] = resp.json()["id"]
+        for to in (refused_to, silent_to):
+            moved = wait_for(f"the fallback to SMS for {to}", lambda: (m := message(api, north, ids[to]))["channel"] == "sms" and m["status"] == "sent" and m, timeout=40)
+            assert [e["status"] for e in moved["events"]] == ["queued", "sent", "queued", "sent"] if to == silent_to else ["queued", "queued", "sent"], moved
+            assert moved["events"][-2]["note"].startswith("fallback from whatsapp to sms"), moved
+            assert len(sends_to(carrier, to)) == 1 and len(sends_to(carrier, f"whatsapp:{to}")) == 1
+    finally:
+        api.admin("PUT", f"/v1/admin/tenants/north/numbers/{NUMBER}", {"provider": "twilio", "channels": ["sms", "mms"]})
+    no_access_denied(stack)
