@@ -91,11 +91,7 @@ impl World {
             auto_reply_cache: Default::default(),
         };
         let app = omni_api::full_app(
-            AppState {
-                services: services.clone(),
-                admin_token: Secret::new(ADMIN),
-                cors: Default::default(),
-            },
+            AppState::new(services.clone(), Secret::new(ADMIN), Default::default()),
             hub,
         );
         World {

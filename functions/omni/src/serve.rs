@@ -126,11 +126,7 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = runner::spawn_all(backend.clone(), services.clone(), http, stop_rx, &config);
     let app = omni_api::serve_app(
-        AppState {
-            services,
-            admin_token,
-            cors: config.service.cors_origins.clone(),
-        },
+        AppState::new(services, admin_token, config.service.cors_origins.clone()),
         hub,
         config.http_limits(),
     );
@@ -296,11 +292,7 @@ mod tests {
             api_key_usage: Default::default(),
             auto_reply_cache: Default::default(),
         };
-        AppState {
-            services,
-            admin_token: Secret::new("t"),
-            cors: Default::default(),
-        }
+        AppState::new(services, Secret::new("t"), Default::default())
     }
 
     /// The usual soft limit of 1,024 open files let 1,001 WebSockets starve every webhook;
@@ -613,7 +605,9 @@ mod tests {
         use omni_core::webhook::{DeliveryState, EventType, WebhookDelivery, WebhookEndpoint};
 
         let backend = Arc::new(SqliteBackend::open_in_memory(MasterKey::generate()).unwrap());
-        let services = app_state(backend, Arc::new(WsHub::default())).services;
+        let services = app_state(backend, Arc::new(WsHub::default()))
+            .services
+            .clone();
         let tenant = TenantId::parse("north").unwrap();
         let now = chrono::Utc::now();
         let endpoint = |failing_since| WebhookEndpoint {
@@ -702,9 +696,10 @@ mod tests {
 
         const SECRET: &str = "one-meta-app-secret-0001";
         let backend = Arc::new(SqliteBackend::open_in_memory(MasterKey::generate()).unwrap());
-        let mut state = app_state(backend.clone(), Arc::new(WsHub::default()));
-        state.services.settings.retry.base = Duration::ZERO;
-        let services = state.services;
+        let mut services = app_state(backend.clone(), Arc::new(WsHub::default()))
+            .services
+            .clone();
+        services.settings.retry.base = Duration::ZERO;
         let tenant = TenantId::parse("north").unwrap();
         let now = chrono::Utc::now();
         services

@@ -33,15 +33,39 @@ use omni_core::service::Services;
 pub use error::ApiError;
 pub use ws::WsHub;
 
-/// What every handler shares.
+/// What every handler shares, behind one `Arc`: axum clones the state for every extractor of
+/// every request, and a clone is then one atomic increment rather than a copy of the
+/// services' ports, settings and strings.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+/// The contents of [`AppState`].
+pub struct SharedState {
     /// The flows.
     pub services: Services,
     /// Bearer token for `/v1/admin/*`.
     pub admin_token: Secret,
     /// Browser origins allowed to call the API (`OMNI_CORS_ORIGINS`).
     pub cors: cors::CorsOrigins,
+}
+
+impl AppState {
+    /// The state of the routers serving `services`.
+    pub fn new(services: Services, admin_token: Secret, cors: cors::CorsOrigins) -> Self {
+        AppState(Arc::new(SharedState {
+            services,
+            admin_token,
+            cors,
+        }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
 }
 
 /// The address of the client that made a request, as the server saw it (the socket's peer on

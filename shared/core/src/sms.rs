@@ -35,8 +35,38 @@ pub struct SmsCount {
     pub encoding: SmsEncoding,
 }
 
+/// The septets each ASCII character takes in GSM-7 (0: not in the alphabet), read from the
+/// alphabets once at compile time: most texts are ASCII, and a table lookup spares scanning
+/// the alphabets for every character of every message serialised.
+const ASCII_SEPTETS: [u8; 128] = {
+    let mut table = [0u8; 128];
+    // ASCII characters are the UTF-8 bytes below 0x80; the others' bytes are all above.
+    let (basic, extension) = (GSM7_BASIC.as_bytes(), GSM7_EXTENSION.as_bytes());
+    let mut i = 0;
+    while i < extension.len() {
+        if extension[i] < 0x80 {
+            table[extension[i] as usize] = 2;
+        }
+        i += 1;
+    }
+    let mut i = 0;
+    while i < basic.len() {
+        if basic[i] < 0x80 {
+            table[basic[i] as usize] = 1;
+        }
+        i += 1;
+    }
+    table
+};
+
 /// How many septets `c` takes in GSM-7, or `None` when it is not in the alphabet.
 fn gsm7_septets(c: char) -> Option<usize> {
+    if c.is_ascii() {
+        return match ASCII_SEPTETS[c as usize] {
+            0 => None,
+            n => Some(usize::from(n)),
+        };
+    }
     if GSM7_BASIC.contains(c) {
         Some(1)
     } else if GSM7_EXTENSION.contains(c) {
@@ -154,5 +184,19 @@ mod tests {
             serde_json::to_string(&SmsEncoding::Ucs2).unwrap(),
             "\"UCS-2\""
         );
+    }
+
+    #[test]
+    fn the_ascii_table_agrees_with_the_alphabets() {
+        for c in (0u8..0x80).map(char::from) {
+            let slow = if GSM7_BASIC.contains(c) {
+                Some(1)
+            } else if GSM7_EXTENSION.contains(c) {
+                Some(2)
+            } else {
+                None
+            };
+            assert_eq!(gsm7_septets(c), slow, "{c:?}");
+        }
     }
 }

@@ -176,11 +176,11 @@ impl Omni {
 
     /// The state the HTTP routers share.
     pub fn app_state(&self) -> AppState {
-        AppState {
-            services: self.services.clone(),
-            admin_token: self.admin_token.clone(),
-            cors: self.cors.clone(),
-        }
+        AppState::new(
+            self.services.clone(),
+            self.admin_token.clone(),
+            self.cors.clone(),
+        )
     }
 }
 
