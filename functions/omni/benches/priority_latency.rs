@@ -12,13 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::Server;
+use support::{bench_tenant, omni_serve, Server};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 mod support;
 
-const ADMIN: &str = "bench-admin-token-0123456789abcdef";
 const NUMBER: &str = "+15555550100";
 const CONTACT: &str = "+15555550123";
 const URGENT: &str = "URGENT: unit 12 to 5th and Main";
@@ -80,60 +79,14 @@ async fn run(bulk: usize, latency: Duration) -> Run {
         .mount(&fake)
         .await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_omni"));
+    let mut command = omni_serve(env!("CARGO_BIN_EXE_omni"), dir.path());
     command
-        .args(["serve"])
-        .env("OMNI_ADDR", "127.0.0.1:0")
-        .env("OMNI_DB", dir.path().join("omni.db"))
-        .env("OMNI_ADMIN_TOKEN", ADMIN)
-        .env(
-            "OMNI_MASTER_KEY",
-            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-        )
         .env("OMNI_TWILIO_API_URL", fake.uri())
         // The bench measures the queue, not the API's per-tenant send limit.
-        .env("OMNI_SEND_RATE_PER_SEC", "0")
-        .env("OMNI_LOG", "warn")
-        .stderr(std::process::Stdio::null());
+        .env("OMNI_SEND_RATE_PER_SEC", "0");
     let (server, base) = Server::start(command, "omni listening on ").expect("omni started");
     let http = reqwest::Client::new();
-    let admin = |method: reqwest::Method, path: &str, body: Option<Value>| {
-        let mut r = http
-            .request(method, format!("{base}{path}"))
-            .bearer_auth(ADMIN);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        r.send()
-    };
-    for (path, body) in [
-        ("/v1/admin/tenants/bench", json!({"name": "Bench"})),
-        (
-            "/v1/admin/tenants/bench/providers/twilio",
-            json!({"account_sid": "AC0123456789abcdef0123456789abcdef", "auth_token": "12345abcdef67890fedcba0987654321"}),
-        ),
-        (
-            &format!("/v1/admin/tenants/bench/numbers/{NUMBER}"),
-            json!({"provider": "twilio", "channels": ["sms"]}),
-        ),
-    ] {
-        let status = admin(reqwest::Method::PUT, path, Some(body))
-            .await
-            .unwrap()
-            .status();
-        assert!(status.is_success(), "{path}: {status}");
-    }
-    let key: Value = admin(
-        reqwest::Method::POST,
-        "/v1/admin/tenants/bench/api-keys",
-        None,
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let key = key["key"].as_str().unwrap().to_owned();
+    let key = bench_tenant(&http, &base, "12345abcdef67890fedcba0987654321", NUMBER).await;
     let post = |path: &str, body: Value| {
         http.post(format!("{base}{path}"))
             .bearer_auth(&key)

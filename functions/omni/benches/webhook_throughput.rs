@@ -16,18 +16,17 @@
 //! or another commit's for an A/B comparison). A peer that cannot start is reported and skipped; the others still run.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use omni_core::providers::twilio;
-use serde_json::{json, Value};
-use support::Server;
+use serde_json::Value;
+use support::{bench_tenant, omni_serve, Server};
 
 mod support;
 
 const TOKEN: &str = "12345abcdef67890fedcba0987654321";
-const ADMIN: &str = "bench-admin-token-0123456789abcdef";
 const NUMBER: &str = "+15555550100";
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -236,67 +235,16 @@ async fn bench_omni(requests: usize, concurrency: usize) -> Figures {
     let dir = tempfile::tempdir().expect("temp dir");
     // Another build of `omni` (a profiling build, or the main branch's for an A/B) may be
     // named by BENCH_OMNI.
-    let mut command = Command::new(
+    let command = omni_serve(
         std::env::var_os("BENCH_OMNI").unwrap_or_else(|| env!("CARGO_BIN_EXE_omni").into()),
+        dir.path(),
     );
-    command
-        .args(["serve"])
-        .env("OMNI_ADDR", "127.0.0.1:0")
-        .env("OMNI_DB", dir.path().join("omni.db"))
-        .env("OMNI_ADMIN_TOKEN", ADMIN)
-        .env(
-            "OMNI_MASTER_KEY",
-            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-        )
-        .env("OMNI_LOG", "warn")
-        .stderr(Stdio::null());
     let (server, base) = Server::start(command, "omni listening on ").expect("omni started");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
         .unwrap();
-
-    let admin = |method: reqwest::Method, path: &str, body: Option<Value>| {
-        let mut r = http
-            .request(method, format!("{base}{path}"))
-            .bearer_auth(ADMIN);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        r.send()
-    };
-    admin(
-        reqwest::Method::PUT,
-        "/v1/admin/tenants/bench",
-        Some(json!({"name": "Bench"})),
-    )
-    .await
-    .unwrap();
-    admin(
-        reqwest::Method::PUT,
-        "/v1/admin/tenants/bench/providers/twilio",
-        Some(json!({"account_sid": "AC0123456789abcdef0123456789abcdef", "auth_token": TOKEN})),
-    )
-    .await
-    .unwrap();
-    admin(
-        reqwest::Method::PUT,
-        &format!("/v1/admin/tenants/bench/numbers/{NUMBER}"),
-        Some(json!({"provider": "twilio", "channels": ["sms"]})),
-    )
-    .await
-    .unwrap();
-    let key: Value = admin(
-        reqwest::Method::POST,
-        "/v1/admin/tenants/bench/api-keys",
-        None,
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let key = key["key"].as_str().unwrap().to_string();
+    let key = bench_tenant(&http, &base, TOKEN, NUMBER).await;
 
     // A dashboard receives every push during the run. Each `message.received` is pushed once
     // its message and conversation are committed, so the last one marks the run applied.

@@ -310,6 +310,54 @@ impl AwsBackend {
         )
     }
 
+    /// Puts a message back in the outbox with a fresh retry budget after `change` (a requeue,
+    /// a fallback) has moved it there: `None` when the tenant has no such message or `change`
+    /// answers false (nothing to do). Not [`Self::message_update_op`]: its guard lets a status
+    /// only move forward, and this is the one step back.
+    async fn back_to_outbox(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        mut change: impl FnMut(&mut Message) -> StoreResult<bool>,
+    ) -> StoreResult<Option<Message>> {
+        for attempt in 0..WRITE_ATTEMPTS {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
+            let Some((mut message, ver)) = self.load_message(tenant, id).await? else {
+                return Ok(None);
+            };
+            if !change(&mut message)? {
+                return Ok(None);
+            }
+            let vals = values([
+                (":doc", json(&message)?),
+                (":st", s(message.status.as_str())),
+                (":rank", n(i64::from(message.status.rank()))),
+                (":ver", n(ver)),
+                (":next", n(ver + 1)),
+                (":upd", s(ts(message.updated_at))),
+                (":zero", n(0)),
+                (":ob", s(OUTBOX)),
+                (":obk", s(outbox_key(tenant, &message, None))),
+            ]);
+            let op = self.update_op(
+                message_key(tenant, id),
+                "SET doc = :doc, st = :st, srank = :rank, ver = :next, upd = :upd, \
+                 attempts = :zero, gsi2pk = :ob, gsi2sk = :obk REMOVE claim_until"
+                    .into(),
+                "ver = :ver",
+                vals,
+            )?;
+            if self.transact(vec![op]).await? {
+                return Ok(Some(message));
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "message {id}: gave up after repeated write conflicts"
+        )))
+    }
+
     /// A message with its version, for an optimistic update.
     async fn load_message(
         &self,
@@ -1225,42 +1273,11 @@ impl MessageStore for AwsBackend {
     }
 
     async fn requeue_message(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Message>> {
-        for attempt in 0..WRITE_ATTEMPTS {
-            if attempt > 0 {
-                back_off(attempt).await;
-            }
-            let Some((mut message, ver)) = self.load_message(tenant, id).await? else {
-                return Ok(None);
-            };
+        self.back_to_outbox(tenant, id, |message| {
             message.requeue(Utc::now())?;
-            // Not message_update_op: its guard lets a status only move forward, and this is
-            // the one step back (to queued, with a fresh retry budget).
-            let vals = values([
-                (":doc", json(&message)?),
-                (":st", s(message.status.as_str())),
-                (":rank", n(i64::from(message.status.rank()))),
-                (":ver", n(ver)),
-                (":next", n(ver + 1)),
-                (":upd", s(ts(message.updated_at))),
-                (":zero", n(0)),
-                (":ob", s(OUTBOX)),
-                (":obk", s(outbox_key(tenant, &message, None))),
-            ]);
-            let op = self.update_op(
-                message_key(tenant, id),
-                "SET doc = :doc, st = :st, srank = :rank, ver = :next, upd = :upd, \
-                 attempts = :zero, gsi2pk = :ob, gsi2sk = :obk REMOVE claim_until"
-                    .into(),
-                "ver = :ver",
-                vals,
-            )?;
-            if self.transact(vec![op]).await? {
-                return Ok(Some(message));
-            }
-        }
-        Err(StoreError::Backend(format!(
-            "message {id}: gave up after repeated write conflicts"
-        )))
+            Ok(true)
+        })
+        .await
     }
 
     async fn defer_delivery(
@@ -1368,49 +1385,14 @@ impl MessageStore for AwsBackend {
         reason: &str,
     ) -> StoreResult<Option<Message>> {
         self.take_claim(tenant, id);
-        for attempt in 0..WRITE_ATTEMPTS {
-            if attempt > 0 {
-                back_off(attempt).await;
-            }
-            let Some((mut message, ver)) = self.load_message(tenant, id).await? else {
-                return Ok(None);
-            };
-            // The carrier id index item of the attempt it leaves stays: a late delivery
-            // receipt still finds the message through it.
-            if message
+        // The carrier id index item of the attempt it leaves stays: a late delivery receipt
+        // still finds the message through it.
+        self.back_to_outbox(tenant, id, |message| {
+            Ok(message
                 .fall_back(remaining, from.clone(), reason, Utc::now())
-                .is_none()
-            {
-                return Ok(None);
-            }
-            // Not message_update_op: its guard lets a status only move forward, and this is a
-            // step back (to queued, with a fresh retry budget), as a requeue is.
-            let vals = values([
-                (":doc", json(&message)?),
-                (":st", s(message.status.as_str())),
-                (":rank", n(i64::from(message.status.rank()))),
-                (":ver", n(ver)),
-                (":next", n(ver + 1)),
-                (":upd", s(ts(message.updated_at))),
-                (":zero", n(0)),
-                (":ob", s(OUTBOX)),
-                (":obk", s(outbox_key(tenant, &message, None))),
-            ]);
-            let op = self.update_op(
-                message_key(tenant, id),
-                "SET doc = :doc, st = :st, srank = :rank, ver = :next, upd = :upd, \
-                 attempts = :zero, gsi2pk = :ob, gsi2sk = :obk REMOVE claim_until"
-                    .into(),
-                "ver = :ver",
-                vals,
-            )?;
-            if self.transact(vec![op]).await? {
-                return Ok(Some(message));
-            }
-        }
-        Err(StoreError::Backend(format!(
-            "message {id}: gave up after repeated write conflicts"
-        )))
+                .is_some())
+        })
+        .await
     }
 
     async fn cancel_message(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Message>> {

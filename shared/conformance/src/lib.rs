@@ -296,6 +296,20 @@ async fn sent_message<B: Backend>(b: &B, tenant: &TenantId, pid: &str) -> Messag
     b.record_sent(tenant, m.id, &sent(pid), None).await.unwrap()
 }
 
+/// Whether the sweeper, asking with `before`, would find the tenant's message `id` stranded.
+async fn is_stranded<B: Backend>(
+    b: &B,
+    tenant: &TenantId,
+    id: Uuid,
+    before: DateTime<Utc>,
+) -> bool {
+    b.stranded_outbound(before, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .any(|(t, found)| &t == tenant && found == id)
+}
+
 fn statuses(m: &Message) -> Vec<(DeliveryStatus, &str)> {
     m.events
         .iter()
@@ -1715,13 +1729,7 @@ pub async fn retries_are_not_stranded_before_due<B: Backend>(b: &B) {
         .await
         .unwrap();
     let (ours, id) = (&tenant, m.id);
-    let stranded = |before| async move {
-        b.stranded_outbound(before, 10_000)
-            .await
-            .unwrap()
-            .into_iter()
-            .any(|(t, found)| &t == ours && found == id)
-    };
+    let stranded = |before| is_stranded(b, ours, id, before);
     // What the sweeper asks 30 s after the retry was recorded: not yet.
     assert!(
         !stranded(Utc::now() + TimeDelta::seconds(1)).await,
@@ -3803,14 +3811,7 @@ pub async fn scheduled_messages_are_released_when_due_and_canceled<B: Backend>(b
     );
     // Released ahead of its time (the AWS sweeper looks a minute ahead): not stranded
     // before its send_at, claimable by its job.
-    let soon_id = soon.id;
-    let stranded_soon = |before| async move {
-        b.stranded_outbound(before, 10_000)
-            .await
-            .unwrap()
-            .into_iter()
-            .any(|(t, id)| &t == ours && id == soon_id)
-    };
+    let stranded_soon = |before| is_stranded(b, ours, soon.id, before);
     assert!(!stranded_soon(soon.send_at.unwrap() - TimeDelta::milliseconds(500)).await);
     assert!(stranded_soon(soon.send_at.unwrap() + TimeDelta::seconds(1)).await);
 
@@ -3915,13 +3916,7 @@ pub async fn deferred_deliveries_keep_their_attempts<B: Backend>(b: &B) {
     let slot = Utc::now() + TimeDelta::seconds(60);
     b.defer_delivery(&tenant, m.id, slot).await.unwrap();
     let (ours, id) = (&tenant, m.id);
-    let stranded = |before| async move {
-        b.stranded_outbound(before, 10_000)
-            .await
-            .unwrap()
-            .into_iter()
-            .any(|(t, found)| &t == ours && found == id)
-    };
+    let stranded = |before| is_stranded(b, ours, id, before);
     assert!(
         !stranded(Utc::now() + TimeDelta::seconds(30)).await,
         "before its slot"

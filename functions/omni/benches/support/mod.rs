@@ -1,9 +1,83 @@
-//! What the benches share: a server process under test.
+//! What the benches share: a server process under test, `omni serve` started on a fresh
+//! database, and the tenant the load is for.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+/// The platform admin token `omni serve` is started with.
+const ADMIN: &str = "bench-admin-token-0123456789abcdef";
+
+/// `program serve` (an `omni` binary) on a fresh database in `dir`, logging warnings only to
+/// nowhere; the caller adds any other setting, then starts it with [`Server::start`].
+pub fn omni_serve(program: impl AsRef<OsStr>, dir: &Path) -> Command {
+    let mut command = Command::new(program);
+    command
+        .args(["serve"])
+        .env("OMNI_ADDR", "127.0.0.1:0")
+        .env("OMNI_DB", dir.join("omni.db"))
+        .env("OMNI_ADMIN_TOKEN", ADMIN)
+        .env(
+            "OMNI_MASTER_KEY",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        )
+        .env("OMNI_LOG", "warn")
+        .stderr(Stdio::null());
+    command
+}
+
+/// Creates tenant `bench` on the `omni serve` at `base`: Twilio with `auth_token`, `number`
+/// routed to it for SMS. Returns the tenant's API key.
+pub async fn bench_tenant(
+    http: &reqwest::Client,
+    base: &str,
+    auth_token: &str,
+    number: &str,
+) -> String {
+    let admin = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+        let mut r = http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(ADMIN);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        r.send()
+    };
+    for (path, body) in [
+        (
+            "/v1/admin/tenants/bench".to_owned(),
+            serde_json::json!({"name": "Bench"}),
+        ),
+        (
+            "/v1/admin/tenants/bench/providers/twilio".to_owned(),
+            serde_json::json!({"account_sid": "AC0123456789abcdef0123456789abcdef", "auth_token": auth_token}),
+        ),
+        (
+            format!("/v1/admin/tenants/bench/numbers/{number}"),
+            serde_json::json!({"provider": "twilio", "channels": ["sms"]}),
+        ),
+    ] {
+        let status = admin(reqwest::Method::PUT, &path, Some(body))
+            .await
+            .expect("admin API")
+            .status();
+        assert!(status.is_success(), "{path}: {status}");
+    }
+    let key: serde_json::Value = admin(
+        reqwest::Method::POST,
+        "/v1/admin/tenants/bench/api-keys",
+        None,
+    )
+    .await
+    .expect("admin API")
+    .json()
+    .await
+    .expect("an API key");
+    key["key"].as_str().expect("an API key").to_owned()
+}
 
 /// A server under test, killed however the bench ends (a failed assertion included), so
 /// no server outlives its run.

@@ -18,9 +18,6 @@ use crate::ports::Job;
 const MAX_STEPS: usize = 3;
 /// Longest wait for a delivery before falling back: a day.
 const MAX_AFTER_SECS: u64 = 86_400;
-/// The longest a queue delays a job (SQS's 15 minutes); a later check comes back early and
-/// is queued again for the rest.
-const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);
 
 /// Channels a phone number can be reached on, so a fallback between them reaches the same
 /// contact.
@@ -101,14 +98,15 @@ impl Services {
             remaining: message.fallback.len(),
             due: Utc::now() + TimeDelta::from_std(wait).unwrap_or(TimeDelta::zero()),
         };
-        if let Err(e) = self.queue.enqueue(&job, wait.min(MAX_QUEUE_DELAY)).await {
+        if let Err(e) = self.queue.enqueue(&job, wait).await {
             // The message then stays on its channel: it is sent, not lost.
             warn!(error = %e, "cannot set the fallback check");
         }
     }
 
     /// The check set by [`Self::watch_delivery`]: falls back unless the message has delivered
-    /// (or moved on) meanwhile.
+    /// (or moved on) meanwhile. A queue whose delays are shorter (SQS: 15 minutes) hands it
+    /// back early; it is queued again for the rest.
     #[instrument(skip_all, fields(tenant_id = %tenant, message_id = %id))]
     pub(super) async fn fallback_due(
         &self,
@@ -125,7 +123,7 @@ impl Services {
                 due,
             };
             self.queue
-                .enqueue(&job, left.min(MAX_QUEUE_DELAY))
+                .enqueue(&job, left)
                 .await
                 .map_err(ServiceError::from)?;
             return Ok(());
