@@ -227,6 +227,19 @@ fn message_item(tenant: &TenantId, m: &Message) -> StoreResult<Item> {
     Ok(item)
 }
 
+/// The values every versioned write of a message's status binds: its document, status and
+/// rank, the version read (`:ver`) and the next (`:next`), and when it changed.
+fn status_write_values(m: &Message, ver: i64) -> StoreResult<Item> {
+    Ok(values([
+        (":doc", json(m)?),
+        (":st", s(m.status.as_str())),
+        (":rank", n(i64::from(m.status.rank()))),
+        (":ver", n(ver)),
+        (":next", n(ver + 1)),
+        (":upd", s(ts(m.updated_at))),
+    ]))
+}
+
 /// A queued message's place in the outbox index: when the sweeper may first think it lost,
 /// its last change or, after a retry, when that retry is due if later.
 fn outbox_key(tenant: &TenantId, m: &Message, retry_at: Option<DateTime<Utc>>) -> String {
@@ -285,14 +298,7 @@ impl AwsBackend {
         ver: i64,
         retry_at: Option<DateTime<Utc>>,
     ) -> StoreResult<TransactWriteItem> {
-        let mut vals = values([
-            (":doc", json(m)?),
-            (":st", s(m.status.as_str())),
-            (":rank", n(i64::from(m.status.rank()))),
-            (":ver", n(ver)),
-            (":next", n(ver + 1)),
-            (":upd", s(ts(m.updated_at))),
-        ]);
+        let mut vals = status_write_values(m, ver)?;
         let mut expression =
             "SET doc = :doc, st = :st, srank = :rank, ver = :next, upd = :upd".to_owned();
         if m.status == DeliveryStatus::Queued {
@@ -330,17 +336,12 @@ impl AwsBackend {
             if !change(&mut message)? {
                 return Ok(None);
             }
-            let vals = values([
-                (":doc", json(&message)?),
-                (":st", s(message.status.as_str())),
-                (":rank", n(i64::from(message.status.rank()))),
-                (":ver", n(ver)),
-                (":next", n(ver + 1)),
-                (":upd", s(ts(message.updated_at))),
+            let mut vals = status_write_values(&message, ver)?;
+            vals.extend(values([
                 (":zero", n(0)),
                 (":ob", s(OUTBOX)),
                 (":obk", s(outbox_key(tenant, &message, None))),
-            ]);
+            ]));
             let op = self.update_op(
                 message_key(tenant, id),
                 "SET doc = :doc, st = :st, srank = :rank, ver = :next, upd = :upd, \
@@ -1408,15 +1409,8 @@ impl MessageStore for AwsBackend {
             let mut message = message_from(&item)?;
             let (ver, attempts) = (get_n(&item, "ver")?, get_n(&item, "attempts")?);
             message.cancel(u32::try_from(attempts).unwrap_or(u32::MAX), Utc::now())?;
-            let vals = values([
-                (":doc", json(&message)?),
-                (":st", s(message.status.as_str())),
-                (":rank", n(i64::from(message.status.rank()))),
-                (":ver", n(ver)),
-                (":next", n(ver + 1)),
-                (":upd", s(ts(message.updated_at))),
-                (":attempts", n(attempts)),
-            ]);
+            let mut vals = status_write_values(&message, ver)?;
+            vals.insert(":attempts".into(), n(attempts));
             // The attempt count guards against a delivery claim taken since the read (a
             // claim does not move the version).
             let mut ops = vec![self.update_op(
